@@ -1,0 +1,1 @@
+"""Code generation: SymPy expressions to TensorFlow statements, and the module around them."""

@@ -1,0 +1,1 @@
+"""The symbolic core: lowering to SymPy, stable rewrites, simplification, gradients."""

@@ -1,0 +1,269 @@
+"""The checked tree: names resolved, lets inlined, calls bound to built-ins, roles known.
+
+The checker produces a `CheckedSpec`; lowering to SymPy and the domain checks read it.
+Every node keeps the span of the source it came from, so later stages can point at the
+offending sub-expression. A `let` used twice is the same node object twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from lossdsl.diagnostics import Diagnostic
+from lossdsl.source import SourceFile, Span
+
+
+class Role(Enum):
+    """A named group of tensor axes, in axis order: [batch, spatial..., class]."""
+
+    BATCH = "batch"
+    SPATIAL = "spatial"
+    CLASS = "class"
+
+
+Roles = frozenset[Role]
+NO_ROLES: Roles = frozenset()
+ALL_ROLES: Roles = frozenset(Role)
+PER_ELEMENT: Roles = frozenset({Role.BATCH, Role.SPATIAL})
+PER_SAMPLE: Roles = frozenset({Role.BATCH})
+CLASS_ONLY: Roles = frozenset({Role.CLASS})
+
+ROLE_ORDER: tuple[Role, ...] = (Role.BATCH, Role.SPATIAL, Role.CLASS)
+
+
+def describe_roles(roles: Roles) -> str:
+    """Roles as users read them: `[batch, spatial, class]`, or `scalar`."""
+    if not roles:
+        return "scalar"
+    return "[" + ", ".join(r.value for r in ROLE_ORDER if r in roles) + "]"
+
+
+InputKind = Literal["onehot", "label", "binary", "target", "prob", "logits", "real", "nonneg"]
+Argument = Literal["y_true", "y_pred"]
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """A declared (or default) input: which Keras argument it binds and its kind."""
+
+    name: str
+    kind: InputKind
+    argument: Argument
+    span: Span | None  # None for the default inputs of a spec without `input` lines
+
+    @property
+    def roles(self) -> Roles:
+        return PER_ELEMENT if self.kind == "label" else ALL_ROLES
+
+
+@dataclass(frozen=True)
+class ParamDomain:
+    """The set of values a param may take: an interval, with its source spelling."""
+
+    low: float  # -math.inf when unbounded
+    high: float  # math.inf when unbounded
+    low_closed: bool
+    high_closed: bool
+    text: str  # as written (`nonneg`, `(0, 1]`), or `real` when omitted
+
+    def contains(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
+
+    def describe(self) -> str:
+        """The domain as an interval, e.g. `[0, inf)`."""
+        left = "[" if self.low_closed else "("
+        right = "]" if self.high_closed else ")"
+        return f"{left}{_bound(self.low)}, {_bound(self.high)}{right}"
+
+
+def _bound(value: float) -> str:
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:g}"
+
+
+NAMED_DOMAINS: dict[str, ParamDomain] = {
+    "real": ParamDomain(-math.inf, math.inf, False, False, "real"),
+    "nonneg": ParamDomain(0.0, math.inf, True, False, "nonneg"),
+    "positive": ParamDomain(0.0, math.inf, False, False, "positive"),
+    "unit": ParamDomain(0.0, 1.0, True, True, "unit"),
+}
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """A declared param: its domain and default (a float, or one float per class)."""
+
+    name: str
+    domain: ParamDomain
+    default: float | tuple[float, ...]
+    span: Span
+
+    @property
+    def is_vector(self) -> bool:
+        return isinstance(self.default, tuple)
+
+    @property
+    def roles(self) -> Roles:
+        return CLASS_ONLY if self.is_vector else NO_ROLES
+
+
+# ---------------------------------------------------------------- typed expressions
+# Every node carries `span` (where it was written), `roles` (which axes its value has)
+# and `integer` (class ids and labels are integers; everything else is real).
+
+
+@dataclass(frozen=True, eq=False)
+class TConst:
+    """A number (literals and `eps`)."""
+
+    value: float
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TNumClasses:
+    """`num_classes`: C, known when the loss runs."""
+
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TInput:
+    """A reference to y_true or y_pred."""
+
+    info: InputInfo
+    span: Span
+    roles: Roles = ALL_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TParam:
+    """A reference to a param (a scalar, or a per-class vector with the class role)."""
+
+    info: ParamInfo
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TAdd:
+    """A flat sum; `negated[i]` marks subtracted operands."""
+
+    operands: tuple[TExpr, ...]
+    negated: tuple[bool, ...]
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TMul:
+    """A flat product; `inverted[i]` marks divisors."""
+
+    operands: tuple[TExpr, ...]
+    inverted: tuple[bool, ...]
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TNeg:
+    """Unary minus."""
+
+    operand: TExpr
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TPow:
+    """`base ^ exponent`; `square(x)` is also lowered here by the checker."""
+
+    base: TExpr
+    exponent: TExpr
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TCompare:
+    """A comparison (only as `where`'s condition and in `mask`)."""
+
+    op: str
+    left: TExpr
+    right: TExpr
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TCall:
+    """A call of a built-in from `lossdsl.builtins.BUILTINS`, arguments normalised.
+
+    Defaults are filled in (`clip(x)` has its `eps`, `1 - eps` bounds as TConst), keyword
+    arguments are gone, and for a reduction `reduced` holds the roles it removes.
+    """
+
+    builtin: str
+    args: tuple[TExpr, ...]
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+    reduced: Roles = field(default=NO_ROLES)
+
+
+@dataclass(frozen=True, eq=False)
+class TGather:
+    """`vector[index]`: the entry of a per-class vector at each element's class id."""
+
+    vector: TExpr
+    index: TExpr
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+TExpr = TConst | TNumClasses | TInput | TParam | TAdd | TMul | TNeg | TPow | TCompare | TCall | TGather
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec that passed the checks: everything later stages need, and its warnings.
+
+    `loss` is the loss as written; `result` is what the Keras `call` returns: the
+    argument of the lifted outermost mean when `lifted` (LANGUAGE.md section 2), the
+    loss itself otherwise. `batch_coupled` is true when a reduction over the batch
+    happens inside `result`.
+    """
+
+    source: SourceFile
+    loss_name: str
+    loss_span: Span
+    docstring: str
+    y_true: InputInfo
+    y_pred: InputInfo
+    params: tuple[ParamInfo, ...]
+    loss: TExpr
+    result: TExpr
+    lifted: bool
+    batch_coupled: bool
+    mask: TCompare | None
+    warnings: tuple[Diagnostic, ...]
