@@ -1,14 +1,108 @@
-"""The pipeline: parse, check, analyse domains, lower, rewrite, print, write, verify."""
+"""The pipeline: parse, check, analyse domains, lower, rewrite, print, write, verify.
+
+Each stage lives in its own module; this one only drives them in order, gathers every
+warning, and hands back a `CompiledLoss`. Rendering is left to the command line and the
+public API (`lossdsl.api`).
+"""
 
 from __future__ import annotations
 
+import types
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import sympy
 
 from lossdsl.checker import check
-from lossdsl.diagnostics import LossSpecError, render_all
+from lossdsl.codegen.printer import print_body
+from lossdsl.codegen.writer import function_names, write_module
+from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diagnostics
 from lossdsl.parser import parse, read_source
 from lossdsl.source import SourceFile
+from lossdsl.symbolic.domains import check_domains
+from lossdsl.symbolic.gradient import latex
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.lower import lower
 from lossdsl.typed import CheckedSpec
+
+
+@dataclass(frozen=True)
+class CompiledLoss:
+    """A compiled spec: the generated module, its Keras class, and what was found on the way.
+
+    `params` maps each param's spec name to its default (a float, or a tuple of floats for
+    a per-class vector). `diagnostics` holds the warnings. `sympy` and `latex` show the
+    whole loss, simplified; `symbolic.result` is what the Keras `call` returns.
+    """
+
+    source: SourceFile
+    checked: CheckedSpec
+    symbolic: SymbolicLoss
+    python_source: str
+    module: types.ModuleType
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def loss_name(self) -> str:
+        return self.checked.loss_name
+
+    @property
+    def params(self) -> dict[str, float | tuple[float, ...]]:
+        return {param.name: param.default for param in self.checked.params}
+
+    @property
+    def loss_class(self) -> type:
+        """The generated `keras.losses.Loss` subclass."""
+        return getattr(self.module, function_names(self.loss_name)[2])  # type: ignore[no-any-return]
+
+    @property
+    def per_sample_function(self) -> Any:
+        """The generated `@tf.function` computing the loss before Keras's reduction."""
+        return getattr(self.module, function_names(self.loss_name)[0])
+
+    @property
+    def sympy(self) -> sympy.Expr:
+        return self.symbolic.loss
+
+    @property
+    def latex(self) -> str:
+        return latex(self.symbolic.loss)
+
+
+def compile_source(
+    source: SourceFile, *, verify: bool = True, jit_compile: bool = False
+) -> CompiledLoss:
+    """Run the whole pipeline on a spec; raises LossSpecError with every problem found.
+
+    With `verify`, the generated code is checked against SymPy's exact value and gradient
+    (E9xx on disagreement). The warnings of every stage are in `diagnostics`.
+    """
+    from lossdsl import runtime, verify as verification  # these import TensorFlow
+
+    checked = check_source(source)
+    found = list(checked.warnings)
+    found += domain_warnings(checked)
+    symbolic = lower(checked)
+    body = print_body(symbolic)
+    python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
+    module = runtime.load_generated_module(
+        python_source, runtime.module_name_for(checked.loss_name, python_source)
+    )
+    compiled = CompiledLoss(
+        source=source,
+        checked=checked,
+        symbolic=symbolic,
+        python_source=python_source,
+        module=module,
+        diagnostics=unique(found + list(symbolic.warnings)),
+    )
+    if verify:
+        errors = verification.verify_module(symbolic, compiled.per_sample_function)
+        if errors:
+            raise LossSpecError(compiled.diagnostics + errors, source)
+    return compiled
 
 
 def check_source(source: SourceFile) -> CheckedSpec:
@@ -17,16 +111,31 @@ def check_source(source: SourceFile) -> CheckedSpec:
     return check(spec)
 
 
+def domain_warnings(checked: CheckedSpec) -> tuple[Diagnostic, ...]:
+    """The domain and differentiability warnings; errors raise together with the checker's."""
+    try:
+        return check_domains(checked)
+    except LossSpecError as failure:
+        raise LossSpecError(unique([*checked.warnings, *failure.diagnostics]), checked.source) from None
+
+
+def unique(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """Diagnostics in source order, each once."""
+    return tuple(sort_diagnostics(dict.fromkeys(diagnostics)))
+
+
 def diagnose_file(path: Path, relative_to: Path | None = None) -> tuple[str, bool]:
     """All diagnostics of a spec file rendered as text, and whether any is an error.
 
-    The file is named relative to `relative_to` (for golden files that do not depend on
-    where the checkout lives).
+    Runs parsing, the checks and the domain checks (no TensorFlow). The file is named
+    relative to `relative_to` (for golden files that do not depend on where the checkout
+    lives).
     """
     name = str(path.relative_to(relative_to)) if relative_to else str(path)
     try:
         source = read_source(path.read_bytes(), name)
         checked = check_source(source)
+        found = unique([*checked.warnings, *domain_warnings(checked)])
     except LossSpecError as failure:
         return str(failure), any(d.is_error for d in failure.diagnostics)
-    return render_all(checked.warnings, source), False
+    return render_all(found, source), False

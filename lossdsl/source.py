@@ -46,10 +46,18 @@ class SourceFile:
 
     @property
     def stem(self) -> str:
-        """The file name without directory and extension (`loss` for a source string)."""
+        """The file name without directory and extension, made an identifier.
+
+        `loss` for a source string; characters that cannot stand in a Python identifier
+        become `_` (`focal-loss.loss` -> `focal_loss`), so the stem can name the loss.
+        """
         if self.name.startswith("<"):
             return "loss"
-        return Path(self.name).stem
+        stem = normalise_identifier(Path(self.name).stem)
+        stem = "".join(c if (c + "x").isidentifier() or c.isdigit() else "_" for c in stem)
+        if not stem.isidentifier():
+            stem = "loss_" + stem
+        return stem
 
     def line_text(self, line: int) -> str:
         """The text of a 1-based line, or '' past the end."""
