@@ -1,0 +1,1 @@
+"""The Lark grammar of the `.loss` language (`loss.lark`), shipped as package data."""

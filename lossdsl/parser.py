@@ -1,0 +1,901 @@
+"""Spec text to `nodes.Spec`: decoding, the Lark grammar, and syntax errors as E1xx diagnostics.
+
+The parser only knows the shape of the language; whether names exist, calls have the
+right arguments and comparisons sit where they may is left to the checker.
+
+How it works:
+
+1. `split_logical_lines` cuts the text into logical lines (a statement continues on
+   the next lines while a bracket is open) and collects the leading comment block.
+2. Each logical line is parsed on its own by the LALR grammar `grammar/loss.lark`, so a
+   bad statement does not hide the errors of the statements after it.
+3. Before the (recursive) transformer runs, an iterative pass checks the Lark tree:
+   nesting depth, number and name spelling, interval bounds, argument order.
+4. `_ToNodes` turns the tree into the frozen nodes of `lossdsl.nodes`.
+
+Parser limits: at most `NESTING_LIMIT` (64) levels of nesting, where each bracket pair
+(grouping, call, index), each unary sign and each `^` counts one level. Deeper specs get
+E112 at the first construct past the limit. The limit keeps every later stage (which
+walks the tree recursively) far from Python's recursion limit; flat sums and products
+(`a + b + c + ...`) are single nodes, whatever their length. A spec holds at most
+`SIZE_LIMIT` (100,000) characters (E117), which bounds the parse time to a few seconds.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import itertools
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.tree import Meta
+
+from lossdsl import nodes
+from lossdsl.diagnostics import Diagnostic, LossSpecError, error
+from lossdsl.source import SourceFile, Span, normalise_identifier
+
+NESTING_LIMIT = 64
+"""The deepest nesting of brackets, calls, indexing, unary signs and powers accepted."""
+
+SIZE_LIMIT = 100_000
+"""The most characters a spec may hold (the parser handles about 30,000 tokens a second)."""
+
+# ---------------------------------------------------------------- diagnostic codes
+# Documented in docs/LANGUAGE_NOTES.md ("Diagnostic codes: E1xx"); codes are stable.
+EMPTY_SPEC = "E100"
+INVALID_UTF8 = "E101"
+UNEXPECTED_CHARACTER = "E102"
+STRING_LITERAL = "E103"
+ATTRIBUTE_ACCESS = "E104"
+UNEXPECTED_TOKEN = "E105"
+UNEXPECTED_END = "E106"
+UNCLOSED_BRACKET = "E107"
+UNMATCHED_BRACKET = "E108"
+MISPLACED_COMPARISON = "E109"
+MALFORMED_NUMBER = "E110"
+INVALID_NAME = "E111"
+TOO_DEEP = "E112"
+BARE_EXPRESSION = "E113"
+MISSING_KEYWORD = "E114"
+INVALID_INTERVAL = "E115"
+POSITIONAL_AFTER_KEYWORD = "E116"
+TOO_LARGE = "E117"
+
+MINIMAL_SPEC_HELP = "a minimal spec is one line such as `loss = mean(square(p - y))`"
+
+
+@functools.cache
+def _lark() -> Lark:
+    """The LALR parser for one logical line, built once from the packaged grammar."""
+    grammar = resources.files("lossdsl.grammar").joinpath("loss.lark").read_text("utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, start="line")
+
+
+# ---------------------------------------------------------------- reading bytes
+
+
+def read_source(data: bytes, name: str) -> SourceFile:
+    """Decode a spec file's bytes as UTF-8 (a leading BOM is dropped), newlines normalised.
+
+    Invalid UTF-8 raises LossSpecError (E101) located at the first bad byte.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return SourceFile.from_text(data.decode("utf-8"), name)
+    except UnicodeDecodeError as failure:
+        source = SourceFile.from_text(data.decode("utf-8", errors="replace"), name)
+        source_prefix = SourceFile.from_text(data[: failure.start].decode("utf-8")).text
+        line = source_prefix.count("\n") + 1
+        column = len(source_prefix) - (source_prefix.rfind("\n") + 1) + 1
+        diagnostic = error(
+            INVALID_UTF8,
+            "spec is not valid UTF-8",
+            Span.point(line, column),
+            f"byte 0x{data[failure.start]:02x} cannot be decoded",
+            "save the file with the UTF-8 encoding",
+        )
+        raise LossSpecError([diagnostic], source) from None
+
+
+# ---------------------------------------------------------------- logical lines
+
+
+@dataclass(frozen=True)
+class LogicalLine:
+    """One statement's text: whole physical lines `first_line`.. joined by newlines.
+
+    `unclosed` holds the brackets still open at its end (outermost first) and
+    `unmatched` the closing brackets that had no opening one.
+    """
+
+    first_line: int
+    text: str
+    unclosed: tuple[Span, ...]
+    unmatched: tuple[Span, ...]
+
+
+_BRACKET = re.compile(r"[()\[\]]")
+# A line that starts (unindented) like a statement ends a logical line left open by an
+# unclosed bracket, so that one missing `)` does not swallow the rest of the file.
+_STATEMENT_START = re.compile(r"(?:input|param|let|mask|loss)(?:\s+[^\W\d]|\s*=(?!=))")
+
+
+def split_logical_lines(source: SourceFile) -> tuple[list[LogicalLine], str]:
+    """The spec's logical lines and its docstring (the comment block before them)."""
+    logical_lines: list[LogicalLine] = []
+    doc_lines: list[str] = []
+    start = 0  # 1-based first line of the logical line being read; 0 when none
+    open_brackets: list[Span] = []
+    unmatched: list[Span] = []
+
+    def finish(last_line: int) -> None:
+        text = "\n".join(source.lines[start - 1 : last_line])
+        logical_lines.append(LogicalLine(start, text, tuple(open_brackets), tuple(unmatched)))
+        open_brackets.clear()
+        unmatched.clear()
+
+    for number, line_text in enumerate(source.lines, start=1):
+        code = line_text.split("#", 1)[0]
+        if start and open_brackets and _STATEMENT_START.match(line_text):
+            finish(number - 1)
+            start = 0
+        if not start:
+            if not code.strip():
+                if not logical_lines:
+                    doc_lines.append(_comment_text(line_text))
+                continue
+            start = number
+        for match in _BRACKET.finditer(code):
+            position = Span.point(number, match.start() + 1)
+            if match.group() in "([":
+                open_brackets.append(position)
+            elif open_brackets:
+                open_brackets.pop()
+            else:
+                unmatched.append(position)
+        if not open_brackets:
+            finish(number)
+            start = 0
+    if start:
+        finish(len(source.lines))
+    return logical_lines, "\n".join(doc_lines).strip("\n")
+
+
+def _comment_text(line_text: str) -> str:
+    """A docstring line from a comment line: `#` and one following space removed."""
+    text = line_text.strip()
+    if text.startswith("#"):
+        text = text[1:]
+        if text.startswith(" "):
+            text = text[1:]
+    return text.rstrip()
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class _BareExpression:
+    """A logical line holding only an expression (the whole spec may be one)."""
+
+    value: nodes.Expr
+
+
+def parse(source: SourceFile) -> nodes.Spec:
+    """Parse a spec; raises LossSpecError with every syntax error found (E1xx)."""
+    if len(source.text) > SIZE_LIMIT:
+        too_large = error(
+            TOO_LARGE,
+            f"the spec is too large ({len(source.text):,} characters)",
+            None,
+            "",
+            f"a spec may hold at most {SIZE_LIMIT:,} characters; "
+            "name repeated parts with `let` or use vector params",
+        )
+        raise LossSpecError([too_large], source)
+    logical_lines, docstring = split_logical_lines(source)
+    if not logical_lines:
+        raise LossSpecError(
+            [error(EMPTY_SPEC, "the spec is empty", None, "", MINIMAL_SPEC_HELP)], source
+        )
+    diagnostics: list[Diagnostic] = []
+    statements: list[nodes.Statement] = []
+    for logical_line in logical_lines:
+        result = _parse_logical_line(logical_line)
+        match result:
+            case list():
+                diagnostics.extend(result)
+            case _BareExpression(value) if len(logical_lines) == 1:
+                statements.append(nodes.LossDecl(None, value, value.span, None))
+            case _BareExpression(value):
+                diagnostics.append(_bare_expression_error(value, logical_line))
+            case _:
+                statements.append(result)
+    if diagnostics:
+        raise LossSpecError(diagnostics, source)
+    return nodes.Spec(source, tuple(statements), docstring)
+
+
+def _parse_logical_line(
+    logical_line: LogicalLine,
+) -> nodes.Statement | _BareExpression | list[Diagnostic]:
+    try:
+        tree = _lark().parse(logical_line.text)
+    except UnexpectedInput as failure:
+        return _syntax_errors(failure, logical_line)
+    problems = _TreeCheck(logical_line.first_line - 1).run(tree)
+    if problems:
+        return problems
+    result: nodes.Statement | _BareExpression = _ToNodes(logical_line.first_line - 1).transform(
+        tree
+    )
+    return result
+
+
+def _bare_expression_error(value: nodes.Expr, logical_line: LogicalLine) -> Diagnostic:
+    continuation_help = (
+        (
+            "to continue the line above, wrap its expression in `( )`: a statement continues "
+            "on the next line only while a bracket is open",
+        )
+        if logical_line.text.lstrip().startswith(("+", "-"))
+        else ()
+    )
+    indent = len(logical_line.text) - len(logical_line.text.lstrip(" \t"))
+    return error(
+        BARE_EXPRESSION,
+        "an expression on its own is not a statement",
+        Span.point(logical_line.first_line, indent + 1).join(value.span),
+        "not a statement",
+        "name it with `let NAME = ...`, or make it the loss with `loss = ...`",
+        "(only a spec that is one bare expression means `loss = EXPR`)",
+        *continuation_help,
+    )
+
+
+# ---------------------------------------------------------------- checks before transforming
+
+# Which child of a nesting construct the depth error points at (its bracket, sign or `^`).
+_NESTING_TOKEN = {"paren": 0, "call": 1, "index": 1, "neg": 0, "pos": 0, "power": 1}
+_VALID_NUMBER = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# Help for malformed numbers: the first pattern that matches gives the help line.
+_MALFORMED_NUMBER_HELP = (
+    (re.compile(r"(\d+(\.\d*)?|\.\d+)[eE][+-]?"), "an exponent needs digits, as in `1e-7`"),
+    (
+        re.compile(r"(?P<number>\d+(\.\d*)?|\.\d+)(?P<name>[^\W\d_]\w*)"),
+        "to multiply, write `{number} * {name}`",
+    ),
+)
+
+
+class _TreeCheck:
+    """Problems the grammar lets through, found without recursion (the tree may be deep)."""
+
+    def __init__(self, line_offset: int) -> None:
+        self.line_offset = line_offset
+        self.problems: list[Diagnostic] = []
+
+    def run(self, tree: Tree[Token]) -> list[Diagnostic]:
+        too_deep = False
+        stack: list[tuple[Tree[Token] | Token | None, int]] = [(tree, 0)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, Token):
+                self._check_token(item)
+                continue
+            if item is None:
+                continue
+            if item.data in _NESTING_TOKEN:
+                depth += 1
+                if depth > NESTING_LIMIT:  # reported once; nothing below it is visited
+                    if not too_deep:
+                        self.problems.append(self._too_deep(item))
+                    too_deep = True
+                    continue
+            if item.data == "interval":
+                self._check_interval(item)
+            elif item.data == "arguments":
+                self._check_argument_order(item)
+            stack.extend((child, depth) for child in reversed(item.children))
+        return self.problems
+
+    def _span(self, token: Token) -> Span:
+        return _token_span(token, self.line_offset)
+
+    def _check_token(self, token: Token) -> None:
+        if token.type == "NUMBER":
+            self._check_number(token)
+        elif token.type == "NAME":
+            self._check_name(token)
+
+    def _check_number(self, token: Token) -> None:
+        text = str(token)
+        if _VALID_NUMBER.fullmatch(text):
+            if float(text) != float("inf"):
+                return
+            message, label = f"number `{text}` is too large", "too large"
+            help_line = "the largest number is about `1.8e308`"
+        else:
+            message, label = f"malformed number `{text}`", "not a number"
+            help_line = "numbers are written like `2`, `0.5` or `1e-7`"
+            for pattern, template in _MALFORMED_NUMBER_HELP:
+                if match := pattern.fullmatch(text):
+                    help_line = template.format(**match.groupdict())
+                    break
+        self.problems.append(error(MALFORMED_NUMBER, message, self._span(token), label, help_line))
+
+    def _check_name(self, token: Token) -> None:
+        if not str(token).isidentifier():
+            self.problems.append(_invalid_name(token, self.line_offset))
+
+    def _too_deep(self, tree: Tree[Token]) -> Diagnostic:
+        token = tree.children[_NESTING_TOKEN[tree.data]]
+        assert isinstance(token, Token)
+        return error(
+            TOO_DEEP,
+            f"the expression is nested more than {NESTING_LIMIT} levels deep",
+            self._span(token),
+            f"nesting level {NESTING_LIMIT + 1}",
+            f"at most {NESTING_LIMIT} levels of brackets, calls, signs and powers are allowed",
+            "name inner parts with `let NAME = ...` statements",
+        )
+
+    def _check_interval(self, tree: Tree[Token]) -> None:
+        opening, low, _, high, closing = tree.children
+        assert isinstance(opening, Token) and isinstance(closing, Token)
+        assert isinstance(low, Tree) and isinstance(high, Tree)
+        for bound, bracket, side, wanted_sign, open_bracket in (
+            (low, opening, "lower", "-", "("),
+            (high, closing, "upper", "+", ")"),
+        ):
+            sign, value = bound.children
+            assert isinstance(value, Token)
+            if value.type != "INF":
+                continue
+            written_sign = str(sign.children[0]) if isinstance(sign, Tree) else "+"
+            if written_sign != wanted_sign:
+                self.problems.append(
+                    error(
+                        INVALID_INTERVAL,
+                        f"the {side} bound of an interval cannot be `{written_sign}inf`",
+                        self._span(value),
+                        f"write `{'-inf' if side == 'lower' else 'inf'}` here",
+                        "an interval goes from its lower to its upper bound, as in `(-inf, 0]`",
+                    )
+                )
+            elif str(bracket) != open_bracket:
+                self.problems.append(
+                    error(
+                        INVALID_INTERVAL,
+                        "an interval cannot include an infinite bound",
+                        self._span(bracket),
+                        f"write `{open_bracket}` here",
+                        "infinite ends of an interval are open, as in `[0, inf)` or `(-inf, 0]`",
+                    )
+                )
+
+    def _check_argument_order(self, tree: Tree[Token]) -> None:
+        arguments = [child for child in tree.children if isinstance(child, Tree)]
+        for before, argument in itertools.pairwise(arguments):
+            if before.data == "keyword" and argument.data != "keyword":
+                self.problems.append(
+                    error(
+                        POSITIONAL_AFTER_KEYWORD,
+                        "a positional argument follows a keyword argument",
+                        _meta_span(argument.meta, self.line_offset),
+                        "after a keyword argument",
+                        "put positional arguments first, as in `sum(x, axis=0)`",
+                    )
+                )
+                return
+
+
+def _invalid_name(token: Token, line_offset: int) -> Diagnostic:
+    """E111 for a NAME token that Python would not accept as an identifier (`x²`)."""
+    text = str(token)
+    bad = next((c for c in text if not ("a" + c).isidentifier()), text[0])
+    power_help = (
+        (f"for a power, write `^{normalise_identifier(bad)}`",)
+        if normalise_identifier(bad).isdigit()
+        else ()
+    )
+    return error(
+        INVALID_NAME,
+        f"`{text}` is not a valid name",
+        _token_span(token, line_offset),
+        f"`{bad}` cannot be part of a name",
+        "names follow Python's rules: letters, digits and `_`, not starting with a digit",
+        *power_help,
+    )
+
+
+def _token_span(token: Token, line_offset: int) -> Span:
+    assert token.line is not None and token.column is not None
+    assert token.end_line is not None and token.end_column is not None
+    return Span(
+        token.line + line_offset, token.column, token.end_line + line_offset, token.end_column
+    )
+
+
+def _meta_span(meta: Meta, line_offset: int) -> Span:
+    return Span(meta.line + line_offset, meta.column, meta.end_line + line_offset, meta.end_column)
+
+
+# ---------------------------------------------------------------- Lark tree -> nodes
+
+_Operand = nodes.Expr | Token
+
+
+@v_args(meta=True, inline=True)
+class _ToNodes(Transformer[Token, Any]):
+    """The checked Lark tree of one logical line as `lossdsl.nodes` (spans 1-based)."""
+
+    def __init__(self, line_offset: int) -> None:
+        super().__init__()
+        self.line_offset = line_offset
+
+    def _span(self, meta: Meta) -> Span:
+        return _meta_span(meta, self.line_offset)
+
+    def _token_span(self, token: Token) -> Span:
+        return _token_span(token, self.line_offset)
+
+    # statements
+
+    def bare_expr(self, meta: Meta, value: nodes.Expr) -> _BareExpression:
+        return _BareExpression(value)
+
+    def input_stmt(
+        self, meta: Meta, keyword: Token, name: Token, colon: Token, kind: Token
+    ) -> nodes.InputDecl:
+        return nodes.InputDecl(
+            _identifier(name),
+            _identifier(kind),
+            self._span(meta),
+            self._token_span(name),
+            self._token_span(kind),
+        )
+
+    def param_stmt(
+        self,
+        meta: Meta,
+        keyword: Token,
+        name: Token,
+        colon: Token | None,
+        domain: nodes.Domain | None,
+        equal: Token,
+        default: nodes.ParamDefault,
+    ) -> nodes.ParamDecl:
+        return nodes.ParamDecl(
+            _identifier(name), domain, default, self._span(meta), self._token_span(name)
+        )
+
+    def let_stmt(
+        self, meta: Meta, keyword: Token, name: Token, equal: Token, value: nodes.Expr
+    ) -> nodes.LetDecl:
+        return nodes.LetDecl(_identifier(name), value, self._span(meta), self._token_span(name))
+
+    def mask_stmt(self, meta: Meta, keyword: Token, condition: nodes.Compare) -> nodes.MaskDecl:
+        return nodes.MaskDecl(condition, self._span(meta))
+
+    def loss_stmt(
+        self, meta: Meta, keyword: Token, name: Token | None, equal: Token, value: nodes.Expr
+    ) -> nodes.LossDecl:
+        if name is None:
+            return nodes.LossDecl(None, value, self._span(meta), None)
+        return nodes.LossDecl(_identifier(name), value, self._span(meta), self._token_span(name))
+
+    # param literals
+
+    def named_domain(self, meta: Meta, name: Token) -> nodes.NamedDomain:
+        return nodes.NamedDomain(_identifier(name), self._span(meta))
+
+    def interval(
+        self,
+        meta: Meta,
+        opening: Token,
+        low: float | None,
+        comma: Token,
+        high: float | None,
+        closing: Token,
+    ) -> nodes.Interval:
+        return nodes.Interval(low, high, opening == "[", closing == "]", self._span(meta))
+
+    def bound(self, meta: Meta, sign: Token | None, value: Token) -> float | None:
+        if value.type == "INF":
+            return None
+        return -float(value) if sign == "-" else float(value)
+
+    def sign(self, meta: Meta, token: Token) -> Token:
+        return token
+
+    def signed_number(self, meta: Meta, sign: Token | None, value: Token) -> nodes.Number:
+        if sign == "-":
+            return nodes.Number(-float(value), f"-{value}", self._span(meta))
+        return nodes.Number(float(value), str(value), self._span(meta))
+
+    def vector(self, meta: Meta, *children: nodes.Number | Token | None) -> nodes.VectorLiteral:
+        values = tuple(child for child in children if isinstance(child, nodes.Number))
+        return nodes.VectorLiteral(values, self._span(meta))
+
+    # expressions
+
+    def number(self, meta: Meta, token: Token) -> nodes.Number:
+        return nodes.Number(float(token), str(token), self._span(meta))
+
+    def name(self, meta: Meta, token: Token) -> nodes.Name:
+        return nodes.Name(_identifier(token), self._span(meta))
+
+    def sum(self, meta: Meta, first: nodes.Expr, *rest: _Operand) -> nodes.Add:
+        operands, flags = _flat_operands(first, rest, "-")
+        return nodes.Add(operands, flags, self._span(meta))
+
+    def product(self, meta: Meta, first: nodes.Expr, *rest: _Operand) -> nodes.Mul:
+        operands, flags = _flat_operands(first, rest, "/")
+        return nodes.Mul(operands, flags, self._span(meta))
+
+    def neg(self, meta: Meta, sign: Token, operand: nodes.Expr) -> nodes.Neg:
+        return nodes.Neg(operand, self._span(meta))
+
+    def pos(self, meta: Meta, sign: Token, operand: nodes.Expr) -> nodes.Expr:
+        return operand
+
+    def power(
+        self, meta: Meta, base: nodes.Expr, operator: Token, exponent: nodes.Expr
+    ) -> nodes.Pow:
+        return nodes.Pow(base, exponent, self._span(meta))
+
+    def index(
+        self, meta: Meta, target: nodes.Expr, opening: Token, index: nodes.Expr, closing: Token
+    ) -> nodes.Index:
+        return nodes.Index(target, index, self._span(meta))
+
+    def paren(self, meta: Meta, opening: Token, inner: nodes.Expr, closing: Token) -> nodes.Expr:
+        return inner
+
+    def call(
+        self,
+        meta: Meta,
+        func: Token,
+        opening: Token,
+        arguments: list[nodes.Expr | nodes.Keyword] | None,
+        closing: Token,
+    ) -> nodes.Call:
+        arguments = arguments or []
+        return nodes.Call(
+            _identifier(func),
+            tuple(a for a in arguments if not isinstance(a, nodes.Keyword)),
+            tuple(a for a in arguments if isinstance(a, nodes.Keyword)),
+            self._span(meta),
+            self._token_span(func),
+        )
+
+    def arguments(
+        self, meta: Meta, *children: nodes.Expr | nodes.Keyword | Token | None
+    ) -> list[nodes.Expr | nodes.Keyword]:
+        return [child for child in children if child is not None and not isinstance(child, Token)]
+
+    def keyword(self, meta: Meta, name: Token, equal: Token, value: nodes.Expr) -> nodes.Keyword:
+        return nodes.Keyword(_identifier(name), value, self._span(meta), self._token_span(name))
+
+    def comparison(
+        self, meta: Meta, left: nodes.Expr, operator: Token, right: nodes.Expr
+    ) -> nodes.Compare:
+        op: nodes.CompareOp = operator.value
+        return nodes.Compare(op, left, right, self._span(meta))
+
+
+def _identifier(token: Token) -> str:
+    """A name as the language sees it: NFKC-normalised, as Python does."""
+    return normalise_identifier(str(token))
+
+
+def _flat_operands(
+    first: nodes.Expr, rest: tuple[_Operand, ...], inverse: str
+) -> tuple[tuple[nodes.Expr, ...], tuple[bool, ...]]:
+    """Operands and flags of `a op b op c ...`: (operator, operand) pairs after the first."""
+    operands: list[nodes.Expr] = [first]
+    flags = [False]
+    for operator, operand in zip(rest[::2], rest[1::2], strict=True):
+        assert not isinstance(operand, Token)
+        operands.append(operand)
+        flags.append(operator == inverse)
+    return tuple(operands), tuple(flags)
+
+
+# ---------------------------------------------------------------- syntax errors
+
+# What users type for each terminal of the grammar, in the order expectations are listed.
+TERMINAL_TEXT = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "INF": "`inf`",
+    "EQUAL": "`=`",
+    "COLON": "`:`",
+    "COMMA": "`,`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "POW_OP": "`^`",
+    "COMPARE_OP": "a comparison such as `<` or `!=`",
+    "INPUT": "`input`",
+    "PARAM": "`param`",
+    "LET": "`let`",
+    "MASK": "`mask`",
+    "LOSS": "`loss`",
+    "$END": "the end of the line",
+}
+_EXPRESSION_START = frozenset({"NAME", "NUMBER", "LPAR", "MINUS", "PLUS"})
+_OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "POW_OP"})
+_CLOSING = {"(": ")", "[": "]"}
+_COMPARISON = re.compile(r"[<>]|==|!=")
+_LONE_NAME = re.compile(r"\s*([^\W\d]\w*)\s*")
+_FIRST_WORD = re.compile(r"\s*(\w+)")
+
+# The form of each statement, shown as help under an error inside it.
+STATEMENT_FORMS = {
+    "input": "an input is declared `input NAME: KIND`, as in `input y: onehot`",
+    "param": "a param is declared `param NAME [: DOMAIN] = DEFAULT`, the default being a "
+    "number or a vector such as `[1.0, 2.5]`",
+    "let": "a named expression is written `let NAME = EXPR`",
+    "mask": "a mask is one comparison, as in `mask y != -1`",
+    "loss": "the loss is written `loss [NAME] = EXPR`",
+}
+
+# Characters that are not part of the language: (message, label, help).
+STRAY_CHARACTERS = {
+    "$": ("unexpected character `$`", "not part of the language",
+          "names are made of letters, digits and `_`"),
+    "@": ("`@` is not an operator", "not an operator",
+          "multiply elementwise with `*` and reduce with `sum(...)`"),
+    ";": ("statements are not separated by `;`", "not needed here",
+          "a statement ends at the end of its line: put the next one on a new line"),
+    "{": ("braces are not part of the language", "not allowed",
+          "group with `( )`; a vector default is written `[1.0, 2.0]`"),
+    "}": ("braces are not part of the language", "not allowed",
+          "group with `( )`; a vector default is written `[1.0, 2.0]`"),
+    "\\": ("`\\` does not continue a line", "not allowed",
+           "a statement continues on the next line while a bracket is open: wrap it in `( )`"),
+    "!": ("`!` is not an operator", "not an operator", "`!=` means not equal"),
+    "&": ("there are no logical operators", "not an operator",
+          "a condition is one comparison, used in `where(...)` or `mask`"),
+    "|": ("there are no logical operators", "not an operator",
+          "a condition is one comparison, used in `where(...)` or `mask`"),
+    "~": ("there are no logical operators", "not an operator",
+          "a condition is one comparison, used in `where(...)` or `mask`"),
+    "%": ("`%` is not an operator", "not an operator",
+          "the operators are `+ - * / ^` and the comparisons `< <= > >= == !=`"),
+}  # fmt: skip
+
+
+def _syntax_errors(failure: UnexpectedInput, logical_line: LogicalLine) -> list[Diagnostic]:
+    """The diagnostics for one Lark error in a logical line (plus an unclosed bracket)."""
+    match failure:
+        case UnexpectedToken(token=token) if token.type != "$END":
+            found = _unexpected_token(failure, token, logical_line)
+        case UnexpectedCharacters():
+            found = _unexpected_character(failure, logical_line)
+        case _:  # the end of the line ($END) or UnexpectedEOF
+            found = _unexpected_end(failure, logical_line)
+    if logical_line.unclosed and found.code != UNCLOSED_BRACKET:
+        return [found, _unclosed_bracket(logical_line)]
+    return [found]
+
+
+def _statement_form(logical_line: LogicalLine) -> tuple[str, ...]:
+    first_word = _FIRST_WORD.match(logical_line.text)
+    keyword = first_word.group(1) if first_word else ""
+    return (STATEMENT_FORMS[keyword],) if keyword in STATEMENT_FORMS else ()
+
+
+def _line_span(failure: UnexpectedInput, logical_line: LogicalLine, width: int = 1) -> Span:
+    return Span.point(failure.line + logical_line.first_line - 1, failure.column, width)
+
+
+def _unexpected_token(
+    failure: UnexpectedInput, token: Token, logical_line: LogicalLine
+) -> Diagnostic:
+    span = _token_span(token, logical_line.first_line - 1)
+    expected = _describe_expected(_acceptable(failure))
+    label = f"expected {expected}" if expected else "not expected here"
+    if token.type == "NAME" and not str(token).isidentifier():
+        return _invalid_name(token, logical_line.first_line - 1)
+    if token.type == "COMPARE_OP" and _COMPARISON.search(logical_line.text[: token.start_pos]):
+        return error(
+            MISPLACED_COMPARISON,
+            f"a second comparison `{token}`: comparisons cannot be chained",
+            span,
+            "a condition is a single comparison",
+            "nest `where(...)` calls to combine conditions",
+        )
+    if token.type == "COMPARE_OP":
+        return error(
+            MISPLACED_COMPARISON,
+            f"a comparison `{token}` is not allowed here",
+            span,
+            "comparisons go only in `where(...)` and `mask`",
+            "use it as the first argument of `where(COND, a, b)`, or in a `mask COND` statement",
+        )
+    if token.type in ("RPAR", "RSQB") and span in logical_line.unmatched:
+        return error(
+            UNMATCHED_BRACKET,
+            f"unmatched `{token}`",
+            span,
+            "no bracket is open here",
+            "remove it, or add the opening bracket it closes",
+        )
+    lone_name = _LONE_NAME.fullmatch(logical_line.text[: token.start_pos])
+    if token.type in ("EQUAL", "COLON") and lone_name:
+        return error(
+            MISSING_KEYWORD,
+            "a statement must start with `input`, `param`, `let`, `mask` or `loss`",
+            Span.point(logical_line.first_line, lone_name.start(1) + 1, len(lone_name.group(1))),
+            "no keyword before this name",
+            "write `let NAME = EXPR` for a named expression, `param NAME = 1.0` for a param, "
+            "or `input NAME: KIND` for an input",
+        )
+    return error(
+        UNEXPECTED_TOKEN,
+        f"unexpected {_describe_token(token)}",
+        span,
+        label,
+        *_statement_form(logical_line),
+    )
+
+
+def _unexpected_character(failure: UnexpectedCharacters, logical_line: LogicalLine) -> Diagnostic:
+    text = logical_line.text
+    position = failure.pos_in_stream
+    assert position is not None
+    character = text[position]
+    span = _line_span(failure, logical_line)
+    if character in "\"'":
+        rest_of_line = text[position:].split("\n", 1)[0]
+        end = rest_of_line.find(character, 1)
+        width = end + 1 if end != -1 else len(rest_of_line)
+        return error(
+            STRING_LITERAL,
+            "the language has no strings",
+            _line_span(failure, logical_line, width),
+            "a string",
+            "names, numbers and `axis=` values are written without quotes, as in `axis=sample`",
+        )
+    if character == ".":
+        return error(
+            ATTRIBUTE_ACCESS,
+            "there is no attribute access",
+            span,
+            "`.` is not an operator",
+            _attribute_help(text, position),
+        )
+    if character in STRAY_CHARACTERS:
+        message, label, help_line = STRAY_CHARACTERS[character]
+        return error(UNEXPECTED_CHARACTER, message, span, label, help_line)
+    if character.isprintable() and not character.isspace():
+        return error(
+            UNEXPECTED_CHARACTER,
+            f"unexpected character `{character}`",
+            span,
+            "not part of the language",
+            *_statement_form(logical_line),
+        )
+    return error(
+        UNEXPECTED_CHARACTER,
+        f"unexpected character {_code_point(character)}",
+        span,
+        "an invisible or unusual character",
+        "retype this part of the line with ordinary spaces",
+    )
+
+
+def _attribute_help(text: str, position: int) -> str:
+    before = re.search(r"[^\W\d]\w*$", text[:position])
+    after = re.match(r"[^\W\d]\w*", text[position + 1 :])
+    if before and after:
+        return (
+            f"call a function instead: write `{after.group()}({before.group()})`, "
+            f"not `{before.group()}.{after.group()}`"
+        )
+    return "call a function instead, as in `sum(p)`"
+
+
+def _code_point(character: str) -> str:
+    name = unicodedata.name(character, "")
+    return f"U+{ord(character):04X}" + (f" ({name})" if name else "")
+
+
+def _unexpected_end(failure: UnexpectedInput, logical_line: LogicalLine) -> Diagnostic:
+    if logical_line.unclosed:
+        return _unclosed_bracket(logical_line)
+    expected = _describe_expected(_acceptable(failure))
+    return error(
+        UNEXPECTED_END,
+        "the statement ends too early",
+        _end_span(logical_line),
+        f"expected {expected}" if expected else "incomplete",
+        *_statement_form(logical_line),
+    )
+
+
+def _unclosed_bracket(logical_line: LogicalLine) -> Diagnostic:
+    opening = logical_line.unclosed[-1]
+    bracket = logical_line.text.split("\n")[opening.line - logical_line.first_line][
+        opening.column - 1
+    ]
+    return error(
+        UNCLOSED_BRACKET,
+        f"`{bracket}` is never closed",
+        opening,
+        "this bracket is not closed",
+        f"add the matching `{_CLOSING[bracket]}`; a statement continues on the next lines "
+        "only while a bracket is open",
+    )
+
+
+def _end_span(logical_line: LogicalLine) -> Span:
+    """A point just after the last code (not comment) of a logical line."""
+    lines = logical_line.text.split("\n")
+    for index in range(len(lines) - 1, -1, -1):
+        code = lines[index].split("#", 1)[0].rstrip()
+        if code:
+            return Span.point(logical_line.first_line + index, len(code) + 1)
+    return Span.point(logical_line.first_line, 1)
+
+
+def _acceptable(failure: UnexpectedInput) -> set[str]:
+    """The terminals the parser could have taken where it failed."""
+    interactive_parser = getattr(failure, "interactive_parser", None)
+    if interactive_parser is not None:
+        return set(interactive_parser.accepts())
+    expected = getattr(failure, "expected", None) or set()
+    return {"$END" if name == "<END-OF-FILE>" else name for name in expected}
+
+
+def _describe_token(token: Token) -> str:
+    match token.type:
+        case "NAME":
+            return f"name `{token}`"
+        case "NUMBER":
+            return f"number `{token}`"
+        case "INPUT" | "PARAM" | "LET" | "MASK" | "LOSS" | "INF":
+            return f"keyword `{token}`"
+        case _:
+            return f"`{token}`"
+
+
+def _describe_expected(expected: Iterable[str]) -> str:
+    """What the parser wanted, in users' words: `an expression`, `` `)` or `,` ``..."""
+    remaining = set(expected)
+    parts: list[str] = []
+    if remaining >= _EXPRESSION_START:
+        parts.append("an expression")
+        remaining -= _EXPRESSION_START
+    if "COMPARE_OP" in remaining:
+        parts.append(TERMINAL_TEXT["COMPARE_OP"])
+        remaining -= _OPERATORS | {"COMPARE_OP", "LSQB", "LPAR"}
+    elif {"STAR", "SLASH"} <= remaining:
+        parts.append("an operator")
+        remaining -= _OPERATORS | {"LSQB", "LPAR"}
+    if "NUMBER" in remaining:
+        remaining -= {"MINUS", "PLUS"}
+    parts.extend(TERMINAL_TEXT[name] for name in TERMINAL_TEXT if name in remaining)
+    return _join_alternatives(parts)
+
+
+def _join_alternatives(parts: list[str]) -> str:
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " or " + parts[-1]
