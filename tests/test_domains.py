@@ -1,0 +1,315 @@
+"""Domain and differentiability checks: value ranges, witnesses, E4xx/W4xx/E5xx."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from lossdsl.builtins import BUILTINS, EPSILON
+from lossdsl.compiler import check_source
+from lossdsl.diagnostics import Diagnostic, LossSpecError
+from lossdsl.source import SourceFile
+from lossdsl.symbolic.domains import (
+    EVALUATORS,
+    RANGE_RULES,
+    Range,
+    RangeAnalysis,
+    check_domains,
+    source_text,
+    unique_nodes,
+)
+from lossdsl.typed import CheckedSpec
+
+FOCAL = """\
+input y: onehot
+input p: prob
+param gamma: nonneg = 2.0
+param alpha: unit = 0.25
+let q = clip(p)
+let ce = -y * log(q)
+loss focal = mean(sum(alpha * (1 - q)^gamma * ce))
+"""
+
+FOCAL_PT = """\
+input y: onehot
+input p: prob
+param gamma: nonneg = 2.0
+let q = clip(p)
+let pt = y*q + (1-y)*(1-q)
+loss focal = mean(sum(-(1 - pt)^gamma * log(pt)))
+"""
+
+
+def checked(text: str) -> CheckedSpec:
+    return check_source(SourceFile.from_text(text))
+
+
+def diagnose(text: str) -> tuple[Diagnostic, ...]:
+    """Every diagnostic of the domain checks, errors or warnings."""
+    try:
+        return check_domains(checked(text))
+    except LossSpecError as failure:
+        return failure.diagnostics
+
+
+def codes(text: str) -> list[str]:
+    return [d.code for d in diagnose(text)]
+
+
+def only(text: str, code: str) -> Diagnostic:
+    diagnostics = diagnose(text)
+    assert [d.code for d in diagnostics] == [code], diagnostics
+    return diagnostics[0]
+
+
+def range_of(text: str, expression: str) -> Range:
+    """The range of the first node of `text`'s loss whose source text is `expression`."""
+    spec = checked(text)
+    analysis = RangeAnalysis()
+    for node in unique_nodes([spec.loss]):
+        if source_text(spec.source, node.span) == expression:
+            return analysis.range_of(node)
+    raise AssertionError(f"no node `{expression}`")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def test_every_builtin_has_a_range_rule_and_an_evaluator() -> None:
+    assert set(RANGE_RULES) == set(BUILTINS)
+    assert set(EVALUATORS) == set(BUILTINS)
+
+
+# ---------------------------------------------------------------- the LANGUAGE.md examples
+
+
+def test_log_of_prob_warns_minus_inf_at_zero() -> None:
+    diagnostic = only("loss = mean(log(p))", "W401")
+    assert not diagnostic.is_error
+    assert diagnostic.message == "`log(p)` is -inf at p = 0"
+    assert "clip(p)" in diagnostic.help[0] and "logits" in diagnostic.help[0]
+    assert (diagnostic.span.column, diagnostic.span.end_column) == (17, 18)
+
+
+def test_log_of_clip_and_log_softmax_are_clean() -> None:
+    assert codes("input y: onehot\ninput p: prob\nloss = mean(sum(-y * log(clip(p))))") == []
+    assert codes("input y: onehot\ninput z: logits\nloss = mean(sum(-y * log_softmax(z)))") == []
+    assert codes("input y: binary\ninput z: logits\nloss = mean(-log(sigmoid(z)))") == []
+    assert codes("input y: binary\ninput z: logits\nloss = mean(-log(1 - sigmoid(z)))") == []
+
+
+def test_sqrt_of_difference_is_an_error_with_its_witness() -> None:
+    diagnostic = only("loss = mean(sqrt(p - y))", "E404")
+    assert diagnostic.is_error
+    assert diagnostic.message == "`sqrt(p - y)` is NaN at p = 0, y = 1"
+
+
+def test_division_by_sum_warns() -> None:
+    diagnostic = only("loss = mean(y / sum(p))", "W403")
+    assert diagnostic.message == "division by `sum(p)`, which is 0 at p = [0, 0]"
+
+
+def test_power_with_gamma_below_one_warns_and_with_gamma_at_least_one_does_not() -> None:
+    diagnostic = only("param gamma: nonneg = 2.0\nloss = mean((1 - p)^gamma)", "W405")
+    assert diagnostic.message == (
+        "`(1 - p)^gamma` has an infinite gradient at p = 1 when `gamma` is in (0, 1)"
+    )
+    assert "`param gamma: [1, inf) = 2`" in diagnostic.help[0]
+    assert codes("param gamma: [1, inf) = 2.0\nloss = mean((1 - p)^gamma)") == []
+
+
+def test_focal_losses_are_not_rejected() -> None:
+    assert codes(FOCAL) == []
+    assert codes(FOCAL_PT) == []
+
+
+def test_no_gradient_path_through_stop_gradient() -> None:
+    text = "input y: onehot\ninput p: prob\nloss = mean(sum(y * log(clip(stop_gradient(p)))))"
+    diagnostic = only(text, "E502")
+    assert "stop_gradient" in diagnostic.message
+    assert diagnostic.span == checked(text).loss_span
+    assert diagnostic.help
+
+
+def test_loss_without_prediction() -> None:
+    text = "input y: onehot\ninput p: prob\nloss = mean(sum(y))"
+    diagnostic = only(text, "E501")
+    assert diagnostic.message == "the loss does not depend on y_pred `p`"
+
+
+# ---------------------------------------------------------------- value ranges
+
+
+def test_ranges_track_open_and_closed_ends() -> None:
+    text = "input y: binary\ninput z: logits\nloss = mean(sigmoid(z) + clip(y) + softplus(z) + y)"
+    assert range_of(text, "sigmoid(z)") == Range(0, 1, False, False)
+    assert range_of(text, "clip(y)") == Range(EPSILON, 1 - EPSILON)
+    assert range_of(text, "softplus(z)") == Range(0, math.inf, False, False)
+    assert range_of(text, "y") == Range(0, 1)
+
+
+def test_params_use_their_whole_domain() -> None:
+    text = "param a: (0, 10] = 1.0\nloss = mean(a * p)"
+    assert range_of(text, "a * p") == Range(0, 10)
+
+
+def test_sum_of_onehot_is_one_and_convex_combinations_keep_the_range() -> None:
+    text = "input y: onehot\ninput p: prob\nloss = mean(-log(sum(y * clip(p))) + sum(y) * p)"
+    assert range_of(text, "sum(y)") == Range.point(1.0)
+    assert range_of(text, "sum(y * clip(p))") == Range(EPSILON, 1 - EPSILON)
+
+
+def test_sum_of_nonnegative_values_is_unbounded_above() -> None:
+    assert range_of("loss = mean(sum(p) - y)", "sum(p)") == Range(0, math.inf)
+
+
+def test_multi_affine_refinement_proves_pt_in_unit_interval() -> None:
+    for expression in ("1 - pt", "y*q + (1-y)*(1-q)"):
+        values = range_of(FOCAL_PT, expression)
+        assert values.low == pytest.approx(EPSILON, rel=1e-6) and values.low_closed
+        assert values.high == pytest.approx(1 - EPSILON) and values.high_closed
+
+
+def test_combined_sums_are_bounded_as_one_sum() -> None:
+    text = (
+        "input y: binary\ninput p: prob\nloss = mean(sum(y*p) / (sum(y) + sum(p) - sum(y*p) + 1))"
+    )
+    assert range_of(text, "sum(y) + sum(p) - sum(y*p) + 1") == Range(1, math.inf)
+    assert codes(text) == []
+
+
+def test_power_ranges() -> None:
+    text = (
+        "param g: [1, 3] = 2.0\ninput y: target\ninput x: real\n"
+        "loss = mean(sigmoid(x)^g + (x - y)^2)"
+    )
+    assert range_of(text, "sigmoid(x)^g") == Range(0, 1, False, False)
+    assert range_of(text, "(x - y)^2") == Range(0, math.inf)
+
+
+# ---------------------------------------------------------------- errors with witnesses
+
+
+def test_log_of_a_value_that_can_be_negative() -> None:
+    diagnostic = only("input y: target\ninput x: real\nloss = mean(log(x - y))", "E402")
+    assert diagnostic.message == "`log(x - y)` is NaN at x = 0, y = 1"
+
+
+def test_log_of_a_never_positive_value() -> None:
+    diagnostic = only("loss = mean(log(-p))", "E403")
+    assert "NaN at p = 1" in diagnostic.message
+
+
+def test_fractional_power_of_a_negative_base_names_the_exponent() -> None:
+    text = "input y: target\ninput x: real\nparam n: real = 2\nloss = mean((x - y)^n)"
+    diagnostic = only(text, "E405")
+    assert "at x = 0, y = 1, n = 0.5" in diagnostic.message
+
+
+def test_constant_fractional_power_of_a_negative_base() -> None:
+    diagnostic = only("input y: target\ninput x: real\nloss = mean((x - y)^0.5)", "E405")
+    assert "x = 0, y = 1" in diagnostic.message
+
+
+def test_integer_powers_of_negative_values_are_fine() -> None:
+    assert codes("input y: target\ninput x: real\nloss = mean((x - y)^3 + square(x - y))") == []
+
+
+def test_division_by_zero_everywhere() -> None:
+    assert codes("loss = mean(p / (p - p))") == ["E406"]
+
+
+def test_witness_needing_whole_rows() -> None:
+    diagnostic = only("input y: onehot\ninput p: prob\nloss = mean(log(p - sum(p)))", "E402")
+    assert "p = [" in diagnostic.message
+
+
+def test_errors_and_warnings_are_raised_together() -> None:
+    with pytest.raises(LossSpecError) as failure:
+        check_domains(checked("loss = mean(log(p) + sqrt(p - y))"))
+    assert sorted(d.code for d in failure.value.diagnostics) == ["E404", "W401"]
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def test_unproven_argument_warns_instead_of_failing() -> None:
+    # p - p*p = p*(1 - p) >= 0 for p in [0, 1], beyond plain interval arithmetic.
+    diagnostic = only("loss = mean(sqrt(p - p*p))", "W402")
+    assert "could not prove" in diagnostic.message
+
+
+def test_sqrt_of_a_value_that_can_be_zero_has_an_infinite_gradient() -> None:
+    text = "input y: target\ninput x: real\nloss = mean(sqrt(square(x - y)))"
+    assert only(text, "W404").message.startswith("`sqrt(square(x - y))` has an infinite gradient")
+    assert codes("input y: target\ninput x: real\nloss = mean(sqrt(square(x - y) + eps))") == []
+
+
+def test_gradient_warnings_only_where_a_gradient_flows() -> None:
+    assert codes("input y: binary\ninput p: prob\nloss = mean(sqrt(y) * p)") == []
+    assert codes("loss = mean(stop_gradient(sqrt(p)) * p)") == []
+
+
+def test_negative_power_of_a_value_that_can_be_zero() -> None:
+    text = "input y: target\ninput x: real\nloss = mean((x - y)^-2)"
+    assert only(text, "W406").message == (
+        "`(x - y)^-2` is infinite where `x - y` is 0 (at x = 0, y = 0)"
+    )
+
+
+def test_where_guards_errors_in_unselected_branches() -> None:
+    # log(x) is NaN below 0 only where `where` picks 0; at x = 0 its gradient is still NaN.
+    text = "input y: target\ninput x: real\nloss = mean(where(x > 1, log(x), 0))"
+    assert codes(text) == ["W401"]
+    assert codes("input y: target\ninput x: real\nloss = mean(where(x > 0, sqrt(x), 0))") == [
+        "W407"
+    ]
+    assert codes("input y: target\ninput x: real\nloss = mean(where(x < 0, sqrt(x), 0))") == [
+        "E404"
+    ]
+
+
+def test_shared_let_is_reported_once() -> None:
+    text = "let d = p - y\nloss = mean(sqrt(d) + sqrt(d))"
+    diagnostics = diagnose(text)
+    assert [d.code for d in diagnostics] == ["E404", "E404"] or [d.code for d in diagnostics] == [
+        "E404"
+    ]
+    shared = "let r = sqrt(p - y)\nloss = mean(r * r + r)"
+    assert codes(shared) == ["E404"]
+    assert only(shared, "E404").span.line == 1
+
+
+def test_mask_is_checked_for_values() -> None:
+    text = "input y: binary\ninput p: prob\nmask log(sum(y)) > -1\nloss = mean(sum(-log(clip(p))))"
+    assert "W401" in codes(text)
+
+
+def test_comparison_only_use_of_prediction() -> None:
+    diagnostic = only("loss = mean(where(p > 0.5, 1, 0))", "E502")
+    assert "comparison" in diagnostic.message
+
+
+# ---------------------------------------------------------------- speed
+
+
+def test_typical_specs_are_fast() -> None:
+    spec = checked(FOCAL_PT)
+    check_domains(spec)
+    start = time.perf_counter()
+    for _ in range(5):
+        check_domains(spec)
+        with pytest.raises(LossSpecError):
+            check_domains(checked("loss = mean(sqrt(p - y))"))
+    assert (time.perf_counter() - start) / 5 < 0.05
+
+
+def test_witness_values_are_inside_kinds() -> None:
+    # Every reported value of a prob input lies in [0, 1].
+    message = only("loss = mean(log(p - 0.3))", "E402").message
+    value = float(message.rsplit("= ", 1)[1])
+    assert 0 <= value <= 1 and value < 0.3
+    assert np.isfinite(value)
