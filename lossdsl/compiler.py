@@ -55,7 +55,7 @@ class CompiledLoss:
     @property
     def loss_class(self) -> type:
         """The generated `keras.losses.Loss` subclass."""
-        return getattr(self.module, function_names(self.loss_name)[2])  # type: ignore[no-any-return]
+        return getattr(self.module, function_names(self.loss_name)[2])
 
     @property
     def per_sample_function(self) -> Any:
@@ -79,7 +79,8 @@ def compile_source(
     With `verify`, the generated code is checked against SymPy's exact value and gradient
     (E9xx on disagreement). The warnings of every stage are in `diagnostics`.
     """
-    from lossdsl import runtime, verify as verification  # these import TensorFlow
+    from lossdsl import runtime  # imports Keras and TensorFlow
+    from lossdsl import verify as verification
 
     checked = check_source(source)
     found = list(checked.warnings)
@@ -87,21 +88,24 @@ def compile_source(
     symbolic = lower(checked)
     body = print_body(symbolic)
     python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
-    module = runtime.load_generated_module(
-        python_source, runtime.module_name_for(checked.loss_name, python_source)
-    )
+    module_name = runtime.module_name_for(checked.loss_name, python_source)
+    diagnostics = unique(found + list(symbolic.warnings))
+    if verify:
+        # A module of its own, so the verifier's float64 traces are not the user's; loaded
+        # first, so the registration of the user's class below is the one Keras keeps.
+        checked_module = runtime.load_generated_module(python_source, module_name)
+        function = getattr(checked_module, function_names(checked.loss_name)[0])
+        errors = verification.verify_module(symbolic, function)
+        if errors:
+            raise LossSpecError(diagnostics + errors, source)
     compiled = CompiledLoss(
         source=source,
         checked=checked,
         symbolic=symbolic,
         python_source=python_source,
-        module=module,
-        diagnostics=unique(found + list(symbolic.warnings)),
+        module=runtime.load_generated_module(python_source, module_name),
+        diagnostics=diagnostics,
     )
-    if verify:
-        errors = verification.verify_module(symbolic, compiled.per_sample_function)
-        if errors:
-            raise LossSpecError(compiled.diagnostics + errors, source)
     return compiled
 
 
@@ -116,7 +120,9 @@ def domain_warnings(checked: CheckedSpec) -> tuple[Diagnostic, ...]:
     try:
         return check_domains(checked)
     except LossSpecError as failure:
-        raise LossSpecError(unique([*checked.warnings, *failure.diagnostics]), checked.source) from None
+        raise LossSpecError(
+            unique([*checked.warnings, *failure.diagnostics]), checked.source
+        ) from None
 
 
 def unique(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:

@@ -1,0 +1,100 @@
+"""lossdsl: a compiler from `.loss` specs to verified, numerically stable Keras losses.
+
+`import lossdsl` does not import TensorFlow or Keras, so logical devices can still be
+configured after it. The Keras class of loaded losses (`lossdsl>SpecLoss`) is registered
+as soon as Keras is imported (now, if it already is), so `keras.models.load_model` finds
+it without `custom_objects`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import types
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from lossdsl.api import compile, compile_file, load
+from lossdsl.compiler import CompiledLoss
+from lossdsl.diagnostics import LossSpecError, LossSpecWarning
+
+__all__ = [
+    "CompiledLoss",
+    "LossSpecError",
+    "LossSpecWarning",
+    "SpecLoss",
+    "__version__",
+    "compile",
+    "compile_file",
+    "load",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """`lossdsl.SpecLoss`, imported (with Keras) on first use."""
+    if name == "SpecLoss":
+        from lossdsl.runtime import SpecLoss
+
+        return SpecLoss
+    raise AttributeError(f"module 'lossdsl' has no attribute {name!r}")
+
+
+def _register_spec_loss() -> None:
+    """Import `lossdsl.runtime`, whose import registers `lossdsl>SpecLoss` with Keras."""
+    try:
+        import lossdsl.runtime  # noqa: F401
+    except Exception as failure:  # a broken registration must not break importing Keras
+        warnings.warn(
+            f"lossdsl could not register its Keras loss class: {failure}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """Keras's own loader, registering `lossdsl>SpecLoss` once Keras has been imported."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__loader__ = self.loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        _register_spec_loss()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
+class _KerasImportHook(importlib.abc.MetaPathFinder):
+    """Waits for the first `import keras` and wraps its loader (then removes itself)."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_spec_loss()
+elif not any(isinstance(finder, _KerasImportHook) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _KerasImportHook())

@@ -1,0 +1,349 @@
+"""The `lossdsl` command line: `compile`, `check`, `explain` and `plot`.
+
+Diagnostics are rendered here, to stderr; generated modules and explanations go to stdout
+or a file. Exit status: 0 success (warnings allowed), 1 a spec has errors, 2 a usage
+error (unknown option, missing or unreadable file, a Keras backend other than
+TensorFlow; 2 wins when both happen), 70 an internal error, 130 interrupted. No input
+ends in a traceback. The stages themselves are `lossdsl.compiler`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+import sympy
+
+from lossdsl import __version__
+from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
+from lossdsl.plot import add_plot_parser, run_plot
+from lossdsl.source import SourceFile
+
+if TYPE_CHECKING:
+    from lossdsl.compiler import CompiledLoss
+
+EXIT_OK = 0
+EXIT_SPEC_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+REPORT_HINT = (
+    "  = help: this is a bug in lossdsl, not in your spec; please report it "
+    "with the spec and the command that triggered it"
+)
+
+
+class UsageError(Exception):
+    """A command line that cannot run: the message is what the user sees."""
+
+
+class ParserExit(Exception):
+    """argparse finished early (`--help`, `--version`) with this status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so `main` returns every status."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise ParserExit(status)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="lossdsl",
+        description="Compile `.loss` specs into verified, numerically stable Keras losses.",
+    )
+    parser.add_argument("--version", action="version", version=f"lossdsl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    compile_parser = commands.add_parser(
+        "compile",
+        help="write the standalone Keras module of a spec",
+        description="Compile a spec to a standalone module that imports only tensorflow and "
+        "keras, written to OUT.py (atomically) or to stdout.",
+    )
+    compile_parser.add_argument("spec", type=Path, metavar="SPEC.loss")
+    compile_parser.add_argument(
+        "-o", "--output", type=Path, metavar="OUT.py", help="write the module here"
+    )
+    compile_parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip checking the generated code against SymPy's exact gradients",
+    )
+    compile_parser.add_argument(
+        "--xla", action="store_true", help="compile the generated functions with XLA"
+    )
+    compile_parser.set_defaults(handler=run_compile)
+
+    check_parser = commands.add_parser(
+        "check",
+        help="report the diagnostics of specs, verification included",
+        description="Check specs: every diagnostic to stderr, verification included.",
+    )
+    check_parser.add_argument("specs", type=Path, nargs="+", metavar="SPEC.loss")
+    check_parser.set_defaults(handler=run_check)
+
+    explain_parser = commands.add_parser(
+        "explain",
+        help="show how a spec is read, simplified, rewritten and differentiated",
+        description="Show the parsed form, the simplified form, the rewrites that fired, "
+        "the per-element gradient and the LaTeX of a spec.",
+    )
+    explain_parser.add_argument("spec", type=Path, metavar="SPEC.loss")
+    explain_parser.set_defaults(handler=run_explain)
+
+    add_plot_parser(commands).set_defaults(handler=run_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (never raises, never a traceback)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return run(argv)
+    except KeyboardInterrupt:
+        print("lossdsl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_SPEC_ERROR
+    except Exception as failure:  # the last resort: a bug, reported without a traceback
+        summary = (str(failure).strip().splitlines() or [""])[0]
+        print(f"lossdsl: internal error: {type(failure).__name__}: {summary}", file=sys.stderr)
+        print(REPORT_HINT, file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as usage:
+        print(usage, file=sys.stderr)
+        return EXIT_USAGE
+    except ParserExit as early:
+        return early.status
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as usage:
+        print(usage, file=sys.stderr)
+        return EXIT_USAGE
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    output: Path | None = args.output
+    if output is not None:
+        check_output_path(output)
+    try:
+        source = read_spec(args.spec)
+        compiled = compile_spec(source, verify=not args.no_verify, jit_compile=args.xla)
+    except LossSpecError as failure:
+        print(failure, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    report_warnings(compiled.diagnostics, source)
+    if output is None:
+        sys.stdout.write(compiled.python_source)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        write_atomically(output, compiled.python_source)
+    except OSError as failure:
+        raise UsageError(f"error: cannot write {output}: {describe_os_error(failure)}") from None
+    return EXIT_OK
+
+
+def run_check(args: argparse.Namespace) -> int:
+    usage_failed = spec_failed = False
+    for path in args.specs:
+        try:
+            source = read_spec(path)
+            compiled = compile_spec(source, verify=True, jit_compile=False)
+        except UsageError as usage:
+            print(usage, file=sys.stderr)
+            usage_failed = True
+            continue
+        except LossSpecError as failure:
+            print(failure, file=sys.stderr)
+            spec_failed = True
+            continue
+        report_warnings(compiled.diagnostics, source)
+    if usage_failed:
+        return EXIT_USAGE
+    return EXIT_SPEC_ERROR if spec_failed else EXIT_OK
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from lossdsl.checker import check
+    from lossdsl.compiler import domain_warnings, unique
+    from lossdsl.parser import parse
+    from lossdsl.symbolic.gradient import latex
+    from lossdsl.symbolic.lower import lower
+    from lossdsl.unparse import unparse_spec
+
+    try:
+        source = read_spec(args.spec)
+        spec = parse(source)
+        checked = check(spec)
+        found = unique([*checked.warnings, *domain_warnings(checked)])
+        symbolic = lower(checked)
+    except LossSpecError as failure:
+        print(failure, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    report_warnings(found, source)
+    y_pred = checked.y_pred.name
+    sections: list[tuple[str, list[str]]] = [
+        ("Parsed", unparse_spec(spec).rstrip("\n").split("\n")),
+        ("Simplified (one element)", [f"loss {checked.loss_name} = {sympy.sstr(symbolic.loss)}"]),
+    ]
+    if symbolic.result != symbolic.loss:
+        sections[-1][1].append(
+            f"call returns {sympy.sstr(symbolic.result)}  (Keras takes the outer mean)"
+        )
+    rewrites = [
+        f"{rewrite.rule}: {sympy.sstr(rewrite.before)}  ->  {sympy.sstr(rewrite.after)}"
+        for rewrite in symbolic.rewrites
+    ]
+    sections.append(("Rewrites", rewrites or ["none fired"]))
+    sections.append(
+        (f"Gradient with respect to {y_pred} (one element)", [sympy.sstr(symbolic.gradient)])
+    )
+    sections.append(
+        (
+            "LaTeX",
+            [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"],
+        )
+    )
+    write_sections(sys.stdout, sections)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def compile_spec(source: SourceFile, *, verify: bool, jit_compile: bool) -> CompiledLoss:
+    """The whole pipeline; a Keras backend other than TensorFlow is a usage error."""
+    from lossdsl.compiler import compile_source
+    from lossdsl.runtime import BackendError  # imports Keras, which compiling needs anyway
+
+    try:
+        return compile_source(source, verify=verify, jit_compile=jit_compile)
+    except BackendError as failure:
+        raise UsageError(f"error: {failure}") from None
+
+
+def read_spec(path: Path) -> SourceFile:
+    """A spec file's source; unreadable files are usage errors, bad UTF-8 a spec error."""
+    from lossdsl.parser import read_source
+
+    try:
+        data = path.read_bytes()
+    except OSError as failure:
+        raise UsageError(f"error: cannot read {path}: {describe_os_error(failure)}") from None
+    return read_source(data, str(path))
+
+
+def check_output_path(output: Path) -> None:
+    """Fail early (usage) when OUT.py cannot be written: a folder, or no such folder."""
+    if output.is_dir():
+        raise UsageError(f"error: cannot write {output}: it is a directory")
+    parent = output.parent
+    if not parent.is_dir():
+        raise UsageError(f"error: cannot write {output}: no directory {parent}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file in the same directory and `os.replace` it into place.
+
+    On any failure the existing file is untouched and the temporary file removed.
+    """
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.chmod(temporary, existing_mode(path))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def existing_mode(path: Path) -> int:
+    """The file's mode if it exists, else what a new file gets under the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def describe_os_error(failure: OSError) -> str:
+    return (failure.strerror or str(failure)).lower()
+
+
+def report_warnings(diagnostics: Sequence[Diagnostic], source: SourceFile) -> None:
+    if diagnostics:
+        print(render_all(diagnostics, source), file=sys.stderr)
+
+
+def write_sections(stream: TextIO, sections: Sequence[tuple[str, Sequence[str]]]) -> None:
+    blocks = [
+        f"{title}:\n" + "\n".join(f"    {line}".rstrip() for line in lines)
+        for title, lines in sections
+    ]
+    stream.write("\n\n".join(blocks) + "\n")
+
+
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as the command line shows them: a `LossSpecWarning` is its rendered text."""
+    del filename, lineno, line
+    stream = file or sys.stderr
+    if issubclass(category, LossSpecWarning):
+        print(message, file=stream)
+    else:
+        print(f"warning: {message}", file=stream)
+
+
+def silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter exits quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

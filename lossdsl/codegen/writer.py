@@ -1,0 +1,666 @@
+"""The generated module's text: header, docstrings, the `@tf.function`s and the Keras class.
+
+The printer supplies the TensorFlow statements of the loss (`FunctionBody`); this module
+wraps them in a standalone module that imports only `keras` and `tensorflow`: a
+per-sample function named after the loss (with a prelude that brings y_true and y_pred to
+the shapes and dtypes the statements assume), a `<name>_mask` function when the spec
+has a `mask`, and a `keras.losses.Loss` subclass written the way Keras writes its own.
+Loading and running the module is left to `lossdsl.runtime`.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import math
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.names import camel_case, python_name
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.typed import (
+    PER_ELEMENT,
+    CheckedSpec,
+    InputInfo,
+    ParamDomain,
+    ParamInfo,
+    Role,
+    Roles,
+)
+
+REGISTRATION_PACKAGE = "lossdsl_generated"
+"""The Keras registration package of generated classes: `lossdsl_generated>Focal`."""
+
+LINE_LENGTH = 88
+"""Where the writer breaks signatures and calls, as black and ruff format do."""
+
+INDENT = "    "
+
+KERAS_LOSS_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "call",
+        "dtype",
+        "from_config",
+        "get_config",
+        "name",
+        "reduction",
+        "_api_export_path",
+        "_api_export_symbol_id",
+        "_dtype",
+        "_dtype_policy",
+        "_obj_type",
+        "_unpickle_model",
+    }
+)
+"""Attributes of `keras.losses.Loss` a param's attribute must not overwrite."""
+
+KERAS_ARGUMENT_DOCS = (
+    'reduction: Type of reduction to apply to the loss: "sum_over_batch_size" (the '
+    'default), "sum", "mean", "mean_with_sample_weight" or None, as for every Keras loss.',
+    "name: Optional name for the loss instance.",
+    "dtype: The dtype of the loss's computations. Defaults to `None`, which means "
+    "`keras.backend.floatx()`.",
+)
+
+RESULT_DOCS: dict[Roles, tuple[str, str]] = {
+    frozenset({Role.BATCH, Role.SPATIAL}): ("per element", "[batch, ...]"),
+    frozenset({Role.BATCH}): ("per sample", "[batch]"),
+    frozenset(): ("as a scalar", "[]"),
+}
+"""How each result shape is described: the result's roles -> (how many values, shape)."""
+
+
+@dataclass(frozen=True)
+class ParamCode:
+    """How one param is spelled in generated code."""
+
+    info: ParamInfo
+    argument: str  # the Python parameter name (`lambda` -> `lambda_`)
+    attribute: str  # the attribute on the Keras loss (never one of Keras's own)
+
+    @property
+    def spec_name(self) -> str:
+        return self.info.name
+
+
+def param_code(info: ParamInfo) -> ParamCode:
+    """A param's Python argument and attribute names."""
+    argument = python_name(info.name)
+    attribute = argument
+    while attribute in KERAS_LOSS_ATTRIBUTES:
+        attribute += "_"
+    return ParamCode(info, argument, attribute)
+
+
+def function_names(loss_name: str) -> tuple[str, str, str]:
+    """The per-sample function, the mask function and the class name of a loss."""
+    function = python_name(loss_name)
+    class_name = camel_case(loss_name)
+    if class_name == function:
+        class_name += "Loss"
+    return function, f"{function}_mask", class_name
+
+
+def write_module(
+    checked: CheckedSpec,
+    symbolic: SymbolicLoss,
+    body: FunctionBody,
+    *,
+    jit_compile: bool = False,
+) -> str:
+    """The text of the standalone module for a compiled loss, checked with `ast.parse`.
+
+    The text is built from the checked tree and the printer's body; `symbolic` supplies
+    the names of the stable rewrites that fired, listed in the module docstring.
+    """
+    rewrites = tuple(dict.fromkeys(rewrite.rule for rewrite in symbolic.rewrites))
+    return ModuleWriter(checked, body, rewrites, jit_compile).write()
+
+
+class ModuleWriter:
+    """Builds one generated module; `write()` returns its text."""
+
+    def __init__(
+        self,
+        checked: CheckedSpec,
+        body: FunctionBody,
+        rewrites: tuple[str, ...],
+        jit_compile: bool,
+    ) -> None:
+        self.checked = checked
+        self.body = body
+        self.rewrites = rewrites
+        self.decorator = "@tf.function(jit_compile=True)" if jit_compile else "@tf.function"
+        self.params = tuple(param_code(info) for info in checked.params)
+        self.y_true = python_name(checked.y_true.name)
+        self.y_pred = python_name(checked.y_pred.name)
+        self.function, self.mask_function, self.class_name = function_names(checked.loss_name)
+        self.spec_file = spec_file_name(checked.source.name)
+        self.docstrings: list[tuple[str, str]] = []  # (where, intended text)
+
+    # ------------------------------------------------------------------ module
+
+    def write(self) -> str:
+        sections = [
+            [
+                f"# Generated by lossdsl from {self.spec_file}. Do not edit.",
+                *self.docstring(self.module_docstring(), "", "module"),
+                "",
+                "import keras",
+                "import tensorflow as tf",
+            ],
+            self.per_sample_function(),
+        ]
+        if self.body.mask is not None:
+            sections.append(self.mask_function_lines())
+        sections.append(self.loss_class())
+        text = "\n\n\n".join("\n".join(lines) for lines in sections) + "\n"
+        self.check(text)
+        return text
+
+    def check(self, text: str) -> None:
+        """Parse the module and make sure every docstring is exactly the intended text."""
+        tree = ast.parse(text)
+        found: dict[str, str | None] = {"module": ast.get_docstring(tree, clean=True)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                found[node.name] = ast.get_docstring(node, clean=True)
+        for where, intended in self.docstrings:
+            if found.get(where) != inspect.cleandoc(intended):
+                raise AssertionError(f"generated docstring of {where} is not the intended text")
+
+    def module_docstring(self) -> str:
+        summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
+        usage = (
+            f"`{self.class_name}` is a `keras.losses.Loss`; `{self.function}(y_true, y_pred, "
+            "...)` computes the unreduced values."
+        )
+        if self.body.mask is not None:
+            usage += f" `{self.mask_function}` gives the elements that count."
+        paragraphs = [
+            summary,
+            "\n".join(wrap(usage, LINE_LENGTH)),
+            f"Compiled from {self.spec_file}:",
+            indent_block(spec_statements(self.checked.source.text), INDENT),
+        ]
+        if self.rewrites:
+            rewrites = "Stable rewrites applied: " + ", ".join(self.rewrites) + "."
+            paragraphs.append("\n".join(wrap(rewrites, LINE_LENGTH)))
+        return "\n\n".join(paragraphs)
+
+    # ------------------------------------------------------------------ functions
+
+    def signature_arguments(self) -> list[str]:
+        arguments = [self.y_true, self.y_pred]
+        arguments.extend(
+            f"{param.argument}={default_literal(param.info.default)}" for param in self.params
+        )
+        return arguments
+
+    def per_sample_function(self) -> list[str]:
+        checked = self.checked
+        per, shape = RESULT_DOCS[checked.result.roles & PER_ELEMENT]
+        lines = [self.decorator]
+        lines += wrapped_call(f"def {self.function}", self.signature_arguments(), ":", "")
+        returns = f"The loss {per}, shape {shape}."
+        if self.body.mask is not None:
+            returns += " Elements outside the mask are 0."
+        doc = [
+            f"The `{checked.loss_name}` loss {per}, before Keras's weighting and reduction.",
+            "",
+            *doc_section("Args", self.argument_docs(), len(INDENT)),
+            "",
+            *doc_section("Returns", [returns], len(INDENT)),
+        ]
+        lines += self.docstring("\n".join(doc), INDENT, self.function)
+        lines += self.prelude()
+        lines += indent_lines(self.body.statements, INDENT)
+        if self.body.mask is None:
+            lines.append(f"{INDENT}return {self.body.result}")
+            return lines
+        taken = self.taken_names()
+        losses = free_name("losses", taken)
+        valid = free_name("valid", taken | {losses})
+        lines += [
+            f"{INDENT}{losses} = {self.body.result}",
+            f"{INDENT}{valid} = {self.body.mask}",
+            f"{INDENT}return tf.where({valid}, {losses}, tf.zeros_like({losses}))",
+        ]
+        return lines
+
+    def mask_function_lines(self) -> list[str]:
+        assert self.body.mask is not None
+        lines = [self.decorator]
+        lines += wrapped_call(f"def {self.mask_function}", self.signature_arguments(), ":", "")
+        doc = (
+            f"The elements that count in the `{self.checked.loss_name}` loss (the spec's "
+            "`mask`).\n\nIn the shape of the loss's values; Keras leaves the others out of "
+            "the mean."
+        )
+        lines += self.docstring(doc, INDENT, self.mask_function)
+        statements = statements_needed(self.body.statements, self.body.mask)
+        used = names_in(self.body.mask).union(*(names_in(text) for text in statements))
+        lines += self.prelude(used)
+        lines += indent_lines(statements, INDENT)
+        lines.append(f"{INDENT}return {self.body.mask}")
+        return lines
+
+    def argument_docs(self) -> list[str]:
+        checked = self.checked
+        docs = [
+            input_doc(self.y_true, checked.y_true),
+            input_doc(self.y_pred, checked.y_pred),
+        ]
+        docs += [param_doc(param.argument, param.info) for param in self.params]
+        return docs
+
+    def prelude(self, used: set[str] | None = None) -> list[str]:
+        """Statements that bring the inputs and vector params to the body's conventions.
+
+        With `used`, only the vector params named there are converted and checked.
+        """
+        y_true, y_pred = self.y_true, self.y_pred
+        lines = [
+            f"{y_pred} = tf.convert_to_tensor({y_pred}, dtype_hint=keras.backend.floatx())",
+            f"if not {y_pred}.dtype.is_floating:",
+            f"{INDENT}{y_pred} = tf.cast({y_pred}, keras.backend.floatx())",
+            f"if {y_pred}.shape.rank == 1:",
+            f"{INDENT}{y_pred} = tf.expand_dims({y_pred}, -1)",
+        ]
+        if self.checked.y_true.kind == "label":
+            lines += [
+                f"{y_true} = tf.convert_to_tensor({y_true})",
+                f"if {y_true}.shape.rank == {y_pred}.shape.rank - 1:",
+                f"{INDENT}{y_true} = tf.expand_dims({y_true}, -1)",
+                f"{y_true} = tf.cast({y_true}, tf.int32)",
+            ]
+        else:
+            lines += [
+                f"{y_true} = tf.convert_to_tensor({y_true}, dtype_hint={y_pred}.dtype)",
+                f"if {y_true}.shape.rank == {y_pred}.shape.rank + 1 and {y_true}.shape[-1] == 1:",
+                f"{INDENT}{y_true} = tf.squeeze({y_true}, -1)",
+                f"elif {y_true}.shape.rank == {y_pred}.shape.rank - 1 and {y_pred}.shape[-1] == 1:",
+                f"{INDENT}{y_true} = tf.expand_dims({y_true}, -1)",
+                f"{y_true} = tf.cast({y_true}, {y_pred}.dtype)",
+            ]
+        for param in self.params:
+            if param.info.is_vector and (used is None or param.argument in used):
+                lines += self.vector_prelude(param)
+        return [INDENT + line for line in lines]
+
+    def vector_prelude(self, param: ParamCode) -> list[str]:
+        name, y_pred = param.argument, self.y_pred
+        message = f"Invalid value for argument `{param.spec_name}`: expected one entry per class"
+        return [
+            f"{name} = tf.cast(tf.convert_to_tensor({name}, dtype_hint={y_pred}.dtype), "
+            f"{y_pred}.dtype)",
+            f"if {y_pred}.shape[-1] is None:",
+            f"{INDENT}tf.debugging.assert_equal(",
+            f"{INDENT * 2}tf.shape({name})[0],",
+            f"{INDENT * 2}tf.shape({y_pred})[-1],",
+            f'{INDENT * 2}message="{message}.",',
+            f"{INDENT})",
+            f"elif {name}.shape[0] != {y_pred}.shape[-1]:",
+            f"{INDENT}raise ValueError(",
+            f'{INDENT * 2}"{message} "',
+            f'{INDENT * 2}f"(C = {{{y_pred}.shape[-1]}}), received {{{name}.shape[0]}} entries."',
+            f"{INDENT})",
+        ]
+
+    def taken_names(self) -> set[str]:
+        taken = {self.y_true, self.y_pred, *(param.argument for param in self.params)}
+        for text in (*self.body.statements, self.body.result, self.body.mask or ""):
+            taken |= names_in(text)
+        return taken
+
+    # ------------------------------------------------------------------ the class
+
+    def loss_class(self) -> list[str]:
+        lines = [
+            f'@keras.saving.register_keras_serializable(package="{REGISTRATION_PACKAGE}")',
+            f"class {self.class_name}(keras.losses.Loss):",
+        ]
+        lines += self.docstring(self.class_docstring(), INDENT, self.class_name)
+        lines.append("")
+        lines += indent_lines(self.init_method(), INDENT)
+        lines.append("")
+        lines += indent_lines(self.call_method(), INDENT)
+        lines.append("")
+        lines += indent_lines(self.get_config_method(), INDENT)
+        renamed = [param for param in self.params if param.argument != param.spec_name]
+        if renamed:
+            lines.append("")
+            lines += indent_lines(from_config_method(renamed), INDENT)
+        return lines
+
+    def class_docstring(self) -> str:
+        summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
+        args = [param_doc(param.argument, param.info) for param in self.params]
+        args += KERAS_ARGUMENT_DOCS
+        return "\n".join([summary, "", *doc_section("Args", args, len(INDENT))])
+
+    def init_method(self) -> list[str]:
+        arguments = ["self"]
+        arguments += [
+            f"{param.argument}={default_literal(param.info.default)}" for param in self.params
+        ]
+        arguments += [
+            'reduction="sum_over_batch_size"',
+            f"name={string_literal(self.checked.loss_name)}",
+            "dtype=None",
+        ]
+        lines = wrapped_call("def __init__", arguments, ":", "")
+        lines.append(f"{INDENT}super().__init__(name=name, reduction=reduction, dtype=dtype)")
+        taken = {param.argument for param in self.params}
+        entry = free_name("value", taken)
+        vectors = [param for param in self.params if param.info.is_vector]
+        for param in self.params:
+            check = vector_check if param.info.is_vector else scalar_check
+            lines += [INDENT + line for line in check(param, entry)]
+        for param in vectors[1:]:
+            lines += [INDENT + line for line in vector_length_check(vectors[0], param)]
+        lines += [f"{INDENT}self.{param.attribute} = {param.argument}" for param in self.params]
+        return lines
+
+    def call_method(self) -> list[str]:
+        arguments = ["y_true", "y_pred", *(f"self.{param.attribute}" for param in self.params)]
+        lines = ["def call(self, y_true, y_pred):"]
+        if self.body.mask is None:
+            lines += wrapped_call(f"{INDENT}return {self.function}", arguments, "", INDENT)
+            return lines
+        lines += wrapped_call(f"{INDENT}losses = {self.function}", arguments, "", INDENT)
+        lines.append(f"{INDENT}# Keras reads this mask: masked elements are left out of the mean.")
+        lines += wrapped_call(
+            f"{INDENT}losses._keras_mask = {self.mask_function}", arguments, "", INDENT
+        )
+        lines.append(f"{INDENT}return losses")
+        return lines
+
+    def get_config_method(self) -> list[str]:
+        if not self.params:
+            return ["def get_config(self):", f"{INDENT}return super().get_config()"]
+        lines = ["def get_config(self):", f"{INDENT}config = super().get_config()"]
+        entries = [
+            f"{string_literal(param.spec_name)}: "
+            + (
+                f"list(self.{param.attribute})"
+                if param.info.is_vector
+                else f"self.{param.attribute}"
+            )
+            for param in self.params
+        ]
+        single = f"{INDENT}config.update({{{', '.join(entries)}}})"
+        if len(single) + len(INDENT) <= LINE_LENGTH:
+            lines.append(single)
+        else:
+            lines.append(f"{INDENT}config.update(")
+            lines.append(f"{INDENT * 2}{{")
+            lines += [f"{INDENT * 3}{entry}," for entry in entries]
+            lines.append(f"{INDENT * 2}}}")
+            lines.append(f"{INDENT})")
+        lines.append(f"{INDENT}return config")
+        return lines
+
+    # ------------------------------------------------------------------ docstrings
+
+    def docstring(self, text: str, indent: str, where: str) -> list[str]:
+        """A docstring's source lines; remembered so `check` can compare it after parsing."""
+        self.docstrings.append((where, text))
+        escaped = escape_docstring(text).split("\n")
+        lines = [f'{indent}"""{escaped[0]}']
+        lines += [f"{indent}{line}" if line else "" for line in escaped[1:]]
+        if len(escaped) == 1:
+            lines[0] += '"""'
+        else:
+            lines.append(f'{indent}"""')
+        return lines
+
+
+# ---------------------------------------------------------------------- checks in __init__
+
+
+def condition(domain: ParamDomain, value: str) -> str:
+    """A Python comparison chain true exactly when `value` is in the domain."""
+    low = bound_literal(domain.low)
+    high = bound_literal(domain.high)
+    low_op = "<=" if domain.low_closed else "<"
+    high_op = "<=" if domain.high_closed else "<"
+    return f"{low} {low_op} {value} {high_op} {high}"
+
+
+def scalar_check(param: ParamCode, entry: str) -> list[str]:
+    del entry
+    name, spec_name = param.argument, param.spec_name
+    return [
+        f"if not {condition(param.info.domain, f'float({name})')}:",
+        f"{INDENT}raise ValueError(",
+        f'{INDENT * 2}"Invalid value for argument `{spec_name}`. "',
+        f'{INDENT * 2}"Expected a value in {param.info.domain.describe()}. "',
+        f'{INDENT * 2}f"Received: {spec_name}={{{name}}}"',
+        f"{INDENT})",
+        f"{name} = float({name})",
+    ]
+
+
+def vector_check(param: ParamCode, entry: str) -> list[str]:
+    name, spec_name = param.argument, param.spec_name
+    return [
+        f"{name} = tuple(float({entry}) for {entry} in {name})",
+        f"if not {name} or not all({condition(param.info.domain, entry)} for {entry} in {name}):",
+        f"{INDENT}raise ValueError(",
+        f'{INDENT * 2}"Invalid value for argument `{spec_name}`. "',
+        f'{INDENT * 2}"Expected one value in {param.info.domain.describe()} per class. "',
+        f'{INDENT * 2}f"Received: {spec_name}={{{name}}}"',
+        f"{INDENT})",
+    ]
+
+
+def vector_length_check(first: ParamCode, other: ParamCode) -> list[str]:
+    return [
+        f"if len({other.argument}) != len({first.argument}):",
+        f"{INDENT}raise ValueError(",
+        f'{INDENT * 2}"Invalid value for argument `{other.spec_name}`. "',
+        f'{INDENT * 2}"Expected one entry per class, as many as `{first.spec_name}` has. "',
+        f'{INDENT * 2}f"Received: {other.spec_name}={{{other.argument}}} '
+        f'and {first.spec_name}={{{first.argument}}}"',
+        f"{INDENT})",
+    ]
+
+
+def from_config_method(renamed: Sequence[ParamCode]) -> list[str]:
+    pairs = ", ".join(
+        f"{string_literal(param.spec_name)}: {string_literal(param.argument)}" for param in renamed
+    )
+    return [
+        "@classmethod",
+        "def from_config(cls, config):",
+        f"{INDENT}# Params keep their spec names in the config; Python renames some of them.",
+        f"{INDENT}renamed = {{{pairs}}}",
+        f"{INDENT}return cls(**{{renamed.get(key, key): value for key, value in config.items()}})",
+    ]
+
+
+# ---------------------------------------------------------------------- text helpers
+
+
+def spec_file_name(source_name: str) -> str:
+    """The spec's file name without its directory (`<string>` for source text)."""
+    if source_name.startswith("<"):
+        return source_name
+    return Path(source_name).name
+
+
+def spec_statements(text: str) -> str:
+    """The spec without its leading comment block: the statements, as written."""
+    lines = text.split("\n")
+    start = 0
+    while start < len(lines) and (
+        not lines[start].strip() or lines[start].lstrip().startswith("#")
+    ):
+        start += 1
+    body = [line.rstrip() for line in lines[start:]]
+    while body and not body[-1]:
+        body.pop()
+    return "\n".join(body)
+
+
+def wrap(text: str, width: int, indent: str = "", hanging: str = "") -> list[str]:
+    """A paragraph broken into lines of at most `width` characters (words kept whole)."""
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=indent,
+        subsequent_indent=hanging,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def doc_section(title: str, entries: Sequence[str], docstring_indent: int) -> list[str]:
+    """A Google-style docstring section (`Args:`), each entry wrapped with a hanging indent."""
+    width = LINE_LENGTH - docstring_indent
+    lines = [f"{title}:"]
+    for entry in entries:
+        lines += wrap(entry, width, INDENT, INDENT * 2)
+    return lines
+
+
+def indent_block(text: str, indent: str) -> str:
+    return "\n".join(indent + line if line else "" for line in text.split("\n"))
+
+
+def indent_lines(lines: Iterable[str], indent: str) -> list[str]:
+    """Every line of every (possibly multi-line) statement, indented."""
+    return [indent + line if line else "" for text in lines for line in text.split("\n")]
+
+
+def wrapped_call(head: str, arguments: Sequence[str], tail: str, indent: str) -> list[str]:
+    """`head(a, b, c)tail` on one line if it fits, else one argument per line (black style)."""
+    single = f"{head}({', '.join(arguments)}){tail}"
+    if len(single) <= LINE_LENGTH:
+        return [single]
+    return [
+        f"{head}(",
+        *(f"{indent}{INDENT}{argument}," for argument in arguments),
+        f"{indent}){tail}",
+    ]
+
+
+def escape_docstring(text: str) -> str:
+    """Text as the inside of a `\"\"\"` literal: nothing in it can end the string."""
+    pieces: list[str] = []
+    quotes = 0
+    for char in text:
+        if char == '"':
+            if quotes == 2:
+                pieces.append('\\"')
+                quotes = 0
+            else:
+                pieces.append('"')
+                quotes += 1
+            continue
+        quotes = 0
+        if char == "\\":
+            pieces.append("\\\\")
+        elif char in "\n\t" or char.isprintable():
+            pieces.append(char)
+        else:
+            pieces.append(char_escape(char))
+    escaped = "".join(pieces)
+    if quotes:  # a quote just before the closing delimiter would end the string early
+        escaped = escaped[:-quotes] + '\\"' * quotes
+    return escaped
+
+
+def char_escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def string_literal(text: str) -> str:
+    """A double-quoted Python string literal for `text`."""
+    escaped = "".join(
+        "\\\\"
+        if char == "\\"
+        else '\\"'
+        if char == '"'
+        else char
+        if char.isprintable()
+        else char_escape(char)
+        for char in text
+    )
+    return f'"{escaped}"'
+
+
+def default_literal(default: float | tuple[float, ...]) -> str:
+    if isinstance(default, tuple):
+        inside = ", ".join(float_literal(value) for value in default)
+        return f"({inside},)" if len(default) == 1 else f"({inside})"
+    return float_literal(default)
+
+
+def float_literal(value: float) -> str:
+    return repr(float(value))
+
+
+def bound_literal(value: float) -> str:
+    if math.isinf(value):
+        return 'float("inf")' if value > 0 else '-float("inf")'
+    return float_literal(value)
+
+
+def input_doc(argument: str, info: InputInfo) -> str:
+    shape = "[batch, ...]" if info.kind == "label" else "[batch, ..., C]"
+    return f"{argument}: {info.argument}, `{info.kind}` values of shape {shape}."
+
+
+def param_doc(argument: str, info: ParamInfo) -> str:
+    domain = info.domain.describe()
+    if info.is_vector:
+        return (
+            f"{argument}: One value in {domain} per class. "
+            f"Defaults to {default_literal(info.default)}."
+        )
+    return f"{argument}: A value in {domain}. Defaults to {default_literal(info.default)}."
+
+
+def names_in(code: str) -> set[str]:
+    """Every identifier a statement or expression uses or binds."""
+    if not code:
+        return set()
+    return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)}
+
+
+def free_name(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    return name
+
+
+def statements_needed(statements: Sequence[str], expression: str) -> list[str]:
+    """The statements `expression` depends on, in order (the others are left out).
+
+    A statement that is not a plain assignment is always kept.
+    """
+    needed = names_in(expression)
+    kept: list[str] = []
+    for statement in reversed(statements):
+        tree = ast.parse(statement)
+        targets = {
+            node.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+        }
+        is_assignment = all(isinstance(node, ast.Assign) for node in tree.body)
+        if not is_assignment or targets & needed:
+            kept.append(statement)
+            needed |= names_in(statement)
+    return kept[::-1]

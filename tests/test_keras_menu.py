@@ -1,0 +1,179 @@
+"""The Keras test menu for generated losses: every spec behaves as a Keras loss should.
+
+For each spec (a few inline ones with NumPy references, and every `examples/*.loss`):
+unweighted value, per-sample `sample_weight`, zero weights, `reduction=None` shapes,
+every reduction, and the config round trip through Keras serialization. Verification is
+off here (it has its own tests); inputs are small and drawn from each input's kind.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from lossdsl.api import resolve_spec
+from lossdsl.runtime import SpecLoss
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.loss"))
+BATCH = 4
+DEFAULT_CLASSES = 3
+EPS = 1e-7
+
+Reference = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _clip(p: np.ndarray) -> np.ndarray:
+    return np.clip(p, EPS, 1 - EPS)
+
+
+INLINE_SPECS: dict[str, tuple[str, Reference]] = {
+    "mse": (
+        "input y: target\ninput p: real\nloss mse = mean(square(p - y))",
+        lambda y, p: np.mean(np.square(p - y), axis=-1),
+    ),
+    "focal": (
+        "input y: onehot\ninput p: prob\nparam gamma: nonneg = 2.0\nparam alpha: unit = 0.25\n"
+        "let q = clip(p)\nloss focal = mean(sum(alpha * (1 - q)^gamma * -y * log(q)))",
+        lambda y, p: np.sum(0.25 * (1 - _clip(p)) ** 2 * -y * np.log(_clip(p)), axis=-1),
+    ),
+    "weighted_ce": (
+        "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0, 2.5, 4.0]\n"
+        "loss weighted_ce = mean(w[class(y)] * -sum(y * log(clip(p))))",
+        lambda y, p: (
+            np.array([1.0, 2.5, 4.0])[np.argmax(y, -1)] * -np.sum(y * np.log(_clip(p)), axis=-1)
+        ),
+    ),
+}
+
+SPECS: dict[str, str] = {name: text for name, (text, _) in INLINE_SPECS.items()}
+SPECS.update({path.stem: str(path) for path in EXAMPLES})
+
+
+@dataclass(frozen=True)
+class Case:
+    """A loaded spec and a batch drawn from its input kinds."""
+
+    loss: SpecLoss
+    y_true: np.ndarray
+    y_pred: np.ndarray
+
+
+def draw(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Values a spec's input of this kind may hold, as float32 (labels as float ids)."""
+    classes = shape[-1]
+    match kind:
+        case "onehot":
+            return np.eye(classes, dtype="float32")[rng.integers(0, classes, shape[:-1])]
+        case "label":
+            return rng.integers(0, classes, shape[:-1]).astype("float32")
+        case "binary":
+            return rng.integers(0, 2, shape).astype("float32")
+        case "prob":
+            logits = rng.normal(size=shape)
+            return (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+        case "nonneg":
+            return rng.uniform(0.1, 2.0, shape).astype("float32")
+    return rng.normal(size=shape).astype("float32")
+
+
+@functools.cache
+def make_case(spec_id: str, spatial: int = 0) -> Case:
+    loss = SpecLoss(
+        resolve_spec(SPECS[spec_id]).text, verify=False, reduction="sum_over_batch_size"
+    )
+    vectors = [value for value in loss.params.values() if isinstance(value, tuple)]
+    classes = len(vectors[0]) if vectors else DEFAULT_CLASSES
+    kinds = loss_kinds(loss)
+    shape = (BATCH, *([spatial] if spatial else []), classes)
+    rng = np.random.default_rng(len(spec_id) + spatial)
+    return Case(loss, draw(kinds[0], shape, rng), draw(kinds[1], shape, rng))
+
+
+def loss_kinds(loss: SpecLoss) -> tuple[str, str]:
+    from lossdsl.compiler import check_source
+    from lossdsl.source import SourceFile
+
+    checked = check_source(SourceFile.from_text(loss.spec))
+    return checked.y_true.kind, checked.y_pred.kind
+
+
+def with_reduction(case: Case, reduction: str | None) -> SpecLoss:
+    config = case.loss.get_config()
+    config["reduction"] = reduction
+    return SpecLoss.from_config(config)
+
+
+def per_sample(case: Case) -> np.ndarray:
+    return np.asarray(with_reduction(case, None)(case.y_true, case.y_pred))
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::lossdsl.LossSpecWarning")
+SPEC_IDS = list(SPECS)
+
+
+@pytest.mark.parametrize("spec_id", list(INLINE_SPECS))
+def test_unweighted_value_matches_the_numpy_reference(spec_id: str) -> None:
+    case = make_case(spec_id)
+    expected = INLINE_SPECS[spec_id][1](case.y_true.astype("float64"), case.y_pred)
+    np.testing.assert_allclose(per_sample(case), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        float(case.loss(case.y_true, case.y_pred)), expected.mean(), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_reductions_agree_with_the_unreduced_values(spec_id: str) -> None:
+    case = make_case(spec_id)
+    values = per_sample(case)
+    assert values.shape[:1] == (BATCH,) or values.shape == ()
+    assert np.all(np.isfinite(values))
+    weights = np.linspace(0.5, 2.0, BATCH).astype("float32")
+    weighted = values * weights  # a scalar (batch-coupled) loss is scaled by each weight
+    expected = {
+        "sum_over_batch_size": weighted.sum() / weighted.size,
+        "mean": weighted.sum() / weighted.size,
+        "sum": weighted.sum(),
+        "mean_with_sample_weight": weighted.sum() / weights.sum(),
+    }
+    for reduction, value in expected.items():
+        loss = with_reduction(case, reduction)
+        actual = float(loss(case.y_true, case.y_pred, sample_weight=weights))
+        np.testing.assert_allclose(actual, value, rtol=1e-5, atol=1e-6, err_msg=reduction)
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_sample_weights_weigh_each_sample_and_zero_weights_give_zero(spec_id: str) -> None:
+    case = make_case(spec_id)
+    values = per_sample(case)
+    if not values.shape:
+        pytest.skip("a scalar (batch-coupled) loss is scaled, not weighed per sample")
+    only_first = np.array([1.0] + [0.0] * (BATCH - 1), dtype="float32")
+    weighted = float(with_reduction(case, "sum")(case.y_true, case.y_pred, only_first))
+    np.testing.assert_allclose(weighted, values[0].sum(), rtol=1e-5, atol=1e-6)
+    zero = np.zeros(BATCH, dtype="float32")
+    assert float(case.loss(case.y_true, case.y_pred, sample_weight=zero)) == 0.0
+
+
+@pytest.mark.parametrize("spec_id", ["mse", "focal", "weighted_ce"])
+def test_reduction_none_keeps_the_spatial_axes_of_per_element_losses(spec_id: str) -> None:
+    case = make_case(spec_id, spatial=2)
+    assert per_sample(case).shape == (BATCH, 2)
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_config_round_trips_through_keras_serialization(spec_id: str) -> None:
+    case = make_case(spec_id)
+    serialized = keras.saving.serialize_keras_object(case.loss)
+    assert serialized["registered_name"] == "lossdsl>SpecLoss"
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert isinstance(restored, SpecLoss)
+    assert restored.get_config() == case.loss.get_config()
+    np.testing.assert_allclose(
+        float(restored(case.y_true, case.y_pred)), float(case.loss(case.y_true, case.y_pred))
+    )
