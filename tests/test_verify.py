@@ -1,0 +1,235 @@
+"""Verification: the exact reference on hand-built SymPy losses, and E9xx on broken code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy
+import tensorflow as tf
+
+from lossdsl import verify
+from lossdsl.codegen import printer
+from lossdsl.compiler import compile_source
+from lossdsl.diagnostics import LossSpecError
+from lossdsl.source import SourceFile, Span
+from lossdsl.symbolic import functions as fn
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.typed import NAMED_DOMAINS, CheckedSpec, InputInfo, InputKind, ParamInfo, TConst
+
+SPAN = Span.point(1, 1)
+EXAMPLES = Path(__file__).parent.parent / "examples"
+EPS = 1e-7
+
+
+def hand_built(
+    build: Callable[[dict[str, sympy.Symbol]], sympy.Expr],
+    true_kind: InputKind = "onehot",
+    pred_kind: InputKind = "prob",
+    params: tuple[ParamInfo, ...] = (),
+    mask: Callable[[dict[str, sympy.Symbol]], sympy.Basic] | None = None,
+) -> SymbolicLoss:
+    """A SymbolicLoss over inputs `y` and `p` (and `params`) without the parser or lowering."""
+    y_true = InputInfo("y", true_kind, "y_true", None)
+    y_pred = InputInfo("p", pred_kind, "y_pred", None)
+    placeholder = TConst(0.0, SPAN)
+    checked = CheckedSpec(
+        SourceFile.from_text("loss = 0"), "hand", SPAN, "", y_true, y_pred, params,
+        placeholder, placeholder, True, False, None, (),
+    )  # fmt: skip
+    symbols = {"y": sympy.Symbol("y", real=True), "p": sympy.Symbol("p", real=True)}
+    roles = {symbols["y"]: y_true.roles, symbols["p"]: y_pred.roles}
+    for param in params:
+        symbols[param.name] = sympy.Symbol(param.name, real=True)
+        roles[symbols[param.name]] = param.roles
+    result = build(symbols)
+    return SymbolicLoss(
+        checked, result, result, mask(symbols) if mask else None, symbols, roles, (), sympy.S.Zero
+    )
+
+
+FOCAL_PARAMS = (
+    ParamInfo("gamma", NAMED_DOMAINS["nonneg"], 2.0, SPAN),
+    ParamInfo("alpha", NAMED_DOMAINS["unit"], 0.25, SPAN),
+)
+
+
+def focal_expression(s: dict[str, sympy.Symbol]) -> sympy.Expr:
+    q = fn.Clip(s["p"], EPS, 1 - EPS)
+    return fn.ReduceSum(s["alpha"] * (1 - q) ** s["gamma"] * -s["y"] * sympy.log(q), fn.CLASS_MASK)
+
+
+FOCAL = hand_built(focal_expression, params=FOCAL_PARAMS)
+
+
+@tf.function
+def focal_by_hand(y_true, y_pred, gamma, alpha):
+    q = tf.clip_by_value(y_pred, EPS, 1 - EPS)
+    return tf.reduce_sum(alpha * (1 - q) ** gamma * -y_true * tf.math.log(q), axis=-1)
+
+
+@tf.function
+def focal_on_the_wrong_axis(y_true, y_pred, gamma, alpha):
+    q = tf.clip_by_value(y_pred, EPS, 1 - EPS)
+    terms = alpha * (1 - q) ** gamma * -y_true * tf.math.log(q)
+    return tf.reduce_sum(terms, axis=-1) * 0.5 + tf.reduce_mean(terms, axis=-1) * 2.0
+
+
+def codes(diagnostics: tuple) -> set[str]:
+    return {diagnostic.code for diagnostic in diagnostics}
+
+
+# ---------------------------------------------------------------- hand-built references
+
+
+def test_a_correct_hand_written_function_passes() -> None:
+    assert verify.verify_module(FOCAL, focal_by_hand) == ()
+
+
+def test_a_wrong_value_is_E901_naming_shape_inputs_and_values() -> None:
+    (value_error, gradient_error) = verify.verify_module(FOCAL, focal_on_the_wrong_axis)
+    assert value_error.code == "E901" and gradient_error.code == "E902"
+    assert "y_pred of shape [2, 5, 3]" in value_error.message  # C = 4 hides this bug
+    assert value_error.span == SPAN
+    assert any("SymPy gives" in line and "the generated code" in line for line in value_error.help)
+    assert any(line.startswith("inputs at [") for line in value_error.help)
+    assert value_error.help[-1] == verify.BUG_HELP
+
+
+def test_a_wrong_gradient_alone_is_E902() -> None:
+    @tf.function
+    def doubled_gradient(y_true, y_pred, gamma, alpha):
+        q = tf.clip_by_value(y_pred, EPS, 1 - EPS)
+        value = tf.reduce_sum(alpha * (1 - q) ** gamma * -y_true * tf.math.log(q), axis=-1)
+        return 2.0 * value - tf.stop_gradient(value)
+
+    assert codes(verify.verify_module(FOCAL, doubled_gradient)) == {"E902"}
+
+
+def test_a_raising_function_or_a_wrong_shape_is_E903() -> None:
+    def raises(y_true, y_pred, gamma, alpha):
+        raise ValueError("boom")
+
+    def keeps_the_class_axis(y_true, y_pred, gamma, alpha):
+        return focal_by_hand(y_true, y_pred, gamma, alpha)[..., tf.newaxis]
+
+    (raised,) = verify.verify_module(FOCAL, raises)
+    assert raised.code == "E903" and "ValueError: boom" in raised.message
+    (shaped,) = verify.verify_module(FOCAL, keeps_the_class_axis)
+    assert shaped.code == "E903" and "returned shape [3, 1], expected [3]" in shaped.message
+
+
+def test_reference_expands_reductions_softmax_and_broadcast_copies() -> None:
+    # sum over the classes of a per-sample value counts C copies (as the printer does).
+    symbolic = hand_built(
+        lambda s: fn.ReduceSum(
+            fn.ReduceMax(s["p"], fn.CLASS_MASK) + fn.Softmax(s["p"]) * s["y"], fn.CLASS_MASK
+        ),
+        pred_kind="logits",
+    )
+    layout = verify.Layout(2, (), 3)
+    y = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    p = np.array([[0.5, -1.0, 2.0], [0.1, 0.3, -0.2]])
+    draw = verify.Draw(layout, y, p, np.array([1.0, -2.0]), "test")
+    exact = verify.reference(symbolic, draw, {}, np.random.default_rng(0))
+    softmax = np.exp(p) / np.exp(p).sum(axis=-1, keepdims=True)
+    expected = 3 * p.max(axis=-1) + (softmax * y).sum(axis=-1)
+    np.testing.assert_allclose(exact.values, expected, rtol=1e-14)
+    with tf.GradientTape() as tape:
+        z = tf.constant(p)
+        tape.watch(z)
+        value = 3 * tf.reduce_max(z, axis=-1) + tf.reduce_sum(tf.nn.softmax(z) * y, axis=-1)
+        objective = tf.reduce_sum(tf.constant([1.0, -2.0], tf.float64) * value)
+    np.testing.assert_allclose(exact.gradient, tape.gradient(objective, z).numpy(), rtol=1e-12)
+
+
+def test_reference_gathers_labels_and_gives_zero_outside_the_classes() -> None:
+    weights = ParamInfo("w", NAMED_DOMAINS["nonneg"], (1.0, 2.0, 4.0), SPAN)
+    symbolic = hand_built(
+        lambda s: (
+            fn.Gather(s["w"], fn.ClassId(s["y"])) * fn.TakeClass(fn.LogSoftmax(s["p"]), s["y"])
+        ),
+        true_kind="label",
+        pred_kind="logits",
+        params=(weights,),
+        mask=lambda s: sympy.Ne(s["y"], -1),
+    )
+    layout = verify.Layout(4, (), 3)
+    labels = np.array([2, -1, 3, 0], dtype=np.int32)
+    p = np.arange(12.0).reshape(4, 3) / 7
+    draw = verify.Draw(layout, labels, p, np.ones(4), "test")
+    exact = verify.reference(symbolic, draw, {"w": (1.0, 2.0, 4.0)}, np.random.default_rng(0))
+    log_softmax = p - np.log(np.exp(p).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(
+        exact.values, [4.0 * log_softmax[0, 2], 0.0, 0.0, 1.0 * log_softmax[3, 0]], rtol=1e-14
+    )
+    assert np.all(exact.gradient[1:3] == 0.0)
+
+
+def test_stop_gradient_has_a_value_and_no_derivative() -> None:
+    symbolic = hand_built(
+        lambda s: fn.ReduceSum(fn.StopGradient(s["p"] ** 2) * s["p"], fn.CLASS_MASK),
+        pred_kind="real",
+    )
+    draw = verify.Draw(verify.Layout(1, (), 2), np.zeros((1, 2)), np.array([[3.0, -2.0]]),
+                       np.array([1.0]), "test")  # fmt: skip
+    exact = verify.reference(symbolic, draw, {}, np.random.default_rng(0))
+    np.testing.assert_allclose(exact.values, [27.0 - 8.0])
+    np.testing.assert_allclose(exact.gradient, [[9.0, 4.0]])
+
+
+def test_points_near_a_kink_are_moved_away() -> None:
+    # relu(p - 0.5) with p = 0.5 + 1e-9: the element is drawn again, away from the kink.
+    symbolic = hand_built(lambda s: fn.ReduceSum(fn.Relu(s["p"] - 0.5), fn.CLASS_MASK))
+    p = np.array([[0.5 + 1e-9, 0.9]])
+    draw = verify.Draw(verify.Layout(1, (), 2), np.zeros((1, 2)), p, np.array([1.0]), "test")
+    exact = verify.reference(symbolic, draw, {}, np.random.default_rng(0))
+    assert exact.draw.y_pred[0, 1] == 0.9
+    assert abs(exact.draw.y_pred[0, 0] - 0.5) > 1e-4
+    assert not exact.skipped_gradient
+
+
+def test_worst_mismatch_tolerances_and_non_finite_values() -> None:
+    expected = np.array([1.0, np.inf, np.nan, 1e-22])
+    assert (
+        verify.worst_mismatch(expected, np.array([1 + 1e-9, np.inf, 5.0, 0.0]), frozenset()) is None
+    )
+    mismatch = verify.worst_mismatch(expected, np.array([1.0, 1e308, 0.0, 0.0]), frozenset())
+    assert mismatch is not None and mismatch.index == (1,)
+    finite_wanted = verify.worst_mismatch(np.array([2.0]), np.array([np.nan]), frozenset())
+    assert finite_wanted is not None
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+
+@pytest.mark.parametrize("name", ["focal", "weighted_ce", "sparse_categorical_crossentropy_ignore"])
+def test_examples_verify_clean(name: str) -> None:
+    path = EXAMPLES / f"{name}.loss"
+    compiled = compile_source(SourceFile(path.name, path.read_text()), verify=False)
+    assert verify.verify_module(compiled.symbolic, compiled.per_sample_function) == ()
+
+
+SIGMOID_SPEC = """\
+input y: binary
+input z: logits
+loss = mean(square(sigmoid(z) - y))
+"""
+
+
+def test_a_broken_printer_rule_fails_the_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(printer.ELEMENTWISE_OPS, fn.Sigmoid, "tf.math.tanh")
+    with pytest.raises(LossSpecError) as failure:
+        compile_source(SourceFile.from_text(SIGMOID_SPEC))
+    assert {"E901", "E902"} <= {d.code for d in failure.value.errors}
+    assert "this is a bug in lossdsl" in str(failure.value)
+
+
+def test_a_reduction_printed_as_another_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(printer.REDUCTION_OPS, fn.ReduceMean, "tf.math.reduce_max")
+    spec = "input y: target\ninput p: real\nloss = sum(mean(square(p - y)))"
+    with pytest.raises(LossSpecError) as failure:
+        compile_source(SourceFile.from_text(spec))
+    assert "E901" in {d.code for d in failure.value.errors}
