@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lossdsl.api import compile, compile_file, load
+from lossdsl.class_weights import class_weights
 from lossdsl.compiler import CompiledLoss
 from lossdsl.diagnostics import LossSpecError, LossSpecWarning
 
@@ -29,6 +30,7 @@ __all__ = [
     "LossSpecWarning",
     "SpecLoss",
     "__version__",
+    "class_weights",
     "compile",
     "compile_file",
     "load",

@@ -1,0 +1,290 @@
+"""`lossdsl plot`: a spec's loss and its gradient across the prediction's range, as a PNG.
+
+It compiles the spec(s) through the public pipeline, evaluates the Keras loss on a
+sweep of predictions (one curve per target value) and draws them with matplotlib, an
+optional extra; wiring the sub-command into the command line is left to cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossdsl.diagnostics import LossSpecError
+
+EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
+POINTS = 201
+DEFAULT_CLASSES = 3
+REGRESSION_TARGETS = (0.5, 1.0, 2.0)
+MISSING_MATPLOTLIB = (
+    "error: `lossdsl plot` needs matplotlib, which is not installed\n"
+    "  = help: install the plot extra: pip install 'lossdsl[plot]'"
+)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One target value: its legend label, y_true, and how the points become y_pred.
+
+    `build` maps the sweep's points x ([N], a float32 tensor) to y_pred ([N, C]); the
+    gradient plotted is d loss / d x along that path.
+    """
+
+    label: str
+    y_true: np.ndarray
+    build: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The horizontal axis (what x is, its points) and the curves drawn over it."""
+
+    x_label: str
+    x: np.ndarray
+    curves: tuple[Curve, ...]
+
+
+def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `plot` sub-command to an argparse sub-parsers object."""
+    parser = subparsers.add_parser(
+        "plot",
+        help="plot a loss and its gradient across the prediction's range (needs matplotlib)",
+        description=(
+            "Plot the loss and its gradient with respect to the prediction, one curve per "
+            "target value: y = 0 and 1 for binary targets, the true class's probability "
+            "for categorical specs, the residual y_pred - y_true for regression."
+        ),
+    )
+    parser.add_argument("spec", type=Path, metavar="SPEC.loss", help="the spec to plot")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="the PNG to write (default: SPEC's name with .png)"
+    )
+    parser.add_argument(
+        "--vs", type=Path, metavar="OTHER.loss", help="a second spec, drawn beside the first"
+    )
+    return parser
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """Run `lossdsl plot`: 0 if the PNG was written, 1 for spec errors or no matplotlib, 2 usage."""
+    specs = [args.spec] if args.vs is None else [args.spec, args.vs]
+    unreadable = [path for path in specs if not (path.is_file() and os.access(path, os.R_OK))]
+    for path in unreadable:
+        print(f"error: cannot read {path}: not a readable file", file=sys.stderr)
+    if unreadable:
+        return EXIT_USAGE
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        print(MISSING_MATPLOTLIB, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    import lossdsl
+
+    try:
+        compiled = [lossdsl.compile_file(path) for path in specs]
+    except LossSpecError as failure:
+        print(failure, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    output = args.output or Path("_vs_".join(path.stem for path in specs) + ".png")
+    figure = draw(pyplot, compiled)
+    try:
+        figure.savefig(output, dpi=110)
+    except OSError as failure:
+        print(f"error: cannot write {output}: {failure.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        pyplot.close(figure)
+    print(f"wrote {output}")
+    return EXIT_OK
+
+
+def draw(pyplot: Any, compiled: list[Any]) -> Any:
+    """A figure with the loss above its gradient, one column per spec, rows sharing y."""
+    figure, axes = pyplot.subplots(
+        2, len(compiled), figsize=(5.2 * len(compiled), 6.4), sharey="row", squeeze=False
+    )
+    for column, spec in enumerate(compiled):
+        sweep = sweep_for(spec)
+        loss = spec.loss_class(reduction=None)
+        loss_axes, gradient_axes = axes[0][column], axes[1][column]
+        for label, values, gradients in distinct_curves(loss, sweep):
+            loss_axes.plot(sweep.x, values, label=label)
+            gradient_axes.plot(sweep.x, gradients, label=label)
+        checked = spec.checked
+        loss_axes.set_title(
+            f"{checked.loss_name}  (y_true: {checked.y_true.kind}, y_pred: {checked.y_pred.kind})",
+            fontsize=10,
+        )
+        loss_axes.set_ylabel("loss")
+        gradient_axes.set_ylabel("d loss / d x  (symmetric log scale)")
+        gradient_axes.set_xlabel(f"x = {sweep.x_label}")
+        gradient_axes.set_yscale("symlog", linthresh=1.0)
+        for panel in (loss_axes, gradient_axes):
+            panel.grid(alpha=0.3)
+            panel.axhline(0.0, color="0.6", linewidth=0.6)
+            panel.tick_params(labelleft=True)
+        loss_axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def distinct_curves(loss: Any, sweep: Sweep) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each curve's label, loss values and gradients; curves equal to an earlier one merge.
+
+    Labels read `name = value`; merged curves list their values (`y = 0, 1`).
+    """
+    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for curve in sweep.curves:
+        values, gradients = evaluate(loss, sweep.x, curve)
+        for index, (label, seen_values, seen_gradients) in enumerate(drawn):
+            if _same_curve(values, seen_values) and _same_curve(gradients, seen_gradients):
+                value = curve.label.partition(" = ")[2]
+                drawn[index] = (f"{label}, {value}", seen_values, seen_gradients)
+                break
+        else:
+            drawn.append((curve.label, values, gradients))
+    return drawn
+
+
+def _same_curve(first: np.ndarray, second: np.ndarray) -> bool:
+    """Equal up to float32 rounding (relative to the curve's scale)."""
+    scale = float(np.nanmax(np.abs(second), initial=1.0))
+    return bool(np.allclose(first, second, rtol=1e-3, atol=1e-5 * scale, equal_nan=True))
+
+
+def evaluate(loss: Any, x: np.ndarray, curve: Curve) -> tuple[np.ndarray, np.ndarray]:
+    """The loss at every point of x and its derivative along the curve's path.
+
+    The points go through the loss as one batch when it gives one value per sample (or
+    per element), and one at a time when it couples the batch into one scalar.
+    """
+    import tensorflow as tf
+
+    def run(points: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x_tensor = tf.constant(points, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(x_tensor)
+            values = loss(tf.constant(y_true), curve.build(x_tensor))
+            per_point = tf.reshape(values, [len(points), -1])
+            total = tf.reduce_sum(per_point)
+        gradient = tape.gradient(total, x_tensor)
+        return tf.reduce_sum(per_point, axis=1).numpy(), gradient.numpy()
+
+    probe = loss(tf.constant(curve.y_true[:2]), curve.build(tf.constant(x[:2], tf.float32)))
+    if len(probe.shape) > 0:
+        return run(x, curve.y_true)
+    pairs = [run(x[i : i + 1], curve.y_true[i : i + 1]) for i in range(len(x))]
+    return np.concatenate([v for v, _ in pairs]), np.concatenate([g for _, g in pairs])
+
+
+def sweep_for(spec: Any) -> Sweep:
+    """The sweep that suits the spec's input kinds (see `add_plot_parser`'s description)."""
+    checked = spec.checked
+    truth, prediction = checked.y_true.kind, checked.y_pred.kind
+    match truth, prediction:
+        case "binary", ("prob" | "logits" | "real"):
+            return binary_sweep(prediction)
+        case (("onehot" | "label"), ("prob" | "logits" | "real")):
+            return categorical_sweep(truth, prediction, _vector_length(spec))
+        case _:
+            return regression_sweep(prediction)
+
+
+def _vector_length(spec: Any) -> int | None:
+    lengths = [len(value) for value in spec.params.values() if isinstance(value, list | tuple)]
+    return lengths[0] if lengths else None
+
+
+BINARY_RANGES: dict[str, tuple[str, float, float]] = {
+    "prob": ("y_pred (probability)", 1e-3, 1 - 1e-3),
+    "logits": ("y_pred (logit)", -8.0, 8.0),
+    "real": ("y_pred (score)", -3.0, 3.0),
+}
+
+
+def binary_sweep(prediction: str) -> Sweep:
+    """y = 0 and y = 1 over the prediction's range, one output column."""
+    x_label, low, high = BINARY_RANGES[prediction]
+    curves = tuple(
+        Curve(f"y = {target}", np.full((POINTS, 1), target, np.float32), _as_column)
+        for target in (0, 1)
+    )
+    return Sweep(x_label, np.linspace(low, high, POINTS, dtype=np.float32), curves)
+
+
+def _as_column(points: Any) -> Any:
+    return points[:, None]
+
+
+def categorical_sweep(truth: str, prediction: str, vector_length: int | None) -> Sweep:
+    """The true class's probability (or score), the other classes sharing the rest.
+
+    With per-class params (C fixed by their length) one curve per true class; otherwise
+    one curve per number of classes, 2 to 5 (equal curves are merged when drawn).
+    """
+    pairs = (
+        [(c, vector_length) for c in range(vector_length)]
+        if vector_length
+        else [(0, classes) for classes in (2, 3, 5)]
+    )
+    curves = tuple(
+        Curve(
+            f"true class = {true_class}" if vector_length else f"classes = {classes}",
+            _categorical_truth(truth, true_class, classes),
+            _categorical_path(prediction, true_class, classes),
+        )
+        for true_class, classes in pairs
+    )
+    if prediction == "real":
+        return Sweep(
+            "the true class's score (others 0)",
+            np.linspace(-3.0, 3.0, POINTS, dtype=np.float32),
+            curves,
+        )
+    via = " (logits = its log)" if prediction == "logits" else ""
+    x_label = f"the true class's probability{via}"
+    return Sweep(x_label, np.linspace(1e-3, 1 - 1e-3, POINTS, dtype=np.float32), curves)
+
+
+def _categorical_truth(truth: str, true_class: int, classes: int) -> np.ndarray:
+    ids = np.full(POINTS, true_class, np.int32)
+    return ids if truth == "label" else np.eye(classes, dtype=np.float32)[ids]
+
+
+def _categorical_path(prediction: str, true_class: int, classes: int) -> Callable[[Any], Any]:
+    def build(points: Any) -> Any:
+        import tensorflow as tf
+
+        is_true = tf.one_hot(true_class, classes)
+        column = points[:, None]
+        if prediction == "real":
+            return is_true * column
+        probabilities = is_true * column + (1.0 - is_true) * (1.0 - column) / (classes - 1)
+        return tf.math.log(probabilities) if prediction == "logits" else probabilities
+
+    return build
+
+
+def regression_sweep(prediction: str) -> Sweep:
+    """The residual y_pred - y_true, one curve per target value (one output column)."""
+
+    def curve(target: float) -> Curve:
+        def build(points: Any) -> Any:
+            return points[:, None] + target
+
+        return Curve(f"y = {target:g}", np.full((POINTS, 1), target, np.float32), build)
+
+    targets = REGRESSION_TARGETS
+    low = -min(targets) if prediction == "nonneg" else -3.0
+    residuals = np.linspace(low, 3.0, POINTS, dtype=np.float32)
+    return Sweep("y_pred - y_true", residuals, tuple(curve(t) for t in targets))
