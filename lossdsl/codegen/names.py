@@ -7,7 +7,7 @@ import keyword
 import re
 
 GENERATED_NAMES: frozenset[str] = frozenset(
-    {"tf", "keras", "self", "y_true", "y_pred", "config", "kwargs", "math"}
+    {"tf", "keras", "self", "y_true", "y_pred", "config", "kwargs", "math", "spatial_axes"}
 )
 """Names the generated module uses itself, so spec names must not shadow them."""
 

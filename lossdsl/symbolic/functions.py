@@ -1,0 +1,432 @@
+"""The SymPy vocabulary of losses: opaque functions that simplification cannot expand.
+
+SymPy's own `exp`, `log`, `sqrt`, `Abs`, `tanh`, `cosh`, `Pow` and `log1p`/`expm1` (from
+`sympy.codegen.cfunctions`) are used as they are. Everything a plain SymPy expression
+would write in an overflowing or branchy way is an opaque `sympy.Function` below, so
+that `simplify` treats it as a black box. Every class has `definition()`, its meaning in
+terms of standard SymPy (elementwise classes) or of the *primitives* (the class-axis and
+reduction classes), which only a caller holding concrete index sets can evaluate; the
+verifier does that. Lowering, rewriting and printing are left to the other modules.
+
+Conventions shared by all the classes:
+
+- A per-element symbol stands for one element of a tensor; its roles (batch, spatial,
+  class) come from `SymbolicLoss.roles`. `roles_of` computes an expression's roles.
+- A reduction's second argument `removed` is a SymPy Integer bitmask of the roles it
+  removes: batch = 1, spatial = 2, class = 4 (`encode_roles` / `decode_roles`).
+- Class ids are integers per element. A class id outside [0, C) selects nothing:
+  `OneHot` gives a row of zeros, `Gather` and `TakeClass` give 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import sympy
+from mpmath.libmp import prec_to_dps
+from sympy.core.logic import fuzzy_and
+from sympy.logic.boolalg import Boolean
+
+from lossdsl.typed import NO_ROLES, Role, Roles
+
+ROLE_BITS: dict[Role, int] = {Role.BATCH: 1, Role.SPATIAL: 2, Role.CLASS: 4}
+"""The bit of each role in a reduction's `removed` mask."""
+
+CLASS_MASK = sympy.Integer(ROLE_BITS[Role.CLASS])
+"""`removed` for a reduction over the class axis only."""
+
+NUM_CLASSES = sympy.Symbol("C", integer=True, positive=True)
+"""`num_classes`: the size of y_pred's last axis, known when the loss runs."""
+
+
+def encode_roles(roles: Roles) -> sympy.Integer:
+    """The bitmask of a set of roles (a reduction's `removed` argument)."""
+    return sympy.Integer(sum(ROLE_BITS[role] for role in roles))
+
+
+def decode_roles(mask: sympy.Expr | int) -> Roles:
+    """The roles a bitmask names (inverse of `encode_roles`)."""
+    bits = int(mask)
+    return frozenset(role for role, bit in ROLE_BITS.items() if bits & bit)
+
+
+class LossFunction(sympy.Function):
+    """An opaque function of the loss vocabulary; `definition()` gives its meaning."""
+
+    def definition(self) -> sympy.Expr:
+        """The expression's meaning in standard SymPy or in the primitives."""
+        raise NotImplementedError(type(self).__name__)
+
+
+class Elementwise(LossFunction):
+    """A function applied element by element; its result is real when its arguments are."""
+
+    def _eval_is_real(self) -> bool | None:
+        return fuzzy_and(arg.is_real for arg in self.args)
+
+    def _eval_evalf(self, prec: int) -> sympy.Expr:
+        return self.definition().evalf(prec_to_dps(prec))
+
+
+def _indicator(condition: Boolean) -> sympy.Expr:
+    """1 where `condition` holds, else 0 (a derivative's selector at a kink)."""
+    return Where(condition, sympy.S.One, sympy.S.Zero)
+
+
+class Sigmoid(Elementwise):
+    """sigma(x) = 1 / (1 + exp(-x)), in (0, 1) for real x."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return 1 / (1 + sympy.exp(-self.args[0]))
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return self * (1 - self)
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class Softplus(Elementwise):
+    """softplus(x) = log(1 + exp(x)), positive for real x, printed without overflow."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return sympy.log(1 + sympy.exp(self.args[0]))
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return Sigmoid(self.args[0])
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class Relu(Elementwise):
+    """relu(x) = max(x, 0); its derivative is 1 for x > 0, else 0 (TensorFlow's choice)."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return sympy.Max(self.args[0], 0)
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return _indicator(sympy.StrictGreaterThan(self.args[0], 0))
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class LogCosh(Elementwise):
+    """log(cosh(x)), printed as x + softplus(-2x) - log 2 so that it does not overflow."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return sympy.log(sympy.cosh(self.args[0]))
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sympy.tanh(self.args[0])
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class StopGradient(Elementwise):
+    """x as a value, with derivative 0."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return self.args[0]
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sympy.S.Zero
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_Number else None
+
+
+class Clip(Elementwise):
+    """clip(x, lo, hi) = min(max(x, lo), hi); d/dx is 1 on [lo, hi], else 0 (as TensorFlow)."""
+
+    nargs = 3
+
+    def definition(self) -> sympy.Expr:
+        x, low, high = self.args
+        return sympy.Min(sympy.Max(x, low), high)
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        x, low, high = self.args
+        selectors: dict[int, Boolean] = {
+            1: sympy.And(sympy.GreaterThan(x, low), sympy.LessThan(x, high)),
+            2: sympy.StrictLessThan(x, low),
+            3: sympy.StrictGreaterThan(x, high),
+        }
+        return _indicator(selectors[argindex])
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, low: sympy.Expr, high: sympy.Expr) -> sympy.Expr | None:
+        if x.is_Number and low.is_Number and high.is_Number:
+            return sympy.Min(sympy.Max(x, low), high)
+        return None
+
+
+class Minimum(Elementwise):
+    """min(a, b); the derivative goes to a where a <= b (TensorFlow's tie rule)."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        return sympy.Min(*self.args)
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        a, b = self.args
+        first = sympy.LessThan(a, b)
+        return _indicator(first if argindex == 1 else sympy.Not(first))
+
+    @classmethod
+    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        return sympy.Min(a, b) if a.is_Number and b.is_Number else None
+
+
+class Maximum(Elementwise):
+    """max(a, b); the derivative goes to a where a >= b (TensorFlow's tie rule)."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        return sympy.Max(*self.args)
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        a, b = self.args
+        first = sympy.GreaterThan(a, b)
+        return _indicator(first if argindex == 1 else sympy.Not(first))
+
+    @classmethod
+    def eval(cls, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        return sympy.Max(a, b) if a.is_Number and b.is_Number else None
+
+
+class Where(Elementwise):
+    """where(cond, a, b): a where the relational `cond` holds, else b; cond has no derivative."""
+
+    nargs = 3
+
+    def definition(self) -> sympy.Expr:
+        condition, a, b = self.args
+        return sympy.Piecewise((a, condition), (b, True))
+
+    def _eval_derivative(self, symbol: sympy.Symbol) -> sympy.Expr:
+        condition, a, b = self.args
+        return Where(condition, a.diff(symbol), b.diff(symbol))
+
+    def _eval_is_real(self) -> bool | None:
+        return fuzzy_and(arg.is_real for arg in self.args[1:])
+
+    @classmethod
+    def eval(cls, condition: Boolean, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
+        if condition is sympy.true or a == b:
+            return a
+        if condition is sympy.false:
+            return b
+        return None
+
+
+class Softmax(LossFunction):
+    """softmax(z) at a class c: exp(z_c) / sum over the classes c' of exp(z_c'); all roles kept."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        z = self.args[0]
+        return sympy.exp(z) / ReduceSum(sympy.exp(z), CLASS_MASK)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class LogSoftmax(LossFunction):
+    """log_softmax(z) at a class c: z_c - logsumexp over the classes of z; all roles kept."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        z = self.args[0]
+        return z - LogSumExp(z, CLASS_MASK)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class ClassId(LossFunction):
+    """class(y): per element, a `label`'s value as is, otherwise the argmax over the classes.
+
+    A primitive (its own definition): the verifier evaluates it on concrete tensors.
+    Roles: y's roles without class.
+    """
+
+    nargs = 1
+    is_integer = True
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    @classmethod
+    def eval(cls, y: sympy.Expr) -> sympy.Expr | None:
+        return y if y.is_integer else None
+
+
+class OneHot(LossFunction):
+    """onehot(y) at class c: 1 if the label y equals c, else 0 (so 0 for y outside [0, C)).
+
+    A primitive. Roles: the label's roles plus class.
+    """
+
+    nargs = 1
+    is_integer = True
+    is_nonnegative = True
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+
+class Gather(LossFunction):
+    """w[index]: the entry of the per-class `vector` at each element's class id (0 outside).
+
+    A primitive. Roles: the index's roles.
+    """
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class TakeClass(LossFunction):
+    """x at the label's class, per element: sum over the classes of onehot(label) * x.
+
+    The gather that replaces a one-hot product (0 for a label outside [0, C)). Roles: x's
+    roles without class, united with the label's.
+    """
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        x, label = self.args
+        return ReduceSum(OneHot(label) * x, CLASS_MASK)
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class Reduction(LossFunction):
+    """A reduction f(x, removed) over the roles in the bitmask `removed`, kept at rank.
+
+    Roles: x's roles without the removed ones. The reduction runs over every axis of the
+    removed roles (class: the last axis; spatial: the axes between batch and class;
+    batch: the first axis).
+    """
+
+    nargs = 2
+
+    @property
+    def removed_roles(self) -> Roles:
+        return decode_roles(self.args[1])
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class ReduceSum(Reduction):
+    """The sum over the removed roles (a primitive)."""
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return self.args[0].is_nonnegative
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_positive
+
+
+class ReduceMean(Reduction):
+    """The mean over the removed roles (a primitive; class: divided by C)."""
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return self.args[0].is_nonnegative
+
+    def _eval_is_positive(self) -> bool | None:
+        return self.args[0].is_positive
+
+
+class ReduceMax(Reduction):
+    """The maximum over the removed roles (a primitive)."""
+
+
+class ReduceMin(Reduction):
+    """The minimum over the removed roles (a primitive)."""
+
+
+class LogSumExp(Reduction):
+    """log(sum(exp(x))) over the removed roles, computed without overflow."""
+
+    def definition(self) -> sympy.Expr:
+        x, removed = self.args
+        return sympy.log(ReduceSum(sympy.exp(x), removed))
+
+
+PRIMITIVES: tuple[type[LossFunction], ...] = (
+    ClassId,
+    OneHot,
+    Gather,
+    ReduceSum,
+    ReduceMean,
+    ReduceMax,
+    ReduceMin,
+)
+"""The classes whose definition is themselves: evaluated over concrete index sets."""
+
+
+def expand_definitions(expr: sympy.Basic) -> sympy.Basic:
+    """`expr` with every non-primitive loss function replaced by its definition."""
+    if not expr.args:
+        return expr
+    expanded = expr.func(*(expand_definitions(arg) for arg in expr.args))
+    if isinstance(expanded, LossFunction) and not isinstance(expanded, PRIMITIVES):
+        return expand_definitions(expanded.definition())
+    return expanded
+
+
+def _without_class(roles: Roles) -> Roles:
+    return roles - {Role.CLASS}
+
+
+_ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles]] = {
+    ClassId: lambda roles, expr: _without_class(roles[0]),
+    OneHot: lambda roles, expr: roles[0] | {Role.CLASS},
+    Gather: lambda roles, expr: _without_class(roles[1]),
+    TakeClass: lambda roles, expr: _without_class(roles[0]) | roles[1],
+}
+
+
+def roles_of(expr: sympy.Basic, symbol_roles: Mapping[sympy.Symbol, Roles]) -> Roles:
+    """The roles of an expression's value, given each symbol's roles (others have none)."""
+    if isinstance(expr, sympy.Symbol):
+        return symbol_roles.get(expr, NO_ROLES)
+    if isinstance(expr, Reduction):
+        return roles_of(expr.args[0], symbol_roles) - expr.removed_roles
+    arg_roles = [roles_of(arg, symbol_roles) for arg in expr.args]
+    rule = _ROLE_RULES.get(type(expr))
+    if rule is not None:
+        return rule(arg_roles, expr)
+    return frozenset().union(*arg_roles)

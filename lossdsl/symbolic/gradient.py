@@ -1,0 +1,169 @@
+"""The per-element gradient of a loss for `lossdsl explain`, and LaTeX with readable names.
+
+`element_gradient(result, p)` is d result / d p at one element of y_pred: a reduction
+contributes its body's derivative (a mean divided by its count: C, S spatial positions
+or B samples), softmax and log_softmax summed over the class axis contribute their
+Jacobian-vector forms, and what has no per-element form stays a `sympy.Derivative`.
+The verifier checks the generated code's gradient on concrete tensors; this formula is
+for reading.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy.printing.latex import LatexPrinter
+
+from lossdsl.symbolic import functions as fn
+from lossdsl.typed import Role, Roles
+
+ROLE_COUNTS: dict[Role, sympy.Symbol] = {
+    Role.BATCH: sympy.Symbol("B", integer=True, positive=True),
+    Role.SPATIAL: sympy.Symbol("S", integer=True, positive=True),
+    Role.CLASS: fn.NUM_CLASSES,
+}
+"""How many values a reduction over each role combines."""
+
+_NONLOCAL = (fn.Reduction, fn.TakeClass, fn.Softmax, fn.LogSoftmax, fn.Gather, fn.ClassId)
+
+
+def element_gradient(expr: sympy.Basic, y_pred: sympy.Symbol) -> sympy.Expr:
+    """d expr / d y_pred at one element of y_pred."""
+    return _Gradient(y_pred).of(expr)
+
+
+def role_count(roles: Roles) -> sympy.Expr:
+    """The number of values a reduction over `roles` combines."""
+    return sympy.Mul(*(ROLE_COUNTS[role] for role in roles))
+
+
+class _Gradient:
+    def __init__(self, y_pred: sympy.Symbol) -> None:
+        self.y_pred = y_pred
+
+    def of(self, expr: sympy.Basic) -> sympy.Expr:
+        if not expr.has(self.y_pred):
+            return sympy.S.Zero
+        match expr:
+            case fn.TakeClass(args=(x, label)):
+                return self.of(fn.ReduceSum(fn.OneHot(label) * x, fn.CLASS_MASK))
+            case fn.ReduceMean(args=(body, removed)):
+                total = self.of(fn.ReduceSum(body, removed))
+                return total / role_count(fn.decode_roles(removed))
+            case fn.ReduceSum(args=(body, removed)):
+                return self.summed(body, Role.CLASS in fn.decode_roles(removed))
+            case fn.LogSumExp(args=(body, removed)):
+                return sympy.exp(body - expr) * self.of(body)
+            case fn.ReduceMax(args=(body, _)) | fn.ReduceMin(args=(body, _)):
+                return fn.Where(sympy.Eq(body, expr, evaluate=False), self.of(body), 0)
+            case fn.Softmax() | fn.LogSoftmax() | fn.Gather() | fn.ClassId():
+                return sympy.Derivative(expr, self.y_pred, evaluate=False)
+        return self.summed(expr, over_classes=False)
+
+    def summed(self, body: sympy.Basic, over_classes: bool) -> sympy.Expr:
+        """The derivative of `body` (summed over the classes when `over_classes`)."""
+        inner = _maximal_nonlocal(body, self.y_pred)
+        dummies = {node: sympy.Dummy(f"u{i}") for i, node in enumerate(inner)}
+        local = body.xreplace(dummies)
+        total = local.diff(self.y_pred)
+        for node, dummy in dummies.items():
+            outer = local.diff(dummy)
+            total += self.through(node, outer, over_classes)
+        return total.xreplace({dummy: node for node, dummy in dummies.items()})
+
+    def through(self, node: sympy.Basic, outer: sympy.Expr, over_classes: bool) -> sympy.Expr:
+        """The chain rule through a non-elementwise `node` with outer derivative `outer`."""
+        match node:
+            case fn.Softmax(args=(z,)) if over_classes:
+                spread = outer - fn.ReduceSum(outer * node, fn.CLASS_MASK)
+                return node * spread * self.of(z)
+            case fn.LogSoftmax(args=(z,)) if over_classes:
+                spread = outer - fn.Softmax(z) * fn.ReduceSum(outer, fn.CLASS_MASK)
+                return spread * self.of(z)
+        return outer * self.of(node)
+
+
+def _maximal_nonlocal(expr: sympy.Basic, y_pred: sympy.Symbol) -> list[sympy.Basic]:
+    """The outermost non-elementwise sub-expressions that depend on y_pred, in order."""
+    if isinstance(expr, _NONLOCAL):
+        return [expr] if expr.has(y_pred) else []
+    found: list[sympy.Basic] = []
+    for arg in expr.args:
+        found.extend(node for node in _maximal_nonlocal(arg, y_pred) if node not in found)
+    return found
+
+
+# ---------------------------------------------------------------- LaTeX
+
+ROLE_INDICES: dict[Role, str] = {Role.BATCH: "b", Role.SPATIAL: "s", Role.CLASS: "c"}
+
+_OPERATOR_NAMES: dict[str, str] = {
+    "Softplus": r"\operatorname{softplus}",
+    "Relu": r"\operatorname{relu}",
+    "Clip": r"\operatorname{clip}",
+    "Minimum": r"\min",
+    "Maximum": r"\max",
+    "StopGradient": r"\operatorname{sg}",
+    "Softmax": r"\operatorname{softmax}",
+    "LogSoftmax": r"\operatorname{log\_softmax}",
+    "LogCosh": r"\operatorname{logcosh}",
+    "ClassId": r"\operatorname{class}",
+    "OneHot": r"\operatorname{onehot}",
+    "Sigmoid": r"\sigma",
+    "log1p": r"\operatorname{log1p}",
+    "expm1": r"\operatorname{expm1}",
+}
+
+_REDUCTION_NAMES: dict[str, str] = {
+    "ReduceSum": r"\sum",
+    "ReduceMean": r"\operatorname{mean}",
+    "ReduceMax": r"\max",
+    "ReduceMin": r"\min",
+    "LogSumExp": r"\operatorname{logsumexp}",
+}
+
+
+class LossLatexPrinter(LatexPrinter):
+    """LaTeX with the loss vocabulary's names: sigma, softplus, sums over c (class)..."""
+
+    def _print_Function(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        name = type(expr).__name__
+        if name in _REDUCTION_NAMES:
+            return self._reduction(expr, _REDUCTION_NAMES[name], exp)
+        if name in _OPERATOR_NAMES:
+            args = ", ".join(self._print(arg) for arg in expr.args)
+            call = rf"{_OPERATOR_NAMES[name]}\left({args}\right)"
+            return rf"{call}^{{{exp}}}" if exp else call
+        return super()._print_Function(expr, exp)
+
+    def _reduction(self, expr: sympy.Basic, operator: str, exp: str | None) -> str:
+        body, removed = expr.args
+        indices = ",".join(
+            ROLE_INDICES[r]
+            for r in (Role.BATCH, Role.SPATIAL, Role.CLASS)
+            if r in fn.decode_roles(removed)
+        )
+        call = rf"{operator}_{{{indices}}}\left({self._print(body)}\right)"
+        return rf"\left({call}\right)^{{{exp}}}" if exp else call
+
+    def _print_Where(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        condition, a, b = (self._print(arg) for arg in expr.args)
+        cases = (
+            rf"\begin{{cases}} {a} & \text{{if}}\: {condition} \\ "
+            rf"{b} & \text{{otherwise}} \end{{cases}}"
+        )
+        return rf"\left({cases}\right)^{{{exp}}}" if exp else cases
+
+    def _print_Gather(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        vector, index = (self._print(arg) for arg in expr.args)
+        gathered = rf"{{{vector}}}_{{{index}}}"
+        return rf"\left({gathered}\right)^{{{exp}}}" if exp else gathered
+
+    def _print_TakeClass(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        x, label = (self._print(arg) for arg in expr.args)
+        taken = rf"\left[{x}\right]_{{c = {label}}}"
+        return rf"\left({taken}\right)^{{{exp}}}" if exp else taken
+
+
+def latex(expr: sympy.Basic) -> str:
+    """`expr` as LaTeX, the loss functions under their usual names."""
+    return LossLatexPrinter().doprint(expr)

@@ -1,0 +1,223 @@
+"""Lowering: a checked spec's typed tree to SymPy, then rewritten into stable forms.
+
+Each input and param becomes a real `sympy.Symbol` named as in the spec, with the
+assumptions its kind or domain allows; `num_classes` is `functions.NUM_CLASSES`. Built-in
+calls map to SymPy through `LOWERINGS`, one entry per built-in. The stable rewrites and
+simplification are `rewrites.rewrite`'s, the explained gradient is `gradient.py`'s;
+printing is left to `codegen.printer`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from lossdsl.symbolic import functions as fn
+from lossdsl.symbolic.gradient import element_gradient
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.rewrites import rewrite
+from lossdsl.typed import (
+    CheckedSpec,
+    InputInfo,
+    InputKind,
+    ParamDomain,
+    ParamInfo,
+    Roles,
+    TAdd,
+    TCall,
+    TCompare,
+    TConst,
+    TExpr,
+    TGather,
+    TInput,
+    TMul,
+    TNeg,
+    TNumClasses,
+    TParam,
+    TPow,
+)
+
+KIND_ASSUMPTIONS: dict[InputKind, dict[str, bool]] = {
+    "onehot": {"real": True, "nonnegative": True},
+    "label": {"integer": True},
+    "binary": {"real": True, "nonnegative": True},
+    "target": {"real": True},
+    "prob": {"real": True, "nonnegative": True},
+    "logits": {"real": True},
+    "real": {"real": True},
+    "nonneg": {"real": True, "nonnegative": True},
+}
+"""SymPy assumptions per input kind (a label is any integer: masks compare it with -1)."""
+
+RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
+    "<": sympy.StrictLessThan,
+    "<=": sympy.LessThan,
+    ">": sympy.StrictGreaterThan,
+    ">=": sympy.GreaterThan,
+    "==": sympy.Eq,
+    "!=": sympy.Ne,
+}
+
+Lowering = Callable[[tuple[sympy.Expr, ...], sympy.Integer], sympy.Expr]
+
+
+def _unary(function: Callable[[sympy.Expr], sympy.Expr]) -> Lowering:
+    return lambda args, removed: function(args[0])
+
+
+def _unevaluated(function: type[sympy.Function]) -> Lowering:
+    """SymPy's own function without its automatic evaluation (slow on long arguments)."""
+    return lambda args, removed: function(args[0], evaluate=False)
+
+
+def _reduction(reduction: type[fn.Reduction]) -> Lowering:
+    return lambda args, removed: reduction(args[0], removed) if removed else args[0]
+
+
+LOWERINGS: dict[str, Lowering] = {
+    "abs": _unevaluated(sympy.Abs),
+    "exp": _unevaluated(sympy.exp),
+    "log": _unevaluated(sympy.log),
+    "log1p": _unevaluated(log1p),
+    "expm1": _unevaluated(expm1),
+    "sqrt": _unary(sympy.sqrt),
+    "square": _unary(lambda x: x**2),
+    "sigmoid": _unary(fn.Sigmoid),
+    "softplus": _unary(fn.Softplus),
+    "tanh": _unevaluated(sympy.tanh),
+    "relu": _unary(fn.Relu),
+    "cosh": _unevaluated(sympy.cosh),
+    "minimum": lambda args, removed: fn.Minimum(*args),
+    "maximum": lambda args, removed: fn.Maximum(*args),
+    "stop_gradient": _unary(fn.StopGradient),
+    "where": lambda args, removed: fn.Where(*args),
+    "clip": lambda args, removed: fn.Clip(*args),
+    "softmax": _unary(fn.Softmax),
+    "log_softmax": _unary(fn.LogSoftmax),
+    "class": _unary(fn.ClassId),
+    "onehot": _unary(fn.OneHot),
+    "sum": _reduction(fn.ReduceSum),
+    "mean": _reduction(fn.ReduceMean),
+    "max": _reduction(fn.ReduceMax),
+    "min": _reduction(fn.ReduceMin),
+    "logsumexp": _reduction(fn.LogSumExp),
+}
+"""The SymPy meaning of each built-in, given its lowered arguments and removed roles."""
+
+
+def lower(checked: CheckedSpec, with_gradient: bool = False) -> SymbolicLoss:
+    """The spec as SymPy: `result` and `loss` rewritten and simplified.
+
+    The explained gradient costs more than the rest of lowering, so it is worked out only
+    `with_gradient` (for `lossdsl explain`); otherwise `gradient` is the unevaluated
+    `Derivative(result, y_pred)`.
+    """
+    symbols = spec_symbols(checked)
+    roles = {symbols[info.name]: info.roles for info in _declared(checked)}
+    lowering = _Lowering(symbols)
+    result, applied = rewrite(lowering.expr(checked.result))
+    loss = result if checked.loss is checked.result else rewrite(lowering.expr(checked.loss))[0]
+    mask = lowering.expr(checked.mask) if checked.mask is not None else None
+    y_pred = symbols[checked.y_pred.name]
+    return SymbolicLoss(
+        checked=checked,
+        result=result,
+        loss=loss,
+        mask=mask,
+        symbols=symbols,
+        roles=roles,
+        rewrites=applied,
+        gradient=(
+            element_gradient(result, y_pred)
+            if with_gradient
+            else sympy.Derivative(result, y_pred, evaluate=False)
+        ),
+        warnings=checked.warnings,
+    )
+
+
+def spec_symbols(checked: CheckedSpec) -> dict[str, sympy.Symbol]:
+    """One symbol per input and param, named as in the spec, with its assumptions."""
+    symbols = {
+        info.name: sympy.Symbol(info.name, **KIND_ASSUMPTIONS[info.kind])
+        for info in (checked.y_true, checked.y_pred)
+    }
+    for param in checked.params:
+        symbols[param.name] = sympy.Symbol(param.name, **domain_assumptions(param.domain))
+    return symbols
+
+
+def domain_assumptions(domain: ParamDomain) -> dict[str, bool]:
+    """The SymPy sign assumptions a param domain implies (always real)."""
+    assumptions = {"real": True}
+    if domain.low > 0 or (domain.low == 0 and not domain.low_closed):
+        assumptions["positive"] = True
+    elif domain.low >= 0:
+        assumptions["nonnegative"] = True
+    if domain.high < 0 or (domain.high == 0 and not domain.high_closed):
+        assumptions["negative"] = True
+    elif domain.high <= 0:
+        assumptions["nonpositive"] = True
+    return assumptions
+
+
+def _declared(checked: CheckedSpec) -> tuple[InputInfo | ParamInfo, ...]:
+    return (checked.y_true, checked.y_pred, *checked.params)
+
+
+def number(value: float) -> sympy.Expr:
+    """A literal as an exact SymPy number: `0.25` -> 1/4, `1e-7` -> 1/10000000."""
+    if not math.isfinite(value):
+        return sympy.oo if value > 0 else -sympy.oo
+    return sympy.Rational(repr(value))
+
+
+class _Lowering:
+    """Lowers typed nodes, each node object once (a shared `let` is one node)."""
+
+    def __init__(self, symbols: dict[str, sympy.Symbol]) -> None:
+        self.symbols = symbols
+        self.done: dict[TExpr, sympy.Basic] = {}  # typed nodes hash by identity
+
+    def expr(self, node: TExpr) -> sympy.Basic:
+        if node not in self.done:
+            self.done[node] = self._lower(node)
+        return self.done[node]
+
+    def _lower(self, node: TExpr) -> sympy.Basic:
+        match node:
+            case TConst(value=value):
+                return number(value)
+            case TNumClasses():
+                return fn.NUM_CLASSES
+            case TInput(info=info) | TParam(info=info):
+                return self.symbols[info.name]
+            case TAdd(operands=operands, negated=negated):
+                terms = [self.expr(o) for o in operands]
+                return sympy.Add(*(-t if neg else t for t, neg in zip(terms, negated, strict=True)))
+            case TMul(operands=operands, inverted=inverted):
+                factors = [self.expr(o) for o in operands]
+                return sympy.Mul(
+                    *(1 / f if inv else f for f, inv in zip(factors, inverted, strict=True))
+                )
+            case TNeg(operand=operand):
+                return -self.expr(operand)
+            case TPow(base=base, exponent=exponent):
+                return sympy.Pow(self.expr(base), self.expr(exponent))
+            case TCompare(op=op, left=left, right=right):
+                return RELATIONS[op](self.expr(left), self.expr(right), evaluate=False)
+            case TGather(vector=vector, index=index):
+                return fn.Gather(self.expr(vector), self.expr(index))
+            case TCall(builtin=builtin, args=args, reduced=reduced):
+                lowered = tuple(self.expr(a) for a in args)
+                removed = _removed(reduced, args[0].roles) if reduced else sympy.S.Zero
+                return LOWERINGS[builtin](lowered, removed)
+        raise TypeError(f"not a typed expression: {node!r}")
+
+
+def _removed(reduced: Roles, argument_roles: Roles) -> sympy.Integer:
+    """The roles a reduction removes from its argument: the chosen ones it actually has."""
+    return fn.encode_roles(reduced & argument_roles)

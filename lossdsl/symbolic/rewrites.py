@@ -1,0 +1,326 @@
+"""Named stable rewrites (the ordered `RULES`) and the bounded simplification around them.
+
+Each rule is one function whose docstring states its law; it looks at the direct
+structure of one node and returns the replacement, or None. Every law holds on the
+whole domain, and no rule looks through `Clip`, `Where`, `Minimum` or `Maximum`, so a
+clipped `log(clip(softmax(z)))` keeps its clip. `rewrite` applies the rules at every
+node (before and after its children are rewritten) until nothing changes, simplifies
+cheaply, and applies them again. Lowering is `lower.py`'s; printing is the printer's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from lossdsl.symbolic.functions import (
+    CLASS_MASK,
+    NUM_CLASSES,
+    LogCosh,
+    LogSoftmax,
+    LogSumExp,
+    OneHot,
+    ReduceMean,
+    ReduceSum,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    TakeClass,
+    decode_roles,
+    encode_roles,
+)
+from lossdsl.symbolic.loss import AppliedRewrite
+from lossdsl.typed import Role
+
+MAX_PASSES = 8
+"""Whole-tree passes before `rewrite` stops looking for more rewrites."""
+
+MAX_STEPS_AT_NODE = 16
+"""Rules applied at one node in a row, at most (no rule undoes another)."""
+
+SIMPLIFY_MAX_OPS = 40
+"""Expressions with more operations than this are left as SymPy builds them."""
+
+
+# ---------------------------------------------------------------- the rules
+
+
+def _one_plus(expr: sympy.Basic) -> sympy.Expr | None:
+    """x for a sum 1 + x, else None."""
+    if isinstance(expr, sympy.Add):
+        constant, rest = expr.as_coeff_Add()
+        if constant == 1:
+            return rest
+    return None
+
+
+def _negated(expr: sympy.Basic | None) -> sympy.Expr | None:
+    """x for a product -1 * x, else None."""
+    if isinstance(expr, sympy.Mul) and expr.args[0] == -1:
+        return sympy.Mul(*expr.args[1:])
+    return None
+
+
+def softplus_of_log_one_minus_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(1 - sigmoid(z)) = -softplus(z)."""
+    rest = _one_plus(expr.args[0]) if isinstance(expr, sympy.log) else None
+    if isinstance(sigmoid := _negated(rest), Sigmoid):
+        return -Softplus(sigmoid.args[0])
+    return None
+
+
+def softplus_of_log_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(sigmoid(z)) = -softplus(-z)."""
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], Sigmoid):
+        return -Softplus(-expr.args[0].args[0])
+    return None
+
+
+def softplus_of_log_one_plus_exp(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(1 + exp(x)) = log1p(exp(x)) = softplus(x)."""
+    if isinstance(expr, sympy.log):
+        power = _one_plus(expr.args[0])
+    elif isinstance(expr, log1p):
+        power = expr.args[0]
+    else:
+        return None
+    return Softplus(power.args[0]) if isinstance(power, sympy.exp) else None
+
+
+def log_softmax_of_log_softmax(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(softmax(z)) = log_softmax(z)."""
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], Softmax):
+        return LogSoftmax(expr.args[0].args[0])
+    return None
+
+
+def logsumexp_of_log_sum_exp(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(sum(exp(x), r)) = logsumexp(x, r)."""
+    if not isinstance(expr, sympy.log) or not isinstance(total := expr.args[0], ReduceSum):
+        return None
+    body, removed = total.args
+    return LogSumExp(body.args[0], removed) if isinstance(body, sympy.exp) else None
+
+
+def stable_log_cosh(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(cosh(x)) = logcosh(x), printed as x + softplus(-2x) - log(2)."""
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], sympy.cosh):
+        return LogCosh(expr.args[0].args[0])
+    return None
+
+
+def log1p_of_one_plus(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(1 + x) = log1p(x)."""
+    if isinstance(expr, sympy.log) and (rest := _one_plus(expr.args[0])) is not None:
+        return log1p(rest, evaluate=False)
+    return None
+
+
+def expm1_of_exp_minus_one(expr: sympy.Basic) -> sympy.Basic | None:
+    """exp(x) - 1 = expm1(x) (inside a longer sum too)."""
+    if not isinstance(expr, sympy.Add):
+        return None
+    constant, rest = expr.as_coeff_Add()
+    powers = [term for term in sympy.Add.make_args(rest) if isinstance(term, sympy.exp)]
+    if constant != -1 or not powers:
+        return None
+    return rest - powers[0] + expm1(powers[0].args[0], evaluate=False)
+
+
+def one_minus_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
+    """1 - sigmoid(z) = sigmoid(-z) (inside a longer sum too)."""
+    if not isinstance(expr, sympy.Add):
+        return None
+    constant, rest = expr.as_coeff_Add()
+    negated = [term for term in sympy.Add.make_args(rest) if isinstance(-term, Sigmoid)]
+    if constant != 1 or not negated:
+        return None
+    return rest - negated[0] + Sigmoid(-(-negated[0]).args[0])
+
+
+def sigmoid_of_reciprocal(expr: sympy.Basic) -> sympy.Basic | None:
+    """1 / (1 + exp(-x)) = sigmoid(x)."""
+    is_reciprocal = isinstance(expr, sympy.Pow) and expr.exp == -1
+    if is_reciprocal and isinstance(power := _one_plus(expr.base), sympy.exp):
+        return Sigmoid(-power.args[0])
+    return None
+
+
+def softmax_of_exp_ratio(expr: sympy.Basic) -> sympy.Basic | None:
+    """exp(z) / sum(exp(z), class) = softmax(z)."""
+    if not isinstance(expr, sympy.Mul):
+        return None
+    factors = list(expr.args)
+    for denominator in factors:
+        if not isinstance(denominator, sympy.Pow) or denominator.exp != -1:
+            continue
+        total = denominator.base
+        if isinstance(total, ReduceSum) and total.args[1] == CLASS_MASK:
+            numerator = total.args[0]
+            if isinstance(numerator, sympy.exp) and numerator in factors:
+                rest = [f for f in factors if f not in (numerator, denominator)]
+                return sympy.Mul(*rest, Softmax(numerator.args[0]))
+    return None
+
+
+def gather_of_onehot_sum(expr: sympy.Basic) -> sympy.Basic | None:
+    """sum_c onehot(y)_c * x_c = x at class y (mean: divided by C); 0 for y outside [0, C)."""
+    if not isinstance(expr, ReduceSum | ReduceMean):
+        return None
+    body, removed = expr.args
+    roles = decode_roles(removed)
+    if Role.CLASS not in roles:
+        return None
+    terms = sympy.Add.make_args(body)
+    taken = [_take_class(term) for term in terms]
+    if all(take is None for take in taken):
+        return None
+    gathered = sympy.Add(*(take for take in taken if take is not None))
+    others = sympy.Add(*(term for term, take in zip(terms, taken, strict=True) if take is None))
+    outer = roles - {Role.CLASS}
+    reduced = type(expr)(gathered, encode_roles(outer)) if outer else gathered
+    if isinstance(expr, ReduceMean):
+        reduced = reduced / NUM_CLASSES
+    return reduced + (type(expr)(others, removed) if others != 0 else 0)
+
+
+def _take_class(term: sympy.Expr) -> sympy.Expr | None:
+    """c * TakeClass(x, y) for a term c * onehot(y) * x, else None."""
+    factors = list(sympy.Mul.make_args(term))
+    onehots = [f for f in factors if isinstance(f, OneHot)]
+    if len(onehots) != 1:
+        return None
+    factors.remove(onehots[0])
+    coefficient, rest = sympy.Mul(*factors).as_coeff_Mul()
+    return coefficient * TakeClass(rest, onehots[0].args[0])
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named rewrite: `apply` gives a node's replacement or None."""
+
+    name: str
+    apply: Callable[[sympy.Basic], sympy.Basic | None]
+
+    @property
+    def law(self) -> str:
+        return (self.apply.__doc__ or "").strip()
+
+
+RULES: tuple[Rule, ...] = tuple(
+    Rule(function.__name__, function)
+    for function in (
+        softplus_of_log_one_minus_sigmoid,
+        softplus_of_log_sigmoid,
+        softplus_of_log_one_plus_exp,
+        log_softmax_of_log_softmax,
+        logsumexp_of_log_sum_exp,
+        stable_log_cosh,
+        log1p_of_one_plus,
+        expm1_of_exp_minus_one,
+        one_minus_sigmoid,
+        sigmoid_of_reciprocal,
+        softmax_of_exp_ratio,
+        gather_of_onehot_sum,
+    )
+)
+"""The rewrites, in the order they are tried at each node."""
+
+RULES_BY_NAME: dict[str, Rule] = {rule.name: rule for rule in RULES}
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def rewrite(expr: sympy.Basic) -> tuple[sympy.Basic, tuple[AppliedRewrite, ...]]:
+    """`expr` in stable form: rules to a fixpoint, a bounded simplification, rules again."""
+    applied: list[AppliedRewrite] = []
+    stable = apply_rules(expr, applied)
+    simplified = simplify_bounded(stable)
+    if simplified != stable:
+        simplified = apply_rules(simplified, applied)
+    return simplified, tuple(_unique(applied))
+
+
+def apply_rules(expr: sympy.Basic, applied: list[AppliedRewrite]) -> sympy.Basic:
+    """`expr` with the rules applied everywhere until nothing changes (bounded passes)."""
+    for _ in range(MAX_PASSES):
+        rewritten = _Pass(applied).visit(expr)
+        if rewritten == expr:
+            break
+        expr = rewritten
+    return expr
+
+
+class _Pass:
+    """One pass over a tree: rules at each node before and after its children."""
+
+    def __init__(self, applied: list[AppliedRewrite]) -> None:
+        self.applied = applied
+        self.done: dict[sympy.Basic, sympy.Basic] = {}
+
+    def visit(self, node: sympy.Basic) -> sympy.Basic:
+        if node not in self.done:
+            current = self.at_node(node)
+            args = tuple(self.visit(arg) for arg in current.args)
+            if args != current.args:
+                current = self.at_node(current.func(*args))
+            self.done[node] = current
+        return self.done[node]
+
+    def at_node(self, node: sympy.Basic) -> sympy.Basic:
+        for _ in range(MAX_STEPS_AT_NODE):
+            replaced = next(
+                (
+                    (rule, after)
+                    for rule in RULES
+                    if (after := rule.apply(node)) is not None and after != node
+                ),
+                None,
+            )
+            if replaced is None:
+                break
+            rule, after = replaced
+            self.applied.append(AppliedRewrite(rule.name, node, after))
+            node = after
+        return node
+
+
+def _unique(applied: list[AppliedRewrite]) -> list[AppliedRewrite]:
+    seen: set[tuple[str, sympy.Basic]] = set()
+    unique = []
+    for step in applied:
+        if (step.rule, step.before) not in seen:
+            seen.add((step.rule, step.before))
+            unique.append(step)
+    return unique
+
+
+# ---------------------------------------------------------------- simplification
+
+
+def simplify_bounded(expr: sympy.Basic) -> sympy.Basic:
+    """A cheap canonical form: common factors pulled out where that shortens `expr`.
+
+    Small expressions only (`SIMPLIFY_MAX_OPS`), and a candidate is taken only when it
+    is shorter and uses no function more often than `expr` does, so simplification
+    never brings back an `exp` or `log` that a rule removed.
+    """
+    if not isinstance(expr, sympy.Expr) or sympy.count_ops(expr) > SIMPLIFY_MAX_OPS:
+        return expr
+    candidate = sympy.factor_terms(expr)
+    shorter = sympy.count_ops(candidate) < sympy.count_ops(expr)
+    return candidate if shorter and _no_new_functions(candidate, expr) else expr
+
+
+def _no_new_functions(candidate: sympy.Basic, original: sympy.Basic) -> bool:
+    before = _function_counts(original)
+    return all(before[kind] >= count for kind, count in _function_counts(candidate).items())
+
+
+def _function_counts(expr: sympy.Basic) -> Counter[type]:
+    return Counter(type(node) for node in sympy.preorder_traversal(expr) if node.is_Function)

@@ -1,0 +1,224 @@
+"""The stable rewrites: one or more fixture pairs per rule, negative fixtures, the driver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.core.cache import clear_cache
+
+from lossdsl.symbolic import functions as fn
+from lossdsl.symbolic.rewrites import RULES, RULES_BY_NAME, rewrite
+
+z = sympy.Symbol("z", real=True)
+x = sympy.Symbol("x", real=True)
+p = sympy.Symbol("p", real=True, nonnegative=True)
+t = sympy.Symbol("t", real=True, nonnegative=True)
+y = sympy.Symbol("y", integer=True)
+gamma = sympy.Symbol("gamma", real=True, nonnegative=True)
+EPS = sympy.Rational(1, 10**7)
+CLASS = fn.CLASS_MASK
+ALL = fn.encode_roles(frozenset(fn.ROLE_BITS))
+
+Builder = Callable[[], sympy.Basic]
+
+# (rule that must fire, input, expected output)
+FIXTURES: list[tuple[str, Builder, Builder]] = [
+    (
+        "softplus_of_log_sigmoid",
+        lambda: sympy.log(fn.Sigmoid(z)),
+        lambda: -fn.Softplus(-z),
+    ),
+    (
+        "softplus_of_log_sigmoid",
+        lambda: -t * sympy.log(fn.Sigmoid(2 * z)),
+        lambda: t * fn.Softplus(-2 * z),
+    ),
+    (
+        "softplus_of_log_one_minus_sigmoid",
+        lambda: sympy.log(1 - fn.Sigmoid(z)),
+        lambda: -fn.Softplus(z),
+    ),
+    (
+        "softplus_of_log_one_minus_sigmoid",
+        lambda: -(t * sympy.log(fn.Sigmoid(z)) + (1 - t) * sympy.log(1 - fn.Sigmoid(z))),
+        lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z),
+    ),
+    (
+        "softplus_of_log_one_plus_exp",
+        lambda: sympy.log(1 + sympy.exp(-z)),
+        lambda: fn.Softplus(-z),
+    ),
+    (
+        "softplus_of_log_one_plus_exp",
+        lambda: log1p(sympy.exp(z)),
+        lambda: fn.Softplus(z),
+    ),
+    (
+        "log_softmax_of_log_softmax",
+        lambda: sympy.log(fn.Softmax(z)),
+        lambda: fn.LogSoftmax(z),
+    ),
+    (
+        "logsumexp_of_log_sum_exp",
+        lambda: sympy.log(fn.ReduceSum(sympy.exp(z), CLASS)) - fn.ReduceSum(t * z, CLASS),
+        lambda: fn.LogSumExp(z, CLASS) - fn.ReduceSum(t * z, CLASS),
+    ),
+    (
+        "logsumexp_of_log_sum_exp",
+        lambda: sympy.log(fn.ReduceSum(sympy.exp(2 * z), ALL)),
+        lambda: fn.LogSumExp(2 * z, ALL),
+    ),
+    (
+        "log1p_of_one_plus",
+        lambda: sympy.log(1 + p),
+        lambda: log1p(p),
+    ),
+    (
+        "log1p_of_one_plus",
+        lambda: (1 - t) * sympy.log(1 - fn.Clip(p, EPS, 1 - EPS)),
+        lambda: (1 - t) * log1p(-fn.Clip(p, EPS, 1 - EPS)),
+    ),
+    (
+        "expm1_of_exp_minus_one",
+        lambda: sympy.exp(x) - 1,
+        lambda: expm1(x),
+    ),
+    (
+        "expm1_of_exp_minus_one",
+        lambda: sympy.exp(x) - 1 + t,
+        lambda: expm1(x) + t,
+    ),
+    (
+        "stable_log_cosh",
+        lambda: sympy.log(sympy.cosh(p - t)),
+        lambda: fn.LogCosh(p - t),
+    ),
+    (
+        "one_minus_sigmoid",
+        lambda: (1 - fn.Sigmoid(z)) ** gamma,
+        lambda: fn.Sigmoid(-z) ** gamma,
+    ),
+    (
+        "sigmoid_of_reciprocal",
+        lambda: 1 / (1 + sympy.exp(-z)),
+        lambda: fn.Sigmoid(z),
+    ),
+    (
+        "sigmoid_of_reciprocal",
+        lambda: sympy.log(1 / (1 + sympy.exp(-z))),
+        lambda: -fn.Softplus(-z),
+    ),
+    (
+        "softmax_of_exp_ratio",
+        lambda: sympy.exp(z) / fn.ReduceSum(sympy.exp(z), CLASS),
+        lambda: fn.Softmax(z),
+    ),
+    (
+        "softmax_of_exp_ratio",
+        lambda: sympy.log(sympy.exp(z) / fn.ReduceSum(sympy.exp(z), CLASS)),
+        lambda: fn.LogSoftmax(z),
+    ),
+    (
+        "gather_of_onehot_sum",
+        lambda: -fn.ReduceSum(fn.OneHot(y) * sympy.log(fn.Softmax(z)), CLASS),
+        lambda: -fn.TakeClass(fn.LogSoftmax(z), y),
+    ),
+    (
+        "gather_of_onehot_sum",
+        lambda: fn.ReduceSum(-2 * fn.OneHot(y) * z * t, CLASS),
+        lambda: -2 * fn.TakeClass(t * z, y),
+    ),
+    (
+        "gather_of_onehot_sum",
+        lambda: fn.ReduceSum(fn.OneHot(y) * z + t * z, CLASS),
+        lambda: fn.TakeClass(z, y) + fn.ReduceSum(t * z, CLASS),
+    ),
+    (
+        "gather_of_onehot_sum",
+        lambda: fn.ReduceMean(
+            fn.OneHot(y) * z, fn.encode_roles(frozenset(fn.ROLE_BITS) - {fn.Role.BATCH})
+        ),
+        lambda: fn.ReduceMean(fn.TakeClass(z, y), 2) / fn.NUM_CLASSES,
+    ),
+]
+
+# Expressions no rule may change: nothing is rewritten across a clip, where, min or max.
+UNCHANGED: list[Builder] = [
+    lambda: sympy.log(fn.Clip(fn.Softmax(z), EPS, 1 - EPS)),
+    lambda: sympy.log(fn.Maximum(fn.Sigmoid(z), EPS)),
+    lambda: sympy.log(fn.Minimum(fn.Softmax(z), 1)) + sympy.log(fn.Maximum(1 + p, 2)),
+    lambda: sympy.log(fn.Where(z > 0, fn.Sigmoid(z), 1)),
+    lambda: sympy.log(fn.ReduceSum(fn.Clip(sympy.exp(z), 0, 10), CLASS)),
+    lambda: sympy.log(2 + p),
+    lambda: sympy.exp(x) - 2,
+    lambda: fn.ReduceSum(fn.OneHot(y) * z, 2),
+    lambda: fn.ReduceSum(fn.OneHot(y) ** 2 * z, CLASS),
+    lambda: 2 - fn.Sigmoid(z),
+]
+
+
+@pytest.mark.parametrize(("rule", "before", "after"), FIXTURES)
+def test_rule_fixture(rule: str, before: Builder, after: Builder) -> None:
+    rewritten, applied = rewrite(before())
+    assert rewritten == after()
+    assert rule in {step.rule for step in applied}
+
+
+def test_every_rule_has_a_fixture_and_a_law() -> None:
+    assert {rule for rule, _, _ in FIXTURES} == set(RULES_BY_NAME)
+    for rule in RULES:
+        assert " = " in rule.law
+
+
+@pytest.mark.parametrize("build", UNCHANGED)
+def test_no_rewrite_across_clip_where_minimum_maximum(build: Builder) -> None:
+    expr = build()
+    rewritten, applied = rewrite(expr)
+    assert rewritten == expr
+    assert applied == ()
+
+
+def test_log_of_clipped_softmax_keeps_its_clip() -> None:
+    ce = -fn.ReduceSum(t * sympy.log(fn.Clip(fn.Softmax(z), EPS, 1 - EPS)), CLASS)
+    rewritten, _ = rewrite(ce)
+    assert rewritten.has(fn.Clip) and not rewritten.has(fn.LogSoftmax)
+
+
+ELEMENTWISE_POINTS = [
+    {z: -3.5, x: 0.7, p: 0.25, t: 0.6, gamma: 1.5},
+    {z: 2.0, x: -1.2, p: 0.9, t: 0.1, gamma: 2.0},
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "before", "after"),
+    [f for f in FIXTURES if not f[1]().has(fn.Reduction, fn.Softmax, fn.OneHot)],
+)
+def test_elementwise_laws_hold_numerically(rule: str, before: Builder, after: Builder) -> None:
+    for point in ELEMENTWISE_POINTS:
+        exact = fn.expand_definitions(before()).subs(point).evalf(30)
+        stable = fn.expand_definitions(after()).subs(point).evalf(30)
+        assert float(stable) == pytest.approx(float(exact), rel=1e-14, abs=1e-15)
+
+
+def test_rewrites_are_recorded_once_with_before_and_after() -> None:
+    expr = sympy.log(fn.Sigmoid(z)) + sympy.log(fn.Sigmoid(z)) * t
+    _, applied = rewrite(expr)
+    assert [step.rule for step in applied] == ["softplus_of_log_sigmoid"]
+    assert applied[0].before == sympy.log(fn.Sigmoid(z))
+    assert applied[0].after == -fn.Softplus(-z)
+
+
+def test_a_long_sum_rewrites_in_seconds() -> None:
+    symbols = sympy.symbols("a0:2000", real=True)
+    expr = sympy.Add(*(sympy.log(1 + s**2) * (i % 7) for i, s in enumerate(symbols)))
+    clear_cache()
+    start = time.perf_counter()
+    rewritten, applied = rewrite(expr)
+    assert time.perf_counter() - start < 10
+    assert rewritten.has(log1p) and not rewritten.has(sympy.log)
+    assert len(applied) == sum(1 for i in range(2000) if i % 7)
