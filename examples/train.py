@@ -15,10 +15,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import lossdsl  # noqa: E402
+import lossdsl
 
 NUM_CLASSES = 3
 

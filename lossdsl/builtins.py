@@ -67,9 +67,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "clip(x) clips to [eps, 1 - eps]; clip(x, lo, hi) to [lo, hi]",
     ),
     Builtin("softmax", 1, 1, RoleRule.CLASS_AXIS, "exp(z) / sum(exp(z)) over the class axis"),
-    Builtin(
-        "log_softmax", 1, 1, RoleRule.CLASS_AXIS, "z - logsumexp(z) over the class axis"
-    ),
+    Builtin("log_softmax", 1, 1, RoleRule.CLASS_AXIS, "z - logsumexp(z) over the class axis"),
     Builtin(
         "class",
         1,
@@ -101,7 +99,5 @@ AXIS_WORDS: tuple[str, ...] = ("sample", "all")
 
 KERAS_ARGUMENTS: tuple[str, ...] = ("name", "reduction", "dtype")
 
-RESERVED_NAMES: frozenset[str] = frozenset(
-    (*BUILTINS, *CONSTANTS, *AXIS_WORDS, *KERAS_ARGUMENTS)
-)
+RESERVED_NAMES: frozenset[str] = frozenset((*BUILTINS, *CONSTANTS, *AXIS_WORDS, *KERAS_ARGUMENTS))
 """Names no input, param or let may take."""

@@ -241,7 +241,9 @@ class TGather:
     integer: bool = False
 
 
-TExpr = TConst | TNumClasses | TInput | TParam | TAdd | TMul | TNeg | TPow | TCompare | TCall | TGather
+TExpr = (
+    TConst | TNumClasses | TInput | TParam | TAdd | TMul | TNeg | TPow | TCompare | TCall | TGather
+)
 
 
 @dataclass(frozen=True)
