@@ -1,0 +1,78 @@
+"""Smoke runs of the benchmark scripts at tiny sizes: they run and write complete JSON.
+
+The benchmarks' numbers are not checked here (timings are not tests); benchmarks/README.md
+says how to run them for real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_script(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_bench_losses_runs_both_modes_and_writes_every_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = load_script("bench_losses")
+    out = tmp_path / "bench.json"
+    arguments = ["--cases", "ce_logits", "--shapes", "8x4", "--repeats", "2", "--warmup", "1"]
+    assert bench.main([*arguments, "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    variants = {(row["variant"], row["jit_compile"]) for row in report["timings"]}
+    for jit_compile in (False, True):
+        for variant in ("lossdsl", "keras", "fused", "hand-written", "floor"):
+            assert (variant, jit_compile) in variants
+    assert all(row["median_ms"] > 0 for row in report["timings"])
+    assert len(report["summary"]) == 2
+    assert {row["variant"] for row in report["accuracy"]} == {"lossdsl", "keras"}
+    assert all(math.isfinite(row["value_error"]) for row in report["accuracy"])
+    assert {row["dtype"] for row in report["finiteness"]} == {"float32", "float16"}
+    assert "Compiled loss against its peers" in capsys.readouterr().out
+
+
+def test_bench_losses_rejects_an_unknown_case() -> None:
+    bench = load_script("bench_losses")
+    with pytest.raises(SystemExit):
+        bench.parse_arguments(["--cases", "nope"])
+
+
+def test_compile_speed_times_stages_and_a_generated_spec(tmp_path: Path) -> None:
+    compile_speed = load_script("compile_speed")
+    out = tmp_path / "speed.json"
+    spec = BENCHMARKS.parent / "examples" / "mean_squared_error.loss"
+    arguments = [str(spec), "--repeats", "1", "--full-repeats", "1", "--terms", "4"]
+    assert compile_speed.main([*arguments, "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    names = [row["spec"] for row in report["specs"]]
+    assert names == ["mean_squared_error.loss", "many_terms_4.loss"]
+    for row in report["specs"]:
+        assert set(row["stages"]) == {"parse", "check", "domains", "lower", "print", "write"}
+        assert row["full"] >= row["front_end"] > 0
+
+
+def test_many_terms_spec_has_the_requested_number_of_terms() -> None:
+    compile_speed = load_script("compile_speed")
+    source = compile_speed.many_terms_spec(12)
+    assert source.text.count(" * ") == 2 * 12
