@@ -27,6 +27,7 @@ from lossdsl.source import SourceFile
 
 if TYPE_CHECKING:
     from lossdsl.compiler import CompiledLoss
+    from lossdsl.symbolic.loss import SymbolicLoss
 
 EXIT_OK = 0
 EXIT_SPEC_ERROR = 1
@@ -199,7 +200,6 @@ def run_explain(args: argparse.Namespace) -> int:
     from lossdsl.checker import check
     from lossdsl.compiler import domain_warnings, unique
     from lossdsl.parser import parse
-    from lossdsl.symbolic.gradient import latex
     from lossdsl.symbolic.lower import lower
     from lossdsl.unparse import unparse_spec
 
@@ -208,36 +208,44 @@ def run_explain(args: argparse.Namespace) -> int:
         spec = parse(source)
         checked = check(spec)
         found = unique([*checked.warnings, *domain_warnings(checked)])
-        symbolic = lower(checked)
+        symbolic = lower(checked, with_gradient=True)
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
     report_warnings(found, source)
-    y_pred = checked.y_pred.name
-    sections: list[tuple[str, list[str]]] = [
-        ("Parsed", unparse_spec(spec).rstrip("\n").split("\n")),
-        ("Simplified (one element)", [f"loss {checked.loss_name} = {sympy.sstr(symbolic.loss)}"]),
-    ]
-    if symbolic.result != symbolic.loss:
-        sections[-1][1].append(
-            f"call returns {sympy.sstr(symbolic.result)}  (Keras takes the outer mean)"
-        )
-    rewrites = [
-        f"{rewrite.rule}: {sympy.sstr(rewrite.before)}  ->  {sympy.sstr(rewrite.after)}"
-        for rewrite in symbolic.rewrites
-    ]
-    sections.append(("Rewrites", rewrites or ["none fired"]))
-    sections.append(
-        (f"Gradient with respect to {y_pred} (one element)", [sympy.sstr(symbolic.gradient)])
-    )
-    sections.append(
-        (
-            "LaTeX",
-            [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"],
-        )
-    )
-    write_sections(sys.stdout, sections)
+    parsed = ("Parsed", unparse_spec(spec).rstrip("\n").split("\n"))
+    write_sections(sys.stdout, [parsed, *explained_sections(symbolic)])
     return EXIT_OK
+
+
+def explained_sections(symbolic: SymbolicLoss) -> list[tuple[str, list[str]]]:
+    """What `explain` shows after the parsed spec, in the spec's own notation."""
+    from lossdsl.symbolic.display import spec_text
+    from lossdsl.symbolic.gradient import latex
+    from lossdsl.symbolic.rewrites import RULES_BY_NAME
+
+    checked = symbolic.checked
+
+    def text(expr: sympy.Basic) -> str:
+        return spec_text(expr, symbolic.roles)
+
+    simplified = [f"loss {checked.loss_name} = {text(symbolic.loss)}"]
+    if symbolic.result != symbolic.loss:
+        simplified.append(f"call returns {text(symbolic.result)}  (Keras takes the outer mean)")
+    rewrites: list[str] = []
+    for rewrite in symbolic.rewrites:
+        law = RULES_BY_NAME[rewrite.rule].law.split("\n")[0]
+        rewrites += [
+            f"{rewrite.rule}: {text(rewrite.before)} -> {text(rewrite.after)}",
+            f"    law: {law}",
+        ]
+    y_pred = checked.y_pred.name
+    return [
+        ("Simplified (one element)", simplified),
+        ("Rewrites", rewrites or ["none fired"]),
+        (f"Gradient with respect to {y_pred} (one element)", [text(symbolic.gradient)]),
+        ("LaTeX", [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"]),
+    ]
 
 
 # ---------------------------------------------------------------------- helpers

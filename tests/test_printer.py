@@ -7,6 +7,8 @@ them: float64 tensors, labels as int32 `[B, S..., 1]`, scalar params as Python f
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import subprocess
 import sys
 import time
@@ -20,8 +22,10 @@ from sympy.core.cache import clear_cache
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.names import python_name
-from lossdsl.codegen.printer import print_body, shared_subexpressions
+from lossdsl.codegen.printer import lay_out, print_body, shared_subexpressions
+from lossdsl.codegen.writer import write_module
 from lossdsl.compiler import check_source
+from lossdsl.parser import read_source
 from lossdsl.source import SourceFile
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.lower import lower
@@ -43,7 +47,7 @@ def run(text: str, y_true: np.ndarray, y_pred: np.ndarray, **params: object) -> 
     names = [python_name(checked.y_true.name), python_name(checked.y_pred.name)]
     names += [python_name(param.name) for param in checked.params]
     lines = [f"def loss_body({', '.join(names)}):"]
-    lines += [f"    {statement}" for statement in body.statements]
+    lines += [f"    {line}" for statement in body.statements for line in statement.split("\n")]
     lines.append(f"    return {body.result}, {body.mask}")
     namespace: dict[str, object] = {"tf": tf}
     exec(compile("\n".join(lines), "<generated>", "exec"), namespace)  # generated code
@@ -88,12 +92,18 @@ def test_sparse_categorical_crossentropy_with_ignored_label() -> None:
         "loss = mean(-sum(onehot(y) * log_softmax(z)))\n"
     )
     assert body == FunctionBody(
-        statements=(),
-        result=(
-            "tf.squeeze(-tf.where((y >= 0) & (y < tf.shape(z)[-1]), "
-            "tf.experimental.numpy.take_along_axis(tf.nn.log_softmax(z, axis=-1), "
-            "tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1), axis=-1), 0.0), axis=-1)"
+        statements=(
+            "t0 = tf.where(\n"
+            "    (y >= 0) & (y < tf.shape(z)[-1]),\n"
+            "    tf.experimental.numpy.take_along_axis(\n"
+            "        tf.nn.log_softmax(z, axis=-1),\n"
+            "        tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1),\n"
+            "        axis=-1,\n"
+            "    ),\n"
+            "    0.0,\n"
+            ")",
         ),
+        result="tf.squeeze(-t0, axis=-1)",
         mask="tf.squeeze(tf.math.not_equal(y, -1), axis=-1)",
     )
 
@@ -103,20 +113,26 @@ def test_focal_loss_shares_the_clipped_probability() -> None:
         "input y: onehot\ninput p: prob\nparam gamma: nonneg = 2.0\nparam alpha: unit = 0.25\n"
         "let q = clip(p)\nloss focal = mean(sum(alpha * (1 - q)^gamma * -y * log(q)))\n"
     )
-    assert body.statements == ("t0 = tf.clip_by_value(p, 1e-07, 0.9999999)",)
-    assert body.result == (
-        "tf.squeeze(tf.math.reduce_sum(-alpha*y*tf.math.pow(1.0 - t0, gamma)*tf.math.log(t0), "
-        "axis=-1, keepdims=True), axis=-1)"
+    assert body.statements == (
+        "t0 = tf.clip_by_value(p, 1e-07, 0.9999999)",
+        "t1 = tf.math.reduce_sum(\n"
+        "    -alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0),\n"
+        "    axis=-1,\n"
+        "    keepdims=True,\n"
+        ")",
     )
+    assert body.result == "tf.squeeze(t1, axis=-1)"
 
 
 def test_log_cosh_is_printed_without_overflow() -> None:
     _, body = compiled("input y: target\ninput p: real\nloss = mean(log(cosh(p - y)))\n")
-    assert body.statements == ("t0 = p - y",)
-    assert body.result == (
-        "tf.squeeze(tf.math.reduce_mean(t0 + tf.math.softplus(-2.0*t0) - 0.6931471805599453, "
-        "axis=-1, keepdims=True), axis=-1)"
+    assert body.statements == (
+        "t0 = p - y",
+        "t1 = tf.math.reduce_mean(\n"
+        "    t0 + tf.math.softplus(-2.0 * t0) - 0.6931471805599453, axis=-1, keepdims=True\n"
+        ")",
     )
+    assert body.result == "tf.squeeze(t1, axis=-1)"
 
 
 def test_locals_spatial_reductions_and_per_sample_results() -> None:
@@ -126,11 +142,9 @@ def test_locals_spatial_reductions_and_per_sample_results() -> None:
     assert body.statements == (
         "num_classes = tf.cast(tf.shape(p)[-1], p.dtype)",
         "spatial_axes = list(range(1, len(p.shape) - 1))",
+        "t0 = tf.math.reduce_sum(p * y, axis=[*spatial_axes, -1], keepdims=True)",
     )
-    assert body.result == (
-        "tf.reshape(1.0 - tf.math.reduce_sum(p*y, axis=[*spatial_axes, -1], keepdims=True)"
-        "/num_classes, [-1])"
-    )
+    assert body.result == "tf.reshape(1.0 - t0 / num_classes, [-1])"
 
 
 def test_numbers_are_python_literals_and_scalars_are_cast_for_tf_ops() -> None:
@@ -138,10 +152,9 @@ def test_numbers_are_python_literals_and_scalars_are_cast_for_tf_ops() -> None:
         "input y: target\ninput p: real\nparam a: positive = 2.0\n"
         "loss = mean(square(p - y) * log(a) + where(p > 0, 1, 0.5))\n"
     )
-    assert "tf.math.log(tf.cast(a, p.dtype))" in body.result
-    assert "tf.where(tf.math.greater(p, 0.0), tf.cast(1.0, p.dtype), tf.cast(0.5, p.dtype))" in (
-        body.result
-    )
+    code = "\n".join([*body.statements, body.result])
+    assert "tf.math.log(tf.cast(a, p.dtype))" in code
+    assert "tf.where(tf.math.greater(p, 0.0), tf.cast(1.0, p.dtype), tf.cast(0.5, p.dtype))" in code
 
 
 def test_shared_subexpressions_come_before_their_users() -> None:
@@ -183,6 +196,80 @@ def test_typical_spec_compiles_to_tensorflow_quickly() -> None:
         compiled(text)
         best = min(best, time.perf_counter() - start)
     assert best < 0.5  # about 30 ms on an idle machine
+
+
+# ---------------------------------------------------------------- layout
+
+
+def test_operators_are_spaced_and_parenthesized_as_black_writes_them() -> None:
+    body = lay_out(
+        [("t0", "-(a+b)*c - -x**2 + (-x)**2 + x**-2.0 + (1.0-a)**g + p.dtype**2")],
+        "tf.reshape(tf.cast(t0, p.dtype), [])",
+        "(y>=0)&(y<tf.shape(z)[-1])",
+    )
+    assert body == FunctionBody(
+        statements=(
+            "t0 = -(a + b) * c - -(x**2) + (-x) ** 2 + x**-2.0 + (1.0 - a) ** g + p.dtype**2",
+        ),
+        result="tf.reshape(tf.cast(t0, p.dtype), [])",
+        mask="(y >= 0) & (y < tf.shape(z)[-1])",
+    )
+
+
+def test_long_calls_are_split_and_long_sums_get_temporaries() -> None:
+    long_sum = " + ".join(f"tf.math.log(tf.math.abs(argument_{i}))" for i in range(4))
+    body = lay_out(
+        [("t0", "tf.clip_by_value(p, 1e-07, 0.9999999)")],
+        f"tf.squeeze(tf.math.reduce_sum({long_sum}, axis=-1, keepdims=True), axis=-1)",
+        None,
+    )
+    assert body == FunctionBody(
+        statements=(
+            "t0 = tf.clip_by_value(p, 1e-07, 0.9999999)",
+            "t1 = tf.math.log(tf.math.abs(argument_0))",
+            "t2 = tf.math.log(tf.math.abs(argument_1))",
+            "t3 = tf.math.log(tf.math.abs(argument_2))",
+            "t4 = tf.math.reduce_sum(\n"
+            "    t1 + t2 + t3 + tf.math.log(tf.math.abs(argument_3)), axis=-1, keepdims=True\n"
+            ")",
+        ),
+        result="tf.squeeze(t4, axis=-1)",
+    )
+
+
+def code_lines(module: str) -> list[str]:
+    """The module's lines that hold no part of a string literal (docstrings, messages)."""
+    in_strings = {
+        number
+        for node in ast.walk(ast.parse(module))
+        if isinstance(node, ast.JoinedStr)
+        or (isinstance(node, ast.Constant) and isinstance(node.value, str))
+        for number in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+    }
+    return [line for number, line in enumerate(module.split("\n"), 1) if number not in in_strings]
+
+
+RUFF_FORMAT_CHECK = (sys.executable, "-m", "ruff", "format", "--check", "--diff")
+
+
+def test_every_example_compiles_to_formatted_code(tmp_path: Path) -> None:
+    for spec_path in sorted(EXAMPLES.glob("*.loss")):
+        source = read_source(spec_path.read_bytes(), str(spec_path))
+        checked = check_source(source)
+        symbolic = lower(checked)
+        module = write_module(checked, symbolic, print_body(symbolic), jit_compile=False)
+        ast.parse(module)
+        assert all(len(line) <= 88 for line in code_lines(module)), spec_path.name
+        (tmp_path / f"{spec_path.stem}.py").write_text(module, encoding="utf-8")
+    if importlib.util.find_spec("ruff") is None:
+        return
+    done = subprocess.run(
+        [*RUFF_FORMAT_CHECK, "--no-cache", "--line-length", "88", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 # ---------------------------------------------------------------- values

@@ -352,7 +352,7 @@ class ModuleWriter:
             f"name={string_literal(self.checked.loss_name)}",
             "dtype=None",
         ]
-        lines = wrapped_call("def __init__", arguments, ":", "")
+        lines = wrapped_call("def __init__", arguments, ":", "", outer=len(INDENT))
         lines.append(f"{INDENT}super().__init__(name=name, reduction=reduction, dtype=dtype)")
         taken = {param.argument for param in self.params}
         entry = free_name("value", taken)
@@ -369,12 +369,20 @@ class ModuleWriter:
         arguments = ["y_true", "y_pred", *(f"self.{param.attribute}" for param in self.params)]
         lines = ["def call(self, y_true, y_pred):"]
         if self.body.mask is None:
-            lines += wrapped_call(f"{INDENT}return {self.function}", arguments, "", INDENT)
+            lines += wrapped_call(
+                f"{INDENT}return {self.function}", arguments, "", INDENT, outer=len(INDENT)
+            )
             return lines
-        lines += wrapped_call(f"{INDENT}losses = {self.function}", arguments, "", INDENT)
+        lines += wrapped_call(
+            f"{INDENT}losses = {self.function}", arguments, "", INDENT, outer=len(INDENT)
+        )
         lines.append(f"{INDENT}# Keras reads this mask: masked elements are left out of the mean.")
         lines += wrapped_call(
-            f"{INDENT}losses._keras_mask = {self.mask_function}", arguments, "", INDENT
+            f"{INDENT}losses._keras_mask = {self.mask_function}",
+            arguments,
+            "",
+            INDENT,
+            outer=len(INDENT),
         )
         lines.append(f"{INDENT}return losses")
         return lines
@@ -537,10 +545,15 @@ def indent_lines(lines: Iterable[str], indent: str) -> list[str]:
     return [indent + line if line else "" for text in lines for line in text.split("\n")]
 
 
-def wrapped_call(head: str, arguments: Sequence[str], tail: str, indent: str) -> list[str]:
-    """`head(a, b, c)tail` on one line if it fits, else one argument per line (black style)."""
+def wrapped_call(
+    head: str, arguments: Sequence[str], tail: str, indent: str, outer: int = 0
+) -> list[str]:
+    """`head(a, b, c)tail` on one line if it fits, else one argument per line (black style).
+
+    `outer`: the columns the caller indents the lines by afterwards (a method's body).
+    """
     single = f"{head}({', '.join(arguments)}){tail}"
-    if len(single) <= LINE_LENGTH:
+    if outer + len(single) <= LINE_LENGTH:
         return [single]
     return [
         f"{head}(",

@@ -2,8 +2,10 @@
 
 `element_gradient(result, p)` is d result / d p at one element of y_pred: a reduction
 contributes its body's derivative (a mean divided by its count: C, S spatial positions
-or B samples), softmax and log_softmax summed over the class axis contribute their
-Jacobian-vector forms, and what has no per-element form stays a `sympy.Derivative`.
+or B samples; a max or min its selected elements'; a logsumexp its body's, weighed by
+softmax), softmax and log_softmax summed over the class axis contribute their
+Jacobian-vector forms, class ids and gathers (integer-indexed, constant almost
+everywhere) contribute 0, and what has no per-element form stays a `sympy.Derivative`.
 The verifier checks the generated code's gradient on concrete tensors; this formula is
 for reading.
 """
@@ -13,8 +15,12 @@ from __future__ import annotations
 import sympy
 from sympy.printing.latex import LatexPrinter
 
+from lossdsl.builtins import EPSILON
 from lossdsl.symbolic import functions as fn
 from lossdsl.typed import Role, Roles
+
+EPS = sympy.Rational(repr(EPSILON))
+"""`eps` as lowering writes it, an exact rational (LaTeX shows it as epsilon)."""
 
 ROLE_COUNTS: dict[Role, sympy.Symbol] = {
     Role.BATCH: sympy.Symbol("B", integer=True, positive=True),
@@ -52,10 +58,14 @@ class _Gradient:
             case fn.ReduceSum(args=(body, removed)):
                 return self.summed(body, Role.CLASS in fn.decode_roles(removed))
             case fn.LogSumExp(args=(body, removed)):
-                return sympy.exp(body - expr) * self.of(body)
-            case fn.ReduceMax(args=(body, _)) | fn.ReduceMin(args=(body, _)):
-                return fn.Where(sympy.Eq(body, expr, evaluate=False), self.of(body), 0)
-            case fn.Softmax() | fn.LogSoftmax() | fn.Gather() | fn.ClassId():
+                weight = _Held(sympy.exp(body - expr))
+                return self.of(fn.ReduceSum(weight * body, removed)).replace(_Held, _unheld)
+            case fn.ReduceMax(args=(body, removed)) | fn.ReduceMin(args=(body, removed)):
+                selected = fn.Where(sympy.Eq(body, expr, evaluate=False), body, 0)
+                return self.of(fn.ReduceSum(selected, removed))
+            case fn.Gather() | fn.ClassId():
+                return sympy.S.Zero
+            case fn.Softmax() | fn.LogSoftmax():
                 return sympy.Derivative(expr, self.y_pred, evaluate=False)
         return self.summed(expr, over_classes=False)
 
@@ -74,12 +84,25 @@ class _Gradient:
         """The chain rule through a non-elementwise `node` with outer derivative `outer`."""
         match node:
             case fn.Softmax(args=(z,)) if over_classes:
-                spread = outer - fn.ReduceSum(outer * node, fn.CLASS_MASK)
+                spread = outer - _class_sum(outer * node)
                 return node * spread * self.of(z)
             case fn.LogSoftmax(args=(z,)) if over_classes:
-                spread = outer - fn.Softmax(z) * fn.ReduceSum(outer, fn.CLASS_MASK)
+                spread = outer - fn.Softmax(z) * _class_sum(outer)
                 return spread * self.of(z)
-        return outer * self.of(node)
+        return outer * self.of(node) if outer != 0 else sympy.S.Zero
+
+
+def _class_sum(x: sympy.Expr) -> sympy.Expr:
+    """The sum of `x` over the classes (C times a number)."""
+    return x * fn.NUM_CLASSES if x.is_number else fn.ReduceSum(x, fn.CLASS_MASK)
+
+
+class _Held(fn.StopGradient):
+    """A factor held constant while differentiating (a logsumexp's softmax weight)."""
+
+
+def _unheld(x: sympy.Expr) -> sympy.Expr:
+    return x
 
 
 def _maximal_nonlocal(expr: sympy.Basic, y_pred: sympy.Symbol) -> list[sympy.Basic]:
@@ -124,6 +147,17 @@ _REDUCTION_NAMES: dict[str, str] = {
 
 class LossLatexPrinter(LatexPrinter):
     """LaTeX with the loss vocabulary's names: sigma, softplus, sums over c (class)..."""
+
+    def _print_Rational(self, expr: sympy.Rational) -> str:
+        named = {EPS: r"\epsilon", 1 - EPS: r"1 - \epsilon"}
+        return named[expr] if expr in named else str(super()._print_Rational(expr))
+
+    def _print_Clip(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        x, low, high = expr.args
+        if (low, high) != (EPS, 1 - EPS):
+            return self._print_Function(expr, exp)
+        call = rf"\operatorname{{clip}}\left({self._print(x)}\right)"
+        return rf"{call}^{{{exp}}}" if exp else call
 
     def _print_Function(self, expr: sympy.Basic, exp: str | None = None) -> str:
         name = type(expr).__name__

@@ -47,7 +47,12 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, p.dtype)
     t0 = tf.clip_by_value(p, 1e-07, 0.9999999)
-    return tf.squeeze(tf.math.reduce_sum(-alpha*y*tf.math.pow(1.0 - t0, gamma)*tf.math.log(t0), axis=-1, keepdims=True), axis=-1)
+    t1 = tf.math.reduce_sum(
+        -alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0),
+        axis=-1,
+        keepdims=True,
+    )
+    return tf.squeeze(t1, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

@@ -40,7 +40,16 @@ def masked_ce(y, z):
     if y.shape.rank == z.shape.rank - 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
-    losses = tf.squeeze(-tf.where((y >= 0) & (y < tf.shape(z)[-1]), tf.experimental.numpy.take_along_axis(tf.nn.log_softmax(z, axis=-1), tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1), axis=-1), 0.0), axis=-1)
+    t0 = tf.where(
+        (y >= 0) & (y < tf.shape(z)[-1]),
+        tf.experimental.numpy.take_along_axis(
+            tf.nn.log_softmax(z, axis=-1),
+            tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1),
+            axis=-1,
+        ),
+        0.0,
+    )
+    losses = tf.squeeze(-t0, axis=-1)
     valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
     return tf.where(valid, losses, tf.zeros_like(losses))
 

@@ -54,7 +54,15 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
             f"(C = {p.shape[-1]}), received {w.shape[0]} entries."
         )
     t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
-    return tf.squeeze(-tf.where((t0 >= 0) & (t0 < tf.size(w)), tf.gather(w, tf.clip_by_value(t0, 0, tf.size(w) - 1)), 0.0)*tf.math.reduce_sum(y*tf.math.log(tf.clip_by_value(p, 1e-07, 0.9999999)), axis=-1, keepdims=True), axis=-1)
+    t1 = tf.where(
+        (t0 >= 0) & (t0 < tf.size(w)),
+        tf.gather(w, tf.clip_by_value(t0, 0, tf.size(w) - 1)),
+        0.0,
+    )
+    t2 = tf.math.reduce_sum(
+        y * tf.math.log(tf.clip_by_value(p, 1e-07, 0.9999999)), axis=-1, keepdims=True
+    )
+    return tf.squeeze(-t1 * t2, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
