@@ -209,7 +209,9 @@ class ModuleWriter:
         if self.body.mask is not None:
             returns += " Elements outside the mask are 0."
         doc = [
-            f"The `{checked.loss_name}` loss {per}, before Keras's weighting and reduction.",
+            f"The `{checked.loss_name}` loss {per}.",
+            "",
+            "Keras applies sample weights and the reduction to what this returns.",
             "",
             *doc_section("Args", self.argument_docs(), len(INDENT)),
             "",
@@ -301,7 +303,10 @@ class ModuleWriter:
             f"{INDENT}tf.debugging.assert_equal(",
             f"{INDENT * 2}tf.shape({name})[0],",
             f"{INDENT * 2}tf.shape({y_pred})[-1],",
-            f'{INDENT * 2}message="{message}.",',
+            f"{INDENT * 2}message=(",
+            f'{INDENT * 3}"Invalid value for argument `{param.spec_name}`: "',
+            f'{INDENT * 3}"expected one entry per class."',
+            f"{INDENT * 2}),",
             f"{INDENT})",
             f"elif {name}.shape[0] != {y_pred}.shape[-1]:",
             f"{INDENT}raise ValueError(",

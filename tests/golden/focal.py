@@ -24,7 +24,9 @@ import tensorflow as tf
 
 @tf.function
 def focal(y, p, gamma=2.0, alpha=0.25):
-    """The `focal` loss per element, before Keras's weighting and reduction.
+    """The `focal` loss per element.
+
+    Keras applies sample weights and the reduction to what this returns.
 
     Args:
         y: y_true, `onehot` values of shape [batch, ..., C].

@@ -22,7 +22,9 @@ import tensorflow as tf
 
 @tf.function
 def masked_ce(y, z):
-    """The `masked_ce` loss per element, before Keras's weighting and reduction.
+    """The `masked_ce` loss per element.
+
+    Keras applies sample weights and the reduction to what this returns.
 
     Args:
         y: y_true, `label` values of shape [batch, ...].

@@ -20,7 +20,9 @@ import tensorflow as tf
 
 @tf.function
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
-    """The `weighted_ce` loss per element, before Keras's weighting and reduction.
+    """The `weighted_ce` loss per element.
+
+    Keras applies sample weights and the reduction to what this returns.
 
     Args:
         y: y_true, `onehot` values of shape [batch, ..., C].
@@ -46,7 +48,10 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
         tf.debugging.assert_equal(
             tf.shape(w)[0],
             tf.shape(p)[-1],
-            message="Invalid value for argument `w`: expected one entry per class.",
+            message=(
+                "Invalid value for argument `w`: "
+                "expected one entry per class."
+            ),
         )
     elif w.shape[0] != p.shape[-1]:
         raise ValueError(
