@@ -116,7 +116,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises, never a traceback)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
@@ -252,14 +252,45 @@ def explained_sections(symbolic: SymbolicLoss) -> list[tuple[str, list[str]]]:
 
 
 def compile_spec(source: SourceFile, *, verify: bool, jit_compile: bool) -> CompiledLoss:
-    """The whole pipeline; a Keras backend other than TensorFlow is a usage error."""
-    from lossdsl.compiler import compile_source
+    """The whole pipeline; a Keras backend other than TensorFlow is a usage error.
+
+    The checks run first, so a spec with errors is reported without importing TensorFlow.
+    """
+    from lossdsl.compiler import check_source, compile_source, domain_warnings
+
+    domain_warnings(check_source(source))
+    import_tensorflow_quietly()
     from lossdsl.runtime import BackendError  # imports Keras, which compiling needs anyway
 
     try:
         return compile_source(source, verify=verify, jit_compile=jit_compile)
     except BackendError as failure:
         raise UsageError(f"error: {failure}") from None
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up chatter (oneDNN, CUDA stubs) kept off stderr.
+
+    TensorFlow's C++ logging writes those lines before `TF_CPP_MIN_LOG_LEVEL` takes effect,
+    so the process's stderr is pointed at a temporary file during the import; if the import
+    fails, what it wrote is passed on, so no real error is hidden.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
 
 
 def read_spec(path: Path) -> SourceFile:

@@ -79,15 +79,17 @@ def compile_source(
     With `verify`, the generated code is checked against SymPy's exact value and gradient
     (E9xx on disagreement). The warnings of every stage are in `diagnostics`.
     """
-    from lossdsl import runtime  # imports Keras and TensorFlow
-    from lossdsl import verify as verification
-
     checked = check_source(source)
     found = list(checked.warnings)
     found += domain_warnings(checked)
     symbolic = lower(checked)
     body = print_body(symbolic)
     python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
+
+    # Only a spec that passed every check pays for importing Keras and TensorFlow.
+    from lossdsl import runtime
+    from lossdsl import verify as verification
+
     module_name = runtime.module_name_for(checked.loss_name, python_source)
     diagnostics = unique(found + list(symbolic.warnings))
     if verify:

@@ -157,3 +157,31 @@ def test_interrupt_exits_130_and_internal_errors_70(specs, capsys, monkeypatch) 
 def test_plot_is_wired(capsys) -> None:
     status, out, _ = run(capsys, "plot", "--help")
     assert status == 0 and "SPEC.loss" in out
+
+
+def test_the_command_keeps_tensorflow_start_up_chatter_off_stderr(specs, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    checked = subprocess.run(
+        [sys.executable, "-m", "lossdsl", "check", str(specs["good"])],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+    )
+    assert checked.returncode == 0
+    assert checked.stderr == ""
+
+
+def test_a_spec_with_errors_is_reported_without_importing_tensorflow(
+    specs, capsys, monkeypatch
+) -> None:
+    imported: list[str] = []
+    monkeypatch.setattr(cli, "import_tensorflow_quietly", lambda: imported.append("tf"))
+    status, _, err = run(capsys, "check", specs["bad"])
+    assert status == 1
+    assert imported == []
+    assert "error[E201]" in err
