@@ -9,7 +9,7 @@ suppresses follow-on errors in the expressions around it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias, cast, get_args
 
@@ -62,6 +62,7 @@ from lossdsl.typed import (
     TParam,
     TPow,
     describe_roles,
+    walk,
 )
 
 # Diagnostic codes (docs/LANGUAGE_NOTES.md, "Diagnostic codes: E2xx, E3xx").
@@ -1197,36 +1198,6 @@ def axis_word(node: nodes.Expr) -> str | None:
 def roles_phrase(roles: Roles) -> str:
     """`a scalar`, or the roles as `[batch, spatial]`."""
     return describe_roles(roles) if roles else "a scalar"
-
-
-def children(expr: TExpr) -> tuple[TExpr, ...]:
-    match expr:
-        case TAdd(operands=operands) | TMul(operands=operands):
-            return operands
-        case TNeg(operand=operand):
-            return (operand,)
-        case TPow(base=base, exponent=exponent):
-            return (base, exponent)
-        case TCompare(left=left, right=right):
-            return (left, right)
-        case TCall(args=args):
-            return args
-        case TGather(vector=vector, index=index):
-            return (vector, index)
-    return ()
-
-
-def walk(roots: Sequence[TExpr]) -> Iterator[TExpr]:
-    """Every node under the roots once (a let's shared node is visited once), pre-order."""
-    seen: set[int] = set()
-    stack = list(reversed(roots))
-    while stack:
-        expr = stack.pop()
-        if id(expr) in seen:
-            continue
-        seen.add(id(expr))
-        yield expr
-        stack.extend(reversed(children(expr)))
 
 
 def is_constant(expr: TExpr) -> bool:

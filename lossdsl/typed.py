@@ -8,6 +8,7 @@ offending sub-expression. A `let` used twice is the same node object twice.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
@@ -244,6 +245,40 @@ class TGather:
 TExpr = (
     TConst | TNumClasses | TInput | TParam | TAdd | TMul | TNeg | TPow | TCompare | TCall | TGather
 )
+
+
+def children(expr: TExpr) -> tuple[TExpr, ...]:
+    """The direct sub-expressions of a node, in source order."""
+    match expr:
+        case TAdd(operands=operands) | TMul(operands=operands):
+            return operands
+        case TNeg(operand=operand):
+            return (operand,)
+        case TPow(base=base, exponent=exponent):
+            return (base, exponent)
+        case TCompare(left=left, right=right):
+            return (left, right)
+        case TCall(args=args):
+            return args
+        case TGather(vector=vector, index=index):
+            return (vector, index)
+    return ()
+
+
+def walk(roots: Sequence[TExpr]) -> Iterator[TExpr]:
+    """Every node under the roots once (a let's shared node is visited once), parents first.
+
+    Iterative, so deep trees cannot exhaust Python's recursion limit.
+    """
+    seen: set[int] = set()
+    stack = list(reversed(roots))
+    while stack:
+        expr = stack.pop()
+        if id(expr) in seen:
+            continue
+        seen.add(id(expr))
+        yield expr
+        stack.extend(reversed(children(expr)))
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from lossdsl.symbolic.domains import (
     RangeAnalysis,
     check_domains,
     source_text,
-    unique_nodes,
 )
-from lossdsl.typed import CheckedSpec
+from lossdsl.typed import CheckedSpec, walk
 
 FOCAL = """\
 input y: onehot
@@ -69,7 +68,7 @@ def range_of(text: str, expression: str) -> Range:
     """The range of the first node of `text`'s loss whose source text is `expression`."""
     spec = checked(text)
     analysis = RangeAnalysis()
-    for node in unique_nodes([spec.loss]):
+    for node in walk([spec.loss]):
         if source_text(spec.source, node.span) == expression:
             return analysis.range_of(node)
     raise AssertionError(f"no node `{expression}`")

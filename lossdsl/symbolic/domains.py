@@ -39,7 +39,7 @@ import functools
 import itertools
 import math
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,8 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    children,
+    walk,
 )
 
 # ---------------------------------------------------------------- diagnostic codes
@@ -1133,36 +1135,6 @@ def nan_power(power: TPow) -> Condition:
 # ---------------------------------------------------------------- tree walking
 
 
-def children(node: TExpr) -> tuple[TExpr, ...]:
-    match node:
-        case TAdd(operands=operands) | TMul(operands=operands):
-            return operands
-        case TNeg(operand=operand):
-            return (operand,)
-        case TPow(base=base, exponent=exponent):
-            return (base, exponent)
-        case TCompare(left=left, right=right):
-            return (left, right)
-        case TCall(args=args):
-            return args
-        case TGather(vector=vector, index=index):
-            return (vector, index)
-    return ()
-
-
-def unique_nodes(roots: Sequence[TExpr]) -> Iterator[TExpr]:
-    """Every node under `roots` once (a shared let body once), parents first."""
-    seen: set[int] = set()
-    stack = list(reversed(roots))
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        yield node
-        stack.extend(reversed(children(node)))
-
-
 def _gradient_children(node: TExpr) -> tuple[tuple[TExpr, str | None], ...]:
     """Children with what blocks the gradient through them (None: it flows)."""
     match node:
@@ -1328,7 +1300,7 @@ class DomainChecker:
         return source_text(self.source, node.span)
 
     def run(self) -> list[Diagnostic]:
-        for node in unique_nodes(self.roots):
+        for node in walk(self.roots):
             match node:
                 case TCall(builtin=builtin) if builtin in DOMAIN_RULES:
                     self._check_domain(node, DOMAIN_RULES[builtin])
