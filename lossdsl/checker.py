@@ -35,7 +35,6 @@ from lossdsl.diagnostics import (
 from lossdsl.source import Span
 from lossdsl.typed import (
     ALL_ROLES,
-    CLASS_ONLY,
     NAMED_DOMAINS,
     NO_ROLES,
     PER_ELEMENT,
@@ -1006,26 +1005,32 @@ class SpecChecker:
     # ------------------------------------------------------------ gathers and conditions
 
     def gather(self, node: nodes.Index) -> Typed:
+        """`x[idx]`: x's entry at each element's class id.
+
+        x is a per-class vector (`w[class(y)]`) or any value with the class role
+        (`log_softmax(z)[y]`, LANGUAGE_NOTES.md "Indexing"); the result has the roles of
+        x without class, joined with the index's.
+        """
         vector = self.expr(node.target)
         index = self.expr(node.index)
         if vector is None or index is None:
             return None
         well_formed = True
         y = self.y_true.name
-        if vector.roles != CLASS_ONLY or vector.integer:
+        if Role.CLASS not in vector.roles or vector.integer:
             well_formed = False
             picked = f"onehot({y})" if self.y_true.kind == "label" else y
             self.report(
                 error(
                     GATHER_FROM_NON_VECTOR,
-                    "only a per-class vector can be indexed, but this value is "
+                    "only a value with the class role can be indexed, but this value is "
                     f"{roles_phrase(vector.roles)}",
                     node.target.span,
-                    "not a per-class vector",
+                    "no class axis to pick from",
                     f"to pick `{self.y_pred.name}` at the true class, use "
-                    f"`sum({picked} * {self.y_pred.name})`"
+                    f"`{self.y_pred.name}[class({y})]` or `sum({picked} * {self.y_pred.name})`"
                     if isinstance(vector, TInput)
-                    else f"index a vector param, as in `w[class({y})]`",
+                    else f"index a vector param or a per-class value, as in `w[class({y})]`",
                 )
             )
         if not index.integer:
@@ -1043,7 +1048,20 @@ class SpecChecker:
             well_formed = False
         if not well_formed:
             return None
-        return TGather(vector, index, node.span, index.roles)
+        picked_roles = vector.roles - {Role.CLASS}
+        if not (picked_roles <= index.roles or index.roles <= picked_roles):
+            self.report(
+                error(
+                    ROLES_NOT_NESTED,
+                    f"a {describe_roles(picked_roles)} row cannot be indexed by a "
+                    f"{describe_roles(index.roles)} class id",
+                    node.span,
+                    "neither one's roles contain the other's",
+                    f"index with a class id of the same roles, such as `class({y})`",
+                )
+            )
+            return None
+        return TGather(vector, index, node.span, picked_roles | index.roles)
 
     def compare(self, node: nodes.Compare) -> TCompare | None:
         combined = self.combine(self.operands((node.left, node.right)), allow_integers=True)

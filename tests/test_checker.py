@@ -29,6 +29,7 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    walk,
 )
 
 FOCAL = """\
@@ -364,6 +365,13 @@ def test_class_of_a_onehot_input_is_the_argmax_id() -> None:
     assert isinstance(gather, TGather) and gather.roles == PER_ELEMENT
 
 
+def test_a_per_class_value_indexed_by_a_class_id_is_per_element() -> None:
+    result = checked(LABEL + "loss = mean(-log(clip(p[y])))")
+    (gather,) = [node for node in walk([result.loss]) if isinstance(node, TGather)]
+    assert gather.roles == PER_ELEMENT
+    assert result.result.roles == PER_ELEMENT
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -378,7 +386,7 @@ def test_class_of_a_onehot_input_is_the_argmax_id() -> None:
         ("loss = mean(where(class(p) == 0, 1, 0))", ["E305"]),
         ("loss = mean(where(class(2 * y) == 0, 1, 0))", ["E305"]),
         (ONEHOT + "loss = mean(sum(onehot(y) * p))", ["E306"]),
-        ("loss = mean(sum(p[class(y)]))", ["E307"]),
+        ("loss = mean(sum(p)[class(y)])", ["E307"]),
         (WEIGHTS + "loss = mean(sum(w[p]) * y)", ["E308"]),
         (LABEL + "loss = mean(sum(y * log(clip(p))))", ["E309"]),
         (LABEL + "loss = mean(sum(p) * class(y))", ["E309"]),

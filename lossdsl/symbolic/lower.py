@@ -20,6 +20,7 @@ from lossdsl.symbolic.gradient import element_gradient
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.rewrites import rewrite
 from lossdsl.typed import (
+    CLASS_ONLY,
     CheckedSpec,
     InputInfo,
     InputKind,
@@ -209,8 +210,10 @@ class _Lowering:
                 return sympy.Pow(self.expr(base), self.expr(exponent))
             case TCompare(op=op, left=left, right=right):
                 return RELATIONS[op](self.expr(left), self.expr(right), evaluate=False)
-            case TGather(vector=vector, index=index):
+            case TGather(vector=vector, index=index) if vector.roles == CLASS_ONLY:
                 return fn.Gather(self.expr(vector), self.expr(index))
+            case TGather(vector=values, index=index):  # a per-element row: x[class(y)]
+                return fn.TakeClass(self.expr(values), self.expr(index))
             case TCall(builtin=builtin, args=args, reduced=reduced):
                 lowered = tuple(self.expr(a) for a in args)
                 removed = _removed(reduced, args[0].roles) if reduced else sympy.S.Zero
