@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import json
 import linecache
@@ -112,11 +113,27 @@ _loaded: dict[str, LoadedSpec] = {}
 """Specs loaded in this process, by cache key: their tf.function traces are shared."""
 
 
+@functools.cache
+def compiler_fingerprint() -> str:
+    """A hash of the compiler's own files, so a changed compiler never reuses old output.
+
+    The version alone is not enough: a development checkout or a patched install keeps
+    its version while the generated code changes.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted([*package.rglob("*.py"), *package.rglob("*.lark")]):
+        digest.update(path.relative_to(package).as_posix().encode("utf-8"))
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key(source: SourceFile, *, verify: bool, jit_compile: bool) -> str:
-    """The key of a compile: spec text, file name, compiler version and options."""
+    """The key of a compile: spec text, file name, the compiler (version and files), options."""
     identity = [
         CACHE_FORMAT,
         __version__,
+        compiler_fingerprint(),
         spec_file_name(source.name),
         source.text,
         verify,

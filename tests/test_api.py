@@ -150,6 +150,22 @@ def test_loading_a_cached_spec_skips_the_pipeline(monkeypatch: pytest.MonkeyPatc
     assert float(lossdsl.load(FOCAL, verify=False)(Y, P)) == expected
 
 
+def test_a_changed_compiler_does_not_reuse_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    lossdsl.load(FOCAL, verify=False)
+    monkeypatch.setattr(runtime, "_loaded", {})
+    monkeypatch.setattr(runtime, "compiler_fingerprint", lambda: "another compiler")
+    compiled: list[object] = []
+    real_compile_entry = runtime.compile_entry
+
+    def counting(*args: object, **kwargs: object) -> object:
+        compiled.append(args)
+        return real_compile_entry(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "compile_entry", counting)
+    lossdsl.load(FOCAL, verify=False)
+    assert len(compiled) == 1
+
+
 def test_cached_warnings_are_warned_again(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.warns(lossdsl.LossSpecWarning):
         lossdsl.load(WARNS, verify=False)
