@@ -1,12 +1,15 @@
-"""Shared pytest options: `--update-golden` rewrites golden files instead of comparing."""
+"""Shared pytest set-up: a private spec cache, quiet TensorFlow, and `--update-golden`."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The tests never read or fill the user's own cache (~/.cache/lossdsl).
+os.environ.setdefault("LOSSDSL_CACHE_DIR", tempfile.mkdtemp(prefix="lossdsl-test-cache-"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
