@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The tests never read or fill the user's own cache (~/.cache/lossdsl).
-os.environ.setdefault("LOSSDSL_CACHE_DIR", tempfile.mkdtemp(prefix="lossdsl-test-cache-"))
+if "LOSSDSL_CACHE_DIR" not in os.environ:
+    os.environ["LOSSDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="lossdsl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LOSSDSL_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
