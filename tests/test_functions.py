@@ -84,6 +84,10 @@ def test_class_axis_and_reduction_definitions_reach_the_primitives() -> None:
     assert fn.expand_definitions(fn.TakeClass(x, y)) == fn.ReduceSum(
         fn.OneHot(y) * x, fn.CLASS_MASK
     )
+    assert fn.expand_definitions(fn.SoftmaxCrossEntropy(t, x)) == -fn.ReduceSum(
+        t * fn.expand_definitions(fn.LogSoftmax(x)), fn.CLASS_MASK
+    )
+    assert fn.SparseSoftmaxCrossEntropy(x, y).definition() == -fn.TakeClass(fn.LogSoftmax(x), y)
     for primitive in (fn.ReduceSum(x, 4), fn.OneHot(y), fn.Gather(w, y)):
         assert fn.expand_definitions(primitive) == primitive
 
@@ -112,4 +116,6 @@ def test_roles_of() -> None:
     assert fn.roles_of(fn.TakeClass(fn.LogSoftmax(x), y), roles) == PER_ELEMENT
     assert fn.roles_of(fn.TakeClass(w, y), roles) == PER_ELEMENT
     assert fn.roles_of(w * 2, roles) == CLASS_ONLY
+    assert fn.roles_of(fn.SoftmaxCrossEntropy(t, x), roles) == PER_ELEMENT
+    assert fn.roles_of(fn.SparseSoftmaxCrossEntropy(x, y), roles) == PER_ELEMENT
     assert fn.roles_of(fn.NUM_CLASSES, roles) == NO_ROLES

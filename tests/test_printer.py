@@ -95,17 +95,45 @@ def test_sparse_categorical_crossentropy_with_ignored_label() -> None:
         statements=(
             "t0 = tf.where(\n"
             "    (y >= 0) & (y < tf.shape(z)[-1]),\n"
-            "    tf.experimental.numpy.take_along_axis(\n"
-            "        tf.nn.log_softmax(z, axis=-1),\n"
-            "        tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1),\n"
-            "        axis=-1,\n"
+            "    tf.expand_dims(\n"
+            "        tf.nn.sparse_softmax_cross_entropy_with_logits(\n"
+            "            labels=tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1)[..., 0], logits=z\n"
+            "        ),\n"
+            "        -1,\n"
             "    ),\n"
             "    0.0,\n"
             ")",
         ),
-        result="tf.squeeze(-t0, axis=-1)",
+        result="tf.squeeze(t0, axis=-1)",
         mask="tf.squeeze(tf.math.not_equal(y, -1), axis=-1)",
     )
+
+
+def test_a_label_gather_is_tf_gather_with_batch_dims() -> None:
+    _, body = compiled("input y: label\ninput p: prob\nloss = mean(-sum(onehot(y) * log(clip(p))))")
+    code = "\n".join([*body.statements, body.result])
+    assert "tf.gather(" in code and "batch_dims=len(p.shape) - 1," in code
+    assert "take_along_axis" not in code
+
+
+def test_categorical_crossentropy_of_onehot_labels_is_the_fused_op() -> None:
+    _, body = compiled("input y: onehot\ninput z: logits\nloss = mean(-sum(y * log(softmax(z))))")
+    assert body == FunctionBody(
+        statements=(), result="tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=z)"
+    )
+    _, weighted = compiled(
+        "input y: onehot\ninput z: logits\nparam a: positive = 2.0\n"
+        "loss = mean(a * sum(y * log_softmax(z)))"
+    )
+    code = "\n".join([*weighted.statements, weighted.result])
+    assert "tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=z)" in code
+    assert "log_softmax" not in code
+
+
+def test_crossentropy_of_labels_that_need_not_sum_to_one_is_not_fused() -> None:
+    _, body = compiled("input y: binary\ninput z: logits\nloss = mean(-sum(y * log_softmax(z)))")
+    code = "\n".join([*body.statements, body.result])
+    assert "softmax_cross_entropy_with_logits" not in code and "log_softmax" in code
 
 
 def test_focal_loss_shares_the_clipped_probability() -> None:
@@ -114,25 +142,29 @@ def test_focal_loss_shares_the_clipped_probability() -> None:
         "let q = clip(p)\nloss focal = mean(sum(alpha * (1 - q)^gamma * -y * log(q)))\n"
     )
     assert body.statements == (
+        "sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype",
         "t0 = tf.clip_by_value(p, 1e-07, 0.9999999)",
         "t1 = tf.math.reduce_sum(\n"
-        "    -alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0),\n"
+        "    tf.cast(-alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),\n"
         "    axis=-1,\n"
         "    keepdims=True,\n"
         ")",
     )
-    assert body.result == "tf.squeeze(t1, axis=-1)"
+    assert body.result == "tf.squeeze(tf.cast(t1, p.dtype), axis=-1)"
 
 
 def test_log_cosh_is_printed_without_overflow() -> None:
     _, body = compiled("input y: target\ninput p: real\nloss = mean(log(cosh(p - y)))\n")
     assert body.statements == (
+        "sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype",
         "t0 = p - y",
         "t1 = tf.math.reduce_mean(\n"
-        "    t0 + tf.math.softplus(-2.0 * t0) - 0.6931471805599453, axis=-1, keepdims=True\n"
+        "    tf.cast(t0 + tf.math.softplus(-2.0 * t0) - 0.6931471805599453, sum_dtype),\n"
+        "    axis=-1,\n"
+        "    keepdims=True,\n"
         ")",
     )
-    assert body.result == "tf.squeeze(t1, axis=-1)"
+    assert body.result == "tf.squeeze(tf.cast(t1, p.dtype), axis=-1)"
 
 
 def test_locals_spatial_reductions_and_per_sample_results() -> None:
@@ -142,9 +174,12 @@ def test_locals_spatial_reductions_and_per_sample_results() -> None:
     assert body.statements == (
         "num_classes = tf.cast(tf.shape(p)[-1], p.dtype)",
         "spatial_axes = list(range(1, len(p.shape) - 1))",
-        "t0 = tf.math.reduce_sum(p * y, axis=[*spatial_axes, -1], keepdims=True)",
+        "sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype",
+        "t0 = tf.math.reduce_sum(\n"
+        "    tf.cast(p * y, sum_dtype), axis=[*spatial_axes, -1], keepdims=True\n"
+        ")",
     )
-    assert body.result == "tf.reshape(1.0 - t0 / num_classes, [-1])"
+    assert body.result == "tf.reshape(1.0 - tf.cast(t0, p.dtype) / num_classes, [-1])"
 
 
 def test_numbers_are_python_literals_and_scalars_are_cast_for_tf_ops() -> None:
@@ -270,6 +305,71 @@ def test_every_example_compiles_to_formatted_code(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def many_terms(count: int) -> str:
+    """A regression loss summing `count` distinct terms, as benchmarks/compile_speed.py's."""
+    functions = ("square", "abs", "softplus", "tanh")
+    terms = " + ".join(
+        f"{0.5 + i / (2 * count):.6g} * {functions[i % 4]}(p - {1 + (i + 1) / 4096:.6g} * y)"
+        for i in range(count)
+    )
+    return f"input y: target\ninput p: real\nloss = mean({terms})\n"
+
+
+def syntax_depth(tree: ast.AST) -> int:
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def test_a_sum_of_500_terms_compiles_quickly_to_short_shallow_statements(tmp_path: Path) -> None:
+    text = many_terms(500)
+    clear_cache()
+    start = time.perf_counter()
+    symbolic, body = compiled(text)
+    module = write_module(symbolic.checked, symbolic, body, jit_compile=False)
+    assert time.perf_counter() - start < 20  # about 1.5 s on an idle machine
+    assert syntax_depth(ast.parse(module)) < 60  # a flat 500-term sum is 500 deep
+    assert all(len(line) <= 88 for line in code_lines(module))
+    rng = np.random.default_rng(7)
+    targets, predictions = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    value, _ = run(text, targets, predictions)
+    functions = (np.square, np.abs, lambda x: np.logaddexp(0.0, x), np.tanh)
+    expected = sum(
+        (0.5 + i / 1000) * functions[i % 4](predictions - (1 + (i + 1) / 4096) * targets)
+        for i in range(500)
+    ).mean(-1)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)  # the spec's 6-digit constants
+
+
+def test_a_long_chain_of_names_is_split_until_it_fits() -> None:
+    names = [f"a_rather_long_input_name_{i}" for i in range(12)]
+    body = lay_out([("t0", " + ".join(names))], "tf.squeeze(t0, axis=-1)", None)
+    assert all(len(line) <= 84 for s in body.statements for line in s.split("\n"))
+    values: dict[str, object] = {name: 2**i for i, name in enumerate(names)}
+    exec("\n".join(body.statements), {}, values)  # generated code
+    assert values["t" + body.result.split("(t")[1].split(",")[0]] == 2**12 - 1
+
+
+def test_float16_sums_are_accumulated_in_float32() -> None:
+    text = "input y: target\ninput p: real\nloss = mean(abs(p - y))"
+    _, body = compiled(text)
+    namespace: dict[str, object] = {"tf": tf}
+    lines = [
+        "def loss_body(y, p):",
+        *(f"    {line}" for s in body.statements for line in s.split("\n")),
+    ]
+    exec(
+        compile("\n".join([*lines, f"    return {body.result}"]), "<generated>", "exec"), namespace
+    )
+    large = tf.constant(np.full((2, 10), 1e4), tf.float16)
+    value = namespace["loss_body"](tf.zeros_like(large), large)
+    assert value.dtype == tf.float16
+    np.testing.assert_array_equal(value.numpy(), [1e4, 1e4])  # the float16 sum is 1e5: inf
 
 
 # ---------------------------------------------------------------- values

@@ -45,7 +45,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
     (
         "softplus_of_log_one_minus_sigmoid",
         lambda: -(t * sympy.log(fn.Sigmoid(z)) + (1 - t) * sympy.log(1 - fn.Sigmoid(z))),
-        lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z),
+        lambda: fn.Softplus(fn.Where(z >= 0, -z, z)) + fn.Where(z >= 0, (1 - t) * z, -t * z),
+    ),
+    (
+        "one_softplus_of_softplus_pair",
+        lambda: 2 * fn.Softplus(-z) + 3 * t * fn.Softplus(z) + x,
+        lambda: (
+            x
+            + (3 * t + 2) * fn.Softplus(fn.Where(z >= 0, -z, z))
+            + fn.Where(z >= 0, 3 * t * z, -2 * z)
+        ),
     ),
     (
         "softplus_of_log_one_plus_exp",
@@ -148,6 +157,7 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
 
 # Expressions no rule may change: nothing is rewritten across a clip, where, min or max.
 UNCHANGED: list[Builder] = [
+    lambda: fn.Softplus(z) + t * fn.Softplus(2 * z),
     lambda: sympy.log(fn.Clip(fn.Softmax(z), EPS, 1 - EPS)),
     lambda: sympy.log(fn.Maximum(fn.Sigmoid(z), EPS)),
     lambda: sympy.log(fn.Minimum(fn.Softmax(z), 1)) + sympy.log(fn.Maximum(1 + p, 2)),

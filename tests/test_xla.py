@@ -39,19 +39,7 @@ CASES = {
     "mask": (MASKED_SPARSE_CE, None, "labels_with_ignored"),
 }
 
-# Compiler bug, reported: a label gather (`w[class(y)]`, `sum(onehot(y) * x)` on a `label`)
-# is generated as tf.experimental.numpy.take_along_axis, whose gradient XLA cannot compile
-# ("0 is duplicated in the input" from a transpose in a tf.cond); `tf.gather(..., batch_dims=)`
-# compiles. Under `load(jit_compile=True)` verification fails (E903); under a jit-compiled fit
-# the train step fails.
-LABEL_GATHER_UNDER_XLA = pytest.mark.xfail(
-    strict=True,
-    reason="compiler bug: take_along_axis gradient does not compile under XLA",
-)
-XLA_CASES = [
-    pytest.param(name, marks=LABEL_GATHER_UNDER_XLA if encoding.startswith("labels") else ())
-    for name, (_, _, encoding) in sorted(CASES.items())
-]
+XLA_CASES = sorted(CASES)
 
 
 def targets_for(encoding: str) -> tuple[np.ndarray, np.ndarray]:

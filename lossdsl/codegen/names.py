@@ -7,7 +7,18 @@ import keyword
 import re
 
 GENERATED_NAMES: frozenset[str] = frozenset(
-    {"tf", "keras", "self", "y_true", "y_pred", "config", "kwargs", "math", "spatial_axes"}
+    {
+        "tf",
+        "keras",
+        "self",
+        "y_true",
+        "y_pred",
+        "config",
+        "kwargs",
+        "math",
+        "spatial_axes",
+        "sum_dtype",
+    }
 )
 """Names the generated module uses itself, so spec names must not shadow them."""
 

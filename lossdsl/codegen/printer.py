@@ -13,7 +13,13 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   it through `tf.cast(..., p.dtype)`, since ops on Python floats would give float32.
 - `num_classes` is a local, `tf.cast(tf.shape(p)[-1], p.dtype)`. Labels are int32 in
   `[B, S..., 1]`; a label outside [0, C) selects nothing: `OneHot` gives zeros,
-  `Gather` and `TakeClass` give 0.
+  `Gather` and `TakeClass` give 0 (a class gather is `tf.gather(..., batch_dims=rank - 1)`,
+  whose gradient XLA compiles).
+- Sums, means and logsumexps of float16 and bfloat16 values are accumulated in float32
+  (the local `sum_dtype`) and cast back, as Keras's `ops.mean` does.
+- Cross-entropies TensorFlow has a fused op for are printed with it (`FUSED_FORMS`).
+- A sum or product of more than `MAX_CHAIN` operands is computed in groups, each a
+  temporary, so that no statement is long or deep.
 - Shared sub-expressions are computed once: `sympy.cse` temporaries `t0, t1, ...`
   (reserved by `codegen.names`), numbered in the order the statements run.
 - The result is squeezed to Keras's shape: [batch, spatial] -> `[B, S...]`,
@@ -28,25 +34,24 @@ Writing the module around the statements is `codegen.writer`'s job.
 from __future__ import annotations
 
 import ast
-import copy
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import replace as replace_field
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import Boolean
-from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.names import python_name
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
-from lossdsl.typed import NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
+from lossdsl.typed import ALL_ROLES, NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
 
 ELEMENTWISE_OPS: dict[type, str] = {
     sympy.exp: "tf.math.exp",
@@ -82,30 +87,127 @@ RELATION_OPS: dict[str, str] = {
     "!=": "tf.math.not_equal",
 }
 
+MAX_CHAIN = 8
+"""The most operands of one printed `+` or `*` chain. A longer sum or product is
+computed in groups of at most this many, each group a temporary (groups of groups, and
+so on), so that every statement stays short and shallow however many terms a spec has
+(Python parses `a + b + c` into a left-deep tree, which recursive passes cannot take
+for thousands of terms)."""
+
+ACCUMULATING_REDUCTIONS: tuple[type[fn.Reduction], ...] = (
+    fn.ReduceSum,
+    fn.ReduceMean,
+    fn.LogSumExp,
+)
+"""Reductions that add up their operand: float16 and bfloat16 values are added in float32
+(`SUM_DTYPE_LOCAL`) and the result cast back, as Keras's `ops.mean` does."""
+
 NUM_CLASSES_LOCAL = "num_classes"
 SPATIAL_AXES_LOCAL = "spatial_axes"
+SUM_DTYPE_LOCAL = "sum_dtype"
 
 # Arguments printed more than once, so they must be names (hoisted into temporaries).
-_REPEATED_ARGUMENTS: dict[type, int] = {fn.LogCosh: 0, fn.Gather: 1, fn.TakeClass: 1}
+_REPEATED_ARGUMENTS: dict[type, int] = {
+    fn.LogCosh: 0,
+    fn.Gather: 1,
+    fn.TakeClass: 1,
+    fn.SparseSoftmaxCrossEntropy: 1,
+}
+
+
+# ---------------------------------------------------------------- fused forms
+
+
+@dataclass(frozen=True)
+class FusionContext:
+    """What the fused forms may assume: the inputs whose rows sum to 1 (`onehot`), the roles."""
+
+    rows_summing_to_one: frozenset[sympy.Symbol]
+    roles: Mapping[sympy.Symbol, Roles]
+
+    def has_all_roles(self, expr: sympy.Basic) -> bool:
+        return fn.roles_of(expr, self.roles) == ALL_ROLES
+
+
+def softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum_c(k * y * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(y, z), y `onehot`.
+
+    Equal in value for any y and any k without the class role. TensorFlow's gradient with
+    respect to z, softmax(z) - y, is the exact one, softmax(z) * sum(y) - y, because the
+    rows of a `onehot` input sum to 1 (the kind's contract, which the verifier draws).
+    """
+    if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
+        return None
+    factors = list(sympy.Mul.make_args(node.args[0]))
+    labels = [f for f in factors if f in context.rows_summing_to_one]
+    logits = [f for f in factors if isinstance(f, fn.LogSoftmax) and context.has_all_roles(f)]
+    if len(labels) != 1 or len(logits) != 1:
+        return None
+    factors.remove(labels[0])
+    factors.remove(logits[0])
+    if any(Role.CLASS in fn.roles_of(factor, context.roles) for factor in factors):
+        return None
+    fused = -sympy.Mul(*factors) * fn.SoftmaxCrossEntropy(labels[0], logits[0].args[0])
+    outer = node.removed_roles - {Role.CLASS}
+    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+
+
+def sparse_softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """log_softmax(z)[y] = -sparse_softmax_cross_entropy_with_logits(y, z) for a label y.
+
+    Equal everywhere: both are 0 for a label outside [0, C) (the op is given the label
+    clipped into range, and its result is replaced by 0 there).
+    """
+    if isinstance(node, fn.TakeClass) and isinstance(node.args[0], fn.LogSoftmax):
+        logits = node.args[0].args[0]
+        if context.has_all_roles(logits):
+            return -fn.SparseSoftmaxCrossEntropy(logits, node.args[1])
+    return None
+
+
+FUSED_FORMS = (softmax_cross_entropy, sparse_softmax_cross_entropy)
+"""Printing rules: sub-expressions TensorFlow computes with one fused op, value and gradient
+in one kernel. They are the printer's own (not rewrites), since one depends on an input's
+kind; the verifier checks the printed code against the expression before them."""
+
+
+def fuse(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
+    """`expr` with every sub-expression a fused form matches replaced, innermost first."""
+    done: dict[sympy.Basic, sympy.Basic] = {}
+
+    def visit(node: sympy.Basic) -> sympy.Basic:
+        if node not in done:
+            args = tuple(visit(arg) for arg in node.args)
+            current = node.func(*args) if args != node.args else node
+            fused = (form(current, context) for form in FUSED_FORMS)
+            done[node] = next((f for f in fused if f is not None), current)
+        return done[node]
+
+    return visit(expr)
 
 
 def print_body(symbolic: SymbolicLoss) -> FunctionBody:
     """The TensorFlow statements computing `symbolic.result` (and its mask)."""
     checked = symbolic.checked
     names = {symbol: python_name(spec_name) for spec_name, symbol in symbolic.symbols.items()}
-    labels = frozenset(
-        symbolic.symbols[info.name] for info in (checked.y_true,) if info.kind == "label"
-    )
-    outputs = [symbolic.result] + ([symbolic.mask] if symbolic.mask is not None else [])
+    y_true = symbolic.symbols[checked.y_true.name]
+    labels = frozenset({y_true} if checked.y_true.kind == "label" else ())
+    onehot = frozenset({y_true} if checked.y_true.kind == "onehot" else ())
+    fused = fuse(symbolic.result, FusionContext(onehot, symbolic.roles))
+    outputs = [fused] + ([symbolic.mask] if symbolic.mask is not None else [])
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     printer = TensorFlowPrinter(
         names, symbolic.roles, labels, python_name(checked.y_pred.name), temporaries
     )
-    definitions = [(temporaries[expr], printer.definition(expr)) for expr in shared]
+    definitions = []
+    for expr in shared:
+        value = printer.definition(expr)
+        definitions += [*printer.take_groups(), (temporaries[expr], value)]
     target = checked.result.roles
-    result = printer.keras_shaped(symbolic.result, target)
+    result = printer.keras_shaped(fused, target)
     mask = printer.keras_shaped(symbolic.mask, target) if symbolic.mask is not None else None
+    definitions += printer.take_groups()
     return lay_out(printer.locals_used() + definitions, result, mask)
 
 
@@ -152,6 +254,14 @@ def _is_integer_valued(expr: sympy.Basic, integers: frozenset[sympy.Symbol]) -> 
     return expr in integers or isinstance(expr, fn.ClassId)
 
 
+def _joined(operands: list[tuple[str, str]], space: str) -> str:
+    """Operands joined by their operators (`+`/`-` or `*`); each operand is its operator
+    and its text, the first one's operator dropped (`-` kept as a sign)."""
+    (sign, first), *rest = operands
+    head = f"-{first}" if sign == "-" else first
+    return head + "".join(f"{space}{operator}{space}{text}" for operator, text in rest)
+
+
 def _number(value: float) -> str:
     return repr(value) if math.isfinite(value) else f'float("{value}")'
 
@@ -176,6 +286,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.y_pred = y_pred
         self.temporaries = temporaries
         self.used_locals: set[str] = set()
+        self.groups: list[tuple[str, str]] = []
+        self.groups_made = 0
         self._roles: dict[sympy.Basic, Roles] = {}
 
     def parenthesize(self, item: sympy.Basic, level: int, strict: bool = False) -> str:
@@ -198,11 +310,36 @@ class TensorFlowPrinter(PythonCodePrinter):
     def dtype(self) -> str:
         return f"{self.y_pred}.dtype"
 
+    def chain(self, operands: list[tuple[str, str]], space: str) -> str:
+        """Operands joined by their operators (`_joined`), in groups past `MAX_CHAIN`."""
+        while len(operands) > MAX_CHAIN:
+            operator = "+" if space else "*"
+            operands = [
+                (operator, self.group(_joined(operands[start : start + MAX_CHAIN], space)))
+                for start in range(0, len(operands), MAX_CHAIN)
+            ]
+        return _joined(operands, space)
+
+    def group(self, value: str) -> str:
+        """A new temporary for `value`, part of a long sum or product (`take_groups`)."""
+        name = f"t{len(self.temporaries) + self.groups_made}"
+        self.groups_made += 1
+        self.groups.append((name, value))
+        return name
+
+    def take_groups(self) -> list[tuple[str, str]]:
+        """The group temporaries made since the last call: defined before their user."""
+        groups, self.groups = self.groups, []
+        return groups
+
     def locals_used(self) -> list[tuple[str, str]]:
         """The locals the printed code used and their definitions, in a fixed order."""
         definitions = {
             NUM_CLASSES_LOCAL: f"tf.cast(tf.shape({self.y_pred})[-1], {self.dtype})",
             SPATIAL_AXES_LOCAL: f"list(range(1, len({self.y_pred}.shape) - 1))",
+            SUM_DTYPE_LOCAL: (
+                f"tf.float32 if {self.dtype} in (tf.float16, tf.bfloat16) else {self.dtype}"
+            ),
         }
         return [(name, value) for name, value in definitions.items() if name in self.used_locals]
 
@@ -254,7 +391,11 @@ class TensorFlowPrinter(PythonCodePrinter):
                 printed = f"tf.broadcast_to({printed}, tf.shape({self.y_pred}[..., :1]))"
         elif self.roles(expr) != target:
             broadcast = f"tf.zeros_like({self.y_pred}[..., :1])"
-            printed = f"{self.parenthesize(expr, PRECEDENCE['Add'])} + {broadcast}"
+            if expr not in self.temporaries and precedence(expr) <= PRECEDENCE["Add"]:
+                printed = f"({printed})"
+            printed = f"{printed} + {broadcast}"
+        if target == PER_ELEMENT and isinstance(expr, fn.SoftmaxCrossEntropy):
+            return self.softmax_cross_entropy(expr)  # no axis added and squeezed again
         if target == PER_ELEMENT:
             return f"tf.squeeze({printed}, axis=-1)"
         if target == PER_SAMPLE:
@@ -326,7 +467,27 @@ class TensorFlowPrinter(PythonCodePrinter):
             return forms[exponent].format(argument)
         return f"tf.math.pow({self.tensor(base)}, {self._print(exponent)})"
 
+    def _print_Add(self, expr: sympy.Add, order: str | None = None) -> str:
+        # SymPy's printing order sorts slowly; a long sum keeps SymPy's canonical order.
+        terms = self._as_ordered_terms(expr, order) if len(expr.args) <= MAX_CHAIN else expr.args
+        signed = []
+        for term in terms:
+            text = self._print(term)
+            sign = "-" if text.startswith("-") else "+"
+            text = text.removeprefix("-")
+            if precedence(term) < PRECEDENCE["Add"]:
+                text = f"({text})"
+            signed.append((sign, text))
+        return self.chain(signed, " ")
+
     def _print_Mul(self, expr: sympy.Mul) -> str:
+        if len(expr.args) > MAX_CHAIN:
+            factors = expr.args
+            groups = [
+                sympy.Mul(*factors[start : start + MAX_CHAIN], evaluate=False)
+                for start in range(0, len(factors), MAX_CHAIN)
+            ]
+            return self.chain([("*", self.group(self._print(group))) for group in groups], "")
         coefficient, rest = expr.as_coeff_Mul()
         if not coefficient.is_Rational or coefficient.is_Integer or rest == 1:
             return str(super()._print_Mul(expr))
@@ -404,19 +565,43 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self._print_Gather(fn.Gather(x, label_expr))
         if Role.CLASS not in roles:
             return f"tf.where({self._in_range(label, size)}, {self.tensor(x)}, 0.0)"
+        values = self._print(x)
+        if roles != ALL_ROLES:  # a gather's batch dimensions do not broadcast
+            values = f"{self.parenthesize(x, PRECEDENCE['Add'])} + tf.zeros_like({self.y_pred})"
         safe = f"tf.clip_by_value({label}, 0, {size} - 1)"
-        taken = f"tf.experimental.numpy.take_along_axis({self._print(x)}, {safe}, axis=-1)"
+        rank = f"len({self.y_pred}.shape)"
+        taken = f"tf.gather({values}, {safe}, axis=-1, batch_dims={rank} - 1)"
         return f"tf.where({self._in_range(label, size)}, {taken}, 0.0)"
+
+    def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
+        return f"tf.expand_dims({self.softmax_cross_entropy(expr)}, -1)"
+
+    def softmax_cross_entropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
+        """The fused op's call, its result without the class axis."""
+        y, z = (self._print(arg) for arg in expr.args)
+        return f"tf.nn.softmax_cross_entropy_with_logits(labels={y}, logits={z})"
+
+    def _print_SparseSoftmaxCrossEntropy(self, expr: fn.SparseSoftmaxCrossEntropy) -> str:
+        z, label_expr = expr.args
+        label, size = self.index(label_expr), f"tf.shape({self.y_pred})[-1]"
+        safe = f"tf.clip_by_value({label}, 0, {size} - 1)[..., 0]"
+        op = "tf.nn.sparse_softmax_cross_entropy_with_logits"
+        loss = f"{op}(labels={safe}, logits={self._print(z)})"
+        return f"tf.where({self._in_range(label, size)}, tf.expand_dims({loss}, -1), 0.0)"
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
         body = expr.args[0]
         body_roles = self.roles(body)
         present, missing = expr.removed_roles & body_roles, expr.removed_roles - body_roles
         value = self._print(body)
+        if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
+            value = f"tf.cast({value}, {self.use(SUM_DTYPE_LOCAL)})"
         if present:
             value = (
                 f"{REDUCTION_OPS[type(expr)]}({value}, axis={self.axes(present)}, keepdims=True)"
             )
+        if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
+            value = f"tf.cast({value}, {self.dtype})"
         if missing and isinstance(expr, fn.ReduceSum):
             return f"{self.count(missing)} * {value}"
         if missing and isinstance(expr, fn.LogSumExp):
@@ -533,11 +718,21 @@ class _Hoist(Exception):
 
 
 class _BodyLayout:
-    """The assignments and outputs being laid out; hoisting adds assignments."""
+    """The assignments and outputs being laid out; hoisting adds assignments.
+
+    Each pass goes once through the statements in order, looking at one statement at a
+    time, so that laying out a long spec takes time linear in its statements. While
+    hoisting, a temporary has a provisional name (`$0`, `$1`, ...: no identifier, so it
+    clashes with no other name) until its own statement is laid out and it gets the next
+    number; a statement only uses temporaries defined before it, so its text is final
+    when it is laid out. `readers` holds the `Name` nodes reading each temporary, renamed
+    in place.
+    """
 
     def __init__(self, assignments: list[_Assignment], outputs: list[ast.expr]) -> None:
         self.assignments = assignments
         self.outputs = outputs
+        self.readers: dict[str, list[ast.Name]] = {}
 
     def formatted(self) -> FunctionBody:
         statements = []
@@ -549,28 +744,49 @@ class _BodyLayout:
         return FunctionBody(tuple(statements), result, mask[0] if mask else None)
 
     def hoist_until_fitting(self) -> None:
-        self.renumber()
-        while (needed := self.needed_hoist()) is not None:
-            self.hoist(*needed)
-            self.renumber()
-
-    def needed_hoist(self) -> tuple[int, ast.expr] | None:
-        """Where a temporary is needed first (an assignment's index) and for what."""
-        for index, assignment in enumerate(self.assignments):
+        """Hoist parts of the statements too long for their lines, the first ones first."""
+        provisional = {
+            a.target: f"${i}"
+            for i, a in enumerate(a for a in self.assignments if TEMPORARY_NAME.fullmatch(a.target))
+        }
+        for tree in [*(a.value for a in self.assignments), *self.outputs]:
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name) and node.id in provisional:
+                    node.id = provisional[node.id]
+                    self.readers.setdefault(node.id, []).append(node)
+        self.assignments = [
+            replace_field(a, target=provisional.get(a.target, a.target)) for a in self.assignments
+        ]
+        numbered = 0
+        index = 0
+        while True:
+            if index == len(self.assignments):
+                parts = (_output_part(output) for output in self.outputs)
+                if (part := next((p for p in parts if p is not None), None)) is None:
+                    return
+                self.hoist(index, part)
+            assignment = self.assignments[index]
+            target = assignment.target
+            if target.startswith("$"):
+                target = f"t{numbered}"
             try:
-                statement_lines(assignment.target, assignment.value)
+                statement_lines(target, assignment.value)
             except _Hoist as hoist:
-                return index, hoist.node
-        for output in self.outputs:
-            if (part := _output_part(output)) is not None:
-                return len(self.assignments), part
-        return None
+                self.hoist(index, hoist.node)
+                continue
+            if target != assignment.target:
+                numbered += 1
+                for reader in self.readers.pop(assignment.target, []):
+                    reader.id = target
+                self.assignments[index] = replace_field(assignment, target=target)
+            index += 1
 
     def hoist(self, index: int, node: ast.expr) -> None:
         """Compute `node` in a new temporary just before assignment `index` (or the outputs)."""
-        temporaries = sum(1 for a in self.assignments if TEMPORARY_NAME.fullmatch(a.target))
-        name = f"t{temporaries}"  # free: the temporaries are t0 ... after `renumber`
-        replace = _Replace(node, ast.Name(name, ast.Load()))
+        name = f"${len(self.assignments)}"  # provisional names so far are all below this
+        reader = ast.Name(name, ast.Load())
+        self.readers[name] = [reader]
+        replace = _Replace(node, reader)
         if index < len(self.assignments):
             user = self.assignments[index]
             self.assignments[index] = replace_field(user, value=replace.expression(user.value))
@@ -579,52 +795,63 @@ class _BodyLayout:
         self.assignments.insert(index, _Assignment(name, node, hoisted=True))
 
     def inline_single_uses(self) -> None:
-        """Put each hoisted temporary used once back where it is used, if that still fits."""
-        index = 0
-        while index < len(self.assignments):
-            if self.inlined(index):
-                self.renumber()
-            else:
-                index += 1
+        """Put each hoisted temporary used once back where it is used, if that still fits.
 
-    def inlined(self, index: int) -> bool:
-        """Whether assignment `index` could be and was put back into its one use."""
-        assignment = self.assignments[index]
-        trees = [a.value for a in self.assignments] + self.outputs
-        if not assignment.hoisted or sum(_uses(tree, assignment.target) for tree in trees) != 1:
+        The first ones first, each judged with the temporaries' names before any is put
+        back: putting one back only shortens the names after it, so what fits keeps
+        fitting when the temporaries left are numbered again at the end.
+        """
+        trees: dict[str | None, ast.expr] = {a.target: a.value for a in self.assignments}
+        uses: Counter[str] = Counter()
+        user: dict[str, str | None] = {}  # the statement reading a name (None: the outputs)
+        for reader, tree in [*trees.items(), *((None, output) for output in self.outputs)]:
+            for name in _names(tree):
+                uses[name] += 1
+                user[name] = reader
+        kept = []
+        for assignment in self.assignments:
+            target = assignment.target
+            if (
+                assignment.hoisted
+                and uses[target] == 1
+                and self.inlined(target, user[target], trees)
+            ):
+                for name in _names(trees[target]):
+                    user[name] = user[target]
+            else:
+                kept.append(assignment)
+        temporaries = [a.target for a in kept if TEMPORARY_NAME.fullmatch(a.target)]
+        numbers = {name: f"t{number}" for number, name in enumerate(temporaries)}
+        renumber = _Rename(lambda name: numbers.get(name, name))
+        self.assignments = [
+            _Assignment(numbers.get(a.target, a.target), renumber.expression(trees[a.target]))
+            for a in kept
+        ]
+        self.outputs = [renumber.expression(output) for output in self.outputs]
+
+    def inlined(self, target: str, reader: str | None, trees: dict[str | None, ast.expr]) -> bool:
+        """Whether `target` could be and was put back into its one use (in `trees`)."""
+        value = trees[target]
+        put_back = _Substitute(target, value)  # in place; `taken_out` undoes it
+        taken_out = _Replace(value, ast.Name(target, ast.Load()))
+        if reader is not None:
+            trees[reader] = put_back.expression(trees[reader])
+            try:
+                statement_lines(reader, trees[reader])
+            except _Hoist:
+                trees[reader] = taken_out.expression(trees[reader])
+                return False
+            return True
+        self.outputs = [put_back.expression(output) for output in self.outputs]
+        if any(_output_part(output) is not None for output in self.outputs):
+            self.outputs = [taken_out.expression(output) for output in self.outputs]
             return False
-        substitute = _Substitute(assignment.target, assignment.value)
-        for position, user in enumerate(self.assignments):
-            if _uses(user.value, assignment.target):
-                value = substitute.expression(copy.deepcopy(user.value))
-                try:
-                    statement_lines(user.target, value)
-                except _Hoist:
-                    return False
-                self.assignments[position] = replace_field(user, value=value)
-                del self.assignments[index]
-                return True
-        outputs = [substitute.expression(copy.deepcopy(output)) for output in self.outputs]
-        if any(_output_part(output) is not None for output in outputs):
-            return False
-        self.outputs = outputs
-        del self.assignments[index]
         return True
 
-    def renumber(self) -> None:
-        """Temporaries named `t0, t1, ...` in the order they are defined."""
-        temporaries = [a.target for a in self.assignments if TEMPORARY_NAME.fullmatch(a.target)]
-        rename = _Rename({old: f"t{i}" for i, old in enumerate(temporaries)})
-        self.assignments = [
-            _Assignment(rename.names.get(a.target, a.target), rename.expression(a.value), a.hoisted)
-            for a in self.assignments
-        ]
-        self.outputs = [rename.expression(output) for output in self.outputs]
 
-
-def _uses(tree: ast.AST, name: str) -> int:
-    """How often `tree` reads the variable `name`."""
-    return sum(isinstance(node, ast.Name) and node.id == name for node in ast.walk(tree))
+def _names(tree: ast.AST) -> list[str]:
+    """The variables `tree` reads, once per read."""
+    return [node.id for node in ast.walk(tree) if isinstance(node, ast.Name)]
 
 
 def _check_round_trip(statement: str, value: ast.expr) -> None:
@@ -653,13 +880,13 @@ class _Replace(_Transformer):
 
 
 class _Rename(_Transformer):
-    """Renames variables."""
+    """Renames variables: `new_name` gives each name's new one."""
 
-    def __init__(self, names: dict[str, str]) -> None:
-        self.names = names
+    def __init__(self, new_name: Callable[[str], str]) -> None:
+        self.new_name = new_name
 
     def visit_Name(self, node: ast.Name) -> ast.Name:
-        return ast.Name(self.names.get(node.id, node.id), node.ctx)
+        return ast.Name(self.new_name(node.id), node.ctx)
 
 
 class _Substitute(_Transformer):
@@ -724,10 +951,19 @@ def _arguments(call: ast.Call) -> list[tuple[str, ast.expr]]:
 
 
 def _largest_operand(node: ast.expr) -> ast.expr | None:
-    """The longest operand of `node` worth a temporary (a sum's terms, a call's arguments)."""
-    candidates = [_unsigned(operand) for operand in _operands(node)]
-    worth = [candidate for candidate in candidates if not _is_atomic(candidate)]
-    return max(worth, key=lambda candidate: len(_flat(candidate)), default=None)
+    """The longest operand of `node` worth a temporary (a sum's terms, a call's arguments).
+
+    A chain of names only (`t0 + t1 + ... + t9`) has its first half hoisted.
+    """
+    operands = _operands(node)
+    worth = [c for c in map(_unsigned, operands) if not _is_atomic(c)]
+    if worth:
+        return max(worth, key=lambda candidate: len(_flat(candidate)))
+    chain = node
+    for _ in range(len(operands) // 2 if len(operands) > 2 else 0):
+        assert isinstance(chain, ast.BinOp)  # a chain of more than two operands
+        chain = chain.left  # its first operands: a sub-expression of their own
+    return None if chain is node else chain
 
 
 def _output_part(output: ast.expr) -> ast.expr | None:
@@ -762,6 +998,8 @@ def _operands(node: ast.expr) -> list[ast.expr]:
             return [left, *comparators]
         case ast.BoolOp(values=values) | ast.List(elts=values) | ast.Tuple(elts=values):
             return list(values)
+        case ast.IfExp(test=test, body=body, orelse=orelse):
+            return [body, test, orelse]
         case ast.Call():
             return [value for _, value in _arguments(node)]
     return []
@@ -878,6 +1116,8 @@ def _unparse(node: ast.AST) -> tuple[str, int]:
         case ast.BoolOp(op=op, values=values):
             word, precedence = (" and ", _AND) if isinstance(op, ast.And) else (" or ", _OR)
             return word.join(_flat(value, precedence + 1) for value in values), precedence
+        case ast.IfExp(test=test, body=body, orelse=orelse):
+            return f"{_flat(body, _OR)} if {_flat(test, _OR)} else {_flat(orelse)}", _TEST
     raise TypeError(f"no layout for generated {type(node).__name__}")
 
 

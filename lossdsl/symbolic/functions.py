@@ -328,6 +328,34 @@ class TakeClass(LossFunction):
         return self.args[0].is_real
 
 
+class SoftmaxCrossEntropy(LossFunction):
+    """-sum over the classes of y * log_softmax(z), per element without the class role.
+
+    Made by the printer only, for TensorFlow's fused op (`codegen.printer.FUSED_FORMS`).
+    Roles: z's (and y's) without class.
+    """
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        y, z = self.args
+        return -ReduceSum(y * LogSoftmax(z), CLASS_MASK)
+
+
+class SparseSoftmaxCrossEntropy(LossFunction):
+    """-log_softmax(z) at the label's class, per element (0 for a label outside [0, C)).
+
+    Made by the printer only, for TensorFlow's fused op (`codegen.printer.FUSED_FORMS`).
+    Roles: z's without class, united with the label's.
+    """
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        z, label = self.args
+        return -TakeClass(LogSoftmax(z), label)
+
+
 class Reduction(LossFunction):
     """A reduction f(x, removed) over the roles in the bitmask `removed`, kept at rank.
 
@@ -416,6 +444,8 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     OneHot: lambda roles, expr: roles[0] | {Role.CLASS},
     Gather: lambda roles, expr: _without_class(roles[1]),
     TakeClass: lambda roles, expr: _without_class(roles[0]) | roles[1],
+    SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
+    SparseSoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0]) | roles[1],
 }
 
 
