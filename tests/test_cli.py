@@ -38,7 +38,7 @@ def test_compile_writes_the_module_to_stdout(specs, capsys) -> None:
 
 def test_compile_with_xla(specs, capsys) -> None:
     status, out, _ = run(capsys, "compile", specs["good"], "--no-verify", "--xla")
-    assert status == 0 and "@tf.function(jit_compile=True)" in out
+    assert status == 0 and "@tf.function(jit_compile=True, autograph=False)" in out
 
 
 def test_compile_writes_out_file_and_warnings_to_stderr(specs, tmp_path, capsys) -> None:

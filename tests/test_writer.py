@@ -315,8 +315,8 @@ def test_mask_function_leaves_out_statements_it_does_not_need() -> None:
 
 def test_xla_option_sets_jit_compile() -> None:
     text = write(focal_checked(), FOCAL_BODY, jit_compile=True)
-    assert "@tf.function(jit_compile=True)" in text
-    assert "@tf.function\n" not in text
+    assert "@tf.function(jit_compile=True, autograph=False)" in text
+    assert "@tf.function(autograph=False)\n" not in text
 
 
 def test_loss_named_like_its_class_gets_a_distinct_class_name() -> None:

@@ -133,7 +133,10 @@ class ModuleWriter:
         self.checked = checked
         self.body = body
         self.rewrites = rewrites
-        self.decorator = "@tf.function(jit_compile=True)" if jit_compile else "@tf.function"
+        # The generated code branches only on static shapes (Python values at trace time),
+        # so AutoGraph has nothing to convert; skipping it makes tracing much faster.
+        options = "jit_compile=True, autograph=False" if jit_compile else "autograph=False"
+        self.decorator = f"@tf.function({options})"
         self.params = tuple(param_code(info) for info in checked.params)
         self.y_true = python_name(checked.y_true.name)
         self.y_pred = python_name(checked.y_pred.name)
@@ -303,10 +306,10 @@ class ModuleWriter:
             f"{INDENT}tf.debugging.assert_equal(",
             f"{INDENT * 2}tf.shape({name})[0],",
             f"{INDENT * 2}tf.shape({y_pred})[-1],",
-            f"{INDENT * 2}message=(",
-            f'{INDENT * 3}"Invalid value for argument `{param.spec_name}`: "',
-            f'{INDENT * 3}"expected one entry per class."',
-            f"{INDENT * 2}),",
+            *assert_message(
+                f"Invalid value for argument `{param.spec_name}`: ",
+                "expected one entry per class.",
+            ),
             f"{INDENT})",
             f"elif {name}.shape[0] != {y_pred}.shape[-1]:",
             f"{INDENT}raise ValueError(",
@@ -548,6 +551,26 @@ def indent_block(text: str, indent: str) -> str:
 def indent_lines(lines: Iterable[str], indent: str) -> list[str]:
     """Every line of every (possibly multi-line) statement, indented."""
     return [indent + line if line else "" for text in lines for line in text.split("\n")]
+
+
+def assert_message(first: str, second: str) -> list[str]:
+    """`message="..."` of the prelude's assert (inside its `if`), as ruff format lays it out.
+
+    ruff format joins implicitly concatenated strings that fit on one line (after
+    `message=`, else alone inside parentheses), so they are split only when neither fits.
+    """
+    indent = INDENT * 3  # function body, `if`, and the call's arguments
+    joined = f'{indent}message="{first}{second}",'
+    if len(joined) <= LINE_LENGTH:
+        return [joined[len(INDENT) :]]
+    if len(f'{indent}{INDENT}"{first}{second}"') <= LINE_LENGTH:
+        return [f"{INDENT * 2}message=(", f'{INDENT * 3}"{first}{second}"', f"{INDENT * 2}),"]
+    return [
+        f"{INDENT * 2}message=(",
+        f'{INDENT * 3}"{first}"',
+        f'{INDENT * 3}"{second}"',
+        f"{INDENT * 2}),",
+    ]
 
 
 def wrapped_call(

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 
-@tf.function
+@tf.function(autograph=False)
 def focal(y, p, gamma=2.0, alpha=0.25):
     """The `focal` loss per element.
 
@@ -48,13 +48,14 @@ def focal(y, p, gamma=2.0, alpha=0.25):
     elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, p.dtype)
+    sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     t0 = tf.clip_by_value(p, 1e-07, 0.9999999)
     t1 = tf.math.reduce_sum(
-        -alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0),
+        tf.cast(-alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),
         axis=-1,
         keepdims=True,
     )
-    return tf.squeeze(t1, axis=-1)
+    return tf.squeeze(tf.cast(t1, p.dtype), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 
-@tf.function
+@tf.function(autograph=False)
 def masked_ce(y, z):
     """The `masked_ce` loss per element.
 
@@ -44,19 +44,20 @@ def masked_ce(y, z):
     y = tf.cast(y, tf.int32)
     t0 = tf.where(
         (y >= 0) & (y < tf.shape(z)[-1]),
-        tf.experimental.numpy.take_along_axis(
-            tf.nn.log_softmax(z, axis=-1),
-            tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1),
-            axis=-1,
+        tf.expand_dims(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1)[..., 0], logits=z
+            ),
+            -1,
         ),
         0.0,
     )
-    losses = tf.squeeze(-t0, axis=-1)
+    losses = tf.squeeze(t0, axis=-1)
     valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
     return tf.where(valid, losses, tf.zeros_like(losses))
 
 
-@tf.function
+@tf.function(autograph=False)
 def masked_ce_mask(y, z):
     """The elements that count in the `masked_ce` loss (the spec's `mask`).
 

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 
-@tf.function
+@tf.function(autograph=False)
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
 
@@ -48,26 +48,29 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
         tf.debugging.assert_equal(
             tf.shape(w)[0],
             tf.shape(p)[-1],
-            message=(
-                "Invalid value for argument `w`: "
-                "expected one entry per class."
-            ),
+            message="Invalid value for argument `w`: expected one entry per class.",
         )
     elif w.shape[0] != p.shape[-1]:
         raise ValueError(
             "Invalid value for argument `w`: expected one entry per class "
             f"(C = {p.shape[-1]}), received {w.shape[0]} entries."
         )
+    sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
-    t1 = tf.where(
+    t1 = tf.cast(
+        tf.math.reduce_sum(
+            tf.cast(y * tf.math.log(tf.clip_by_value(p, 1e-07, 0.9999999)), sum_dtype),
+            axis=-1,
+            keepdims=True,
+        ),
+        p.dtype,
+    )
+    t2 = tf.where(
         (t0 >= 0) & (t0 < tf.size(w)),
         tf.gather(w, tf.clip_by_value(t0, 0, tf.size(w) - 1)),
         0.0,
     )
-    t2 = tf.math.reduce_sum(
-        y * tf.math.log(tf.clip_by_value(p, 1e-07, 0.9999999)), axis=-1, keepdims=True
-    )
-    return tf.squeeze(-t1 * t2, axis=-1)
+    return tf.squeeze(-t2 * t1, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
