@@ -21,6 +21,7 @@ import tensorflow as tf
 from sympy.core.cache import clear_cache
 
 from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.helpers import HELPERS
 from lossdsl.codegen.names import python_name
 from lossdsl.codegen.printer import lay_out, print_body, shared_subexpressions
 from lossdsl.codegen.writer import write_module
@@ -50,6 +51,8 @@ def run(text: str, y_true: np.ndarray, y_pred: np.ndarray, **params: object) -> 
     lines += [f"    {line}" for statement in body.statements for line in statement.split("\n")]
     lines.append(f"    return {body.result}, {body.mask}")
     namespace: dict[str, object] = {"tf": tf}
+    for helper in body.helpers:
+        exec(compile(HELPERS[helper], "<generated helper>", "exec"), namespace)  # generated code
     exec(compile("\n".join(lines), "<generated>", "exec"), namespace)  # generated code
     if checked.y_true.kind == "label":
         y = tf.constant(y_true.astype(np.int32))
@@ -134,6 +137,25 @@ def test_crossentropy_of_labels_that_need_not_sum_to_one_is_not_fused() -> None:
     _, body = compiled("input y: binary\ninput z: logits\nloss = mean(-sum(y * log_softmax(z)))")
     code = "\n".join([*body.statements, body.result])
     assert "softmax_cross_entropy_with_logits" not in code and "log_softmax" in code
+
+
+def test_binary_crossentropy_on_logits_is_one_softplus_pair() -> None:
+    _, body = compiled(
+        "input y: binary\ninput z: logits\nparam w: nonneg = 2.0\n"
+        "loss = mean(-(w * y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))))"
+    )
+    assert body.helpers == ("_softplus_pair",)
+    code = "\n".join([*body.statements, body.result])
+    assert "_softplus_pair(w * y, 1.0 - y, z)" in code
+    assert "tf.math.softplus" not in code
+
+
+def test_a_softplus_pair_without_y_pred_is_not_fused() -> None:
+    _, body = compiled(
+        "input y: target\ninput p: real\nloss = mean(softplus(y) + softplus(-y) + square(p))"
+    )
+    assert body.helpers == ()
+    assert "tf.math.softplus(y)" in "\n".join([*body.statements, body.result])
 
 
 def test_focal_loss_shares_the_clipped_probability() -> None:
@@ -359,6 +381,8 @@ def test_float16_sums_are_accumulated_in_float32() -> None:
     text = "input y: target\ninput p: real\nloss = mean(abs(p - y))"
     _, body = compiled(text)
     namespace: dict[str, object] = {"tf": tf}
+    for helper in body.helpers:
+        exec(compile(HELPERS[helper], "<generated helper>", "exec"), namespace)  # generated code
     lines = [
         "def loss_body(y, p):",
         *(f"    {line}" for s in body.statements for line in s.split("\n")),

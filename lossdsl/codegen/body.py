@@ -15,8 +15,10 @@ class FunctionBody:
     input as int32 in `[B, S..., 1]`), vector params as tensors of y_pred's dtype.
     `result` is an expression already squeezed to Keras's shape (`[B, S...]`, `[B]` or
     `[]`); `mask`, when the spec has one, is a boolean expression of the same shape.
+    `helpers` names the module-level functions of `codegen.helpers` the statements call.
     """
 
     statements: tuple[str, ...]
     result: str
     mask: str | None = None
+    helpers: tuple[str, ...] = ()

@@ -6,7 +6,9 @@ import builtins
 import keyword
 import re
 
-GENERATED_NAMES: frozenset[str] = frozenset(
+from lossdsl.codegen.helpers import HELPER_NAMES
+
+GENERATED_NAMES: frozenset[str] = HELPER_NAMES | frozenset(
     {
         "tf",
         "keras",

@@ -17,7 +17,8 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   whose gradient XLA compiles).
 - Sums, means and logsumexps of float16 and bfloat16 values are accumulated in float32
   (the local `sum_dtype`) and cast back, as Keras's `ops.mean` does.
-- Cross-entropies TensorFlow has a fused op for are printed with it (`FUSED_FORMS`).
+- Cross-entropies TensorFlow has a fused op for are printed with it, softplus pairs
+  (binary cross-entropy on logits) with a helper of the module's own (`FUSED_FORMS`).
 - A sum or product of more than `MAX_CHAIN` operands is computed in groups, each a
   temporary, so that no statement is long or deep.
 - Shared sub-expressions are computed once: `sympy.cse` temporaries `t0, t1, ...`
@@ -48,6 +49,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.helpers import HELPERS, SOFTPLUS_PAIR
 from lossdsl.codegen.names import python_name
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -120,10 +122,12 @@ _REPEATED_ARGUMENTS: dict[type, int] = {
 
 @dataclass(frozen=True)
 class FusionContext:
-    """What the fused forms may assume: the inputs whose rows sum to 1 (`onehot`), the roles."""
+    """What the fused forms may assume: the inputs whose rows sum to 1 (`onehot`), the roles,
+    and which symbol is y_pred."""
 
     rows_summing_to_one: frozenset[sympy.Symbol]
     roles: Mapping[sympy.Symbol, Roles]
+    y_pred: sympy.Symbol
 
     def has_all_roles(self, expr: sympy.Basic) -> bool:
         return fn.roles_of(expr, self.roles) == ALL_ROLES
@@ -165,10 +169,47 @@ def sparse_softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> s
     return None
 
 
-FUSED_FORMS = (softmax_cross_entropy, sparse_softmax_cross_entropy)
-"""Printing rules: sub-expressions TensorFlow computes with one fused op, value and gradient
-in one kernel. They are the printer's own (not rewrites), since one depends on an input's
-kind; the verifier checks the printed code against the expression before them."""
+def softplus_pair(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """a * softplus(-x) + b * softplus(x) (inside a longer sum too) = softplus_pair(a, b, x),
+    for an x that depends on y_pred.
+
+    Binary cross-entropy on logits, weighted or not, is such a pair. The module's
+    `_softplus_pair` helper computes it from one exp and gives its gradient by hand
+    (`codegen.helpers`): fewer passes than differentiating two softplus, and exact in
+    both tails, where TensorFlow's fused sigmoid cross-entropy cancels.
+    """
+    if not isinstance(node, sympy.Add):
+        return None
+    coefficients: dict[sympy.Expr, list[sympy.Expr]] = {}
+    for term in node.args:
+        if (split := _softplus_factor(term)) is not None:
+            coefficients.setdefault(split[1], []).append(split[0])
+    for argument, negated_terms in coefficients.items():
+        x = -argument
+        if argument.could_extract_minus_sign() and x in coefficients and x.has(context.y_pred):
+            a, b = sympy.Add(*negated_terms), sympy.Add(*coefficients[x])
+            pair = [c * fn.Softplus(argument) for c in negated_terms]
+            pair += [c * fn.Softplus(x) for c in coefficients[x]]
+            rest = [term for term in node.args if term not in pair]
+            return sympy.Add(*rest, fn.SoftplusPair(a, b, x))
+    return None
+
+
+def _softplus_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(c, x) for a term c * softplus(x) with one softplus factor, else None."""
+    factors = sympy.Mul.make_args(term)
+    softplus = [factor for factor in factors if isinstance(factor, fn.Softplus)]
+    if len(softplus) != 1:
+        return None
+    rest = [factor for factor in factors if factor is not softplus[0]]
+    return sympy.Mul(*rest), softplus[0].args[0]
+
+
+FUSED_FORMS = (softmax_cross_entropy, sparse_softmax_cross_entropy, softplus_pair)
+"""Printing rules: sub-expressions TensorFlow computes with one fused op or one helper of
+ours, value and gradient together. They are the printer's own (not rewrites), since they
+depend on an input's kind or on which input is y_pred; the verifier checks the printed
+code against the expression before them."""
 
 
 def fuse(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
@@ -193,7 +234,8 @@ def print_body(symbolic: SymbolicLoss) -> FunctionBody:
     y_true = symbolic.symbols[checked.y_true.name]
     labels = frozenset({y_true} if checked.y_true.kind == "label" else ())
     onehot = frozenset({y_true} if checked.y_true.kind == "onehot" else ())
-    fused = fuse(symbolic.result, FusionContext(onehot, symbolic.roles))
+    y_pred = symbolic.symbols[checked.y_pred.name]
+    fused = fuse(symbolic.result, FusionContext(onehot, symbolic.roles, y_pred))
     outputs = [fused] + ([symbolic.mask] if symbolic.mask is not None else [])
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
@@ -208,7 +250,8 @@ def print_body(symbolic: SymbolicLoss) -> FunctionBody:
     result = printer.keras_shaped(fused, target)
     mask = printer.keras_shaped(symbolic.mask, target) if symbolic.mask is not None else None
     definitions += printer.take_groups()
-    return lay_out(printer.locals_used() + definitions, result, mask)
+    body = lay_out(printer.locals_used() + definitions, result, mask)
+    return replace_field(body, helpers=tuple(h for h in HELPERS if h in printer.helpers_used))
 
 
 def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
@@ -286,6 +329,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.y_pred = y_pred
         self.temporaries = temporaries
         self.used_locals: set[str] = set()
+        self.helpers_used: set[str] = set()
         self.groups: list[tuple[str, str]] = []
         self.groups_made = 0
         self._roles: dict[sympy.Basic, Roles] = {}
@@ -588,6 +632,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         op = "tf.nn.sparse_softmax_cross_entropy_with_logits"
         loss = f"{op}(labels={safe}, logits={self._print(z)})"
         return f"tf.where({self._in_range(label, size)}, tf.expand_dims({loss}, -1), 0.0)"
+
+    def _print_SoftplusPair(self, expr: fn.SoftplusPair) -> str:
+        self.helpers_used.add(SOFTPLUS_PAIR)
+        a, b, x = expr.args
+        return f"{SOFTPLUS_PAIR}({self._print(a)}, {self._print(b)}, {self.tensor(x)})"
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
         body = expr.args[0]

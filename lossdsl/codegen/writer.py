@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.helpers import HELPERS
 from lossdsl.codegen.names import camel_case, python_name
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
@@ -155,6 +156,7 @@ class ModuleWriter:
                 "import keras",
                 "import tensorflow as tf",
             ],
+            *(HELPERS[name].splitlines() for name in self.body.helpers),
             self.per_sample_function(),
         ]
         if self.body.mask is not None:

@@ -356,6 +356,20 @@ class SparseSoftmaxCrossEntropy(LossFunction):
         return -TakeClass(LogSoftmax(z), label)
 
 
+class SoftplusPair(Elementwise):
+    """a * softplus(-x) + b * softplus(x): binary cross-entropy on logits and its kin.
+
+    Made by the printer only, for the module's `softplus_pair` helper
+    (`codegen.printer.FUSED_FORMS`). Roles: the union of its arguments'.
+    """
+
+    nargs = 3
+
+    def definition(self) -> sympy.Expr:
+        a, b, x = self.args
+        return a * Softplus(-x) + b * Softplus(x)
+
+
 class Reduction(LossFunction):
     """A reduction f(x, removed) over the roles in the bitmask `removed`, kept at rank.
 

@@ -30,7 +30,6 @@ from lossdsl.symbolic.functions import (
     Softmax,
     Softplus,
     TakeClass,
-    Where,
     decode_roles,
     encode_roles,
 )
@@ -172,42 +171,6 @@ def softmax_of_exp_ratio(expr: sympy.Basic) -> sympy.Basic | None:
     return None
 
 
-def one_softplus_of_softplus_pair(expr: sympy.Basic) -> sympy.Basic | None:
-    """a * softplus(-x) + b * softplus(x) = (a + b) * softplus(-|x|) + where(x >= 0, b * x, -a * x)
-    (inside a longer sum too), since softplus(x) = x + softplus(-x): one softplus computed
-    instead of two. The branch keeps the small terms apart from the large ones (no
-    cancellation), and `-|x|` is written `where(x >= 0, -x, x)`, so the derivative at x = 0
-    is exact."""
-    if not isinstance(expr, sympy.Add):
-        return None
-    coefficients: dict[sympy.Expr, list[sympy.Expr]] = {}
-    for term in expr.args:
-        if (split := _softplus_factor(term)) is not None:
-            coefficients.setdefault(split[1], []).append(split[0])
-    for argument in coefficients:
-        if argument.could_extract_minus_sign() and -argument in coefficients:
-            x = -argument
-            terms = [coefficient * Softplus(x) for coefficient in coefficients[x]]
-            terms += [coefficient * Softplus(argument) for coefficient in coefficients[argument]]
-            a, b = sympy.Add(*coefficients[argument]), sympy.Add(*coefficients[x])
-            nonnegative = sympy.GreaterThan(x, 0)
-            fused = (a + b) * Softplus(Where(nonnegative, -x, x)) + Where(
-                nonnegative, b * x, -a * x
-            )
-            return expr - sympy.Add(*terms) + fused
-    return None
-
-
-def _softplus_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
-    """(c, x) for a term c * softplus(x) with one softplus factor, else None."""
-    factors = sympy.Mul.make_args(term)
-    softplus = [factor for factor in factors if isinstance(factor, Softplus)]
-    if len(softplus) != 1:
-        return None
-    rest = [factor for factor in factors if factor is not softplus[0]]
-    return sympy.Mul(*rest), softplus[0].args[0]
-
-
 def gather_of_onehot_sum(expr: sympy.Basic) -> sympy.Basic | None:
     """sum_c onehot(y)_c * x_c = x at class y (mean: divided by C); 0 for y outside [0, C)."""
     if not isinstance(expr, ReduceSum | ReduceMean):
@@ -266,7 +229,6 @@ RULES: tuple[Rule, ...] = tuple(
         one_minus_sigmoid,
         sigmoid_of_reciprocal,
         softmax_of_exp_ratio,
-        one_softplus_of_softplus_pair,
         gather_of_onehot_sum,
     )
 )
