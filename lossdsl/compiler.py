@@ -83,7 +83,7 @@ def compile_source(
     found = list(checked.warnings)
     found += domain_warnings(checked)
     symbolic = lower(checked)
-    body = print_body(symbolic)
+    body = print_body(symbolic, jit_compile=jit_compile)
     python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
 
     # Only a spec that passed every check pays for importing Keras and TensorFlow.

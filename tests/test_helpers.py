@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lossdsl.codegen.helpers import HELPER_NAMES, HELPERS, SOFTPLUS_PAIR
+from lossdsl.codegen.helpers import (
+    HELPER_NAMES,
+    HELPERS,
+    MEAN_OVER_CLASSES,
+    SOFTPLUS_PAIR,
+    SUM_OVER_CLASSES,
+)
 
 
 def helper_namespace() -> dict[str, object]:
@@ -83,3 +89,30 @@ def test_softplus_pair_stays_finite_in_float16() -> None:
     assert value.dtype == tf.float16
     assert np.isfinite(value.numpy()).all()
     assert np.isfinite(tape.gradient(value, x).numpy()).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4, 3, 6), (7, 1)])
+def test_sums_and_means_over_classes_under_xla(shape: tuple[int, ...]) -> None:
+    namespace = helper_namespace()
+    x = np.random.default_rng(1).normal(size=shape)
+    for name, reduce in [(SUM_OVER_CLASSES, np.sum), (MEAN_OVER_CLASSES, np.mean)]:
+        helper = namespace[name]
+
+        @tf.function(jit_compile=True)
+        def value_and_gradient(x_t: tf.Tensor, helper: object = helper) -> tuple:
+            with tf.GradientTape() as tape:
+                tape.watch(x_t)
+                value = helper(x_t)  # type: ignore[operator]
+                weighted = tf.reduce_sum(
+                    value
+                    * tf.range(1.0, value.shape[0] + 1, dtype=x_t.dtype)[
+                        (...,) + (None,) * (len(shape) - 1)
+                    ]
+                )
+            return value, tape.gradient(weighted, x_t)
+
+        value, gradient = value_and_gradient(tf.constant(x))
+        np.testing.assert_allclose(value, reduce(x, axis=-1, keepdims=True), rtol=1e-12)
+        scale = 1.0 if reduce is np.sum else 1.0 / shape[-1]
+        rows = np.arange(1.0, shape[0] + 1).reshape((-1,) + (1,) * (len(shape) - 1))
+        np.testing.assert_allclose(gradient, np.broadcast_to(rows * scale, shape), rtol=1e-12)

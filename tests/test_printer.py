@@ -144,10 +144,16 @@ def test_binary_crossentropy_on_logits_is_one_softplus_pair() -> None:
         "input y: binary\ninput z: logits\nparam w: nonneg = 2.0\n"
         "loss = mean(-(w * y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))))"
     )
-    assert body.helpers == ("_softplus_pair",)
+    assert body.helpers == ("_softplus_pair_same_shape",)
     code = "\n".join([*body.statements, body.result])
-    assert "_softplus_pair(w * y, 1.0 - y, z)" in code
+    assert "_softplus_pair_same_shape(w * y, 1.0 - y, z)" in code
     assert "tf.math.softplus" not in code
+    _, per_sample_weight = compiled(
+        "input y: binary\ninput z: logits\n"
+        "loss = mean(-(sum(y) * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))))"
+    )
+    assert per_sample_weight.helpers == ("_softplus_pair", "_softplus_pair_same_shape")
+    assert "_softplus_pair(" in "\n".join([*per_sample_weight.statements, per_sample_weight.result])
 
 
 def test_a_softplus_pair_without_y_pred_is_not_fused() -> None:
@@ -156,6 +162,24 @@ def test_a_softplus_pair_without_y_pred_is_not_fused() -> None:
     )
     assert body.helpers == ()
     assert "tf.math.softplus(y)" in "\n".join([*body.statements, body.result])
+
+
+def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
+    symbolic = lower(
+        check_source(
+            SourceFile.from_text(
+                "input y: onehot\ninput p: prob\n"
+                "loss = mean(sum(-y * log(clip(p))) + 0.1 * mean(square(p)))"
+            )
+        )
+    )
+    plain = print_body(symbolic)
+    assert plain.helpers == ()
+    xla = print_body(symbolic, jit_compile=True)
+    assert xla.helpers == ("_sum_over_classes", "_mean_over_classes")
+    code = "\n".join([*xla.statements, xla.result])
+    assert "_sum_over_classes(" in code and "_mean_over_classes(" in code
+    assert "tf.math.reduce_sum" not in code and "tf.math.reduce_mean" not in code
 
 
 def test_focal_loss_shares_the_clipped_probability() -> None:

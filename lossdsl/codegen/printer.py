@@ -49,7 +49,14 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import HELPERS, SOFTPLUS_PAIR
+from lossdsl.codegen.helpers import (
+    HELPER_DEPENDENCIES,
+    HELPERS,
+    MEAN_OVER_CLASSES,
+    SOFTPLUS_PAIR,
+    SOFTPLUS_PAIR_SAME_SHAPE,
+    SUM_OVER_CLASSES,
+)
 from lossdsl.codegen.names import python_name
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -79,6 +86,12 @@ REDUCTION_OPS: dict[type, str] = {
     fn.ReduceMin: "tf.math.reduce_min",
     fn.LogSumExp: "tf.math.reduce_logsumexp",
 }
+
+CLASS_REDUCTION_HELPERS: dict[type, str] = {
+    fn.ReduceSum: SUM_OVER_CLASSES,
+    fn.ReduceMean: MEAN_OVER_CLASSES,
+}
+"""How a module compiled with XLA sums and averages over the classes alone."""
 
 RELATION_OPS: dict[str, str] = {
     "<": "tf.math.less",
@@ -227,8 +240,12 @@ def fuse(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
     return visit(expr)
 
 
-def print_body(symbolic: SymbolicLoss) -> FunctionBody:
-    """The TensorFlow statements computing `symbolic.result` (and its mask)."""
+def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> FunctionBody:
+    """The TensorFlow statements computing `symbolic.result` (and its mask).
+
+    With `jit_compile` (a module compiled with XLA), sums and means over the classes alone
+    are printed as `_sum_over_classes` and `_mean_over_classes` (`codegen.helpers`).
+    """
     checked = symbolic.checked
     names = {symbol: python_name(spec_name) for spec_name, symbol in symbolic.symbols.items()}
     y_true = symbolic.symbols[checked.y_true.name]
@@ -240,7 +257,7 @@ def print_body(symbolic: SymbolicLoss) -> FunctionBody:
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     printer = TensorFlowPrinter(
-        names, symbolic.roles, labels, python_name(checked.y_pred.name), temporaries
+        names, symbolic.roles, labels, python_name(checked.y_pred.name), temporaries, jit_compile
     )
     definitions = []
     for expr in shared:
@@ -251,7 +268,10 @@ def print_body(symbolic: SymbolicLoss) -> FunctionBody:
     mask = printer.keras_shaped(symbolic.mask, target) if symbolic.mask is not None else None
     definitions += printer.take_groups()
     body = lay_out(printer.locals_used() + definitions, result, mask)
-    return replace_field(body, helpers=tuple(h for h in HELPERS if h in printer.helpers_used))
+    used = printer.helpers_used.union(
+        *(HELPER_DEPENDENCIES.get(helper, ()) for helper in printer.helpers_used)
+    )
+    return replace_field(body, helpers=tuple(helper for helper in HELPERS if helper in used))
 
 
 def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
@@ -321,8 +341,10 @@ class TensorFlowPrinter(PythonCodePrinter):
         integers: frozenset[sympy.Symbol],
         y_pred: str,
         temporaries: Mapping[sympy.Basic, str],
+        jit_compile: bool = False,
     ) -> None:
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
+        self.jit_compile = jit_compile
         self.names = names
         self.symbol_roles = roles
         self.integers = integers
@@ -634,9 +656,12 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"tf.where({self._in_range(label, size)}, tf.expand_dims({loss}, -1), 0.0)"
 
     def _print_SoftplusPair(self, expr: fn.SoftplusPair) -> str:
-        self.helpers_used.add(SOFTPLUS_PAIR)
+        """The helper's call; arguments with every role have y_pred's shape and dtype."""
         a, b, x = expr.args
-        return f"{SOFTPLUS_PAIR}({self._print(a)}, {self._print(b)}, {self.tensor(x)})"
+        same_shape = all(self.roles(arg) == ALL_ROLES for arg in expr.args)
+        helper = SOFTPLUS_PAIR_SAME_SHAPE if same_shape else SOFTPLUS_PAIR
+        self.helpers_used.add(helper)
+        return f"{helper}({self._print(a)}, {self._print(b)}, {self.tensor(x)})"
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
         body = expr.args[0]
@@ -645,7 +670,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         value = self._print(body)
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
             value = f"tf.cast({value}, {self.use(SUM_DTYPE_LOCAL)})"
-        if present:
+        class_helper = CLASS_REDUCTION_HELPERS.get(type(expr))
+        if self.jit_compile and present == {Role.CLASS} and class_helper is not None:
+            self.helpers_used.add(class_helper)
+            value = f"{class_helper}({value})"
+        elif present:
             value = (
                 f"{REDUCTION_OPS[type(expr)]}({value}, axis={self.axes(present)}, keepdims=True)"
             )

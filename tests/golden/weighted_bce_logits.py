@@ -22,35 +22,16 @@ import keras
 import tensorflow as tf
 
 
-def _softplus_pair(a, b, x):
-    """a * softplus(-x) + b * softplus(x), from one exp, with its exact gradient.
-
-    The value is (a + b) * log1p(exp(-|x|)) + where(x >= 0, b * x, -a * x), which keeps
-    the small terms apart from the large ones. The gradient with respect to x is
-    where(x >= 0, b - (a + b) * s, (a + b) * s - a) with s = sigmoid(-|x|), computed from
-    the value's own exp and exact where the plain b - (a + b) * sigmoid(-x) cancels.
-    """
-    a = tf.convert_to_tensor(a, dtype=x.dtype)
-    b = tf.convert_to_tensor(b, dtype=x.dtype)
-    shape = tf.broadcast_dynamic_shape(
-        tf.broadcast_dynamic_shape(tf.shape(a), tf.shape(b)), tf.shape(x)
-    )
-    return _softplus_pair_same_shape(
-        tf.broadcast_to(a, shape), tf.broadcast_to(b, shape), tf.broadcast_to(x, shape)
-    )
-
-
 @tf.custom_gradient
 def _softplus_pair_same_shape(a, b, x):
-    """`_softplus_pair` of arguments of one shape, so that each gradient has its shape."""
-    exp_term = tf.math.exp(-tf.math.abs(x))
-    log_term = tf.math.log1p(exp_term)
+    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape."""
+    log_term = tf.math.log1p(tf.math.exp(-tf.math.abs(x)))
     total = a + b
     nonnegative = tf.math.greater_equal(x, 0.0)
     value = total * log_term + tf.where(nonnegative, b * x, -a * x)
 
     def gradient(upstream):
-        scaled = total * exp_term / (1.0 + exp_term)
+        scaled = total * tf.math.sigmoid(-tf.math.abs(x))
         return (
             upstream * (log_term + tf.nn.relu(-x)),
             upstream * (log_term + tf.nn.relu(x)),
@@ -87,7 +68,7 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     y = tf.cast(y, z.dtype)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
     t0 = tf.math.reduce_mean(
-        tf.cast(_softplus_pair(pos_weight * y, 1.0 - y, z), sum_dtype),
+        tf.cast(_softplus_pair_same_shape(pos_weight * y, 1.0 - y, z), sum_dtype),
         axis=-1,
         keepdims=True,
     )
