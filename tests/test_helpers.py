@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 
 from lossdsl.codegen.helpers import (
+    CLASS_OF,
     HELPER_NAMES,
     HELPERS,
     MEAN_OVER_CLASSES,
+    SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
     SUM_OVER_CLASSES,
 )
@@ -116,3 +118,59 @@ def test_sums_and_means_over_classes_under_xla(shape: tuple[int, ...]) -> None:
         scale = 1.0 if reduce is np.sum else 1.0 / shape[-1]
         rows = np.arange(1.0, shape[0] + 1).reshape((-1,) + (1,) * (len(shape) - 1))
         np.testing.assert_allclose(gradient, np.broadcast_to(rows * scale, shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("classes", [7, 2048, 32000, 4099])
+def test_blocked_class_sums_are_as_accurate_as_the_reduction(classes: int) -> None:
+    """Over many classes one matrix-vector product adds up float32 values too sequentially."""
+    namespace = helper_namespace()
+    rng = np.random.default_rng(2)
+    sizes = rng.choice([1e4, 1e2], (4, classes))
+    sizes[rng.random((4, classes)) < 0.25] = 0.5
+    x = sizes.astype(np.float32)  # one product over 32000 such entries is off by 4e-5
+    exact = x.astype(np.float64).sum(-1, keepdims=True)
+    total = tf.function(namespace[SUM_OVER_CLASSES], jit_compile=True)(tf.constant(x))  # type: ignore[arg-type]
+    assert np.max(np.abs(total.numpy() - exact) / exact) < 1e-6
+
+
+def test_class_block_divides_large_class_counts() -> None:
+    block = helper_namespace()["_class_block"]
+    assert block(None) is None and block(10) == 10 and block(2048) == 2048  # type: ignore[operator]
+    assert block(32000) == 2000 and block(4099) is None  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
+def test_class_of_is_argmax_with_first_index_on_ties(dtype: tf.DType) -> None:
+    class_of = tf.function(helper_namespace()[CLASS_OF], jit_compile=True)  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    y = rng.random((6, 3000))
+    y[0, :] = 0.0
+    y[1, [5, 2999]] = 2.0
+    y[2, [2999]] = 2.0
+    got = class_of(tf.constant(y, dtype)).numpy()
+    expected = tf.math.argmax(tf.constant(y, dtype), axis=-1, output_type=tf.int32).numpy()
+    np.testing.assert_array_equal(got[:, 0], expected)
+    assert got.shape == (6, 1) and got[0, 0] == 0 and got[1, 0] == 5 and got[2, 0] == 2999
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
+def test_softmax_cross_entropy_matches_the_fused_op(dtype: tf.DType) -> None:
+    helper = helper_namespace()[SOFTMAX_CROSS_ENTROPY]
+    rng = np.random.default_rng(4)
+    logits = tf.constant(rng.normal(0, 3, (5, 3000)) + np.where(rng.random((5, 1)) < 0.5, 1e3, 0))
+    labels = tf.constant(rng.dirichlet(np.ones(3000), 5))  # soft labels, rows summing to 1
+
+    @tf.function(jit_compile=True)
+    def value_and_gradient(y: tf.Tensor, z: tf.Tensor) -> tuple:
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = helper(y, z)  # type: ignore[operator]
+        return value, tape.gradient(value, z)
+
+    value, gradient = value_and_gradient(tf.cast(labels, dtype), tf.cast(logits, dtype))
+    assert value.shape == (5, 1) and value.dtype == dtype
+    expected = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    tolerance = 1e-6 if dtype == tf.float32 else 1e-2
+    np.testing.assert_allclose(value.numpy()[:, 0], expected.numpy(), rtol=tolerance)
+    exact_gradient = tf.nn.softmax(logits) - labels
+    np.testing.assert_allclose(gradient.numpy(), exact_gradient.numpy(), atol=tolerance)

@@ -133,6 +133,21 @@ def test_categorical_crossentropy_of_onehot_labels_is_the_fused_op() -> None:
     assert "log_softmax" not in code
 
 
+def test_xla_modules_compute_crossentropy_and_class_ids_with_helpers() -> None:
+    def xla_body(text: str) -> FunctionBody:
+        return print_body(lower(check_source(SourceFile.from_text(text))), jit_compile=True)
+
+    logits = xla_body("input y: onehot\ninput z: logits\nloss = mean(-sum(y * log(softmax(z))))")
+    assert logits.result == "tf.squeeze(_softmax_cross_entropy(y, z), axis=-1)"
+    assert logits.helpers == ("_sum_over_classes", "_softmax_cross_entropy")
+    weighted = xla_body(
+        "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0, 2.0]\n"
+        "loss = mean(w[class(y)] * sum(-y * log(clip(p))))"
+    )
+    assert "_class_of(y)" in "\n".join([*weighted.statements, weighted.result])
+    assert "_class_of" in weighted.helpers
+
+
 def test_crossentropy_of_labels_that_need_not_sum_to_one_is_not_fused() -> None:
     _, body = compiled("input y: binary\ninput z: logits\nloss = mean(-sum(y * log_softmax(z)))")
     code = "\n".join([*body.statements, body.result])

@@ -14,6 +14,12 @@ SUM_OVER_CLASSES = "_sum_over_classes"
 MEAN_OVER_CLASSES = "_mean_over_classes"
 """A mean over the last axis as a product with a vector of ones (XLA modules only)."""
 
+SOFTMAX_CROSS_ENTROPY = "_softmax_cross_entropy"
+"""Categorical cross-entropy on logits from two class sums (XLA modules only)."""
+
+CLASS_OF = "_class_of"
+"""The index of each row's largest entry, from two fast reductions (XLA modules only)."""
+
 HELPERS: dict[str, str] = {
     SOFTPLUS_PAIR: '''
 def _softplus_pair(a, b, x):
@@ -55,21 +61,61 @@ def _softplus_pair_same_shape(a, b, x):
 '''.strip(),
     SUM_OVER_CLASSES: '''
 def _sum_over_classes(x):
-    """tf.math.reduce_sum(x, axis=-1, keepdims=True), as a matrix-vector product.
+    """tf.math.reduce_sum(x, axis=-1, keepdims=True), as XLA on the CPU computes it fastest.
 
-    XLA on the CPU computes the product in one pass, fused with the ops that make x; a
-    reduction this large it splits into reduce-windows, for which x is written to memory
-    and read back. This module is compiled with XLA, so its class sums use this form.
+    XLA splits a large reduction into reduce-windows, slow on the CPU, and writes x to
+    memory first; a product with a vector of ones runs as one fast matrix-vector product.
+    Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
+    blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
+    A class count with no such divisor, or unknown when tracing, gets the reduction.
     """
-    classes = tf.shape(x)[-1:]
-    rows = tf.reshape(x, tf.concat([[-1], classes], 0))
-    total = tf.linalg.matvec(rows, tf.ones(classes, x.dtype))
-    return tf.reshape(total, tf.concat([tf.shape(x)[:-1], [1]], 0))
+    classes = x.shape[-1]
+    block = _class_block(classes)
+    if block is None:
+        return tf.math.reduce_sum(x, axis=-1, keepdims=True)
+    sums = tf.linalg.matvec(tf.reshape(x, [-1, block]), tf.ones([block], x.dtype))
+    sums = tf.reshape(sums, tf.concat([tf.shape(x)[:-1], [classes // block]], 0))
+    return tf.math.reduce_sum(sums, axis=-1, keepdims=True)
+
+
+def _class_block(classes):
+    """How many classes one matrix-vector product of `_sum_over_classes` adds up."""
+    if classes is None or classes <= 2048:
+        return classes
+    divisors = [size for size in range(2048, 511, -1) if classes % size == 0]
+    return divisors[0] if divisors else None
 '''.strip(),
     MEAN_OVER_CLASSES: '''
 def _mean_over_classes(x):
     """tf.math.reduce_mean(x, axis=-1, keepdims=True), as `_sum_over_classes` computes it."""
     return _sum_over_classes(x) / tf.cast(tf.shape(x)[-1], x.dtype)
+'''.strip(),
+    SOFTMAX_CROSS_ENTROPY: '''
+def _softmax_cross_entropy(labels, logits):
+    """tf.nn.softmax_cross_entropy_with_logits for labels whose rows sum to 1, axis kept.
+
+    logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
+    them, in float32 for half-precision logits. XLA on the CPU computes it in fewer passes
+    than the fused op, with the same gradient, softmax(logits) - labels.
+    """
+    dtype = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
+    labels, wide = tf.cast(labels, dtype), tf.cast(logits, dtype)
+    largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
+    log_total = tf.math.log(_sum_over_classes(tf.math.exp(wide - largest))) + largest
+    return tf.cast(log_total - _sum_over_classes(labels * wide), logits.dtype)
+'''.strip(),
+    CLASS_OF: '''
+def _class_of(y):
+    """tf.math.argmax(y, axis=-1, output_type=tf.int32), with its last axis kept.
+
+    The first index of each row's largest entry, as argmax gives it, from two plain
+    reductions: XLA on the CPU computes them faster than its argmax (a reduction of
+    value-index pairs).
+    """
+    classes = tf.shape(y)[-1]
+    largest = tf.math.reduce_max(y, axis=-1, keepdims=True)
+    from_the_end = tf.where(y == largest, classes - tf.range(classes), 0)
+    return classes - tf.math.reduce_max(from_the_end, axis=-1, keepdims=True)
 '''.strip(),
 }
 """Each helper's source, formatted as ruff formats it; it uses only `tf`. A generated
@@ -79,9 +125,19 @@ imports, in the order of this table; `HELPER_DEPENDENCIES` adds the helpers they
 HELPER_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     SOFTPLUS_PAIR: (SOFTPLUS_PAIR_SAME_SHAPE,),
     MEAN_OVER_CLASSES: (SUM_OVER_CLASSES,),
+    SOFTMAX_CROSS_ENTROPY: (SUM_OVER_CLASSES,),
 }
+"""The helpers each helper calls (one level: none of those calls another)."""
 
 HELPER_NAMES: frozenset[str] = frozenset(
-    {SOFTPLUS_PAIR, SOFTPLUS_PAIR_SAME_SHAPE, SUM_OVER_CLASSES, MEAN_OVER_CLASSES}
+    {
+        SOFTPLUS_PAIR,
+        SOFTPLUS_PAIR_SAME_SHAPE,
+        SUM_OVER_CLASSES,
+        "_class_block",
+        MEAN_OVER_CLASSES,
+        SOFTMAX_CROSS_ENTROPY,
+        CLASS_OF,
+    }
 )
 """Every module-level name the helpers define (kept out of spec names by `codegen.names`)."""

@@ -50,9 +50,11 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import (
+    CLASS_OF,
     HELPER_DEPENDENCIES,
     HELPERS,
     MEAN_OVER_CLASSES,
+    SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
     SUM_OVER_CLASSES,
@@ -244,7 +246,9 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
     """The TensorFlow statements computing `symbolic.result` (and its mask).
 
     With `jit_compile` (a module compiled with XLA), sums and means over the classes alone
-    are printed as `_sum_over_classes` and `_mean_over_classes` (`codegen.helpers`).
+    are printed as `_sum_over_classes` and `_mean_over_classes`, `class(y)` of a one-hot
+    y as `_class_of`, and the fused softmax cross-entropy as `_softmax_cross_entropy`
+    (`codegen.helpers`): XLA on the CPU computes them faster.
     """
     checked = symbolic.checked
     names = {symbol: python_name(spec_name) for spec_name, symbol in symbolic.symbols.items()}
@@ -460,7 +464,11 @@ class TensorFlowPrinter(PythonCodePrinter):
             if expr not in self.temporaries and precedence(expr) <= PRECEDENCE["Add"]:
                 printed = f"({printed})"
             printed = f"{printed} + {broadcast}"
-        if target == PER_ELEMENT and isinstance(expr, fn.SoftmaxCrossEntropy):
+        if (
+            target == PER_ELEMENT
+            and isinstance(expr, fn.SoftmaxCrossEntropy)
+            and not self.jit_compile
+        ):
             return self.softmax_cross_entropy(expr)  # no axis added and squeezed again
         if target == PER_ELEMENT:
             return f"tf.squeeze({printed}, axis=-1)"
@@ -606,6 +614,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         y = expr.args[0]
         if y in self.integers:
             return self.index(y)
+        if self.jit_compile:
+            self.helpers_used.add(CLASS_OF)
+            return f"{CLASS_OF}({self._print(y)})"
         return (
             f"tf.expand_dims(tf.math.argmax({self._print(y)}, axis=-1, output_type=tf.int32), -1)"
         )
@@ -640,6 +651,10 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"tf.where({self._in_range(label, size)}, {taken}, 0.0)"
 
     def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
+        if self.jit_compile:
+            self.helpers_used.add(SOFTMAX_CROSS_ENTROPY)
+            y, z = (self._print(arg) for arg in expr.args)
+            return f"{SOFTMAX_CROSS_ENTROPY}({y}, {z})"
         return f"tf.expand_dims({self.softmax_cross_entropy(expr)}, -1)"
 
     def softmax_cross_entropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
