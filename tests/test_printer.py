@@ -197,7 +197,7 @@ def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
     assert "tf.math.reduce_sum" not in code and "tf.math.reduce_mean" not in code
 
 
-def test_focal_loss_shares_the_clipped_probability() -> None:
+def test_focal_loss_shares_the_clipped_probability_and_scales_the_sum() -> None:
     _, body = compiled(
         "input y: onehot\ninput p: prob\nparam gamma: nonneg = 2.0\nparam alpha: unit = 0.25\n"
         "let q = clip(p)\nloss focal = mean(sum(alpha * (1 - q)^gamma * -y * log(q)))\n"
@@ -206,12 +206,22 @@ def test_focal_loss_shares_the_clipped_probability() -> None:
         "sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype",
         "t0 = tf.clip_by_value(p, 1e-07, 0.9999999)",
         "t1 = tf.math.reduce_sum(\n"
-        "    tf.cast(-alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),\n"
+        "    tf.cast(y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),\n"
         "    axis=-1,\n"
         "    keepdims=True,\n"
         ")",
     )
-    assert body.result == "tf.squeeze(tf.cast(t1, p.dtype), axis=-1)"
+    assert body.result == "tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)"
+
+
+def test_factors_without_the_summed_roles_multiply_the_sum() -> None:
+    _, body = compiled(
+        "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0, 2.0]\n"
+        "loss = mean(w[class(y)] * sum(-2 * y * log(clip(p))))"
+    )
+    code = "\n".join([*body.statements, body.result])
+    assert "tf.cast(y * tf.math.log(" in code and "-2.0 * y" not in code
+    assert body.result == "tf.squeeze(-2.0 * t2 * t1, axis=-1)"
 
 
 def test_log_cosh_is_printed_without_overflow() -> None:

@@ -67,7 +67,8 @@ def _sum_over_classes(x):
     memory first; a product with a vector of ones runs as one fast matrix-vector product.
     Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
     blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
-    A class count with no such divisor, or unknown when tracing, gets the reduction.
+    Fewer than 256 classes (XLA reduces them well), a count with no such divisor, or one
+    unknown when tracing get the reduction.
     """
     classes = x.shape[-1]
     block = _class_block(classes)
@@ -80,7 +81,9 @@ def _sum_over_classes(x):
 
 def _class_block(classes):
     """How many classes one matrix-vector product of `_sum_over_classes` adds up."""
-    if classes is None or classes <= 2048:
+    if classes is None or classes < 256:
+        return None
+    if classes <= 2048:
         return classes
     divisors = [size for size in range(2048, 511, -1) if classes % size == 0]
     return divisors[0] if divisors else None
@@ -108,14 +111,17 @@ def _softmax_cross_entropy(labels, logits):
 def _class_of(y):
     """tf.math.argmax(y, axis=-1, output_type=tf.int32), with its last axis kept.
 
-    The first index of each row's largest entry, as argmax gives it, from two plain
-    reductions: XLA on the CPU computes them faster than its argmax (a reduction of
-    value-index pairs).
+    The first index of each row's largest entry, as argmax gives it. Over 256 classes or
+    more it comes from two float reductions, which XLA on the CPU computes faster than
+    its argmax (a reduction of value-index pairs) or a reduction of integers.
     """
-    classes = tf.shape(y)[-1]
+    if y.shape[-1] is None or y.shape[-1] < 256:
+        return tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
+    classes = y.shape[-1]
     largest = tf.math.reduce_max(y, axis=-1, keepdims=True)
-    from_the_end = tf.where(y == largest, classes - tf.range(classes), 0)
-    return classes - tf.math.reduce_max(from_the_end, axis=-1, keepdims=True)
+    from_the_end = tf.range(classes, 0, -1, dtype=tf.float32)  # exact below 2**24
+    first = tf.math.reduce_max(tf.where(y == largest, from_the_end, 0.0), -1, keepdims=True)
+    return classes - tf.cast(first, tf.int32)
 '''.strip(),
 }
 """Each helper's source, formatted as ruff formats it; it uses only `tf`. A generated

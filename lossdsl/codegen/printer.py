@@ -220,7 +220,30 @@ def _softplus_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
     return sympy.Mul(*rest), softplus[0].args[0]
 
 
-FUSED_FORMS = (softmax_cross_entropy, sparse_softmax_cross_entropy, softplus_pair)
+def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every
+    role the reduction removes (numbers, scalar params, per-sample weights).
+
+    `-sum(y * log(p))` then negates one value per sample, not every element, and its
+    gradient multiplies one array fewer.
+    """
+    if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
+        return None
+    body, removed = node.args
+    factors = sympy.Mul.make_args(body)
+    outside = [f for f in factors if not fn.roles_of(f, context.roles) & node.removed_roles]
+    if not outside or len(outside) == len(factors):
+        return None
+    inside = sympy.Mul(*(f for f in factors if f not in outside))
+    return sympy.Mul(*outside) * node.func(inside, removed)
+
+
+FUSED_FORMS = (
+    softmax_cross_entropy,
+    sparse_softmax_cross_entropy,
+    softplus_pair,
+    factors_outside_sums,
+)
 """Printing rules: sub-expressions TensorFlow computes with one fused op or one helper of
 ours, value and gradient together. They are the printer's own (not rewrites), since they
 depend on an input's kind or on which input is y_pred; the verifier checks the printed

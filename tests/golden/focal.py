@@ -51,11 +51,11 @@ def focal(y, p, gamma=2.0, alpha=0.25):
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     t0 = tf.clip_by_value(p, 1e-07, 0.9999999)
     t1 = tf.math.reduce_sum(
-        tf.cast(-alpha * y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),
+        tf.cast(y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),
         axis=-1,
         keepdims=True,
     )
-    return tf.squeeze(tf.cast(t1, p.dtype), axis=-1)
+    return tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
