@@ -44,13 +44,14 @@ def _softplus_pair(a, b, x):
 @tf.custom_gradient
 def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape."""
-    log_term = tf.math.log1p(tf.math.exp(-tf.math.abs(x)))
+    minus_size = -tf.math.abs(x)
+    log_term = tf.math.log1p(tf.math.exp(minus_size))
     total = a + b
     nonnegative = tf.math.greater_equal(x, 0.0)
     value = total * log_term + tf.where(nonnegative, b * x, -a * x)
 
     def gradient(upstream):
-        scaled = total * tf.math.sigmoid(-tf.math.abs(x))
+        scaled = total * tf.math.sigmoid(minus_size)
         return (
             upstream * (log_term + tf.nn.relu(-x)),
             upstream * (log_term + tf.nn.relu(x)),
