@@ -45,6 +45,7 @@ DELTA = 1.0  # Huber
 FULL_SHAPES = ((4096, 10), (1024, 1000), (256, 32000))
 QUICK_SHAPES = ((64, 10), (16, 100))
 COMPILED = "lossdsl"
+COMPILED_PLAIN = "lossdsl-plain"  # with XLA only: loaded without jit_compile (no XLA forms)
 KERAS = "keras"
 FUSED = "fused"
 HAND_WRITTEN = "hand-written"
@@ -353,6 +354,8 @@ class Case:
         if self.fused is not None:
             built[FUSED] = self.fused(num_classes, jit_compile, "float32")
         built[HAND_WRITTEN] = self.hand_written(num_classes, jit_compile, "float32")
+        if jit_compile:
+            built[COMPILED_PLAIN] = self.compiled(num_classes, False, "float32")
         return built
 
 
@@ -581,7 +584,7 @@ def benchmark_group(
     peer_ratios = {
         name: paired_ratio(seconds[COMPILED], times)
         for name, times in seconds.items()
-        if name not in (COMPILED, FLOOR)
+        if name not in (COMPILED, COMPILED_PLAIN, FLOOR)
     }
     fastest_peer = max(peer_ratios, key=peer_ratios.__getitem__)
     by_variant = {timing.variant: timing for timing in timings}

@@ -44,6 +44,7 @@ def test_bench_losses_runs_both_modes_and_writes_every_table(
     for jit_compile in (False, True):
         for variant in ("lossdsl", "keras", "fused", "hand-written", "floor"):
             assert (variant, jit_compile) in variants
+    assert ("lossdsl-plain", True) in variants and ("lossdsl-plain", False) not in variants
     assert all(row["median_ms"] > 0 for row in report["timings"])
     assert len(report["summary"]) == 2
     assert {row["variant"] for row in report["accuracy"]} == {"lossdsl", "keras"}
