@@ -176,3 +176,36 @@ def test_softmax_cross_entropy_matches_the_fused_op(dtype: tf.DType) -> None:
     np.testing.assert_allclose(value.numpy()[:, 0], expected.numpy(), rtol=tolerance)
     exact_gradient = tf.nn.softmax(logits) - labels
     np.testing.assert_allclose(gradient.numpy(), exact_gradient.numpy(), atol=tolerance)
+
+
+def traced_op_types(function: object, shape: tuple[int, ...]) -> set[str]:
+    traced = tf.function(function).get_concrete_function(tf.TensorSpec(shape, tf.float32))  # type: ignore[call-overload]
+    return {op.type for op in traced.graph.get_operations()}
+
+
+def test_with_a_gpu_visible_the_helpers_keep_tensorflows_own_ops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CPU forms were measured on the CPU; XLA for a GPU fuses reductions itself."""
+    namespace = helper_namespace()
+    shape = (4, 3000)
+    on_cpu = traced_op_types(namespace[SUM_OVER_CLASSES], shape)
+    assert "MatMul" in on_cpu and "ArgMax" not in traced_op_types(namespace[CLASS_OF], shape)
+    real = tf.config.list_logical_devices
+    monkeypatch.setattr(
+        tf.config,
+        "list_logical_devices",
+        lambda kind=None: ["a GPU"] if kind == "GPU" else real(kind),
+    )
+    assert "MatMul" not in traced_op_types(namespace[SUM_OVER_CLASSES], shape)
+    assert "ArgMax" in traced_op_types(namespace[CLASS_OF], shape)
+    cross_entropy = tf.function(namespace[SOFTMAX_CROSS_ENTROPY])
+    logits = tf.constant(np.random.default_rng(5).normal(size=shape), tf.float32)
+    labels = tf.nn.softmax(logits * 2)
+    traced = cross_entropy.get_concrete_function(labels, logits).graph.get_operations()
+    assert "SoftmaxCrossEntropyWithLogits" in {op.type for op in traced}
+    np.testing.assert_allclose(
+        cross_entropy(labels, logits).numpy()[:, 0],
+        tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy(),
+        rtol=1e-6,
+    )

@@ -139,7 +139,7 @@ def test_xla_modules_compute_crossentropy_and_class_ids_with_helpers() -> None:
 
     logits = xla_body("input y: onehot\ninput z: logits\nloss = mean(-sum(y * log(softmax(z))))")
     assert logits.result == "tf.squeeze(_softmax_cross_entropy(y, z), axis=-1)"
-    assert logits.helpers == ("_sum_over_classes", "_softmax_cross_entropy")
+    assert logits.helpers == ("_sum_over_classes", "_softmax_cross_entropy", "_cpu_only")
     weighted = xla_body(
         "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0, 2.0]\n"
         "loss = mean(w[class(y)] * sum(-y * log(clip(p))))"
@@ -191,7 +191,7 @@ def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
     plain = print_body(symbolic)
     assert plain.helpers == ()
     xla = print_body(symbolic, jit_compile=True)
-    assert xla.helpers == ("_sum_over_classes", "_mean_over_classes")
+    assert xla.helpers == ("_sum_over_classes", "_mean_over_classes", "_cpu_only")
     code = "\n".join([*xla.statements, xla.result])
     assert "_sum_over_classes(" in code and "_mean_over_classes(" in code
     assert "tf.math.reduce_sum" not in code and "tf.math.reduce_mean" not in code

@@ -17,6 +17,9 @@ MEAN_OVER_CLASSES = "_mean_over_classes"
 SOFTMAX_CROSS_ENTROPY = "_softmax_cross_entropy"
 """Categorical cross-entropy on logits from two class sums (XLA modules only)."""
 
+CPU_ONLY = "_cpu_only"
+"""Whether the module runs on the CPU alone, where the XLA helpers' forms pay off."""
+
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 
@@ -68,11 +71,11 @@ def _sum_over_classes(x):
     memory first; a product with a vector of ones runs as one fast matrix-vector product.
     Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
     blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
-    Fewer than 256 classes (XLA reduces them well), a count with no such divisor, or one
-    unknown when tracing get the reduction.
+    Fewer than 256 classes (XLA reduces them well), a count with no such divisor or one
+    unknown when tracing, and a machine with a GPU or TPU get the reduction.
     """
     classes = x.shape[-1]
-    block = _class_block(classes)
+    block = _class_block(classes) if _cpu_only() else None
     if block is None:
         return tf.math.reduce_sum(x, axis=-1, keepdims=True)
     sums = tf.linalg.matvec(tf.reshape(x, [-1, block]), tf.ones([block], x.dtype))
@@ -81,7 +84,7 @@ def _sum_over_classes(x):
 
 
 def _class_block(classes):
-    """How many classes one matrix-vector product of `_sum_over_classes` adds up."""
+    """How many classes one matrix-vector product of `_sum_over_classes` adds up, or None."""
     if classes is None or classes < 256:
         return None
     if classes <= 2048:
@@ -100,8 +103,12 @@ def _softmax_cross_entropy(labels, logits):
 
     logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
     them, in float32 for half-precision logits. XLA on the CPU computes it in fewer passes
-    than the fused op, with the same gradient, softmax(logits) - labels.
+    than the fused op, with the same gradient, softmax(logits) - labels. With a GPU or
+    TPU it is the fused op.
     """
+    if not _cpu_only():
+        loss = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.expand_dims(loss, -1)
     dtype = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
     labels, wide = tf.cast(labels, dtype), tf.cast(logits, dtype)
     largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
@@ -114,15 +121,24 @@ def _class_of(y):
 
     The first index of each row's largest entry, as argmax gives it. Over 256 classes or
     more it comes from two float reductions, which XLA on the CPU computes faster than
-    its argmax (a reduction of value-index pairs) or a reduction of integers.
+    its argmax (a reduction of value-index pairs) or a reduction of integers (not so
+    with a GPU or TPU).
     """
-    if y.shape[-1] is None or y.shape[-1] < 256:
+    if y.shape[-1] is None or y.shape[-1] < 256 or not _cpu_only():
         return tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
     classes = y.shape[-1]
     largest = tf.math.reduce_max(y, axis=-1, keepdims=True)
     from_the_end = tf.range(classes, 0, -1, dtype=tf.float32)  # exact below 2**24
     first = tf.math.reduce_max(tf.where(y == largest, from_the_end, 0.0), -1, keepdims=True)
     return classes - tf.cast(first, tf.int32)
+'''.strip(),
+    CPU_ONLY: '''
+def _cpu_only():
+    """Whether no GPU or TPU is visible, so that XLA compiles for the CPU.
+
+    The helpers' forms pay off there; XLA for a GPU or TPU fuses reductions itself.
+    """
+    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 '''.strip(),
 }
 """Each helper's source, formatted as ruff formats it; it uses only `tf`. A generated
@@ -131,10 +147,12 @@ imports, in the order of this table; `HELPER_DEPENDENCIES` adds the helpers they
 
 HELPER_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     SOFTPLUS_PAIR: (SOFTPLUS_PAIR_SAME_SHAPE,),
-    MEAN_OVER_CLASSES: (SUM_OVER_CLASSES,),
-    SOFTMAX_CROSS_ENTROPY: (SUM_OVER_CLASSES,),
+    SUM_OVER_CLASSES: (CPU_ONLY,),
+    MEAN_OVER_CLASSES: (SUM_OVER_CLASSES, CPU_ONLY),
+    SOFTMAX_CROSS_ENTROPY: (SUM_OVER_CLASSES, CPU_ONLY),
+    CLASS_OF: (CPU_ONLY,),
 }
-"""The helpers each helper calls (one level: none of those calls another)."""
+"""Every helper each helper calls, directly or through another."""
 
 HELPER_NAMES: frozenset[str] = frozenset(
     {
@@ -145,6 +163,7 @@ HELPER_NAMES: frozenset[str] = frozenset(
         MEAN_OVER_CLASSES,
         SOFTMAX_CROSS_ENTROPY,
         CLASS_OF,
+        CPU_ONLY,
     }
 )
 """Every module-level name the helpers define (kept out of spec names by `codegen.names`)."""
