@@ -189,9 +189,9 @@ def softplus_pair(node: sympy.Basic, context: FusionContext) -> sympy.Basic | No
     for an x that depends on y_pred.
 
     Binary cross-entropy on logits, weighted or not, is such a pair. The module's
-    `_softplus_pair` helper computes it from one exp and gives its gradient by hand
-    (`codegen.helpers`): fewer passes than differentiating two softplus, and exact in
-    both tails, where TensorFlow's fused sigmoid cross-entropy cancels.
+    `_softplus_pair` helper computes the value from one softplus and gives its gradient
+    by hand (`codegen.helpers`): fewer passes than differentiating two softplus, and
+    exact in both tails, where TensorFlow's fused sigmoid cross-entropy cancels.
     """
     if not isinstance(node, sympy.Add):
         return None
@@ -244,10 +244,11 @@ FUSED_FORMS = (
     softplus_pair,
     factors_outside_sums,
 )
-"""Printing rules: sub-expressions TensorFlow computes with one fused op or one helper of
-ours, value and gradient together. They are the printer's own (not rewrites), since they
-depend on an input's kind or on which input is y_pred; the verifier checks the printed
-code against the expression before them."""
+"""Printing rules, innermost first: sub-expressions TensorFlow computes with one fused op
+or one helper of ours (value and gradient together), and factors moved out of sums. They
+are the printer's own, not rewrites: they depend on an input's kind or on which input is
+y_pred, or only change the cost; the verifier checks the printed code against the
+expression before them."""
 
 
 def fuse(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
