@@ -1,6 +1,7 @@
 """Compiled losses under XLA: `model.compile(jit_compile=True)` trains to the weights of the
-plain run, `lossdsl.load(..., jit_compile=True)` computes the same values, and a vector param
-of the wrong length fails at trace time with a clear ValueError (XLA drops runtime asserts)."""
+plain run, `lossdsl.load(..., jit_compile=True)` computes the same values (its XLA forms over
+many classes included), and a vector param of the wrong length fails at trace time with a
+clear ValueError (XLA drops runtime asserts)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from keras_harness import (
 )
 
 import lossdsl
+from lossdsl.compiler import compile_source
+from lossdsl.source import SourceFile
 
 FOUR_CLASS_WEIGHTS = """
 input y: onehot
@@ -122,3 +125,45 @@ def test_vector_param_of_the_wrong_length_fails_in_a_jit_compiled_fit() -> None:
     with pytest.raises(ValueError) as failure:
         model.fit(features, onehot, batch_size=BATCH, epochs=1, verbose=0)
     assert_names_param_and_lengths(failure.value)
+
+
+WIDE_SPECS = {
+    "ce_logits": ("input y: onehot\ninput z: logits\nloss = mean(-sum(y * log_softmax(z)))", {}),
+    "weighted_ce": (
+        "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0]\n"
+        "loss = mean(w[class(y)] * sum(-y * log(clip(p))))",
+        {"w": list(np.linspace(0.5, 2.0, 4000))},
+    ),
+    "bce_logits": (
+        "input y: binary\ninput z: logits\nparam pos_weight: nonneg = 2.0\n"
+        "loss = mean(-(pos_weight * y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))))",
+        {},
+    ),
+    "huber": (
+        "input y: target\ninput p: real\n"
+        "loss = mean(where(abs(p - y) <= 1, 0.5 * square(p - y), abs(p - y) - 0.5))",
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIDE_SPECS))
+def test_xla_forms_over_many_classes_match_the_plain_module(name: str) -> None:
+    """4000 classes: blocked class sums, `_class_of` and the logsumexp cross-entropy."""
+    text, params = WIDE_SPECS[name]
+    rng = np.random.default_rng(6)
+    logits = rng.normal(0, 3, (6, 4000)).astype(np.float32)
+    if name in ("ce_logits", "weighted_ce"):
+        y_true = np.eye(4000, dtype=np.float32)[rng.integers(0, 4000, 6)]
+    else:
+        y_true = (rng.random((6, 4000)) < 0.5).astype(np.float32)
+    y_pred = tf.nn.softmax(logits) if name == "weighted_ce" else tf.constant(logits)
+    module = compile_source(SourceFile.from_text(text), verify=False, jit_compile=True)
+    assert "_over_classes(" in module.python_source
+    assert ("_class_of(" in module.python_source) == (name == "weighted_ce")
+    xla = lossdsl.load(text, jit_compile=True, **params)
+    plain = lossdsl.load(text, **params)
+    xla_value, xla_gradient = value_and_gradient(xla, y_true, y_pred)
+    value, gradient = value_and_gradient(plain, y_true, y_pred)
+    np.testing.assert_allclose(xla_value, value, rtol=1e-6)
+    np.testing.assert_allclose(xla_gradient, gradient, rtol=1e-5, atol=1e-12)
