@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from lossdsl.codegen.helpers import (
     CLASS_OF,
+    CLIP,
+    CLIPPED_LOG,
     HELPER_NAMES,
     HELPERS,
     MEAN_OVER_CLASSES,
@@ -35,6 +37,45 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def test_the_helpers_define_exactly_their_reserved_names() -> None:
     namespace = helper_namespace()
     assert {name for name in namespace if name.startswith("_")} - {"__builtins__"} == HELPER_NAMES
+
+
+def tensorflow_clip(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
+    return tf.clip_by_value(x, low, high)
+
+
+def tensorflow_clipped_log(x: tf.Tensor, low: float, high: float) -> tf.Tensor:
+    return tf.math.log(tf.clip_by_value(x, low, high))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+@pytest.mark.parametrize(
+    ("helper", "tensorflow_form"),
+    [(CLIP, tensorflow_clip), (CLIPPED_LOG, tensorflow_clipped_log)],
+)
+def test_clip_helpers_match_tensorflow_forms_at_the_bounds_too(
+    helper: str, tensorflow_form: object, dtype: str, jit_compile: bool
+) -> None:
+    written_out = helper_namespace()[helper]
+    low, high = 1e-3, 0.75
+    points = [-1.0, 0.0, 1e-4, low, 0.01, 0.5, high, 0.9, 1.0, 3.0, float("nan")]
+    x = tf.constant(points, dtype)
+    upstream = tf.constant(np.linspace(0.5, 2.0, len(points)), dtype)
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(function: object) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = function(x, low, high)  # type: ignore[operator]
+        return value, tape.gradient(value, x, output_gradients=upstream)
+
+    value, gradient = value_and_gradient(written_out)
+    expected_value, expected_gradient = value_and_gradient(tensorflow_form)
+    np.testing.assert_array_equal(value, expected_value)
+    tolerance = {"float64": 1e-15, "float32": 1e-7, "float16": 1e-3}[dtype]
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=tolerance)
+    inside = [low <= point <= high for point in points]
+    assert np.all((np.asarray(gradient) != 0) == inside)  # NaN included: gradient 0
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

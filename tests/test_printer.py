@@ -189,9 +189,14 @@ def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
         )
     )
     plain = print_body(symbolic)
-    assert plain.helpers == ()
+    assert plain.helpers == ("_clipped_log",)
     xla = print_body(symbolic, jit_compile=True)
-    assert xla.helpers == ("_sum_over_classes", "_mean_over_classes", "_cpu_only")
+    assert xla.helpers == (
+        "_clipped_log",
+        "_sum_over_classes",
+        "_mean_over_classes",
+        "_cpu_only",
+    )
     code = "\n".join([*xla.statements, xla.result])
     assert "_sum_over_classes(" in code and "_mean_over_classes(" in code
     assert "tf.math.reduce_sum" not in code and "tf.math.reduce_mean" not in code
@@ -204,7 +209,7 @@ def test_focal_loss_shares_the_clipped_probability_and_scales_the_sum() -> None:
     )
     assert body.statements == (
         "sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype",
-        "t0 = tf.clip_by_value(p, 1e-07, 0.9999999)",
+        "t0 = _clip(p, 1e-07, 0.9999999)",
         "t1 = tf.math.reduce_sum(\n"
         "    tf.cast(y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),\n"
         "    axis=-1,\n"
@@ -212,6 +217,30 @@ def test_focal_loss_shares_the_clipped_probability_and_scales_the_sum() -> None:
         ")",
     )
     assert body.result == "tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)"
+    assert body.helpers == ("_clip",)
+
+
+def test_the_log_of_a_clipped_probability_is_one_helper() -> None:
+    _, body = compiled("input y: onehot\ninput p: prob\nloss = mean(sum(-y * log(clip(p))))\n")
+    assert body.statements[1] == (
+        "t0 = tf.math.reduce_sum(\n"
+        "    tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),\n"
+        "    axis=-1,\n"
+        "    keepdims=True,\n"
+        ")"
+    )
+    assert body.helpers == ("_clipped_log",)
+
+
+def test_clips_of_values_without_y_pred_or_with_tensor_bounds_keep_tensorflow_ops() -> None:
+    _, body = compiled(
+        "input y: target\ninput p: real\nparam hi: positive = 2.0\n"
+        "loss = mean(log(clip(y, 0.5, 1.5)) * clip(p, 0, hi))\n"
+    )
+    code = "\n".join([*body.statements, body.result])
+    assert "_clip(y, 0.5, 1.5)" in code and "_clipped_log" not in code
+    assert "tf.math.minimum(tf.math.maximum(p, 0.0), hi)" in code
+    assert body.helpers == ("_clip",)
 
 
 def test_factors_without_the_summed_roles_multiply_the_sum() -> None:
@@ -220,7 +249,7 @@ def test_factors_without_the_summed_roles_multiply_the_sum() -> None:
         "loss = mean(w[class(y)] * sum(-2 * y * log(clip(p))))"
     )
     code = "\n".join([*body.statements, body.result])
-    assert "tf.cast(y * tf.math.log(" in code and "-2.0 * y" not in code
+    assert "tf.cast(y * _clipped_log(" in code and "-2.0 * y" not in code
     assert body.result == "tf.squeeze(-2.0 * t2 * t1, axis=-1)"
 
 

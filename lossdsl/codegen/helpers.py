@@ -17,6 +17,12 @@ MEAN_OVER_CLASSES = "_mean_over_classes"
 SOFTMAX_CROSS_ENTROPY = "_softmax_cross_entropy"
 """Categorical cross-entropy on logits from two class sums (XLA modules only)."""
 
+CLIP = "_clip"
+"""tf.clip_by_value with bounds that are numbers, its gradient written out (`HELPERS`)."""
+
+CLIPPED_LOG = "_clipped_log"
+"""The log of `_clip`, its gradient written out: cross-entropy on probabilities."""
+
 CPU_ONLY = "_cpu_only"
 """Whether the module runs on the CPU alone, where the XLA helpers' forms pay off."""
 
@@ -62,6 +68,42 @@ def _softplus_pair_same_shape(a, b, x):
         )
 
     return value, gradient
+'''.strip(),
+    CLIP: '''
+def _clip(x, low, high):
+    """tf.clip_by_value(x, low, high) for numbers low <= high, its gradient in one pass.
+
+    The gradient is the upstream one where low <= x <= high and 0 elsewhere (and at
+    NaN), as TensorFlow's. Written out, it is one select; differentiating TensorFlow's
+    minimum(maximum(x, low), high) takes two selects, two comparisons and zeros.
+    """
+
+    @tf.custom_gradient
+    def clipped(x):
+        def gradient(upstream):
+            return tf.where((x >= low) & (x <= high), upstream, 0.0)
+
+        return tf.clip_by_value(x, low, high), gradient
+
+    return clipped(x)
+'''.strip(),
+    CLIPPED_LOG: '''
+def _clipped_log(x, low, high):
+    """tf.math.log(`_clip`(x, low, high)), its gradient in one pass.
+
+    The gradient is upstream / x where low <= x <= high and 0 elsewhere: one division
+    and one select, where differentiating the log and the clip apart takes a reciprocal,
+    a product and the clip's masks.
+    """
+
+    @tf.custom_gradient
+    def clipped_log(x):
+        def gradient(upstream):
+            return tf.where((x >= low) & (x <= high), upstream / x, 0.0)
+
+        return tf.math.log(tf.clip_by_value(x, low, high)), gradient
+
+    return clipped_log(x)
 '''.strip(),
     SUM_OVER_CLASSES: '''
 def _sum_over_classes(x):
@@ -158,6 +200,8 @@ HELPER_NAMES: frozenset[str] = frozenset(
     {
         SOFTPLUS_PAIR,
         SOFTPLUS_PAIR_SAME_SHAPE,
+        CLIP,
+        CLIPPED_LOG,
         SUM_OVER_CLASSES,
         "_class_block",
         MEAN_OVER_CLASSES,

@@ -18,7 +18,9 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
 - Sums, means and logsumexps of float16 and bfloat16 values are accumulated in float32
   (the local `sum_dtype`) and cast back, as Keras's `ops.mean` does.
 - Cross-entropies TensorFlow has a fused op for are printed with it, softplus pairs
-  (binary cross-entropy on logits) with a helper of the module's own (`FUSED_FORMS`).
+  (binary cross-entropy on logits) and the log of a clip with a helper of the module's
+  own (`FUSED_FORMS`). A clip between numbers is the helper `_clip`, whose gradient
+  takes one select.
 - A sum or product of more than `MAX_CHAIN` operands is computed in groups, each a
   temporary, so that no statement is long or deep.
 - Shared sub-expressions are computed once: `sympy.cse` temporaries `t0, t1, ...`
@@ -51,6 +53,8 @@ from sympy.printing.pycode import PythonCodePrinter
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import (
     CLASS_OF,
+    CLIP,
+    CLIPPED_LOG,
     HELPER_DEPENDENCIES,
     HELPERS,
     MEAN_OVER_CLASSES,
@@ -138,11 +142,12 @@ _REPEATED_ARGUMENTS: dict[type, int] = {
 @dataclass(frozen=True)
 class FusionContext:
     """What the fused forms may assume: the inputs whose rows sum to 1 (`onehot`), the roles,
-    and which symbol is y_pred."""
+    which symbol is y_pred, and the clips the expression also uses other than in a log."""
 
     rows_summing_to_one: frozenset[sympy.Symbol]
     roles: Mapping[sympy.Symbol, Roles]
     y_pred: sympy.Symbol
+    clips_outside_logs: frozenset[sympy.Basic] = frozenset()
 
     def has_all_roles(self, expr: sympy.Basic) -> bool:
         return fn.roles_of(expr, self.roles) == ALL_ROLES
@@ -220,6 +225,35 @@ def _softplus_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
     return sympy.Mul(*rest), softplus[0].args[0]
 
 
+def clipped_log(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """log(clip(x, lo, hi)) = clipped_log(x, lo, hi), for numbers lo and hi and an x that
+    depends on y_pred, where the expression uses that clip in logs only.
+
+    The module's `_clipped_log` helper gives the gradient in one division and one select
+    (`codegen.helpers`). A clip used elsewhere too (focal loss's (1 - q)^gamma * log(q))
+    stays one `_clip`, computed once for both.
+    """
+    if not isinstance(node, sympy.log) or not isinstance(node.args[0], fn.Clip):
+        return None
+    clip = node.args[0]
+    x, low, high = clip.args
+    if not (low.is_number and high.is_number and x.has(context.y_pred)):
+        return None
+    if clip in context.clips_outside_logs:
+        return None
+    return fn.ClippedLog(x, low, high)
+
+
+def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:
+    """The clips that occur in `exprs` as an argument of anything but a log (`clipped_log`)."""
+    found: set[sympy.Basic] = set()
+    for expr in exprs:
+        for node in sympy.preorder_traversal(expr):
+            if not isinstance(node, sympy.log):
+                found.update(arg for arg in node.args if isinstance(arg, fn.Clip))
+    return frozenset(found)
+
+
 def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every
     role the reduction removes (numbers, scalar params, per-sample weights).
@@ -242,6 +276,7 @@ FUSED_FORMS = (
     softmax_cross_entropy,
     sparse_softmax_cross_entropy,
     softplus_pair,
+    clipped_log,
     factors_outside_sums,
 )
 """Printing rules, innermost first: sub-expressions TensorFlow computes with one fused op
@@ -280,8 +315,10 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
     labels = frozenset({y_true} if checked.y_true.kind == "label" else ())
     onehot = frozenset({y_true} if checked.y_true.kind == "onehot" else ())
     y_pred = symbolic.symbols[checked.y_pred.name]
-    fused = fuse(symbolic.result, FusionContext(onehot, symbolic.roles, y_pred))
-    outputs = [fused] + ([symbolic.mask] if symbolic.mask is not None else [])
+    unfused = [symbolic.result] + ([symbolic.mask] if symbolic.mask is not None else [])
+    context = FusionContext(onehot, symbolic.roles, y_pred, clips_outside_logs(unfused))
+    fused = fuse(symbolic.result, context)
+    outputs = [fused, *unfused[1:]]
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     printer = TensorFlowPrinter(
@@ -605,9 +642,15 @@ class TensorFlowPrinter(PythonCodePrinter):
     def _print_Clip(self, expr: fn.Clip) -> str:
         x, low, high = expr.args
         if low.is_number and high.is_number:
-            return f"tf.clip_by_value({self.tensor(x)}, {self._print(low)}, {self._print(high)})"
+            self.helpers_used.add(CLIP)
+            return f"{CLIP}({self.tensor(x)}, {self._print(low)}, {self._print(high)})"
         above = f"tf.math.maximum({self.tensor(x)}, {self._print(low)})"
         return f"tf.math.minimum({above}, {self._print(high)})"
+
+    def _print_ClippedLog(self, expr: fn.ClippedLog) -> str:
+        x, low, high = expr.args
+        self.helpers_used.add(CLIPPED_LOG)
+        return f"{CLIPPED_LOG}({self.tensor(x)}, {self._print(low)}, {self._print(high)})"
 
     def _print_Where(self, expr: fn.Where) -> str:
         condition, a, b = expr.args

@@ -370,6 +370,19 @@ class SoftplusPair(Elementwise):
         return a * Softplus(-x) + b * Softplus(x)
 
 
+class ClippedLog(Elementwise):
+    """log(clip(x, lo, hi)) for numbers lo and hi: cross-entropy on probabilities.
+
+    Made by the printer only, for the module's `_clipped_log` helper
+    (`codegen.printer.FUSED_FORMS`). Roles: x's.
+    """
+
+    nargs = 3
+
+    def definition(self) -> sympy.Expr:
+        return sympy.log(Clip(*self.args))
+
+
 class Reduction(LossFunction):
     """A reduction f(x, removed) over the roles in the bitmask `removed`, kept at rank.
 

@@ -18,6 +18,24 @@ import keras
 import tensorflow as tf
 
 
+def _clipped_log(x, low, high):
+    """tf.math.log(`_clip`(x, low, high)), its gradient in one pass.
+
+    The gradient is upstream / x where low <= x <= high and 0 elsewhere: one division
+    and one select, where differentiating the log and the clip apart takes a reciprocal,
+    a product and the clip's masks.
+    """
+
+    @tf.custom_gradient
+    def clipped_log(x):
+        def gradient(upstream):
+            return tf.where((x >= low) & (x <= high), upstream / x, 0.0)
+
+        return tf.math.log(tf.clip_by_value(x, low, high)), gradient
+
+    return clipped_log(x)
+
+
 @tf.function(autograph=False)
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
@@ -59,7 +77,7 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
     t1 = tf.cast(
         tf.math.reduce_sum(
-            tf.cast(y * tf.math.log(tf.clip_by_value(p, 1e-07, 0.9999999)), sum_dtype),
+            tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
             axis=-1,
             keepdims=True,
         ),
