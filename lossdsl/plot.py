@@ -8,6 +8,7 @@ optional extra; wiring the sub-command into the command line is left to cli.py.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -88,6 +89,11 @@ def run_plot(args: argparse.Namespace) -> int:
     except ImportError:
         print(MISSING_MATPLOTLIB, file=sys.stderr)
         return EXIT_SPEC_ERROR
+    from lossdsl.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
     import lossdsl
 
     try:
@@ -96,7 +102,12 @@ def run_plot(args: argparse.Namespace) -> int:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
     output = args.output or Path("_vs_".join(path.stem for path in specs) + ".png")
-    figure = draw(pyplot, compiled)
+    tf_logger, level = tf.get_logger(), tf.get_logger().level
+    tf_logger.setLevel(logging.ERROR)  # each curve's batch size retraces: expected here
+    try:
+        figure = draw(pyplot, compiled)
+    finally:
+        tf_logger.setLevel(level)
     try:
         figure.savefig(output, dpi=110)
     except OSError as failure:

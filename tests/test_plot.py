@@ -119,3 +119,18 @@ def test_categorical_sweep_builds_rows_on_the_simplex() -> None:
     np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(rows[:, 2], sweep.x)
     assert curve.y_true.tolist() == [2] * len(sweep.x)
+
+
+def test_the_command_prints_nothing_but_the_file_it_wrote(tmp_path: Path) -> None:
+    """No TensorFlow start-up lines and no retracing warnings (one trace per curve's size)."""
+    pytest.importorskip("matplotlib")
+    from keras_harness import run_python, subprocess_env
+
+    env = subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]  # as a user's shell has it
+    spec = Path(__file__).resolve().parents[1] / "examples" / "focal.loss"
+    done = run_python(
+        ["-m", "lossdsl", "plot", str(spec), "-o", "focal.png"], cwd=tmp_path, env=env
+    )
+    assert (done.stdout, done.stderr) == ("wrote focal.png\n", "")
+    assert (tmp_path / "focal.png").read_bytes().startswith(PNG_MAGIC)
