@@ -250,7 +250,19 @@ def test_factors_without_the_summed_roles_multiply_the_sum() -> None:
     )
     code = "\n".join([*body.statements, body.result])
     assert "tf.cast(y * _clipped_log(" in code and "-2.0 * y" not in code
-    assert body.result == "tf.squeeze(-2.0 * t2 * t1, axis=-1)"
+    assert body.result == "tf.squeeze(-2.0 * tf.gather(w, t0) * tf.cast(t1, p.dtype), axis=-1)"
+
+
+def test_weights_at_a_label_keep_the_range_check_the_class_of_y_needs_none() -> None:
+    gathers = {}
+    for kind, index in (("label", "y"), ("onehot", "t0")):
+        _, body = compiled(
+            f"input y: {kind}\ninput p: prob\nparam w: nonneg = [1.0, 2.0]\n"
+            "loss = mean(w[class(y)] * sum(p))"
+        )
+        code = "\n".join([*body.statements, body.result])
+        gathers[kind] = "tf.where(" in code, f"tf.gather(w, {index})" in code
+    assert gathers == {"label": (True, False), "onehot": (False, True)}
 
 
 def test_log_cosh_is_printed_without_overflow() -> None:

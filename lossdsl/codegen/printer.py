@@ -696,7 +696,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"({label} >= 0) & ({label} < {size})"
 
     def _print_Gather(self, expr: fn.Gather) -> str:
+        """The vector's entry at the index; 0 for an index outside it, which the class of a
+        non-label input (an argmax over the C classes a per-class vector has) never is."""
         vector, index = self._print(expr.args[0]), self.index(expr.args[1])
+        if isinstance(expr.args[1], fn.ClassId) and expr.args[1].args[0] not in self.integers:
+            return f"tf.gather({vector}, {index})"
         size = f"tf.size({vector})"
         safe = f"tf.clip_by_value({index}, 0, {size} - 1)"
         return f"tf.where({self._in_range(index, size)}, tf.gather({vector}, {safe}), 0.0)"

@@ -75,20 +75,12 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
         )
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
-    t1 = tf.cast(
-        tf.math.reduce_sum(
-            tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
-            axis=-1,
-            keepdims=True,
-        ),
-        p.dtype,
+    t1 = tf.math.reduce_sum(
+        tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
+        axis=-1,
+        keepdims=True,
     )
-    t2 = tf.where(
-        (t0 >= 0) & (t0 < tf.size(w)),
-        tf.gather(w, tf.clip_by_value(t0, 0, tf.size(w) - 1)),
-        0.0,
-    )
-    return tf.squeeze(-t2 * t1, axis=-1)
+    return tf.squeeze(-tf.gather(w, t0) * tf.cast(t1, p.dtype), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
