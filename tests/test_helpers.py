@@ -12,6 +12,7 @@ from lossdsl.codegen.helpers import (
     CLIPPED_LOG,
     HELPER_NAMES,
     HELPERS,
+    HUBER,
     MEAN_OVER_CLASSES,
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
@@ -76,6 +77,33 @@ def test_clip_helpers_match_tensorflow_forms_at_the_bounds_too(
     np.testing.assert_allclose(gradient, expected_gradient, rtol=tolerance)
     inside = [low <= point <= high for point in points]
     assert np.all((np.asarray(gradient) != 0) == inside)  # NaN included: gradient 0
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_huber_matches_differentiating_the_select_at_the_kinks_too(
+    dtype: str, jit_compile: bool
+) -> None:
+    written_out = helper_namespace()[HUBER]
+    delta = 1.5
+    x = tf.constant([-40.0, -1.5, -1.0, -0.25, 0.0, 0.5, 1.4, 1.5, 1.6, 7.0], dtype)
+
+    def select(x: tf.Tensor, delta: float) -> tf.Tensor:
+        size = tf.math.abs(x)
+        return tf.where(size <= delta, 0.5 * tf.math.square(x), delta * (size - 0.5 * delta))
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(function: object) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = function(x, delta)  # type: ignore[operator]
+        return value, tape.gradient(value, x, output_gradients=2.0 * tf.ones_like(x))
+
+    value, gradient = value_and_gradient(written_out)
+    expected_value, expected_gradient = value_and_gradient(select)
+    np.testing.assert_array_equal(value, expected_value)
+    np.testing.assert_array_equal(gradient, expected_gradient)
+    np.testing.assert_array_equal(gradient, 2.0 * np.clip(np.asarray(x), -delta, delta))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

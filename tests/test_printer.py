@@ -589,3 +589,42 @@ def test_per_sample_and_scalar_results(shape: tuple[int, ...]) -> None:
     total = 2 * (prob * onehot).sum() / (prob.sum() + onehot.sum() + EPS)
     assert dice.shape == ()
     np.testing.assert_allclose(dice, 1 - total, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("line", "printed"),
+    [
+        (
+            "param delta: positive = 1.0\n"
+            "loss = mean(where(abs(p - y) <= delta, 0.5 * square(p - y), "
+            "delta * abs(p - y) - 0.5 * delta^2))",
+            "_huber(p - y, delta)",
+        ),
+        (
+            "loss = mean(where(abs(y - p) < 2, (y - p)^2 / 2, 2 * (abs(y - p) - 1)))",
+            "_huber(-p + y, 2.0)",
+        ),
+    ],
+)
+def test_the_huber_loss_is_one_helper_however_it_is_written(line: str, printed: str) -> None:
+    _, body = compiled(f"input y: target\ninput p: real\n{line}\n")
+    code = "\n".join([*body.statements, body.result])
+    assert printed in code and "tf.where" not in code
+    assert body.helpers == ("_huber",)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # delta may be 0 or negative: the clip gradient would be wrong
+        "param delta: real = 1.0\n"
+        "loss = mean(where(abs(p - y) <= delta, 0.5 * square(p - y), "
+        "delta * abs(p - y) - 0.5 * delta^2))",
+        # not Huber: the branches do not meet
+        "loss = mean(where(abs(p - y) <= 1, square(p - y), abs(p - y) - 0.5))",
+    ],
+)
+def test_other_selects_on_a_residual_stay_selects(line: str) -> None:
+    _, body = compiled(f"input y: target\ninput p: real\n{line}\n")
+    code = "\n".join([*body.statements, body.result])
+    assert "tf.where(" in code and "_huber" not in code

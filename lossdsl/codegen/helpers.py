@@ -23,6 +23,9 @@ CLIP = "_clip"
 CLIPPED_LOG = "_clipped_log"
 """The log of `_clip`, its gradient written out: cross-entropy on probabilities."""
 
+HUBER = "_huber"
+"""The Huber loss of a residual, its gradient (a clip) written out (`HELPERS`)."""
+
 CPU_ONLY = "_cpu_only"
 """Whether the module runs on the CPU alone, where the XLA helpers' forms pay off."""
 
@@ -104,6 +107,28 @@ def _clipped_log(x, low, high):
         return tf.math.log(tf.clip_by_value(x, low, high)), gradient
 
     return clipped_log(x)
+'''.strip(),
+    HUBER: '''
+def _huber(x, delta):
+    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, its gradient
+    in one op.
+
+    The gradient is clip(x, -delta, delta), the same as differentiating both branches and
+    the select, which takes two selects, zeros, a sign and four products.
+    """
+
+    @tf.custom_gradient
+    def huber(x):
+        size = tf.math.abs(x)
+        inside = 0.5 * tf.math.square(x)
+        value = tf.where(size <= delta, inside, delta * (size - 0.5 * delta))
+
+        def gradient(upstream):
+            return upstream * tf.clip_by_value(x, -delta, delta)
+
+        return value, gradient
+
+    return huber(x)
 '''.strip(),
     SUM_OVER_CLASSES: '''
 def _sum_over_classes(x):
@@ -202,6 +227,7 @@ HELPER_NAMES: frozenset[str] = frozenset(
         SOFTPLUS_PAIR_SAME_SHAPE,
         CLIP,
         CLIPPED_LOG,
+        HUBER,
         SUM_OVER_CLASSES,
         "_class_block",
         MEAN_OVER_CLASSES,

@@ -18,8 +18,8 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
 - Sums, means and logsumexps of float16 and bfloat16 values are accumulated in float32
   (the local `sum_dtype`) and cast back, as Keras's `ops.mean` does.
 - Cross-entropies TensorFlow has a fused op for are printed with it, softplus pairs
-  (binary cross-entropy on logits) and the log of a clip with a helper of the module's
-  own (`FUSED_FORMS`). A clip between numbers is the helper `_clip`, whose gradient
+  (binary cross-entropy on logits), the log of a clip and the Huber loss with a helper
+  of the module's own (`FUSED_FORMS`). A clip between numbers is the helper `_clip`, whose gradient
   takes one select.
 - A sum or product of more than `MAX_CHAIN` operands is computed in groups, each a
   temporary, so that no statement is long or deep.
@@ -57,6 +57,7 @@ from lossdsl.codegen.helpers import (
     CLIPPED_LOG,
     HELPER_DEPENDENCIES,
     HELPERS,
+    HUBER,
     MEAN_OVER_CLASSES,
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
@@ -244,6 +245,29 @@ def clipped_log(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None
     return fn.ClippedLog(x, low, high)
 
 
+def huber(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """where(|e| <= d, e^2 / 2, d * |e| - d^2 / 2) (or with |e| < d) = huber(e, d), for an e
+    that depends on y_pred and a d > 0 without roles (a number or a scalar param).
+
+    The module's `_huber` helper gives the gradient, clip(e, -d, d), in one op. The two
+    comparisons agree: both branches and their derivatives meet at |e| = d.
+    """
+    if not isinstance(node, fn.Where):
+        return None
+    condition, inside, outside = node.args
+    if not isinstance(condition, sympy.LessThan | sympy.StrictLessThan):
+        return None
+    size, delta = condition.args
+    if not isinstance(size, sympy.Abs) or not delta.is_positive:
+        return None
+    residual = size.args[0]
+    if fn.roles_of(delta, context.roles) or not residual.has(context.y_pred):
+        return None
+    same_inside = sympy.expand(inside - residual**2 / 2) == 0
+    same_outside = sympy.expand(outside - (delta * size - delta**2 / 2)) == 0
+    return fn.Huber(residual, delta) if same_inside and same_outside else None
+
+
 def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:
     """The clips that occur in `exprs` as an argument of anything but a log (`clipped_log`)."""
     found: set[sympy.Basic] = set()
@@ -277,6 +301,7 @@ FUSED_FORMS = (
     sparse_softmax_cross_entropy,
     softplus_pair,
     clipped_log,
+    huber,
     factors_outside_sums,
 )
 """Printing rules, innermost first: sub-expressions TensorFlow computes with one fused op
@@ -651,6 +676,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         x, low, high = expr.args
         self.helpers_used.add(CLIPPED_LOG)
         return f"{CLIPPED_LOG}({self.tensor(x)}, {self._print(low)}, {self._print(high)})"
+
+    def _print_Huber(self, expr: fn.Huber) -> str:
+        residual, delta = expr.args
+        self.helpers_used.add(HUBER)
+        return f"{HUBER}({self.tensor(residual)}, {self._print(delta)})"
 
     def _print_Where(self, expr: fn.Where) -> str:
         condition, a, b = expr.args

@@ -170,7 +170,7 @@ class ModuleWriter:
         """Parse the module and make sure every docstring is exactly the intended text."""
         tree = ast.parse(text)
         found: dict[str, str | None] = {"module": ast.get_docstring(tree, clean=True)}
-        for node in ast.walk(tree):
+        for node in tree.body:  # the helpers' nested functions may share a spec's names
             if isinstance(node, ast.FunctionDef | ast.ClassDef):
                 found[node.name] = ast.get_docstring(node, clean=True)
         for where, intended in self.docstrings:

@@ -383,6 +383,21 @@ class ClippedLog(Elementwise):
         return sympy.log(Clip(*self.args))
 
 
+class Huber(Elementwise):
+    """huber(x, delta) = where(|x| <= delta, x^2 / 2, delta * (|x| - delta / 2)), delta > 0.
+
+    Made by the printer only, for the module's `_huber` helper
+    (`codegen.printer.FUSED_FORMS`). Roles: the union of its arguments'.
+    """
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        x, delta = self.args
+        size = sympy.Abs(x)
+        return Where(sympy.LessThan(size, delta), x**2 / 2, delta * (size - delta / 2))
+
+
 class Reduction(LossFunction):
     """A reduction f(x, removed) over the roles in the bitmask `removed`, kept at rank.
 
