@@ -19,8 +19,8 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   (the local `sum_dtype`) and cast back, as Keras's `ops.mean` does.
 - Cross-entropies TensorFlow has a fused op for are printed with it, softplus pairs
   (binary cross-entropy on logits), the log of a clip and the Huber loss with a helper
-  of the module's own (`FUSED_FORMS`). A clip between numbers is the helper `_clip`, whose gradient
-  takes one select.
+  of the module's own (`FUSED_FORMS`). A clip between numbers is the helper `_clip`,
+  whose gradient takes one select.
 - A sum or product of more than `MAX_CHAIN` operands is computed in groups, each a
   temporary, so that no statement is long or deep.
 - Shared sub-expressions are computed once: `sympy.cse` temporaries `t0, t1, ...`
