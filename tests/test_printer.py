@@ -232,7 +232,7 @@ def test_the_log_of_a_clipped_probability_is_one_helper() -> None:
     assert body.helpers == ("_clipped_log",)
 
 
-def test_clips_of_values_without_y_pred_or_with_tensor_bounds_keep_tensorflow_ops() -> None:
+def test_a_clip_without_y_pred_is_no_clipped_log_and_param_bounds_stay_min_max() -> None:
     _, body = compiled(
         "input y: target\ninput p: real\nparam hi: positive = 2.0\n"
         "loss = mean(log(clip(y, 0.5, 1.5)) * clip(p, 0, hi))\n"
