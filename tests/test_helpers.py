@@ -17,14 +17,27 @@ from lossdsl.codegen.helpers import (
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
     SUM_OVER_CLASSES,
+    XLA_FORMS,
+    helper_source,
 )
 
 
-def helper_namespace() -> dict[str, object]:
+def helper_namespace(xla_forms: bool = False) -> dict[str, object]:
+    """Every helper, in the forms a module compiled with XLA (`xla_forms`) or without defines."""
     namespace: dict[str, object] = {"tf": tf}
-    for source in HELPERS.values():
+    for name in HELPERS:
+        source = helper_source(name, xla_forms)
         exec(compile(source, "<generated helper>", "exec"), namespace)  # generated code
     return namespace
+
+
+def test_xla_forms_replace_helpers_of_the_same_name() -> None:
+    assert set(XLA_FORMS) <= set(HELPERS)
+    for name, source in XLA_FORMS.items():
+        assert source != HELPERS[name]
+        assert f"def {name}(" in source
+        assert helper_source(name, True) == source
+        assert helper_source(name, False) == HELPERS[name]
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -106,9 +119,12 @@ def test_huber_matches_differentiating_the_select_at_the_kinks_too(
     np.testing.assert_array_equal(gradient, 2.0 * np.clip(np.asarray(x), -delta, delta))
 
 
+@pytest.mark.parametrize("xla_forms", [False, True])
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_softplus_pair_value_and_gradients_with_broadcasting(jit_compile: bool) -> None:
-    pair = helper_namespace()[SOFTPLUS_PAIR]
+def test_softplus_pair_value_and_gradients_with_broadcasting(
+    jit_compile: bool, xla_forms: bool
+) -> None:
+    pair = helper_namespace(xla_forms)[SOFTPLUS_PAIR]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 5)) * 20
     x[0, :3] = [0.0, 30.0, -30.0]
@@ -131,28 +147,38 @@ def test_softplus_pair_value_and_gradients_with_broadcasting(jit_compile: bool) 
     np.testing.assert_allclose(grad_x, b * sigmoid(x) - a * sigmoid(-x), rtol=1e-13)
 
 
-def test_softplus_pair_gradient_is_exact_in_both_float32_tails() -> None:
+@pytest.mark.parametrize("copies", [1, 40_000])  # the XLA form stores exp(-|x|) over 1 MiB
+@pytest.mark.parametrize("xla_forms", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_softplus_pair_gradient_is_exact_in_both_float32_tails(
+    jit_compile: bool, xla_forms: bool, copies: int
+) -> None:
     """Where TensorFlow's fused sigmoid cross-entropy returns 0 (cancellation) or loses digits."""
-    pair = helper_namespace()[SOFTPLUS_PAIR]
-    x = np.array([-30.0, -17.0, 0.0, 17.0, 30.0, 1e4, -1e4], np.float32)
-    for a, b in [(0.0, 1.0), (2.0, 0.0), (2.0, 1.0)]:
-        x_t = tf.constant(x)
+    pair = helper_namespace(xla_forms)[SOFTPLUS_PAIR]
+    points = [-30.0, -17.0, -1e-3, 0.0, 1e-6, 0.5, 17.0, 30.0, 1e4, -1e4]
+    x = np.tile(np.array(points, np.float32), copies)
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(a: float, b: float, x_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(x_t)
             value = pair(a, b, x_t)  # type: ignore[operator]
-        gradient = tape.gradient(value, x_t).numpy()
+        return value, tape.gradient(value, x_t)
+
+    for a, b in [(0.0, 1.0), (2.0, 0.0), (2.0, 1.0)]:
+        value, gradient = value_and_gradient(a, b, tf.constant(x))
+        value, gradient = value.numpy(), gradient.numpy()
         exact = x.astype(np.float64)
         expected = b * sigmoid(exact) - a * sigmoid(-exact)
         nonzero = expected != 0
         relative = np.abs(gradient - expected)[nonzero] / np.abs(expected[nonzero])
         assert relative.max() < 1e-6, (a, b, gradient, expected)
-        np.testing.assert_allclose(
-            value.numpy(), a * softplus(-exact) + b * softplus(exact), rtol=1e-6
-        )
+        np.testing.assert_allclose(value, a * softplus(-exact) + b * softplus(exact), rtol=1e-6)
 
 
-def test_softplus_pair_stays_finite_in_float16() -> None:
-    pair = helper_namespace()[SOFTPLUS_PAIR]
+@pytest.mark.parametrize("xla_forms", [False, True])
+def test_softplus_pair_stays_finite_in_float16(xla_forms: bool) -> None:
+    pair = helper_namespace(xla_forms)[SOFTPLUS_PAIR]
     x = tf.constant([-1e4, -30.0, 0.0, 30.0, 1e4], tf.float16)
     with tf.GradientTape() as tape:
         tape.watch(x)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import sympy
 
 from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.helpers import SOFTPLUS_PAIR_SAME_SHAPE, XLA_FORMS, helper_source
 from lossdsl.codegen.writer import (
     KERAS_LOSS_ATTRIBUTES,
     escape_docstring,
@@ -317,6 +319,14 @@ def test_xla_option_sets_jit_compile() -> None:
     text = write(focal_checked(), FOCAL_BODY, jit_compile=True)
     assert "@tf.function(jit_compile=True, autograph=False)" in text
     assert "@tf.function(autograph=False)\n" not in text
+
+
+def test_xla_modules_define_the_xla_forms_of_their_helpers() -> None:
+    body = replace(FOCAL_BODY, helpers=(SOFTPLUS_PAIR_SAME_SHAPE,))
+    for jit_compile in (False, True):
+        text = write(focal_checked(), body, jit_compile=jit_compile)
+        assert helper_source(SOFTPLUS_PAIR_SAME_SHAPE, jit_compile) in text
+    assert XLA_FORMS[SOFTPLUS_PAIR_SAME_SHAPE] not in write(focal_checked(), body)
 
 
 def test_loss_named_like_its_class_gets_a_distinct_class_name() -> None:

@@ -37,11 +37,10 @@ HELPERS: dict[str, str] = {
 def _softplus_pair(a, b, x):
     """a * softplus(-x) + b * softplus(x), with its exact gradient in one pass.
 
-    The value is (a + b) * log1p(exp(-|x|)) + where(x >= 0, b * x, -a * x), which keeps
-    the small terms apart from the large ones. The gradient with respect to x is
-    where(x >= 0, b - (a + b) * s, (a + b) * s - a) with s = sigmoid(-|x|), exact where
-    the plain b - (a + b) * sigmoid(-x) cancels. It computes s again rather than keep the
-    value's exp: XLA then fuses each pass instead of storing exp(-|x|) between them.
+    The value keeps log1p(exp(-|x|)) apart from the terms linear in x, and the gradient
+    with respect to x is exact where the plain b - (a + b) * sigmoid(-x) cancels. The
+    gradient computes its sigmoids again rather than keep the value's exp: XLA then fuses
+    each pass instead of storing exp(-|x|) between them.
     """
     a = tf.convert_to_tensor(a, dtype=x.dtype)
     b = tf.convert_to_tensor(b, dtype=x.dtype)
@@ -55,19 +54,21 @@ def _softplus_pair(a, b, x):
     SOFTPLUS_PAIR_SAME_SHAPE: '''
 @tf.custom_gradient
 def _softplus_pair_same_shape(a, b, x):
-    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape."""
-    minus_size = -tf.math.abs(x)
-    log_term = tf.math.log1p(tf.math.exp(minus_size))
-    total = a + b
-    nonnegative = tf.math.greater_equal(x, 0.0)
-    value = total * log_term + tf.where(nonnegative, b * x, -a * x)
+    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
+
+    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and without
+    the comparisons and selects that TensorFlow's CPU kernels run slowest.
+    """
+    minus_x = -x
+    log_term = tf.math.log1p(tf.math.exp(-tf.math.abs(x)))
+    value = (a + b) * log_term + a * tf.nn.relu(minus_x) + b * tf.nn.relu(x)
 
     def gradient(upstream):
-        scaled = total * tf.math.sigmoid(minus_size)
         return (
-            upstream * (log_term + tf.nn.relu(-x)),
+            upstream * (log_term + tf.nn.relu(minus_x)),
             upstream * (log_term + tf.nn.relu(x)),
-            upstream * tf.where(nonnegative, b - scaled, scaled - a),
+            upstream * (b * tf.math.sigmoid(x) - a * tf.math.sigmoid(minus_x)),
         )
 
     return value, gradient
@@ -211,6 +212,53 @@ def _cpu_only():
 """Each helper's source, formatted as ruff formats it; it uses only `tf`. A generated
 module defines the helpers its printed code calls (`FunctionBody.helpers`) after its
 imports, in the order of this table; `HELPER_DEPENDENCIES` adds the helpers they call."""
+
+XLA_FORMS: dict[str, str] = {
+    SOFTPLUS_PAIR_SAME_SHAPE: '''
+@tf.custom_gradient
+def _softplus_pair_same_shape(a, b, x):
+    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
+
+    With e = exp(-|x|) and s = sigmoid(-|x|) = e / (1 + e), the value is
+    (a + b) * log1p(e) + where(x >= 0, b * x, -a * x) and the gradient with respect to x
+    where(x >= 0, b - (a + b) * s, (a + b) * s - a), exact in both tails. XLA on the CPU
+    computes a log of an exp in one loop several times slower than the two apart. So x
+    larger than 1 MiB (out of the cache) has e stored for both passes, and log1p(e) as
+    log(w) * e / (w - 1) with w = 1 + e (e where w is 1): as exact as log1p (Goldberg,
+    1991) at half its cost under XLA. A smaller x costs less in one loop per pass, with
+    s computed again in the backward pass.
+    """
+    size = x.shape.num_elements()
+    store = size is None or size * x.dtype.size > 2**20
+    e = tf.math.exp(-tf.math.abs(x))
+    if store:
+        w = 1.0 + e
+        log_term = tf.where(w == 1.0, e, tf.math.log(w) * (e / (w - 1.0)))
+    else:
+        log_term = tf.math.log1p(e)
+    total = a + b
+    nonnegative = tf.math.greater_equal(x, 0.0)
+    value = total * log_term + tf.where(nonnegative, b * x, -a * x)
+
+    def gradient(upstream):
+        scaled = total * (e / w if store else tf.math.sigmoid(-tf.math.abs(x)))
+        return (
+            upstream * (log_term + tf.nn.relu(-x)),
+            upstream * (log_term + tf.nn.relu(x)),
+            upstream * tf.where(nonnegative, b - scaled, scaled - a),
+        )
+
+    return value, gradient
+'''.strip(),
+}
+"""The forms of helpers that XLA modules define instead of `HELPERS`' (measured faster
+there, slower without XLA)."""
+
+
+def helper_source(name: str, jit_compile: bool) -> str:
+    """The source of helper `name` as a module compiled with XLA, or without, defines it."""
+    return XLA_FORMS.get(name, HELPERS[name]) if jit_compile else HELPERS[name]
+
 
 HELPER_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     SOFTPLUS_PAIR: (SOFTPLUS_PAIR_SAME_SHAPE,),

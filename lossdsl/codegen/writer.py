@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import HELPERS
+from lossdsl.codegen.helpers import helper_source
 from lossdsl.codegen.names import camel_case, python_name
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
@@ -134,6 +134,7 @@ class ModuleWriter:
         self.checked = checked
         self.body = body
         self.rewrites = rewrites
+        self.jit_compile = jit_compile
         # The generated code branches only on static shapes (Python values at trace time),
         # so AutoGraph has nothing to convert; skipping it makes tracing much faster.
         options = "jit_compile=True, autograph=False" if jit_compile else "autograph=False"
@@ -156,7 +157,7 @@ class ModuleWriter:
                 "import keras",
                 "import tensorflow as tf",
             ],
-            *(HELPERS[name].splitlines() for name in self.body.helpers),
+            *(helper_source(name, self.jit_compile).splitlines() for name in self.body.helpers),
             self.per_sample_function(),
         ]
         if self.body.mask is not None:

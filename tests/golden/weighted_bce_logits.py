@@ -24,19 +24,21 @@ import tensorflow as tf
 
 @tf.custom_gradient
 def _softplus_pair_same_shape(a, b, x):
-    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape."""
-    minus_size = -tf.math.abs(x)
-    log_term = tf.math.log1p(tf.math.exp(minus_size))
-    total = a + b
-    nonnegative = tf.math.greater_equal(x, 0.0)
-    value = total * log_term + tf.where(nonnegative, b * x, -a * x)
+    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
+
+    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and without
+    the comparisons and selects that TensorFlow's CPU kernels run slowest.
+    """
+    minus_x = -x
+    log_term = tf.math.log1p(tf.math.exp(-tf.math.abs(x)))
+    value = (a + b) * log_term + a * tf.nn.relu(minus_x) + b * tf.nn.relu(x)
 
     def gradient(upstream):
-        scaled = total * tf.math.sigmoid(minus_size)
         return (
-            upstream * (log_term + tf.nn.relu(-x)),
+            upstream * (log_term + tf.nn.relu(minus_x)),
             upstream * (log_term + tf.nn.relu(x)),
-            upstream * tf.where(nonnegative, b - scaled, scaled - a),
+            upstream * (b * tf.math.sigmoid(x) - a * tf.math.sigmoid(minus_x)),
         )
 
     return value, gradient
