@@ -188,7 +188,7 @@ def test_softplus_pair_stays_finite_in_float16(xla_forms: bool) -> None:
     assert np.isfinite(tape.gradient(value, x).numpy()).all()
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (2, 4, 3, 6), (7, 1)])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4, 3, 6), (7, 1), (6, 10), (2, 3, 300)])
 def test_sums_and_means_over_classes_under_xla(shape: tuple[int, ...]) -> None:
     namespace = helper_namespace()
     x = np.random.default_rng(1).normal(size=shape)
@@ -230,9 +230,10 @@ def test_blocked_class_sums_are_as_accurate_as_the_reduction(classes: int) -> No
 
 def test_class_block_divides_large_class_counts() -> None:
     block = helper_namespace()["_class_block"]
-    assert block(None) is None and block(10) is None and block(256) == 256  # type: ignore[operator]
-    assert block(2048) == 2048  # type: ignore[operator]
-    assert block(32000) == 2000 and block(4099) is None  # type: ignore[operator]
+    assert block(None, 9) is None and block(8, 9) is None and block(9, 9) == 9  # type: ignore[operator]
+    assert block(255, 256) is None and block(256, 256) == 256  # type: ignore[operator]
+    assert block(2048, 9) == 2048  # type: ignore[operator]
+    assert block(32000, 9) == 2000 and block(4099, 9) is None  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])

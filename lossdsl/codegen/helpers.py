@@ -132,18 +132,18 @@ def _huber(x, delta):
     return huber(x)
 '''.strip(),
     SUM_OVER_CLASSES: '''
-def _sum_over_classes(x):
+def _sum_over_classes(x, fewest=9):
     """tf.math.reduce_sum(x, axis=-1, keepdims=True), as XLA on the CPU computes it fastest.
 
     XLA splits a large reduction into reduce-windows, slow on the CPU, and writes x to
     memory first; a product with a vector of ones runs as one fast matrix-vector product.
     Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
     blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
-    Fewer than 256 classes (XLA reduces them well), a count with no such divisor or one
-    unknown when tracing, and a machine with a GPU or TPU get the reduction.
+    Fewer than `fewest` classes (XLA reduces a few well), a count with no such divisor or
+    one unknown when tracing, and a machine with a GPU or TPU get the reduction.
     """
     classes = x.shape[-1]
-    block = _class_block(classes) if _cpu_only() else None
+    block = _class_block(classes, fewest) if _cpu_only() else None
     if block is None:
         return tf.math.reduce_sum(x, axis=-1, keepdims=True)
     sums = tf.linalg.matvec(tf.reshape(x, [-1, block]), tf.ones([block], x.dtype))
@@ -151,9 +151,9 @@ def _sum_over_classes(x):
     return tf.math.reduce_sum(sums, axis=-1, keepdims=True)
 
 
-def _class_block(classes):
+def _class_block(classes, fewest):
     """How many classes one matrix-vector product of `_sum_over_classes` adds up, or None."""
-    if classes is None or classes < 256:
+    if classes is None or classes < fewest:
         return None
     if classes <= 2048:
         return classes
@@ -170,9 +170,10 @@ def _softmax_cross_entropy(labels, logits):
     """tf.nn.softmax_cross_entropy_with_logits for labels whose rows sum to 1, axis kept.
 
     logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
-    them, in float32 for half-precision logits. XLA on the CPU computes it in fewer passes
-    than the fused op, with the same gradient, softmax(logits) - labels. With a GPU or
-    TPU it is the fused op.
+    them over 256 classes or more (below, XLA's reductions measured faster here), in
+    float32 for half-precision logits. XLA on the CPU computes it in fewer passes than the
+    fused op, with the same gradient, softmax(logits) - labels. With a GPU or TPU it is
+    the fused op.
     """
     if not _cpu_only():
         loss = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -180,8 +181,8 @@ def _softmax_cross_entropy(labels, logits):
     dtype = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
     labels, wide = tf.cast(labels, dtype), tf.cast(logits, dtype)
     largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
-    log_total = tf.math.log(_sum_over_classes(tf.math.exp(wide - largest))) + largest
-    return tf.cast(log_total - _sum_over_classes(labels * wide), logits.dtype)
+    log_total = tf.math.log(_sum_over_classes(tf.math.exp(wide - largest), 256)) + largest
+    return tf.cast(log_total - _sum_over_classes(labels * wide, 256), logits.dtype)
 '''.strip(),
     CLASS_OF: '''
 def _class_of(y):
