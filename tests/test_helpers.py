@@ -13,6 +13,7 @@ from lossdsl.codegen.helpers import (
     HELPER_NAMES,
     HELPERS,
     HUBER,
+    LOG1P,
     MEAN_OVER_CLASSES,
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
@@ -117,6 +118,35 @@ def test_huber_matches_differentiating_the_select_at_the_kinks_too(
     np.testing.assert_array_equal(value, expected_value)
     np.testing.assert_array_equal(gradient, expected_gradient)
     np.testing.assert_array_equal(gradient, 2.0 * np.clip(np.asarray(x), -delta, delta))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_log1p_matches_tensorflow_at_the_edges_too(dtype: str) -> None:
+    """Under XLA, where XLA modules call it (TensorFlow's graph optimizer, without XLA,
+    folds (1 + x) - 1 into x, which the form must not do)."""
+    written_out = helper_namespace()[LOG1P]
+    points = [-2.0, -1.0, -0.75, -1e-3, -1e-9, 0.0, 1e-30, 1e-9, 3e-4, 0.5, 1.0, 7.0, 1e6]
+    x = tf.constant([*points, float("inf"), float("-inf"), float("nan")], dtype)
+    upstream = tf.constant(np.linspace(0.5, 2.0, len(points) + 3), dtype)
+
+    @tf.function(jit_compile=True)
+    def value_and_gradient(function: object) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = function(x)  # type: ignore[operator]
+        return value, tape.gradient(value, x, output_gradients=upstream)
+
+    value, gradient = value_and_gradient(written_out)
+    expected_value, expected_gradient = value_and_gradient(tf.math.log1p)
+    tolerance = {"float64": 1e-15, "float32": 3e-7, "float16": 1e-3}[dtype]
+    np.testing.assert_allclose(value, expected_value, rtol=tolerance)
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=tolerance)
+    rounded = np.asarray(x, np.float64)[: len(points)]
+    exact = np.log1p(rounded, where=rounded > -1, out=np.full_like(rounded, np.nan))
+    accurate = np.isfinite(exact) & (np.abs(rounded) > np.finfo(dtype).tiny)
+    got = np.asarray(value, np.float64)[: len(points)]
+    relative = np.abs(got[accurate] - exact[accurate]) / np.abs(exact[accurate])
+    assert relative.max() < 4 * np.finfo(dtype).eps
 
 
 @pytest.mark.parametrize("xla_forms", [False, True])

@@ -148,6 +148,35 @@ def test_xla_modules_compute_crossentropy_and_class_ids_with_helpers() -> None:
     assert "_class_of" in weighted.helpers
 
 
+def test_xla_modules_take_log1p_of_arrays_with_a_helper() -> None:
+    text = (
+        "input y: binary\ninput p: prob\nparam s: unit = 0.5\n"
+        "loss = mean(-(y * log(clip(p)) + (1 - y) * log(1 - clip(p))) + log1p(s))"
+    )
+    symbolic = lower(check_source(SourceFile.from_text(text)))
+    xla = print_body(symbolic, jit_compile=True)
+    xla_code = "\n".join([*xla.statements, xla.result])
+    assert "_log1p(-t0)" in xla_code and "tf.math.log1p(tf.cast(s, p.dtype))" in xla_code
+    assert {"_log1p", "_cpu_only"} <= set(xla.helpers)
+    plain = print_body(symbolic)
+    plain_code = "\n".join([*plain.statements, plain.result])
+    assert "tf.math.log1p(-t0)" in plain_code and "_log1p" not in plain.helpers
+    pair = print_body(
+        lower(
+            check_source(
+                SourceFile.from_text(
+                    "input y: binary\ninput z: logits\n"
+                    "loss = mean(-(y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))))"
+                )
+            )
+        ),
+        jit_compile=True,
+    )
+    assert (
+        pair.helpers[:2] == ("_softplus_pair_same_shape", "_log1p") and "_cpu_only" in pair.helpers
+    )
+
+
 def test_crossentropy_of_labels_that_need_not_sum_to_one_is_not_fused() -> None:
     _, body = compiled("input y: binary\ninput z: logits\nloss = mean(-sum(y * log_softmax(z)))")
     code = "\n".join([*body.statements, body.result])

@@ -55,14 +55,15 @@ from lossdsl.codegen.helpers import (
     CLASS_OF,
     CLIP,
     CLIPPED_LOG,
-    HELPER_DEPENDENCIES,
     HELPERS,
     HUBER,
+    LOG1P,
     MEAN_OVER_CLASSES,
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
     SUM_OVER_CLASSES,
+    helper_dependencies,
 )
 from lossdsl.codegen.names import python_name
 from lossdsl.symbolic import functions as fn
@@ -331,8 +332,8 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
 
     With `jit_compile` (a module compiled with XLA), sums and means over the classes alone
     are printed as `_sum_over_classes` and `_mean_over_classes`, `class(y)` of a one-hot
-    y as `_class_of`, and the fused softmax cross-entropy as `_softmax_cross_entropy`
-    (`codegen.helpers`): XLA on the CPU computes them faster.
+    y as `_class_of`, the fused softmax cross-entropy as `_softmax_cross_entropy`, and
+    log1p of an array as `_log1p` (`codegen.helpers`): XLA on the CPU computes them faster.
     """
     checked = symbolic.checked
     names = {symbol: python_name(spec_name) for spec_name, symbol in symbolic.symbols.items()}
@@ -359,7 +360,7 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
     definitions += printer.take_groups()
     body = lay_out(printer.locals_used() + definitions, result, mask)
     used = printer.helpers_used.union(
-        *(HELPER_DEPENDENCIES.get(helper, ()) for helper in printer.helpers_used)
+        *(helper_dependencies(helper, jit_compile) for helper in printer.helpers_used)
     )
     return replace_field(body, helpers=tuple(helper for helper in HELPERS if helper in used))
 
@@ -664,6 +665,14 @@ class TensorFlowPrinter(PythonCodePrinter):
         first, *rest = expr.args
         return f"{op}({', '.join([self.tensor(first), *(self._print(a) for a in rest)])})"
 
+    def _print_log1p(self, expr: log1p) -> str:
+        """An XLA module's log1p of an array is `_log1p`, which XLA on the CPU runs faster."""
+        x = expr.args[0]
+        if self.jit_compile and self.roles(x):
+            self.helpers_used.add(LOG1P)
+            return f"{LOG1P}({self.tensor(x)})"
+        return self._print_Function(expr)
+
     def _print_Clip(self, expr: fn.Clip) -> str:
         x, low, high = expr.args
         if low.is_number and high.is_number:
@@ -848,7 +857,10 @@ class TensorFlowPrinter(PythonCodePrinter):
 
 
 for _function in ELEMENTWISE_OPS:  # SymPy's Python printer has its own _print_exp, _print_log...
-    setattr(TensorFlowPrinter, f"_print_{_function.__name__}", TensorFlowPrinter._print_Function)
+    if f"_print_{_function.__name__}" not in vars(TensorFlowPrinter):
+        setattr(
+            TensorFlowPrinter, f"_print_{_function.__name__}", TensorFlowPrinter._print_Function
+        )
 
 
 # ---------------------------------------------------------------- layout
