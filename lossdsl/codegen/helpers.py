@@ -42,8 +42,8 @@ def _softplus_pair(a, b, x):
 
     The value keeps log1p(exp(-|x|)) apart from the terms linear in x, and the gradient
     with respect to x is exact where the plain b - (a + b) * sigmoid(-x) cancels. The
-    gradient computes its sigmoids again rather than keep the value's exp: XLA then fuses
-    each pass instead of storing exp(-|x|) between them.
+    arguments are broadcast to one shape for `_softplus_pair_same_shape`, whose form
+    differs with and without XLA.
     """
     a = tf.convert_to_tensor(a, dtype=x.dtype)
     b = tf.convert_to_tensor(b, dtype=x.dtype)
