@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+DEPENDENCIES = ("lark", "sympy", "numpy", "tensorflow", "keras")
+"""The top-level modules of lossdsl's runtime dependencies (pyproject's `dependencies`)."""
+
+
+def dependency_dirs() -> list[str]:
+    """The directories this interpreter imports lossdsl's dependencies from.
+
+    Its own site-packages (purelib and platlib), and the directory of each dependency in
+    case one lives elsewhere (a user site): never the *base* interpreter's, which a venv
+    made with `system_site_packages=True` would see instead of the running venv's.
+    """
+    paths = sysconfig.get_paths()
+    found = [paths["purelib"], paths["platlib"]]
+    for name in DEPENDENCIES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None, f"{name} is not installed"
+        found.append(str(Path(spec.origin).parent.parent))
+    return list(dict.fromkeys(found))
 
 
 @pytest.mark.slow
@@ -23,12 +44,25 @@ def test_wheel_installs_into_fresh_venv_and_checks_an_example(tmp_path: Path) ->
     )
     (wheel,) = dist.glob("lossdsl-*.whl")
     env_dir = tmp_path / "venv"
-    # The dependencies (TensorFlow is large) come from this interpreter's site-packages;
-    # the package itself comes only from the wheel.
-    venv.create(env_dir, with_pip=True, system_site_packages=True)
+    # An isolated venv: the package comes only from the wheel, installed into its own
+    # site-packages. The dependencies (TensorFlow is large) are not reinstalled: a .pth
+    # file puts the running interpreter's directories for them after that site-packages.
+    # Plain paths in a .pth are not site dirs, so their own .pth files (this checkout's
+    # editable install among them) are not run.
+    venv.create(env_dir, with_pip=False, system_site_packages=False)
     bin_dir = env_dir / "bin"
+    site_packages = Path(
+        sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
+    )
+    assert site_packages.is_dir(), site_packages
+    (site_packages / "_lossdsl_test_dependencies.pth").write_text(
+        "".join(f"{directory}\n" for directory in dependency_dirs()), encoding="utf-8"
+    )
     subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+        [
+            *(sys.executable, "-m", "pip", "--python", str(bin_dir / "python")),
+            *("install", "-q", "--no-deps", "--no-index", str(wheel)),
+        ],
         check=True,
         capture_output=True,
     )
@@ -47,7 +81,7 @@ def test_wheel_installs_into_fresh_venv_and_checks_an_example(tmp_path: Path) ->
         capture_output=True,
         text=True,
     )
-    assert str(env_dir) in where.stdout, where.stdout
+    assert str(site_packages) in where.stdout, where.stdout
     checked = subprocess.run(
         [str(bin_dir / "lossdsl"), "check", str(spec)],
         cwd=tmp_path,
