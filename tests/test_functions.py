@@ -40,7 +40,13 @@ def test_definition_is_the_plain_meaning(expr: sympy.Expr, meaning: sympy.Expr) 
 def test_derivative_agrees_with_the_definition_away_from_kinks(
     expr: sympy.Expr, meaning: sympy.Expr
 ) -> None:
-    for point in ({x: 0.3, a: -0.7, b: 1.9}, {x: -1.3, a: 0.2, b: 0.9}, {x: 2.5, a: 0.2, b: 0.9}):
+    points = (
+        {x: 0.3, a: -0.7, b: 1.9},
+        {x: -1.3, a: 0.2, b: 0.9},
+        {x: 2.5, a: 0.2, b: 0.9},
+        {x: 0.5, a: 0.9, b: 0.2},  # a clip with reversed bounds is b: derivative 0
+    )
+    for point in points:
         ours = fn.expand_definitions(expr.diff(x)).subs(point)
         exact = meaning.diff(x).subs(point)
         assert float(ours) == pytest.approx(float(exact), rel=1e-12, abs=1e-12)
@@ -52,7 +58,9 @@ def test_derivatives_are_written_in_the_vocabulary() -> None:
     assert fn.LogCosh(x).diff(x) == sympy.tanh(x)
     assert fn.StopGradient(x**2).diff(x) == 0
     assert fn.Relu(x).diff(x) == fn.Where(x > 0, 1, 0)
-    assert fn.Clip(x, a, b).diff(x) == fn.Where(sympy.And(x >= a, x <= b), 1, 0)
+    assert fn.Clip(x, a, b).diff(x) == fn.Where(sympy.And(x >= a, fn.Maximum(x, a) <= b), 1, 0)
+    low, high = sympy.Rational(1, 10), sympy.Rational(9, 10)
+    assert fn.Clip(x, low, high).diff(x) == fn.Where(sympy.And(x >= low, x <= high), 1, 0)
     assert fn.Where(x > 0, x**2, -x).diff(x) == fn.Where(x > 0, 2 * x, -1)
 
 

@@ -272,6 +272,28 @@ def test_a_clip_without_y_pred_is_no_clipped_log_and_param_bounds_stay_min_max()
     assert body.helpers == ("_clip",)
 
 
+def test_a_clip_whose_bounds_are_reversed_is_its_upper_bound_as_in_numpy() -> None:
+    text = (
+        "input y: target\ninput p: real\nparam hi: real = 0.1\n"
+        "loss = mean(clip(p, 0.9, 0.1) + clip(p, 0.9, hi) + log(clip(p, 0.8, 0.2)))\n"
+    )
+    y_pred = np.linspace(-1.0, 2.0, 12).reshape(4, 3)
+    result, _ = run(text, np.zeros_like(y_pred), y_pred)
+    assert np.allclose(result, np.full(4, 0.1 + 0.1 + np.log(0.2)), rtol=1e-15)
+    assert np.array_equal(np.clip(y_pred, 0.9, 0.1), np.full((4, 3), 0.1))
+
+
+def test_comparisons_of_values_without_roles_are_in_y_preds_dtype() -> None:
+    text = "param k: real = 2.0\nloss = mean(where(eps <= num_classes, p, where(k < 1, y, p)))"
+    _, body = compiled(text)
+    code = "\n".join([*body.statements, body.result])
+    assert "tf.math.less_equal(tf.cast(1e-07, p.dtype), num_classes)" in code
+    assert "tf.math.less(tf.cast(k, p.dtype), tf.cast(1.0, p.dtype))" in code
+    y_pred = np.full((2, 3), 0.25)
+    result, _ = run(text, np.zeros_like(y_pred), y_pred)
+    assert np.array_equal(result, np.full(2, 0.25))
+
+
 def test_factors_without_the_summed_roles_multiply_the_sum() -> None:
     _, body = compiled(
         "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0, 2.0]\n"

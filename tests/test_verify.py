@@ -233,3 +233,26 @@ def test_a_reduction_printed_as_another_fails(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(LossSpecError) as failure:
         compile_source(SourceFile.from_text(spec))
     assert "E901" in {d.code for d in failure.value.errors}
+
+
+# ---------------------------------------------------------------- valid specs once rejected
+
+ONCE_REJECTED = [
+    pytest.param("loss = mean(where(eps <= num_classes, p, y))", id="compare-two-constants"),
+    pytest.param(
+        "param k: positive = 3.0\nloss = mean(where(k < num_classes, p, square(p - y)))",
+        id="compare-param-and-num-classes",
+    ),
+    pytest.param("loss = mean(clip(p, 0.9, 0.1) * y)", id="clip-bounds-reversed"),
+    pytest.param(
+        "loss = mean(sum(-y * log(clip(p, 0.9, 0.1)) + square(clip(p, 0.2, 0.6) - y)))",
+        id="clipped-log-bounds-reversed",
+    ),
+]
+"""Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
+
+
+@pytest.mark.parametrize("spec", ONCE_REJECTED)
+def test_valid_specs_once_rejected_compile_and_verify(spec: str) -> None:
+    compiled = compile_source(SourceFile.from_text(spec))
+    assert compiled.per_sample_function is not None

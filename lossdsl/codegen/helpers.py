@@ -18,7 +18,7 @@ SOFTMAX_CROSS_ENTROPY = "_softmax_cross_entropy"
 """Categorical cross-entropy on logits from two class sums (XLA modules only)."""
 
 CLIP = "_clip"
-"""tf.clip_by_value with bounds that are numbers, its gradient written out (`HELPERS`)."""
+"""A clip between numbers, minimum(maximum(x, lo), hi), its gradient written out (`HELPERS`)."""
 
 CLIPPED_LOG = "_clipped_log"
 """The log of `_clip`, its gradient written out: cross-entropy on probabilities."""
@@ -78,11 +78,12 @@ def _softplus_pair_same_shape(a, b, x):
 '''.strip(),
     CLIP: '''
 def _clip(x, low, high):
-    """tf.clip_by_value(x, low, high) for numbers low <= high, its gradient in one pass.
+    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one pass.
 
-    The gradient is the upstream one where low <= x <= high and 0 elsewhere (and at
-    NaN), as TensorFlow's. Written out, it is one select; differentiating TensorFlow's
-    minimum(maximum(x, low), high) takes two selects, two comparisons and zeros.
+    As NumPy's, JAX's and PyTorch's clips, and unlike tf.clip_by_value, it is high
+    everywhere when low > high. The gradient is the upstream one where low <= x <= high
+    and 0 elsewhere (and at NaN), as TensorFlow's. Written out, it is one select;
+    differentiating the minimum and maximum takes two selects, two comparisons and zeros.
     """
 
     @tf.custom_gradient
@@ -90,7 +91,7 @@ def _clip(x, low, high):
         def gradient(upstream):
             return tf.where((x >= low) & (x <= high), upstream, 0.0)
 
-        return tf.clip_by_value(x, low, high), gradient
+        return tf.math.minimum(tf.math.maximum(x, low), high), gradient
 
     return clipped(x)
 '''.strip(),
@@ -108,7 +109,7 @@ def _clipped_log(x, low, high):
         def gradient(upstream):
             return tf.where((x >= low) & (x <= high), upstream / x, 0.0)
 
-        return tf.math.log(tf.clip_by_value(x, low, high)), gradient
+        return tf.math.log(tf.math.minimum(tf.math.maximum(x, low), high)), gradient
 
     return clipped_log(x)
 '''.strip(),

@@ -65,7 +65,7 @@ from lossdsl.codegen.helpers import (
     SUM_OVER_CLASSES,
     helper_dependencies,
 )
-from lossdsl.codegen.names import python_name
+from lossdsl.codegen.names import python_names
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import ALL_ROLES, NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
@@ -336,7 +336,8 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
     log1p of an array as `_log1p` (`codegen.helpers`): XLA on the CPU computes them faster.
     """
     checked = symbolic.checked
-    names = {symbol: python_name(spec_name) for spec_name, symbol in symbolic.symbols.items()}
+    identifiers = python_names(checked)
+    names = {symbol: identifiers[spec_name] for spec_name, symbol in symbolic.symbols.items()}
     y_true = symbolic.symbols[checked.y_true.name]
     labels = frozenset({y_true} if checked.y_true.kind == "label" else ())
     onehot = frozenset({y_true} if checked.y_true.kind == "onehot" else ())
@@ -348,7 +349,7 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     printer = TensorFlowPrinter(
-        names, symbolic.roles, labels, python_name(checked.y_pred.name), temporaries, jit_compile
+        names, symbolic.roles, labels, identifiers[checked.y_pred.name], temporaries, jit_compile
     )
     definitions = []
     for expr in shared:
@@ -826,8 +827,10 @@ class TensorFlowPrinter(PythonCodePrinter):
         ]
         if all(integer_valued):
             sides = [self.index(s) if not s.is_Integer else str(int(s)) for s in (left, right)]
-        else:
+        elif self.roles(left) or self.roles(right):
             sides = [self._print(left), self._print(right)]
+        else:  # numbers, scalar params, num_classes: TensorFlow would make a number float32
+            sides = [self.tensor(left), self.tensor(right)]
         return f"{RELATION_OPS[expr.rel_op]}({sides[0]}, {sides[1]})"
 
     def _print_And(self, expr: sympy.And) -> str:

@@ -150,7 +150,13 @@ class StopGradient(Elementwise):
 
 
 class Clip(Elementwise):
-    """clip(x, lo, hi) = min(max(x, lo), hi); d/dx is 1 on [lo, hi], else 0 (as TensorFlow)."""
+    """clip(x, lo, hi) = min(max(x, lo), hi); d/dx is 1 on [lo, hi], else 0 (as TensorFlow).
+
+    So clip is hi everywhere when lo > hi, as NumPy's, JAX's and PyTorch's clips and
+    `keras.ops.clip` on those backends (TensorFlow's clip_by_value gives lo there). The
+    derivatives are those of TensorFlow's minimum(maximum(x, lo), hi), ties going to the
+    first argument, which for lo <= hi are [lo <= x <= hi], [x < lo] and [x > hi].
+    """
 
     nargs = 3
 
@@ -160,10 +166,12 @@ class Clip(Elementwise):
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
         x, low, high = self.args
+        ordered = (high - low).is_nonnegative
+        below_high = sympy.LessThan(x if ordered else Maximum(x, low), high)
         selectors: dict[int, Boolean] = {
-            1: sympy.And(sympy.GreaterThan(x, low), sympy.LessThan(x, high)),
-            2: sympy.StrictLessThan(x, low),
-            3: sympy.StrictGreaterThan(x, high),
+            1: sympy.And(sympy.GreaterThan(x, low), below_high),
+            2: sympy.StrictLessThan(x, low) if ordered else sympy.And(x < low, below_high),
+            3: sympy.Not(below_high),
         }
         return _indicator(selectors[argindex])
 

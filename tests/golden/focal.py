@@ -23,11 +23,12 @@ import tensorflow as tf
 
 
 def _clip(x, low, high):
-    """tf.clip_by_value(x, low, high) for numbers low <= high, its gradient in one pass.
+    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one pass.
 
-    The gradient is the upstream one where low <= x <= high and 0 elsewhere (and at
-    NaN), as TensorFlow's. Written out, it is one select; differentiating TensorFlow's
-    minimum(maximum(x, low), high) takes two selects, two comparisons and zeros.
+    As NumPy's, JAX's and PyTorch's clips, and unlike tf.clip_by_value, it is high
+    everywhere when low > high. The gradient is the upstream one where low <= x <= high
+    and 0 elsewhere (and at NaN), as TensorFlow's. Written out, it is one select;
+    differentiating the minimum and maximum takes two selects, two comparisons and zeros.
     """
 
     @tf.custom_gradient
@@ -35,7 +36,7 @@ def _clip(x, low, high):
         def gradient(upstream):
             return tf.where((x >= low) & (x <= high), upstream, 0.0)
 
-        return tf.clip_by_value(x, low, high), gradient
+        return tf.math.minimum(tf.math.maximum(x, low), high), gradient
 
     return clipped(x)
 

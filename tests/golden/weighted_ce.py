@@ -31,7 +31,7 @@ def _clipped_log(x, low, high):
         def gradient(upstream):
             return tf.where((x >= low) & (x <= high), upstream / x, 0.0)
 
-        return tf.math.log(tf.clip_by_value(x, low, high)), gradient
+        return tf.math.log(tf.math.minimum(tf.math.maximum(x, low), high)), gradient
 
     return clipped_log(x)
 
