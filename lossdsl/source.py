@@ -30,13 +30,18 @@ class Span:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A spec's text (newlines normalised to LF) and the name diagnostics show for it."""
+    """A spec's text (newlines normalised to LF) and the name diagnostics show for it.
+
+    The name is kept printable (`printable_name`): a file name with a newline, a control
+    character or bytes that are not UTF-8 is shown escaped wherever it appears.
+    """
 
     name: str
     text: str
     lines: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "name", printable_name(self.name))
         object.__setattr__(self, "lines", tuple(self.text.split("\n")))
 
     @staticmethod
@@ -72,6 +77,24 @@ class SourceFile:
             if text.strip():
                 return Span.point(index, len(text) + 1)
         return Span.point(1, 1)
+
+
+def printable_name(name: str) -> str:
+    """A file name with every character that is not printable escaped, as `repr` does.
+
+    A byte that was not UTF-8 (a lone surrogate from `os.fsdecode`'s surrogateescape)
+    is shown as the byte, `\\xff`; a newline as `\\n`. Printable names, backslashes
+    included, are unchanged, so the function is idempotent: a name saved in a config and
+    read back shows the same.
+    """
+    return "".join(char if char.isprintable() else escaped_char(char) for char in name)
+
+
+def escaped_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def normalise_newlines(text: str) -> str:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import io
 import math
+import re
+import tokenize
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sympy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import SOFTPLUS_PAIR_SAME_SHAPE, XLA_FORMS, helper_source
@@ -16,6 +23,7 @@ from lossdsl.codegen.writer import (
     KERAS_LOSS_ATTRIBUTES,
     escape_docstring,
     function_names,
+    header_line,
     statements_needed,
     write_module,
 )
@@ -173,7 +181,7 @@ def test_nothing_in_a_comment_can_become_code(comment: str) -> None:
     text = write(checked, FOCAL_BODY)
     tree = ast.parse(text)
     docstring = ast.get_docstring(tree, clean=False)
-    assert docstring is not None and docstring.startswith(comment.strip())
+    assert docstring is not None and docstring.startswith(comment.strip().expandtabs())
     top_level = [type(node).__name__ for node in tree.body]
     assert top_level == ["Expr", "Import", "Import", "FunctionDef", "ClassDef"]
 
@@ -344,8 +352,8 @@ def test_param_attributes_never_overwrite_keras_loss_attributes() -> None:
         kinds=("target", "real"),
         params=(("call", NAMED_DOMAINS["real"], 1.0),),
     )
-    body = FunctionBody(statements=(), result="tf.reduce_mean(call * p, axis=-1)")
-    loss = load(write(checked, body))["Focal"](call=3.0)
+    body = FunctionBody(statements=(), result="tf.reduce_mean(call_ * p, axis=-1)")
+    loss = load(write(checked, body))["Focal"](call_=3.0)  # `call` is Keras's: renamed
     assert loss.get_config()["call"] == 3.0
     np.testing.assert_allclose(float(loss(np.zeros((2, 1)), np.ones((2, 1)))), 3.0)
 
@@ -357,3 +365,124 @@ def test_long_signatures_are_wrapped_black_style() -> None:
     text = write(checked, body)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "    param_number_4=4.0,\n" in text
+
+
+# ---------------------------------------------------------------------- hostile text
+
+
+def module_docstrings(text: str) -> dict[str, str | None]:
+    """The raw docstring of the module and of each top-level function and class."""
+    tree = ast.parse(text.encode("utf-8"))
+    found = {"module": ast.get_docstring(tree, clean=False)}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            found[node.name] = ast.get_docstring(node, clean=False)
+    return found
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "Focal\tloss, a tab inside\n\tand one leading a line\n  then\tspaces",
+        "\tA tab first\n\t\tTwo tabs",
+        'Back\\slash\t"""\ttriple quotes\x0c\x0b\r\x85\u2028 and γ\t✓',
+    ],
+)
+def test_any_comment_text_is_the_docstring_with_tabs_expanded(comment: str) -> None:
+    """A tab's width depends on the column it starts at: the module docstring starts at
+    column 0 and the class's at 4, so tabs are expanded once, in the text itself."""
+    checked = make_checked(FOCAL_SPEC, params=FOCAL_PARAMS, docstring=comment)
+    found = module_docstrings(write(checked, FOCAL_BODY))
+    expected = comment.strip().expandtabs()
+    module, cls = found["module"], found["Focal"]
+    assert module is not None and module.startswith(expected + "\n")
+    indented = "\n".join(f"    {line}" if line else "" for line in expected.split("\n"))
+    assert cls is not None and cls.startswith(indented[len("    ") :] + "\n")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(st.characters(codec=None, exclude_categories=("Cs",)), max_size=60))
+def test_every_comment_text_gives_a_module_with_that_docstring(comment: str) -> None:
+    checked = make_checked(FOCAL_SPEC, params=FOCAL_PARAMS, docstring=comment)
+    text = write(checked, FOCAL_BODY)  # the writer's own check compares every docstring
+    summary = comment.strip().expandtabs() or "The `focal` loss."
+    module = module_docstrings(text)["module"]
+    assert module is not None and module.startswith(summary + "\n")
+
+
+ENCODING_NAMES = [
+    "coding:utf-7 ce.loss",
+    "x coding=latin-1.loss",
+    "-*- coding: utf-7 -*-.loss",
+    "vim: set fileencoding=utf-16 :.loss",
+    "coding:\ncoding:utf-7.loss",
+    "new\nline.loss",
+    "carriage\rreturn.loss",
+    "nul\x00and\x0cform feed.loss",
+    "bad\udcffbyte.loss",
+]
+
+
+@pytest.mark.parametrize("file_name", ENCODING_NAMES)
+def test_the_header_never_declares_an_encoding_or_spans_lines(file_name: str) -> None:
+    checked = make_checked(FOCAL_SPEC, name=f"dir/{file_name}", params=FOCAL_PARAMS)
+    text = write(checked, FOCAL_BODY)
+    data = text.encode("utf-8")  # strict: no lone surrogate reaches the module
+    assert tokenize.detect_encoding(io.BytesIO(data).readline)[0] == "utf-8"
+    header, second = text.split("\n")[:2]
+    assert header.startswith("# Generated by lossdsl from ") and header.endswith(". Do not edit.")
+    assert not re.search(r"coding[:=]", header)
+    assert second.startswith('"""')
+    top_level = [type(node).__name__ for node in ast.parse(data).body]
+    assert top_level[:3] == ["Expr", "Import", "Import"]
+
+
+def test_the_header_shows_a_file_name_escaped() -> None:
+    assert (
+        header_line("new\nline.loss") == "# Generated by lossdsl from new\\nline.loss. Do not edit."
+    )
+    assert header_line("coding:utf-7 ce.loss") == (
+        "# Generated by lossdsl from coding\\x3autf-7 ce.loss. Do not edit."
+    )
+    assert header_line("focal.loss") == "# Generated by lossdsl from focal.loss. Do not edit."
+
+
+UTF7_ATTACK = (
+    # In UTF-7, +ACIAIgAi- is three double quotes, +AAo- a newline and +ACI- one quote: the
+    # comment closes the docstrings (module and class), opens a file, and reopens a string.
+    "# Cross-entropy +ACIAIgAi-+AAo-open(+ACI-canary.txt+ACI-, +ACI-w+ACI-)"
+    "+AAo-class X:+AAo-    +ACIAIgAi-\n"
+    "input y: label\n"
+    "input p: prob\n"
+    "loss ce = mean(-log(clip(p[y])))\n"
+)
+
+
+def import_module_file(path: Path) -> None:
+    """Import a module from its file, as `import` would (bytes, encoding declaration and all)."""
+    spec = importlib.util.spec_from_file_location(f"attack_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_a_utf7_file_name_and_payload_run_nothing_on_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file named `coding:utf-7 ...` once made the module UTF-7, and the comment's
+    UTF-7 payload closed the docstring and created a file when the module was imported."""
+    from lossdsl.compiler import compile_source
+
+    monkeypatch.chdir(tmp_path)
+    compiled = compile_source(
+        SourceFile.from_text(UTF7_ATTACK, "coding:utf-7 ce.loss"), verify=False
+    )
+    module = tmp_path / "generated.py"
+    module.write_bytes(compiled.python_source.encode("utf-8"))
+    import_module_file(module)
+    assert not (tmp_path / "canary.txt").exists()
+    # The payload is real: under the header that named the file as it is, it runs.
+    rest = compiled.python_source.split("\n", 1)[1]
+    unsafe = tmp_path / "unsafe.py"
+    unsafe.write_bytes(f"# Generated by lossdsl from coding:utf-7 ce.loss.\n{rest}".encode())
+    import_module_file(unsafe)
+    assert (tmp_path / "canary.txt").exists()
