@@ -25,7 +25,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom
 
-from lossdsl.codegen.names import python_name
+from lossdsl.codegen.names import python_name, python_names
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.symbolic import functions
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -752,18 +752,21 @@ class Candidate:
 def run_candidate(
     per_sample_function: Callable[..., Any],
     draw: Draw,
-    params: Mapping[str, float | tuple[float, ...]],
+    arguments: Mapping[str, float | tuple[float, ...]],
     output_shape: tuple[int, ...],
 ) -> Candidate:
-    """The generated function's value and gradient of sum(cotangent * result) in float64."""
+    """The generated function's value and gradient of sum(cotangent * result) in float64.
+
+    `arguments` are the params' values by their Python names (`codegen.names.python_names`).
+    """
     import tensorflow as tf
 
     true_dtype = tf.int32 if draw.y_true.dtype.kind == "i" else tf.float64
     y_true = tf.constant(draw.y_true, dtype=true_dtype)
     y_pred = tf.constant(draw.y_pred, dtype=tf.float64)
     arguments = {
-        python_name(name): tf.constant(value, tf.float64) if isinstance(value, tuple) else value
-        for name, value in params.items()
+        name: tf.constant(value, tf.float64) if isinstance(value, tuple) else value
+        for name, value in arguments.items()
     }
     try:
         with tf.GradientTape() as tape:
@@ -879,6 +882,8 @@ def verify_module(
     """
     checked = symbolic.checked
     params = {param.name: param.default for param in checked.params}
+    names = python_names(checked)
+    arguments = {names[name]: value for name, value in params.items()}
     output_roles = functions.roles_of(symbolic.result, symbolic.roles)
     selects_by_label = any(
         expr is not None and expr.has(*LABEL_SELECTORS) for expr in (symbolic.result, symbolic.mask)
@@ -899,7 +904,9 @@ def verify_module(
             rng, checked.y_true, checked.y_pred, layout, output_roles, edge, selects_by_label
         )
         exact = reference(symbolic, draw, params, rng)
-        candidate = run_candidate(function, exact.draw, params, layout.output_shape(output_roles))
+        candidate = run_candidate(
+            function, exact.draw, arguments, layout.output_shape(output_roles)
+        )
         for diagnostic in _compare(symbolic, exact, candidate):
             found.setdefault(diagnostic.code, diagnostic)
     return tuple(found[code] for code in sorted(found))

@@ -1,18 +1,34 @@
-"""Python identifiers for spec names: keywords, builtins and our own names get a suffix."""
+"""Python identifiers for spec names.
+
+A generated module binds a spec's inputs and params as Python arguments, next to its own
+names (`tf`, `keras`, the helpers, CSE temporaries `t0`..., Keras's arguments and
+attributes, the loss's function and class). `python_names` gives every input and param
+an identifier that clashes with none of them nor with another spec name: a name that is
+free keeps its spelling, any other gets the first free candidate among `name_`,
+`name__`, ... (`lambda` -> `lambda_`, or `lambda__` when the spec also has a `lambda_`).
+
+A name that TensorFlow would not accept as a `tf.function` argument (one starting with
+`_`, or with a character that is not a letter, digit or `_`) is first spelled as
+TensorFlow spells it (`_g` -> `arg__g`), so `tf.function` never renames an argument
+behind the module's back.
+"""
 
 from __future__ import annotations
 
 import builtins
 import keyword
 import re
+from collections.abc import Iterable
 
 from lossdsl.codegen.helpers import HELPER_NAMES
+from lossdsl.typed import CheckedSpec
 
 GENERATED_NAMES: frozenset[str] = HELPER_NAMES | frozenset(
     {
         "tf",
         "keras",
         "self",
+        "cls",
         "y_true",
         "y_pred",
         "config",
@@ -20,6 +36,15 @@ GENERATED_NAMES: frozenset[str] = HELPER_NAMES | frozenset(
         "math",
         "spatial_axes",
         "sum_dtype",
+        "losses",
+        "renamed",
+        # Keras's own arguments and the public attributes of `keras.losses.Loss`
+        "call",
+        "dtype",
+        "from_config",
+        "get_config",
+        "name",
+        "reduction",
     }
 )
 """Names the generated module uses itself, so spec names must not shadow them."""
@@ -27,23 +52,76 @@ GENERATED_NAMES: frozenset[str] = HELPER_NAMES | frozenset(
 _TEMPORARY = re.compile(r"t\d+")
 
 
-def python_name(spec_name: str) -> str:
-    """The identifier a spec name gets inside generated code (`lambda` -> `lambda_`).
-
-    Spec names are already valid, NFKC-normalised identifiers; only clashes with
-    Python keywords, builtins, the module's own names and CSE temporaries (`t0`...)
-    are renamed, by appending underscores until the name is free.
-    """
-    name = spec_name
-    while (
+def is_reserved(name: str) -> bool:
+    """A Python keyword or builtin, a name of the generated module, or a CSE temporary."""
+    return (
         keyword.iskeyword(name)
         or keyword.issoftkeyword(name)
         or hasattr(builtins, name)
         or name in GENERATED_NAMES
-        or _TEMPORARY.fullmatch(name)
-    ):
+        or _TEMPORARY.fullmatch(name) is not None
+    )
+
+
+def tf_argument_name(name: str) -> str:
+    """The name `tf.function` gives an argument (its `sanitize_arg_name`): `_g` -> `arg__g`."""
+    swapped = "".join(c if c.isalnum() else "_" for c in name)
+    return swapped if swapped[:1].isalpha() else "arg_" + swapped
+
+
+def python_name(spec_name: str) -> str:
+    """The identifier of a module-level name derived from one spec name (the loss's function).
+
+    Appends underscores while the name is reserved. For the inputs and params of a spec,
+    which must also be distinct from each other, use `python_names`.
+    """
+    name = spec_name
+    while is_reserved(name):
         name += "_"
     return name
+
+
+def python_names(checked: CheckedSpec) -> dict[str, str]:
+    """The Python identifier of every input and param of a spec, one-to-one."""
+    function, mask_function, class_name = function_names(checked.loss_name)
+    spec_names = [checked.y_true.name, checked.y_pred.name, *(p.name for p in checked.params)]
+    return unique_identifiers(spec_names, {function, mask_function, class_name})
+
+
+def unique_identifiers(spec_names: Iterable[str], module_names: Iterable[str]) -> dict[str, str]:
+    """Distinct identifiers for distinct spec names, none reserved nor in `module_names`.
+
+    Names that are free keep their spelling; the others, in order, take the first free
+    candidate among `base`, `base_`, `base__`, ... where `base` is the name as
+    `tf.function` accepts it.
+    """
+    names = list(dict.fromkeys(spec_names))
+    taken = set(module_names)
+    keeps = [
+        name
+        for name in names
+        if name not in taken and not is_reserved(name) and tf_argument_name(name) == name
+    ]
+    identifiers = {name: name for name in keeps}
+    taken.update(keeps)
+    for name in names:
+        if name in identifiers:
+            continue
+        candidate = tf_argument_name(name)
+        while candidate in taken or is_reserved(candidate):
+            candidate += "_"
+        identifiers[name] = candidate
+        taken.add(candidate)
+    return {name: identifiers[name] for name in names}
+
+
+def function_names(loss_name: str) -> tuple[str, str, str]:
+    """The per-sample function, the mask function and the class name of a loss."""
+    function = python_name(loss_name)
+    class_name = camel_case(loss_name)
+    if class_name == function:
+        class_name += "Loss"
+    return function, f"{function}_mask", class_name
 
 
 def camel_case(loss_name: str) -> str:

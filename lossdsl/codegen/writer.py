@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import helper_source
-from lossdsl.codegen.names import camel_case, python_name
+from lossdsl.codegen.names import function_names, python_names
 from lossdsl.source import printable_name
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
@@ -90,22 +90,12 @@ class ParamCode:
         return self.info.name
 
 
-def param_code(info: ParamInfo) -> ParamCode:
-    """A param's Python argument and attribute names."""
-    argument = python_name(info.name)
+def param_code(info: ParamInfo, argument: str) -> ParamCode:
+    """A param's Python argument (from `python_names`) and attribute names."""
     attribute = argument
     while attribute in KERAS_LOSS_ATTRIBUTES:
         attribute += "_"
     return ParamCode(info, argument, attribute)
-
-
-def function_names(loss_name: str) -> tuple[str, str, str]:
-    """The per-sample function, the mask function and the class name of a loss."""
-    function = python_name(loss_name)
-    class_name = camel_case(loss_name)
-    if class_name == function:
-        class_name += "Loss"
-    return function, f"{function}_mask", class_name
 
 
 def write_module(
@@ -142,9 +132,10 @@ class ModuleWriter:
         # so AutoGraph has nothing to convert; skipping it makes tracing much faster.
         options = "jit_compile=True, autograph=False" if jit_compile else "autograph=False"
         self.decorator = f"@tf.function({options})"
-        self.params = tuple(param_code(info) for info in checked.params)
-        self.y_true = python_name(checked.y_true.name)
-        self.y_pred = python_name(checked.y_pred.name)
+        names = python_names(checked)
+        self.params = tuple(param_code(info, names[info.name]) for info in checked.params)
+        self.y_true = names[checked.y_true.name]
+        self.y_pred = names[checked.y_pred.name]
         self.function, self.mask_function, self.class_name = function_names(checked.loss_name)
         self.spec_file = spec_file_name(checked.source.name)
         self.docstrings: list[tuple[str, str]] = []  # (where, the literal's intended value)
