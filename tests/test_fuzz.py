@@ -1,0 +1,156 @@
+"""Grammar-aware fuzzing in the suite: any input ends in a result or located diagnostics.
+
+The generators live in `fuzz/specgen.py` (shared with the long run `fuzz/run.py`); here
+hypothesis draws their choices, derandomized and without a database, so CI runs the same
+examples every time and a failure shrinks to a small spec.
+
+- Front end: grammar-built text, and mutations of it and of the example specs, through
+  parsing, the checks and the domain analysis.
+- Lowering and code writing: well-typed random specs through the whole pipeline but
+  verification; the module must parse and define the loss class.
+- A few well-typed specs compiled with verification.
+
+Every outcome must be a result or a `LossSpecError` whose diagnostics each render as
+`fuzz.loss:LINE:COL: severity[CODE]: message`, and never E9xx ("a bug in lossdsl") for a
+spec the generator knows to be valid.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lossdsl.compiler import check_source, compile_source, domain_warnings
+from lossdsl.diagnostics import LossSpecError, render
+from lossdsl.parser import read_source
+from lossdsl.source import SourceFile
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))  # `fuzz` is a folder of the checkout, not of the package
+from fuzz.specgen import Chooser, grammar_spec, mutate, typed_spec  # noqa: E402
+
+T = TypeVar("T")
+FILE_NAME = "fuzz.loss"
+EXAMPLE_SPECS = tuple(path.read_text("utf-8") for path in sorted(ROOT.glob("examples/*.loss")))
+RENDERED_HEADER = re.compile(
+    rf"^{re.escape(FILE_NAME)}:\d+:\d+: (error|warning)\[[EW]\d{{3}}\]: \S", re.MULTILINE
+)
+# Diagnostics about the file as a whole, with no statement to point at: an empty spec
+# (E100) and one over the size limit (E117).
+UNLOCATED_CODES = frozenset({"E100", "E117"})
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Reproducible settings: the same examples on every run, no example database."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+class DrawChooser:
+    """The generators' choices, drawn by hypothesis (so that failures shrink)."""
+
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return self.draw(st.sampled_from(options))
+
+
+def chooser_of(draw: st.DrawFn) -> Chooser:
+    return DrawChooser(draw)
+
+
+@st.composite
+def grammar_bytes(draw: st.DrawFn) -> bytes:
+    return grammar_spec(chooser_of(draw)).encode("utf-8", errors="surrogatepass")
+
+
+@st.composite
+def mutated_bytes(draw: st.DrawFn) -> bytes:
+    chooser = chooser_of(draw)
+    text = draw(st.sampled_from(EXAMPLE_SPECS)) if chance_of(draw) else grammar_spec(chooser)
+    return mutate(chooser, text)
+
+
+def chance_of(draw: st.DrawFn) -> bool:
+    return draw(st.booleans())
+
+
+@st.composite
+def typed_text(draw: st.DrawFn) -> str:
+    return typed_spec(chooser_of(draw))
+
+
+def assert_located_diagnostics(failure: LossSpecError, *, valid_spec: bool) -> None:
+    """Every diagnostic is coded and located; none says "a bug in lossdsl" for a valid spec."""
+    assert failure.diagnostics, "a LossSpecError without diagnostics"
+    assert any(d.is_error for d in failure.diagnostics), str(failure)
+    for diagnostic in failure.diagnostics:
+        assert re.fullmatch(r"[EW]\d{3}", diagnostic.code), diagnostic
+        assert diagnostic.message.strip(), diagnostic
+        rendered = render(diagnostic, failure.source)
+        if diagnostic.span is None:
+            assert diagnostic.code in UNLOCATED_CODES, rendered
+        else:
+            assert RENDERED_HEADER.match(rendered), rendered
+        if valid_spec:
+            assert not diagnostic.code.startswith("E9"), rendered
+    str(failure)
+
+
+def front_end(data: bytes) -> None:
+    """Parse, check and analyse domains; a LossSpecError must be well formed."""
+    try:
+        checked = check_source(read_source(data, FILE_NAME))
+        domain_warnings(checked)
+    except LossSpecError as failure:
+        assert_located_diagnostics(failure, valid_spec=False)
+
+
+@fuzz_settings(150)
+@given(grammar_bytes())
+def test_grammar_built_text_ends_in_a_tree_or_located_diagnostics(data: bytes) -> None:
+    front_end(data)
+
+
+@fuzz_settings(250)
+@given(mutated_bytes())
+def test_mutated_text_ends_in_a_tree_or_located_diagnostics(data: bytes) -> None:
+    front_end(data)
+
+
+@fuzz_settings(60)
+@given(typed_text())
+def test_well_typed_specs_lower_and_write_a_module(text: str) -> None:
+    try:
+        compiled = compile_source(SourceFile.from_text(text, FILE_NAME), verify=False)
+    except LossSpecError as failure:
+        assert_located_diagnostics(failure, valid_spec=True)
+        return
+    ast.parse(compiled.python_source)
+    assert compiled.loss_class.__name__ in compiled.python_source
+    assert callable(compiled.per_sample_function)
+
+
+@fuzz_settings(5)
+@given(typed_text())
+def test_well_typed_specs_compile_with_verification(text: str) -> None:
+    try:
+        compile_source(SourceFile.from_text(text, FILE_NAME), verify=True)
+    except LossSpecError as failure:
+        assert_located_diagnostics(failure, valid_spec=True)
