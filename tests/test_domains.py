@@ -312,3 +312,88 @@ def test_witness_values_are_inside_kinds() -> None:
     value = float(message.rsplit("= ", 1)[1])
     assert 0 <= value <= 1 and value < 0.3
     assert np.isfinite(value)
+
+
+# ---------------------------------------------------------------- overflow (float64, float32)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "param w: [0, 1e200] = 1\nloss = mean(log(w^2 + 1) * square(p - y))",
+        "param w: [0, 1e200] = 1\nloss = mean(w * square(p - y))",
+        "loss = mean(p^2 / 2^2000)",
+        "loss = mean(p ^ (1 / cosh(clip(y, 0, 1000))))",
+        "loss = mean(log(p + exp(1e300)))",
+        "loss = mean(p^(2^1e300))",
+    ],
+)
+def test_interval_arithmetic_overflows_to_infinity_instead_of_raising(text: str) -> None:
+    assert all(d.code.startswith(("E4", "W4")) for d in diagnose(text))
+
+
+def test_ranges_overflow_to_infinity() -> None:
+    text = "param w: [0, 1e200] = 1\nloss = mean(square(p - y) * (w^2 + cosh(w) + 1e300 * w))"
+    assert range_of(text, "w^2") == Range(0.0, math.inf, True, False)
+    assert range_of(text, "cosh(w)") == Range(1.0, math.inf, True, False)
+    assert range_of(text, "1e300 * w") == Range(0.0, math.inf, True, False)
+
+
+def test_overflowing_corners_do_not_collapse_a_range_to_zero() -> None:
+    # The corners of `1e300 * w` are 0 and inf; the range once came out as [0, 0], which
+    # hid the NaN of this sqrt.
+    text = "param w: [0, 1e200] = 1\nloss = mean(sqrt(w * w * p - 1e300*w))"
+    diagnostic = next(d for d in diagnose(text) if d.is_error)
+    assert diagnostic.code == "E404"
+    assert "w = 1, p = 0" in diagnostic.message
+
+
+def test_a_sum_with_an_overflowing_term_stays_at_infinity() -> None:
+    text = "loss = mean(log(p + exp(1e300)))"
+    assert range_of(text, "p + exp(1e300)").low == math.inf
+    assert "W402" not in codes(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown", "value"),
+    [
+        ("loss = mean(square(p - y) * (1e308 * 10))", "`1e308 * 10`", "1.0e309"),
+        ("loss = mean(p * 2^1e5)", "`2^1e5`", "1.0e30103"),
+        ("loss = mean(p * exp(1000))", "`exp(1000)`", "2.0e434"),
+        ("loss = mean(p * 1e300 * 1e300)", "`p * 1e300 * 1e300` (its constant parts)", "1.0e600"),
+    ],
+)
+def test_constants_beyond_float64_are_errors(text: str, shown: str, value: str) -> None:
+    diagnostic = next(d for d in diagnose(text) if d.code == "E407")
+    assert diagnostic.message.startswith(f"{shown} is {value}, beyond the largest float64")
+
+
+def test_constants_that_fold_back_into_range_are_fine() -> None:
+    # SymPy folds the constant factors exactly, so the generated code holds 1e308.
+    assert codes("loss = mean(square(p - y) * 1e308 * 10 * 0.1)") == ["W408"]
+    assert codes("loss = mean(square(p - y) * exp(1000) * exp(-1000))") == []
+    assert codes("loss = mean(square(p - y) * 1e20 * 1e-20)") == []
+
+
+def test_constant_beyond_float32_warns() -> None:
+    diagnostic = only("loss = mean(square(p - y) * cosh(100))", "W408")
+    assert diagnostic.message.startswith("`cosh(100)` is 1.3e43, beyond the largest float32")
+    assert codes("loss = mean(square(p - y) * cosh(80))") == []
+
+
+def test_param_domain_beyond_float32_warns_once() -> None:
+    diagnostic = only("param w: [0, 1e200] = 1\nloss = mean(w * square(p - y) + w * p)", "W408")
+    assert "`w` can be 1e+200" in diagnostic.message
+
+
+def test_intermediate_beyond_float32_names_a_witness() -> None:
+    diagnostic = only("param k: [0, 100] = 1\nloss = mean(exp(k * p) * y)", "W408")
+    assert "`exp(k * p)` exceeds it at k = 100, p = 1" in diagnostic.message
+
+
+def test_overflow_of_large_inputs_and_of_values_only_a_log_takes_is_not_warned() -> None:
+    # Any exp or cosh of a real input overflows for a large enough input, and the stable
+    # rewrites compute log(cosh(x)) and log(sum(exp(x))) without forming the value.
+    assert codes("input y: target\ninput p: real\nloss = mean(log(cosh(p - y)))") == []
+    assert codes("input y: target\ninput z: logits\nloss = mean(square(exp(z) - y))") == []
+    assert codes("input y: onehot\ninput z: logits\nloss = mean(log(sum(exp(z))) - sum(y*z))") == []

@@ -76,6 +76,7 @@ LOG_NEVER_FINITE = "E403"
 SQRT_OF_NEGATIVE = "E404"
 POWER_OF_NEGATIVE = "E405"
 DIVISION_BY_ZERO_EVERYWHERE = "E406"
+CONSTANT_OVERFLOW = "E407"
 NO_PREDICTION = "E501"
 NO_GRADIENT_PATH = "E502"
 
@@ -86,6 +87,12 @@ SQRT_GRADIENT_AT_ZERO = "W404"
 POWER_GRADIENT_AT_ZERO = "W405"
 NEGATIVE_POWER_OF_ZERO = "W406"
 UNSELECTED_NAN = "W407"
+FLOAT32_OVERFLOW = "W408"
+
+FLOAT64_MAX = float(np.finfo(np.float64).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest finite values of the dtype the checks reason in and the one the loss runs in
+(float32: Keras's `floatx()`, also under the mixed-precision policies)."""
 
 Array = npt.NDArray[Any]
 
@@ -186,10 +193,11 @@ KIND_RANGES: dict[str, Range] = {
 NUM_CLASSES_RANGE = Range(1.0, math.inf)
 
 
-def _at(function: Callable[[float], float], value: float) -> float:
-    """`function(value)` in float64, with the limits numpy gives at infinities and poles."""
+def _at(function: Callable[[Any], Any], value: float) -> float:
+    """`function(value)` in float64 with IEEE semantics: a result beyond the float range is
+    +-inf (never an OverflowError), and infinities and poles give numpy's limits."""
     with np.errstate(all="ignore"):
-        return float(function(value))
+        return float(function(np.float64(value)))
 
 
 def _increasing(values: Range, function: Callable[[float], float]) -> Range:
@@ -204,11 +212,19 @@ def _increasing(values: Range, function: Callable[[float], float]) -> Range:
 def _add(ranges: Sequence[Range], negated: Sequence[bool]) -> Range:
     terms = [_negate(r) if minus else r for r, minus in zip(ranges, negated, strict=True)]
     return Range(
-        sum(r.low for r in terms) if all(math.isfinite(r.low) for r in terms) else -math.inf,
-        sum(r.high for r in terms) if all(math.isfinite(r.high) for r in terms) else math.inf,
+        _sum_of_ends([r.low for r in terms], -math.inf),
+        _sum_of_ends([r.high for r in terms], math.inf),
         all(r.low_closed for r in terms),
         all(r.high_closed for r in terms),
     )
+
+
+def _sum_of_ends(ends: Sequence[float], unbounded: float) -> float:
+    """The sum of interval ends in float64; an end unbounded in the sum's own direction
+    wins (so a term of [inf, inf] cannot cancel one of [-inf, x] into NaN)."""
+    if unbounded in ends:
+        return unbounded
+    return sum(ends)  # overflows to +-inf as IEEE addition does
 
 
 def _negate(values: Range) -> Range:
@@ -257,7 +273,7 @@ def _integer_power(base: Range, exponent: int) -> Range:
     if exponent < 0:
         return _reciprocal(_integer_power(base, -exponent))
     magnitude = _absolute(base) if exponent % 2 == 0 else base
-    return _increasing(magnitude, lambda v: v**exponent)
+    return _increasing(magnitude, functools.partial(_float_power, exponent=exponent))
 
 
 def _real_power(base: Range, exponent: Range) -> Range:
@@ -276,7 +292,7 @@ def _real_power(base: Range, exponent: Range) -> Range:
 
 
 def _float_power(base: float, exponent: float) -> float:
-    return float(np.power(base, exponent))
+    return float(np.power(np.float64(base), np.float64(exponent)))
 
 
 def _repeated_sum(values: Range) -> Range:
@@ -329,7 +345,7 @@ def _clamp_above(values: Range, ceiling: Range) -> Range:
 
 def _cosh_rule(analysis: RangeAnalysis, call: TCall) -> Range:
     magnitude = _absolute(analysis.argument(call, 0))
-    return _increasing(magnitude, math.cosh if math.isfinite(magnitude.high) else np.cosh)
+    return _increasing(magnitude, np.cosh)
 
 
 def _clip_rule(analysis: RangeAnalysis, call: TCall) -> Range:
@@ -602,10 +618,10 @@ class RangeAnalysis:
             values = self._polynomial(node, dict(zip(keys, corners.T, strict=True)))
             nudged_values = self._polynomial(node, dict(zip(keys, nudged.T, strict=True)))
         values = np.broadcast_to(values, (len(corners),)).copy()
+        if not np.all(np.isfinite(values)):
+            return None  # overflow at a corner: the naive range (with its infinities) stands
         scale = max(1.0, float(np.max(np.abs(values))))
         values[np.abs(values) <= 1e-12 * scale] = 0.0
-        if not np.all(np.isfinite(values)):
-            return None
         low, high = float(values.min()), float(values.max())
         attained = np.all(closed, axis=1) | np.isclose(nudged_values, values, rtol=0, atol=0)
         return Range(
@@ -812,6 +828,10 @@ class Evaluator:
     def argument(self, call: TCall, index: int = 0) -> Array:
         return self.value(call.args[index])
 
+    def assume(self, node: TExpr, value: object) -> None:
+        """Take `value` as `node`'s value instead of evaluating its sub-tree."""
+        self._values[id(node)] = np.full((1, 1, 1, 1), value, dtype=self.numerics.dtype)
+
 
 COMPARISONS: dict[str, Callable[[Array, Array], Array]] = {
     "<": operator.lt,
@@ -1008,7 +1028,8 @@ def _rows(values: tuple[float, ...], width: int, distribution: bool) -> Array:
 class WitnessSearch:
     """Finds input and param values where a condition holds (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, input_limit: float = math.inf) -> None:
+        self.input_limit = input_limit  # inputs take only candidates of at most this size
         self._free: dict[int, tuple[TInput | TParam, ...]] = {}
         self._rows_needed: dict[int, bool] = {}
 
@@ -1045,7 +1066,7 @@ class WitnessSearch:
     def _variable(self, leaf: TInput | TParam, needs_rows: bool) -> Variable:
         width = WITNESS_CLASSES if needs_rows and Role.CLASS in leaf.roles else 1
         if isinstance(leaf, TInput):
-            values = KIND_VALUES[leaf.info.kind]
+            values = tuple(v for v in KIND_VALUES[leaf.info.kind] if abs(v) <= self.input_limit)
             return Variable(leaf.info.name, _rows(values, width, leaf.info.kind == "onehot"))
         return Variable(leaf.info.name, _rows(_param_values(leaf.info.domain), width, False))
 
@@ -1300,7 +1321,9 @@ class DomainChecker:
         return source_text(self.source, node.span)
 
     def run(self) -> list[Diagnostic]:
+        overflow = OverflowCheck(self)
         for node in walk(self.roots):
+            overflow.check(node)
             match node:
                 case TCall(builtin=builtin) if builtin in DOMAIN_RULES:
                     self._check_domain(node, DOMAIN_RULES[builtin])
@@ -1312,14 +1335,21 @@ class DomainChecker:
                             self._check_divisor(node, operand)
         return self.diagnostics
 
-    def _search(self, node: TExpr, scope: Sequence[TExpr], condition: Condition) -> Found:
+    def _search(
+        self,
+        node: TExpr,
+        scope: Sequence[TExpr],
+        condition: Condition,
+        search: WitnessSearch | None = None,
+    ) -> Found:
         """A witness where `node`'s value is used if there is one, else any witness."""
+        search = search or self.search
         for guards in self.guards[id(node)]:
             conditions = [comparison for comparison, _ in guards]
-            witness = self.search.find([*scope, *conditions], _when(condition, guards))
+            witness = search.find([*scope, *conditions], _when(condition, guards))
             if witness is not None:
                 return Found(witness, True)
-        return Found(self.search.find(scope, condition), False)
+        return Found(search.find(scope, condition), False)
 
     def _check_domain(self, call: TCall, rule: DomainRule) -> None:
         argument = call.args[0]
@@ -1534,6 +1564,252 @@ class DomainChecker:
                 "keep it away from 0, e.g. add a small constant (`... + eps`) or use `clip`",
             )
         )
+
+
+EXACT_MAGNITUDE_LIMIT = 2**20
+"""Constants above 2^(2^20) in magnitude are not computed further (`2^2^1e5` would take
+memory without end); they are reported as too large."""
+
+OVERFLOW_INPUT_LIMIT = 2.0
+"""The overflow search takes inputs of at most this size: inputs of unbounded kinds make
+`exp`, `cosh` or a power overflow when large enough whatever the spec (the model's range,
+as with Keras's built-ins); params take every value their domains allow."""
+
+POLE_FREE_BUILTINS = frozenset(
+    {"exp", "expm1", "cosh", "square", "softplus", "abs", "relu", "minimum", "maximum"}
+    | {"clip", "where", "stop_gradient", "sum", "mean", "max", "min", "logsumexp"}
+)
+"""Built-ins whose value is infinite only where an argument is or where it overflows."""
+
+
+class OverflowCheck:
+    """E407 and W408: values beyond the float range of float64 and of float32.
+
+    A constant (a sub-expression without input, param or `num_classes`) is evaluated
+    exactly with mpmath and judged as the generated code holds it: SymPy folds each
+    largest constant sub-expression into one number, and combines the constant factors of
+    a product (terms of a sum) into one, so those are what is judged. Beyond float64's
+    largest value it is E407 (the code would compute with inf for every input); beyond
+    float32's W408 (inf for a loss computing in float32). A param whose domain allows a
+    value beyond float32's range is W408. Any other sub-expression whose range reaches
+    beyond float32's largest value is searched for a witness where it exceeds it while its
+    arguments do not (where the overflow happens), with inputs of moderate size
+    (`OVERFLOW_INPUT_LIMIT`): W408 names that witness. Float16 is not checked: under
+    Keras's mixed-precision policies a loss computes in float32 (docs/LANGUAGE_NOTES.md).
+    """
+
+    def __init__(self, checker: DomainChecker) -> None:
+        self.checker = checker
+        self._under_log = _under_log(checker.roots)
+        self._search = WitnessSearch(input_limit=OVERFLOW_INPUT_LIMIT)
+        self._constant: dict[int, bool] = {}
+        self._exact: dict[int, mpmath.mpf | None] = {}
+        self._huge: set[int] = set()
+        self._judged: set[int] = set()
+        self._params_seen: set[str] = set()
+
+    def check(self, node: TExpr) -> None:
+        if isinstance(node, TCompare | TInput):
+            return
+        if isinstance(node, TParam):
+            self._check_param(node)
+            return
+        constant = self.is_constant(node)
+        if constant and any(node is root for root in self.checker.roots):
+            self._judge(node, [node], [False])
+        if constant:
+            return
+        operands = children(node)
+        combined = [self.is_constant(operand) for operand in operands]
+        if isinstance(node, TAdd | TMul) and sum(combined) >= 2:
+            inverse = node.inverted if isinstance(node, TMul) else node.negated
+            parts = [(op, inv) for op, inv, c in zip(operands, inverse, combined, strict=True) if c]
+            self._judge(node, [op for op, _ in parts], [inv for _, inv in parts])
+        else:
+            for operand, is_constant in zip(operands, combined, strict=True):
+                if is_constant:
+                    self._judge(operand, [operand], [False])
+        self._check_range(node)
+
+    def is_constant(self, node: TExpr) -> bool:
+        known = self._constant.get(id(node))
+        if known is None:
+            known = not isinstance(node, TInput | TParam | TNumClasses) and all(
+                self.is_constant(child) for child in children(node)
+            )
+            self._constant[id(node)] = known
+        return known
+
+    def exact(self, node: TExpr) -> mpmath.mpf | None:
+        """A constant node's exact value; None where it is not finite (a pole, NaN: other
+        checks report those) or too large to compute (then the node is in `_huge`)."""
+        if id(node) in self._exact:
+            return self._exact[id(node)]
+        arguments = [(child, self.exact(child)) for child in children(node)]
+        value: mpmath.mpf | None = None
+        if any(id(child) in self._huge for child, _ in arguments):
+            self._huge.add(id(node))
+        elif all(known is not None for _, known in arguments):
+            evaluator = Evaluator(EXACT, {})
+            for child, known in arguments:
+                evaluator.assume(child, known)
+            try:
+                with mpmath.workdps(40):
+                    value = mpmath.mpf(np.asarray(evaluator.value(node)).flat[0])
+            except (ZeroDivisionError, ValueError, OverflowError, TypeError):
+                value = None
+            if value is not None and not mpmath.isfinite(value):
+                value = None
+            elif value is not None and mpmath.mag(value) > EXACT_MAGNITUDE_LIMIT:
+                self._huge.add(id(node))
+                value = None
+        self._exact[id(node)] = value
+        return value
+
+    def _judge(self, node: TExpr, constants: Sequence[TExpr], inverse: Sequence[bool]) -> None:
+        """Report the value of `constants` combined into one number (a product's factors
+        when `node` is a product, else a sum's terms) as `node`'s generated code holds it."""
+        if id(node) in self._judged:
+            return
+        self._judged.add(id(node))
+        values = [self.exact(constant) for constant in constants]
+        what = "its constant parts" if len(constants) > 1 else ""
+        if any(id(constant) in self._huge for constant in constants):
+            self._report_float64(node, "too large to compute", what)
+            return
+        known = [value for value in values if value is not None]
+        if len(known) < len(values):
+            return
+        with mpmath.workdps(40):
+            if isinstance(node, TMul) and len(constants) > 1:
+                combined = mpmath.mpf(1)
+                for value, divides in zip(known, inverse, strict=True):
+                    if divides and value == 0:
+                        return  # a division by 0 (E406/W403)
+                    combined = combined / value if divides else combined * value
+            else:
+                combined = mpmath.fsum(
+                    -value if minus else value for value, minus in zip(known, inverse, strict=True)
+                )
+        if not _within(combined, FLOAT64_MAX):
+            self._report_float64(node, _scientific(combined), what)
+        elif not _within(combined, FLOAT32_MAX):
+            shown = f" ({what})" if what else ""
+            self._report_float32(node, f"{shown} is {_scientific(combined)}")
+
+    def _check_param(self, param: TParam) -> None:
+        info = param.info
+        if info.name in self._params_seen:
+            return
+        self._params_seen.add(info.name)
+        beyond = [v for v in _param_values(info.domain) if not _within(v, FLOAT32_MAX)]
+        if beyond:
+            self._report_float32(
+                param,
+                f" can be {format_number(beyond[0])} (its domain allows it)",
+                f"restrict `{info.name}`'s domain to values within +-3.4e38",
+            )
+
+    def _check_range(self, node: TExpr) -> None:
+        if id(node) in self._under_log:
+            return
+        values = self.checker.ranges.range_of(node)
+        if _within(values.low, FLOAT32_MAX) and _within(values.high, FLOAT32_MAX):
+            return
+        found = self.checker._search(node, [node], self._exceeds(node), self._search)
+        if found.witness is not None:
+            self._report_float32(node, f" exceeds it at {found.witness.describe()}")
+
+    def _exceeds(self, node: TExpr) -> Condition:
+        """Where `node` is beyond float32's range and its arguments are not; an infinite
+        value counts only where `node` has no pole (else it is a division by 0, a log of
+        0..., which other checks report)."""
+        pole_free = _pole_free(node, self.checker.ranges)
+        arguments = children(node)
+
+        def condition(value: Callable[[TExpr], Array]) -> Array:
+            magnitude = np.abs(value(node).astype(float))
+            found = (magnitude > FLOAT32_MAX) & ~np.isnan(magnitude)
+            if not pole_free:
+                found = found & np.isfinite(magnitude)
+            for argument in arguments:
+                small = np.abs(value(argument).astype(float)) <= FLOAT32_MAX
+                reduced = tuple(
+                    axis
+                    for axis in range(1, small.ndim)
+                    if found.shape[axis] == 1 and small.shape[axis] > 1
+                )  # every element a reduction combines
+                found = found & np.all(small, axis=reduced, keepdims=True)
+            return found
+
+        return condition
+
+    def _report_float64(self, node: TExpr, value: str, what: str = "") -> None:
+        text = self.checker.text(node)
+        subject = f"`{text}`" + (f" ({what})" if what else "")
+        self.checker.diagnostics.append(
+            error(
+                CONSTANT_OVERFLOW,
+                f"{subject} is {value}, beyond the largest float64 value (1.8e308): a float "
+                "holds it as inf, so the loss differs from the spec for every input",
+                node.span,
+                "too large for any float",
+                "use a smaller constant, or write the formula so that the large factors "
+                "cancel before they are computed",
+            )
+        )
+
+    def _report_float32(self, node: TExpr, what: str, *help_lines: str) -> None:
+        self.checker.diagnostics.append(
+            warning(
+                FLOAT32_OVERFLOW,
+                f"`{self.checker.text(node)}`{what}, beyond the largest float32 value "
+                "(3.4e38): a loss computing in float32 (Keras's default) gets inf there",
+                node.span,
+                "too large for float32",
+                *help_lines,
+                "keep it below 3.4e38 for every value the kinds and domains allow (e.g. with "
+                '`clip` or `minimum`), or construct the loss with `dtype="float64"`',
+            )
+        )
+
+
+def _under_log(roots: Sequence[TExpr]) -> set[int]:
+    """Nodes whose value only a `log` takes, directly or as a term of a sum: the stable
+    rewrites compute `log(cosh(x))`, `log(sum(exp(x)))` and `log(exp(x))` without forming
+    the value, so its overflow is not the loss's."""
+    found: set[int] = set()
+    for node in walk(roots):
+        if isinstance(node, TCall) and node.builtin in ("log", "log1p"):
+            (argument,) = node.args
+            found.add(id(argument))
+            if isinstance(argument, TAdd) or (
+                isinstance(argument, TCall) and argument.builtin in ("sum", "logsumexp")
+            ):
+                found.update(id(term) for term in children(argument))
+    return found
+
+
+def _within(value: float | mpmath.mpf, limit: float) -> bool:
+    return bool(abs(value) <= limit)
+
+
+def _scientific(value: mpmath.mpf) -> str:
+    return str(mpmath.nstr(value, 2, min_fixed=0, max_fixed=0)).replace("e+", "e")
+
+
+def _pole_free(node: TExpr, ranges: RangeAnalysis) -> bool:
+    """Whether `node` is infinite only where an argument is or where it overflows."""
+    match node:
+        case TAdd() | TNeg():
+            return True
+        case TMul(inverted=inverted):
+            return not any(inverted)
+        case TPow(exponent=exponent):
+            return ranges.range_of(exponent).low >= 0
+        case TCall(builtin=builtin):
+            return builtin in POLE_FREE_BUILTINS
+    return False
 
 
 def source_text(source: SourceFile, span: Span) -> str:
