@@ -18,10 +18,12 @@ import hashlib
 import json
 import linecache
 import os
+import re
 import tempfile
 import types
+import unicodedata
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,18 @@ CACHE_DIR_VARIABLE = "LOSSDSL_CACHE_DIR"
 
 SAVED_KEYS = ("spec", "spec_file", "spec_hash", "compiler_version", "jit_compile")
 """The keys `SpecLoss.get_config` adds beside Keras's own and the params."""
+
+KERAS_KEYS = ("name", "reduction", "dtype")
+"""Keras's own keys in a loss's config, passed to `keras.losses.Loss.__init__`."""
+
+SPEC_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories a saved file name or version may not hold: controls (newline, NUL,
+tab), format characters (bidirectional overrides), lone surrogates, line separators."""
+
+MAX_SHOWN_VALUE = 80
+"""How many characters of a malformed config value an error message shows."""
 
 ParamValue = float | tuple[float, ...]
 
@@ -325,8 +339,7 @@ class SpecLoss(keras.losses.Loss):
     ) -> None:
         source = SourceFile.from_text(spec, spec_file or "<string>")
         loaded = load_spec(source, verify=verify, jit_compile=jit_compile)
-        given = dict(params or {})
-        check_param_names(loaded, given)
+        given = checked_params(loaded, params or {})
         name = name or loaded.loss_name
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.generated_loss = loaded.loss_class.from_config(
@@ -336,6 +349,7 @@ class SpecLoss(keras.losses.Loss):
         self.params: dict[str, ParamValue] = {
             param: _param_value(generated_config[param]) for param in loaded.param_defaults
         }
+        self.loss_name = loaded.loss_name
         self.spec = source.text
         self.spec_file = None if spec_file is None else spec_file_name(spec_file)
         self.jit_compile = jit_compile
@@ -345,6 +359,17 @@ class SpecLoss(keras.losses.Loss):
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return self.generated_loss.call(y_true, y_pred)
+
+    def __repr__(self) -> str:
+        """`<SpecLoss loss=focal, name=focal, gamma=2.0, reduction=sum_over_batch_size>`.
+
+        As Keras shows a layer: the class, then `key=value` pairs; `loss` is the spec's
+        loss name, then the Keras name, each param under its spec name, the reduction.
+        """
+        fields = [f"loss={self.loss_name}", f"name={self.name}"]
+        fields += [f"{param}={_json_value(value)}" for param, value in self.params.items()]
+        fields.append(f"reduction={self.reduction}")
+        return f"<{type(self).__name__} {', '.join(fields)}>"
 
     def get_config(self) -> dict[str, Any]:
         clashes = sorted(set(self.params) & set(SAVED_KEYS))
@@ -372,37 +397,252 @@ class SpecLoss(keras.losses.Loss):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SpecLoss:
-        """Recompile a saved spec; a spec this version cannot compile names the saving version."""
-        config = dict(config)
-        spec = config.pop("spec")
-        spec_file = config.pop("spec_file", None)
-        config.pop("spec_hash", None)  # the hash identifies the spec; the text is what counts
-        saved_version = config.pop("compiler_version", "an unknown version")
-        jit_compile = bool(config.pop("jit_compile", False))
-        keras_arguments = {
-            key: config.pop(key) for key in ("name", "reduction", "dtype") if key in config
-        }
+        """Recompile a saved spec; a spec this version cannot compile names the saving version.
+
+        A malformed config raises a Keras-style ValueError naming the field. A spec that
+        does not match its saved hash, or whose loss name is not the saved name, loads as
+        written in the config, with a LossSpecWarning naming both values.
+        """
+        saved = read_saved_config(config)
+        actual_hash = spec_hash(saved.spec)
+        text_confirmed = saved.spec_hash == actual_hash
+        if saved.spec_hash is not None and not text_confirmed:
+            warnings.warn(
+                f"The saved spec of the loss `{saved.shown_name}` was edited after saving: "
+                f"the config's spec_hash is {saved.spec_hash}, but its spec text hashes to "
+                f"{actual_hash}. lossdsl loads the spec as written in the config.",
+                LossSpecWarning,
+                stacklevel=2,
+            )
         try:
-            return cls(
-                spec, config, spec_file=spec_file, jit_compile=jit_compile, **keras_arguments
+            loss = cls(
+                saved.spec,
+                saved.params,
+                spec_file=saved.spec_file,
+                jit_compile=saved.jit_compile,
+                **saved.keras_arguments,
             )
         except LossSpecError as failure:
-            shown_name = spec_file or "<saved spec>"
+            shown_name = saved.spec_file or "<saved spec>"
+            version = saved.compiler_version or "an unknown version"
             renamed = SourceFile.from_text(
-                spec,
-                f"{shown_name} (saved by lossdsl {saved_version}; this is lossdsl {__version__})",
+                saved.spec,
+                f"{shown_name} (saved by lossdsl {version}; this is lossdsl {__version__})",
             )
             raise LossSpecError(failure.diagnostics, renamed) from None
+        saved_name = saved.keras_arguments.get("name")
+        # A name that differs from the spec's loss name was chosen with `name=` when the
+        # saved text is confirmed by its hash; otherwise it is a sign of an edit.
+        if saved_name is not None and saved_name != loss.loss_name and not text_confirmed:
+            warnings.warn(
+                f"The saved loss name `{saved_name}` is not the loss name of the saved spec, "
+                f"`{loss.loss_name}`, and the spec's hash does not confirm the text. lossdsl "
+                "loads the spec as written in the config, under the saved name.",
+                LossSpecWarning,
+                stacklevel=2,
+            )
+        return loss
 
 
-def check_param_names(loaded: LoadedSpec, given: Mapping[str, Any]) -> None:
-    """Raise a Keras-style ValueError for a param the spec does not declare."""
-    for param in given:
+# ---------------------------------------------------------------------- saved configs
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    """A `SpecLoss` config, checked field by field: what `from_config` rebuilds a loss from."""
+
+    spec: str
+    spec_file: str | None
+    spec_hash: str | None
+    compiler_version: str | None
+    jit_compile: bool
+    keras_arguments: dict[str, Any]  # name, reduction, dtype: those the config holds
+    params: dict[str, Any]  # every other key; `SpecLoss` checks names and values
+
+    @property
+    def shown_name(self) -> str:
+        return str(self.keras_arguments.get("name") or self.spec_file or "<saved spec>")
+
+
+def read_saved_config(config: object) -> SavedConfig:
+    """Check a saved `SpecLoss` config; raise a Keras-style ValueError naming a bad field.
+
+    Nothing in a config is evaluated: the spec text goes to the parser only, and the
+    file name and version are data that diagnostics show.
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            "Invalid config for a lossdsl loss (`lossdsl>SpecLoss`). Expected a dict. "
+            f"Received: config={shown_value(config)}"
+        )
+    fields = dict(config)
+    if "spec" not in fields:
+        present = ", ".join(f"`{key}`" for key in fields) or "no keys"
+        raise ValueError(
+            "Invalid config for a lossdsl loss (`lossdsl>SpecLoss`): it has no `spec`. "
+            f"Expected the spec's source text under `spec`. Received: {present}"
+        )
+    spec = fields.pop("spec")
+    if not isinstance(spec, str) or not is_unicode(spec):
+        raise invalid_field("spec", "the spec's source text (a string, valid Unicode)", spec)
+    spec_file = fields.pop("spec_file", None)
+    if spec_file is not None and not is_file_name(spec_file):
+        raise invalid_field(
+            "spec_file",
+            "None or a file name without a directory, on one line, with no control characters",
+            spec_file,
+        )
+    saved_hash = fields.pop("spec_hash", None)
+    if saved_hash is not None and not (
+        isinstance(saved_hash, str) and SPEC_HASH_PATTERN.fullmatch(saved_hash)
+    ):
+        raise invalid_field("spec_hash", "None or a sha256 (64 lowercase hex digits)", saved_hash)
+    version = fields.pop("compiler_version", None)
+    if version is not None and not is_one_line(version, 100):
+        raise invalid_field(
+            "compiler_version", "None or a version string of at most 100 characters", version
+        )
+    jit_compile = fields.pop("jit_compile", False)
+    if not isinstance(jit_compile, bool):
+        raise invalid_field("jit_compile", "true or false", jit_compile)
+    keras_arguments = {key: fields.pop(key) for key in KERAS_KEYS if key in fields}
+    name = keras_arguments.get("name")
+    if name is not None and not isinstance(name, str):
+        raise invalid_field("name", "None or a string", name)
+    reduction = keras_arguments.get("reduction")
+    if reduction is not None and not isinstance(reduction, str):
+        raise invalid_field(
+            "reduction",
+            'one of "sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none" '
+            "or None",
+            reduction,
+        )
+    if "dtype" in keras_arguments:
+        keras_arguments["dtype"] = saved_dtype(keras_arguments["dtype"])
+    return SavedConfig(
+        spec=spec,
+        spec_file=spec_file,
+        spec_hash=saved_hash,
+        compiler_version=version,
+        jit_compile=jit_compile,
+        keras_arguments=keras_arguments,
+        params=fields,
+    )
+
+
+def saved_dtype(dtype: object) -> Any:
+    """A saved `dtype`: None, a dtype or policy name, or a serialized dtype policy."""
+    expected = "None, a float dtype name or a serialized Keras dtype policy"
+    if dtype is None:
+        return None
+    if not isinstance(dtype, str | Mapping):
+        raise invalid_field("dtype", expected, dtype)
+    try:
+        policy = keras.dtype_policies.get(dtype if isinstance(dtype, str) else dict(dtype))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise invalid_field("dtype", expected, dtype) from None
+    if not isinstance(policy, keras.dtype_policies.DTypePolicy):
+        raise invalid_field("dtype", expected, dtype)
+    return dtype if isinstance(dtype, str) else policy
+
+
+def invalid_field(field: str, expected: str, received: object) -> ValueError:
+    """A Keras-style error for one field of a saved `SpecLoss` config."""
+    return ValueError(
+        f"Invalid value for `{field}` in the config of a lossdsl loss (`lossdsl>SpecLoss`). "
+        f"Expected {expected}. Received: {field}={shown_value(received)}"
+    )
+
+
+def shown_value(value: object) -> str:
+    """A value's repr, shortened to about MAX_SHOWN_VALUE characters."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_VALUE:
+        return text
+    return f"{text[: MAX_SHOWN_VALUE - 20]}... ({len(text)} characters)"
+
+
+def is_unicode(text: str) -> bool:
+    """Whether a string holds no lone surrogates (so it encodes to UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_one_line(value: object, max_length: int) -> bool:
+    """A non-empty string of printable characters, at most `max_length` long."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_length
+        and not any(unicodedata.category(char) in UNPRINTABLE_CATEGORIES for char in value)
+    )
+
+
+def is_file_name(value: object) -> bool:
+    """A file name as `get_config` saves it: no directory, one printable line."""
+    return (
+        is_one_line(value, 255)
+        and isinstance(value, str)
+        and Path(value).name == value
+        and value != ".."
+        and not value.startswith("<")
+    )
+
+
+# ---------------------------------------------------------------------- params
+
+
+def checked_params(loaded: LoadedSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The params to pass to the generated class: declared names, values of the right kind.
+
+    Raises a Keras-style ValueError for a param the spec does not declare, a scalar param
+    given something that is not one number, or a vector param given something that is not
+    a sequence of numbers. Domains are the generated class's to check.
+    """
+    checked: dict[str, Any] = {}
+    for param, value in given.items():
         if param not in loaded.param_defaults:
             known = ", ".join(f"`{name}`" for name in loaded.param_defaults) or "none"
-            close = difflib.get_close_matches(param, list(loaded.param_defaults), n=1)
+            close = difflib.get_close_matches(str(param), list(loaded.param_defaults), n=1)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise ValueError(
                 f"Invalid keyword argument `{param}` for the loss `{loaded.loss_name}`: it has "
                 f"no such param. Expected params: {known}.{hint}"
             )
+        if isinstance(loaded.param_defaults[param], tuple):
+            checked[param] = vector_argument(param, value)
+        elif is_number(value):
+            checked[param] = value
+        else:
+            raise ValueError(
+                f"Invalid value for argument `{param}`. Expected a number. "
+                f"Received: {param}={shown_value(value)}"
+            )
+    return checked
+
+
+def vector_argument(param: str, value: object) -> tuple[Any, ...]:
+    """A vector param's entries, when `value` is a sequence (or array) of numbers."""
+    entries: tuple[Any, ...] | None = None
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        with contextlib.suppress(TypeError):  # a 0-d array is Iterable but not iterable
+            entries = tuple(value)
+    if entries is None or not all(is_number(entry) for entry in entries):
+        raise ValueError(
+            f"Invalid value for argument `{param}`. Expected a list of numbers, one per class. "
+            f"Received: {param}={shown_value(value)}"
+        )
+    return entries
+
+
+def is_number(value: object) -> bool:
+    """One real number (a NumPy or TensorFlow scalar too): not a bool, string or sequence."""
+    if isinstance(value, bool | str | bytes):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +136,196 @@ def test_a_saved_spec_that_no_longer_compiles_names_the_saving_version() -> None
     config = lossdsl.load(FOCAL, verify=False).get_config()
     config["spec"] = FOCAL.replace("log(q)", "lg(q)")
     config["compiler_version"] = "0.0.1"
-    with pytest.raises(lossdsl.LossSpecError, match=r"saved by lossdsl 0\.0\.1") as failure:
+    with (
+        pytest.raises(lossdsl.LossSpecError, match=r"saved by lossdsl 0\.0\.1") as failure,
+        pytest.warns(lossdsl.LossSpecWarning, match="edited after saving"),
+    ):
         lossdsl.SpecLoss.from_config(config)
     assert "E201" in str(failure.value)
+
+
+WEIGHTED = """\
+input y: onehot
+input p: prob
+param w: nonneg = [1.0, 2.5, 4.0]
+loss weighted_ce = mean(w[class(y)] * -sum(y * log(clip(p))))
+"""
+
+MISSING = object()
+"""A config field left out."""
+
+MALFORMED_FIELDS: list[tuple[str, object]] = [
+    ("spec", MISSING),
+    ("spec", 5),
+    ("spec", None),
+    ("spec", FOCAL + "# a lone surrogate \ud800\n"),
+    ("spec_file", 5),
+    ("spec_file", ""),
+    ("spec_file", "focal\n.loss"),
+    ("spec_file", "focal\x00.loss"),
+    ("spec_file", "focal\u202e.loss"),
+    ("spec_file", "../focal.loss"),
+    ("spec_file", "<focal\n>"),
+    ("spec_file", ".."),
+    ("spec_hash", 3),
+    ("spec_hash", "not a hash"),
+    ("compiler_version", 3),
+    ("compiler_version", "0.1.0\nerror"),
+    ("jit_compile", "false"),
+    ("jit_compile", None),
+    ("name", 5),
+    ("reduction", ["sum"]),
+    ("reduction", "average"),
+    ("dtype", 5),
+    ("dtype", "float99"),
+    ("dtype", {"class_name": 5}),
+    ("gamma", "2.0"),
+    ("gamma", [2.0]),
+    ("gamma", None),
+    ("gamma", True),
+    ("gamma", {"value": 2.0}),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), MALFORMED_FIELDS)
+def test_a_malformed_config_field_is_a_value_error_naming_it(field: str, value: object) -> None:
+    config = lossdsl.load(FOCAL, verify=False).get_config()
+    if value is MISSING:
+        del config[field]
+    else:
+        config[field] = value
+    with pytest.raises(ValueError) as failure:
+        lossdsl.SpecLoss.from_config(config)
+    message = str(failure.value)
+    assert f"`{field}`" in message and "Expected" in message and "Received" in message
+    if value is not MISSING and field != "reduction":  # Keras's message shows str(value)
+        assert f"{field}={repr(value)[:40]}" in message
+
+
+@pytest.mark.parametrize("value", ["123", 1.0, [[1.0]], ["a"], {"a": 1.0}, [True, 1.0, 2.0]])
+def test_a_vector_param_of_the_wrong_kind_is_a_value_error(value: object) -> None:
+    config = lossdsl.load(WEIGHTED, verify=False).get_config()
+    with pytest.raises(ValueError) as failure:
+        lossdsl.SpecLoss.from_config({**config, "w": value})
+    assert str(failure.value) == (
+        "Invalid value for argument `w`. Expected a list of numbers, one per class. "
+        f"Received: w={value!r}"
+    )
+    with pytest.raises(ValueError, match="Expected a list of numbers"):
+        lossdsl.load(WEIGHTED, w=value, verify=False)
+
+
+def test_malformed_config_messages_say_what_was_expected() -> None:
+    config = lossdsl.load(FOCAL, verify=False).get_config()
+    with pytest.raises(ValueError) as failure:
+        lossdsl.SpecLoss.from_config({**config, "spec_file": "a\nb.loss"})
+    assert str(failure.value) == (
+        "Invalid value for `spec_file` in the config of a lossdsl loss (`lossdsl>SpecLoss`). "
+        "Expected None or a file name without a directory, on one line, with no control "
+        "characters. Received: spec_file='a\\nb.loss'"
+    )
+    del config["spec"]
+    with pytest.raises(ValueError) as failure:
+        lossdsl.SpecLoss.from_config(config)
+    assert str(failure.value).startswith(
+        "Invalid config for a lossdsl loss (`lossdsl>SpecLoss`): it has no `spec`. "
+        "Expected the spec's source text under `spec`. Received: `name`, `reduction`"
+    )
+    with pytest.raises(ValueError, match=r"Expected a dict\. Received: config=\['spec'\]"):
+        lossdsl.SpecLoss.from_config(["spec"])
+    with pytest.raises(ValueError, match=r"`gama`.*Did you mean `gamma`"):
+        lossdsl.SpecLoss.from_config({**config, "spec": FOCAL, "gama": 1.0})
+
+
+def test_params_of_the_right_kind_are_accepted_as_numbers_and_arrays() -> None:
+    loss = lossdsl.load(FOCAL, gamma=np.float32(3.0), alpha=1, verify=False)
+    assert loss.params == {"gamma": 3.0, "alpha": 1.0}
+    loss = lossdsl.load(WEIGHTED, w=np.array([1, 2, 3]), verify=False)
+    assert loss.params == {"w": (1.0, 2.0, 3.0)}
+    config = loss.get_config()
+    assert lossdsl.SpecLoss.from_config({**config, "w": (4, 5.5, 6)}).params["w"] == (4, 5.5, 6)
+
+
+def test_a_nul_in_a_saved_spec_is_a_located_diagnostic() -> None:
+    config = lossdsl.load(FOCAL, verify=False).get_config()
+    with pytest.raises(
+        lossdsl.LossSpecError, match=r"<saved spec> \(saved by .*:8:1: error\[E102\]"
+    ):
+        lossdsl.SpecLoss.from_config({**config, "spec": FOCAL + "\x00", "spec_hash": None})
+
+
+def utf7_base64(text: str) -> str:
+    """`text` as one UTF-7 base64 run (`+...-`): plain ASCII letters until decoded as UTF-7."""
+    encoded = base64.b64encode(text.encode("utf-16-be")).decode("ascii").rstrip("=")
+    return f"+{encoded}-"
+
+
+def test_a_saved_file_name_never_becomes_code(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    payload = utf7_base64(f'"""\nopen({str(canary)!r}, "w").close()\n"""')
+    assert "open(" in f"# {payload}".encode("ascii").decode("utf-7"), "the payload is code"
+    spec = f"# Focal loss. {payload}\n" + FOCAL.split("\n", 1)[1]
+    config = lossdsl.load(FOCAL, verify=False).get_config()
+    loss = lossdsl.SpecLoss.from_config(
+        {**config, "spec": spec, "spec_hash": None, "spec_file": "coding:utf-7 ce.loss"}
+    )
+    assert loss.get_config()["spec_file"] == "coding:utf-7 ce.loss"
+    np.testing.assert_allclose(float(loss(Y, P)), float(lossdsl.load(FOCAL, verify=False)(Y, P)))
+    assert not canary.exists()
+
+
+def test_an_edited_saved_spec_warns_naming_both_hashes_and_loads_as_written() -> None:
+    config = lossdsl.load(FOCAL, verify=False).get_config()
+    edited = FOCAL.replace("(1 - q)^gamma", "(1 - q)^(2 * gamma)")
+    with pytest.warns(lossdsl.LossSpecWarning) as caught:
+        loss = lossdsl.SpecLoss.from_config({**config, "spec": edited})
+    (warning,) = caught.list
+    assert str(warning.message) == (
+        "The saved spec of the loss `focal` was edited after saving: the config's spec_hash "
+        f"is {config['spec_hash']}, but its spec text hashes to {runtime.spec_hash(edited)}. "
+        "lossdsl loads the spec as written in the config."
+    )
+    squared_gamma = lossdsl.load(edited, verify=False)
+    assert loss.spec == edited
+    assert float(loss(Y, P)) == float(squared_gamma(Y, P))
+    assert float(loss(Y, P)) != float(lossdsl.load(FOCAL, verify=False)(Y, P))
+
+
+def test_a_saved_spec_with_another_loss_name_warns_naming_both() -> None:
+    config = lossdsl.load(FOCAL, verify=False).get_config()
+    renamed = FOCAL.replace("loss focal", "loss other")
+    with pytest.warns(lossdsl.LossSpecWarning) as caught:
+        loss = lossdsl.SpecLoss.from_config({**config, "spec": renamed})
+    messages = [str(warning.message) for warning in caught.list]
+    assert len(messages) == 2 and "spec_hash" in messages[0]
+    assert messages[1] == (
+        "The saved loss name `focal` is not the loss name of the saved spec, `other`, and the "
+        "spec's hash does not confirm the text. lossdsl loads the spec as written in the "
+        "config, under the saved name."
+    )
+    assert (loss.name, loss.loss_name) == ("focal", "other")
+    del config["spec_hash"]  # a hand-written config: nothing confirms the text either
+    with pytest.warns(lossdsl.LossSpecWarning, match="`focal` is not the loss name.*`other`"):
+        lossdsl.SpecLoss.from_config({**config, "spec": renamed})
+
+
+def test_an_intact_saved_spec_with_a_chosen_name_loads_without_warnings() -> None:
+    config = lossdsl.load(FOCAL, name="mine", gamma=3.0, verify=False).get_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = lossdsl.SpecLoss.from_config(config)
+    assert (loss.name, loss.loss_name, loss.params["gamma"]) == ("mine", "focal", 3.0)
+
+
+def test_repr_shows_the_spec_loss_name_name_params_and_reduction() -> None:
+    loss = lossdsl.load(WEIGHTED, name="mine", reduction="sum", verify=False)
+    assert repr(loss) == (
+        "<SpecLoss loss=weighted_ce, name=mine, w=[1.0, 2.5, 4.0], reduction=sum>"
+    )
+    focal = lossdsl.load(FOCAL, gamma=3, verify=False)
+    assert repr(focal) == (
+        "<SpecLoss loss=focal, name=focal, gamma=3.0, alpha=0.25, reduction=sum_over_batch_size>"
+    )
 
 
 def test_loading_a_cached_spec_skips_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -275,6 +275,29 @@ def test_saved_spec_that_no_longer_compiles_names_the_saving_version(tmp_path: P
         saved, edited, {FOCAL.strip(): bad_spec, version: "0.0.1.dev7"}
     )
     assert replaced == 2, "the saved config holds the spec text and the lossdsl version"
-    with pytest.raises(lossdsl.LossSpecError, match=r"0\.0\.1\.dev7") as failure:
+    with (
+        pytest.raises(lossdsl.LossSpecError, match=r"0\.0\.1\.dev7") as failure,
+        pytest.warns(lossdsl.LossSpecWarning, match="edited after saving"),
+    ):
         keras.models.load_model(edited)
     assert "lg" in str(failure.value)
+
+
+def test_a_saved_model_with_an_edited_spec_warns_and_a_malformed_one_is_a_value_error(
+    tmp_path: Path,
+) -> None:
+    spec_path = tmp_path / "focal.loss"
+    spec_path.write_text(FOCAL, encoding="utf-8")
+    model = dense_classifier("softmax")
+    model.compile(loss=lossdsl.load(spec_path))
+    saved, edited, malformed = (tmp_path / f"{name}.keras" for name in ("saved", "e", "m"))
+    model.save(saved)
+    stronger = FOCAL.replace("alpha * (1 - q)^gamma", "alpha * (1 - q)^(2 * gamma)")
+    assert stronger != FOCAL
+    assert replace_in_keras_file(saved, edited, {FOCAL.strip(): stronger}) == 1
+    with pytest.warns(lossdsl.LossSpecWarning, match="`focal` was edited after saving"):
+        reloaded = keras.models.load_model(edited)
+    assert reloaded.loss.spec == stronger
+    assert replace_in_keras_file(saved, malformed, {"focal.loss": "focal\n.loss"}) == 1
+    with pytest.raises(ValueError, match=r"`spec_file`.*Received: spec_file='focal\\n\.loss'"):
+        keras.models.load_model(malformed)
