@@ -31,7 +31,8 @@ from typing import Any
 import keras
 
 from lossdsl import __version__
-from lossdsl.codegen.writer import function_names, spec_file_name
+from lossdsl.codegen.names import function_names
+from lossdsl.codegen.writer import spec_file_name
 from lossdsl.diagnostics import (
     Diagnostic,
     LossSpecError,

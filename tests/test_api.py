@@ -421,6 +421,32 @@ def test_importing_lossdsl_does_not_import_tensorflow_or_keras(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
 
 
+def test_logical_devices_can_be_configured_after_importing_lossdsl_and_keras(
+    tmp_path: Path,
+) -> None:
+    """The promise behind the lazy imports: TensorFlow's runtime is not initialised, not
+    even by the hook that registers `lossdsl>SpecLoss` when Keras is imported."""
+    done = run_python(
+        """
+        import sys
+        import lossdsl
+        lossdsl.class_weights([0, 1, 1])
+        assert "tensorflow" not in sys.modules
+        import keras
+        assert keras.saving.get_registered_object("lossdsl>SpecLoss") is lossdsl.SpecLoss
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+        print(len(tf.config.list_logical_devices("CPU")))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["2"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("first", ["lossdsl", "keras"])
 def test_a_saved_model_loads_in_a_new_process_without_custom_objects(
