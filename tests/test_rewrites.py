@@ -103,6 +103,26 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.Sigmoid(-z) ** gamma,
     ),
     (
+        "one_minus_ratio",
+        lambda: 1 - p / (p + t),
+        lambda: t / (p + t),
+    ),
+    (
+        "one_minus_ratio",  # focal Tversky: (1 - (tp + s) / (tp + fn + s))^gamma
+        lambda: (1 - (p + 1) / (p + t + 1)) ** gamma,
+        lambda: (t / (p + t + 1)) ** gamma,
+    ),
+    (
+        "one_minus_ratio",
+        lambda: 1 - 2 * x / p + t,
+        lambda: (p - 2 * x) / p + t,
+    ),
+    (
+        "sigmoid_of_reciprocal",
+        lambda: 1 - 1 / (1 + sympy.exp(-z)),
+        lambda: fn.Sigmoid(-z),
+    ),
+    (
         "sigmoid_of_reciprocal",
         lambda: 1 / (1 + sympy.exp(-z)),
         lambda: fn.Sigmoid(z),
@@ -159,6 +179,14 @@ UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum(fn.OneHot(y) * z, 2),
     lambda: fn.ReduceSum(fn.OneHot(y) ** 2 * z, CLASS),
     lambda: 2 - fn.Sigmoid(z),
+    lambda: 1 - fn.Clip(p / (p + t), 0, 1),
+    lambda: 1 - fn.Where(z > 0, p / (p + t), 0),
+    lambda: 1 - fn.Minimum(p / (p + t), 1),
+    lambda: 1 - fn.Maximum(x / p, 0),
+    lambda: 2 - x / p,
+    lambda: 1 + x / p,
+    lambda: 1 - x / 3,
+    lambda: 1 - 1 / p,
 ]
 
 
@@ -223,3 +251,44 @@ def test_a_long_sum_rewrites_in_seconds() -> None:
     assert time.perf_counter() - start < 10
     assert rewritten.has(log1p) and not rewritten.has(sympy.log)
     assert len(applied) == sum(1 for i in range(2000) if i % 7)
+
+
+FOCAL_TVERSKY = """\
+input y: binary
+input p: prob
+param alpha: unit = 0.7
+param beta: unit = 0.3
+param gamma: positive = 0.75
+param smooth: positive = 1.0
+let tp = sum(y * p, axis=all)
+let fn = sum(y * (1 - p), axis=all)
+let fp = sum((1 - y) * p, axis=all)
+let ti = (tp + smooth) / (tp + alpha * fn + beta * fp + smooth)
+loss focal_tversky = (1 - ti) ^ gamma
+"""
+
+
+def test_focal_tversky_has_a_finite_float32_gradient_next_to_a_perfect_prediction() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from lossdsl.compiler import compile_source
+    from lossdsl.source import SourceFile
+
+    compiled = compile_source(SourceFile.from_text(FOCAL_TVERSKY))
+    assert "one_minus_ratio" in {step.rule for step in compiled.symbolic.rewrites}
+    y_true = np.array([[1.0, 0.0], [0.0, 1.0]])
+    y_pred = y_true.copy()
+    y_pred[0, 0] = 1.0 - 2.0**-24  # float32's last bit below 1: 1 - ti rounds to 0 there
+    results = {}
+    for dtype in (tf.float32, tf.float64):
+        p = tf.constant(y_pred, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            value = compiled.per_sample_function(tf.constant(y_true, dtype), p)
+        results[dtype] = (value.numpy(), tape.gradient(value, p).numpy())
+    (value32, gradient32), (value64, gradient64) = results[tf.float32], results[tf.float64]
+    assert np.all(np.isfinite(gradient32)) and value32 > 0
+    # float32 rounds each input and sum once more: a few ulps of float32 in all
+    assert value32 == pytest.approx(value64, rel=1e-5)
+    assert gradient32 == pytest.approx(gradient64, rel=1e-5)

@@ -146,6 +146,31 @@ def one_minus_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
     return rest - negated[0] + Sigmoid(-(-negated[0]).args[0])
 
 
+def one_minus_ratio(expr: sympy.Basic) -> sympy.Basic | None:
+    """1 - a/b = (b - a)/b for b != 0 (inside a longer sum too; at b = 0 neither is defined).
+
+    Where a/b is close to 1, 1 - a/b cancels to 0 in floating point and a power of it has a
+    NaN gradient (focal Tversky's (1 - ti)^gamma); b - a, once SymPy cancels the terms a
+    and b share, is computed without that loss. Only a ratio that is itself a term of the
+    sum is taken, so a clip, where, minimum or maximum of a ratio is left as it is, and
+    only one whose numerator is not a number: 1 - 1/(1 + exp(-z)) is left to
+    `sigmoid_of_reciprocal`, as 1 - sigmoid(z), and then to `one_minus_sigmoid`.
+    """
+    if not isinstance(expr, sympy.Add):
+        return None
+    constant, rest = expr.as_coeff_Add()
+    if constant != 1:
+        return None
+    for term in sympy.Add.make_args(rest):
+        if not isinstance(term, sympy.Mul) or not term.as_coeff_Mul()[0].is_negative:
+            continue
+        numerator, denominator = sympy.fraction(-term)
+        if numerator.is_number or denominator.is_number:
+            continue
+        return rest - term + (denominator - numerator) / denominator
+    return None
+
+
 def sigmoid_of_reciprocal(expr: sympy.Basic) -> sympy.Basic | None:
     """1 / (1 + exp(-x)) = sigmoid(x)."""
     is_reciprocal = isinstance(expr, sympy.Pow) and expr.exp == -1
@@ -227,6 +252,7 @@ RULES: tuple[Rule, ...] = tuple(
         log1p_of_one_plus,
         expm1_of_exp_minus_one,
         one_minus_sigmoid,
+        one_minus_ratio,
         sigmoid_of_reciprocal,
         softmax_of_exp_ratio,
         gather_of_onehot_sum,
