@@ -22,7 +22,7 @@ from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diag
 from lossdsl.parser import parse, read_source
 from lossdsl.source import SourceFile
 from lossdsl.symbolic.domains import check_domains
-from lossdsl.symbolic.gradient import latex
+from lossdsl.symbolic.gradient import cancellation_diagnostics, latex
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.lower import lower
 from lossdsl.typed import CheckedSpec
@@ -83,6 +83,11 @@ def compile_source(
     found = list(checked.warnings)
     found += domain_warnings(checked)
     symbolic = lower(checked)
+    cancelled = cancellation_diagnostics(
+        checked, symbolic.result, symbolic.symbols[checked.y_pred.name]
+    )
+    if cancelled:
+        raise LossSpecError(unique([*found, *cancelled]), source)
     body = print_body(symbolic, jit_compile=jit_compile)
     python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from lossdsl.builtins import BUILTINS, EPSILON
-from lossdsl.compiler import check_source
+from lossdsl.compiler import check_source, compile_source
 from lossdsl.diagnostics import Diagnostic, LossSpecError
 from lossdsl.source import SourceFile
+from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.domains import (
     EVALUATORS,
     RANGE_RULES,
@@ -20,6 +21,7 @@ from lossdsl.symbolic.domains import (
     check_domains,
     source_text,
 )
+from lossdsl.symbolic.lower import lower
 from lossdsl.typed import CheckedSpec, walk
 
 FOCAL = """\
@@ -397,3 +399,36 @@ def test_overflow_of_large_inputs_and_of_values_only_a_log_takes_is_not_warned()
     assert codes("input y: target\ninput p: real\nloss = mean(log(cosh(p - y)))") == []
     assert codes("input y: target\ninput z: logits\nloss = mean(square(exp(z) - y))") == []
     assert codes("input y: onehot\ninput z: logits\nloss = mean(log(sum(exp(z))) - sum(y*z))") == []
+
+
+# ---------------------------------------------------------------- y_pred that cancels
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "loss = mean(p - p)",
+        "loss = mean(2 * (p - y) + 2 * y - p - p)",
+        "input y: onehot\ninput z: logits\nloss = mean(sum(z) - sum(z) + sum(y))",
+    ],
+)
+def test_prediction_that_cancels_is_an_error_at_the_loss(text: str) -> None:
+    with pytest.raises(LossSpecError) as failure:
+        compile_source(SourceFile.from_text(text), verify=False)
+    (diagnostic,) = failure.value.diagnostics
+    assert diagnostic.code == "E503"
+    assert diagnostic.span is not None and diagnostic.span.line == text.count("\n") + 1
+    assert "once simplified" in diagnostic.message
+
+
+def test_reductions_of_what_cancelled_fold_to_numbers() -> None:
+    # y_true cancels: a valid loss, whose constant terms once reached the printer as
+    # `ReduceMean(0, ...)` (TypeError: Cannot convert expression to float).
+    for text in [
+        "loss = mean(square(p - y)) + mean(y - y)",
+        "loss = mean(square(p - y) + sum(y - y))",
+        "loss = mean(square(p - y) + max(y - y))",
+    ]:
+        result = lower(checked(text)).result
+        folded = [r for r in result.atoms(fn.Reduction) if r.args[0].is_number]
+        assert result.has(fn.Reduction) and not folded, result

@@ -430,6 +430,10 @@ class Reduction(LossFunction):
 class ReduceSum(Reduction):
     """The sum over the removed roles (a primitive)."""
 
+    @classmethod
+    def eval(cls, x: sympy.Expr, removed: sympy.Expr) -> sympy.Expr | None:
+        return sympy.S.Zero if x.is_zero else None  # what cancelled (`sum(y - y)`)
+
     def _eval_is_nonnegative(self) -> bool | None:
         return self.args[0].is_nonnegative
 
@@ -439,6 +443,10 @@ class ReduceSum(Reduction):
 
 class ReduceMean(Reduction):
     """The mean over the removed roles (a primitive; class: divided by C)."""
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, removed: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_number else None  # the mean of one value repeated
 
     def _eval_is_nonnegative(self) -> bool | None:
         return self.args[0].is_nonnegative
@@ -450,9 +458,17 @@ class ReduceMean(Reduction):
 class ReduceMax(Reduction):
     """The maximum over the removed roles (a primitive)."""
 
+    @classmethod
+    def eval(cls, x: sympy.Expr, removed: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_number else None
+
 
 class ReduceMin(Reduction):
     """The minimum over the removed roles (a primitive)."""
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, removed: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_number else None
 
 
 class LogSumExp(Reduction):

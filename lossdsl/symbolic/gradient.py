@@ -16,8 +16,11 @@ import sympy
 from sympy.printing.latex import LatexPrinter
 
 from lossdsl.builtins import EPSILON
+from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.symbolic import functions as fn
-from lossdsl.typed import Role, Roles
+from lossdsl.typed import CheckedSpec, Role, Roles
+
+PREDICTION_CANCELS = "E503"
 
 EPS = sympy.Rational(repr(EPSILON))
 """`eps` as lowering writes it, an exact rational (LaTeX shows it as epsilon)."""
@@ -113,6 +116,27 @@ def _maximal_nonlocal(expr: sympy.Basic, y_pred: sympy.Symbol) -> list[sympy.Bas
     for arg in expr.args:
         found.extend(node for node in _maximal_nonlocal(arg, y_pred) if node not in found)
     return found
+
+
+def cancellation_diagnostics(
+    checked: CheckedSpec, result: sympy.Expr, y_pred: sympy.Symbol
+) -> tuple[Diagnostic, ...]:
+    """E503 when y_pred cancels: the written loss reaches y_pred through something
+    differentiable (the domain checks' E501/E502 pass), but the simplified `result` no
+    longer contains it (`mean(p - p)`), so its gradient is identically 0."""
+    if result.has(y_pred):
+        return ()
+    name = checked.y_pred.name
+    return (
+        error(
+            PREDICTION_CANCELS,
+            f"the loss does not depend on y_pred `{name}` once simplified: its terms in "
+            f"`{name}` cancel",
+            checked.loss_span,
+            f"gradient with respect to `{name}` is always 0",
+            f"check the signs of the terms in `{name}`: its gradient is what trains the model",
+        ),
+    )
 
 
 # ---------------------------------------------------------------- LaTeX
