@@ -1,18 +1,24 @@
 """The `lossdsl` command line: `compile`, `check`, `explain` and `plot`.
 
 Diagnostics are rendered here, to stderr; generated modules and explanations go to stdout
-or a file. Exit status: 0 success (warnings allowed), 1 a spec has errors, 2 a usage
-error (unknown option, missing or unreadable file, a Keras backend other than
-TensorFlow; 2 wins when both happen), 70 an internal error, 130 interrupted. No input
-ends in a traceback. The stages themselves are `lossdsl.compiler`'s.
+or a file (`-o -` is stdout). Exit status: 0 success (warnings allowed), 1 a spec has
+errors, 2 a usage error (unknown option, missing or unreadable file, an output that is not
+a regular file); 70 an internal error, 130 interrupted. With several specs the worst
+status wins (70, then 2, then 1). No input ends in a traceback (set `LOSSDSL_TRACEBACK=1`
+to see one after an internal error). The stages themselves are `lossdsl.compiler`'s.
+
+The compiler's own process runs Keras on TensorFlow whatever `KERAS_BACKEND` says: the
+generated modules are TensorFlow code, and checking needs no other backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,8 +28,9 @@ import sympy
 
 from lossdsl import __version__
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
+from lossdsl.diagnostics import error as error_diagnostic
 from lossdsl.plot import add_plot_parser, run_plot
-from lossdsl.source import SourceFile
+from lossdsl.source import SourceFile, printable_name
 
 if TYPE_CHECKING:
     from lossdsl.compiler import CompiledLoss
@@ -35,10 +42,20 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
-REPORT_HINT = (
-    "  = help: this is a bug in lossdsl, not in your spec; please report it "
+REPORT_HELP = (
+    "this is a bug in lossdsl, not in your spec; please report it "
     "with the spec and the command that triggered it"
 )
+REPORT_HINT = f"  = help: {REPORT_HELP}"
+
+INTERNAL_ERROR = "E900"
+"""The code of an internal error reported for one spec (E9xx: a bug in lossdsl)."""
+
+STDOUT = "-"
+"""`-o -`: the module goes to standard output."""
+
+TRACEBACK_VARIABLE = "LOSSDSL_TRACEBACK"
+"""Set (non-empty) to print the traceback of an internal error after its message."""
 
 
 class UsageError(Exception):
@@ -81,7 +98,11 @@ def build_parser() -> ArgumentParser:
     )
     compile_parser.add_argument("spec", type=Path, metavar="SPEC.loss")
     compile_parser.add_argument(
-        "-o", "--output", type=Path, metavar="OUT.py", help="write the module here"
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT.py",
+        help="write the module here (through a symlink to its target; `-` is stdout)",
     )
     compile_parser.add_argument(
         "--no-verify",
@@ -117,6 +138,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises, never a traceback)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved_backend = pin_keras_backend()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
@@ -128,10 +150,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         silence_stdout()
         return EXIT_SPEC_ERROR
     except Exception as failure:  # the last resort: a bug, reported without a traceback
-        summary = (str(failure).strip().splitlines() or [""])[0]
-        print(f"lossdsl: internal error: {type(failure).__name__}: {summary}", file=sys.stderr)
+        print(f"lossdsl: internal error: {failure_summary(failure)}", file=sys.stderr)
         print(REPORT_HINT, file=sys.stderr)
+        print_traceback_if_asked(failure)
         return EXIT_INTERNAL
+    finally:
+        restore_keras_backend(saved_backend)
+
+
+def pin_keras_backend() -> str | None:
+    """Make Keras use TensorFlow in this process, if Keras is not imported yet.
+
+    The generated modules are TensorFlow code, and checking and compiling run them on
+    TensorFlow; the backend a user's training runs on (`KERAS_BACKEND=jax`, or the one in
+    `~/.keras/keras.json`, which the variable overrides) does not matter here, and Keras
+    would fail to import without that backend installed. Returns the previous value.
+    """
+    saved = os.environ.get("KERAS_BACKEND")
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    return saved
+
+
+def restore_keras_backend(saved: str | None) -> None:
+    """Give the process back the `KERAS_BACKEND` it had (for `main` called in-process)."""
+    if saved is None:
+        os.environ.pop("KERAS_BACKEND", None)
+    else:
+        os.environ["KERAS_BACKEND"] = saved
+
+
+def failure_summary(failure: BaseException) -> str:
+    """`TypeError: first line of the message`, printable."""
+    summary = (str(failure).strip().splitlines() or [""])[0]
+    return printable_name(f"{type(failure).__name__}: {summary}")
+
+
+def print_traceback_if_asked(failure: BaseException) -> None:
+    if os.environ.get(TRACEBACK_VARIABLE):
+        traceback.print_exception(failure, file=sys.stderr)
+
+
+def report_internal_error(source_name: str, failure: Exception) -> None:
+    """An internal error while handling one spec, as a diagnostic of that file."""
+    diagnostic = error_diagnostic(
+        INTERNAL_ERROR, f"internal error: {failure_summary(failure)}", None, "", REPORT_HELP
+    )
+    print(render_all([diagnostic], SourceFile(source_name, "")), file=sys.stderr)
+    print_traceback_if_asked(failure)
 
 
 def run(argv: Sequence[str] | None) -> int:
@@ -155,45 +221,61 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    output: Path | None = args.output
+    output: Path | None = None if args.output is None or str(args.output) == STDOUT else args.output
     if output is not None:
-        check_output_path(output)
+        output_target(output)  # fail before the compile, which can take a while
     try:
         source = read_spec(args.spec)
         compiled = compile_spec(source, verify=not args.no_verify, jit_compile=args.xla)
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
+    except (UsageError, BrokenPipeError):
+        raise
+    except Exception as failure:
+        report_internal_error(str(args.spec), failure)
+        return EXIT_INTERNAL
     report_warnings(compiled.diagnostics, source)
     if output is None:
         sys.stdout.write(compiled.python_source)
         sys.stdout.flush()
         return EXIT_OK
+    target = output_target(output)  # again: the path may have changed during the compile
     try:
-        write_atomically(output, compiled.python_source)
+        write_atomically(target, compiled.python_source)
     except OSError as failure:
-        raise UsageError(f"error: cannot write {output}: {describe_os_error(failure)}") from None
+        raise UsageError(
+            f"error: cannot write {shown(output)}: {describe_os_error(failure)}"
+        ) from None
     return EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
-    usage_failed = spec_failed = False
-    for path in args.specs:
-        try:
-            source = read_spec(path)
-            compiled = compile_spec(source, verify=True, jit_compile=False)
-        except UsageError as usage:
-            print(usage, file=sys.stderr)
-            usage_failed = True
-            continue
-        except LossSpecError as failure:
-            print(failure, file=sys.stderr)
-            spec_failed = True
-            continue
-        report_warnings(compiled.diagnostics, source)
-    if usage_failed:
+    """Check every spec, whatever happens to the others; the worst status wins."""
+    statuses = [check_one(path) for path in args.specs]
+    for status in (EXIT_INTERNAL, EXIT_USAGE, EXIT_SPEC_ERROR):
+        if status in statuses:
+            return status
+    return EXIT_OK
+
+
+def check_one(path: Path) -> int:
+    try:
+        source = read_spec(path)
+        compiled = compile_spec(source, verify=True, jit_compile=False)
+    except UsageError as usage:
+        print(usage, file=sys.stderr)
         return EXIT_USAGE
-    return EXIT_SPEC_ERROR if spec_failed else EXIT_OK
+    except LossSpecError as failure:
+        print(failure, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    except BrokenPipeError:
+        raise
+    except Exception as failure:  # a bug: reported for this spec, and the others still run
+        report_internal_error(str(path), failure)
+        return EXIT_INTERNAL
+    report_warnings(compiled.diagnostics, source)
+    return EXIT_OK
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -212,6 +294,11 @@ def run_explain(args: argparse.Namespace) -> int:
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
+    except (UsageError, BrokenPipeError):
+        raise
+    except Exception as failure:
+        report_internal_error(str(args.spec), failure)
+        return EXIT_INTERNAL
     report_warnings(found, source)
     parsed = ("Parsed", unparse_spec(spec).rstrip("\n").split("\n"))
     write_sections(sys.stdout, [parsed, *explained_sections(symbolic)])
@@ -300,23 +387,62 @@ def read_spec(path: Path) -> SourceFile:
     try:
         data = path.read_bytes()
     except OSError as failure:
-        raise UsageError(f"error: cannot read {path}: {describe_os_error(failure)}") from None
+        raise UsageError(
+            f"error: cannot read {shown(path)}: {describe_os_error(failure)}"
+        ) from None
     return read_source(data, str(path))
 
 
-def check_output_path(output: Path) -> None:
-    """Fail early (usage) when OUT.py cannot be written: a folder, or no such folder."""
-    if output.is_dir():
-        raise UsageError(f"error: cannot write {output}: it is a directory")
-    parent = output.parent
-    if not parent.is_dir():
-        raise UsageError(f"error: cannot write {output}: no directory {parent}")
+def shown(path: Path) -> str:
+    """A path as messages show it: newlines, control characters and bytes that are not
+    UTF-8 escaped (`lossdsl.source.printable_name`)."""
+    return printable_name(str(path))
+
+
+FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+"""What `compile -o` refuses to replace, by the test on its mode."""
+
+
+def output_target(output: Path) -> Path:
+    """The regular file `compile -o OUT.py` writes: OUT.py, or the file its symlinks name.
+
+    A symlink is followed to its final target, which is replaced, not the link; a
+    dangling one names the file to create. A usage error when the target is not a
+    regular file (a directory, device, FIFO or socket is never replaced) or its
+    directory does not exist.
+    """
+    target = Path(os.path.realpath(output))
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        if not target.parent.is_dir():
+            raise UsageError(
+                f"error: cannot write {shown(output)}: no directory {shown(target.parent)}"
+            ) from None
+        return target
+    except OSError as failure:  # a symlink loop, a path through a file, no permission
+        raise UsageError(
+            f"error: cannot write {shown(output)}: {describe_os_error(failure)}"
+        ) from None
+    for is_kind, kind in FILE_KINDS:
+        if is_kind(mode):
+            raise UsageError(f"error: cannot write {shown(output)}: it is {kind}")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"error: cannot write {shown(output)}: it is not a regular file")
+    return target
 
 
 def write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file in the same directory and `os.replace` it into place.
 
-    On any failure the existing file is untouched and the temporary file removed.
+    `path` is a regular file or a new one (`output_target`). On any failure the existing
+    file is untouched and the temporary file removed.
     """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
