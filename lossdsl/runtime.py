@@ -23,7 +23,7 @@ import tempfile
 import types
 import unicodedata
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,7 +340,8 @@ class SpecLoss(keras.losses.Loss):
     ) -> None:
         source = SourceFile.from_text(spec, spec_file or "<string>")
         loaded = load_spec(source, verify=verify, jit_compile=jit_compile)
-        given = checked_params(loaded, params or {})
+        given = dict(params or {})
+        check_param_names(loaded, given)
         name = name or loaded.loss_name
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.generated_loss = loaded.loss_class.from_config(
@@ -595,15 +596,13 @@ def is_file_name(value: object) -> bool:
 # ---------------------------------------------------------------------- params
 
 
-def checked_params(loaded: LoadedSpec, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The params to pass to the generated class: declared names, values of the right kind.
+def check_param_names(loaded: LoadedSpec, given: Mapping[str, Any]) -> None:
+    """Raise a Keras-style ValueError for a param the spec does not declare.
 
-    Raises a Keras-style ValueError for a param the spec does not declare, a scalar param
-    given something that is not one number, or a vector param given something that is not
-    a sequence of numbers. Domains are the generated class's to check.
+    Values are the generated class's to check (kind and domain), in one place for
+    `lossdsl.load`, saved configs and standalone modules alike.
     """
-    checked: dict[str, Any] = {}
-    for param, value in given.items():
+    for param in given:
         if param not in loaded.param_defaults:
             known = ", ".join(f"`{name}`" for name in loaded.param_defaults) or "none"
             close = difflib.get_close_matches(str(param), list(loaded.param_defaults), n=1)
@@ -612,38 +611,3 @@ def checked_params(loaded: LoadedSpec, given: Mapping[str, Any]) -> dict[str, An
                 f"Invalid keyword argument `{param}` for the loss `{loaded.loss_name}`: it has "
                 f"no such param. Expected params: {known}.{hint}"
             )
-        if isinstance(loaded.param_defaults[param], tuple):
-            checked[param] = vector_argument(param, value)
-        elif is_number(value):
-            checked[param] = value
-        else:
-            raise ValueError(
-                f"Invalid value for argument `{param}`. Expected a number. "
-                f"Received: {param}={shown_value(value)}"
-            )
-    return checked
-
-
-def vector_argument(param: str, value: object) -> tuple[Any, ...]:
-    """A vector param's entries, when `value` is a sequence (or array) of numbers."""
-    entries: tuple[Any, ...] | None = None
-    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
-        with contextlib.suppress(TypeError):  # a 0-d array is Iterable but not iterable
-            entries = tuple(value)
-    if entries is None or not all(is_number(entry) for entry in entries):
-        raise ValueError(
-            f"Invalid value for argument `{param}`. Expected a list of numbers, one per class. "
-            f"Received: {param}={shown_value(value)}"
-        )
-    return entries
-
-
-def is_number(value: object) -> bool:
-    """One real number (a NumPy or TensorFlow scalar too): not a bool, string or sequence."""
-    if isinstance(value, bool | str | bytes):
-        return False
-    try:
-        float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return False
-    return True

@@ -208,10 +208,10 @@ def test_a_vector_param_of_the_wrong_kind_is_a_value_error(value: object) -> Non
     with pytest.raises(ValueError) as failure:
         lossdsl.SpecLoss.from_config({**config, "w": value})
     assert str(failure.value) == (
-        "Invalid value for argument `w`. Expected a list of numbers, one per class. "
+        "Invalid value for argument `w`. Expected one value in [0, inf) per class. "
         f"Received: w={value!r}"
     )
-    with pytest.raises(ValueError, match="Expected a list of numbers"):
+    with pytest.raises(ValueError, match=r"Expected one value in \[0, inf\) per class"):
         lossdsl.load(WEIGHTED, w=value, verify=False)
 
 

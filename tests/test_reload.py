@@ -230,6 +230,19 @@ def test_standalone_class_refuses_another_keras_backend_at_construction(
     assert module.Focal(gamma=3.0).gamma == 3.0
 
 
+@pytest.mark.parametrize("gamma", ["2.0", None, [2.0], True, float("nan"), 10**400])
+def test_standalone_class_refuses_a_param_that_is_not_one_number(
+    standalone_module: tuple[ModuleType, Path], gamma: object
+) -> None:
+    module, _ = standalone_module
+    with pytest.raises(ValueError) as failure:
+        module.Focal(gamma=gamma)
+    assert str(failure.value) == (
+        "Invalid value for argument `gamma`. Expected a value in [0, inf). "
+        f"Received: gamma={gamma!r}"
+    )
+
+
 def test_standalone_class_repr_shows_name_params_and_reduction(
     standalone_module: tuple[ModuleType, Path],
 ) -> None:

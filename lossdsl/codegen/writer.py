@@ -351,6 +351,12 @@ class ModuleWriter:
             lines += indent_lines(from_config_method(renamed), INDENT)
         lines.append("")
         lines += indent_lines(self.repr_method(), INDENT)
+        if self.params:
+            lines.append("")
+            lines += indent_lines(NUMBER_METHOD, INDENT)
+        if any(param.info.is_vector for param in self.params):
+            lines.append("")
+            lines += indent_lines(NUMBERS_METHOD, INDENT)
         return lines
 
     def class_docstring(self) -> str:
@@ -374,10 +380,13 @@ class ModuleWriter:
         lines.append(f"{INDENT}super().__init__(name=name, reduction=reduction, dtype=dtype)")
         taken = {param.argument for param in self.params}
         entry = free_name("value", taken)
+        values = free_name("values", taken | {entry})
         vectors = [param for param in self.params if param.info.is_vector]
         for param in self.params:
-            check = vector_check if param.info.is_vector else scalar_check
-            lines += [INDENT + line for line in check(param, entry)]
+            if param.info.is_vector:
+                lines += [INDENT + line for line in vector_check(param, entry, values)]
+            else:
+                lines += [INDENT + line for line in scalar_check(param)]
         for param in vectors[1:]:
             lines += [INDENT + line for line in vector_length_check(vectors[0], param)]
         lines += [f"{INDENT}self.{param.attribute} = {param.argument}" for param in self.params]
@@ -489,30 +498,58 @@ def condition(domain: ParamDomain, value: str) -> str:
     return f"{low} {low_op} {value} {high_op} {high}"
 
 
-def scalar_check(param: ParamCode, entry: str) -> list[str]:
-    del entry
+NUMBER_METHOD = (
+    "@staticmethod",
+    "def _number(value):",
+    f'{INDENT}"""`value` as a float; NaN, outside every domain, when it is not one number."""',
+    f"{INDENT}if isinstance(value, (bool, str, bytes)):",
+    f'{INDENT * 2}return float("nan")',
+    f"{INDENT}try:",
+    f"{INDENT * 2}return float(value)",
+    f"{INDENT}except (TypeError, ValueError, OverflowError):",
+    f'{INDENT * 2}return float("nan")',
+)
+"""A generated class's conversion of a param value: a string, a bool, None or a list given
+for a number fails the domain check, whose message shows the value received."""
+
+NUMBERS_METHOD = (
+    "def _numbers(self, values):",
+    f'{INDENT}"""A vector param\'s entries as floats (`_number`); (NaN,) for a non-sequence."""',
+    f"{INDENT}if not isinstance(values, (str, bytes, dict)):",
+    f"{INDENT * 2}try:",
+    f"{INDENT * 3}return tuple(self._number(value) for value in values)",
+    f"{INDENT * 2}except TypeError:  # not iterable",
+    f"{INDENT * 3}pass",
+    f'{INDENT}return (float("nan"),)',
+)
+"""The same for a vector param: a string (`"123"`), a number or a nested list fails."""
+
+
+def scalar_check(param: ParamCode) -> list[str]:
     name, spec_name = param.argument, param.spec_name
     return [
-        f"if not {condition(param.info.domain, f'float({name})')}:",
+        f"if not {condition(param.info.domain, f'self._number({name})')}:",
         f"{INDENT}raise ValueError(",
         f'{INDENT * 2}"Invalid value for argument `{spec_name}`. "',
         f'{INDENT * 2}"Expected a value in {param.info.domain.describe()}. "',
-        f'{INDENT * 2}f"Received: {spec_name}={{{name}}}"',
+        f'{INDENT * 2}f"Received: {spec_name}={{{name}!r}}"',
         f"{INDENT})",
         f"{name} = float({name})",
     ]
 
 
-def vector_check(param: ParamCode, entry: str) -> list[str]:
+def vector_check(param: ParamCode, entry: str, values: str) -> list[str]:
     name, spec_name = param.argument, param.spec_name
     return [
-        f"{name} = tuple(float({entry}) for {entry} in {name})",
-        f"if not {name} or not all({condition(param.info.domain, entry)} for {entry} in {name}):",
+        f"{values} = self._numbers({name})",
+        f"if not {values} or not all({condition(param.info.domain, entry)} for {entry} in "
+        f"{values}):",
         f"{INDENT}raise ValueError(",
         f'{INDENT * 2}"Invalid value for argument `{spec_name}`. "',
         f'{INDENT * 2}"Expected one value in {param.info.domain.describe()} per class. "',
-        f'{INDENT * 2}f"Received: {spec_name}={{{name}}}"',
+        f'{INDENT * 2}f"Received: {spec_name}={{{name}!r}}"',
         f"{INDENT})",
+        f"{name} = {values}",
     ]
 
 

@@ -108,18 +108,18 @@ class Focal(keras.losses.Loss):
                 "variable KERAS_BACKEND=tensorflow before importing keras."
             )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not 0.0 <= float(gamma) < float("inf"):
+        if not 0.0 <= self._number(gamma) < float("inf"):
             raise ValueError(
                 "Invalid value for argument `gamma`. "
                 "Expected a value in [0, inf). "
-                f"Received: gamma={gamma}"
+                f"Received: gamma={gamma!r}"
             )
         gamma = float(gamma)
-        if not 0.0 <= float(alpha) <= 1.0:
+        if not 0.0 <= self._number(alpha) <= 1.0:
             raise ValueError(
                 "Invalid value for argument `alpha`. "
                 "Expected a value in [0, 1]. "
-                f"Received: alpha={alpha}"
+                f"Received: alpha={alpha!r}"
             )
         alpha = float(alpha)
         self.gamma = gamma
@@ -141,3 +141,13 @@ class Focal(keras.losses.Loss):
             f"reduction={self.reduction}",
         ]
         return f"<{type(self).__name__} {', '.join(fields)}>"
+
+    @staticmethod
+    def _number(value):
+        """`value` as a float; NaN, outside every domain, when it is not one number."""
+        if isinstance(value, (bool, str, bytes)):
+            return float("nan")
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            return float("nan")

@@ -109,11 +109,11 @@ class WeightedBceLogits(keras.losses.Loss):
                 "variable KERAS_BACKEND=tensorflow before importing keras."
             )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if not 0.0 <= float(pos_weight) < float("inf"):
+        if not 0.0 <= self._number(pos_weight) < float("inf"):
             raise ValueError(
                 "Invalid value for argument `pos_weight`. "
                 "Expected a value in [0, inf). "
-                f"Received: pos_weight={pos_weight}"
+                f"Received: pos_weight={pos_weight!r}"
             )
         pos_weight = float(pos_weight)
         self.pos_weight = pos_weight
@@ -133,3 +133,13 @@ class WeightedBceLogits(keras.losses.Loss):
             f"reduction={self.reduction}",
         ]
         return f"<{type(self).__name__} {', '.join(fields)}>"
+
+    @staticmethod
+    def _number(value):
+        """`value` as a float; NaN, outside every domain, when it is not one number."""
+        if isinstance(value, (bool, str, bytes)):
+            return float("nan")
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            return float("nan")

@@ -113,13 +113,14 @@ class WeightedCe(keras.losses.Loss):
                 "variable KERAS_BACKEND=tensorflow before importing keras."
             )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        w = tuple(float(value) for value in w)
-        if not w or not all(0.0 <= value < float("inf") for value in w):
+        values = self._numbers(w)
+        if not values or not all(0.0 <= value < float("inf") for value in values):
             raise ValueError(
                 "Invalid value for argument `w`. "
                 "Expected one value in [0, inf) per class. "
-                f"Received: w={w}"
+                f"Received: w={w!r}"
             )
+        w = values
         self.w = w
 
     def call(self, y_true, y_pred):
@@ -137,3 +138,22 @@ class WeightedCe(keras.losses.Loss):
             f"reduction={self.reduction}",
         ]
         return f"<{type(self).__name__} {', '.join(fields)}>"
+
+    @staticmethod
+    def _number(value):
+        """`value` as a float; NaN, outside every domain, when it is not one number."""
+        if isinstance(value, (bool, str, bytes)):
+            return float("nan")
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            return float("nan")
+
+    def _numbers(self, values):
+        """A vector param's entries as floats (`_number`); (NaN,) for a non-sequence."""
+        if not isinstance(values, (str, bytes, dict)):
+            try:
+                return tuple(self._number(value) for value in values)
+            except TypeError:  # not iterable
+                pass
+        return (float("nan"),)
