@@ -283,6 +283,19 @@ def test_a_clip_whose_bounds_are_reversed_is_its_upper_bound_as_in_numpy() -> No
     assert np.array_equal(np.clip(y_pred, 0.9, 0.1), np.full((4, 3), 0.1))
 
 
+def test_powers_and_quotients_of_params_are_tensors_that_overflow_to_inf() -> None:
+    text = (
+        "input y: target\ninput p: real\nparam w: real = 10.0\nparam k: real = 0.0\n"
+        "loss = mean(square(p - y) * (w ^ 400 + exp(-1 / k) + 2 / k))\n"
+    )
+    _, body = compiled(text)
+    code = "\n".join([*body.statements, body.result])
+    assert "w ** " not in code and "/ k" not in code
+    y_pred = np.full((2, 3), 0.5)
+    result, _ = run(text, np.zeros_like(y_pred), y_pred)  # no OverflowError, ZeroDivisionError
+    assert np.all(np.isinf(result))
+
+
 def test_comparisons_of_values_without_roles_are_in_y_preds_dtype() -> None:
     text = "param k: real = 2.0\nloss = mean(where(eps <= num_classes, p, where(k < 1, y, p)))"
     _, body = compiled(text)
@@ -342,7 +355,7 @@ def test_locals_spatial_reductions_and_per_sample_results() -> None:
         "    tf.cast(p * y, sum_dtype), axis=[*spatial_axes, -1], keepdims=True\n"
         ")",
     )
-    assert body.result == "tf.reshape(1.0 - tf.cast(t0, p.dtype) / num_classes, [-1])"
+    assert body.result == "tf.reshape((num_classes - tf.cast(t0, p.dtype)) / num_classes, [-1])"
 
 
 def test_numbers_are_python_literals_and_scalars_are_cast_for_tf_ops() -> None:

@@ -248,6 +248,13 @@ ONCE_REJECTED = [
         "loss = mean(sum(-y * log(clip(p, 0.9, 0.1)) + square(clip(p, 0.2, 0.6) - y)))",
         id="clipped-log-bounds-reversed",
     ),
+    pytest.param(
+        "param g: real = 10\nloss = mean(square(p - y) * g ^ 1000)", id="param-power-overflows"
+    ),
+    pytest.param(
+        "param k: real = 0.0\nparam a: real = 1.0\nloss = mean(square(p - y) * exp(-a / k))",
+        id="param-quotient-by-zero",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

@@ -417,6 +417,15 @@ def _joined(operands: list[tuple[str, str]], space: str) -> str:
     return head + "".join(f"{space}{operator}{space}{text}" for operator, text in rest)
 
 
+def _divides_by_a_value(factor: sympy.Basic) -> bool:
+    """Whether a factor is a negative power of something that is not a number."""
+    return (
+        isinstance(factor, sympy.Pow)
+        and factor.exp.is_negative is True
+        and not factor.base.is_number
+    )
+
+
 def _number(value: float) -> str:
     return repr(value) if math.isfinite(value) else f'float("{value}")'
 
@@ -608,11 +617,8 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
         base, exponent = expr.args
-        if not self.roles(base) and not self.roles(exponent):
-            return (
-                f"{self.parenthesize(base, PRECEDENCE['Pow'])} ** "
-                f"{self.parenthesize(exponent, PRECEDENCE['Pow'])}"
-            )
+        # Without roles too: a power or reciprocal of Python floats (params) would raise
+        # OverflowError or ZeroDivisionError where a tensor gives inf.
         forms = {
             sympy.Integer(2): "tf.math.square({})",
             sympy.Rational(1, 2): "tf.math.sqrt({})",
@@ -623,7 +629,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         if exponent in forms:
             argument = (
                 self.tensor(base)
-                if exponent != -1
+                if exponent != -1 or not self.roles(base)
                 else self.parenthesize(base, PRECEDENCE["Mul"] + 1)
             )
             return forms[exponent].format(argument)
@@ -651,6 +657,16 @@ class TensorFlowPrinter(PythonCodePrinter):
             ]
             return self.chain([("*", self.group(self._print(group))) for group in groups], "")
         coefficient, rest = expr.as_coeff_Mul()
+        if not self.roles(expr) and any(_divides_by_a_value(f) for f in expr.args):
+            # `_print_Pow`'s tensor reciprocal: Python's `a / k` raises where k is 0
+            factors = "*".join(
+                self.parenthesize(f, PRECEDENCE["Mul"], strict=True)
+                for f in sympy.Mul.make_args(rest)
+            )
+            if abs(coefficient) == 1:
+                return f"-{factors}" if coefficient < 0 else factors
+            sign = "-" if coefficient < 0 else ""
+            return f"{sign}{_number(abs(float(coefficient)))}*{factors}"
         if not coefficient.is_Rational or coefficient.is_Integer or rest == 1:
             return str(super()._print_Mul(expr))
         sign = "-" if coefficient < 0 else ""
