@@ -432,3 +432,42 @@ def test_reductions_of_what_cancelled_fold_to_numbers() -> None:
         result = lower(checked(text)).result
         folded = [r for r in result.atoms(fn.Reduction) if r.args[0].is_number]
         assert result.has(fn.Reduction) and not folded, result
+
+
+# ---------------------------------------------------------------- shares: a / (a + b)
+
+FOCAL_TVERSKY = """\
+input y: binary
+input p: prob
+param a: unit = 0.7
+param b: unit = 0.3
+param s: positive = 1.0
+param gamma: positive = 0.75
+let tp = sum(y * p, axis=all)
+let fn = sum(y * (1 - p), axis=all)
+let fp = sum((1 - y) * p, axis=all)
+let ti = (tp + s) / (tp + a*fn + b*fp + s)
+loss focal_tversky = (1 - ti)^gamma
+"""
+
+
+def test_a_share_of_a_sum_of_nonnegative_terms_is_in_the_unit_interval() -> None:
+    assert range_of(FOCAL_TVERSKY, "1 - ti") == Range(0.0, 1.0, True, False)
+    text = "input y: binary\ninput p: prob\nloss = mean(1 - p / (p + y))"
+    assert range_of(text, "p / (p + y)") == Range(0.0, 1.0, True, True)
+
+
+def test_a_share_needs_its_terms_in_the_divisor_and_the_rest_nonnegative() -> None:
+    text = (
+        "input y: target\ninput p: prob\nloss = mean(sqrt(1 - p / (p + y)) + sqrt(1 - p / (y + 1)))"
+    )
+    assert range_of(text, "p / (p + y)") == Range(-math.inf, math.inf, False, False)
+    assert range_of(text, "p / (y + 1)").high == math.inf
+
+
+def test_focal_tversky_warns_about_its_gradient_and_nothing_it_cannot_be() -> None:
+    diagnostics = [d for d in diagnose(FOCAL_TVERSKY) if d.code.startswith("W4")]
+    assert [d.code for d in diagnostics] == ["W405"]
+    assert "`(1 - ti)^gamma` has an infinite gradient at" in diagnostics[0].message
+    # gamma >= 1 has a finite gradient there.
+    assert "W405" not in codes(FOCAL_TVERSKY.replace("positive = 0.75", "[1, inf) = 1.5"))

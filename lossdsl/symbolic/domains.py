@@ -39,7 +39,7 @@ import functools
 import itertools
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -484,6 +484,9 @@ class RangeAnalysis:
                     naive = naive.intersect(combined) or naive
             case TMul(operands=operands, inverted=inverted):
                 naive = self.product(operands, inverted)
+                share = self._share(node)
+                if share is not None:
+                    naive = naive.intersect(share) or naive
             case TNeg(operand=operand):
                 naive = _negate(self.range_of(operand))
             case TPow():
@@ -519,6 +522,31 @@ class RangeAnalysis:
         rest = [i for i in range(len(node.operands)) if i not in in_group]
         ranges += [self.range_of(node.operands[i]) for i in rest]
         return _add(ranges, [False] * len(grouped) + [node.negated[i] for i in rest])
+
+    def _share(self, node: TMul) -> Range | None:
+        """`a / (a + b)` with a, b >= 0 (a the sum of some of the divisor's terms, b the
+        rest) is a share, in [0, 1]: 1 where b is 0, 0 where a is. Focal Tversky's
+        `ti = (tp + s) / (tp + a*fn + b*fp + s)` is one, so `1 - ti` is at least 0."""
+        if len(node.operands) != 2 or sorted(node.inverted) != [False, True]:
+            return None
+        part, whole = node.operands if node.inverted[1] else reversed(node.operands)
+        rest = _terms(whole)
+        for term in _terms(part):
+            if term not in rest:
+                return None
+            rest.remove(term)
+        part_range = self.range_of(part)
+        rest_range = _add(
+            [self.range_of(operand) for operand, _ in rest], [minus for _, minus in rest]
+        )
+        if not rest or part_range.low < 0 or rest_range.low < 0:
+            return None
+        return Range(
+            0.0,
+            1.0,
+            part_range.contains(0.0) and rest_range.high > 0,
+            rest_range.contains(0.0) and part_range.high > 0,
+        )
 
     def product(self, operands: Sequence[TExpr], inverted: Sequence[bool]) -> Range:
         result = Range.point(1.0)
@@ -658,6 +686,30 @@ class RangeAnalysis:
             case TPow(base=base, exponent=exponent) if _natural_exponent(exponent) is not None:
                 return np.power(self._polynomial(base, atoms), _natural_exponent(exponent) or 0)
         return atoms[(False, atom_identity(node))]
+
+
+class _Term:
+    """A term of a sum, compared by what it reads (see `atom_identity`) and its sign."""
+
+    def __init__(self, node: TExpr, minus: bool) -> None:
+        self.node = node
+        self.minus = minus
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Term)
+            and self.minus == other.minus
+            and atom_identity(self.node) == atom_identity(other.node)
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.node, self.minus))
+
+
+def _terms(node: TExpr) -> list[_Term]:
+    if isinstance(node, TAdd):
+        return [_Term(op, minus) for op, minus in zip(node.operands, node.negated, strict=True)]
+    return [_Term(node, False)]
 
 
 def constant_value(node: TExpr) -> float | None:
