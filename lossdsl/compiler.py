@@ -20,6 +20,7 @@ from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.writer import function_names, write_module
 from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diagnostics
 from lossdsl.parser import parse, read_source
+from lossdsl.pragmas import without_allowed
 from lossdsl.source import SourceFile
 from lossdsl.symbolic.domains import check_domains
 from lossdsl.symbolic.gradient import cancellation_diagnostics, latex
@@ -87,7 +88,7 @@ def compile_source(
         checked, symbolic.result, symbolic.symbols[checked.y_pred.name]
     )
     if cancelled:
-        raise LossSpecError(unique([*found, *cancelled]), source)
+        raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
     body = print_body(symbolic, jit_compile=jit_compile)
     python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
 
@@ -96,7 +97,7 @@ def compile_source(
     from lossdsl import verify as verification
 
     module_name = runtime.module_name_for(checked.loss_name, python_source)
-    diagnostics = unique(found + list(symbolic.warnings))
+    diagnostics = unique(without_allowed([*found, *symbolic.warnings], source))
     if verify:
         # A module of its own, so the verifier's float64 traces are not the user's; loaded
         # first, so the registration of the user's class below is the one Keras keeps.
@@ -128,7 +129,8 @@ def domain_warnings(checked: CheckedSpec) -> tuple[Diagnostic, ...]:
         return check_domains(checked)
     except LossSpecError as failure:
         raise LossSpecError(
-            unique([*checked.warnings, *failure.diagnostics]), checked.source
+            unique(without_allowed([*checked.warnings, *failure.diagnostics], checked.source)),
+            checked.source,
         ) from None
 
 
@@ -148,7 +150,7 @@ def diagnose_file(path: Path, relative_to: Path | None = None) -> tuple[str, boo
     try:
         source = read_source(path.read_bytes(), name)
         checked = check_source(source)
-        found = unique([*checked.warnings, *domain_warnings(checked)])
+        found = unique(without_allowed([*checked.warnings, *domain_warnings(checked)], source))
     except LossSpecError as failure:
         return str(failure), any(d.is_error for d in failure.diagnostics)
     return render_all(found, source), False

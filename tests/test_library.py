@@ -10,6 +10,7 @@ both errors against a float64 NumPy reference.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ import tensorflow as tf
 
 import lossdsl
 from lossdsl.class_weights import class_weights
+from lossdsl.compiler import check_source, domain_warnings
+from lossdsl.parser import read_source
+from lossdsl.pragmas import without_allowed
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -332,6 +336,33 @@ def test_matches_reference_with_sample_weight(case: Case) -> None:
 def test_every_example_is_tested() -> None:
     tested = {case.spec for case in CASES}
     assert tested == {path.stem for path in EXAMPLES.glob("*.loss")}
+
+
+LIBRARY_WARNINGS: dict[str, list[str]] = {
+    # p_m^gamma_neg: with gamma_neg below 1, an infinite gradient where sigmoid(z) <= margin.
+    "asymmetric": ["W405"],
+    # p_true^q, q in (0, 1): an infinite gradient where the true class's p is 0.
+    "categorical_generalized_cross_entropy": ["W405"],
+    # maximum(sqrt(sum(square(p))), eps): sqrt's gradient at a row of zeros is 0 * inf.
+    "cosine_similarity": ["W404"],
+}
+"""The warnings the library gives on load: hazards of specs that mirror no Keras built-in.
+Specs that mirror a Keras built-in acknowledge its hazards with `# lossdsl: allow`."""
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.loss")), ids=lambda path: path.stem)
+def test_library_specs_warn_only_about_their_own_hazards(path: Path) -> None:
+    source = read_source(path.read_bytes(), path.name)
+    checked = check_source(source)
+    found = without_allowed([*checked.warnings, *domain_warnings(checked)], source)
+    assert [d.code for d in found] == LIBRARY_WARNINGS.get(path.stem, [])
+
+
+@pytest.mark.parametrize("name", ["dice", "categorical_crossentropy", "binary_focal"])
+def test_loading_a_spec_that_allows_its_warnings_warns_nothing(name: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lossdsl.LossSpecWarning)
+        lossdsl.load(EXAMPLES / f"{name}.loss")
 
 
 def test_load_passes_params() -> None:
