@@ -242,7 +242,7 @@ def run_compile(args: argparse.Namespace) -> int:
         return EXIT_OK
     target = output_target(output)  # again: the path may have changed during the compile
     try:
-        write_atomically(target, compiled.python_source)
+        write_atomically(target, compiled.python_source.encode("utf-8"))
     except OSError as failure:
         raise UsageError(
             f"error: cannot write {shown(output)}: {describe_os_error(failure)}"
@@ -438,7 +438,7 @@ def output_target(output: Path) -> Path:
     return target
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Write through a temporary file in the same directory and `os.replace` it into place.
 
     `path` is a regular file or a new one (`output_target`). On any failure the existing
@@ -446,8 +446,8 @@ def write_atomically(path: Path, text: str) -> None:
     """
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
         os.chmod(temporary, existing_mode(path))
         os.replace(temporary, path)
     except BaseException:

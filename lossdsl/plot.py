@@ -8,6 +8,7 @@ optional extra; wiring the sub-command into the command line is left to cli.py.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
@@ -65,7 +66,10 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("spec", type=Path, metavar="SPEC.loss", help="the spec to plot")
     parser.add_argument(
-        "-o", "--output", type=Path, help="the PNG to write (default: SPEC's name with .png)"
+        "-o",
+        "--output",
+        type=Path,
+        help="the PNG to write (default: SPEC's name with .png; `-` is stdout)",
     )
     parser.add_argument(
         "--vs", type=Path, metavar="OTHER.loss", help="a second spec, drawn beside the first"
@@ -74,21 +78,35 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    """Run `lossdsl plot`: 0 if the PNG was written, 1 for spec errors or no matplotlib, 2 usage."""
+    """Run `lossdsl plot`: 0 if the PNG was written, 1 for spec errors or no matplotlib, 2 usage.
+
+    The image is written as `compile -o` writes a module (`lossdsl.cli.output_target`):
+    atomically, through symlinks, never over a special file; `-o -` is stdout.
+    """
+    from lossdsl.cli import STDOUT, UsageError, output_target, shown, write_atomically
+
     specs = [args.spec] if args.vs is None else [args.spec, args.vs]
     unreadable = [path for path in specs if not (path.is_file() and os.access(path, os.R_OK))]
     for path in unreadable:
-        print(f"error: cannot read {path}: not a readable file", file=sys.stderr)
+        print(f"error: cannot read {shown(path)}: not a readable file", file=sys.stderr)
     if unreadable:
         return EXIT_USAGE
+    output = args.output or Path("_vs_".join(path.stem for path in specs) + ".png")
+    to_stdout = str(output) == STDOUT
+    if not to_stdout:
+        output_target(output)  # a usage error before the slow part
+    image_format = "png" if to_stdout else output.suffix.lstrip(".").lower() or "png"
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib import pyplot
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         print(MISSING_MATPLOTLIB, file=sys.stderr)
         return EXIT_SPEC_ERROR
+    if image_format not in FigureCanvasBase.get_supported_filetypes():
+        raise UsageError(f"error: cannot write {shown(output)}: no image format {image_format}")
     from lossdsl.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -101,21 +119,27 @@ def run_plot(args: argparse.Namespace) -> int:
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
-    output = args.output or Path("_vs_".join(path.stem for path in specs) + ".png")
     tf_logger, level = tf.get_logger(), tf.get_logger().level
     tf_logger.setLevel(logging.ERROR)  # each curve's batch size retraces: expected here
     try:
         figure = draw(pyplot, compiled)
     finally:
         tf_logger.setLevel(level)
+    image = io.BytesIO()
     try:
-        figure.savefig(output, dpi=110)
-    except OSError as failure:
-        print(f"error: cannot write {output}: {failure.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        figure.savefig(image, format=image_format, dpi=110)
     finally:
         pyplot.close(figure)
-    print(f"wrote {output}")
+    if to_stdout:
+        sys.stdout.buffer.write(image.getvalue())
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        write_atomically(output_target(output), image.getvalue())
+    except OSError as failure:
+        print(f"error: cannot write {shown(output)}: {failure.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {shown(output)}")
     return EXIT_OK
 
 

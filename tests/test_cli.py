@@ -367,3 +367,27 @@ def test_the_commands_run_whatever_keras_backend_is_set(specs, tmp_path) -> None
         assert done.returncode == 0, (command, done.stderr)
         assert "internal error" not in done.stderr and "warning[W4" in done.stderr
     assert done.stdout.startswith("Parsed:")
+
+
+# ---------------------------------------------------------------------- plot -o
+
+
+def test_plot_output_is_refused_like_compiles(specs, tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    status, out, err = run(capsys, "plot", specs["good"], "-o", fifo)
+    assert (status, out) == (2, "") and f"cannot write {fifo}: it is a FIFO" in err
+    status, _, err = run(capsys, "plot", specs["good"], "-o", tmp_path / "x.foo")
+    assert status == 2 and "no image format foo" in err
+
+
+def test_plot_to_stdout_and_through_a_symlink(specs, tmp_path, capsysbinary) -> None:
+    pytest.importorskip("matplotlib")
+    assert cli.main(["plot", str(specs["good"]), "-o", "-"]) == 0
+    assert capsysbinary.readouterr().out.startswith(b"\x89PNG\r\n\x1a\n")
+    target = tmp_path / "plot.png"
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    assert cli.main(["plot", str(specs["good"]), "-o", str(link)]) == 0
+    assert link.is_symlink() and target.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
