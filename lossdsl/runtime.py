@@ -21,7 +21,6 @@ import os
 import re
 import tempfile
 import types
-import unicodedata
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from lossdsl.diagnostics import (
     render,
     sort_diagnostics,
 )
-from lossdsl.source import SourceFile, Span
+from lossdsl.source import SourceFile, Span, printable_name
 
 CACHE_FORMAT = 1
 """Bumped whenever the cache entries' layout changes; part of every key."""
@@ -56,9 +55,8 @@ KERAS_KEYS = ("name", "reduction", "dtype")
 
 SPEC_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 
-UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-"""Unicode categories a saved file name or version may not hold: controls (newline, NUL,
-tab), format characters (bidirectional overrides), lone surrogates, line separators."""
+MAX_FILE_NAME = 4096
+"""The longest saved `spec_file`: a file name of 255 bytes, each shown as an escape."""
 
 MAX_SHOWN_VALUE = 80
 """How many characters of a malformed config value an error message shows."""
@@ -338,6 +336,7 @@ class SpecLoss(keras.losses.Loss):
         verify: bool = True,
         jit_compile: bool = False,
     ) -> None:
+        spec_file = saved_file_name(spec_file)
         source = SourceFile.from_text(spec, spec_file or "<string>")
         loaded = load_spec(source, verify=verify, jit_compile=jit_compile)
         given = dict(params or {})
@@ -353,7 +352,7 @@ class SpecLoss(keras.losses.Loss):
         }
         self.loss_name = loaded.loss_name
         self.spec = source.text
-        self.spec_file = None if spec_file is None else spec_file_name(spec_file)
+        self.spec_file = spec_file
         self.jit_compile = jit_compile
         self.dtype_argument = dtype
         for diagnostic in sort_diagnostics(loaded.warnings):
@@ -491,7 +490,7 @@ def read_saved_config(config: object) -> SavedConfig:
     if spec_file is not None and not is_file_name(spec_file):
         raise invalid_field(
             "spec_file",
-            "None or a file name without a directory, on one line, with no control characters",
+            "None or a file name without a directory, with every character printable",
             spec_file,
         )
     saved_hash = fields.pop("spec_hash", None)
@@ -500,9 +499,11 @@ def read_saved_config(config: object) -> SavedConfig:
     ):
         raise invalid_field("spec_hash", "None or a sha256 (64 lowercase hex digits)", saved_hash)
     version = fields.pop("compiler_version", None)
-    if version is not None and not is_one_line(version, 100):
+    if version is not None and not (
+        isinstance(version, str) and 0 < len(version) <= 100 and version.isprintable()
+    ):
         raise invalid_field(
-            "compiler_version", "None or a version string of at most 100 characters", version
+            "compiler_version", "None or a printable version of at most 100 characters", version
         )
     jit_compile = fields.pop("jit_compile", False)
     if not isinstance(jit_compile, bool):
@@ -573,23 +574,21 @@ def is_unicode(text: str) -> bool:
     return True
 
 
-def is_one_line(value: object, max_length: int) -> bool:
-    """A non-empty string of printable characters, at most `max_length` long."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= max_length
-        and not any(unicodedata.category(char) in UNPRINTABLE_CATEGORIES for char in value)
-    )
+def saved_file_name(spec_file: str | None) -> str | None:
+    """The file name a `SpecLoss` keeps and saves: no directory, every character printable
+    (escaped as diagnostics show it), None for source text (`<string>`)."""
+    if spec_file is None or spec_file.startswith("<"):
+        return None
+    return printable_name(spec_file_name(spec_file))
 
 
 def is_file_name(value: object) -> bool:
-    """A file name as `get_config` saves it: no directory, one printable line."""
+    """A file name as `get_config` saves it (`saved_file_name` leaves it as it is)."""
     return (
-        is_one_line(value, 255)
-        and isinstance(value, str)
-        and Path(value).name == value
-        and value != ".."
-        and not value.startswith("<")
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_FILE_NAME
+        and value not in {".", ".."}
+        and saved_file_name(value) == value
     )
 
 

@@ -221,8 +221,8 @@ def test_malformed_config_messages_say_what_was_expected() -> None:
         lossdsl.SpecLoss.from_config({**config, "spec_file": "a\nb.loss"})
     assert str(failure.value) == (
         "Invalid value for `spec_file` in the config of a lossdsl loss (`lossdsl>SpecLoss`). "
-        "Expected None or a file name without a directory, on one line, with no control "
-        "characters. Received: spec_file='a\\nb.loss'"
+        "Expected None or a file name without a directory, with every character printable. "
+        "Received: spec_file='a\\nb.loss'"
     )
     del config["spec"]
     with pytest.raises(ValueError) as failure:
@@ -235,6 +235,26 @@ def test_malformed_config_messages_say_what_was_expected() -> None:
         lossdsl.SpecLoss.from_config(["spec"])
     with pytest.raises(ValueError, match=r"`gama`.*Did you mean `gamma`"):
         lossdsl.SpecLoss.from_config({**config, "spec": FOCAL, "gama": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("spec_file", "saved"),
+    [
+        ("dir/a\nb.loss", "a\\nb.loss"),
+        ("a\udcffb.loss", "a\\xffb.loss"),
+        ("coding:utf-7 ce.loss", "coding:utf-7 ce.loss"),
+        ("<string>", None),
+    ],
+)
+def test_whatever_file_name_a_loss_is_given_its_config_loads_back(
+    spec_file: str, saved: str | None
+) -> None:
+    loss = lossdsl.SpecLoss(FOCAL, spec_file=spec_file, verify=False)
+    config = loss.get_config()
+    assert config["spec_file"] == saved
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lossdsl.SpecLoss.from_config(config).get_config() == config
 
 
 def test_params_of_the_right_kind_are_accepted_as_numbers_and_arrays() -> None:
