@@ -263,6 +263,7 @@ def check_one(path: Path) -> int:
     try:
         source = read_spec(path)
         compiled = compile_spec(source, verify=True, jit_compile=False)
+        report_warnings(compiled.diagnostics, source)
     except UsageError as usage:
         print(usage, file=sys.stderr)
         return EXIT_USAGE
@@ -274,7 +275,6 @@ def check_one(path: Path) -> int:
     except Exception as failure:  # a bug: reported for this spec, and the others still run
         report_internal_error(str(path), failure)
         return EXIT_INTERNAL
-    report_warnings(compiled.diagnostics, source)
     return EXIT_OK
 
 
