@@ -77,9 +77,18 @@ def resolve_spec(spec: str | os.PathLike[str]) -> SourceFile:
     if isinstance(spec, os.PathLike):
         return read_spec_file(Path(spec))
     looks_like_path = "\n" not in spec and spec.strip().endswith(SPEC_SUFFIX)
-    if looks_like_path or ("\n" not in spec and Path(spec).is_file()):
+    if looks_like_path or ("\n" not in spec and names_a_file(spec)):
         return read_spec_file(Path(spec))
     return SourceFile.from_text(spec)
+
+
+def names_a_file(text: str) -> bool:
+    """Whether `text` is the path of an existing file; a text the OS cannot take as a
+    path (too long, a NUL) is not one."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def read_spec_file(path: Path) -> SourceFile:

@@ -94,6 +94,13 @@ def test_load_takes_a_path_a_file_name_or_source_text(tmp_path: Path) -> None:
         lossdsl.load(str(tmp_path / "focla.loss"))
 
 
+def test_a_one_line_spec_too_long_for_a_file_name_is_source_text() -> None:
+    spec = "loss = mean(square(p - y))" + " " * 5000
+    assert lossdsl.load(spec, verify=False).loss_name == "loss"
+    with pytest.raises(lossdsl.LossSpecError, match=r"<string>:1:27: error\[E102\]"):
+        lossdsl.load("loss = mean(square(p - y))\x00", verify=False)
+
+
 def test_load_rejects_unknown_params_and_out_of_domain_values() -> None:
     with pytest.raises(ValueError, match=r"`gama`.*Did you mean `gamma`"):
         lossdsl.load(FOCAL, gama=3.0, verify=False)
