@@ -273,6 +273,17 @@ def test_params_of_the_right_kind_are_accepted_as_numbers_and_arrays() -> None:
     assert lossdsl.SpecLoss.from_config({**config, "w": (4, 5.5, 6)}).params["w"] == (4, 5.5, 6)
 
 
+def test_a_saved_dtype_policy_loads_back() -> None:
+    import keras
+
+    policy = keras.dtype_policies.DTypePolicy("mixed_float16")
+    config = lossdsl.load(FOCAL, dtype=policy, verify=False).get_config()
+    assert isinstance(config["dtype"], dict)
+    restored = lossdsl.SpecLoss.from_config(json.loads(json.dumps(config)))
+    assert restored.get_config() == config
+    assert restored.dtype == "float16"
+
+
 def test_a_nul_in_a_saved_spec_is_a_located_diagnostic() -> None:
     config = lossdsl.load(FOCAL, verify=False).get_config()
     with pytest.raises(
