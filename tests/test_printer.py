@@ -296,6 +296,45 @@ def test_powers_and_quotients_of_params_are_tensors_that_overflow_to_inf() -> No
     assert np.all(np.isinf(result))
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "where(p < 0.5, exp(1000 * p), p)",
+        "where(p > 0.5, p, log(0.75 - p) * exp(1000 * p))",
+        "minimum(exp(1000 * p), 1)",
+        "maximum(-exp(1000 * p), -1)",
+        "clip(exp(1000 * p), 0, 10)",
+        "where(mean(p) < 0.5, exp(1000 * p), p)",
+    ],
+)
+def test_untaken_branches_that_overflow_give_no_nan_gradient(expression: str) -> None:
+    text = f"input y: target\ninput p: real\nloss = mean({expression})\n"
+    symbolic, body = compiled(text)
+    assert "tf.stop_gradient(p)" in "\n".join([*body.statements, body.result])
+    checked = symbolic.checked
+    lines = ["def loss_body(y, p):"]
+    lines += [f"    {line}" for statement in body.statements for line in statement.split("\n")]
+    lines.append(f"    return {body.result}")
+    namespace: dict[str, object] = {"tf": tf}
+    for helper in body.helpers:
+        exec(compile(HELPERS[helper], "<generated helper>", "exec"), namespace)  # generated code
+    exec(compile("\n".join(lines), "<generated>", "exec"), namespace)  # generated code
+    assert checked.y_pred.name == "p"
+    y_pred = tf.constant([[0.1, 0.9, 0.45], [0.8, 0.2, 0.7]], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        result = namespace["loss_body"](tf.zeros_like(y_pred), y_pred)
+    gradient = tape.gradient(result, y_pred).numpy()
+    assert not np.any(np.isnan(gradient))
+
+
+def test_a_branch_reading_other_elements_of_the_condition_is_not_gated() -> None:
+    _, body = compiled(
+        "input y: target\ninput p: real\nloss = mean(where(p > 0, exp(100 * sum(p)), p))\n"
+    )
+    assert "stop_gradient" not in "\n".join([*body.statements, body.result])
+
+
 def test_comparisons_of_values_without_roles_are_in_y_preds_dtype() -> None:
     text = "param k: real = 2.0\nloss = mean(where(eps <= num_classes, p, where(k < 1, y, p)))"
     _, body = compiled(text)

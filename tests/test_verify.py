@@ -255,6 +255,33 @@ ONCE_REJECTED = [
         "param k: real = 0.0\nparam a: real = 1.0\nloss = mean(square(p - y) * exp(-a / k))",
         id="param-quotient-by-zero",
     ),
+    pytest.param("loss = mean(where(p < 0.5, exp(1000 * p), p))", id="where-untaken-exp"),
+    pytest.param("loss = mean(where(p > 0.5, p, exp(1000 * p)))", id="where-untaken-exp-else"),
+    pytest.param(
+        "input y: target\ninput p: real\nloss = mean(where(p > 0, p, exp(100 * sum(p))))",
+        id="where-untaken-sum-of-classes",
+    ),
+    pytest.param(
+        "input y: target\ninput p: logits\nloss = mean(minimum(exp(100 * p), 1))",
+        id="minimum-untaken-exp",
+    ),
+    pytest.param(
+        "input y: target\ninput p: logits\nloss = mean(maximum(-exp(100 * p), -1))",
+        id="maximum-untaken-exp",
+    ),
+    pytest.param(
+        "input y: target\ninput p: logits\nloss = mean(clip(exp(100 * p), 0, 10))",
+        id="clip-of-overflowing-exp",
+    ),
+    pytest.param(
+        "input y: onehot\ninput p: logits\n"
+        "loss = mean(where(y > 0.5, -log_softmax(p), exp(100 * p)))",
+        id="where-untaken-by-y",
+    ),
+    pytest.param(
+        "input y: label\ninput p: logits\nloss = mean(where(class(y) == 1, exp(200 * p), p))",
+        id="where-untaken-by-label",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

@@ -21,6 +21,9 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   (binary cross-entropy on logits), the log of a clip and the Huber loss with a helper
   of the module's own (`FUSED_FORMS`). A clip between numbers is the helper `_clip`,
   whose gradient takes one select.
+- A branch of a where, minimum, maximum or clip that can be non-finite reads y_pred
+  through a select on the same condition, a stop_gradient copy where it is not taken
+  (`untaken_branches_guarded`), so that its 0 * inf is no NaN in the gradient.
 - A sum or product of more than `MAX_CHAIN` operands is computed in groups, each a
   temporary, so that no statement is long or deep.
 - Shared sub-expressions are computed once: `sympy.cse` temporaries `t0, t1, ...`
@@ -269,6 +272,81 @@ def huber(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     return fn.Huber(residual, delta) if same_inside and same_outside else None
 
 
+NON_FINITE_PRONE: tuple[type, ...] = (sympy.exp, sympy.log, log1p, expm1, sympy.cosh)
+"""Functions whose value or derivative can be infinite at a finite argument."""
+
+
+def _non_finite_prone(expr: sympy.Basic) -> bool:
+    """Whether `expr` can be infinite or have an infinite derivative where its argument
+    is finite: an exp, log or cosh, a division or a fractional power in it."""
+    return any(
+        isinstance(node, NON_FINITE_PRONE)
+        or (isinstance(node, sympy.Pow) and not (node.exp.is_Integer and node.exp >= 0))
+        for node in sympy.preorder_traversal(expr)
+    )
+
+
+def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
+    """The roles along which some value in `expr` combines several elements of y_pred."""
+    coupled: set[Role] = set()
+    for node in sympy.preorder_traversal(expr):
+        if not isinstance(node, fn.LossFunction) or not node.has(y_pred):
+            continue
+        if isinstance(node, fn.Reduction):
+            coupled |= node.removed_roles
+        elif not isinstance(node, fn.Elementwise):
+            coupled.add(Role.CLASS)  # softmax, class ids, gathers: across the classes
+    return frozenset(coupled)
+
+
+def _guarded(
+    branch: sympy.Basic, condition: sympy.Basic, taken: bool, context: FusionContext
+) -> sympy.Basic:
+    """`branch` reading y_pred only where it is `taken` under `condition` (elsewhere a
+    stop_gradient copy), when it could be non-finite and that is sound, else as it is."""
+    p = context.y_pred
+    if not branch.has(p) or not _non_finite_prone(branch):
+        return branch
+    if _coupled_roles(branch, p) & fn.roles_of(condition, context.roles):
+        return branch  # a value of the branch reads elements whose conditions differ
+    frozen = fn.StopGradient(p)
+    gate = fn.Where(condition, p, frozen) if taken else fn.Where(condition, frozen, p)
+    return branch.xreplace({p: gate})
+
+
+def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """where(c, a, b) with y_pred read by a only where c holds and by b only where it does
+    not (a stop_gradient copy elsewhere), and the same for minimum, maximum and clip.
+
+    TensorFlow differentiates both branches of a select at every element and multiplies
+    the untaken one's derivative by 0: where that branch is infinite (exp(1000 * p) at
+    p = 0.9, log(x) at x = 0), 0 * inf is NaN, though the exact gradient is finite. With
+    y_pred gated by a select, the NaN goes to the stop_gradient copy and is dropped (the
+    "double where"). Only branches that can be non-finite (`_non_finite_prone`) are
+    gated, and only where each of their values reads y_pred at elements that share one
+    condition (no reduction or class-axis function over the condition's roles).
+    """
+    if isinstance(node, fn.Where):
+        condition, a, b = node.args
+    elif isinstance(node, fn.Minimum | fn.Maximum):
+        a, b = node.args
+        condition = (sympy.LessThan if isinstance(node, fn.Minimum) else sympy.GreaterThan)(
+            a, b, evaluate=False
+        )
+    elif isinstance(node, fn.Clip):
+        x, low, high = node.args
+        inside = node.fdiff(1).args[0]
+        guarded_x = _guarded(x, inside, True, context)
+        return None if guarded_x == x else fn.Clip(guarded_x, low, high)
+    else:
+        return None
+    guarded_a = _guarded(a, condition, True, context)
+    guarded_b = _guarded(b, condition, False, context)
+    if (guarded_a, guarded_b) == (a, b):
+        return None
+    return fn.Where(condition, guarded_a, guarded_b)
+
+
 def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:
     """The clips that occur in `exprs` as an argument of anything but a log (`clipped_log`)."""
     found: set[sympy.Basic] = set()
@@ -303,6 +381,7 @@ FUSED_FORMS = (
     softplus_pair,
     clipped_log,
     huber,
+    untaken_branches_guarded,
     factors_outside_sums,
 )
 """Printing rules, innermost first: sub-expressions TensorFlow computes with one fused op
