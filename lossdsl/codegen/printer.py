@@ -9,8 +9,9 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   classes of a per-sample value is C times it), as the SymPy meaning says.
 - Numbers are Python literals (floats, or ints where an integer is compared with a
   label), so they adopt y_pred's dtype; constant sub-expressions such as log(2) are
-  folded. A TensorFlow function applied to a value without roles (a scalar param) gets
-  it through `tf.cast(..., p.dtype)`, since ops on Python floats would give float32.
+  folded. A TensorFlow function applied to a value without roles gets it through
+  `tf.constant(number, p.dtype)` or `tf.cast(param, p.dtype)`, since ops on Python floats
+  would give float32 (and tf.cast converts a Python float to float32 first).
 - `num_classes` is a local, `tf.cast(tf.shape(p)[-1], p.dtype)`. Labels are int32 in
   `[B, S..., 1]`; a label outside [0, C) selects nothing: `OneHot` gives zeros,
   `Gather` and `TakeClass` give 0 (a class gather is `tf.gather(..., batch_dims=rank - 1)`,
@@ -598,6 +599,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         printed = self._print(expr)
         if self.roles(expr) or expr is fn.NUM_CLASSES:
             return printed
+        if isinstance(expr, sympy.Expr) and expr.is_number:
+            # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
+            return f"tf.constant({printed}, {self.dtype})"
         return f"tf.cast({printed}, {self.dtype})"
 
     def index(self, expr: sympy.Basic) -> str:
