@@ -54,6 +54,9 @@ EDGE_LOGITS = (-50.0, 50.0)
 
 BUG_HELP = "this is a bug in lossdsl, please report it with the spec"
 
+FLOAT64_MAX = mpmath.mpf(np.finfo(np.float64).max)
+"""Exact values beyond this are inf in float64: the reference is not compared there."""
+
 
 # ---------------------------------------------------------------- concrete shapes
 
@@ -521,6 +524,8 @@ class ReferenceGraph:
     """
 
     point: Mapping[sympy.Basic, float]
+    singular: set[sympy.Basic] = field(default_factory=set)
+    """Nodes reached by `gradient` with an infinite or undefined partial derivative."""
     _values: dict[sympy.Basic, Any] = field(default_factory=dict)
 
     def floats(self, exprs: Sequence[sympy.Basic]) -> list[float]:
@@ -599,15 +604,44 @@ class ReferenceGraph:
             }
             for node in reversed(order):
                 adjoint = adjoints.get(node)
-                if adjoint is None or adjoint == 0:
+                if adjoint is None:
                     continue
                 try:
                     partials = list(self._partials(node))
                 except ZeroDivisionError:
                     partials = [(child, mpmath.nan) for child in self._children(node)]
+                if any(not mpmath.isfinite(partial) for _, partial in partials):
+                    self.singular.add(node)
+                if adjoint == 0:
+                    continue
                 for child, partial in partials:
                     adjoints[child] = adjoints.get(child, 0) + adjoint * partial
             return adjoints
+
+    def overflowing(self, roots: Sequence[sympy.Basic]) -> set[sympy.Basic]:
+        """The roots computed from a value (through taken branches, not conditions) that is
+        finite but beyond float64's range, so that no float64 program can follow them."""
+        over: dict[sympy.Basic, bool] = {}
+        with mpmath.workdps(DIGITS):
+            for node in self.order(roots):
+                value = self.value(node)
+                too_large = (
+                    isinstance(value, mpmath.mpf)
+                    and mpmath.isfinite(value)
+                    and abs(value) > FLOAT64_MAX
+                )
+                over[node] = too_large or any(over[child] for child in self._operands(node))
+        return {root for root in roots if over[root]}
+
+    def _operands(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
+        """The children whose values `expr`'s value is computed from (no conditions)."""
+        match expr:
+            case Select():
+                return (self._taken(expr),)
+            case Relational():
+                return ()
+            case _:
+                return self._children(expr)
 
     def _partials(self, expr: sympy.Basic) -> Iterator[tuple[sympy.Basic, Any]]:
         """Each argument of `expr` with the derivative of `expr` with respect to it."""
@@ -690,7 +724,11 @@ def reference(
     The gradient is that of sum(cotangent * result) with respect to every y_pred element;
     masked elements are 0 in the value. Near a kink the y_pred elements involved are drawn
     again (up to NUDGE_ROUNDS times), so the returned `draw` may differ from the one given;
-    what stays near a kink is left out of the comparison.
+    what stays near a kink is left out of the comparison. So is what no float64 program
+    can compute as the spec writes it, which the domain checks warn about: a result
+    computed from an exact value beyond float64's range, with the y_pred elements it
+    reads, and the elements read by a node whose partial derivative is infinite or
+    undefined there (sqrt(relu(p)) at p < 0: 0 exactly, 0 * inf in floating point).
     """
     expander = Expander(symbolic, draw.layout, draw.y_true, params)
     output_roles = functions.roles_of(symbolic.result, symbolic.roles)
@@ -715,6 +753,9 @@ def reference(
     for output, value in outputs.items():
         seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
     adjoints = graph.gradient(seeds)
+    too_large = graph.overflowing(list(outputs.values()))
+    overflowing = {output for output, value in outputs.items() if value in too_large}
+    unrepresentable = [outputs[output] for output in overflowing] + list(graph.singular)
     values = np.zeros(draw.cotangent.shape)
     for output, result in zip(outputs, graph.floats(list(outputs.values())), strict=True):
         values[output] = result
@@ -729,11 +770,17 @@ def reference(
         frozenset(
             output
             for output, value in outputs.items()
-            if any(
+            if output in overflowing
+            or any(
                 isinstance(node, Select) and node.args[0] in kinked for node in graph.order([value])
             )
         ),
-        frozenset(elements[symbol] for kink in kinks for symbol in kink.symbols),
+        frozenset(elements[symbol] for kink in kinks for symbol in kink.symbols)
+        | frozenset(
+            elements[symbol]
+            for node in unrepresentable
+            for symbol in node.free_symbols & elements.keys()
+        ),
     )
 
 

@@ -282,6 +282,17 @@ ONCE_REJECTED = [
         "input y: label\ninput p: logits\nloss = mean(where(class(y) == 1, exp(200 * p), p))",
         id="where-untaken-by-label",
     ),
+    pytest.param("loss = mean(where(p > 0.5, 1e300, p))", id="where-of-a-huge-number"),
+    pytest.param("input y: target\ninput p: real\nloss = mean(relu(p) ^ 0.5)", id="sqrt-of-relu"),
+    pytest.param(
+        "input y: target\ninput p: real\nloss = mean(sqrt(relu(p - y)) + y * sqrt(relu(p)))",
+        id="sqrt-of-relu-weighted",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\n"
+        "loss = mean(where(mean(p) < 0, log(sum(square(p))), exp(50 * max(p))))",
+        id="taken-branch-beyond-float64",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 
@@ -290,3 +301,17 @@ ONCE_REJECTED = [
 def test_valid_specs_once_rejected_compile_and_verify(spec: str) -> None:
     compiled = compile_source(SourceFile.from_text(spec))
     assert compiled.per_sample_function is not None
+
+
+def test_the_reference_leaves_out_what_float64_cannot_compute() -> None:
+    p = sympy.Symbol("p_0", real=True)
+    huge = sympy.Pow(sympy.Integer(10), 400, evaluate=False)
+    graph = verify.ReferenceGraph({p: 0.5})
+    with sympy.evaluate(False):
+        beyond = huge * p / huge
+        within = p / 2
+    assert graph.overflowing([beyond, within]) == {beyond}
+    flat = verify.select(sympy.GreaterThan(p, 1, evaluate=False), p - 1, sympy.S.Zero)
+    root = sympy.sqrt(flat, evaluate=False)  # sqrt(relu(p - 1)) at p = 0.5: 0 * inf
+    adjoints = graph.gradient({root: 1.0})
+    assert adjoints.get(p, 0) == 0 and root in graph.singular
