@@ -335,6 +335,20 @@ def test_a_branch_reading_other_elements_of_the_condition_is_not_gated() -> None
     assert "stop_gradient" not in "\n".join([*body.statements, body.result])
 
 
+def test_a_folded_coefficient_beyond_float64_is_applied_in_representable_steps() -> None:
+    text = (
+        "input y: target\ninput p: real\n"
+        "loss = mean((1e200 * p) * (1e200 * y) + 1e-200 * 1e-200 * p)\n"
+    )
+    _, body = compiled(text)
+    code = "\n".join([*body.statements, body.result])
+    assert "inf" not in code and "1e300 * (1e100 * " in code and "1e-300 * (1e-100 * " in code
+    y_pred = np.array([[1e-150, 0.0], [2e-150, 3.0]])
+    y_true = np.array([[1e-150, 5.0], [-1e-150, 1e-300]])
+    result, _ = run(text, y_true, y_pred)
+    np.testing.assert_allclose(result, [5e99, 5e99], rtol=1e-15)  # 1e-400 * p is below 1e-300
+
+
 def test_comparisons_of_values_without_roles_are_in_y_preds_dtype() -> None:
     text = "param k: real = 2.0\nloss = mean(where(eps <= num_classes, p, where(k < 1, y, p)))"
     _, body = compiled(text)

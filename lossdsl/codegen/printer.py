@@ -43,6 +43,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -506,6 +507,30 @@ def _divides_by_a_value(factor: sympy.Basic) -> bool:
     )
 
 
+FLOAT_STEP = sympy.Integer(10) ** 300
+"""The factor a coefficient beyond float64's range is split by (`_representable_factors`)."""
+
+
+def _float_representable(number: sympy.Rational) -> bool:
+    """Whether a nonzero number is a normal float64 (0 is too)."""
+    size = abs(number)
+    return number == 0 or sympy.Float(sys.float_info.min) <= size <= sympy.Float(sys.float_info.max)
+
+
+def _representable_factors(number: sympy.Rational) -> list[float]:
+    """`number` as floats whose product it is: its sign and what is left, then 1e300s
+    (or 1e-300s), so that applying them one by one never leaves float64's range first."""
+    size = abs(number)
+    scales: list[float] = []
+    while size > FLOAT_STEP:
+        size = size / FLOAT_STEP
+        scales.append(1e300)
+    while size < 1 / FLOAT_STEP:
+        size = size * FLOAT_STEP
+        scales.append(1e-300)
+    return [float(sympy.sign(number) * size), *scales]
+
+
 def _number(value: float) -> str:
     return repr(value) if math.isfinite(value) else f'float("{value}")'
 
@@ -740,6 +765,14 @@ class TensorFlowPrinter(PythonCodePrinter):
             ]
             return self.chain([("*", self.group(self._print(group))) for group in groups], "")
         coefficient, rest = expr.as_coeff_Mul()
+        if coefficient.is_Rational and rest != 1 and not _float_representable(coefficient):
+            # a folded constant beyond float64 (1e200 * p * 1e200): one factor at a time,
+            # so that every product lies between `rest` and the result and none overflows
+            first, *scales = _representable_factors(coefficient)
+            text = f"{_number(first)}*{self.parenthesize(rest, PRECEDENCE['Mul'], strict=True)}"
+            for scale in scales:
+                text = f"{_number(scale)}*({text})"
+            return text
         if not self.roles(expr) and any(_divides_by_a_value(f) for f in expr.args):
             # `_print_Pow`'s tensor reciprocal: Python's `a / k` raises where k is 0
             factors = "*".join(
