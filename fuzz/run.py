@@ -56,6 +56,8 @@ FILE_NAME = "fuzz.loss"
 UNLOCATED_CODES = frozenset({"E100", "E117"})
 EXAMPLE_SPECS = tuple(path.read_text("utf-8") for path in sorted(ROOT.glob("examples/*.loss")))
 LOSSDSL_DIR = str(ROOT / "lossdsl")
+# What varies between failures of one class in an E9xx message: names, shapes, numbers.
+VARYING_TEXT = re.compile(r"`[^`]*`|\[[^\]]*\]|'[^']*'|\d[\d.]*(e[+-]?\d+)?")
 
 
 class SlowInput(Exception):
@@ -125,7 +127,9 @@ def diagnostic_problems(failure: LossSpecError, valid_spec: bool) -> list[str]:
         if diagnostic.span is None and diagnostic.code not in UNLOCATED_CODES:
             problems.append(f"{diagnostic.code} without a location")
         if valid_spec and diagnostic.code.startswith("E9"):
-            words = " ".join(re.sub(r"`[^`]*`|\[[^\]]*\]|\d+", "_", diagnostic.message).split()[:9])
+            # Names, shapes and numbers vary within a class; what was raised does not.
+            general = VARYING_TEXT.sub("_", diagnostic.message)
+            words = " ".join(general.split()[:20])
             problems.append(f"{diagnostic.code} on a valid spec: {words}")
     return problems
 
