@@ -57,6 +57,10 @@ BUG_HELP = "this is a bug in lossdsl, please report it with the spec"
 FLOAT64_MAX = mpmath.mpf(np.finfo(np.float64).max)
 """Exact values beyond this are inf in float64: the reference is not compared there."""
 
+FLOAT64_TINY = mpmath.mpf(np.finfo(np.float64).tiny)
+"""Nonzero exact values below this are subnormal in float64, which TensorFlow's CPU
+kernels flush to 0: the reference is not compared there either."""
+
 
 # ---------------------------------------------------------------- concrete shapes
 
@@ -620,17 +624,19 @@ class ReferenceGraph:
 
     def overflowing(self, roots: Sequence[sympy.Basic]) -> set[sympy.Basic]:
         """The roots computed from a value (through taken branches, not conditions) that is
-        finite but beyond float64's range, so that no float64 program can follow them."""
+        finite but beyond float64's range, or nonzero and below its normal numbers, so that
+        no float64 program can follow them."""
         over: dict[sympy.Basic, bool] = {}
         with mpmath.workdps(DIGITS):
             for node in self.order(roots):
                 value = self.value(node)
-                too_large = (
+                outside = (
                     isinstance(value, mpmath.mpf)
                     and mpmath.isfinite(value)
-                    and abs(value) > FLOAT64_MAX
+                    and value != 0
+                    and not FLOAT64_TINY <= abs(value) <= FLOAT64_MAX
                 )
-                over[node] = too_large or any(over[child] for child in self._operands(node))
+                over[node] = outside or any(over[child] for child in self._operands(node))
         return {root for root in roots if over[root]}
 
     def _operands(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
@@ -726,9 +732,10 @@ def reference(
     again (up to NUDGE_ROUNDS times), so the returned `draw` may differ from the one given;
     what stays near a kink is left out of the comparison. So is what no float64 program
     can compute as the spec writes it, which the domain checks warn about: a result
-    computed from an exact value beyond float64's range, with the y_pred elements it
-    reads, and the elements read by a node whose partial derivative is infinite or
-    undefined there (sqrt(relu(p)) at p < 0: 0 exactly, 0 * inf in floating point).
+    computed from an exact value beyond float64's range or below its normal numbers, with
+    the y_pred elements it reads, and the elements read by a node whose partial derivative
+    is infinite or undefined there (sqrt(relu(p)) at p < 0: 0 exactly, 0 * inf in floating
+    point).
     """
     expander = Expander(symbolic, draw.layout, draw.y_true, params)
     output_roles = functions.roles_of(symbolic.result, symbolic.roles)

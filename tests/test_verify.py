@@ -293,6 +293,10 @@ ONCE_REJECTED = [
         "loss = mean(where(mean(p) < 0, log(sum(square(p))), exp(50 * max(p))))",
         id="taken-branch-beyond-float64",
     ),
+    pytest.param(
+        "input y: target\ninput p: real\nloss = mean(sqrt(square(p - y) + 1e-320))",
+        id="subnormal-constant",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 
@@ -310,7 +314,9 @@ def test_the_reference_leaves_out_what_float64_cannot_compute() -> None:
     with sympy.evaluate(False):
         beyond = huge * p / huge
         within = p / 2
-    assert graph.overflowing([beyond, within]) == {beyond}
+    with sympy.evaluate(False):
+        subnormal = p * sympy.Rational(1, 10**320)  # flushed to 0 by TensorFlow's CPU kernels
+    assert graph.overflowing([beyond, within, subnormal]) == {beyond, subnormal}
     flat = verify.select(sympy.GreaterThan(p, 1, evaluate=False), p - 1, sympy.S.Zero)
     root = sympy.sqrt(flat, evaluate=False)  # sqrt(relu(p - 1)) at p = 0.5: 0 * inf
     adjoints = graph.gradient({root: 1.0})
