@@ -78,7 +78,8 @@ def test_reductions_remove_roles_the_argument_has() -> None:
     )
     p, y = symbolic.symbols["p"], symbolic.symbols["y"]
     all_roles = fn.encode_roles(ALL_ROLES)
-    assert symbolic.result == 1 - fn.ReduceSum(p * y, all_roles) / fn.ReduceSum(p, all_roles)
+    total = fn.ReduceSum(p, all_roles)
+    assert symbolic.result == (total - fn.ReduceSum(p * y, all_roles)) / total  # one_minus_ratio
     per_sample = lowered(
         "input y: target\ninput p: real\nloss = mean(mean(square(p - y)), axis=all)"
     )
