@@ -156,7 +156,11 @@ def test_xla_modules_take_log1p_of_arrays_with_a_helper() -> None:
     symbolic = lower(check_source(SourceFile.from_text(text)))
     xla = print_body(symbolic, jit_compile=True)
     xla_code = "\n".join([*xla.statements, xla.result])
-    assert "_log1p(-t0)" in xla_code and "tf.math.log1p(tf.cast(s, p.dtype))" in xla_code
+    assert (
+        "_log1p(-t0)" in xla_code
+        and "tf.math.log1p(tf.cast(tf.convert_to_tensor(s, dtype_hint=p.dtype), p.dtype))"
+        in xla_code
+    )
     assert {"_log1p", "_cpu_only"} <= set(xla.helpers)
     plain = print_body(symbolic)
     plain_code = "\n".join([*plain.statements, plain.result])
@@ -354,7 +358,7 @@ def test_comparisons_of_values_without_roles_are_in_y_preds_dtype() -> None:
     _, body = compiled(text)
     code = "\n".join([*body.statements, body.result])
     assert "tf.math.less_equal(tf.constant(1e-07, p.dtype), num_classes)" in code
-    assert "tf.math.less(tf.cast(k, p.dtype), tf.constant(1.0, p.dtype))" in code
+    assert "tf.cast(tf.convert_to_tensor(k, dtype_hint=p.dtype), p.dtype)" in code
     y_pred = np.full((2, 3), 0.25)
     result, _ = run(text, np.zeros_like(y_pred), y_pred)
     assert np.array_equal(result, np.full(2, 0.25))
@@ -417,7 +421,7 @@ def test_numbers_are_python_literals_and_scalars_are_cast_for_tf_ops() -> None:
         "loss = mean(square(p - y) * log(a) + where(p > 0, 1, 0.5))\n"
     )
     code = "\n".join([*body.statements, body.result])
-    assert "tf.math.log(tf.cast(a, p.dtype))" in code
+    assert "tf.math.log(tf.cast(tf.convert_to_tensor(a, dtype_hint=p.dtype), p.dtype))" in code
     assert (
         "tf.where(\n"
         "    tf.math.greater(p, 0.0), tf.constant(1.0, p.dtype), tf.constant(0.5, p.dtype)\n)"

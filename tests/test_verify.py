@@ -297,6 +297,20 @@ ONCE_REJECTED = [
         "input y: target\ninput p: real\nloss = mean(sqrt(square(p - y) + 1e-320))",
         id="subnormal-constant",
     ),
+    pytest.param(
+        "param w: [0, 1e300] = 1e300\nloss = mean(w * w * square(p - y) / 1e300)",
+        id="param-beyond-float32-squared-beyond-float64",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\nparam d: [1e300, 1e301] = 1e300\n"
+        "loss = mean(where(abs(p - y) <= d, square(p - y) / 2, d * abs(p - y) - d ^ 2 / 2))",
+        id="huber-with-a-huge-delta",
+    ),
+    pytest.param(
+        "input y: label\ninput p: logits\nparam w: positive = [1, 1e-300, 1e300]\n"
+        "loss = mean(-w[class(y)] * log_softmax(p)[y])",
+        id="extreme-class-weights",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

@@ -9,9 +9,10 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   classes of a per-sample value is C times it), as the SymPy meaning says.
 - Numbers are Python literals (floats, or ints where an integer is compared with a
   label), so they adopt y_pred's dtype; constant sub-expressions such as log(2) are
-  folded. A TensorFlow function applied to a value without roles gets it through
-  `tf.constant(number, p.dtype)` or `tf.cast(param, p.dtype)`, since ops on Python floats
-  would give float32 (and tf.cast converts a Python float to float32 first).
+  folded. A TensorFlow function applied to a value without roles gets it in y_pred's
+  dtype, since ops on Python floats would give float32: `tf.constant(number, p.dtype)`,
+  a scalar param through `tf.convert_to_tensor(..., dtype_hint=p.dtype)` and `tf.cast`
+  (tf.cast alone converts a Python float to float32 first: 0.1 inexact, 1e300 an error).
 - `num_classes` is a local, `tf.cast(tf.shape(p)[-1], p.dtype)`. Labels are int32 in
   `[B, S..., 1]`; a label outside [0, C) selects nothing: `OneHot` gives zeros,
   `Gather` and `TakeClass` give 0 (a class gather is `tf.gather(..., batch_dims=rank - 1)`,
@@ -624,9 +625,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         printed = self._print(expr)
         if self.roles(expr) or expr is fn.NUM_CLASSES:
             return printed
+        # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
         if isinstance(expr, sympy.Expr) and expr.is_number:
-            # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
             return f"tf.constant({printed}, {self.dtype})"
+        if isinstance(expr, sympy.Symbol):  # a scalar param: a Python float, or a tensor
+            printed = f"tf.convert_to_tensor({printed}, dtype_hint={self.dtype})"
         return f"tf.cast({printed}, {self.dtype})"
 
     def index(self, expr: sympy.Basic) -> str:
