@@ -14,10 +14,12 @@ from lossdsl.diagnostics import Diagnostic, LossSpecError
 from lossdsl.source import SourceFile
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.domains import (
+    CANDIDATE_LIMIT,
     EVALUATORS,
     RANGE_RULES,
     Range,
     RangeAnalysis,
+    _candidate_indices,
     check_domains,
     source_text,
 )
@@ -471,3 +473,18 @@ def test_focal_tversky_warns_about_its_gradient_and_nothing_it_cannot_be() -> No
     assert "`(1 - ti)^gamma` has an infinite gradient at" in diagnostics[0].message
     # gamma >= 1 has a finite gradient there.
     assert "W405" not in codes(FOCAL_TVERSKY.replace("positive = 0.75", "[1, inf) = 1.5"))
+
+
+def test_param_default_beyond_float32_warns() -> None:
+    diagnostic = only("param a = 1e308\nloss = mean(a * square(p - y))", "W408")
+    assert "`a` can be 1e+308" in diagnostic.message
+
+
+def test_witness_search_over_a_thousand_variables() -> None:
+    # np.indices over every variable once exceeded NumPy's 64 dimensions (ValueError), and
+    # shrinking the grid one candidate at a time took seconds.
+    start = time.perf_counter()
+    indices = _candidate_indices([13] * 1000)
+    assert time.perf_counter() - start < 1.0
+    assert indices.shape == (CANDIDATE_LIMIT, 1000)
+    assert not indices[0].any()  # the simplest point first

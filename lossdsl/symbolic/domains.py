@@ -441,6 +441,9 @@ def atom_identity(node: TExpr) -> object:
 MAX_CORNER_ATOMS = 8
 """Multi-affine refinement is tried for at most this many atoms (2^8 corners)."""
 
+MAX_CORNER_DEPTH = 64
+"""... and on arithmetic at most this deep (it is evaluated recursively)."""
+
 
 class RangeAnalysis:
     """Value ranges of the nodes of one typed tree, memoised by node identity."""
@@ -448,6 +451,7 @@ class RangeAnalysis:
     def __init__(self) -> None:
         self._ranges: dict[int, Range] = {}
         self._degrees: dict[int, dict[AtomKey, int]] = {}
+        self._depths: dict[int, int] = {}  # nesting of the arithmetic above the atoms
         self._atoms: dict[AtomKey, TExpr] = {}
         self._synthetic: list[TExpr] = []
 
@@ -612,6 +616,9 @@ class RangeAnalysis:
             case _:
                 result = {self._atom(node, divisor=False): 1}
         self._degrees[id(node)] = result
+        arithmetic = isinstance(node, TAdd | TNeg | TMul | TPow)
+        below = [self._depths.get(id(child), 0) for child in children(node)] if arithmetic else []
+        self._depths[id(node)] = 1 + max(below, default=0) if arithmetic else 0
         return result
 
     def _atom(self, node: TExpr, divisor: bool) -> AtomKey:
@@ -630,6 +637,7 @@ class RangeAnalysis:
             or (False, atom_identity(node)) in degrees  # the node is an atom itself
             or len(degrees) > MAX_CORNER_ATOMS
             or max(degrees.values()) > 1
+            or self._depths.get(id(node), 0) > MAX_CORNER_DEPTH
         ):
             return None
         keys = list(degrees)
@@ -1154,10 +1162,24 @@ def _candidate_indices(sizes: list[int]) -> npt.NDArray[np.intp]:
         return np.zeros((1, 0), dtype=np.intp)
     if math.prod(sizes) <= CANDIDATE_LIMIT:
         return np.indices(sizes).reshape(len(sizes), -1).T
-    core = list(sizes)
-    while math.prod(core) > CANDIDATE_LIMIT // 2:
-        core[core.index(max(core))] -= 1
-    simplest = np.indices(core).reshape(len(core), -1).T
+    # The simplest values: each variable's first `level` candidates, the largest level
+    # whose combinations fit in half the limit (found by bisection, in logarithms).
+    budget = math.log(CANDIDATE_LIMIT // 2)
+    low, high = 1, max(sizes)
+    while low < high:
+        level = (low + high + 1) // 2
+        if sum(math.log(min(size, level)) for size in sizes) <= budget:
+            low = level
+        else:
+            high = level - 1
+    core = [min(size, low) for size in sizes]
+    # Only the variables with more than one simplest value vary (at most log2 of the limit
+    # of them, so np.indices stays within NumPy's 64 dimensions however many there are).
+    varying = [i for i, size in enumerate(core) if size > 1]
+    simplest = np.zeros((math.prod(core), len(sizes)), dtype=np.intp)
+    if varying:
+        grid = np.indices([core[i] for i in varying]).reshape(len(varying), -1).T
+        simplest[:, varying] = grid
     generator = np.random.default_rng(0)
     extra = generator.integers(0, sizes, size=(CANDIDATE_LIMIT - len(simplest), len(sizes)))
     return np.concatenate([simplest, extra]).astype(np.intp)
@@ -1373,9 +1395,7 @@ class DomainChecker:
         return source_text(self.source, node.span)
 
     def run(self) -> list[Diagnostic]:
-        overflow = OverflowCheck(self)
         for node in walk(self.roots):
-            overflow.check(node)
             match node:
                 case TCall(builtin=builtin) if builtin in DOMAIN_RULES:
                     self._check_domain(node, DOMAIN_RULES[builtin])
@@ -1385,6 +1405,9 @@ class DomainChecker:
                     for operand, divides in zip(operands, inverted, strict=True):
                         if divides:
                             self._check_divisor(node, operand)
+        overflow = OverflowCheck(self)
+        for node in post_order(self.roots):  # children first: memoised, shallow recursion
+            overflow.check(node)
         return self.diagnostics
 
     def _search(
@@ -1667,6 +1690,8 @@ class OverflowCheck:
             self._check_param(node)
             return
         constant = self.is_constant(node)
+        if constant:
+            self.exact(node)  # in post order, so its arguments' values are known
         if constant and any(node is root for root in self.checker.roots):
             self._judge(node, [node], [False])
         if constant:
@@ -1754,11 +1779,13 @@ class OverflowCheck:
         if info.name in self._params_seen:
             return
         self._params_seen.add(info.name)
-        beyond = [v for v in _param_values(info.domain) if not _within(v, FLOAT32_MAX)]
+        defaults = info.default if isinstance(info.default, tuple) else (info.default,)
+        values = [*defaults, *_param_values(info.domain)]
+        beyond = [v for v in values if not _within(v, FLOAT32_MAX)]
         if beyond:
             self._report_float32(
                 param,
-                f" can be {format_number(beyond[0])} (its domain allows it)",
+                f" can be {format_number(beyond[0])} (its default or domain allows it)",
                 f"restrict `{info.name}`'s domain to values within +-3.4e38",
             )
 
@@ -1862,6 +1889,22 @@ def _pole_free(node: TExpr, ranges: RangeAnalysis) -> bool:
         case TCall(builtin=builtin):
             return builtin in POLE_FREE_BUILTINS
     return False
+
+
+def post_order(roots: Sequence[TExpr]) -> list[TExpr]:
+    """Every node under the roots once, each after all of its children (iteratively)."""
+    order: list[TExpr] = []
+    seen: set[int] = set()
+    stack: list[tuple[TExpr, bool]] = [(root, False) for root in reversed(roots)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(children(node)))
+    return order
 
 
 def source_text(source: SourceFile, span: Span) -> str:
