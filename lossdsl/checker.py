@@ -32,6 +32,7 @@ from lossdsl.diagnostics import (
     sort_diagnostics,
     warning,
 )
+from lossdsl.parser import NESTING_LIMIT, TOO_DEEP, TOO_LARGE
 from lossdsl.source import Span
 from lossdsl.typed import (
     ALL_ROLES,
@@ -60,7 +61,9 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TreeSize,
     describe_roles,
+    tree_size,
     walk,
 )
 
@@ -104,6 +107,25 @@ VECTOR_LENGTHS_DIFFER = "E315"
 DEFAULT_OUTSIDE_DOMAIN = "E401"
 BATCH_COUPLED = "W301"
 SCALAR_NOT_LIFTED = "W302"
+
+INLINED_DEPTH_LIMIT = NESTING_LIMIT
+"""The deepest a `let`, `loss` or `mask` may nest, in operations, with its lets written
+out: the typed tree that every later stage walks, several of them recursively (lowering,
+the domain checks, verification's expansion of the exact loss, where one operation can
+be four SymPy levels deep). The parser's 64 levels bound the text only; a chain of lets
+builds any depth from shallow lines. At 64 every stage was measured to pass with
+verification; from about 90 (chains of `sigmoid`) verification exhausted Python's
+recursion limit."""
+
+INLINED_SIZE_LIMIT = 5_000
+"""The most nodes a `let`, `loss` or `mask` may have with its lets written out at each
+use: lets that use the previous one twice double it at each line. Lowering, the domain
+checks and verification take time in this size; at the limit a spec checks in seconds."""
+
+VECTOR_LIMIT = 256
+"""The most entries a vector param may have (one per class). Verification evaluates the
+exact loss on every class, so its time grows with the length; at the limit a spec checks
+and verifies in a few seconds."""
 
 Typed: TypeAlias = TExpr | None
 """A checked expression, or None where an error was already reported inside it."""
@@ -222,6 +244,7 @@ class SpecChecker:
         self.let_indices: dict[str, int] = {}
         self.visible_lets: dict[str, Typed] = {}
         self.statement_index = 0
+        self.tree_sizes: dict[TExpr, TreeSize] = {}
         self.y_true = InputInfo(*DEFAULT_INPUTS["y_true"], "y_true", None)
         self.y_pred = InputInfo(*DEFAULT_INPUTS["y_pred"], "y_pred", None)
 
@@ -238,13 +261,20 @@ class SpecChecker:
             self.statement_index = index
             match statement:
                 case nodes.LetDecl(name=name, value=value):
-                    typed = self.expr(value)
+                    typed = self.within_limits(f"`{name}`", value.span, self.expr(value))
                     if self.let_indices.get(name) == index:
                         self.visible_lets[name] = typed
                 case nodes.MaskDecl(condition=condition):
-                    masks.append(Counted(statement, self.condition(condition, "mask")))
+                    mask = self.within_limits(
+                        "the mask", condition.span, self.condition(condition, "mask")
+                    )
+                    masks.append(Counted(statement, mask))
                 case nodes.LossDecl(value=value):
-                    losses.append(Counted(statement, self.expr(value)))
+                    losses.append(
+                        Counted(
+                            statement, self.within_limits("the loss", value.span, self.expr(value))
+                        )
+                    )
         self.check_counts(losses, "loss")
         self.check_counts(masks, "mask")
         if not losses:
@@ -283,6 +313,46 @@ class SpecChecker:
 
     def report(self, diagnostic: Diagnostic) -> None:
         self.diagnostics.append(diagnostic)
+
+    def within_limits(self, what: str, span: Span, typed: Typed) -> Typed:
+        """`typed`, or None (reported) if it is too deep or too large with its lets written out.
+
+        A let over the limits is reported once and its uses are then silent, so no tree
+        deeper than a statement over `INLINED_DEPTH_LIMIT` is ever built.
+        """
+        if typed is None:
+            return None
+        size = tree_size(typed, self.tree_sizes)
+        written_out = "with its lets written out where they are used"
+        if size.depth > INLINED_DEPTH_LIMIT:
+            self.report(
+                error(
+                    TOO_DEEP,
+                    f"{what} is nested {size.depth} operations deep {written_out}, "
+                    f"more than {INLINED_DEPTH_LIMIT}",
+                    span,
+                    f"{size.depth} operations deep",
+                    "a let is written out at each use, so a chain of lets each applying a "
+                    "function to the one before nests like one expression; "
+                    f"at most {INLINED_DEPTH_LIMIT} nested operations are allowed",
+                )
+            )
+            return None
+        if size.nodes > INLINED_SIZE_LIMIT:
+            self.report(
+                error(
+                    TOO_LARGE,
+                    f"{what} has {size.nodes:,} operations and values {written_out}, "
+                    f"more than {INLINED_SIZE_LIMIT:,}",
+                    span,
+                    "too large",
+                    "a let is written out at each use, so lets that each use the one before "
+                    f"twice double in size at each line; at most {INLINED_SIZE_LIMIT:,} are "
+                    "allowed",
+                )
+            )
+            return None
+        return typed
 
     def check_counts(self, counted: list[Counted], keyword: str) -> None:
         """A second (third...) `loss` or `mask` is an error naming the first's line."""
@@ -451,6 +521,7 @@ class SpecChecker:
             domain = self.param_domain(decl.domain)
             default = self.param_default(decl, domain)
             if isinstance(decl.default, nodes.VectorLiteral):
+                self.check_vector_limit(decl.default)
                 if first_vector is None:
                     first_vector = decl
                 else:
@@ -524,6 +595,20 @@ class SpecChecker:
                 number.span,
                 f"not in {interval}",
                 "choose a default inside the domain, or widen the domain",
+            )
+        )
+
+    def check_vector_limit(self, vector: nodes.VectorLiteral) -> None:
+        if len(vector.values) <= VECTOR_LIMIT:
+            return
+        self.report(
+            error(
+                TOO_LARGE,
+                f"a vector param has {len(vector.values):,} entries, more than {VECTOR_LIMIT:,}",
+                vector.span,
+                f"{len(vector.values):,} entries",
+                f"a vector param holds one entry per class, at most {VECTOR_LIMIT:,}; for more "
+                "classes, pass the weights as a sample_weight when training",
             )
         )
 

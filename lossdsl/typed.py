@@ -282,6 +282,43 @@ def walk(roots: Sequence[TExpr]) -> Iterator[TExpr]:
 
 
 @dataclass(frozen=True)
+class TreeSize:
+    """An expression's size with every let written out where it is used.
+
+    `depth` counts the operations on the longest path from the root to a leaf (a number,
+    input or param is 0 deep); `nodes` counts every node, a let's value once per use.
+    """
+
+    depth: int
+    nodes: int
+
+
+def tree_size(root: TExpr, known: dict[TExpr, TreeSize]) -> TreeSize:
+    """The size of `root`'s tree, computed without recursion.
+
+    `known` memoises the sizes of nodes already measured (nodes hash by identity), so
+    a let's value, shared by its uses, is measured once, and measuring each statement
+    of a spec in turn costs time in its own nodes only.
+    """
+    stack: list[tuple[TExpr, bool]] = [(root, False)]
+    while stack:
+        expr, ready = stack.pop()
+        if expr in known:
+            continue
+        operands = children(expr)
+        if ready or not operands:
+            sizes = [known[operand] for operand in operands]
+            known[expr] = TreeSize(
+                depth=1 + max(size.depth for size in sizes) if sizes else 0,
+                nodes=1 + sum(size.nodes for size in sizes),
+            )
+        else:
+            stack.append((expr, True))
+            stack.extend((operand, False) for operand in operands)
+    return known[root]
+
+
+@dataclass(frozen=True)
 class CheckedSpec:
     """A spec that passed the checks: everything later stages need, and its warnings.
 

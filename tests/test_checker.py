@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from lossdsl import builtins, nodes
-from lossdsl.checker import RESERVED_REASONS, check
+from lossdsl.checker import (
+    INLINED_DEPTH_LIMIT,
+    INLINED_SIZE_LIMIT,
+    RESERVED_REASONS,
+    VECTOR_LIMIT,
+    check,
+)
 from lossdsl.diagnostics import LossSpecError, render
 from lossdsl.parser import parse
 from lossdsl.source import SourceFile, Span
@@ -29,6 +35,8 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TreeSize,
+    tree_size,
     walk,
 )
 
@@ -569,3 +577,78 @@ def test_warnings_render_under_their_codes() -> None:
         "    = help: write the loss as `mean(x)` of a per-sample or per-element x, or a sum "
         "of such means times constants",
     ]
+
+
+# ---------------------------------------------------------------- limits on the inlined tree
+
+
+def located(error: LossSpecError) -> list[tuple[str, int, int]]:
+    """Each diagnostic's code, line and column."""
+    spans = [d.span for d in error.diagnostics]
+    assert all(span is not None for span in spans)
+    return [(d.code, d.span.line, d.span.column) for d in error.diagnostics if d.span is not None]
+
+
+def let_chain(lets: int, step: str = "sigmoid({})") -> str:
+    """A spec whose lets each wrap the one before: `let a1 = sigmoid(a0)` ..."""
+    lines = ["input y: binary", "input p: prob", "let a0 = p"]
+    lines += [f"let a{i} = " + step.format(f"a{i - 1}") for i in range(1, lets + 1)]
+    return "\n".join([*lines, f"loss = mean(a{lets} * y)"]) + "\n"
+
+
+def test_a_chain_of_lets_may_nest_as_deep_as_one_expression_may() -> None:
+    # a_n is n operations deep; the loss `mean(a_n * y)` adds two.
+    spec = checked(let_chain(INLINED_DEPTH_LIMIT - 2))
+    assert tree_size(spec.loss, {}).depth == INLINED_DEPTH_LIMIT
+
+
+def test_one_let_past_the_depth_limit_is_e112_at_that_let_and_its_uses_are_silent() -> None:
+    error = failure(let_chain(INLINED_DEPTH_LIMIT + 1))
+    assert located(error) == [
+        ("E112", 3 + INLINED_DEPTH_LIMIT + 1, 1 + len(f"let a{INLINED_DEPTH_LIMIT + 1} = "))
+    ]
+    assert f"`a{INLINED_DEPTH_LIMIT + 1}` is nested" in error.diagnostics[0].message
+
+
+def test_the_depth_limit_holds_for_the_loss_and_the_mask_too() -> None:
+    deep = "sigmoid(" * 40 + "p" + ")" * 40
+    text = f"input y: binary\ninput p: prob\nlet a = {deep}\n"
+    loss = failure(text + f"loss = mean(sigmoid({deep.replace('p', 'a', 1)}) * y)\n")
+    assert located(loss) == [("E112", 4, 8)]
+    mask = failure(text + f"mask {deep.replace('p', 'a', 1)} > 0.5\nloss = mean(p * y)\n")
+    assert located(mask) == [("E112", 4, 6)]
+
+
+def test_a_long_chain_of_lets_ends_in_one_diagnostic_quickly() -> None:
+    error = failure(let_chain(3000, "exp({}) * 0.5"))
+    assert [d.code for d in error.diagnostics] == ["E112"]
+
+
+def test_lets_that_double_the_written_out_tree_are_e117_past_the_size_limit() -> None:
+    # a_n = (a_{n-1} + a_{n-1}) / 2 has 4 * 2^n - 3 nodes written out.
+    lets = next(n for n in range(40) if 4 * 2**n - 3 > INLINED_SIZE_LIMIT)
+    accepted = checked(let_chain(lets - 1, "({0} + {0}) / 2"))
+    assert tree_size(accepted.loss, {}).nodes <= INLINED_SIZE_LIMIT
+    error = failure(let_chain(60, "({0} + {0}) / 2"))
+    assert located(error) == [("E117", 3 + lets, 1 + len(f"let a{lets} = "))]
+
+
+def test_tree_size_counts_shared_lets_per_use_without_recursion() -> None:
+    span = Span(1, 1, 1, 2)
+    leaf = TConst(1.0, span)
+    shared = TAdd((leaf, leaf), (False, False), span)
+    assert tree_size(TMul((shared, shared), (False, False), span), {}) == TreeSize(2, 7)
+    deep: TExpr = leaf
+    for _ in range(20_000):  # far past Python's recursion limit
+        deep = TNeg(deep, span)
+    assert tree_size(deep, {}) == TreeSize(20_000, 20_001)
+
+
+def test_vector_params_hold_at_most_vector_limit_entries() -> None:
+    def spec(length: int) -> str:
+        entries = ", ".join(["1"] * length)
+        return ONEHOT + f"param w = [{entries}]\nloss = mean(sum(-y * w * log(clip(p))))\n"
+
+    assert checked(spec(VECTOR_LIMIT)).params[0].default == (1.0,) * VECTOR_LIMIT
+    error = failure(spec(VECTOR_LIMIT + 1))
+    assert located(error) == [("E117", 3, 11)]
