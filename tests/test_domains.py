@@ -488,3 +488,15 @@ def test_witness_search_over_a_thousand_variables() -> None:
     assert time.perf_counter() - start < 1.0
     assert indices.shape == (CANDIDATE_LIMIT, 1000)
     assert not indices[0].any()  # the simplest point first
+
+
+def test_params_at_their_defaults_beyond_float64_are_errors() -> None:
+    # `a * a` is inf for every input with the default a = 1e308 (verification once failed
+    # on it with a "bug in lossdsl").
+    text = "param a = 1e308\nloss = mean(a * a * square(p - y))"
+    errors = [d for d in diagnose(text) if d.is_error]
+    assert [d.code for d in errors] == ["E407"]
+    assert "with the params at their defaults) is 1.0e616" in errors[0].message
+    warned = only("param a = 1e20\nloss = mean(a * a * square(p - y))", "W408")
+    assert "with the params at their defaults) is 1.0e40" in warned.message
+    assert codes("param a = 1e10\nloss = mean(a * a * square(p - y))") == []

@@ -1665,8 +1665,10 @@ class OverflowCheck:
     largest constant sub-expression into one number, and combines the constant factors of
     a product (terms of a sum) into one, so those are what is judged. Beyond float64's
     largest value it is E407 (the code would compute with inf for every input); beyond
-    float32's W408 (inf for a loss computing in float32). A param whose domain allows a
-    value beyond float32's range is W408. Any other sub-expression whose range reaches
+    float32's W408 (inf for a loss computing in float32). Sub-expressions of scalar params
+    and constants ("fixed": the same for every input) are judged likewise with the params
+    at their defaults. A param whose default or domain allows a value beyond float32's
+    range is W408. Any other sub-expression whose range reaches
     beyond float32's largest value is searched for a witness where it exceeds it while its
     arguments do not (where the overflow happens), with inputs of moderate size
     (`OVERFLOW_INPUT_LIMIT`): W408 names that witness. Float16 is not checked: under
@@ -1678,6 +1680,7 @@ class OverflowCheck:
         self._under_log = _under_log(checker.roots)
         self._search = WitnessSearch(input_limit=OVERFLOW_INPUT_LIMIT)
         self._constant: dict[int, bool] = {}
+        self._fixed: dict[int, bool] = {}
         self._exact: dict[int, mpmath.mpf | None] = {}
         self._huge: set[int] = set()
         self._judged: set[int] = set()
@@ -1689,15 +1692,17 @@ class OverflowCheck:
         if isinstance(node, TParam):
             self._check_param(node)
             return
-        constant = self.is_constant(node)
-        if constant:
+        fixed = self.is_fixed(node)
+        if fixed:
             self.exact(node)  # in post order, so its arguments' values are known
-        if constant and any(node is root for root in self.checker.roots):
+        if fixed and any(node is root for root in self.checker.roots):
             self._judge(node, [node], [False])
-        if constant:
+        if fixed and not self.is_constant(node):
+            self._check_range(node)  # params take every value of their domains
+        if fixed:
             return
         operands = children(node)
-        combined = [self.is_constant(operand) for operand in operands]
+        combined = [self.is_fixed(operand) for operand in operands]
         if isinstance(node, TAdd | TMul) and sum(combined) >= 2:
             inverse = node.inverted if isinstance(node, TMul) else node.negated
             parts = [(op, inv) for op, inv, c in zip(operands, inverse, combined, strict=True) if c]
@@ -1709,6 +1714,7 @@ class OverflowCheck:
         self._check_range(node)
 
     def is_constant(self, node: TExpr) -> bool:
+        """Whether `node` reads no input, param or `num_classes`."""
         known = self._constant.get(id(node))
         if known is None:
             known = not isinstance(node, TInput | TParam | TNumClasses) and all(
@@ -1717,10 +1723,28 @@ class OverflowCheck:
             self._constant[id(node)] = known
         return known
 
+    def is_fixed(self, node: TExpr) -> bool:
+        """Whether `node` reads no input or `num_classes` (scalar params allowed): the same
+        for every input once the params are given."""
+        known = self._fixed.get(id(node))
+        if known is None:
+            if isinstance(node, TParam):
+                known = not node.info.is_vector
+            else:
+                known = not isinstance(node, TInput | TNumClasses) and all(
+                    self.is_fixed(child) for child in children(node)
+                )
+            self._fixed[id(node)] = known
+        return known
+
     def exact(self, node: TExpr) -> mpmath.mpf | None:
-        """A constant node's exact value; None where it is not finite (a pole, NaN: other
-        checks report those) or too large to compute (then the node is in `_huge`)."""
+        """A fixed node's exact value, params at their defaults; None where it is not
+        finite (a pole, NaN: other checks report those) or too large to compute (then the
+        node is in `_huge`)."""
         if id(node) in self._exact:
+            return self._exact[id(node)]
+        if isinstance(node, TParam) and isinstance(node.info.default, float):
+            self._exact[id(node)] = mpmath.mpf(node.info.default)
             return self._exact[id(node)]
         arguments = [(child, self.exact(child)) for child in children(node)]
         value: mpmath.mpf | None = None
@@ -1746,11 +1770,13 @@ class OverflowCheck:
     def _judge(self, node: TExpr, constants: Sequence[TExpr], inverse: Sequence[bool]) -> None:
         """Report the value of `constants` combined into one number (a product's factors
         when `node` is a product, else a sum's terms) as `node`'s generated code holds it."""
-        if id(node) in self._judged:
-            return
+        if id(node) in self._judged or isinstance(node, TParam):
+            return  # a param on its own: `_check_param` covers its default and domain
         self._judged.add(id(node))
         values = [self.exact(constant) for constant in constants]
         what = "its constant parts" if len(constants) > 1 else ""
+        if not all(self.is_constant(constant) for constant in constants):
+            what = " ".join([what, "with the params at their defaults"]).strip()
         if any(id(constant) in self._huge for constant in constants):
             self._report_float64(node, "too large to compute", what)
             return
