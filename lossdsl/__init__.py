@@ -1,14 +1,6 @@
-"""lossdsl: a compiler from `.loss` specs to verified, numerically stable Keras losses.
-
-`import lossdsl` does not import TensorFlow or Keras, so logical devices can still be
-configured after it. The Keras class of loaded losses (`lossdsl>SpecLoss`) is registered
-as soon as Keras is imported (now, if it already is), so `keras.models.load_model` finds
-it without `custom_objects`.
-"""
+"""lossdsl: a compiler from `.loss` specs to verified, numerically stable Keras losses."""
 
 from __future__ import annotations
-
-__version__ = "0.1.0"
 
 import importlib.abc
 import importlib.machinery
@@ -23,6 +15,7 @@ from lossdsl.api import compile, compile_file, load
 from lossdsl.class_weights import class_weights
 from lossdsl.compiler import CompiledLoss
 from lossdsl.diagnostics import LossSpecError, LossSpecWarning
+from lossdsl.version import __version__
 
 __all__ = [
     "CompiledLoss",
@@ -40,16 +33,16 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """`lossdsl.SpecLoss`, imported (with Keras) on first use."""
     if name == "SpecLoss":
-        from lossdsl.runtime import SpecLoss
+        from lossdsl.spec_loss import SpecLoss
 
         return SpecLoss
     raise AttributeError(f"module 'lossdsl' has no attribute {name!r}")
 
 
 def _register_spec_loss() -> None:
-    """Import `lossdsl.runtime`, whose import registers `lossdsl>SpecLoss` with Keras."""
+    """Import `lossdsl.spec_loss`, whose import registers `lossdsl>SpecLoss` with Keras."""
     try:
-        import lossdsl.runtime  # noqa: F401
+        import lossdsl.spec_loss  # noqa: F401
     except Exception as failure:  # a broken registration must not break importing Keras
         warnings.warn(
             f"lossdsl could not register its Keras loss class: {failure}",
@@ -96,6 +89,9 @@ class _KerasImportHook(importlib.abc.MetaPathFinder):
         return spec
 
 
+# `import lossdsl` imports neither TensorFlow nor Keras, so logical devices can still be
+# configured after it. `lossdsl>SpecLoss` is registered as soon as Keras is imported (now,
+# if it already is), so `keras.models.load_model` finds it without `custom_objects`.
 if "keras" in sys.modules:
     _register_spec_loss()
 elif not any(isinstance(finder, _KerasImportHook) for finder in sys.meta_path):

@@ -1,9 +1,4 @@
-"""The public Python API: `compile`, `compile_file` and `load` (LANGUAGE.md section 4).
-
-Finding the spec (a path, a string naming a `.loss` file, or source text) and turning
-warnings into `LossSpecWarning`s happen here; the pipeline is `lossdsl.compiler`'s and the
-Keras object `lossdsl.runtime`'s. TensorFlow is imported only when a function runs.
-"""
+"""The public Python API: `compile`, `compile_file` and `load` (LANGUAGE.md section 4)."""
 
 from __future__ import annotations
 
@@ -47,13 +42,13 @@ def load(
     jit_compile: bool = False,
     **params: Any,
 ) -> Any:
-    """A Keras loss (`lossdsl.runtime.SpecLoss`) compiled from a spec, with params overridden.
+    """A Keras loss (`lossdsl.SpecLoss`) compiled from a spec, with params overridden.
 
     `spec` is a `pathlib.Path`, a string naming a `.loss` file, or source text. Unknown
     param names and values outside a param's domain raise a Keras-style ValueError.
     Compiled and verified specs are cached, so loading one again is quick.
     """
-    from lossdsl.runtime import SpecLoss  # imports Keras and TensorFlow
+    from lossdsl.spec_loss import SpecLoss  # imports Keras, so not at `import lossdsl`
 
     source = resolve_spec(spec)
     return SpecLoss(

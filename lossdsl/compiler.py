@@ -1,9 +1,4 @@
-"""The pipeline: parse, check, analyse domains, lower, rewrite, print, write, verify.
-
-Each stage lives in its own module; this one only drives them in order, gathers every
-warning, and hands back a `CompiledLoss`. Rendering is left to the command line and the
-public API (`lossdsl.api`).
-"""
+"""The pipeline: parse, check, analyse domains, lower, rewrite, print, write, load, verify."""
 
 from __future__ import annotations
 
@@ -21,12 +16,14 @@ from lossdsl.codegen.writer import function_names, write_module
 from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diagnostics
 from lossdsl.parser import parse, read_source
 from lossdsl.pragmas import without_allowed
+from lossdsl.runtime import load_generated_module, module_name_for, untraced_copy
 from lossdsl.source import SourceFile
 from lossdsl.symbolic.domains import check_domains
 from lossdsl.symbolic.gradient import cancellation_diagnostics, latex
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.lower import lower
 from lossdsl.typed import CheckedSpec
+from lossdsl.verify import verify_module
 
 
 @dataclass(frozen=True)
@@ -72,6 +69,18 @@ class CompiledLoss:
         return latex(self.symbolic.loss)
 
 
+@dataclass(frozen=True)
+class GeneratedSource:
+    """A spec through every stage that needs no TensorFlow: checked, lowered, written."""
+
+    source: SourceFile
+    checked: CheckedSpec
+    symbolic: SymbolicLoss
+    python_source: str
+    diagnostics: tuple[Diagnostic, ...]
+    jit_compile: bool
+
+
 def compile_source(
     source: SourceFile, *, verify: bool = True, jit_compile: bool = False
 ) -> CompiledLoss:
@@ -79,6 +88,14 @@ def compile_source(
 
     With `verify`, the generated code is checked against SymPy's exact value and gradient
     (E9xx on disagreement). The warnings of every stage are in `diagnostics`.
+    """
+    return load_generated(generate(source, jit_compile=jit_compile), verify=verify)
+
+
+def generate(source: SourceFile, *, jit_compile: bool = False) -> GeneratedSource:
+    """Parse, check, analyse domains, lower, rewrite, print and write a spec's module.
+
+    Raises LossSpecError with every problem found; imports neither Keras nor TensorFlow.
     """
     checked = check_source(source)
     found = list(checked.warnings)
@@ -90,31 +107,42 @@ def compile_source(
     if cancelled:
         raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
     body = print_body(symbolic, jit_compile=jit_compile)
-    python_source = write_module(checked, symbolic, body, jit_compile=jit_compile)
-
-    # Only a spec that passed every check pays for importing Keras and TensorFlow.
-    from lossdsl import runtime
-    from lossdsl import verify as verification
-
-    module_name = runtime.module_name_for(checked.loss_name, python_source)
-    diagnostics = unique(without_allowed([*found, *symbolic.warnings], source))
-    if verify:
-        # A module of its own, so the verifier's float64 traces are not the user's; loaded
-        # first, so the registration of the user's class below is the one Keras keeps.
-        checked_module = runtime.load_generated_module(python_source, module_name)
-        function = getattr(checked_module, function_names(checked.loss_name)[0])
-        errors = verification.verify_module(symbolic, function)
-        if errors:
-            raise LossSpecError(diagnostics + errors, source)
-    compiled = CompiledLoss(
+    return GeneratedSource(
         source=source,
         checked=checked,
         symbolic=symbolic,
-        python_source=python_source,
-        module=runtime.load_generated_module(python_source, module_name),
-        diagnostics=diagnostics,
+        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile),
+        diagnostics=unique(without_allowed([*found, *symbolic.warnings], source)),
+        jit_compile=jit_compile,
     )
-    return compiled
+
+
+def load_generated(generated: GeneratedSource, *, verify: bool = True) -> CompiledLoss:
+    """Execute the generated module once and, with `verify`, check it (E9xx raise).
+
+    The verifier runs an untraced copy of the per-sample function, so its float64 traces
+    are not in the function the user gets, and the Keras class registered is the user's.
+    Imports Keras and TensorFlow; raises `runtime.BackendError` when Keras runs on another
+    backend.
+    """
+    checked = generated.checked
+    module = load_generated_module(
+        generated.python_source, module_name_for(checked.loss_name, generated.python_source)
+    )
+    if verify:
+        function = getattr(module, function_names(checked.loss_name)[0])
+        checked_copy = untraced_copy(function, jit_compile=generated.jit_compile)
+        errors = verify_module(generated.symbolic, checked_copy)
+        if errors:
+            raise LossSpecError(generated.diagnostics + errors, generated.source)
+    return CompiledLoss(
+        source=generated.source,
+        checked=checked,
+        symbolic=generated.symbolic,
+        python_source=generated.python_source,
+        module=module,
+        diagnostics=generated.diagnostics,
+    )
 
 
 def check_source(source: SourceFile) -> CheckedSpec:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import lossdsl
-from lossdsl import runtime
+from lossdsl import cache, runtime, spec_loss
 
 FOCAL = """\
 # Focal loss.
@@ -36,10 +36,10 @@ P = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]], dtype="float32")
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets an empty disk cache and an empty in-process cache."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(cache))
-    monkeypatch.setattr(runtime, "_loaded", {})
-    return cache
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(directory))
+    monkeypatch.setattr(cache, "_loaded", {})
+    return directory
 
 
 def test_compile_returns_the_generated_module_and_what_was_found() -> None:
@@ -320,7 +320,7 @@ def test_an_edited_saved_spec_warns_naming_both_hashes_and_loads_as_written() ->
     (warning,) = caught.list
     assert str(warning.message) == (
         "The saved spec of the loss `focal` was edited after saving: the config's spec_hash "
-        f"is {config['spec_hash']}, but its spec text hashes to {runtime.spec_hash(edited)}. "
+        f"is {config['spec_hash']}, but its spec text hashes to {spec_loss.spec_hash(edited)}. "
         "lossdsl loads the spec as written in the config."
     )
     squared_gamma = lossdsl.load(edited, verify=False)
@@ -368,27 +368,27 @@ def test_repr_shows_the_spec_loss_name_name_params_and_reduction() -> None:
 
 def test_loading_a_cached_spec_skips_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = float(lossdsl.load(FOCAL, verify=False)(Y, P))
-    monkeypatch.setattr(runtime, "_loaded", {})
+    monkeypatch.setattr(cache, "_loaded", {})
 
     def no_compiling(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(runtime, "compile_entry", no_compiling)
+    monkeypatch.setattr(cache, "compile_spec", no_compiling)
     assert float(lossdsl.load(FOCAL, verify=False)(Y, P)) == expected
 
 
 def test_a_changed_compiler_does_not_reuse_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     lossdsl.load(FOCAL, verify=False)
-    monkeypatch.setattr(runtime, "_loaded", {})
-    monkeypatch.setattr(runtime, "compiler_fingerprint", lambda: "another compiler")
+    monkeypatch.setattr(cache, "_loaded", {})
+    monkeypatch.setattr(cache, "compiler_fingerprint", lambda: "another compiler")
     compiled: list[object] = []
-    real_compile_entry = runtime.compile_entry
+    real_compile_spec = cache.compile_spec
 
     def counting(*args: object, **kwargs: object) -> object:
         compiled.append(args)
-        return real_compile_entry(*args, **kwargs)
+        return real_compile_spec(*args, **kwargs)
 
-    monkeypatch.setattr(runtime, "compile_entry", counting)
+    monkeypatch.setattr(cache, "compile_spec", counting)
     lossdsl.load(FOCAL, verify=False)
     assert len(compiled) == 1
 
@@ -396,7 +396,7 @@ def test_a_changed_compiler_does_not_reuse_the_cache(monkeypatch: pytest.MonkeyP
 def test_cached_warnings_are_warned_again(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.warns(lossdsl.LossSpecWarning):
         lossdsl.load(WARNS, verify=False)
-    monkeypatch.setattr(runtime, "_loaded", {})
+    monkeypatch.setattr(cache, "_loaded", {})
     with pytest.warns(lossdsl.LossSpecWarning, match="warning\\[W4"):
         lossdsl.load(WARNS, verify=False)
 
@@ -408,7 +408,7 @@ def test_a_corrupt_cache_entry_is_ignored(
     (entry,) = private_cache.glob("*.json")
     for garbage in ("{not json", json.dumps({"format": 1, "key": entry.stem})):
         entry.write_text(garbage, encoding="utf-8")
-        monkeypatch.setattr(runtime, "_loaded", {})
+        monkeypatch.setattr(cache, "_loaded", {})
         assert lossdsl.load(FOCAL, gamma=1.0, verify=False).params["gamma"] == 1.0
 
 
@@ -427,7 +427,7 @@ def test_the_cache_key_depends_on_text_file_name_version_and_options() -> None:
     def key(text: str = FOCAL, name: str = "a/focal.loss", **options: bool) -> str:
         verify = options.get("verify", True)
         jit = options.get("jit_compile", False)
-        return runtime.cache_key(SourceFile.from_text(text, name), verify=verify, jit_compile=jit)
+        return cache.cache_key(SourceFile.from_text(text, name), verify=verify, jit_compile=jit)
 
     assert key() == key(name="b/focal.loss")
     assert len({key(), key(text=FOCAL + "\n"), key(name="other.loss"), key(verify=False)}) == 4

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lossdsl.api import resolve_spec
-from lossdsl.runtime import SpecLoss
+from lossdsl.spec_loss import SpecLoss
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.loss"))
 BATCH = 4

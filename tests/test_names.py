@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lossdsl
-from lossdsl import runtime
+from lossdsl import cache
 from lossdsl.codegen.names import (
     GENERATED_NAMES,
     is_reserved,
@@ -32,7 +32,7 @@ P = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test compiles for itself: an empty disk cache and in-process cache."""
     monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(runtime, "_loaded", {})
+    monkeypatch.setattr(cache, "_loaded", {})
 
 
 def test_free_names_keep_their_spelling_and_clashing_ones_take_the_next_free_one() -> None:
