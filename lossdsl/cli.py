@@ -1,15 +1,4 @@
-"""The `lossdsl` command line: `compile`, `check`, `explain` and `plot`.
-
-Diagnostics are rendered here, to stderr; generated modules and explanations go to stdout
-or a file (`-o -` is stdout). Exit status: 0 success (warnings allowed), 1 a spec has
-errors, 2 a usage error (unknown option, missing or unreadable file, an output that is not
-a regular file); 70 an internal error, 130 interrupted. With several specs the worst
-status wins (70, then 2, then 1). No input ends in a traceback (set `LOSSDSL_TRACEBACK=1`
-to see one after an internal error). The stages themselves are `lossdsl.compiler`'s.
-
-The compiler's own process runs Keras on TensorFlow whatever `KERAS_BACKEND` says: the
-generated modules are TensorFlow code, and checking needs no other backend.
-"""
+"""The `lossdsl` command line: `compile`, `check`, `explain` and `plot`."""
 
 from __future__ import annotations
 
@@ -22,19 +11,26 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import sympy
 
-from lossdsl import __version__
+from lossdsl import plot
+from lossdsl.api import compile_file
+from lossdsl.checker import check
+from lossdsl.compiler import CompiledLoss, domain_warnings, generate, load_generated, unique
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
 from lossdsl.diagnostics import error as error_diagnostic
-from lossdsl.plot import add_plot_parser, run_plot
+from lossdsl.parser import parse, read_source
+from lossdsl.runtime import BackendError
 from lossdsl.source import SourceFile, printable_name
-
-if TYPE_CHECKING:
-    from lossdsl.compiler import CompiledLoss
-    from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.display import spec_text
+from lossdsl.symbolic.gradient import latex
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.lower import lower
+from lossdsl.symbolic.rewrites import RULES_BY_NAME
+from lossdsl.unparse import unparse_spec
+from lossdsl.version import __version__
 
 EXIT_OK = 0
 EXIT_SPEC_ERROR = 1
@@ -56,6 +52,11 @@ STDOUT = "-"
 
 TRACEBACK_VARIABLE = "LOSSDSL_TRACEBACK"
 """Set (non-empty) to print the traceback of an internal error after its message."""
+
+MISSING_MATPLOTLIB = (
+    "error: `lossdsl plot` needs matplotlib, which is not installed\n"
+    "  = help: install the plot extra: pip install 'lossdsl[plot]'"
+)
 
 
 class UsageError(Exception):
@@ -135,8 +136,43 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def add_plot_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the `plot` sub-command to an argparse sub-parsers object."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "plot",
+        help="plot a loss and its gradient across the prediction's range (needs matplotlib)",
+        description=(
+            "Plot the loss and its gradient with respect to the prediction, one curve per "
+            "target value: y = 0 and 1 for binary targets, the true class's probability "
+            "for categorical specs, the residual y_pred - y_true for regression."
+        ),
+    )
+    parser.add_argument("spec", type=Path, metavar="SPEC.loss", help="the spec to plot")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="the PNG to write (default: SPEC's name with .png; `-` is stdout)",
+    )
+    parser.add_argument(
+        "--vs", type=Path, metavar="OTHER.loss", help="a second spec, drawn beside the first"
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (never raises, never a traceback)."""
+    """Run the command line; returns the exit status (never raises, never a traceback).
+
+    Diagnostics are rendered to stderr; generated modules and explanations go to stdout or
+    a file (`-o -` is stdout). Exit status: 0 success (warnings allowed), 1 a spec has
+    errors, 2 a usage error (unknown option, missing or unreadable file, an output that is
+    not a regular file); 70 an internal error, 130 interrupted. With several specs the worst
+    status wins (70, then 2, then 1). No input ends in a traceback (set `LOSSDSL_TRACEBACK=1`
+    to see one after an internal error).
+
+    The compiler's own process runs Keras on TensorFlow whatever `KERAS_BACKEND` says: the
+    generated modules are TensorFlow code, and checking needs no other backend.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved_backend = pin_keras_backend()
     try:
@@ -279,12 +315,6 @@ def check_one(path: Path) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from lossdsl.checker import check
-    from lossdsl.compiler import domain_warnings, unique
-    from lossdsl.parser import parse
-    from lossdsl.symbolic.lower import lower
-    from lossdsl.unparse import unparse_spec
-
     try:
         source = read_spec(args.spec)
         spec = parse(source)
@@ -305,12 +335,52 @@ def run_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_plot(args: argparse.Namespace) -> int:
+    """0 if the image was written, 1 for spec errors or no matplotlib, 2 a usage error.
+
+    The image is written as `compile -o` writes a module (`output_target`): atomically,
+    through symlinks, never over a special file; `-o -` is stdout.
+    """
+    specs = [args.spec] if args.vs is None else [args.spec, args.vs]
+    unreadable = [path for path in specs if not (path.is_file() and os.access(path, os.R_OK))]
+    for path in unreadable:
+        print(f"error: cannot read {shown(path)}: not a readable file", file=sys.stderr)
+    if unreadable:
+        return EXIT_USAGE
+    output = args.output or Path("_vs_".join(path.stem for path in specs) + ".png")
+    to_stdout = str(output) == STDOUT
+    if not to_stdout:
+        output_target(output)  # a usage error before the slow part
+    image_format = "png" if to_stdout else output.suffix.lstrip(".").lower() or "png"
+    try:
+        formats = plot.image_formats()
+    except ImportError:
+        print(MISSING_MATPLOTLIB, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    if image_format not in formats:
+        raise UsageError(f"error: cannot write {shown(output)}: no image format {image_format}")
+    import_tensorflow_quietly()
+    try:
+        compiled = [compile_file(path) for path in specs]
+    except LossSpecError as failure:
+        print(failure, file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    image = plot.render(compiled, image_format)
+    if to_stdout:
+        sys.stdout.buffer.write(image)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        write_atomically(output_target(output), image)
+    except OSError as failure:
+        print(f"error: cannot write {shown(output)}: {failure.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {shown(output)}")
+    return EXIT_OK
+
+
 def explained_sections(symbolic: SymbolicLoss) -> list[tuple[str, list[str]]]:
     """What `explain` shows after the parsed spec, in the spec's own notation."""
-    from lossdsl.symbolic.display import spec_text
-    from lossdsl.symbolic.gradient import latex
-    from lossdsl.symbolic.rewrites import RULES_BY_NAME
-
     checked = symbolic.checked
 
     def text(expr: sympy.Basic) -> str:
@@ -339,18 +409,15 @@ def explained_sections(symbolic: SymbolicLoss) -> list[tuple[str, list[str]]]:
 
 
 def compile_spec(source: SourceFile, *, verify: bool, jit_compile: bool) -> CompiledLoss:
-    """The whole pipeline; a Keras backend other than TensorFlow is a usage error.
+    """The whole pipeline, each stage once; Keras on another backend is a usage error.
 
-    The checks run first, so a spec with errors is reported without importing TensorFlow.
+    The stages before loading need no TensorFlow, so a spec with errors is reported without
+    importing it; then TensorFlow is imported quietly, and the module loaded and verified.
     """
-    from lossdsl.compiler import check_source, compile_source, domain_warnings
-
-    domain_warnings(check_source(source))
+    generated = generate(source, jit_compile=jit_compile)
     import_tensorflow_quietly()
-    from lossdsl.runtime import BackendError  # imports Keras, which compiling needs anyway
-
     try:
-        return compile_source(source, verify=verify, jit_compile=jit_compile)
+        return load_generated(generated, verify=verify)
     except BackendError as failure:
         raise UsageError(f"error: {failure}") from None
 
@@ -382,8 +449,6 @@ def import_tensorflow_quietly() -> None:
 
 def read_spec(path: Path) -> SourceFile:
     """A spec file's source; unreadable files are usage errors, bad UTF-8 a spec error."""
-    from lossdsl.parser import read_source
-
     try:
         data = path.read_bytes()
     except OSError as failure:

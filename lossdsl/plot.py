@@ -1,34 +1,19 @@
-"""`lossdsl plot`: a spec's loss and its gradient across the prediction's range, as a PNG.
-
-It compiles the spec(s) through the public pipeline, evaluates the Keras loss on a
-sweep of predictions (one curve per target value) and draws them with matplotlib, an
-optional extra; wiring the sub-command into the command line is left to cli.py.
-"""
+"""A loss and its gradient across the prediction's range, drawn with matplotlib (an extra)."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
-import os
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lossdsl.diagnostics import LossSpecError
+from lossdsl.compiler import CompiledLoss
 
-EXIT_OK, EXIT_SPEC_ERROR, EXIT_USAGE = 0, 1, 2
 POINTS = 201
-DEFAULT_CLASSES = 3
 REGRESSION_TARGETS = (0.5, 1.0, 2.0)
-MISSING_MATPLOTLIB = (
-    "error: `lossdsl plot` needs matplotlib, which is not installed\n"
-    "  = help: install the plot extra: pip install 'lossdsl[plot]'"
-)
 
 
 @dataclass(frozen=True)
@@ -53,72 +38,28 @@ class Sweep:
     curves: tuple[Curve, ...]
 
 
-def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `plot` sub-command to an argparse sub-parsers object."""
-    parser = subparsers.add_parser(
-        "plot",
-        help="plot a loss and its gradient across the prediction's range (needs matplotlib)",
-        description=(
-            "Plot the loss and its gradient with respect to the prediction, one curve per "
-            "target value: y = 0 and 1 for binary targets, the true class's probability "
-            "for categorical specs, the residual y_pred - y_true for regression."
-        ),
-    )
-    parser.add_argument("spec", type=Path, metavar="SPEC.loss", help="the spec to plot")
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        help="the PNG to write (default: SPEC's name with .png; `-` is stdout)",
-    )
-    parser.add_argument(
-        "--vs", type=Path, metavar="OTHER.loss", help="a second spec, drawn beside the first"
-    )
-    return parser
+def load_pyplot() -> Any:
+    """matplotlib's pyplot, drawing off-screen (Agg); ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
 
 
-def run_plot(args: argparse.Namespace) -> int:
-    """Run `lossdsl plot`: 0 if the PNG was written, 1 for spec errors or no matplotlib, 2 usage.
+def image_formats() -> set[str]:
+    """The image formats matplotlib writes, by file suffix; ImportError without matplotlib."""
+    import matplotlib.backend_bases
 
-    The image is written as `compile -o` writes a module (`lossdsl.cli.output_target`):
-    atomically, through symlinks, never over a special file; `-o -` is stdout.
-    """
-    from lossdsl.cli import STDOUT, UsageError, output_target, shown, write_atomically
+    return set(matplotlib.backend_bases.FigureCanvasBase.get_supported_filetypes())
 
-    specs = [args.spec] if args.vs is None else [args.spec, args.vs]
-    unreadable = [path for path in specs if not (path.is_file() and os.access(path, os.R_OK))]
-    for path in unreadable:
-        print(f"error: cannot read {shown(path)}: not a readable file", file=sys.stderr)
-    if unreadable:
-        return EXIT_USAGE
-    output = args.output or Path("_vs_".join(path.stem for path in specs) + ".png")
-    to_stdout = str(output) == STDOUT
-    if not to_stdout:
-        output_target(output)  # a usage error before the slow part
-    image_format = "png" if to_stdout else output.suffix.lstrip(".").lower() or "png"
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
-        print(MISSING_MATPLOTLIB, file=sys.stderr)
-        return EXIT_SPEC_ERROR
-    if image_format not in FigureCanvasBase.get_supported_filetypes():
-        raise UsageError(f"error: cannot write {shown(output)}: no image format {image_format}")
-    from lossdsl.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
+def render(compiled: Sequence[CompiledLoss], image_format: str) -> bytes:
+    """The figure `draw` makes of the specs, as the bytes of an image in `image_format`."""
     import tensorflow as tf
 
-    import lossdsl
-
-    try:
-        compiled = [lossdsl.compile_file(path) for path in specs]
-    except LossSpecError as failure:
-        print(failure, file=sys.stderr)
-        return EXIT_SPEC_ERROR
+    pyplot = load_pyplot()
     tf_logger, level = tf.get_logger(), tf.get_logger().level
     tf_logger.setLevel(logging.ERROR)  # each curve's batch size retraces: expected here
     try:
@@ -130,20 +71,10 @@ def run_plot(args: argparse.Namespace) -> int:
         figure.savefig(image, format=image_format, dpi=110)
     finally:
         pyplot.close(figure)
-    if to_stdout:
-        sys.stdout.buffer.write(image.getvalue())
-        sys.stdout.flush()
-        return EXIT_OK
-    try:
-        write_atomically(output_target(output), image.getvalue())
-    except OSError as failure:
-        print(f"error: cannot write {shown(output)}: {failure.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"wrote {shown(output)}")
-    return EXIT_OK
+    return image.getvalue()
 
 
-def draw(pyplot: Any, compiled: list[Any]) -> Any:
+def draw(pyplot: Any, compiled: Sequence[CompiledLoss]) -> Any:
     """A figure with the loss above its gradient, one column per spec, rows sharing y."""
     figure, axes = pyplot.subplots(
         2, len(compiled), figsize=(5.2 * len(compiled), 6.4), sharey="row", squeeze=False

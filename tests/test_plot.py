@@ -10,14 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lossdsl.plot import (
-    EXIT_SPEC_ERROR,
-    EXIT_USAGE,
-    MISSING_MATPLOTLIB,
-    add_plot_parser,
-    run_plot,
-    sweep_for,
-)
+from lossdsl.cli import EXIT_SPEC_ERROR, EXIT_USAGE, MISSING_MATPLOTLIB, add_plot_parser, run_plot
+from lossdsl.plot import sweep_for
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQUARED_ERROR = "input y: target\ninput p: real\nloss = mean(square(p - y))\n"
