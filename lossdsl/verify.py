@@ -530,6 +530,8 @@ class ReferenceGraph:
     point: Mapping[sympy.Basic, float]
     singular: set[sympy.Basic] = field(default_factory=set)
     """Nodes reached by `gradient` with an infinite or undefined partial derivative."""
+    overflowed: set[sympy.Basic] = field(default_factory=set)
+    """Nodes too large for mpmath itself, taken as +inf (and as beyond float64)."""
     _values: dict[sympy.Basic, Any] = field(default_factory=dict)
 
     def floats(self, exprs: Sequence[sympy.Basic]) -> list[float]:
@@ -545,6 +547,9 @@ class ReferenceGraph:
                     self._values[expr] = self._value(expr)
                 except ZeroDivisionError:
                     self._values[expr] = mpmath.nan
+                except OverflowError:  # beyond mpmath's exponents (exp(exp(exp(50))))
+                    self.overflowed.add(expr)
+                    self._values[expr] = mpmath.inf
         return self._values[expr]
 
     def _value(self, expr: sympy.Basic) -> Any:
@@ -612,7 +617,7 @@ class ReferenceGraph:
                     continue
                 try:
                     partials = list(self._partials(node))
-                except ZeroDivisionError:
+                except (ZeroDivisionError, OverflowError):
                     partials = [(child, mpmath.nan) for child in self._children(node)]
                 if any(not mpmath.isfinite(partial) for _, partial in partials):
                     self.singular.add(node)
@@ -630,7 +635,7 @@ class ReferenceGraph:
         with mpmath.workdps(DIGITS):
             for node in self.order(roots):
                 value = self.value(node)
-                outside = (
+                outside = node in self.overflowed or (
                     isinstance(value, mpmath.mpf)
                     and mpmath.isfinite(value)
                     and value != 0
