@@ -343,8 +343,6 @@ LIBRARY_WARNINGS: dict[str, list[str]] = {
     "asymmetric": ["W405"],
     # p_true^q, q in (0, 1): an infinite gradient where the true class's p is 0.
     "categorical_generalized_cross_entropy": ["W405"],
-    # maximum(sqrt(sum(square(p))), eps): sqrt's gradient at a row of zeros is 0 * inf.
-    "cosine_similarity": ["W404"],
 }
 """The warnings the library gives on load: hazards of specs that mirror no Keras built-in.
 Specs that mirror a Keras built-in acknowledge its hazards with `# lossdsl: allow`."""
