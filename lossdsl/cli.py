@@ -336,7 +336,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    """0 if the image was written, 1 for spec errors or no matplotlib, 2 a usage error.
+    """Run `lossdsl plot`: 0 if the image was written, 1 spec errors or no matplotlib, 2 usage.
 
     The image is written as `compile -o` writes a module (`output_target`): atomically,
     through symlinks, never over a special file; `-o -` is stdout.
