@@ -137,6 +137,24 @@ def test_cli_drives_plot_and_the_compiler_needs_no_keras_class() -> None:
     assert "lossdsl.compiler" not in graph["lossdsl.runtime"]
 
 
+def test_only_spec_loss_imports_keras_or_tensorflow_at_its_top() -> None:
+    """`import lossdsl` loads neither, and importing Keras runs lossdsl's hook that imports
+    `spec_loss`: a module `spec_loss` needs that imported Keras at its top would be only
+    half initialised then, and the registration of `lossdsl>SpecLoss` would fail."""
+    importers = set()
+    for name, path in module_names(PACKAGE).items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            if roots & {"keras", "tensorflow"}:
+                importers.add(name)
+    assert importers == {"lossdsl.spec_loss"}
+
+
 # ---------------------------------------------------------------------- the module table
 
 
