@@ -627,13 +627,15 @@ class ReferenceGraph:
                     adjoints[child] = adjoints.get(child, 0) + adjoint * partial
             return adjoints
 
-    def overflowing(self, roots: Sequence[sympy.Basic]) -> set[sympy.Basic]:
+    def overflowing(
+        self, roots: Sequence[sympy.Basic], order: Sequence[sympy.Basic] | None = None
+    ) -> set[sympy.Basic]:
         """The roots computed from a value (through taken branches, not conditions) that is
         finite but beyond float64's range, or nonzero and below its normal numbers, so that
-        no float64 program can follow them."""
+        no float64 program can follow them (`order`: the roots' `order`, if known)."""
         over: dict[sympy.Basic, bool] = {}
         with mpmath.workdps(DIGITS):
-            for node in self.order(roots):
+            for node in self.order(roots) if order is None else order:
                 value = self.value(node)
                 outside = node in self.overflowed or (
                     isinstance(value, mpmath.mpf)
@@ -754,7 +756,8 @@ def reference(
     elements = expander.element_indices()
     for rounds_left in range(NUDGE_ROUNDS, -1, -1):
         graph = ReferenceGraph(expander.point(draw.y_pred))
-        kinks = near_kinks(graph, graph.order(list(outputs.values())), elements)
+        order = graph.order(list(outputs.values()))
+        kinks = near_kinks(graph, order, elements)
         if not kinks or rounds_left == 0:
             break
         near = sorted({elements[symbol] for kink in kinks for symbol in kink.symbols})
@@ -765,7 +768,7 @@ def reference(
     for output, value in outputs.items():
         seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
     adjoints = graph.gradient(seeds)
-    too_large = graph.overflowing(list(outputs.values()))
+    too_large = graph.overflowing(list(outputs.values()), order)
     overflowing = {output for output, value in outputs.items() if value in too_large}
     unrepresentable = [outputs[output] for output in overflowing] + list(graph.singular)
     values = np.zeros(draw.cotangent.shape)
