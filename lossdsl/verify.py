@@ -6,6 +6,11 @@ evaluates value and gradient at 50 digits with mpmath, and compares them with th
 per-sample function run in float64 (its value, and its `tf.GradientTape` gradient with
 respect to y_pred). Disagreements become E9xx diagnostics; raising them is left to the
 compiler, and lowering, printing and loading the generated module to the stages before.
+
+Not compared, besides points near a kink: what no float64 program can compute as the spec
+writes it (a result computed from an exact value beyond float64's range or below its
+normal numbers, and gradient elements behind an infinite partial derivative, such as
+sqrt(relu(p)) at p < 0); the domain checks warn about those (W4xx/E407).
 """
 
 from __future__ import annotations
