@@ -319,6 +319,37 @@ EXTREME = [
         "input y: binary\ninput p: logits\nloss = mean(exp(exp(exp(p))) - y * p)",
         id="beyond-mpmath-exponents",
     ),
+    pytest.param(
+        "input y: target\ninput p: real\n"
+        "loss = mean(where(p > 0, where(p > 1, log(p - 1), sqrt(p)), exp(-1000 * p)))",
+        id="nested-where-log-sqrt-exp",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\nloss = mean(minimum(maximum(exp(100 * p), 1), 2))",
+        id="minimum-of-maximum-of-exp",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\nloss = mean(clip(clip(exp(100 * p), 0, 5), 1, 2))",
+        id="clip-of-clip-of-exp",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\nloss = mean(logsumexp(where(p > 0, 1000 * p, p)))",
+        id="logsumexp-of-where",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\n"
+        "loss = mean(where(p > 0, p, stop_gradient(p) * exp(1000 * p)))",
+        id="stop-gradient-in-a-branch",
+    ),
+    pytest.param(
+        "input y: target\ninput p: real\nparam lo: real = [0, 1, 2, 3]\n"
+        "loss = mean(sum(square(clip(p, lo, 1) - y)))",
+        id="clip-vector-bounds-crossing",
+    ),
+    pytest.param(
+        "input y: onehot\ninput p: logits\nloss = mean(sum(where(y > 0.5, p, exp(100 * sum(p)))))",
+        id="where-by-class-of-a-class-sum",
+    ),
 ]
 """Valid specs at float64's limits that once failed with E9xx or an internal error: the
 domain checks may refuse them (E407), but never as a bug in lossdsl."""
