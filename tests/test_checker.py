@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lossdsl import builtins, nodes
 from lossdsl.checker import (
@@ -652,3 +654,34 @@ def test_vector_params_hold_at_most_vector_limit_entries() -> None:
     assert checked(spec(VECTOR_LIMIT)).params[0].default == (1.0,) * VECTOR_LIMIT
     error = failure(spec(VECTOR_LIMIT + 1))
     assert located(error) == [("E117", 3, 11)]
+
+
+LET_STEPS = (
+    "sigmoid({0})",
+    "-{0}",
+    "({0} + p) * 0.5",
+    "({0} + {1}) / 2",
+    "{0} * {1}",
+    "where(p > 0.5, {0}, {1})",
+    "mean({0} * p) + p",
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(LET_STEPS), st.integers(0, 5)), max_size=150))
+def test_any_chain_of_lets_is_checked_within_the_limits_or_rejected_with_located_errors(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Lets built from earlier ones: never an internal error, never a tree over the limits."""
+    lines = ["input y: binary", "input p: prob", "let a0 = p"]
+    for i, (step, back) in enumerate(steps, start=1):
+        lines.append(f"let a{i} = " + step.format(f"a{i - 1}", f"a{max(0, i - 1 - back)}"))
+    text = "\n".join([*lines, f"loss = mean(a{len(steps)} * y)"]) + "\n"
+    try:
+        spec = checked(text)
+    except LossSpecError as error:
+        assert {d.code for d in error.diagnostics} <= {"E112", "E117"}
+        assert all(d.span is not None for d in error.diagnostics)
+        return
+    size = tree_size(spec.loss, {})
+    assert size.depth <= INLINED_DEPTH_LIMIT and size.nodes <= INLINED_SIZE_LIMIT
