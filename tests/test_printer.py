@@ -354,10 +354,14 @@ def test_a_folded_coefficient_beyond_float64_is_applied_in_representable_steps()
 
 
 def test_comparisons_of_values_without_roles_are_in_y_preds_dtype() -> None:
-    text = "param k: real = 2.0\nloss = mean(where(eps <= num_classes, p, where(k < 1, y, p)))"
+    text = (
+        "param k: real = 2.0\n"
+        "loss = mean(where(eps <= num_classes, p, where(k < 1, y, where(0.5 < p, p, y))))"
+    )
     _, body = compiled(text)
     code = "\n".join([*body.statements, body.result])
     assert "tf.math.less_equal(tf.constant(1e-07, p.dtype), num_classes)" in code
+    assert "tf.math.less(tf.constant(0.5, p.dtype), p)" in code
     assert "tf.cast(tf.convert_to_tensor(k, dtype_hint=p.dtype), p.dtype)" in code
     y_pred = np.full((2, 3), 0.25)
     result, _ = run(text, np.zeros_like(y_pred), y_pred)

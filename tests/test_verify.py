@@ -299,6 +299,10 @@ ONCE_REJECTED = [
         "loss = mean(-w[class(y)] * log_softmax(p)[y])",
         id="extreme-class-weights",
     ),
+    pytest.param(
+        "input y: binary\ninput p: real\nloss = mean(maximum(2, log1p(sigmoid(p))))",
+        id="number-compared-with-a-guarded-branch",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

@@ -962,9 +962,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         ]
         if all(integer_valued):
             sides = [self.index(s) if not s.is_Integer else str(int(s)) for s in (left, right)]
-        elif self.roles(left) or self.roles(right):
+        elif self.roles(left):  # TensorFlow converts the right side to the left's dtype
             sides = [self._print(left), self._print(right)]
-        else:  # numbers, scalar params, num_classes: TensorFlow would make a number float32
+        elif self.roles(right):  # but would make a number on the left float32
+            sides = [self.tensor(left), self._print(right)]
+        else:  # numbers, scalar params, num_classes
             sides = [self.tensor(left), self.tensor(right)]
         return f"{RELATION_OPS[expr.rel_op]}({sides[0]}, {sides[1]})"
 
