@@ -303,6 +303,11 @@ ONCE_REJECTED = [
         "input y: binary\ninput p: real\nloss = mean(maximum(2, log1p(sigmoid(p))))",
         id="number-compared-with-a-guarded-branch",
     ),
+    pytest.param(
+        "input y: binary\ninput p: logits\n"
+        "loss = mean(sum(log(clip(num_classes)) + sigmoid(p), axis=sample), axis=all)",
+        id="clip-of-num-classes",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

@@ -338,8 +338,10 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
         )
     elif isinstance(node, fn.Clip):
         x, low, high = node.args
-        inside = node.fdiff(1).args[0]
-        guarded_x = _guarded(x, inside, True, context)
+        selector = node.fdiff(1) if x.has(context.y_pred) else None
+        if not isinstance(selector, fn.Where):
+            return None  # no y_pred, or SymPy decided that x is always or never inside
+        guarded_x = _guarded(x, selector.args[0], True, context)
         return None if guarded_x == x else fn.Clip(guarded_x, low, high)
     else:
         return None
