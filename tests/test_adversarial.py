@@ -32,7 +32,7 @@ from lossdsl.source import SourceFile
 
 CORPUS = Path(__file__).parent / "adversarial"
 SPEC_FILES = sorted(CORPUS.glob("*.loss"))
-TIME_LIMIT = 15.0
+TIME_LIMIT = 30.0
 """Seconds one spec may take, verification included (most take well under one)."""
 
 # Diagnostics about the file as a whole, with no statement to point at: an empty spec
@@ -43,11 +43,37 @@ PEP_263 = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+", re.MULTILINE)
 
 # Specs that still end badly, by the item of issue 13 that fixes them. Each is a strict
 # xfail: when the fix lands the test passes, xfail fails, and the entry must go.
-KNOWN_FAILURES: dict[str, str] = {}
+COST = "issue 13, cost not bounded: verification takes minutes, with no size diagnostic"
+KNOWN_FAILURES: dict[str, str] = {
+    "flat_sum_distinct_functions": COST + " (800 distinct sigmoid terms)",
+    "found_slow_nested_reductions": COST + " (nested max/where/clip with axis=all, over 4 min)",
+    "found_clip_of_param_expression": (
+        "issue 13, E901 on a valid spec: clip(g + 0.5, ...) of a scalar param disagrees "
+        "with SymPy by about 1e-5 (computed in float32?)"
+    ),
+    "found_where_clip_param_sum": (
+        "issue 13, E901 on a valid spec: clip of a scalar param expression (as above)"
+    ),
+    "found_power_zero_in_sum": (
+        "issue 13, internal error: KeyError in domains._polynomial for relu(p)^0 in a sum"
+    ),
+    "found_recursion_in_nested_where": (
+        "issue 13, internal error: RecursionError in SymPy assumptions (nested where, "
+        "maximum and log_softmax) under pytest's deeper stack"
+    ),
+    "found_sum_of_cancelled_ratio": (
+        "issue 13, cancellation: sum(y / y) gives TypeError 'Cannot convert expression "
+        "to float' in the printer"
+    ),
+}
 
 
-class TooSlow(Exception):
-    """A spec took longer than TIME_LIMIT."""
+class TooSlow(BaseException):
+    """A spec took longer than TIME_LIMIT.
+
+    Not an `Exception`, so that no `except Exception` inside the compiler (the verifier
+    reports what a generated function raises) can take it for the spec's own failure.
+    """
 
 
 @contextmanager
@@ -73,6 +99,8 @@ def compile_bytes(data: bytes, name: str) -> CompiledLoss | LossSpecError:
             return compile_source(read_source(data, name), verify=True)
     except LossSpecError as failure:
         return failure
+    except TooSlow as failure:
+        pytest.fail(f"{name}: the compile {failure}; size limits must end in a diagnostic")
 
 
 def assert_acceptable(outcome: CompiledLoss | LossSpecError) -> None:
