@@ -308,6 +308,11 @@ ONCE_REJECTED = [
         "loss = mean(sum(log(clip(num_classes)) + sigmoid(p), axis=sample), axis=all)",
         id="clip-of-num-classes",
     ),
+    pytest.param(
+        "input y: label\ninput p: logits\nparam a: [1, 5] = 1\n"
+        "loss = mean(sum(abs(log(a + eps)) * clip(p, -3, 3)))",
+        id="param-arithmetic-in-float64",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

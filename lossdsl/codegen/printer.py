@@ -630,7 +630,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
         if isinstance(expr, sympy.Expr) and expr.is_number:
             return f"tf.constant({printed}, {self.dtype})"
-        if isinstance(expr, sympy.Symbol):  # a scalar param: a Python float, or a tensor
+        if not expr.has(fn.NUM_CLASSES) and not any(
+            self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
+        ):  # computed from scalar params alone: a Python float, or a tensor
             printed = f"tf.convert_to_tensor({printed}, dtype_hint={self.dtype})"
         return f"tf.cast({printed}, {self.dtype})"
 
