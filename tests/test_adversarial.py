@@ -45,7 +45,7 @@ PEP_263 = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+", re.MULTILINE)
 # xfail: when the fix lands the test passes, xfail fails, and the entry must go.
 COST = "issue 13, cost not bounded: verification takes minutes, with no size diagnostic"
 KNOWN_FAILURES: dict[str, str] = {
-    "flat_sum_distinct_functions": COST + " (800 distinct sigmoid terms)",
+    "flat_sum_distinct_functions": COST + " (800 distinct sigmoid terms; faster when warm)",
     "found_slow_nested_reductions": COST + " (nested max/where/clip with axis=all, over 4 min)",
     "found_clip_of_param_expression": (
         "issue 13, E901 on a valid spec: clip(g + 0.5, ...) of a scalar param disagrees "
@@ -59,7 +59,7 @@ KNOWN_FAILURES: dict[str, str] = {
     ),
     "found_recursion_in_nested_where": (
         "issue 13, internal error: RecursionError in SymPy assumptions (nested where, "
-        "maximum and log_softmax) under pytest's deeper stack"
+        "maximum and log_softmax) in a fresh process; passes once SymPy's caches are warm"
     ),
     "found_sum_of_cancelled_ratio": (
         "issue 13, cancellation: sum(y / y) gives TypeError 'Cannot convert expression "
@@ -119,9 +119,16 @@ def assert_acceptable(outcome: CompiledLoss | LossSpecError) -> None:
             assert RENDERED_HEADER.match(rendered), rendered
 
 
+# Known failures whose outcome depends on what ran before in the process (SymPy's caches):
+# they fail in a fresh process and may pass after other specs, so they cannot be strict.
+STATE_DEPENDENT = frozenset({"flat_sum_distinct_functions", "found_recursion_in_nested_where"})
+
+
 def _marks(path: Path) -> list[pytest.MarkDecorator]:
     reason = KNOWN_FAILURES.get(path.stem)
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    if not reason:
+        return []
+    return [pytest.mark.xfail(strict=path.stem not in STATE_DEPENDENT, reason=reason)]
 
 
 @pytest.mark.parametrize(
@@ -136,6 +143,7 @@ def test_adversarial_spec_ends_in_a_module_or_diagnostics(spec_path: Path) -> No
 def test_the_corpus_has_at_least_a_hundred_specs() -> None:
     assert len(SPEC_FILES) >= 100
     assert not set(KNOWN_FAILURES) - {path.stem for path in SPEC_FILES}
+    assert set(KNOWN_FAILURES) >= STATE_DEPENDENT
 
 
 HOSTILE_FILE_NAMES = {
