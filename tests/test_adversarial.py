@@ -47,13 +47,6 @@ COST = "issue 13, cost not bounded: verification takes minutes, with no size dia
 KNOWN_FAILURES: dict[str, str] = {
     "flat_sum_distinct_functions": COST + " (800 distinct sigmoid terms; faster when warm)",
     "found_slow_nested_reductions": COST + " (nested max/where/clip with axis=all, over 4 min)",
-    "found_clip_of_param_expression": (
-        "issue 13, E901 on a valid spec: clip(g + 0.5, ...) of a scalar param disagrees "
-        "with SymPy by about 1e-5 (computed in float32?)"
-    ),
-    "found_where_clip_param_sum": (
-        "issue 13, E901 on a valid spec: clip of a scalar param expression (as above)"
-    ),
     "found_power_zero_in_sum": (
         "issue 13, internal error: KeyError in domains._polynomial for relu(p)^0 in a sum"
     ),
