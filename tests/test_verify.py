@@ -313,6 +313,17 @@ ONCE_REJECTED = [
         "loss = mean(sum(abs(log(a + eps)) * clip(p, -3, 3)))",
         id="param-arithmetic-in-float64",
     ),
+    pytest.param(
+        "input y: target\ninput p: real\nlet g = log1p(maximum(p, eps^2))\n"
+        "let c = sqrt(minimum(g, eps) + eps)\n"
+        "loss = mean(mean(exp(clip(mean(p / (1 + square(c)) + c + c), -5, 5))))",
+        id="guarded-clip-of-a-mean",
+    ),
+    pytest.param(
+        "input y: target\ninput p: nonneg\n"
+        "loss = mean(max(cosh(clip(sum(where(p != 2, 2, 2), axis=all), -4, 4)) / (p + 1)))",
+        id="clip-of-a-sum-of-a-number",
+    ),
 ]
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 

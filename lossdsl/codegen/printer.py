@@ -338,10 +338,15 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
         )
     elif isinstance(node, fn.Clip):
         x, low, high = node.args
-        selector = node.fdiff(1) if x.has(context.y_pred) else None
-        if not isinstance(selector, fn.Where):
-            return None  # no y_pred, or SymPy decided that x is always or never inside
-        guarded_x = _guarded(x, selector.args[0], True, context)
+        if not x.has(context.y_pred):
+            return None
+        top = x if (high - low).is_nonnegative else fn.Maximum(x, low)  # as Clip.fdiff
+        inside = sympy.And(
+            sympy.GreaterThan(x, low, evaluate=False),
+            sympy.LessThan(top, high, evaluate=False),
+            evaluate=False,
+        )
+        guarded_x = _guarded(x, inside, True, context)
         return None if guarded_x == x else fn.Clip(guarded_x, low, high)
     else:
         return None
@@ -501,6 +506,20 @@ def _joined(operands: list[tuple[str, str]], space: str) -> str:
     return head + "".join(f"{space}{operator}{space}{text}" for operator, text in rest)
 
 
+def _literal(expr: sympy.Basic) -> float | None:
+    """The float a constant expression prints as, or None: not a number, or one that
+    evalf cannot reduce (a reduction of a number counts copies only when the loss runs)."""
+    if not isinstance(expr, sympy.Expr) or not expr.is_number:
+        return None
+    if any(
+        isinstance(node, fn.LossFunction) and not isinstance(node, fn.Elementwise)
+        for node in sympy.preorder_traversal(expr)
+    ):
+        return None
+    value = expr if expr.is_Rational else expr.evalf(17)
+    return float(value) if value.is_Number and value is not sympy.zoo else None
+
+
 def _divides_by_a_value(factor: sympy.Basic) -> bool:
     """Whether a factor is a negative power of something that is not a number."""
     return (
@@ -628,7 +647,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         if self.roles(expr) or expr is fn.NUM_CLASSES:
             return printed
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
-        if isinstance(expr, sympy.Expr) and expr.is_number:
+        if _literal(expr) is not None:
             return f"tf.constant({printed}, {self.dtype})"
         if not expr.has(fn.NUM_CLASSES) and not any(
             self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
@@ -718,8 +737,8 @@ class TensorFlowPrinter(PythonCodePrinter):
     def _print(self, expr: sympy.Basic, **kwargs: object) -> str:
         if expr in self.temporaries:
             return self.temporaries[expr]
-        if isinstance(expr, sympy.Expr) and expr.is_number and not expr.is_Rational:
-            return _number(float(expr.evalf(17)))
+        if (literal := _literal(expr)) is not None and not expr.is_Rational:
+            return _number(literal)
         return str(super()._print(expr, **kwargs))
 
     def _print_Infinity(self, expr: sympy.Expr) -> str:
