@@ -54,10 +54,6 @@ KNOWN_FAILURES: dict[str, str] = {
         "issue 13, internal error: RecursionError in SymPy assumptions (nested where, "
         "maximum and log_softmax) in a fresh process; passes once SymPy's caches are warm"
     ),
-    "found_sum_of_cancelled_ratio": (
-        "issue 13, cancellation: sum(y / y) gives TypeError 'Cannot convert expression "
-        "to float' in the printer"
-    ),
 }
 
 

@@ -46,7 +46,8 @@ def test_wheel_installs_into_fresh_venv_and_checks_an_example(tmp_path: Path) ->
     env_dir = tmp_path / "venv"
     # An isolated venv: the package comes only from the wheel, installed into its own
     # site-packages. The dependencies (TensorFlow is large) are not reinstalled: a .pth
-    # file puts the running interpreter's directories for them after that site-packages.
+    # file, written after the install, puts the running interpreter's directories for
+    # them after that site-packages.
     # Plain paths in a .pth are not site dirs, so their own .pth files (this checkout's
     # editable install among them) are not run.
     venv.create(env_dir, with_pip=False, system_site_packages=False)
@@ -55,9 +56,6 @@ def test_wheel_installs_into_fresh_venv_and_checks_an_example(tmp_path: Path) ->
         sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)})
     )
     assert site_packages.is_dir(), site_packages
-    (site_packages / "_lossdsl_test_dependencies.pth").write_text(
-        "".join(f"{directory}\n" for directory in dependency_dirs()), encoding="utf-8"
-    )
     subprocess.run(
         [
             *(sys.executable, "-m", "pip", "--python", str(bin_dir / "python")),
@@ -65,6 +63,11 @@ def test_wheel_installs_into_fresh_venv_and_checks_an_example(tmp_path: Path) ->
         ],
         check=True,
         capture_output=True,
+    )
+    # Only now the dependencies: pip run before would see this checkout's own lossdsl
+    # through them (a plain install in CI) and call the wheel "already satisfied".
+    (site_packages / "_lossdsl_test_dependencies.pth").write_text(
+        "".join(f"{directory}\n" for directory in dependency_dirs()), encoding="utf-8"
     )
     spec = tmp_path / "weighted_ce.loss"
     spec.write_text(
