@@ -24,6 +24,49 @@ from lossdsl.builtins import (
     Builtin,
     RoleRule,
 )
+from lossdsl.codes import (
+    BATCH_COUPLED,
+    CLASS_IDS_IN_ARITHMETIC,
+    CLASS_OF_NON_Y_TRUE,
+    COMPARISON_OUTSIDE_CONDITION,
+    DEFAULT_OUTSIDE_DOMAIN,
+    DUPLICATE_NAME,
+    EMPTY_INTERVAL,
+    FUNCTION_AS_VALUE,
+    GATHER_FROM_NON_VECTOR,
+    GATHER_INDEX_NOT_CLASS_ID,
+    INVALID_AXIS,
+    KIND_IN_WRONG_POSITION,
+    MASK_HAS_CLASS_ROLE,
+    MASK_ROLES_NOT_IN_RESULT,
+    MASK_WITHOUT_LIFTED_MEAN,
+    NO_CLASS_ROLE,
+    NO_LOSS,
+    NOT_A_CONDITION,
+    NOT_A_FUNCTION,
+    NOT_A_VALUE,
+    NOTHING_TO_REDUCE,
+    ONEHOT_OF_NON_LABEL,
+    REPEATED_KEYWORD,
+    RESERVED_NAME,
+    RESULT_HAS_CLASS_ROLE,
+    RESULT_SPATIAL_WITHOUT_BATCH,
+    ROLES_NOT_NESTED,
+    SCALAR_NOT_LIFTED,
+    SECOND_LOSS,
+    SECOND_MASK,
+    TOO_DEEP,
+    TOO_LARGE,
+    TOO_MANY_INPUTS,
+    UNKNOWN_DOMAIN,
+    UNKNOWN_FUNCTION,
+    UNKNOWN_KEYWORD,
+    UNKNOWN_KIND,
+    UNKNOWN_NAME,
+    USED_BEFORE_DEFINITION,
+    VECTOR_LENGTHS_DIFFER,
+    WRONG_ARITY,
+)
 from lossdsl.diagnostics import (
     Diagnostic,
     LossSpecError,
@@ -32,7 +75,7 @@ from lossdsl.diagnostics import (
     sort_diagnostics,
     warning,
 )
-from lossdsl.parser import NESTING_LIMIT, TOO_DEEP, TOO_LARGE
+from lossdsl.parser import NESTING_LIMIT
 from lossdsl.source import Span
 from lossdsl.typed import (
     ALL_ROLES,
@@ -68,45 +111,6 @@ from lossdsl.typed import (
 )
 
 # Diagnostic codes (docs/LANGUAGE_NOTES.md, "Diagnostic codes: E2xx, E3xx").
-UNKNOWN_FUNCTION = "E201"
-UNKNOWN_NAME = "E202"
-USED_BEFORE_DEFINITION = "E203"
-DUPLICATE_NAME = "E204"
-RESERVED_NAME = "E205"
-UNKNOWN_KIND = "E206"
-KIND_IN_WRONG_POSITION = "E207"
-TOO_MANY_INPUTS = "E208"
-NO_LOSS = "E209"
-SECOND_LOSS = "E210"
-SECOND_MASK = "E211"
-UNKNOWN_DOMAIN = "E212"
-EMPTY_INTERVAL = "E213"
-WRONG_ARITY = "E214"
-UNKNOWN_KEYWORD = "E215"
-REPEATED_KEYWORD = "E216"
-NOT_A_FUNCTION = "E217"
-FUNCTION_AS_VALUE = "E218"
-NOT_A_VALUE = "E219"
-MISPLACED_COMPARISON = "E220"
-NOT_A_CONDITION = "E221"
-ROLES_NOT_NESTED = "E301"
-NO_CLASS_ROLE = "E302"
-NOTHING_TO_REDUCE = "E303"
-INVALID_AXIS = "E304"
-CLASS_OF_NON_Y_TRUE = "E305"
-ONEHOT_OF_NON_LABEL = "E306"
-GATHER_FROM_NON_VECTOR = "E307"
-GATHER_INDEX_NOT_CLASS_ID = "E308"
-CLASS_IDS_IN_ARITHMETIC = "E309"
-RESULT_HAS_CLASS_ROLE = "E310"
-RESULT_SPATIAL_WITHOUT_BATCH = "E311"
-MASK_HAS_CLASS_ROLE = "E312"
-MASK_WITHOUT_LIFTED_MEAN = "E313"
-MASK_ROLES_NOT_IN_RESULT = "E314"
-VECTOR_LENGTHS_DIFFER = "E315"
-DEFAULT_OUTSIDE_DOMAIN = "E401"
-BATCH_COUPLED = "W301"
-SCALAR_NOT_LIFTED = "W302"
 
 INLINED_DEPTH_LIMIT = NESTING_LIMIT
 """The deepest a `let`, `loss` or `mask` may nest, in operations, with its lets written
@@ -668,7 +672,7 @@ class SpecChecker:
                 self.compare(node)
                 self.report(
                     error(
-                        MISPLACED_COMPARISON,
+                        COMPARISON_OUTSIDE_CONDITION,
                         "a comparison is only valid as `where`'s first argument or in `mask`",
                         span,
                         "a comparison",

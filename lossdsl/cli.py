@@ -18,6 +18,7 @@ import sympy
 from lossdsl import plot
 from lossdsl.api import compile_file
 from lossdsl.checker import check
+from lossdsl.codes import INTERNAL_ERROR
 from lossdsl.compiler import CompiledLoss, domain_warnings, generate, load_generated, unique
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
 from lossdsl.diagnostics import error as error_diagnostic
@@ -43,9 +44,6 @@ REPORT_HELP = (
     "with the spec and the command that triggered it"
 )
 REPORT_HINT = f"  = help: {REPORT_HELP}"
-
-INTERNAL_ERROR = "E900"
-"""The code of an internal error reported for one spec (E9xx: a bug in lossdsl)."""
 
 STDOUT = "-"
 """`-o -`: the module goes to standard output."""

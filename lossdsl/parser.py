@@ -38,6 +38,26 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from lark.tree import Meta
 
 from lossdsl import nodes
+from lossdsl.codes import (
+    ATTRIBUTE_ACCESS,
+    BARE_EXPRESSION,
+    EMPTY_SPEC,
+    INVALID_INTERVAL,
+    INVALID_NAME,
+    INVALID_UTF8,
+    MALFORMED_NUMBER,
+    MISPLACED_COMPARISON,
+    MISSING_KEYWORD,
+    POSITIONAL_AFTER_KEYWORD,
+    STRING_LITERAL,
+    TOO_DEEP,
+    TOO_LARGE,
+    UNCLOSED_BRACKET,
+    UNEXPECTED_CHARACTER,
+    UNEXPECTED_END,
+    UNEXPECTED_TOKEN,
+    UNMATCHED_BRACKET,
+)
 from lossdsl.diagnostics import Diagnostic, LossSpecError, error
 from lossdsl.source import SourceFile, Span, normalise_identifier
 
@@ -49,24 +69,6 @@ SIZE_LIMIT = 100_000
 
 # ---------------------------------------------------------------- diagnostic codes
 # Documented in docs/LANGUAGE_NOTES.md ("Diagnostic codes: E1xx"); codes are stable.
-EMPTY_SPEC = "E100"
-INVALID_UTF8 = "E101"
-UNEXPECTED_CHARACTER = "E102"
-STRING_LITERAL = "E103"
-ATTRIBUTE_ACCESS = "E104"
-UNEXPECTED_TOKEN = "E105"
-UNEXPECTED_END = "E106"
-UNCLOSED_BRACKET = "E107"
-UNMATCHED_BRACKET = "E108"
-MISPLACED_COMPARISON = "E109"
-MALFORMED_NUMBER = "E110"
-INVALID_NAME = "E111"
-TOO_DEEP = "E112"
-BARE_EXPRESSION = "E113"
-MISSING_KEYWORD = "E114"
-INVALID_INTERVAL = "E115"
-POSITIONAL_AFTER_KEYWORD = "E116"
-TOO_LARGE = "E117"
 
 MINIMAL_SPEC_HELP = "a minimal spec is one line such as `loss = mean(square(p - y))`"
 

@@ -31,6 +31,7 @@ from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom
 
 from lossdsl.codegen.names import python_name, python_names
+from lossdsl.codes import GENERATED_FUNCTION_FAILED, GRADIENT_DISAGREES, VALUE_DISAGREES
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.symbolic import functions
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -986,7 +987,7 @@ def _compare(
     span = symbolic.checked.loss_span
     if candidate.failure is not None or candidate.values is None or candidate.gradient is None:
         yield error(
-            "E903",
+            GENERATED_FUNCTION_FAILED,
             f"the generated loss function failed on {draw.description}: {candidate.failure}",
             span,
             "generated from this loss",
@@ -996,7 +997,7 @@ def _compare(
     value = worst_mismatch(exact.values, candidate.values, exact.skipped_outputs)
     if value is not None:
         yield error(
-            "E901",
+            VALUE_DISAGREES,
             f"the generated code's loss value disagrees with SymPy's on {draw.description}",
             span,
             "verification failed for this loss",
@@ -1009,7 +1010,7 @@ def _compare(
     if gradient is not None:
         name = symbolic.checked.y_pred.name
         yield error(
-            "E902",
+            GRADIENT_DISAGREES,
             f"the generated code's gradient disagrees with SymPy's on {draw.description}",
             span,
             "verification failed for this loss",

@@ -47,6 +47,24 @@ import mpmath
 import numpy as np
 import numpy.typing as npt
 
+from lossdsl.codes import (
+    CONSTANT_OVERFLOW,
+    DIVISION_BY_ZERO,
+    DIVISION_BY_ZERO_EVERYWHERE,
+    FLOAT32_OVERFLOW,
+    LOG_NEVER_FINITE,
+    LOG_OF_NEGATIVE,
+    LOG_OF_ZERO,
+    NEGATIVE_POWER_OF_ZERO,
+    NO_GRADIENT_PATH,
+    NO_PREDICTION,
+    POWER_GRADIENT_AT_ZERO,
+    POWER_OF_NEGATIVE,
+    SQRT_GRADIENT_AT_ZERO,
+    SQRT_OF_NEGATIVE,
+    UNPROVEN_DOMAIN,
+    UNSELECTED_NAN,
+)
 from lossdsl.diagnostics import Diagnostic, LossSpecError, error, warning
 from lossdsl.source import SourceFile, Span
 from lossdsl.typed import (
@@ -69,25 +87,6 @@ from lossdsl.typed import (
     children,
     walk,
 )
-
-# ---------------------------------------------------------------- diagnostic codes
-LOG_OF_NEGATIVE = "E402"
-LOG_NEVER_FINITE = "E403"
-SQRT_OF_NEGATIVE = "E404"
-POWER_OF_NEGATIVE = "E405"
-DIVISION_BY_ZERO_EVERYWHERE = "E406"
-CONSTANT_OVERFLOW = "E407"
-NO_PREDICTION = "E501"
-NO_GRADIENT_PATH = "E502"
-
-LOG_OF_ZERO = "W401"
-UNPROVEN_DOMAIN = "W402"
-DIVISION_BY_ZERO = "W403"
-SQRT_GRADIENT_AT_ZERO = "W404"
-POWER_GRADIENT_AT_ZERO = "W405"
-NEGATIVE_POWER_OF_ZERO = "W406"
-UNSELECTED_NAN = "W407"
-FLOAT32_OVERFLOW = "W408"
 
 FLOAT64_MAX = float(np.finfo(np.float64).max)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -692,7 +691,10 @@ class RangeAnalysis:
                         result = result * self._polynomial(operand, atoms)
                 return result
             case TPow(base=base, exponent=exponent) if _natural_exponent(exponent) is not None:
-                return np.power(self._polynomial(base, atoms), _natural_exponent(exponent) or 0)
+                power = _natural_exponent(exponent) or 0
+                if power == 0:  # x^0 is 1 (also at 0); `degrees` dropped the base's atoms
+                    return np.asarray(1.0)
+                return np.power(self._polynomial(base, atoms), power)
         return atoms[(False, atom_identity(node))]
 
 

@@ -16,11 +16,10 @@ import sympy
 from sympy.printing.latex import LatexPrinter
 
 from lossdsl.builtins import EPSILON
+from lossdsl.codes import PREDICTION_CANCELS
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.symbolic import functions as fn
 from lossdsl.typed import CheckedSpec, Role, Roles
-
-PREDICTION_CANCELS = "E503"
 
 EPS = sympy.Rational(repr(EPSILON))
 """`eps` as lowering writes it, an exact rational (LaTeX shows it as epsilon)."""
