@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lossdsl.symbolic.loss import AppliedRewrite
+
 
 @dataclass(frozen=True)
 class FunctionBody:
@@ -16,9 +18,18 @@ class FunctionBody:
     `result` is an expression already squeezed to Keras's shape (`[B, S...]`, `[B]` or
     `[]`); `mask`, when the spec has one, is a boolean expression of the same shape.
     `helpers` names the module-level functions of `codegen.helpers` the statements call.
+    `fusions` are the target fusions that fired (`codegen.fusions.FUSIONS`), `spellings`
+    the names of the XLA spellings the statements use (`codegen.fusions.XLA_SPELLINGS`).
     """
 
     statements: tuple[str, ...]
     result: str
     mask: str | None = None
     helpers: tuple[str, ...] = ()
+    fusions: tuple[AppliedRewrite, ...] = ()
+    spellings: tuple[str, ...] = ()
+
+    @property
+    def target_rules(self) -> tuple[str, ...]:
+        """The names of the fusions and spellings that fired, each once, in order."""
+        return tuple(dict.fromkeys([*(step.rule for step in self.fusions), *self.spellings]))

@@ -23,6 +23,7 @@ from pathlib import Path
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import helper_source
 from lossdsl.codegen.names import function_names, python_names
+from lossdsl.kinds import KINDS
 from lossdsl.source import printable_name
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
@@ -108,7 +109,8 @@ def write_module(
     """The text of the standalone module for a compiled loss, checked with `ast.parse`.
 
     The text is built from the checked tree and the printer's body; `symbolic` supplies
-    the names of the stable rewrites that fired, listed in the module docstring.
+    the names of the stable rewrites that fired, listed in the module docstring with the
+    target fusions the body records.
     """
     rewrites = tuple(dict.fromkeys(rewrite.rule for rewrite in symbolic.rewrites))
     return ModuleWriter(checked, body, rewrites, jit_compile).write()
@@ -199,6 +201,9 @@ class ModuleWriter:
         if self.rewrites:
             rewrites = "Stable rewrites applied: " + ", ".join(self.rewrites) + "."
             paragraphs.append("\n".join(wrap(rewrites, LINE_LENGTH)))
+        if self.body.target_rules:
+            fusions = "Target fusions applied: " + ", ".join(self.body.target_rules) + "."
+            paragraphs.append("\n".join(wrap(fusions, LINE_LENGTH)))
         return "\n\n".join(paragraphs)
 
     # ------------------------------------------------------------------ functions
@@ -282,7 +287,7 @@ class ModuleWriter:
             f"if {y_pred}.shape.rank == 1:",
             f"{INDENT}{y_pred} = tf.expand_dims({y_pred}, -1)",
         ]
-        if self.checked.y_true.kind == "label":
+        if KINDS[self.checked.y_true.kind].class_ids:
             lines += [
                 f"{y_true} = tf.convert_to_tensor({y_true})",
                 f"if {y_true}.shape.rank == {y_pred}.shape.rank - 1:",
@@ -753,7 +758,7 @@ def bound_literal(value: float) -> str:
 
 
 def input_doc(argument: str, info: InputInfo) -> str:
-    shape = "[batch, ...]" if info.kind == "label" else "[batch, ..., C]"
+    shape = "[batch, ...]" if KINDS[info.kind].class_ids else "[batch, ..., C]"
     return f"{argument}: {info.argument}, `{info.kind}` values of shape {shape}."
 
 

@@ -339,7 +339,7 @@ class TakeClass(LossFunction):
 class SoftmaxCrossEntropy(LossFunction):
     """-sum over the classes of y * log_softmax(z), per element without the class role.
 
-    Made by the printer only, for TensorFlow's fused op (`codegen.printer.FUSED_FORMS`).
+    Made by the printer only, for TensorFlow's fused op (`codegen.fusions.FUSIONS`).
     Roles: z's (and y's) without class.
     """
 
@@ -353,7 +353,7 @@ class SoftmaxCrossEntropy(LossFunction):
 class SparseSoftmaxCrossEntropy(LossFunction):
     """-log_softmax(z) at the label's class, per element (0 for a label outside [0, C)).
 
-    Made by the printer only, for TensorFlow's fused op (`codegen.printer.FUSED_FORMS`).
+    Made by the printer only, for TensorFlow's fused op (`codegen.fusions.FUSIONS`).
     Roles: z's without class, united with the label's.
     """
 
@@ -368,7 +368,7 @@ class SoftplusPair(Elementwise):
     """a * softplus(-x) + b * softplus(x): binary cross-entropy on logits and its kin.
 
     Made by the printer only, for the module's `softplus_pair` helper
-    (`codegen.printer.FUSED_FORMS`). Roles: the union of its arguments'.
+    (`codegen.fusions.FUSIONS`). Roles: the union of its arguments'.
     """
 
     nargs = 3
@@ -382,7 +382,7 @@ class ClippedLog(Elementwise):
     """log(clip(x, lo, hi)) for numbers lo and hi: cross-entropy on probabilities.
 
     Made by the printer only, for the module's `_clipped_log` helper
-    (`codegen.printer.FUSED_FORMS`). Roles: x's.
+    (`codegen.fusions.FUSIONS`). Roles: x's.
     """
 
     nargs = 3
@@ -395,7 +395,7 @@ class Huber(Elementwise):
     """huber(x, delta) = where(|x| <= delta, x^2 / 2, delta * (|x| - delta / 2)), delta > 0.
 
     Made by the printer only, for the module's `_huber` helper
-    (`codegen.printer.FUSED_FORMS`). Roles: the union of its arguments'.
+    (`codegen.fusions.FUSIONS`). Roles: the union of its arguments'.
     """
 
     nargs = 2

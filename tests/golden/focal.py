@@ -16,6 +16,8 @@ Compiled from focal.loss:
     let q = clip(p)
     let ce = -y * log(q)
     loss focal = mean(sum(alpha * (1 - q)^gamma * ce))
+
+Target fusions applied: factors_outside_sums.
 """
 
 import keras

@@ -14,6 +14,8 @@ Compiled from masked_ce.loss:
     loss masked_ce = mean(-sum(onehot(y) * log_softmax(z)))
 
 Stable rewrites applied: gather_of_onehot_sum.
+
+Target fusions applied: sparse_softmax_cross_entropy.
 """
 
 import keras

@@ -12,6 +12,8 @@ Compiled from weighted_ce.loss:
     input p: prob
     param w: nonneg = [1.0, 2.5, 4.0]
     loss weighted_ce = mean(w[class(y)] * -sum(y * log(clip(p))))
+
+Target fusions applied: clipped_log.
 """
 
 import keras

@@ -1,0 +1,410 @@
+"""Target fusions: named rules that rewrite a loss into TensorFlow's fused ops and helpers.
+
+Each rule is one function whose docstring states its law; like the stable rewrites
+(`symbolic.rewrites`) it looks at one node and returns the replacement, or None. Unlike
+them, a fusion may depend on an input's kind, on which input is y_pred, or only change
+the cost, so it belongs to the target: `fuse` applies `FUSIONS` innermost first just
+before printing, and records each one that fired. The verifier checks the printed code
+against the expression before them. `XLA_SPELLINGS` are the same kind of rule for a
+module compiled with XLA: nodes the printer writes as one of the module's helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from lossdsl.codegen.helpers import (
+    CLASS_OF,
+    LOG1P,
+    MEAN_OVER_CLASSES,
+    SOFTMAX_CROSS_ENTROPY,
+    SUM_OVER_CLASSES,
+)
+from lossdsl.symbolic import functions as fn
+from lossdsl.symbolic.loss import AppliedRewrite
+from lossdsl.typed import ALL_ROLES, Role, Roles
+
+# ---------------------------------------------------------------- fusions
+
+
+@dataclass(frozen=True)
+class FusionContext:
+    """What the target rules may assume: the inputs whose rows sum to 1 (`onehot`), the
+    roles, which symbol is y_pred, the clips the expression also uses other than in a log,
+    and the inputs that are integer labels."""
+
+    rows_summing_to_one: frozenset[sympy.Symbol]
+    roles: Mapping[sympy.Symbol, Roles]
+    y_pred: sympy.Symbol
+    clips_outside_logs: frozenset[sympy.Basic] = frozenset()
+    labels: frozenset[sympy.Symbol] = frozenset()
+
+    def has_all_roles(self, expr: sympy.Basic) -> bool:
+        return fn.roles_of(expr, self.roles) == ALL_ROLES
+
+
+def softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum_c(k * y * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(y, z), y `onehot`.
+
+    Equal in value for any y and any k without the class role. TensorFlow's gradient with
+    respect to z, softmax(z) - y, is the exact one, softmax(z) * sum(y) - y, because the
+    rows of a `onehot` input sum to 1 (the kind's contract, which the verifier draws).
+    """
+    if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
+        return None
+    factors = list(sympy.Mul.make_args(node.args[0]))
+    labels = [f for f in factors if f in context.rows_summing_to_one]
+    logits = [f for f in factors if isinstance(f, fn.LogSoftmax) and context.has_all_roles(f)]
+    if len(labels) != 1 or len(logits) != 1:
+        return None
+    factors.remove(labels[0])
+    factors.remove(logits[0])
+    if any(Role.CLASS in fn.roles_of(factor, context.roles) for factor in factors):
+        return None
+    fused = -sympy.Mul(*factors) * fn.SoftmaxCrossEntropy(labels[0], logits[0].args[0])
+    outer = node.removed_roles - {Role.CLASS}
+    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+
+
+def sparse_softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """log_softmax(z)[y] = -sparse_softmax_cross_entropy_with_logits(y, z) for a label y.
+
+    Equal everywhere: both are 0 for a label outside [0, C) (the op is given the label
+    clipped into range, and its result is replaced by 0 there).
+    """
+    if isinstance(node, fn.TakeClass) and isinstance(node.args[0], fn.LogSoftmax):
+        logits = node.args[0].args[0]
+        if context.has_all_roles(logits):
+            return -fn.SparseSoftmaxCrossEntropy(logits, node.args[1])
+    return None
+
+
+def softplus_pair(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """a * softplus(-x) + b * softplus(x) (inside a longer sum too) = softplus_pair(a, b, x),
+    for an x that depends on y_pred.
+
+    Binary cross-entropy on logits, weighted or not, is such a pair. The module's
+    `_softplus_pair` helper computes the value from one softplus and gives its gradient
+    by hand (`codegen.helpers`): fewer passes than differentiating two softplus, and
+    exact in both tails, where TensorFlow's fused sigmoid cross-entropy cancels.
+    """
+    if not isinstance(node, sympy.Add):
+        return None
+    coefficients: dict[sympy.Expr, list[sympy.Expr]] = {}
+    for term in node.args:
+        if (split := _softplus_factor(term)) is not None:
+            coefficients.setdefault(split[1], []).append(split[0])
+    for argument, negated_terms in coefficients.items():
+        x = -argument
+        if argument.could_extract_minus_sign() and x in coefficients and x.has(context.y_pred):
+            a, b = sympy.Add(*negated_terms), sympy.Add(*coefficients[x])
+            pair = [c * fn.Softplus(argument) for c in negated_terms]
+            pair += [c * fn.Softplus(x) for c in coefficients[x]]
+            rest = [term for term in node.args if term not in pair]
+            return sympy.Add(*rest, fn.SoftplusPair(a, b, x))
+    return None
+
+
+def _softplus_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(c, x) for a term c * softplus(x) with one softplus factor, else None."""
+    factors = sympy.Mul.make_args(term)
+    softplus = [factor for factor in factors if isinstance(factor, fn.Softplus)]
+    if len(softplus) != 1:
+        return None
+    rest = [factor for factor in factors if factor is not softplus[0]]
+    return sympy.Mul(*rest), softplus[0].args[0]
+
+
+def clipped_log(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """log(clip(x, lo, hi)) = clipped_log(x, lo, hi), for numbers lo and hi and an x that
+    depends on y_pred, where the expression uses that clip in logs only.
+
+    The module's `_clipped_log` helper gives the gradient in one division and one select
+    (`codegen.helpers`). A clip used elsewhere too (focal loss's (1 - q)^gamma * log(q))
+    stays one `_clip`, computed once for both.
+    """
+    if not isinstance(node, sympy.log) or not isinstance(node.args[0], fn.Clip):
+        return None
+    clip = node.args[0]
+    x, low, high = clip.args
+    if not (low.is_number and high.is_number and x.has(context.y_pred)):
+        return None
+    if clip in context.clips_outside_logs:
+        return None
+    return fn.ClippedLog(x, low, high)
+
+
+def huber(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """where(|e| <= d, e^2 / 2, d * |e| - d^2 / 2) (or with |e| < d) = huber(e, d), for an e
+    that depends on y_pred and a d > 0 without roles (a number or a scalar param).
+
+    The module's `_huber` helper gives the gradient, clip(e, -d, d), in one op. The two
+    comparisons agree: both branches and their derivatives meet at |e| = d.
+    """
+    if not isinstance(node, fn.Where):
+        return None
+    condition, inside, outside = node.args
+    if not isinstance(condition, sympy.LessThan | sympy.StrictLessThan):
+        return None
+    size, delta = condition.args
+    if not isinstance(size, sympy.Abs) or not delta.is_positive:
+        return None
+    residual = size.args[0]
+    if fn.roles_of(delta, context.roles) or not residual.has(context.y_pred):
+        return None
+    same_inside = sympy.expand(inside - residual**2 / 2) == 0
+    same_outside = sympy.expand(outside - (delta * size - delta**2 / 2)) == 0
+    return fn.Huber(residual, delta) if same_inside and same_outside else None
+
+
+NON_FINITE_PRONE: tuple[type, ...] = (sympy.exp, sympy.log, log1p, expm1, sympy.cosh)
+"""Functions whose value or derivative can be infinite at a finite argument."""
+
+
+def _non_finite_prone(expr: sympy.Basic) -> bool:
+    """Whether `expr` can be infinite or have an infinite derivative where its argument
+    is finite: an exp, log or cosh, a division or a fractional power in it."""
+    return any(
+        isinstance(node, NON_FINITE_PRONE)
+        or (isinstance(node, sympy.Pow) and not (node.exp.is_Integer and node.exp >= 0))
+        for node in sympy.preorder_traversal(expr)
+    )
+
+
+def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
+    """The roles along which some value in `expr` combines several elements of y_pred."""
+    coupled: set[Role] = set()
+    for node in sympy.preorder_traversal(expr):
+        if not isinstance(node, fn.LossFunction) or not node.has(y_pred):
+            continue
+        if isinstance(node, fn.Reduction):
+            coupled |= node.removed_roles
+        elif not isinstance(node, fn.Elementwise):
+            coupled.add(Role.CLASS)  # softmax, class ids, gathers: across the classes
+    return frozenset(coupled)
+
+
+def _guarded(
+    branch: sympy.Basic, condition: sympy.Basic, taken: bool, context: FusionContext
+) -> sympy.Basic:
+    """`branch` reading y_pred only where it is `taken` under `condition` (elsewhere a
+    stop_gradient copy), when it could be non-finite and that is sound, else as it is."""
+    p = context.y_pred
+    if not branch.has(p) or not _non_finite_prone(branch):
+        return branch
+    if _coupled_roles(branch, p) & fn.roles_of(condition, context.roles):
+        return branch  # a value of the branch reads elements whose conditions differ
+    frozen = fn.StopGradient(p)
+    gate = fn.Where(condition, p, frozen) if taken else fn.Where(condition, frozen, p)
+    return branch.xreplace({p: gate})
+
+
+def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """where(c, a, b) with y_pred read by a only where c holds and by b only where it does
+    not (a stop_gradient copy elsewhere), and the same for minimum, maximum and clip.
+
+    TensorFlow differentiates both branches of a select at every element and multiplies
+    the untaken one's derivative by 0: where that branch is infinite (exp(1000 * p) at
+    p = 0.9, log(x) at x = 0), 0 * inf is NaN, though the exact gradient is finite. With
+    y_pred gated by a select, the NaN goes to the stop_gradient copy and is dropped (the
+    "double where"). Only branches that can be non-finite (`_non_finite_prone`) are
+    gated, and only where each of their values reads y_pred at elements that share one
+    condition (no reduction or class-axis function over the condition's roles).
+    """
+    if isinstance(node, fn.Where):
+        condition, a, b = node.args
+    elif isinstance(node, fn.Minimum | fn.Maximum):
+        a, b = node.args
+        condition = (sympy.LessThan if isinstance(node, fn.Minimum) else sympy.GreaterThan)(
+            a, b, evaluate=False
+        )
+    elif isinstance(node, fn.Clip):
+        x, low, high = node.args
+        if not x.has(context.y_pred):
+            return None
+        top = x if (high - low).is_nonnegative else fn.Maximum(x, low)  # as Clip.fdiff
+        inside = sympy.And(
+            sympy.GreaterThan(x, low, evaluate=False),
+            sympy.LessThan(top, high, evaluate=False),
+            evaluate=False,
+        )
+        guarded_x = _guarded(x, inside, True, context)
+        return None if guarded_x == x else fn.Clip(guarded_x, low, high)
+    else:
+        return None
+    guarded_a = _guarded(a, condition, True, context)
+    guarded_b = _guarded(b, condition, False, context)
+    if (guarded_a, guarded_b) == (a, b):
+        return None
+    return fn.Where(condition, guarded_a, guarded_b)
+
+
+def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:
+    """The clips that occur in `exprs` as an argument of anything but a log (`clipped_log`)."""
+    found: set[sympy.Basic] = set()
+    for expr in exprs:
+        for node in sympy.preorder_traversal(expr):
+            if not isinstance(node, sympy.log):
+                found.update(arg for arg in node.args if isinstance(arg, fn.Clip))
+    return frozenset(found)
+
+
+def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every
+    role the reduction removes (numbers, scalar params, per-sample weights).
+
+    `-sum(y * log(p))` then negates one value per sample, not every element, and its
+    gradient multiplies one array fewer.
+    """
+    if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
+        return None
+    body, removed = node.args
+    factors = sympy.Mul.make_args(body)
+    outside = [f for f in factors if not fn.roles_of(f, context.roles) & node.removed_roles]
+    if not outside or len(outside) == len(factors):
+        return None
+    inside = sympy.Mul(*(f for f in factors if f not in outside))
+    return sympy.Mul(*outside) * node.func(inside, removed)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """A named target fusion: `apply` gives a node's replacement or None."""
+
+    name: str
+    apply: Callable[[sympy.Basic, FusionContext], sympy.Basic | None]
+
+    @property
+    def law(self) -> str:
+        return (self.apply.__doc__ or "").strip()
+
+
+FUSIONS: tuple[Fusion, ...] = tuple(
+    Fusion(function.__name__, function)
+    for function in (
+        softmax_cross_entropy,
+        sparse_softmax_cross_entropy,
+        softplus_pair,
+        clipped_log,
+        huber,
+        untaken_branches_guarded,
+        factors_outside_sums,
+    )
+)
+"""The fusions, tried in this order at each node, innermost nodes first: sub-expressions
+TensorFlow computes with one fused op or one helper of ours (value and gradient
+together), guards against 0 * inf in untaken branches, and factors moved out of sums."""
+
+FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS}
+
+
+def fuse(
+    expr: sympy.Basic, context: FusionContext
+) -> tuple[sympy.Basic, tuple[AppliedRewrite, ...]]:
+    """`expr` with every sub-expression a fusion matches replaced, innermost first, and
+    the fusions that fired, each once per node it replaced."""
+    done: dict[sympy.Basic, sympy.Basic] = {}
+    applied: list[AppliedRewrite] = []
+
+    def visit(node: sympy.Basic) -> sympy.Basic:
+        if node not in done:
+            args = tuple(visit(arg) for arg in node.args)
+            current = node.func(*args) if args != node.args else node
+            for fusion in FUSIONS:
+                if (fused := fusion.apply(current, context)) is not None:
+                    applied.append(AppliedRewrite(fusion.name, current, fused))
+                    current = fused
+                    break
+            done[node] = current
+        return done[node]
+
+    return visit(expr), tuple(applied)
+
+
+# ---------------------------------------------------------------- XLA spellings
+
+
+def _present_roles(node: fn.Reduction, context: FusionContext) -> Roles:
+    """The roles a reduction removes that its operand has (the axes it reduces)."""
+    return node.removed_roles & fn.roles_of(node.args[0], context.roles)
+
+
+def xla_sum_over_classes(node: sympy.Basic, context: FusionContext) -> bool:
+    """sum(x, class) = _sum_over_classes(x), a product with a vector of ones, where the
+    classes are the only axis summed.
+
+    XLA on the CPU splits a large reduction into slow reduce-windows; the helper runs one
+    matrix-vector product over blocks of classes, as accurate as the reduction.
+    """
+    return isinstance(node, fn.ReduceSum) and _present_roles(node, context) == {Role.CLASS}
+
+
+def xla_mean_over_classes(node: sympy.Basic, context: FusionContext) -> bool:
+    """mean(x, class) = _mean_over_classes(x) = _sum_over_classes(x) / C, where the classes
+    are the only axis averaged."""
+    return isinstance(node, fn.ReduceMean) and _present_roles(node, context) == {Role.CLASS}
+
+
+def xla_class_of(node: sympy.Basic, context: FusionContext) -> bool:
+    """class(y) = _class_of(y), the first index of each row's largest entry, for a y that is
+    not a label.
+
+    Over 256 classes or more it comes from two float reductions, which XLA on the CPU
+    computes faster than its argmax.
+    """
+    return isinstance(node, fn.ClassId) and node.args[0] not in context.labels
+
+
+def xla_softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> bool:
+    """softmax_cross_entropy_with_logits(y, z) = logsumexp(z) - sum(y * z) for rows of y
+    summing to 1 = _softmax_cross_entropy(y, z).
+
+    XLA on the CPU computes the two class sums in fewer passes than the fused op, with
+    the same gradient, softmax(z) - y.
+    """
+    return isinstance(node, fn.SoftmaxCrossEntropy)
+
+
+def xla_log1p(node: sympy.Basic, context: FusionContext) -> bool:
+    """log1p(x) = log(w) * x / (w - 1) with w = 1 + x (x where w rounds to 1) = _log1p(x),
+    for an array x.
+
+    As exact as log1p (Goldberg, 1991), at about half the time of XLA's log1p on the CPU.
+    """
+    return isinstance(node, log1p) and bool(fn.roles_of(node.args[0], context.roles))
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """A named XLA spelling: where `applies`, the printer writes the node as `helper`."""
+
+    name: str
+    helper: str
+    applies: Callable[[sympy.Basic, FusionContext], bool]
+
+    @property
+    def law(self) -> str:
+        return (self.applies.__doc__ or "").strip()
+
+
+XLA_SPELLINGS: tuple[Spelling, ...] = (
+    Spelling(xla_sum_over_classes.__name__, SUM_OVER_CLASSES, xla_sum_over_classes),
+    Spelling(xla_mean_over_classes.__name__, MEAN_OVER_CLASSES, xla_mean_over_classes),
+    Spelling(xla_class_of.__name__, CLASS_OF, xla_class_of),
+    Spelling(xla_softmax_cross_entropy.__name__, SOFTMAX_CROSS_ENTROPY, xla_softmax_cross_entropy),
+    Spelling(xla_log1p.__name__, LOG1P, xla_log1p),
+)
+"""How a module compiled with XLA (`jit_compile`) writes these nodes: with the module's
+helpers (`codegen.helpers`), which XLA on the CPU computes faster than TensorFlow's ops.
+With a GPU or TPU the helpers fall back to TensorFlow's ops at run time."""
+
+XLA_SPELLINGS_BY_NAME: dict[str, Spelling] = {spelling.name: spelling for spelling in XLA_SPELLINGS}
+
+
+def xla_spelling(node: sympy.Basic, context: FusionContext) -> Spelling | None:
+    """The XLA spelling that applies to `node`, or None."""
+    return next((s for s in XLA_SPELLINGS if s.applies(node, context)), None)
