@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias, cast, get_args
+from typing import TypeAlias, cast
 
 from lossdsl import nodes
 from lossdsl.builtins import (
@@ -75,6 +75,7 @@ from lossdsl.diagnostics import (
     sort_diagnostics,
     warning,
 )
+from lossdsl.kinds import DEFAULT_KINDS, KINDS, KINDS_HELP, kinds_for
 from lossdsl.parser import NESTING_LIMIT
 from lossdsl.source import Span
 from lossdsl.typed import (
@@ -136,28 +137,6 @@ Typed: TypeAlias = TExpr | None
 
 Declaration: TypeAlias = nodes.InputDecl | nodes.ParamDecl | nodes.LetDecl
 
-INPUT_KINDS: tuple[str, ...] = get_args(InputKind)
-KIND_ARGUMENTS: dict[str, tuple[Argument, ...]] = {
-    "onehot": ("y_true",),
-    "label": ("y_true",),
-    "binary": ("y_true",),
-    "target": ("y_true",),
-    "prob": ("y_pred",),
-    "logits": ("y_pred",),
-    "real": ("y_pred",),
-    "nonneg": ("y_true", "y_pred"),
-}
-"""Which Keras arguments an input of each kind may bind (LANGUAGE.md, Kinds)."""
-
-DEFAULT_INPUTS: dict[Argument, tuple[str, InputKind]] = {
-    "y_true": ("y", "target"),
-    "y_pred": ("p", "prob"),
-}
-"""`input y: target` and `input p: prob`, used where a spec declares no such input."""
-
-KINDS_HELP = (
-    "kinds are onehot, label, binary, target (y_true); prob, logits, real (y_pred); nonneg (either)"
-)
 DOMAINS_HELP = "domains are real, nonneg, positive, unit, or an interval such as `(0, 1]`"
 AXIS_HELP = (
     "`axis` is -1 (the last role, the default), 0 (batch), sample (every role but batch) or all"
@@ -249,8 +228,8 @@ class SpecChecker:
         self.visible_lets: dict[str, Typed] = {}
         self.statement_index = 0
         self.tree_sizes: dict[TExpr, TreeSize] = {}
-        self.y_true = InputInfo(*DEFAULT_INPUTS["y_true"], "y_true", None)
-        self.y_pred = InputInfo(*DEFAULT_INPUTS["y_pred"], "y_pred", None)
+        self.y_true = InputInfo(*DEFAULT_KINDS["y_true"], "y_true", None)
+        self.y_pred = InputInfo(*DEFAULT_KINDS["y_pred"], "y_pred", None)
 
     # ------------------------------------------------------------ the whole spec
 
@@ -443,7 +422,7 @@ class SpecChecker:
         if len(bound) == 2:
             arguments: tuple[Argument, ...] = ("y_true", "y_pred")
             swapped = all(
-                decl.kind in KIND_ARGUMENTS and argument in KIND_ARGUMENTS[decl.kind]
+                decl.kind in KINDS and argument in KINDS[decl.kind].arguments
                 for decl, argument in zip(bound, reversed(arguments), strict=True)
             )
             valid = [
@@ -452,14 +431,13 @@ class SpecChecker:
                 if decl in valid and self.check_position(decl, argument, swapped)
             ]
         elif len(bound) == 1:
-            arguments = (
-                ("y_pred",) if KIND_ARGUMENTS.get(bound[0].kind) == ("y_pred",) else ("y_true",)
-            )
+            only = KINDS.get(bound[0].kind)
+            arguments = ("y_pred",) if only and only.arguments == ("y_pred",) else ("y_true",)
         else:
             arguments = ()
         taken = set(self.first_declarations) | self.invalid_names
         for decl, argument in zip(bound, arguments, strict=True):
-            default_kind = DEFAULT_INPUTS[argument][1]
+            default_kind = DEFAULT_KINDS[argument][1]
             kind = cast(InputKind, str(decl.kind)) if decl in valid else default_kind
             info = InputInfo(str(decl.name), kind, argument, decl.span)
             if decl not in valid:
@@ -467,7 +445,7 @@ class SpecChecker:
             elif self.is_first(decl):
                 self.inputs[decl.name] = info
             self.set_argument(info)
-        for argument, (name, kind) in DEFAULT_INPUTS.items():
+        for argument, (name, kind) in DEFAULT_KINDS.items():
             if argument in arguments:
                 continue
             while name in taken:
@@ -483,7 +461,7 @@ class SpecChecker:
             self.y_pred = info
 
     def check_kind(self, decl: nodes.InputDecl) -> bool:
-        if decl.kind in INPUT_KINDS:
+        if decl.kind in KINDS:
             return True
         self.report(
             error(
@@ -491,7 +469,7 @@ class SpecChecker:
                 f"unknown input kind `{decl.kind}`",
                 decl.kind_span,
                 "not a kind",
-                *similar_name_help(decl.kind, INPUT_KINDS, "kind"),
+                *similar_name_help(decl.kind, KINDS, "kind"),
                 KINDS_HELP,
             )
         )
@@ -499,21 +477,20 @@ class SpecChecker:
 
     def check_position(self, decl: nodes.InputDecl, argument: Argument, swapped: bool) -> bool:
         """Whether an input's kind suits the argument it binds (reported if not)."""
-        if argument in KIND_ARGUMENTS[decl.kind]:
+        if argument in KINDS[decl.kind].arguments:
             return True
         ordinal = "first" if argument == "y_true" else "second"
         fix = (
             "swap the two `input` lines"
             if swapped
-            else f"{argument} kinds are "
-            + ", ".join(kind for kind in INPUT_KINDS if argument in KIND_ARGUMENTS[kind])
+            else f"{argument} kinds are " + ", ".join(kinds_for(argument))
         )
         self.report(
             error(
                 KIND_IN_WRONG_POSITION,
                 f"`{decl.kind}` is not a kind for {argument}, which the {ordinal} `input` binds",
                 decl.kind_span,
-                f"only for {KIND_ARGUMENTS[decl.kind][0]}",
+                f"only for {KINDS[decl.kind].arguments[0]}",
                 f"the first `input` binds y_true, the second y_pred; {fix}",
             )
         )

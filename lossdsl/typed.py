@@ -11,9 +11,9 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
 
 from lossdsl.diagnostics import Diagnostic
+from lossdsl.kinds import KINDS, Argument, InputKind
 from lossdsl.source import SourceFile, Span
 
 
@@ -42,10 +42,6 @@ def describe_roles(roles: Roles) -> str:
     return "[" + ", ".join(r.value for r in ROLE_ORDER if r in roles) + "]"
 
 
-InputKind = Literal["onehot", "label", "binary", "target", "prob", "logits", "real", "nonneg"]
-Argument = Literal["y_true", "y_pred"]
-
-
 @dataclass(frozen=True)
 class InputInfo:
     """A declared (or default) input: which Keras argument it binds and its kind."""
@@ -57,7 +53,7 @@ class InputInfo:
 
     @property
     def roles(self) -> Roles:
-        return PER_ELEMENT if self.kind == "label" else ALL_ROLES
+        return PER_ELEMENT if KINDS[self.kind].class_ids else ALL_ROLES
 
 
 @dataclass(frozen=True)

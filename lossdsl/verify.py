@@ -33,6 +33,7 @@ from sympy.logic.boolalg import BooleanAtom
 from lossdsl.codegen.names import python_name, python_names
 from lossdsl.codes import GENERATED_FUNCTION_FAILED, GRADIENT_DISAGREES, VALUE_DISAGREES
 from lossdsl.diagnostics import Diagnostic, error
+from lossdsl.kinds import KINDS, draw_floats
 from lossdsl.symbolic import functions
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import InputInfo, InputKind, Role, Roles
@@ -54,9 +55,6 @@ DIGITS = 50
 
 SEED = 20240601
 """The seed of the input draws: verification is deterministic."""
-
-EDGE_PROBABILITIES = (1e-6, 1.0 - 1e-6)
-EDGE_LOGITS = (-50.0, 50.0)
 
 BUG_HELP = "this is a bug in lossdsl, please report it with the spec"
 
@@ -172,71 +170,6 @@ class Draw:
     description: str
 
 
-def _softmax_rows(values: np.ndarray) -> np.ndarray:
-    shifted = np.exp(values - values.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def _one_hot_rows(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    classes = rng.integers(0, shape[-1], size=shape[:-1])
-    return np.eye(shape[-1])[classes]
-
-
-def _draw_onehot(rng: np.random.Generator, shape: tuple[int, ...], edge: bool) -> np.ndarray:
-    soft = _softmax_rows(rng.normal(size=shape))
-    exact = rng.random(size=(*shape[:-1], 1)) < 0.5
-    return np.where(exact, _one_hot_rows(rng, shape), soft)
-
-
-def _draw_binary(rng: np.random.Generator, shape: tuple[int, ...], edge: bool) -> np.ndarray:
-    values = rng.random(size=shape)
-    exact = rng.random(size=shape) < 0.3
-    return np.where(exact, np.round(values), values)
-
-
-def _draw_real(rng: np.random.Generator, shape: tuple[int, ...], edge: bool) -> np.ndarray:
-    values = rng.normal(size=shape)
-    if edge:
-        values = _place_edges(rng, values, EDGE_LOGITS)
-    return values
-
-
-def _draw_prob(rng: np.random.Generator, shape: tuple[int, ...], edge: bool) -> np.ndarray:
-    normals = rng.normal(size=shape)
-    values = _softmax_rows(normals) if len(shape) % 2 else 1.0 / (1.0 + np.exp(-normals))
-    if edge:
-        values = _place_edges(rng, values, EDGE_PROBABILITIES)
-    return values
-
-
-def _draw_nonneg(rng: np.random.Generator, shape: tuple[int, ...], edge: bool) -> np.ndarray:
-    values = np.abs(rng.normal(size=shape))
-    if edge:
-        values = _place_edges(rng, values, (1e-6, 50.0))
-    return values
-
-
-def _place_edges(
-    rng: np.random.Generator, values: np.ndarray, edges: tuple[float, float]
-) -> np.ndarray:
-    """About half of the elements set to one of the two edge values."""
-    chosen = rng.random(size=values.shape) < 0.5
-    edge_values = np.where(rng.random(size=values.shape) < 0.5, edges[0], edges[1])
-    return np.where(chosen, edge_values, values)
-
-
-FLOAT_DRAWS: dict[InputKind, Callable[[np.random.Generator, tuple[int, ...], bool], np.ndarray]] = {
-    "onehot": _draw_onehot,
-    "binary": _draw_binary,
-    "target": _draw_real,
-    "logits": _draw_real,
-    "real": _draw_real,
-    "prob": _draw_prob,
-    "nonneg": _draw_nonneg,
-}
-"""How each float kind's values are drawn (`edge`: include the kind's edge points)."""
-
-
 def _draw_labels(
     rng: np.random.Generator, layout: Layout, out_of_range: bool, trailing_axis: bool
 ) -> np.ndarray:
@@ -257,12 +190,12 @@ def draw_inputs(
     out_of_range_labels: bool,
 ) -> Draw:
     """Inputs drawn from the kinds of y_true and y_pred at `layout` (`edge`: edge points)."""
-    if y_true.kind == "label":
+    if KINDS[y_true.kind].class_ids:
         trailing_axis = len(layout.spatial) > 1
         true_values = _draw_labels(rng, layout, out_of_range_labels and edge, trailing_axis)
     else:
-        true_values = FLOAT_DRAWS[y_true.kind](rng, layout.shape, edge)
-    pred_values = FLOAT_DRAWS[y_pred.kind](rng, layout.shape, edge)
+        true_values = draw_floats(y_true.kind, rng, layout.shape, edge)
+    pred_values = draw_floats(y_pred.kind, rng, layout.shape, edge)
     cotangent = rng.normal(size=layout.output_shape(output_roles))
     shape_text = "[" + ", ".join(str(size) for size in layout.shape) + "]"
     description = f"y_pred of shape {shape_text}" + (" at edge points" if edge else "")
@@ -276,7 +209,7 @@ def redraw_elements(
     indices: Sequence[tuple[int, ...]],
 ) -> np.ndarray:
     """`values` with the elements at `indices` drawn afresh from `kind` (no edge points)."""
-    fresh = FLOAT_DRAWS[kind](rng, values.shape, False)
+    fresh = draw_floats(kind, rng, values.shape, False)
     moved = values.copy()
     for index in indices:
         moved[index] = fresh[index]
@@ -433,7 +366,7 @@ class Expander:
             return self.pred_symbols[index]
         if name == checked.y_true.name:
             value = self.y_true.reshape(self.layout.shape[: len(index)] or ())[index]
-            if checked.y_true.kind == "label":
+            if KINDS[checked.y_true.kind].class_ids:
                 return sympy.Integer(int(value))
             return _exact(value)
         param = self.params[name]
@@ -915,7 +848,7 @@ def _inputs_text(symbolic: SymbolicLoss, draw: Draw, prefix: tuple[int, ...]) ->
     checked = symbolic.checked
     labels_shape = draw.layout.shape[:-1]
     true_values = (
-        draw.y_true.reshape(labels_shape) if checked.y_true.kind == "label" else draw.y_true
+        draw.y_true.reshape(labels_shape) if KINDS[checked.y_true.kind].class_ids else draw.y_true
     )
     where = f"at {_shape_text(prefix)}" if prefix else "in the batch"
     return (

@@ -66,6 +66,7 @@ from lossdsl.codes import (
     UNSELECTED_NAN,
 )
 from lossdsl.diagnostics import Diagnostic, LossSpecError, error, warning
+from lossdsl.kinds import KINDS
 from lossdsl.source import SourceFile, Span
 from lossdsl.typed import (
     CLASS_ONLY,
@@ -179,16 +180,7 @@ UNIT = Range(0.0, 1.0)
 NONNEGATIVE = Range(0.0, math.inf)
 COMPARISON = UNIT
 
-KIND_RANGES: dict[str, Range] = {
-    "prob": UNIT,
-    "onehot": UNIT,
-    "binary": UNIT,
-    "nonneg": NONNEGATIVE,
-    "logits": FULL,
-    "real": FULL,
-    "target": FULL,
-    "label": NONNEGATIVE,  # class ids in [0, C), C unknown
-}
+KIND_RANGES: dict[str, Range] = {name: Range(kind.low, kind.high) for name, kind in KINDS.items()}
 NUM_CLASSES_RANGE = Range(1.0, math.inf)
 
 
@@ -1003,21 +995,9 @@ the simplest values of every variable combined, plus random points (seeded) to f
 CONFIRMATIONS = 5
 """How many of the simplest float64 witnesses are re-evaluated exactly before giving up."""
 
-UNIT_VALUES = (0.0, 1.0, 0.5, 0.25, 0.75, 0.1, 0.9)
-NONNEGATIVE_VALUES = (0.0, 1.0, 0.5, 2.0, 0.1, 10.0, 50.0)
-REAL_VALUES = (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 10.0, -10.0, 50.0, -50.0)
 PARAM_VALUES = (0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.25, 0.75, 10.0, -10.0, 50.0, -50.0)
 
-KIND_VALUES: dict[str, tuple[float, ...]] = {
-    "prob": UNIT_VALUES,
-    "onehot": UNIT_VALUES,
-    "binary": UNIT_VALUES,
-    "nonneg": NONNEGATIVE_VALUES,
-    "logits": REAL_VALUES,
-    "real": REAL_VALUES,
-    "target": REAL_VALUES,
-    "label": (0.0, 1.0),
-}
+KIND_VALUES: dict[str, tuple[float, ...]] = {name: kind.witnesses for name, kind in KINDS.items()}
 """Candidate values of one element of an input, simplest first (large ends stand for inf)."""
 
 

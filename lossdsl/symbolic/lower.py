@@ -15,6 +15,7 @@ from collections.abc import Callable
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
+from lossdsl.kinds import KINDS
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.gradient import element_gradient
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -23,7 +24,6 @@ from lossdsl.typed import (
     CLASS_ONLY,
     CheckedSpec,
     InputInfo,
-    InputKind,
     ParamDomain,
     ParamInfo,
     Roles,
@@ -40,18 +40,6 @@ from lossdsl.typed import (
     TParam,
     TPow,
 )
-
-KIND_ASSUMPTIONS: dict[InputKind, dict[str, bool]] = {
-    "onehot": {"real": True, "nonnegative": True},
-    "label": {"integer": True},
-    "binary": {"real": True, "nonnegative": True},
-    "target": {"real": True},
-    "prob": {"real": True, "nonnegative": True},
-    "logits": {"real": True},
-    "real": {"real": True},
-    "nonneg": {"real": True, "nonnegative": True},
-}
-"""SymPy assumptions per input kind (a label is any integer: masks compare it with -1)."""
 
 RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
     "<": sympy.StrictLessThan,
@@ -143,7 +131,7 @@ def lower(checked: CheckedSpec, with_gradient: bool = False) -> SymbolicLoss:
 def spec_symbols(checked: CheckedSpec) -> dict[str, sympy.Symbol]:
     """One symbol per input and param, named as in the spec, with its assumptions."""
     symbols = {
-        info.name: sympy.Symbol(info.name, **KIND_ASSUMPTIONS[info.kind])
+        info.name: sympy.Symbol(info.name, **KINDS[info.kind].assumptions)
         for info in (checked.y_true, checked.y_pred)
     }
     for param in checked.params:
