@@ -18,6 +18,8 @@ import sympy
 from lossdsl import plot
 from lossdsl.api import compile_file
 from lossdsl.checker import check
+from lossdsl.codegen.fusions import FUSIONS_BY_NAME
+from lossdsl.codegen.printer import print_body
 from lossdsl.codes import INTERNAL_ERROR
 from lossdsl.compiler import CompiledLoss, domain_warnings, generate, load_generated, unique
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
@@ -27,7 +29,7 @@ from lossdsl.runtime import BackendError
 from lossdsl.source import SourceFile, printable_name
 from lossdsl.symbolic.display import spec_text
 from lossdsl.symbolic.gradient import latex
-from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.loss import AppliedRewrite, SymbolicLoss
 from lossdsl.symbolic.lower import lower
 from lossdsl.symbolic.rewrites import RULES_BY_NAME
 from lossdsl.unparse import unparse_spec
@@ -319,6 +321,7 @@ def run_explain(args: argparse.Namespace) -> int:
         checked = check(spec)
         found = unique([*checked.warnings, *domain_warnings(checked)])
         symbolic = lower(checked, with_gradient=True)
+        fusions = print_body(symbolic).fusions
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
@@ -329,7 +332,7 @@ def run_explain(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
     report_warnings(found, source)
     parsed = ("Parsed", unparse_spec(spec).rstrip("\n").split("\n"))
-    write_sections(sys.stdout, [parsed, *explained_sections(symbolic)])
+    write_sections(sys.stdout, [parsed, *explained_sections(symbolic, fusions)])
     return EXIT_OK
 
 
@@ -377,8 +380,11 @@ def run_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def explained_sections(symbolic: SymbolicLoss) -> list[tuple[str, list[str]]]:
-    """What `explain` shows after the parsed spec, in the spec's own notation."""
+def explained_sections(
+    symbolic: SymbolicLoss, fusions: Sequence[AppliedRewrite] = ()
+) -> list[tuple[str, list[str]]]:
+    """What `explain` shows after the parsed spec, in the spec's own notation: the stable
+    rewrites and the target fusions (`codegen.fusions`) that fired, each with its law."""
     checked = symbolic.checked
 
     def text(expr: sympy.Basic) -> str:
@@ -387,17 +393,23 @@ def explained_sections(symbolic: SymbolicLoss) -> list[tuple[str, list[str]]]:
     simplified = [f"loss {checked.loss_name} = {text(symbolic.loss)}"]
     if symbolic.result != symbolic.loss:
         simplified.append(f"call returns {text(symbolic.result)}  (Keras takes the outer mean)")
-    rewrites: list[str] = []
-    for rewrite in symbolic.rewrites:
-        law = RULES_BY_NAME[rewrite.rule].law.split("\n")[0]
-        rewrites += [
-            f"{rewrite.rule}: {text(rewrite.before)} -> {text(rewrite.after)}",
-            f"    law: {law}",
-        ]
+    def steps(applied: Sequence[AppliedRewrite], laws: dict[str, str]) -> list[str]:
+        lines: list[str] = []
+        for step in applied:
+            law = " ".join(laws[step.rule].split("\n\n")[0].split())  # its first paragraph
+            lines += [
+                f"{step.rule}: {text(step.before)} -> {text(step.after)}",
+                f"    law: {law}",
+            ]
+        return lines or ["none fired"]
+
+    rewrites = steps(symbolic.rewrites, {rule.name: rule.law for rule in RULES_BY_NAME.values()})
+    fused = steps(fusions, {fusion.name: fusion.law for fusion in FUSIONS_BY_NAME.values()})
     y_pred = checked.y_pred.name
     return [
         ("Simplified (one element)", simplified),
-        ("Rewrites", rewrites or ["none fired"]),
+        ("Rewrites", rewrites),
+        ("Target fusions", fused),
         (f"Gradient with respect to {y_pred} (one element)", [text(symbolic.gradient)]),
         ("LaTeX", [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"]),
     ]

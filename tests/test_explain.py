@@ -38,6 +38,10 @@ Simplified (one element):
 Rewrites:
     none fired
 
+Target fusions:
+    factors_outside_sums: sum(-alpha * y * (1 - clip(p))^gamma * log(clip(p))) -> -alpha * sum(y * (1 - clip(p))^gamma * log(clip(p)))
+        law: sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every role the reduction removes (numbers, scalar params, per-sample weights).
+
 Gradient with respect to p (one element):
     -alpha * y * (1 - clip(p))^gamma * where((p >= eps) & (p <= 1 - eps), 1, 0) / clip(p) + alpha * gamma * y * (1 - clip(p))^gamma * log(clip(p)) * where((p >= eps) & (p <= 1 - eps), 1, 0) / (1 - clip(p))
 
@@ -60,6 +64,10 @@ Simplified (one element):
 Rewrites:
     log_softmax_of_log_softmax: log(softmax(z)) -> log_softmax(z)
         law: log(softmax(z)) = log_softmax(z).
+
+Target fusions:
+    softmax_cross_entropy: sum(y * log_softmax(z)) -> -SoftmaxCrossEntropy(y, z)
+        law: sum_c(k * y * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(y, z), y `onehot`.
 
 Gradient with respect to z (one element):
     -y + sum(y) * softmax(z)
@@ -85,6 +93,16 @@ def test_logits_spec_shows_the_rewrite_and_its_law(tmp_path: Path, capsys) -> No
     spec = tmp_path / "ce.loss"
     spec.write_text(LOGITS_SPEC, encoding="utf-8")
     assert explain(capsys, spec) == LOGITS_EXPLAINED
+
+
+@pytest.mark.parametrize("example", ["weighted_bce_logits", "binary_crossentropy_logits"])
+def test_binary_crossentropy_on_logits_lists_the_fusion_that_produced_its_code(
+    example: str, capsys
+) -> None:
+    out = explain(capsys, EXAMPLES / f"{example}.loss")
+    fusions = out.split("Target fusions:\n")[1].split("\n\n")[0]
+    assert fusions.startswith("    softplus_pair: ")
+    assert "law: a * softplus(-x) + b * softplus(x)" in fusions
 
 
 @pytest.mark.parametrize("spec", sorted(EXAMPLES.glob("*.loss")), ids=lambda path: path.stem)
