@@ -204,8 +204,9 @@ def _guarded(
 
 
 def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
-    """where(c, a, b) with y_pred read by a only where c holds and by b only where it does
-    not (a stop_gradient copy elsewhere), and the same for minimum, maximum and clip.
+    """where(c, a(p), b(p)) = where(c, a(where(c, p, sg(p))), b(where(c, sg(p), p))) for
+    y_pred p and sg = stop_gradient, and the same for minimum, maximum and clip: a reads
+    y_pred only where c holds, b only where it does not.
 
     TensorFlow differentiates both branches of a select at every element and multiplies
     the untaken one's derivative by 0: where that branch is infinite (exp(1000 * p) at

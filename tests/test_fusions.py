@@ -1,0 +1,225 @@
+"""The target fusions and XLA spellings: fixture pairs per rule, negative fixtures, records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import sympy
+from sympy.codegen.cfunctions import log1p
+
+from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.fusions import (
+    FUSIONS,
+    FUSIONS_BY_NAME,
+    XLA_SPELLINGS,
+    XLA_SPELLINGS_BY_NAME,
+    FusionContext,
+    clips_outside_logs,
+    fuse,
+    xla_spelling,
+)
+from lossdsl.codegen.printer import print_body
+from lossdsl.codegen.writer import write_module
+from lossdsl.compiler import check_source
+from lossdsl.parser import read_source
+from lossdsl.symbolic import functions as fn
+from lossdsl.symbolic.lower import lower
+from lossdsl.typed import ALL_ROLES, PER_ELEMENT, PER_SAMPLE
+
+z = sympy.Symbol("z", real=True)  # y_pred: logits, or probabilities in `clipped_log`
+y = sympy.Symbol("y", real=True, nonnegative=True)  # a `onehot` y_true
+t = sympy.Symbol("t", real=True, nonnegative=True)  # a `binary` y_true
+label = sympy.Symbol("label", integer=True)  # a `label` y_true
+k = sympy.Symbol("k", positive=True)  # a scalar param
+w = sympy.Symbol("w", positive=True)  # a per-sample weight
+EPS = sympy.Rational(1, 10**7)
+CLASS = fn.CLASS_MASK
+ALL = fn.encode_roles(ALL_ROLES)
+
+CONTEXT = FusionContext(
+    rows_summing_to_one=frozenset({y}),
+    roles={z: ALL_ROLES, y: ALL_ROLES, t: ALL_ROLES, label: PER_ELEMENT, w: PER_SAMPLE},
+    y_pred=z,
+    labels=frozenset({label}),
+)
+
+Builder = Callable[[], sympy.Basic]
+
+# (fusion that must fire, input, expected output)
+FIXTURES: list[tuple[str, Builder, Builder]] = [
+    (
+        "softmax_cross_entropy",
+        lambda: fn.ReduceSum(y * fn.LogSoftmax(z), CLASS),
+        lambda: -fn.SoftmaxCrossEntropy(y, z),
+    ),
+    (
+        "softmax_cross_entropy",
+        lambda: fn.ReduceSum(k * y * fn.LogSoftmax(z), ALL),
+        lambda: fn.ReduceSum(-k * fn.SoftmaxCrossEntropy(y, z), fn.encode_roles(PER_ELEMENT)),
+    ),
+    (
+        "sparse_softmax_cross_entropy",
+        lambda: fn.TakeClass(fn.LogSoftmax(z), label),
+        lambda: -fn.SparseSoftmaxCrossEntropy(z, label),
+    ),
+    (
+        "softplus_pair",
+        lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z),
+        lambda: fn.SoftplusPair(t, 1 - t, z),
+    ),
+    (
+        "softplus_pair",
+        lambda: k * t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z) + z**2,
+        lambda: fn.SoftplusPair(k * t, 1 - t, z) + z**2,
+    ),
+    (
+        "clipped_log",
+        lambda: sympy.log(fn.Clip(z, EPS, 1 - EPS)),
+        lambda: fn.ClippedLog(z, EPS, 1 - EPS),
+    ),
+    (
+        "huber",
+        lambda: fn.Where(sympy.Abs(z - t) <= 1, (z - t) ** 2 / 2, sympy.Abs(z - t) - 0.5),
+        lambda: fn.Huber(sympy.Abs(z - t).args[0], 1),
+    ),
+    (
+        "huber",
+        lambda: fn.Where(sympy.Abs(z - t) < k, (z - t) ** 2 / 2, k * sympy.Abs(z - t) - k**2 / 2),
+        lambda: fn.Huber(sympy.Abs(z - t).args[0], k),
+    ),
+    (
+        "untaken_branches_guarded",
+        lambda: fn.Where(z > 0, sympy.log(z), 0),
+        lambda: fn.Where(z > 0, sympy.log(fn.Where(z > 0, z, fn.StopGradient(z))), 0),
+    ),
+    (
+        "untaken_branches_guarded",
+        lambda: fn.Minimum(sympy.exp(z), 1),
+        lambda: fn.Where(
+            sympy.LessThan(sympy.exp(z), 1, evaluate=False),
+            sympy.exp(
+                fn.Where(sympy.LessThan(sympy.exp(z), 1, evaluate=False), z, fn.StopGradient(z))
+            ),
+            1,
+        ),
+    ),
+    (
+        "factors_outside_sums",
+        lambda: fn.ReduceSum(w * t * z, CLASS),
+        lambda: w * fn.ReduceSum(t * z, CLASS),
+    ),
+    (
+        "factors_outside_sums",
+        lambda: fn.ReduceMean(-k * t * z, CLASS),
+        lambda: -k * fn.ReduceMean(t * z, CLASS),
+    ),
+]
+
+# expressions no fusion changes: the conditions each law states
+UNCHANGED: list[Builder] = [
+    lambda: fn.ReduceSum(t * fn.LogSoftmax(z), CLASS),  # t's rows need not sum to 1
+    lambda: t * fn.Softplus(-t) + (1 - t) * fn.Softplus(t),  # x does not depend on y_pred
+    lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(2 * z),  # not one x
+    lambda: sympy.log(fn.Clip(z, t, 1)),  # a bound that is no number
+    lambda: fn.Where(sympy.Abs(z - t) <= 1, (z - t) ** 2, sympy.Abs(z - t) - 0.5),  # not Huber
+    lambda: fn.Where(sympy.Abs(z - t) <= t, (z - t) ** 2 / 2, t * sympy.Abs(z - t) - t**2 / 2),
+    lambda: fn.Where(z > 0, z**2, 0),  # a branch that cannot be non-finite
+    lambda: fn.ReduceSum(t * z, CLASS),  # every factor has the class role
+]
+
+
+@pytest.mark.parametrize(("fusion", "before", "after"), FIXTURES)
+def test_fusion_fixture(fusion: str, before: Builder, after: Builder) -> None:
+    fused, applied = fuse(before(), CONTEXT)
+    assert fused == after()
+    assert fusion in {step.rule for step in applied}
+
+
+@pytest.mark.parametrize("build", UNCHANGED)
+def test_no_fusion_outside_its_conditions(build: Builder) -> None:
+    expr = build()
+    fused, applied = fuse(expr, CONTEXT)
+    assert fused == expr
+    assert applied == ()
+
+
+def test_a_clip_used_outside_logs_is_no_clipped_log() -> None:
+    clip = fn.Clip(z, EPS, 1 - EPS)
+    expr = (1 - clip) ** 2 * sympy.log(clip)
+    context = FusionContext(
+        CONTEXT.rows_summing_to_one, CONTEXT.roles, z, clips_outside_logs([expr])
+    )
+    assert "clipped_log" not in {step.rule for step in fuse(expr, context)[1]}
+
+
+def test_every_fusion_has_a_fixture_and_a_law() -> None:
+    assert {fusion for fusion, _, _ in FIXTURES} == set(FUSIONS_BY_NAME)
+    for fusion in FUSIONS:
+        assert " = " in fusion.law.split("\n\n")[0]
+
+
+# ---------------------------------------------------------------- XLA spellings
+
+# (spelling that must apply, node); the printer writes the node as the spelling's helper
+SPELLINGS: list[tuple[str, Builder]] = [
+    ("xla_sum_over_classes", lambda: fn.ReduceSum(t * z, CLASS)),
+    ("xla_sum_over_classes", lambda: fn.ReduceSum(y * fn.Softmax(z), CLASS)),
+    ("xla_mean_over_classes", lambda: fn.ReduceMean(z, CLASS)),
+    ("xla_class_of", lambda: fn.ClassId(y)),
+    ("xla_softmax_cross_entropy", lambda: fn.SoftmaxCrossEntropy(y, z)),
+    ("xla_log1p", lambda: log1p(-z)),
+]
+
+NOT_SPELLED: list[Builder] = [
+    lambda: fn.ReduceSum(z, ALL),  # over more axes than the classes
+    lambda: fn.ReduceSum(w, CLASS),  # w has no class axis: a count, no sum
+    lambda: fn.ReduceMax(z, CLASS),
+    lambda: fn.ClassId(label),  # a label is its class
+    lambda: log1p(k),  # no array
+]
+
+
+@pytest.mark.parametrize(("spelling", "build"), SPELLINGS)
+def test_spelling_fixture(spelling: str, build: Builder) -> None:
+    found = xla_spelling(build(), CONTEXT)
+    assert found is not None and found.name == spelling
+
+
+@pytest.mark.parametrize("build", NOT_SPELLED)
+def test_no_spelling_outside_its_conditions(build: Builder) -> None:
+    assert xla_spelling(build(), CONTEXT) is None
+
+
+def test_every_spelling_has_a_fixture_a_law_and_a_helper() -> None:
+    assert {spelling for spelling, _ in SPELLINGS} == set(XLA_SPELLINGS_BY_NAME)
+    for spelling in XLA_SPELLINGS:
+        assert " = " in spelling.law.split("\n\n")[0]
+        assert spelling.helper in spelling.law
+
+
+# ---------------------------------------------------------------- records
+
+
+def body_of(text: str, jit_compile: bool) -> FunctionBody:
+    symbolic = lower(check_source(read_source(text.encode(), "<fusions>")))
+    return print_body(symbolic, jit_compile=jit_compile)
+
+
+CE = "input y: onehot\ninput z: logits\nloss ce = mean(-sum(y * log_softmax(z)))\n"
+
+
+def test_the_body_records_fusions_and_spellings_that_fired() -> None:
+    plain = body_of(CE, jit_compile=False)
+    assert plain.target_rules == ("softmax_cross_entropy",)
+    assert plain.spellings == ()
+    xla = body_of(CE, jit_compile=True)
+    assert xla.target_rules == ("softmax_cross_entropy", "xla_softmax_cross_entropy")
+    assert "_softmax_cross_entropy(" in xla.result
+
+
+def test_the_module_docstring_lists_the_target_rules() -> None:
+    symbolic = lower(check_source(read_source(CE.encode(), "<fusions>")))
+    body = print_body(symbolic, jit_compile=True)
+    module = write_module(symbolic.checked, symbolic, body, jit_compile=True)
+    assert "Target fusions applied: softmax_cross_entropy, xla_softmax_cross_entropy." in module
