@@ -1,17 +1,19 @@
-"""Spec text to `nodes.Spec`: decoding, the Lark grammar, and syntax errors as E1xx diagnostics.
+"""Spec text to `nodes.Spec`: decoding, the Lark grammar, checks of the tree, the nodes.
 
 The parser only knows the shape of the language; whether names exist, calls have the
 right arguments and comparisons sit where they may is left to the checker.
 
 How it works:
 
-1. `split_logical_lines` cuts the text into logical lines (a statement continues on
+1. `lines.split_logical_lines` cuts the text into logical lines (a statement continues on
    the next lines while a bracket is open) and collects the leading comment block.
 2. Each logical line is parsed on its own by the LALR grammar `grammar/loss.lark`, so a
    bad statement does not hide the errors of the statements after it.
 3. Before the (recursive) transformer runs, an iterative pass checks the Lark tree:
    nesting depth, number and name spelling, interval bounds, argument order.
 4. `_ToNodes` turns the tree into the frozen nodes of `lossdsl.nodes`.
+
+Lark's failures become located E1xx diagnostics in `lossdsl.syntax_errors`.
 
 Parser limits: at most `NESTING_LIMIT` (64) levels of nesting, where each bracket pair
 (grouping, call, index), each unary sign and each `^` counts one level. Deeper specs get
@@ -27,39 +29,29 @@ import codecs
 import functools
 import itertools
 import re
-import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 from lark.tree import Meta
 
 from lossdsl import nodes
 from lossdsl.codes import (
-    ATTRIBUTE_ACCESS,
     BARE_EXPRESSION,
     EMPTY_SPEC,
     INVALID_INTERVAL,
-    INVALID_NAME,
     INVALID_UTF8,
     MALFORMED_NUMBER,
-    MISPLACED_COMPARISON,
-    MISSING_KEYWORD,
     POSITIONAL_AFTER_KEYWORD,
-    STRING_LITERAL,
     TOO_DEEP,
     TOO_LARGE,
-    UNCLOSED_BRACKET,
-    UNEXPECTED_CHARACTER,
-    UNEXPECTED_END,
-    UNEXPECTED_TOKEN,
-    UNMATCHED_BRACKET,
 )
 from lossdsl.diagnostics import Diagnostic, LossSpecError, error
+from lossdsl.lines import LogicalLine, split_logical_lines
 from lossdsl.source import SourceFile, Span, normalise_identifier
+from lossdsl.syntax_errors import invalid_name, syntax_errors, token_span
 
 NESTING_LIMIT = 64
 """The deepest nesting of brackets, calls, indexing, unary signs and powers accepted."""
@@ -105,80 +97,6 @@ def read_source(data: bytes, name: str) -> SourceFile:
             "save the file with the UTF-8 encoding",
         )
         raise LossSpecError([diagnostic], source) from None
-
-
-# ---------------------------------------------------------------- logical lines
-
-
-@dataclass(frozen=True)
-class LogicalLine:
-    """One statement's text: whole physical lines `first_line`.. joined by newlines.
-
-    `unclosed` holds the brackets still open at its end (outermost first) and
-    `unmatched` the closing brackets that had no opening one.
-    """
-
-    first_line: int
-    text: str
-    unclosed: tuple[Span, ...]
-    unmatched: tuple[Span, ...]
-
-
-_BRACKET = re.compile(r"[()\[\]]")
-# A line that starts (unindented) like a statement ends a logical line left open by an
-# unclosed bracket, so that one missing `)` does not swallow the rest of the file.
-_STATEMENT_START = re.compile(r"(?:input|param|let|mask|loss)(?:\s+[^\W\d]|\s*=(?!=))")
-
-
-def split_logical_lines(source: SourceFile) -> tuple[list[LogicalLine], str]:
-    """The spec's logical lines and its docstring (the comment block before them)."""
-    logical_lines: list[LogicalLine] = []
-    doc_lines: list[str] = []
-    start = 0  # 1-based first line of the logical line being read; 0 when none
-    open_brackets: list[Span] = []
-    unmatched: list[Span] = []
-
-    def finish(last_line: int) -> None:
-        text = "\n".join(source.lines[start - 1 : last_line])
-        logical_lines.append(LogicalLine(start, text, tuple(open_brackets), tuple(unmatched)))
-        open_brackets.clear()
-        unmatched.clear()
-
-    for number, line_text in enumerate(source.lines, start=1):
-        code = line_text.split("#", 1)[0]
-        if start and open_brackets and _STATEMENT_START.match(line_text):
-            finish(number - 1)
-            start = 0
-        if not start:
-            if not code.strip():
-                if not logical_lines:
-                    doc_lines.append(_comment_text(line_text))
-                continue
-            start = number
-        for match in _BRACKET.finditer(code):
-            position = Span.point(number, match.start() + 1)
-            if match.group() in "([":
-                open_brackets.append(position)
-            elif open_brackets:
-                open_brackets.pop()
-            else:
-                unmatched.append(position)
-        if not open_brackets:
-            finish(number)
-            start = 0
-    if start:
-        finish(len(source.lines))
-    return logical_lines, "\n".join(doc_lines).strip("\n")
-
-
-def _comment_text(line_text: str) -> str:
-    """A docstring line from a comment line: `#` and one following space removed."""
-    text = line_text.strip()
-    if text.startswith("#"):
-        text = text[1:]
-        if text.startswith(" "):
-            text = text[1:]
-    return text.rstrip()
 
 
 # ---------------------------------------------------------------- parsing
@@ -232,7 +150,7 @@ def _parse_logical_line(
     try:
         tree = _lark().parse(logical_line.text)
     except UnexpectedInput as failure:
-        return _syntax_errors(failure, logical_line)
+        return syntax_errors(failure, logical_line)
     problems = _TreeCheck(logical_line.first_line - 1).run(tree)
     if problems:
         return problems
@@ -310,7 +228,7 @@ class _TreeCheck:
         return self.problems
 
     def _span(self, token: Token) -> Span:
-        return _token_span(token, self.line_offset)
+        return token_span(token, self.line_offset)
 
     def _check_token(self, token: Token) -> None:
         if token.type == "NUMBER":
@@ -336,7 +254,7 @@ class _TreeCheck:
 
     def _check_name(self, token: Token) -> None:
         if not str(token).isidentifier():
-            self.problems.append(_invalid_name(token, self.line_offset))
+            self.problems.append(invalid_name(token, self.line_offset))
 
     def _too_deep(self, tree: Tree[Token]) -> Diagnostic:
         token = tree.children[_NESTING_TOKEN[tree.data]]
@@ -400,33 +318,6 @@ class _TreeCheck:
                 return
 
 
-def _invalid_name(token: Token, line_offset: int) -> Diagnostic:
-    """E111 for a NAME token that Python would not accept as an identifier (`x²`)."""
-    text = str(token)
-    bad = next((c for c in text if not ("a" + c).isidentifier()), text[0])
-    power_help = (
-        (f"for a power, write `^{normalise_identifier(bad)}`",)
-        if normalise_identifier(bad).isdigit()
-        else ()
-    )
-    return error(
-        INVALID_NAME,
-        f"`{text}` is not a valid name",
-        _token_span(token, line_offset),
-        f"`{bad}` cannot be part of a name",
-        "names follow Python's rules: letters, digits and `_`, not starting with a digit",
-        *power_help,
-    )
-
-
-def _token_span(token: Token, line_offset: int) -> Span:
-    assert token.line is not None and token.column is not None
-    assert token.end_line is not None and token.end_column is not None
-    return Span(
-        token.line + line_offset, token.column, token.end_line + line_offset, token.end_column
-    )
-
-
 def _meta_span(meta: Meta, line_offset: int) -> Span:
     return Span(meta.line + line_offset, meta.column, meta.end_line + line_offset, meta.end_column)
 
@@ -448,7 +339,7 @@ class _ToNodes(Transformer[Token, Any]):
         return _meta_span(meta, self.line_offset)
 
     def _token_span(self, token: Token) -> Span:
-        return _token_span(token, self.line_offset)
+        return token_span(token, self.line_offset)
 
     # statements
 
@@ -611,293 +502,3 @@ def _flat_operands(
         operands.append(operand)
         flags.append(operator == inverse)
     return tuple(operands), tuple(flags)
-
-
-# ---------------------------------------------------------------- syntax errors
-
-# What users type for each terminal of the grammar, in the order expectations are listed.
-TERMINAL_TEXT = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "INF": "`inf`",
-    "EQUAL": "`=`",
-    "COLON": "`:`",
-    "COMMA": "`,`",
-    "LPAR": "`(`",
-    "RPAR": "`)`",
-    "LSQB": "`[`",
-    "RSQB": "`]`",
-    "PLUS": "`+`",
-    "MINUS": "`-`",
-    "STAR": "`*`",
-    "SLASH": "`/`",
-    "POW_OP": "`^`",
-    "COMPARE_OP": "a comparison such as `<` or `!=`",
-    "INPUT": "`input`",
-    "PARAM": "`param`",
-    "LET": "`let`",
-    "MASK": "`mask`",
-    "LOSS": "`loss`",
-    "$END": "the end of the line",
-}
-_EXPRESSION_START = frozenset({"NAME", "NUMBER", "LPAR", "MINUS", "PLUS"})
-_OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "POW_OP"})
-_CLOSING = {"(": ")", "[": "]"}
-_COMPARISON = re.compile(r"[<>]|==|!=")
-_LONE_NAME = re.compile(r"\s*([^\W\d]\w*)\s*")
-_FIRST_WORD = re.compile(r"\s*(\w+)")
-
-# The form of each statement, shown as help under an error inside it.
-STATEMENT_FORMS = {
-    "input": "an input is declared `input NAME: KIND`, as in `input y: onehot`",
-    "param": "a param is declared `param NAME [: DOMAIN] = DEFAULT`, the default being a "
-    "number or a vector such as `[1.0, 2.5]`",
-    "let": "a named expression is written `let NAME = EXPR`",
-    "mask": "a mask is one comparison, as in `mask y != -1`",
-    "loss": "the loss is written `loss [NAME] = EXPR`",
-}
-
-# Characters that are not part of the language: (message, label, help).
-STRAY_CHARACTERS = {
-    "$": ("unexpected character `$`", "not part of the language",
-          "names are made of letters, digits and `_`"),
-    "@": ("`@` is not an operator", "not an operator",
-          "multiply elementwise with `*` and reduce with `sum(...)`"),
-    ";": ("statements are not separated by `;`", "not needed here",
-          "a statement ends at the end of its line: put the next one on a new line"),
-    "{": ("braces are not part of the language", "not allowed",
-          "group with `( )`; a vector default is written `[1.0, 2.0]`"),
-    "}": ("braces are not part of the language", "not allowed",
-          "group with `( )`; a vector default is written `[1.0, 2.0]`"),
-    "\\": ("`\\` does not continue a line", "not allowed",
-           "a statement continues on the next line while a bracket is open: wrap it in `( )`"),
-    "!": ("`!` is not an operator", "not an operator", "`!=` means not equal"),
-    "&": ("there are no logical operators", "not an operator",
-          "a condition is one comparison, used in `where(...)` or `mask`"),
-    "|": ("there are no logical operators", "not an operator",
-          "a condition is one comparison, used in `where(...)` or `mask`"),
-    "~": ("there are no logical operators", "not an operator",
-          "a condition is one comparison, used in `where(...)` or `mask`"),
-    "%": ("`%` is not an operator", "not an operator",
-          "the operators are `+ - * / ^` and the comparisons `< <= > >= == !=`"),
-}  # fmt: skip
-
-
-def _syntax_errors(failure: UnexpectedInput, logical_line: LogicalLine) -> list[Diagnostic]:
-    """The diagnostics for one Lark error in a logical line (plus an unclosed bracket)."""
-    match failure:
-        case UnexpectedToken(token=token) if token.type != "$END":
-            found = _unexpected_token(failure, token, logical_line)
-        case UnexpectedCharacters():
-            found = _unexpected_character(failure, logical_line)
-        case _:  # the end of the line ($END) or UnexpectedEOF
-            found = _unexpected_end(failure, logical_line)
-    if logical_line.unclosed and found.code != UNCLOSED_BRACKET:
-        return [found, _unclosed_bracket(logical_line)]
-    return [found]
-
-
-def _statement_form(logical_line: LogicalLine) -> tuple[str, ...]:
-    first_word = _FIRST_WORD.match(logical_line.text)
-    keyword = first_word.group(1) if first_word else ""
-    return (STATEMENT_FORMS[keyword],) if keyword in STATEMENT_FORMS else ()
-
-
-def _line_span(failure: UnexpectedInput, logical_line: LogicalLine, width: int = 1) -> Span:
-    return Span.point(failure.line + logical_line.first_line - 1, failure.column, width)
-
-
-def _unexpected_token(
-    failure: UnexpectedInput, token: Token, logical_line: LogicalLine
-) -> Diagnostic:
-    span = _token_span(token, logical_line.first_line - 1)
-    expected = _describe_expected(_acceptable(failure))
-    label = f"expected {expected}" if expected else "not expected here"
-    if token.type == "NAME" and not str(token).isidentifier():
-        return _invalid_name(token, logical_line.first_line - 1)
-    if token.type == "COMPARE_OP" and _COMPARISON.search(logical_line.text[: token.start_pos]):
-        return error(
-            MISPLACED_COMPARISON,
-            f"a second comparison `{token}`: comparisons cannot be chained",
-            span,
-            "a condition is a single comparison",
-            "nest `where(...)` calls to combine conditions",
-        )
-    if token.type == "COMPARE_OP":
-        return error(
-            MISPLACED_COMPARISON,
-            f"a comparison `{token}` is not allowed here",
-            span,
-            "comparisons go only in `where(...)` and `mask`",
-            "use it as the first argument of `where(COND, a, b)`, or in a `mask COND` statement",
-        )
-    if token.type in ("RPAR", "RSQB") and span in logical_line.unmatched:
-        return error(
-            UNMATCHED_BRACKET,
-            f"unmatched `{token}`",
-            span,
-            "no bracket is open here",
-            "remove it, or add the opening bracket it closes",
-        )
-    lone_name = _LONE_NAME.fullmatch(logical_line.text[: token.start_pos])
-    if token.type in ("EQUAL", "COLON") and lone_name:
-        return error(
-            MISSING_KEYWORD,
-            "a statement must start with `input`, `param`, `let`, `mask` or `loss`",
-            Span.point(logical_line.first_line, lone_name.start(1) + 1, len(lone_name.group(1))),
-            "no keyword before this name",
-            "write `let NAME = EXPR` for a named expression, `param NAME = 1.0` for a param, "
-            "or `input NAME: KIND` for an input",
-        )
-    return error(
-        UNEXPECTED_TOKEN,
-        f"unexpected {_describe_token(token)}",
-        span,
-        label,
-        *_statement_form(logical_line),
-    )
-
-
-def _unexpected_character(failure: UnexpectedCharacters, logical_line: LogicalLine) -> Diagnostic:
-    text = logical_line.text
-    position = failure.pos_in_stream
-    assert position is not None
-    character = text[position]
-    span = _line_span(failure, logical_line)
-    if character in "\"'":
-        rest_of_line = text[position:].split("\n", 1)[0]
-        end = rest_of_line.find(character, 1)
-        width = end + 1 if end != -1 else len(rest_of_line)
-        return error(
-            STRING_LITERAL,
-            "the language has no strings",
-            _line_span(failure, logical_line, width),
-            "a string",
-            "names, numbers and `axis=` values are written without quotes, as in `axis=sample`",
-        )
-    if character == ".":
-        return error(
-            ATTRIBUTE_ACCESS,
-            "there is no attribute access",
-            span,
-            "`.` is not an operator",
-            _attribute_help(text, position),
-        )
-    if character in STRAY_CHARACTERS:
-        message, label, help_line = STRAY_CHARACTERS[character]
-        return error(UNEXPECTED_CHARACTER, message, span, label, help_line)
-    if character.isprintable() and not character.isspace():
-        return error(
-            UNEXPECTED_CHARACTER,
-            f"unexpected character `{character}`",
-            span,
-            "not part of the language",
-            *_statement_form(logical_line),
-        )
-    return error(
-        UNEXPECTED_CHARACTER,
-        f"unexpected character {_code_point(character)}",
-        span,
-        "an invisible or unusual character",
-        "retype this part of the line with ordinary spaces",
-    )
-
-
-def _attribute_help(text: str, position: int) -> str:
-    before = re.search(r"[^\W\d]\w*$", text[:position])
-    after = re.match(r"[^\W\d]\w*", text[position + 1 :])
-    if before and after:
-        return (
-            f"call a function instead: write `{after.group()}({before.group()})`, "
-            f"not `{before.group()}.{after.group()}`"
-        )
-    return "call a function instead, as in `sum(p)`"
-
-
-def _code_point(character: str) -> str:
-    name = unicodedata.name(character, "")
-    return f"U+{ord(character):04X}" + (f" ({name})" if name else "")
-
-
-def _unexpected_end(failure: UnexpectedInput, logical_line: LogicalLine) -> Diagnostic:
-    if logical_line.unclosed:
-        return _unclosed_bracket(logical_line)
-    expected = _describe_expected(_acceptable(failure))
-    return error(
-        UNEXPECTED_END,
-        "the statement ends too early",
-        _end_span(logical_line),
-        f"expected {expected}" if expected else "incomplete",
-        *_statement_form(logical_line),
-    )
-
-
-def _unclosed_bracket(logical_line: LogicalLine) -> Diagnostic:
-    opening = logical_line.unclosed[-1]
-    bracket = logical_line.text.split("\n")[opening.line - logical_line.first_line][
-        opening.column - 1
-    ]
-    return error(
-        UNCLOSED_BRACKET,
-        f"`{bracket}` is never closed",
-        opening,
-        "this bracket is not closed",
-        f"add the matching `{_CLOSING[bracket]}`; a statement continues on the next lines "
-        "only while a bracket is open",
-    )
-
-
-def _end_span(logical_line: LogicalLine) -> Span:
-    """A point just after the last code (not comment) of a logical line."""
-    lines = logical_line.text.split("\n")
-    for index in range(len(lines) - 1, -1, -1):
-        code = lines[index].split("#", 1)[0].rstrip()
-        if code:
-            return Span.point(logical_line.first_line + index, len(code) + 1)
-    return Span.point(logical_line.first_line, 1)
-
-
-def _acceptable(failure: UnexpectedInput) -> set[str]:
-    """The terminals the parser could have taken where it failed."""
-    interactive_parser = getattr(failure, "interactive_parser", None)
-    if interactive_parser is not None:
-        return set(interactive_parser.accepts())
-    expected = getattr(failure, "expected", None) or set()
-    return {"$END" if name == "<END-OF-FILE>" else name for name in expected}
-
-
-def _describe_token(token: Token) -> str:
-    match token.type:
-        case "NAME":
-            return f"name `{token}`"
-        case "NUMBER":
-            return f"number `{token}`"
-        case "INPUT" | "PARAM" | "LET" | "MASK" | "LOSS" | "INF":
-            return f"keyword `{token}`"
-        case _:
-            return f"`{token}`"
-
-
-def _describe_expected(expected: Iterable[str]) -> str:
-    """What the parser wanted, in users' words: `an expression`, `` `)` or `,` ``..."""
-    remaining = set(expected)
-    parts: list[str] = []
-    if remaining >= _EXPRESSION_START:
-        parts.append("an expression")
-        remaining -= _EXPRESSION_START
-    if "COMPARE_OP" in remaining:
-        parts.append(TERMINAL_TEXT["COMPARE_OP"])
-        remaining -= _OPERATORS | {"COMPARE_OP", "LSQB", "LPAR"}
-    elif {"STAR", "SLASH"} <= remaining:
-        parts.append("an operator")
-        remaining -= _OPERATORS | {"LSQB", "LPAR"}
-    if "NUMBER" in remaining:
-        remaining -= {"MINUS", "PLUS"}
-    parts.extend(TERMINAL_TEXT[name] for name in TERMINAL_TEXT if name in remaining)
-    return _join_alternatives(parts)
-
-
-def _join_alternatives(parts: list[str]) -> str:
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " or " + parts[-1]
