@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from tolerances import ulps
 
+from lossdsl.codegen import tensorflow_helpers, xla_helpers
 from lossdsl.codegen.helpers import (
     CLASS_OF,
     CLIP,
@@ -40,6 +43,28 @@ def test_xla_forms_replace_helpers_of_the_same_name() -> None:
         assert f"def {name}(" in source
         assert helper_source(name, True) == source
         assert helper_source(name, False) == HELPERS[name]
+
+
+def test_the_embedded_sources_are_the_package_functions() -> None:
+    for name, source in HELPERS.items():
+        assert inspect.getsource(getattr(tensorflow_helpers, name)).rstrip("\n") == source
+    for name, source in XLA_FORMS.items():
+        assert inspect.getsource(getattr(xla_helpers, name)).rstrip("\n") == source
+
+
+def test_the_package_helpers_are_called_directly() -> None:
+    x = tf.constant([-30.0, -2.0, 0.5, 3.0, 40.0], tf.float64)
+    expected_pair = softplus(-x.numpy()) + 2.0 * softplus(x.numpy())
+    pair = tensorflow_helpers._softplus_pair(1.0, 2.0, x)
+    np.testing.assert_allclose(pair.numpy(), expected_pair, rtol=ulps("float64"))
+    ones = tf.ones_like(x)
+    xla_pair = xla_helpers._softplus_pair_same_shape(ones, 2.0 * ones, x)
+    np.testing.assert_allclose(xla_pair.numpy(), expected_pair, rtol=ulps("float64"))
+    assert tensorflow_helpers._clip(x, 0.0, 1.0).numpy().tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    huber = tensorflow_helpers._huber(x, 1.0).numpy()
+    assert huber.tolist() == [29.5, 1.5, 0.125, 2.5, 39.5]
+    assert tensorflow_helpers._class_block(10, 9) == 10
+    assert tensorflow_helpers._class_block(4, 9) is None
 
 
 def softplus(x: np.ndarray) -> np.ndarray:

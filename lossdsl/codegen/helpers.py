@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+from pathlib import Path
+
 SOFTPLUS_PAIR = "_softplus_pair"
-"""a * softplus(-x) + b * softplus(x) with a hand-written exact gradient (`HELPERS`)."""
+"""a * softplus(-x) + b * softplus(x) with a hand-written exact gradient."""
 
 SOFTPLUS_PAIR_SAME_SHAPE = "_softplus_pair_same_shape"
 """`_softplus_pair` of tensors of one shape, called directly when the printer knows it."""
@@ -18,13 +22,13 @@ SOFTMAX_CROSS_ENTROPY = "_softmax_cross_entropy"
 """Categorical cross-entropy on logits from two class sums (XLA modules only)."""
 
 CLIP = "_clip"
-"""A clip between numbers, minimum(maximum(x, lo), hi), its gradient written out (`HELPERS`)."""
+"""A clip between numbers, minimum(maximum(x, lo), hi), its gradient written out."""
 
 CLIPPED_LOG = "_clipped_log"
 """The log of `_clip`, its gradient written out: cross-entropy on probabilities."""
 
 HUBER = "_huber"
-"""The Huber loss of a residual, its gradient (a clip) written out (`HELPERS`)."""
+"""The Huber loss of a residual, its gradient (a clip) written out."""
 
 LOG1P = "_log1p"
 """tf.math.log1p in the form XLA on the CPU computes fastest (XLA modules only)."""
@@ -32,246 +36,42 @@ LOG1P = "_log1p"
 CPU_ONLY = "_cpu_only"
 """Whether the module runs on the CPU alone, where the XLA helpers' forms pay off."""
 
+CLASS_BLOCK = "_class_block"
+"""How many classes one matrix-vector product of `_sum_over_classes` adds up."""
+
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 
-HELPERS: dict[str, str] = {
-    SOFTPLUS_PAIR: '''
-def _softplus_pair(a, b, x):
-    """a * softplus(-x) + b * softplus(x), with its exact gradient in one pass.
 
-    The value keeps log1p(exp(-|x|)) apart from the terms linear in x, and the gradient
-    with respect to x is exact where the plain b - (a + b) * sigmoid(-x) cancels. The
-    arguments are broadcast to one shape for `_softplus_pair_same_shape`, whose form
-    differs with and without XLA.
+def module_functions(module: str) -> dict[str, str]:
+    """The source of each top-level function of a package module, decorators included,
+    in the module's order.
+
+    Read from the module's file, not imported (`inspect.getsource` would import it, and
+    with it TensorFlow, which compiling a spec never does).
     """
-    a = tf.convert_to_tensor(a, dtype=x.dtype)
-    b = tf.convert_to_tensor(b, dtype=x.dtype)
-    shape = tf.broadcast_dynamic_shape(
-        tf.broadcast_dynamic_shape(tf.shape(a), tf.shape(b)), tf.shape(x)
-    )
-    return _softplus_pair_same_shape(
-        tf.broadcast_to(a, shape), tf.broadcast_to(b, shape), tf.broadcast_to(x, shape)
-    )
-'''.strip(),
-    SOFTPLUS_PAIR_SAME_SHAPE: '''
-@tf.custom_gradient
-def _softplus_pair_same_shape(a, b, x):
-    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
-
-    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and without
-    the comparisons and selects that TensorFlow's CPU kernels run slowest.
-    """
-    minus_x = -x
-    log_term = tf.math.log1p(tf.math.exp(-tf.math.abs(x)))
-    value = (a + b) * log_term + a * tf.nn.relu(minus_x) + b * tf.nn.relu(x)
-
-    def gradient(upstream):
-        return (
-            upstream * (log_term + tf.nn.relu(minus_x)),
-            upstream * (log_term + tf.nn.relu(x)),
-            upstream * (b * tf.math.sigmoid(x) - a * tf.math.sigmoid(minus_x)),
-        )
-
-    return value, gradient
-'''.strip(),
-    CLIP: '''
-def _clip(x, low, high):
-    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one pass.
-
-    As NumPy's, JAX's and PyTorch's clips, and unlike tf.clip_by_value, it is high
-    everywhere when low > high. The gradient is the upstream one where low <= x <= high
-    and 0 elsewhere (and at NaN), as TensorFlow's. Written out, it is one select;
-    differentiating the minimum and maximum takes two selects, two comparisons and zeros.
-    """
-
-    @tf.custom_gradient
-    def clipped(x):
-        def gradient(upstream):
-            return tf.where((x >= low) & (x <= high), upstream, 0.0)
-
-        return tf.math.minimum(tf.math.maximum(x, low), high), gradient
-
-    return clipped(x)
-'''.strip(),
-    CLIPPED_LOG: '''
-def _clipped_log(x, low, high):
-    """tf.math.log(`_clip`(x, low, high)), its gradient in one pass.
-
-    The gradient is upstream / x where low <= x <= high and 0 elsewhere: one division
-    and one select, where differentiating the log and the clip apart takes a reciprocal,
-    a product and the clip's masks.
-    """
-
-    @tf.custom_gradient
-    def clipped_log(x):
-        def gradient(upstream):
-            return tf.where((x >= low) & (x <= high), upstream / x, 0.0)
-
-        return tf.math.log(tf.math.minimum(tf.math.maximum(x, low), high)), gradient
-
-    return clipped_log(x)
-'''.strip(),
-    HUBER: '''
-def _huber(x, delta):
-    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, its gradient
-    in one op.
-
-    The gradient is clip(x, -delta, delta), the same as differentiating both branches and
-    the select, which takes two selects, zeros, a sign and four products.
-    """
-
-    @tf.custom_gradient
-    def huber(x):
-        size = tf.math.abs(x)
-        inside = 0.5 * tf.math.square(x)
-        value = tf.where(size <= delta, inside, delta * (size - 0.5 * delta))
-
-        def gradient(upstream):
-            return upstream * tf.clip_by_value(x, -delta, delta)
-
-        return value, gradient
-
-    return huber(x)
-'''.strip(),
-    LOG1P: '''
-def _log1p(x):
-    """tf.math.log1p(x), as XLA on the CPU computes it fastest.
-
-    log(w) * x / (w - 1) with w = 1 + x (x where w rounds to 1, inf at inf): as exact as
-    log1p (Goldberg, 1991), at about half the time of XLA's log1p on the CPU. Its
-    gradient is upstream / w, as TensorFlow's. With a GPU or TPU it is tf.math.log1p.
-    """
-    if not _cpu_only():
-        return tf.math.log1p(x)
-
-    @tf.custom_gradient
-    def log1p(x):
-        w = 1.0 + x
-        value = tf.where(w == 1.0, x, tf.math.log(w) * (x / (w - 1.0)))
-        return tf.where(x == float("inf"), x, value), lambda upstream: upstream / w
-
-    return log1p(x)
-'''.strip(),
-    SUM_OVER_CLASSES: '''
-def _sum_over_classes(x, fewest=9):
-    """tf.math.reduce_sum(x, axis=-1, keepdims=True), as XLA on the CPU computes it fastest.
-
-    XLA splits a large reduction into reduce-windows, slow on the CPU, and writes x to
-    memory first; a product with a vector of ones runs as one fast matrix-vector product.
-    Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
-    blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
-    Fewer than `fewest` classes (XLA reduces a few well), a count with no such divisor or
-    one unknown when tracing, and a machine with a GPU or TPU get the reduction.
-    """
-    classes = x.shape[-1]
-    block = _class_block(classes, fewest) if _cpu_only() else None
-    if block is None:
-        return tf.math.reduce_sum(x, axis=-1, keepdims=True)
-    sums = tf.linalg.matvec(tf.reshape(x, [-1, block]), tf.ones([block], x.dtype))
-    sums = tf.reshape(sums, tf.concat([tf.shape(x)[:-1], [classes // block]], 0))
-    return tf.math.reduce_sum(sums, axis=-1, keepdims=True)
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"no source for {module}")
+    text = Path(spec.origin).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    functions = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef):
+            first = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
+            functions[node.name] = "\n".join(lines[first - 1 : node.end_lineno])
+    return functions
 
 
-def _class_block(classes, fewest):
-    """How many classes one matrix-vector product of `_sum_over_classes` adds up, or None."""
-    if classes is None or classes < fewest:
-        return None
-    if classes <= 2048:
-        return classes
-    divisors = [size for size in range(2048, 511, -1) if classes % size == 0]
-    return divisors[0] if divisors else None
-'''.strip(),
-    MEAN_OVER_CLASSES: '''
-def _mean_over_classes(x):
-    """tf.math.reduce_mean(x, axis=-1, keepdims=True), as `_sum_over_classes` computes it."""
-    return _sum_over_classes(x) / tf.cast(tf.shape(x)[-1], x.dtype)
-'''.strip(),
-    SOFTMAX_CROSS_ENTROPY: '''
-def _softmax_cross_entropy(labels, logits):
-    """tf.nn.softmax_cross_entropy_with_logits for labels whose rows sum to 1, axis kept.
+HELPERS: dict[str, str] = module_functions("lossdsl.codegen.tensorflow_helpers")
+"""Each helper's source, from `codegen.tensorflow_helpers` (formatted by ruff, lines of at
+most 88 columns); it uses only `tf`. A generated module defines the helpers its printed
+code calls (`FunctionBody.helpers`) after its imports, in the order of this table, and
+the helpers they call (`helper_dependencies`)."""
 
-    logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
-    them over 256 classes or more (below, XLA's reductions measured faster here), in
-    float32 for half-precision logits. XLA on the CPU computes it in fewer passes than the
-    fused op, with the same gradient, softmax(logits) - labels. With a GPU or TPU it is
-    the fused op.
-    """
-    if not _cpu_only():
-        loss = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        return tf.expand_dims(loss, -1)
-    dtype = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
-    labels, wide = tf.cast(labels, dtype), tf.cast(logits, dtype)
-    largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
-    log_total = tf.math.log(_sum_over_classes(tf.math.exp(wide - largest), 256)) + largest
-    return tf.cast(log_total - _sum_over_classes(labels * wide, 256), logits.dtype)
-'''.strip(),
-    CLASS_OF: '''
-def _class_of(y):
-    """tf.math.argmax(y, axis=-1, output_type=tf.int32), with its last axis kept.
-
-    The first index of each row's largest entry, as argmax gives it. Over 256 classes or
-    more it comes from two float reductions, which XLA on the CPU computes faster than
-    its argmax (a reduction of value-index pairs) or a reduction of integers (not so
-    with a GPU or TPU).
-    """
-    if y.shape[-1] is None or y.shape[-1] < 256 or not _cpu_only():
-        return tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
-    classes = y.shape[-1]
-    largest = tf.math.reduce_max(y, axis=-1, keepdims=True)
-    from_the_end = tf.range(classes, 0, -1, dtype=tf.float32)  # exact below 2**24
-    first = tf.math.reduce_max(tf.where(y == largest, from_the_end, 0.0), -1, keepdims=True)
-    return classes - tf.cast(first, tf.int32)
-'''.strip(),
-    CPU_ONLY: '''
-def _cpu_only():
-    """Whether no GPU or TPU is visible, so that XLA compiles for the CPU.
-
-    The helpers' forms pay off there; XLA for a GPU or TPU fuses reductions itself.
-    """
-    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-'''.strip(),
-}
-"""Each helper's source, formatted as ruff formats it; it uses only `tf`. A generated
-module defines the helpers its printed code calls (`FunctionBody.helpers`) after its
-imports, in the order of this table; `HELPER_DEPENDENCIES` adds the helpers they call."""
-
-XLA_FORMS: dict[str, str] = {
-    SOFTPLUS_PAIR_SAME_SHAPE: '''
-@tf.custom_gradient
-def _softplus_pair_same_shape(a, b, x):
-    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
-
-    With e = exp(-|x|) and s = sigmoid(-|x|) = e / (1 + e), the value is
-    (a + b) * log1p(e) + where(x >= 0, b * x, -a * x) and the gradient with respect to x
-    where(x >= 0, b - (a + b) * s, (a + b) * s - a), exact in both tails. XLA on the CPU
-    computes a log of an exp in one loop several times slower than the two apart. So x
-    larger than 1 MiB (out of the cache) has e stored for both passes, and log1p(e) is
-    `_log1p`, half the cost of XLA's log1p. A smaller x costs less in one loop per pass,
-    with s computed again in the backward pass.
-    """
-    size = x.shape.num_elements()
-    store = size is None or size * x.dtype.size > 2**20
-    e = tf.math.exp(-tf.math.abs(x))
-    log_term = _log1p(e) if store else tf.math.log1p(e)
-    total = a + b
-    nonnegative = tf.math.greater_equal(x, 0.0)
-    value = total * log_term + tf.where(nonnegative, b * x, -a * x)
-
-    def gradient(upstream):
-        scaled = total * (e / (1.0 + e) if store else tf.math.sigmoid(-tf.math.abs(x)))
-        return (
-            upstream * (log_term + tf.nn.relu(-x)),
-            upstream * (log_term + tf.nn.relu(x)),
-            upstream * tf.where(nonnegative, b - scaled, scaled - a),
-        )
-
-    return value, gradient
-'''.strip(),
-}
+XLA_FORMS: dict[str, str] = module_functions("lossdsl.codegen.xla_helpers")
 """The forms of helpers that XLA modules define instead of `HELPERS`' (measured faster
-there, slower without XLA)."""
+there, slower without XLA), from `codegen.xla_helpers`."""
 
 
 def helper_source(name: str, jit_compile: bool) -> str:
@@ -279,44 +79,26 @@ def helper_source(name: str, jit_compile: bool) -> str:
     return XLA_FORMS.get(name, HELPERS[name]) if jit_compile else HELPERS[name]
 
 
-HELPER_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    SOFTPLUS_PAIR: (SOFTPLUS_PAIR_SAME_SHAPE,),
-    SUM_OVER_CLASSES: (CPU_ONLY,),
-    MEAN_OVER_CLASSES: (SUM_OVER_CLASSES, CPU_ONLY),
-    SOFTMAX_CROSS_ENTROPY: (SUM_OVER_CLASSES, CPU_ONLY),
-    CLASS_OF: (CPU_ONLY,),
-    LOG1P: (CPU_ONLY,),
-}
-"""Every helper each helper calls, directly or through another."""
-
-XLA_FORM_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    SOFTPLUS_PAIR: (SOFTPLUS_PAIR_SAME_SHAPE, LOG1P, CPU_ONLY),
-    SOFTPLUS_PAIR_SAME_SHAPE: (LOG1P, CPU_ONLY),
-}
-"""`HELPER_DEPENDENCIES` for the helpers whose `XLA_FORMS` call more helpers."""
+def _called_helpers(source: str) -> set[str]:
+    """The helpers a helper's source names (calls), itself left out."""
+    tree = ast.parse(source)
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return (names & set(HELPERS)) - defined
 
 
 def helper_dependencies(name: str, jit_compile: bool) -> tuple[str, ...]:
-    """Every helper that helper `name` calls in a module compiled with XLA, or without."""
-    if jit_compile and name in XLA_FORM_DEPENDENCIES:
-        return XLA_FORM_DEPENDENCIES[name]
-    return HELPER_DEPENDENCIES.get(name, ())
+    """Every helper that helper `name` calls in a module compiled with XLA, or without,
+    directly or through another, in the order of `HELPERS`."""
+    found: set[str] = set()
+    waiting = [name]
+    while waiting:
+        for called in _called_helpers(helper_source(waiting.pop(), jit_compile)) - found:
+            found.add(called)
+            waiting.append(called)
+    found.discard(name)
+    return tuple(helper for helper in HELPERS if helper in found)
 
 
-HELPER_NAMES: frozenset[str] = frozenset(
-    {
-        SOFTPLUS_PAIR,
-        SOFTPLUS_PAIR_SAME_SHAPE,
-        CLIP,
-        CLIPPED_LOG,
-        HUBER,
-        LOG1P,
-        SUM_OVER_CLASSES,
-        "_class_block",
-        MEAN_OVER_CLASSES,
-        SOFTMAX_CROSS_ENTROPY,
-        CLASS_OF,
-        CPU_ONLY,
-    }
-)
+HELPER_NAMES: frozenset[str] = frozenset(HELPERS)
 """Every module-level name the helpers define (kept out of spec names by `codegen.names`)."""

@@ -1,0 +1,204 @@
+"""The module-level helpers of generated modules, as real code that ruff and mypy check.
+
+`codegen.helpers` embeds each function's source in the generated modules that call it;
+tests import and call them here. They use only `tf`; `codegen.xla_helpers` holds the
+forms a module compiled with XLA defines instead.
+"""
+
+import tensorflow as tf
+
+
+def _softplus_pair(a, b, x):
+    """a * softplus(-x) + b * softplus(x), with its exact gradient in one pass.
+
+    The value keeps log1p(exp(-|x|)) apart from the terms linear in x, and the gradient
+    with respect to x is exact where the plain b - (a + b) * sigmoid(-x) cancels. The
+    arguments are broadcast to one shape for `_softplus_pair_same_shape`, whose form
+    differs with and without XLA.
+    """
+    a = tf.convert_to_tensor(a, dtype=x.dtype)
+    b = tf.convert_to_tensor(b, dtype=x.dtype)
+    shape = tf.broadcast_dynamic_shape(
+        tf.broadcast_dynamic_shape(tf.shape(a), tf.shape(b)), tf.shape(x)
+    )
+    return _softplus_pair_same_shape(
+        tf.broadcast_to(a, shape), tf.broadcast_to(b, shape), tf.broadcast_to(x, shape)
+    )
+
+
+@tf.custom_gradient
+def _softplus_pair_same_shape(a, b, x):
+    """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
+
+    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and without
+    the comparisons and selects that TensorFlow's CPU kernels run slowest.
+    """
+    minus_x = -x
+    log_term = tf.math.log1p(tf.math.exp(-tf.math.abs(x)))
+    value = (a + b) * log_term + a * tf.nn.relu(minus_x) + b * tf.nn.relu(x)
+
+    def gradient(upstream):
+        return (
+            upstream * (log_term + tf.nn.relu(minus_x)),
+            upstream * (log_term + tf.nn.relu(x)),
+            upstream * (b * tf.math.sigmoid(x) - a * tf.math.sigmoid(minus_x)),
+        )
+
+    return value, gradient
+
+
+def _clip(x, low, high):
+    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one pass.
+
+    As NumPy's, JAX's and PyTorch's clips, and unlike tf.clip_by_value, it is high
+    everywhere when low > high. The gradient is the upstream one where low <= x <= high
+    and 0 elsewhere (and at NaN), as TensorFlow's. Written out, it is one select;
+    differentiating the minimum and maximum takes two selects, two comparisons and zeros.
+    """
+
+    @tf.custom_gradient
+    def clipped(x):
+        def gradient(upstream):
+            return tf.where((x >= low) & (x <= high), upstream, 0.0)
+
+        return tf.math.minimum(tf.math.maximum(x, low), high), gradient
+
+    return clipped(x)
+
+
+def _clipped_log(x, low, high):
+    """tf.math.log(`_clip`(x, low, high)), its gradient in one pass.
+
+    The gradient is upstream / x where low <= x <= high and 0 elsewhere: one division
+    and one select, where differentiating the log and the clip apart takes a reciprocal,
+    a product and the clip's masks.
+    """
+
+    @tf.custom_gradient
+    def clipped_log(x):
+        def gradient(upstream):
+            return tf.where((x >= low) & (x <= high), upstream / x, 0.0)
+
+        return tf.math.log(tf.math.minimum(tf.math.maximum(x, low), high)), gradient
+
+    return clipped_log(x)
+
+
+def _huber(x, delta):
+    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, its gradient
+    in one op.
+
+    The gradient is clip(x, -delta, delta), the same as differentiating both branches and
+    the select, which takes two selects, zeros, a sign and four products.
+    """
+
+    @tf.custom_gradient
+    def huber(x):
+        size = tf.math.abs(x)
+        inside = 0.5 * tf.math.square(x)
+        value = tf.where(size <= delta, inside, delta * (size - 0.5 * delta))
+
+        def gradient(upstream):
+            return upstream * tf.clip_by_value(x, -delta, delta)
+
+        return value, gradient
+
+    return huber(x)
+
+
+def _log1p(x):
+    """tf.math.log1p(x), as XLA on the CPU computes it fastest.
+
+    log(w) * x / (w - 1) with w = 1 + x (x where w rounds to 1, inf at inf): as exact as
+    log1p (Goldberg, 1991), at about half the time of XLA's log1p on the CPU. Its
+    gradient is upstream / w, as TensorFlow's. With a GPU or TPU it is tf.math.log1p.
+    """
+    if not _cpu_only():
+        return tf.math.log1p(x)
+
+    @tf.custom_gradient
+    def log1p(x):
+        w = 1.0 + x
+        value = tf.where(w == 1.0, x, tf.math.log(w) * (x / (w - 1.0)))
+        return tf.where(x == float("inf"), x, value), lambda upstream: upstream / w
+
+    return log1p(x)
+
+
+def _sum_over_classes(x, fewest=9):
+    """tf.math.reduce_sum(x, axis=-1, keepdims=True), as XLA on the CPU computes it fastest.
+
+    XLA splits a large reduction into reduce-windows, slow on the CPU, and writes x to
+    memory first; a product with a vector of ones runs as one fast matrix-vector product.
+    Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
+    blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
+    Fewer than `fewest` classes (XLA reduces a few well), a count with no such divisor or
+    one unknown when tracing, and a machine with a GPU or TPU get the reduction.
+    """
+    classes = x.shape[-1]
+    block = _class_block(classes, fewest) if _cpu_only() else None
+    if block is None:
+        return tf.math.reduce_sum(x, axis=-1, keepdims=True)
+    sums = tf.linalg.matvec(tf.reshape(x, [-1, block]), tf.ones([block], x.dtype))
+    sums = tf.reshape(sums, tf.concat([tf.shape(x)[:-1], [classes // block]], 0))
+    return tf.math.reduce_sum(sums, axis=-1, keepdims=True)
+
+
+def _class_block(classes, fewest):
+    """How many classes one matrix-vector product of `_sum_over_classes` adds up, or None."""
+    if classes is None or classes < fewest:
+        return None
+    if classes <= 2048:
+        return classes
+    divisors = [size for size in range(2048, 511, -1) if classes % size == 0]
+    return divisors[0] if divisors else None
+
+
+def _mean_over_classes(x):
+    """tf.math.reduce_mean(x, axis=-1, keepdims=True), as `_sum_over_classes` computes it."""
+    return _sum_over_classes(x) / tf.cast(tf.shape(x)[-1], x.dtype)
+
+
+def _softmax_cross_entropy(labels, logits):
+    """tf.nn.softmax_cross_entropy_with_logits for labels whose rows sum to 1, axis kept.
+
+    logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
+    them over 256 classes or more (below, XLA's reductions measured faster here), in
+    float32 for half-precision logits. XLA on the CPU computes it in fewer passes than the
+    fused op, with the same gradient, softmax(logits) - labels. With a GPU or TPU it is
+    the fused op.
+    """
+    if not _cpu_only():
+        loss = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.expand_dims(loss, -1)
+    dtype = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
+    labels, wide = tf.cast(labels, dtype), tf.cast(logits, dtype)
+    largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
+    log_total = tf.math.log(_sum_over_classes(tf.math.exp(wide - largest), 256)) + largest
+    return tf.cast(log_total - _sum_over_classes(labels * wide, 256), logits.dtype)
+
+
+def _class_of(y):
+    """tf.math.argmax(y, axis=-1, output_type=tf.int32), with its last axis kept.
+
+    The first index of each row's largest entry, as argmax gives it. Over 256 classes or
+    more it comes from two float reductions, which XLA on the CPU computes faster than
+    its argmax (a reduction of value-index pairs) or a reduction of integers (not so
+    with a GPU or TPU).
+    """
+    if y.shape[-1] is None or y.shape[-1] < 256 or not _cpu_only():
+        return tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
+    classes = y.shape[-1]
+    largest = tf.math.reduce_max(y, axis=-1, keepdims=True)
+    from_the_end = tf.range(classes, 0, -1, dtype=tf.float32)  # exact below 2**24
+    first = tf.math.reduce_max(tf.where(y == largest, from_the_end, 0.0), -1, keepdims=True)
+    return classes - tf.cast(first, tf.int32)
+
+
+def _cpu_only():
+    """Whether no GPU or TPU is visible, so that XLA compiles for the CPU.
+
+    The helpers' forms pay off there; XLA for a GPU or TPU fuses reductions itself.
+    """
+    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
