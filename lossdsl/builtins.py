@@ -1,14 +1,27 @@
-"""The one table of built-in functions and constants: arity, keywords, role rule, docs.
+"""The one table of built-in functions and constants: everything each one means, one row each.
 
-Adding a function means adding one row here (plus its SymPy meaning in
-`lossdsl.symbolic.functions` and its tests); the checker, lowering, printer and
-`lossdsl explain` all read this table.
+A row (`Builtin`) holds how a built-in is called (arity, keywords, defaults, role rule),
+what it means (`meaning`: its SymPy form, from which the domain analysis and the
+verifier evaluate it in float64 and mpmath, see `symbolic.numeric`), how its values
+behave (`shape`, `domain`, `pole_free`, `differentiable`), how each target spells it
+(`tensorflow`: a TensorFlow call, or None where the printer has a method for its SymPy
+class), how `explain` shows it (`latex`; the spec text is its name) and its docs. The
+checker, lowering, the domain analysis, the printer, the verifier and `lossdsl explain`
+all read this table; adding a function means adding one row here and its tests
+(docs/ARCHITECTURE.md, "Adding a built-in").
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+import sympy
+from sympy.codegen.cfunctions import expm1, log1p
+
+from lossdsl.symbolic import functions as fn
 
 
 class RoleRule(Enum):
@@ -22,77 +35,430 @@ class RoleRule(Enum):
     WHERE = "where"  # where(cond, a, b): cond is a comparison; all three nest
 
 
+class Shape(Enum):
+    """How a built-in's value range follows from its first argument's (`symbolic.domains`)."""
+
+    INCREASING = "increasing"  # strictly: the ends map to the ends
+    DECREASING = "decreasing"  # strictly: the ends map to the swapped ends
+    EVEN = "even"  # f(|x|), increasing in |x| (abs, cosh)
+    ARGUMENT = "argument"  # within its argument's range (stop_gradient, mean, max, min)
+    CUSTOM = "custom"  # a rule of its own in `symbolic.domains.CUSTOM_RANGES`
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where a one-argument built-in is defined: NaN below `edge` and `at_edge` at it
+    (log), or infinite at the poles 0, -1, -2, ... (lgamma)."""
+
+    help: str
+    edge: float = -math.inf
+    at_edge: str | None = None  # "-inf" for log; None where the value is finite (sqrt)
+    nan_gradient: bool = False  # whether the gradient is NaN too where the value is
+    poles: bool = False  # infinite at every integer <= 0
+
+
+Meaning = Callable[[tuple[sympy.Expr, ...], sympy.Integer], sympy.Expr]
+"""A built-in's SymPy form, given its lowered arguments and the roles it removes."""
+
+
 @dataclass(frozen=True)
 class Builtin:
-    """One built-in function: how it is called and what it does to roles."""
+    """One built-in function: how it is called, what it means, how it is checked and shown."""
 
     name: str
     min_args: int
     max_args: int
     role_rule: RoleRule
     doc: str
+    meaning: Meaning
+    function: type | None = None  # the SymPy class `meaning` makes (None: plain arithmetic)
     keywords: tuple[str, ...] = ()
+    defaults: tuple[float, ...] = ()  # the omitted trailing arguments: clip(x)
+    shape: Shape = Shape.CUSTOM
+    domain: Domain | None = None
+    pole_free: bool = False  # infinite only where an argument is, or where it overflows
+    differentiable: bool = True  # whether a gradient flows through it to its arguments
+    tensorflow: str | None = None  # one TensorFlow call with the same arguments
+    latex: str | None = None  # its LaTeX operator (None: SymPy's own, or a printer method)
 
 
-def _elementwise(name: str, doc: str, arity: int = 1) -> Builtin:
-    return Builtin(name, arity, arity, RoleRule.ELEMENTWISE, doc)
+class Lgamma(fn.Special):
+    """lgamma(x) = log|Gamma(x)|, as TensorFlow's and C's lgamma: +inf at 0, -1, -2, ..."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return sympy.log(sympy.Abs(sympy.gamma(self.args[0])))
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return Digamma(self.args[0])
 
 
-def _reduction(name: str, doc: str) -> Builtin:
-    return Builtin(name, 1, 1, RoleRule.REDUCTION, doc, keywords=("axis",))
+class Digamma(fn.Special):
+    """digamma(x) = d/dx lgamma(x), SymPy's polygamma(0, x): poles at 0, -1, -2, ..."""
 
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return sympy.polygamma(0, self.args[0])
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sympy.polygamma(1, self.args[0])
+
+
+class Sign(fn.Special):
+    """sign(x) in {-1, 0, 1}; its derivative is 0 everywhere (TensorFlow's gradient)."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return sympy.sign(self.args[0])
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sympy.S.Zero
+
+
+def _unevaluated(function: type[sympy.Function]) -> Meaning:
+    """SymPy's own function without its automatic evaluation (slow on long arguments)."""
+    return lambda args, removed: function(*args, evaluate=False)
+
+
+def _applied(function: Callable[..., sympy.Expr]) -> Meaning:
+    return lambda args, removed: function(*args)
+
+
+def _elementwise(
+    name: str,
+    doc: str,
+    function: type[sympy.Function],
+    tensorflow: str | None,
+    latex: str | None = None,
+    arity: int = 1,
+    **facts: object,
+) -> Builtin:
+    """A function of `arity` arguments, each value mapped to one value."""
+    evaluated = issubclass(function, fn.LossFunction)  # SymPy's own evaluate on creation
+    return Builtin(
+        name,
+        arity,
+        arity,
+        RoleRule.ELEMENTWISE,
+        doc,
+        _applied(function) if evaluated else _unevaluated(function),
+        function,
+        tensorflow=tensorflow,
+        latex=latex,
+        **facts,  # type: ignore[arg-type]
+    )
+
+
+def _reduction(
+    name: str, doc: str, function: type[fn.Reduction], tensorflow: str, latex: str
+) -> Builtin:
+    return Builtin(
+        name,
+        1,
+        1,
+        RoleRule.REDUCTION,
+        doc,
+        lambda args, removed: function(args[0], removed) if removed else args[0],
+        function,
+        keywords=("axis",),
+        shape=Shape.CUSTOM if name in ("sum", "logsumexp") else Shape.ARGUMENT,
+        pole_free=True,
+        tensorflow=tensorflow,
+        latex=latex,
+    )
+
+
+EPSILON = 1e-7
+"""`eps`: Keras's default fuzz factor."""
+
+POLE_HELP = (
+    "`{name}` is infinite at 0, -1, -2, ...: keep its argument positive for every value the "
+    "kinds and domains allow, e.g. `{name}(x + eps)` with `x: nonneg`"
+)
 
 BUILTIN_LIST: tuple[Builtin, ...] = (
-    _elementwise("abs", "absolute value |x|"),
-    _elementwise("exp", "e^x"),
-    _elementwise("log", "natural logarithm; -inf at 0, NaN below"),
-    _elementwise("log1p", "log(1 + x), accurate near x = 0"),
-    _elementwise("expm1", "exp(x) - 1, accurate near x = 0"),
-    _elementwise("sqrt", "square root; infinite gradient at 0"),
-    _elementwise("square", "x^2"),
-    _elementwise("sigmoid", "1 / (1 + exp(-x))"),
-    _elementwise("softplus", "log(1 + exp(x)), computed without overflow"),
-    _elementwise("tanh", "hyperbolic tangent"),
-    _elementwise("relu", "max(x, 0)"),
-    _elementwise("cosh", "hyperbolic cosine"),
-    _elementwise("minimum", "the smaller of a and b, elementwise", arity=2),
-    _elementwise("maximum", "the larger of a and b, elementwise", arity=2),
-    _elementwise("stop_gradient", "x, with no gradient flowing through it"),
-    Builtin("where", 3, 3, RoleRule.WHERE, "a where cond holds, else b"),
+    _elementwise("abs", "absolute value |x|", sympy.Abs, "tf.math.abs", shape=Shape.EVEN),
+    _elementwise("exp", "e^x", sympy.exp, "tf.math.exp", shape=Shape.INCREASING, pole_free=True),
+    _elementwise(
+        "log",
+        "natural logarithm; -inf at 0, NaN below",
+        sympy.log,
+        "tf.math.log",
+        shape=Shape.INCREASING,
+        domain=Domain(
+            "`log` is NaN below 0 and -inf at 0: make its argument positive for every value "
+            "the kinds and domains allow",
+            edge=0.0,
+            at_edge="-inf",
+        ),
+    ),
+    _elementwise(
+        "log1p",
+        "log(1 + x), accurate near x = 0",
+        log1p,
+        "tf.math.log1p",
+        r"\operatorname{log1p}",
+        shape=Shape.INCREASING,
+        domain=Domain(
+            "`log1p` is NaN below -1 and -inf at -1: keep its argument above -1 for every "
+            "value the kinds and domains allow",
+            edge=-1.0,
+            at_edge="-inf",
+        ),
+    ),
+    _elementwise(
+        "expm1",
+        "exp(x) - 1, accurate near x = 0",
+        expm1,
+        "tf.math.expm1",
+        r"\operatorname{expm1}",
+        shape=Shape.INCREASING,
+        pole_free=True,
+    ),
+    Builtin(
+        "sqrt",
+        1,
+        1,
+        RoleRule.ELEMENTWISE,
+        "square root; infinite gradient at 0",
+        _applied(sympy.sqrt),
+        shape=Shape.INCREASING,
+        domain=Domain(
+            "`sqrt` is NaN below 0: make its argument non-negative for every value the kinds "
+            "and domains allow, e.g. `sqrt(square(x) + eps)`",
+            edge=0.0,
+            nan_gradient=True,
+        ),
+    ),
+    Builtin(  # the checker spells it x^2 (`checker.REWRITTEN_CALLS`)
+        "square", 1, 1, RoleRule.ELEMENTWISE, "x^2", _applied(lambda x: x**2), shape=Shape.EVEN
+    ),
+    _elementwise(
+        "sigmoid",
+        "1 / (1 + exp(-x))",
+        fn.Sigmoid,
+        "tf.math.sigmoid",
+        r"\sigma",
+        shape=Shape.INCREASING,
+    ),
+    _elementwise(
+        "softplus",
+        "log(1 + exp(x)), computed without overflow",
+        fn.Softplus,
+        "tf.math.softplus",
+        r"\operatorname{softplus}",
+        shape=Shape.INCREASING,
+        pole_free=True,
+    ),
+    _elementwise("tanh", "hyperbolic tangent", sympy.tanh, "tf.math.tanh", shape=Shape.INCREASING),
+    _elementwise(
+        "relu", "max(x, 0)", fn.Relu, "tf.nn.relu", r"\operatorname{relu}", pole_free=True
+    ),
+    _elementwise(
+        "cosh", "hyperbolic cosine", sympy.cosh, "tf.math.cosh", shape=Shape.EVEN, pole_free=True
+    ),
+    _elementwise(
+        "erf",
+        "the error function, in (-1, 1)",
+        sympy.erf,
+        "tf.math.erf",
+        shape=Shape.INCREASING,
+        pole_free=True,
+    ),
+    _elementwise(
+        "erfc",
+        "1 - erf(x), accurate where erf(x) is near 1; `log(erfc(x))` stays finite for large x",
+        sympy.erfc,
+        "tf.math.erfc",
+        shape=Shape.DECREASING,
+        pole_free=True,
+    ),
+    _elementwise(
+        "lgamma",
+        "log|Gamma(x)|; +inf at 0, -1, -2, ...",
+        Lgamma,
+        "tf.math.lgamma",
+        r"\ln\Gamma",
+        domain=Domain(POLE_HELP.format(name="lgamma"), poles=True),
+    ),
+    _elementwise(
+        "digamma",
+        "d/dx lgamma(x); infinite at 0, -1, -2, ...",
+        Digamma,
+        "tf.math.digamma",
+        r"\psi",
+        domain=Domain(POLE_HELP.format(name="digamma"), poles=True),
+    ),
+    _elementwise(
+        "sign",
+        "-1, 0 or 1 as x is negative, 0 or positive; no gradient",
+        Sign,
+        "tf.math.sign",
+        r"\operatorname{sign}",
+        pole_free=True,
+        differentiable=False,
+    ),
+    _elementwise(
+        "minimum",
+        "the smaller of a and b, elementwise",
+        fn.Minimum,
+        "tf.math.minimum",
+        r"\min",
+        arity=2,
+        pole_free=True,
+    ),
+    _elementwise(
+        "maximum",
+        "the larger of a and b, elementwise",
+        fn.Maximum,
+        "tf.math.maximum",
+        r"\max",
+        arity=2,
+        pole_free=True,
+    ),
+    _elementwise(
+        "stop_gradient",
+        "x, with no gradient flowing through it",
+        fn.StopGradient,
+        "tf.stop_gradient",
+        r"\operatorname{sg}",
+        shape=Shape.ARGUMENT,
+        pole_free=True,
+        differentiable=False,
+    ),
+    Builtin(
+        "where",
+        3,
+        3,
+        RoleRule.WHERE,
+        "a where cond holds, else b",
+        _applied(fn.Where),
+        fn.Where,
+        pole_free=True,
+    ),
     Builtin(
         "clip",
         1,
         3,
         RoleRule.ELEMENTWISE,
         "clip(x) clips to [eps, 1 - eps]; clip(x, lo, hi) to [lo, hi]",
+        _applied(fn.Clip),
+        fn.Clip,
+        defaults=(EPSILON, 1.0 - EPSILON),
+        pole_free=True,
+        latex=r"\operatorname{clip}",
     ),
-    Builtin("softmax", 1, 1, RoleRule.CLASS_AXIS, "exp(z) / sum(exp(z)) over the class axis"),
-    Builtin("log_softmax", 1, 1, RoleRule.CLASS_AXIS, "z - logsumexp(z) over the class axis"),
+    Builtin(
+        "softmax",
+        1,
+        1,
+        RoleRule.CLASS_AXIS,
+        "exp(z) / sum(exp(z)) over the class axis",
+        _applied(fn.Softmax),
+        fn.Softmax,
+        latex=r"\operatorname{softmax}",
+    ),
+    Builtin(
+        "log_softmax",
+        1,
+        1,
+        RoleRule.CLASS_AXIS,
+        "z - logsumexp(z) over the class axis",
+        _applied(fn.LogSoftmax),
+        fn.LogSoftmax,
+        latex=r"\operatorname{log\_softmax}",
+    ),
     Builtin(
         "class",
         1,
         1,
         RoleRule.CLASS_ID,
         "the class id of y_true: a `label` as is, otherwise the argmax over the class axis",
+        _applied(fn.ClassId),
+        fn.ClassId,
+        differentiable=False,
+        latex=r"\operatorname{class}",
     ),
-    Builtin("onehot", 1, 1, RoleRule.ONE_HOT, "a `label` input as a one-hot row (C from y_pred)"),
-    _reduction("sum", "sum over the last role (or `axis=`)"),
-    _reduction("mean", "mean over the last role (or `axis=`)"),
-    _reduction("max", "maximum over the last role (or `axis=`)"),
-    _reduction("min", "minimum over the last role (or `axis=`)"),
-    _reduction("logsumexp", "log(sum(exp(x))) over the last role, without overflow"),
+    Builtin(
+        "onehot",
+        1,
+        1,
+        RoleRule.ONE_HOT,
+        "a `label` input as a one-hot row (C from y_pred)",
+        _applied(fn.OneHot),
+        fn.OneHot,
+        differentiable=False,
+        latex=r"\operatorname{onehot}",
+    ),
+    _reduction(
+        "sum", "sum over the last role (or `axis=`)", fn.ReduceSum, "tf.math.reduce_sum", r"\sum"
+    ),
+    _reduction(
+        "mean",
+        "mean over the last role (or `axis=`)",
+        fn.ReduceMean,
+        "tf.math.reduce_mean",
+        r"\operatorname{mean}",
+    ),
+    _reduction(
+        "max",
+        "maximum over the last role (or `axis=`)",
+        fn.ReduceMax,
+        "tf.math.reduce_max",
+        r"\max",
+    ),
+    _reduction(
+        "min",
+        "minimum over the last role (or `axis=`)",
+        fn.ReduceMin,
+        "tf.math.reduce_min",
+        r"\min",
+    ),
+    _reduction(
+        "logsumexp",
+        "log(sum(exp(x))) over the last role, without overflow",
+        fn.LogSumExp,
+        "tf.math.reduce_logsumexp",
+        r"\operatorname{logsumexp}",
+    ),
 )
 
 BUILTINS: dict[str, Builtin] = {builtin.name: builtin for builtin in BUILTIN_LIST}
 
-EPSILON = 1e-7
-"""`eps`: Keras's default fuzz factor."""
-
-CONSTANTS: dict[str, str] = {
-    "eps": "1e-7, Keras's default epsilon",
-    "num_classes": "C, the size of y_pred's last axis, known when the loss runs",
-    "inf": "infinity (only in param domains)",
+BY_FUNCTION: dict[type, Builtin] = {
+    builtin.function: builtin for builtin in BUILTIN_LIST if builtin.function is not None
 }
+"""The row of each SymPy class a built-in lowers to (printing, display, LaTeX)."""
+
+
+@dataclass(frozen=True)
+class Constant:
+    """One built-in constant: its value as a number and as SymPy, and its docs."""
+
+    name: str
+    doc: str
+    value: float | None = None  # None: known only when the loss runs
+    meaning: sympy.Expr | None = None
+
+
+CONSTANT_LIST: tuple[Constant, ...] = (
+    Constant("eps", "1e-7, Keras's default epsilon", EPSILON, sympy.Rational(repr(EPSILON))),
+    Constant(
+        "pi", "3.14159..., the ratio of a circle's circumference to its diameter", math.pi, sympy.pi
+    ),
+    Constant("num_classes", "C, the size of y_pred's last axis, known when the loss runs"),
+    Constant("inf", "infinity (only in param domains)"),
+)
+
+CONSTANTS: dict[str, str] = {constant.name: constant.doc for constant in CONSTANT_LIST}
+
+CONSTANT_VALUES: dict[str, float] = {
+    constant.name: constant.value for constant in CONSTANT_LIST if constant.value is not None
+}
+"""The constants a spec uses as numbers (`eps`, `pi`), by name."""
 
 AXIS_WORDS: tuple[str, ...] = ("sample", "all")
 """Words valid only as a reduction's `axis=` value."""

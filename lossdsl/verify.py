@@ -15,7 +15,6 @@ sqrt(relu(p)) at p < 0); the domain checks warn about those (W4xx/E407).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import operator
@@ -26,7 +25,6 @@ from typing import Any
 import mpmath
 import numpy as np
 import sympy
-from sympy.codegen.cfunctions import expm1, log1p
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom
 
@@ -34,7 +32,7 @@ from lossdsl.codegen.names import python_name, python_names
 from lossdsl.codes import GENERATED_FUNCTION_FAILED, GRADIENT_DISAGREES, VALUE_DISAGREES
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.kinds import KINDS, draw_floats
-from lossdsl.symbolic import functions
+from lossdsl.symbolic import functions, numeric
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import InputInfo, InputKind, Role, Roles
 
@@ -332,6 +330,8 @@ class Expander:
             case functions.Where():
                 condition, a, b = (self.expand(arg, position) for arg in expr.args)
                 return select(condition, a, b)
+            case functions.Special():
+                return expr.func(self.expand(expr.args[0], position))
             case functions.LossFunction():
                 if expr not in self._definitions:
                     self._definitions[expr] = expr.definition()
@@ -416,19 +416,12 @@ class Expander:
         return int(value)
 
 
-MPMATH_FUNCTIONS: dict[type[sympy.Basic], Callable[..., Any]] = {
-    sympy.exp: mpmath.exp,
-    sympy.log: mpmath.log,
-    sympy.tanh: mpmath.tanh,
-    sympy.cosh: mpmath.cosh,
-    sympy.sinh: mpmath.sinh,
-    log1p: mpmath.log1p,
-    expm1: mpmath.expm1,
+ARITHMETIC: dict[type[sympy.Basic], Callable[..., Any]] = {
     sympy.Add: lambda *terms: mpmath.fsum(terms),
     sympy.Mul: lambda *factors: mpmath.fprod(factors),
     sympy.Pow: mpmath.power,
 }
-"""The mpmath meaning of every function an expanded reference contains."""
+"""Arithmetic in an expanded reference; its functions are `symbolic.numeric`'s."""
 
 COMPARISONS: dict[type[Relational], Callable[[Any, Any], bool]] = {
     sympy.GreaterThan: operator.ge,
@@ -448,11 +441,30 @@ SPECIAL_NUMBERS: dict[sympy.Basic, Any] = {
 """SymPy's infinities and undefined values (`log(0)` is `zoo`): NaN unless signed."""
 
 
-@functools.cache
-def local_derivative(function: type[sympy.Function]) -> Callable[[Any], Any]:
-    """SymPy's derivative of a one-argument function, as an mpmath function of the argument."""
-    x = sympy.Dummy("x", real=True)
-    return sympy.lambdify(x, function(x).diff(x), modules="mpmath")
+_APPLIED: dict[tuple[type, int], tuple[tuple[sympy.Dummy, ...], sympy.Expr]] = {}
+_DERIVATIVES: dict[type, sympy.Expr] = {}
+
+
+def _applied(function: type, arity: int) -> tuple[tuple[sympy.Dummy, ...], sympy.Expr]:
+    """`function` applied to `arity` placeholder arguments (made once per function)."""
+    if (function, arity) not in _APPLIED:
+        arguments = tuple(sympy.Dummy(f"x{index}", real=True) for index in range(arity))
+        _APPLIED[function, arity] = (arguments, function(*arguments))
+    return _APPLIED[function, arity]
+
+
+def exact_value(function: type, values: Sequence[Any]) -> Any:
+    """`function` of mpmath values, through the one numeric interpreter."""
+    arguments, applied = _applied(function, len(values))
+    return numeric.evaluate(applied, dict(zip(arguments, values, strict=True)), numeric.EXACT)
+
+
+def local_derivative(function: type, value: Any) -> Any:
+    """SymPy's derivative of a one-argument function at an mpmath value."""
+    (argument,), applied = _applied(function, 1)
+    if function not in _DERIVATIVES:
+        _DERIVATIVES[function] = applied.diff(argument)
+    return numeric.evaluate(_DERIVATIVES[function], {argument: value}, numeric.EXACT)
 
 
 @dataclass
@@ -511,7 +523,10 @@ class ReferenceGraph:
             case _ if expr.is_number and not expr.args:
                 return mpmath.mpf(sympy.Float(expr, DIGITS)._mpf_)
             case _:
-                return MPMATH_FUNCTIONS[expr.func](*(self.value(arg) for arg in expr.args))
+                values = [self.value(arg) for arg in expr.args]
+                if expr.func in ARITHMETIC:
+                    return ARITHMETIC[expr.func](*values)
+                return exact_value(expr.func, values)
 
     def _taken(self, where: sympy.Basic) -> sympy.Basic:
         condition, a, b = where.args
@@ -612,7 +627,7 @@ class ReferenceGraph:
             case Select():
                 yield self._taken(expr), 1
             case sympy.Function() if len(expr.args) == 1:
-                yield expr.args[0], local_derivative(expr.func)(self.value(expr.args[0]))
+                yield expr.args[0], local_derivative(expr.func, self.value(expr.args[0]))
             case Relational():
                 return
             case _ if expr.args:

@@ -5,23 +5,18 @@ from __future__ import annotations
 import pytest
 import sympy
 
-from lossdsl.builtins import BUILTINS
 from lossdsl.compiler import check_source
 from lossdsl.source import SourceFile
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic import lower as lowering
 from lossdsl.symbolic.gradient import latex
 from lossdsl.symbolic.loss import SymbolicLoss
-from lossdsl.symbolic.lower import LOWERINGS, lower
+from lossdsl.symbolic.lower import lower
 from lossdsl.typed import ALL_ROLES, CLASS_ONLY, NO_ROLES, PER_ELEMENT
 
 
 def lowered(text: str, with_gradient: bool = False) -> SymbolicLoss:
     return lower(check_source(SourceFile.from_text(text)), with_gradient=with_gradient)
-
-
-def test_every_builtin_has_a_lowering() -> None:
-    assert set(LOWERINGS) == set(BUILTINS)
 
 
 def test_symbols_carry_the_assumptions_of_kinds_and_domains() -> None:

@@ -48,11 +48,12 @@ from collections.abc import Mapping
 from dataclasses import replace as replace_field
 
 import sympy
-from sympy.codegen.cfunctions import expm1, log1p
+from sympy.codegen.cfunctions import log1p
 from sympy.logic.boolalg import Boolean
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
+from lossdsl.builtins import BUILTIN_LIST, RoleRule
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.fusions import FusionContext, clips_outside_logs, fuse, xla_spelling
 from lossdsl.codegen.helpers import (
@@ -71,19 +72,11 @@ from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import ALL_ROLES, NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
 
 ELEMENTWISE_OPS: dict[type, str] = {
-    sympy.exp: "tf.math.exp",
-    sympy.log: "tf.math.log",
-    log1p: "tf.math.log1p",
-    expm1: "tf.math.expm1",
-    sympy.Abs: "tf.math.abs",
-    sympy.tanh: "tf.math.tanh",
-    sympy.cosh: "tf.math.cosh",
-    fn.Sigmoid: "tf.math.sigmoid",
-    fn.Softplus: "tf.math.softplus",
-    fn.Relu: "tf.nn.relu",
-    fn.StopGradient: "tf.stop_gradient",
-    fn.Minimum: "tf.math.minimum",
-    fn.Maximum: "tf.math.maximum",
+    builtin.function: builtin.tensorflow
+    for builtin in BUILTIN_LIST
+    if builtin.function is not None
+    and builtin.tensorflow is not None
+    and builtin.role_rule is not RoleRule.REDUCTION
 }
 """SymPy functions printed as one TensorFlow call with the same arguments."""
 

@@ -17,6 +17,7 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from lossdsl.builtins import BUILTIN_LIST, RoleRule
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.gradient import EPS, ROLE_COUNTS
 from lossdsl.typed import ROLE_ORDER, Role, Roles
@@ -24,31 +25,19 @@ from lossdsl.typed import ROLE_ORDER, Role, Roles
 NAMED_NUMBERS: dict[sympy.Expr, str] = {EPS: "eps", 1 - EPS: "1 - eps", -EPS: "-eps"}
 
 SPEC_NAMES: dict[str, str] = {
-    "Sigmoid": "sigmoid",
-    "Softplus": "softplus",
-    "Relu": "relu",
-    "LogCosh": "logcosh",
-    "StopGradient": "stop_gradient",
-    "Minimum": "minimum",
-    "Maximum": "maximum",
-    "Where": "where",
-    "Softmax": "softmax",
-    "LogSoftmax": "log_softmax",
-    "ClassId": "class",
-    "OneHot": "onehot",
-    "Abs": "abs",
-    "Clip": "clip",
-    "log1p": "log1p",
-    "expm1": "expm1",
+    "LogCosh": "logcosh",  # made by a rewrite (`rewrites.py`), not written by users
+    **{
+        builtin.function.__name__: builtin.name
+        for builtin in BUILTIN_LIST
+        if builtin.function is not None and builtin.role_rule is not RoleRule.REDUCTION
+    },
 }
-"""The built-in each function is written as (SymPy's own `exp`, `log`... keep their names)."""
+"""The built-in each SymPy function is written as, from `lossdsl.builtins`."""
 
-REDUCTION_NAMES: dict[type[fn.Reduction], str] = {
-    fn.ReduceSum: "sum",
-    fn.ReduceMean: "mean",
-    fn.ReduceMax: "max",
-    fn.ReduceMin: "min",
-    fn.LogSumExp: "logsumexp",
+REDUCTION_NAMES: dict[type, str] = {
+    builtin.function: builtin.name
+    for builtin in BUILTIN_LIST
+    if builtin.function is not None and builtin.role_rule is RoleRule.REDUCTION
 }
 
 NAMED_SYMBOLS: dict[sympy.Symbol, str] = {

@@ -8,15 +8,15 @@ How it works:
    values the node can take for any inputs inside their kinds and any params inside
    their domains (all values a domain allows, not only the default). Each finite end is
    open or closed, so `sigmoid(z)` is (0, 1) and `clip(p)` is [eps, 1 - eps]. Built-ins
-   have one rule each in `RANGE_RULES`. Sums, products and integer powers are also
-   bounded by evaluating them at the corners of the box of their *atoms* (the
-   non-arithmetic sub-expressions they combine) when every atom occurs with degree at
-   most 1: a multi-affine function takes its extremes at corners, and treating the
-   atoms as independent only widens the range. This proves, for example, that
-   `1 - (y*q + (1-y)*(1-q))` stays in [eps, 1 - eps] for `q = clip(p)`.
+   follow their row's `shape` in `lossdsl.builtins` (or a rule in `CUSTOM_RANGES`). Sums,
+   products and integer powers are also bounded by evaluating them at the corners of the
+   box of their *atoms* (the non-arithmetic sub-expressions they combine) when every
+   atom occurs with degree at most 1: a multi-affine function takes its extremes at
+   corners, and treating the atoms as independent only widens the range. This proves,
+   for example, that `1 - (y*q + (1-y)*(1-q))` stays in [eps, 1 - eps] for `q = clip(p)`.
 2. **Witnesses.** Where the ranges say that something can go wrong, a numeric search
    looks for input and param values where it does: `Evaluator` evaluates the
-   sub-expression with numpy (one rule per built-in in `EVALUATORS`) on a grid of
+   sub-expression with numpy (a built-in through its SymPy meaning, `symbolic.numeric`) on a grid of
    candidate points (see `CANDIDATE_LIMIT`). Sub-expressions without class-axis
    operations are evaluated per element (each input is one element of its tensor); the
    others on one sample of C = 2 classes, and the witness then names whole rows. The
@@ -46,7 +46,9 @@ from typing import Any
 import mpmath
 import numpy as np
 import numpy.typing as npt
+import sympy
 
+from lossdsl.builtins import BUILTIN_LIST, BUILTINS, Builtin, Domain, RoleRule, Shape
 from lossdsl.codes import (
     CONSTANT_OVERFLOW,
     DIVISION_BY_ZERO,
@@ -68,6 +70,7 @@ from lossdsl.codes import (
 from lossdsl.diagnostics import Diagnostic, LossSpecError, error, warning
 from lossdsl.kinds import KINDS
 from lossdsl.source import SourceFile, Span
+from lossdsl.symbolic import numeric
 from lossdsl.typed import (
     CLASS_ONLY,
     CheckedSpec,
@@ -295,25 +298,23 @@ def _repeated_sum(values: Range) -> Range:
     return FULL
 
 
-def _sigmoid(value: float) -> float:
-    return float(1 / (1 + np.exp(-value)))
-
-
-def _softplus(value: float) -> float:
-    return float(np.logaddexp(0.0, value))
-
-
 # ---------------------------------------------------------------- range analysis
 
 RangeRule = Callable[["RangeAnalysis", TCall], Range]
 
 
-def _elementwise_rule(function: Callable[[float], float], domain: Range = FULL) -> RangeRule:
-    """An increasing function, defined on `domain` (outside it the value is NaN)."""
+def _elementwise_rule(
+    function: Callable[[float], float], domain: Range = FULL, negated: bool = False
+) -> RangeRule:
+    """An increasing function (the negation of one: decreasing), defined on `domain`
+    (outside it the value is NaN)."""
 
     def rule(analysis: RangeAnalysis, call: TCall) -> Range:
         inside = analysis.argument(call, 0).intersect(domain)
-        return FULL if inside is None else _increasing(inside, function)
+        if inside is None:
+            return FULL
+        values = _increasing(inside, function)
+        return _negate(values) if negated else values
 
     return rule
 
@@ -361,6 +362,29 @@ def _logsumexp_rule(analysis: RangeAnalysis, call: TCall) -> Range:
     return Range(values.low, math.inf, values.low_closed, False)
 
 
+LGAMMA_MINIMUM = -0.12148629053584961
+"""The least value of lgamma on (0, inf), at x = 1.4616..."""
+
+
+def _lgamma_rule(analysis: RangeAnalysis, call: TCall) -> Range:
+    """lgamma is at least its minimum for positive x; below 0 it takes every value."""
+    values = analysis.argument(call, 0)
+    if values.low >= 0:
+        return Range(LGAMMA_MINIMUM, math.inf)
+    return FULL
+
+
+def _digamma_rule(analysis: RangeAnalysis, call: TCall) -> Range:
+    """digamma increases on (0, inf) from -inf; below 0 it takes every value."""
+    values = analysis.argument(call, 0)
+    if values.low > 0:
+        return _increasing(values, _float_of(BUILTINS["digamma"]))
+    if values.low == 0:
+        high = _at(_float_of(BUILTINS["digamma"]), values.high)
+        return Range(-math.inf, high, False, values.high_closed)
+    return FULL
+
+
 def _constant_rule(values: Range) -> RangeRule:
     return lambda analysis, call: values
 
@@ -369,26 +393,17 @@ def _argument_rule(index: int) -> RangeRule:
     return lambda analysis, call: analysis.argument(call, index)
 
 
-RANGE_RULES: dict[str, RangeRule] = {
-    "abs": lambda analysis, call: _absolute(analysis.argument(call, 0)),
-    "exp": _elementwise_rule(np.exp),
-    "log": _elementwise_rule(np.log, NONNEGATIVE),
-    "log1p": _elementwise_rule(np.log1p, Range(-1.0, math.inf)),
-    "expm1": _elementwise_rule(np.expm1),
-    "sqrt": _elementwise_rule(np.sqrt, NONNEGATIVE),
-    "square": lambda analysis, call: _integer_power(analysis.argument(call, 0), 2),
-    "sigmoid": _elementwise_rule(_sigmoid),
-    "softplus": _elementwise_rule(_softplus),
-    "tanh": _elementwise_rule(np.tanh),
+CUSTOM_RANGES: dict[str, RangeRule] = {
     "relu": _relu_rule,
-    "cosh": _cosh_rule,
+    "sign": _constant_rule(Range(-1.0, 1.0)),
+    "lgamma": _lgamma_rule,
+    "digamma": _digamma_rule,
     "minimum": lambda analysis, call: _clamp_above(
         analysis.argument(call, 0), analysis.argument(call, 1)
     ),
     "maximum": lambda analysis, call: _clamp_below(
         analysis.argument(call, 0), analysis.argument(call, 1)
     ),
-    "stop_gradient": _argument_rule(0),
     "where": lambda analysis, call: analysis.argument(call, 1).hull(analysis.argument(call, 2)),
     "clip": _clip_rule,
     # Assumes C >= 2: over one class softmax is the constant 1 and trains nothing.
@@ -397,11 +412,34 @@ RANGE_RULES: dict[str, RangeRule] = {
     "class": _constant_rule(NONNEGATIVE),
     "onehot": _constant_rule(UNIT),
     "sum": _sum_rule,
-    "mean": _argument_rule(0),
-    "max": _argument_rule(0),
-    "min": _argument_rule(0),
     "logsumexp": _logsumexp_rule,
 }
+"""Value range of the result of each built-in whose row's shape is `Shape.CUSTOM`."""
+
+
+def _float_of(builtin: Builtin) -> Callable[[Any], Any]:
+    """A one-argument built-in as a float64 function, through its SymPy meaning."""
+    argument = sympy.Dummy("x", real=True)
+    meaning = builtin.meaning((argument,), sympy.S.Zero)
+    return lambda value: numeric.evaluate(meaning, {argument: value}, numeric.FLOAT)
+
+
+def _shape_rule(builtin: Builtin) -> RangeRule:
+    """The range rule a row's `shape` (and `domain`) gives."""
+    if builtin.shape is Shape.CUSTOM:
+        return CUSTOM_RANGES[builtin.name]
+    if builtin.shape is Shape.ARGUMENT:
+        return _argument_rule(0)
+    function = _float_of(builtin)
+    if builtin.shape is Shape.EVEN:
+        return lambda analysis, call: _increasing(_absolute(analysis.argument(call, 0)), function)
+    domain = FULL if builtin.domain is None else Range(builtin.domain.edge, math.inf)
+    if builtin.shape is Shape.DECREASING:
+        return _elementwise_rule(lambda value: -function(value), domain, negated=True)
+    return _elementwise_rule(function, domain)
+
+
+RANGE_RULES: dict[str, RangeRule] = {builtin.name: _shape_rule(builtin) for builtin in BUILTIN_LIST}
 """Value range of each built-in's result from its arguments' ranges."""
 
 
@@ -748,82 +786,10 @@ WITNESS_CLASSES = 2
 """C when a witness needs whole rows (and the value of `num_classes` in every witness)."""
 
 
-def _nan_if_complex(function: Callable[[object], object]) -> Callable[[object], object]:
-    def real(value: object) -> object:
-        try:
-            result = function(value)
-        except (ZeroDivisionError, ValueError):
-            return mpmath.mpf("nan")
-        return result if isinstance(result, mpmath.mpf) else mpmath.mpf("nan")
-
-    return real
-
-
-def _exact_divide(numerator: object, denominator: object) -> object:
-    if denominator == 0:
-        return mpmath.mpf("nan") if numerator == 0 else mpmath.inf * mpmath.sign(numerator)
-    return numerator / denominator  # type: ignore[operator]
-
-
-def _exact_power(base: object, exponent: object) -> object:
-    if base == 0 and exponent < 0:  # type: ignore[operator]
-        return mpmath.inf
-    return _nan_if_complex(lambda b: mpmath.power(b, exponent))(base)
-
-
-@dataclass(frozen=True)
-class Numerics:
-    """The elementwise functions of one number type: float64 to search, mpmath to confirm."""
-
-    exp: Callable[[Array], Array]
-    log: Callable[[Array], Array]
-    log1p: Callable[[Array], Array]
-    expm1: Callable[[Array], Array]
-    sqrt: Callable[[Array], Array]
-    tanh: Callable[[Array], Array]
-    cosh: Callable[[Array], Array]
-    divide: Callable[[Array, Array], Array]
-    power: Callable[[Array, Array], Array]
-    number: Callable[[float], object]
-    dtype: type
-
-
-def _exact_unary(function: Callable[[object], object]) -> Callable[[Array], Array]:
-    return np.frompyfunc(_nan_if_complex(function), 1, 1)
-
-
-FLOAT = Numerics(
-    exp=np.exp,
-    log=np.log,
-    log1p=np.log1p,
-    expm1=np.expm1,
-    sqrt=np.sqrt,
-    tanh=np.tanh,
-    cosh=np.cosh,
-    divide=np.divide,
-    power=np.power,
-    number=float,
-    dtype=np.float64,
-)
-EXACT = Numerics(
-    _exact_unary(mpmath.exp),
-    _exact_unary(mpmath.log),
-    _exact_unary(mpmath.log1p),
-    _exact_unary(mpmath.expm1),
-    _exact_unary(mpmath.sqrt),
-    _exact_unary(mpmath.tanh),
-    _exact_unary(mpmath.cosh),
-    np.frompyfunc(_exact_divide, 2, 1),
-    np.frompyfunc(_exact_power, 2, 1),
-    mpmath.mpf,
-    object,
-)
-
-
 class Evaluator:
     """Values of typed nodes for given input and param values, one backend, memoised."""
 
-    def __init__(self, numerics: Numerics, bindings: dict[str, Array]) -> None:
+    def __init__(self, numerics: numeric.Backend, bindings: dict[str, Array]) -> None:
         self.numerics = numerics
         self.bindings = bindings
         self._values: dict[int, Array] = {}
@@ -875,8 +841,12 @@ class Evaluator:
                 ids = self.value(index).astype(float).astype(int)
                 rows = np.broadcast_to(self.value(vector), (*ids.shape[:-1], WITNESS_CLASSES))
                 return np.take_along_axis(rows, ids, axis=-1)
-            case TCall():
-                return EVALUATORS[node.builtin](self, node)
+            case TCall(builtin=builtin) if builtin in SPECIAL_EVALUATORS:
+                return SPECIAL_EVALUATORS[builtin](self, node)
+            case TCall(builtin=builtin, args=args):
+                arguments, meaning = _meaning(builtin, len(args))
+                values = zip(arguments, map(self.value, args), strict=True)
+                return numeric.evaluate(meaning, dict(values), numerics)
         raise AssertionError(f"unknown node {node!r}")
 
     def argument(self, call: TCall, index: int = 0) -> Array:
@@ -899,10 +869,6 @@ COMPARISONS: dict[str, Callable[[Array, Array], Array]] = {
 EvaluationRule = Callable[[Evaluator, TCall], Array]
 
 
-def _unary(name: str) -> EvaluationRule:
-    return lambda ev, call: getattr(ev.numerics, name)(ev.argument(call))
-
-
 def _axes(call: TCall) -> tuple[int, ...]:
     return tuple(sorted(ROLE_AXES[role] for role in call.reduced))
 
@@ -914,7 +880,8 @@ def _reduce_sum(ev: Evaluator, values: Array, axes: tuple[int, ...]) -> Array:
 def _logsumexp(ev: Evaluator, values: Array, axes: tuple[int, ...]) -> Array:
     peak = np.max(values, axis=axes, keepdims=True)
     peak = np.where(np.isfinite(peak.astype(float)), peak, ev.number(0.0))
-    return peak + ev.numerics.log(_reduce_sum(ev, ev.numerics.exp(values - peak), axes))
+    exp = ev.numerics.call(sympy.exp, values - peak)
+    return peak + ev.numerics.call(sympy.log, _reduce_sum(ev, exp, axes))
 
 
 def _mean(ev: Evaluator, call: TCall) -> Array:
@@ -925,7 +892,8 @@ def _mean(ev: Evaluator, call: TCall) -> Array:
 
 
 def _softmax(ev: Evaluator, call: TCall) -> Array:
-    shifted = ev.numerics.exp(ev.argument(call) - np.max(ev.argument(call), axis=3, keepdims=True))
+    peak = np.max(ev.argument(call), axis=3, keepdims=True)
+    shifted = ev.numerics.call(sympy.exp, ev.argument(call) - peak)
     return ev.numerics.divide(shifted, _reduce_sum(ev, shifted, (3,)))
 
 
@@ -941,35 +909,7 @@ def _onehot(ev: Evaluator, call: TCall) -> Array:
     return ev.numbers(np.arange(WITNESS_CLASSES) == ids)
 
 
-def _softplus_values(ev: Evaluator, call: TCall) -> Array:
-    values = ev.argument(call)
-    return np.maximum(values, ev.number(0.0)) + ev.numerics.log1p(ev.numerics.exp(-np.abs(values)))
-
-
-EVALUATORS: dict[str, EvaluationRule] = {
-    "abs": lambda ev, call: np.abs(ev.argument(call)),
-    "exp": _unary("exp"),
-    "log": _unary("log"),
-    "log1p": _unary("log1p"),
-    "expm1": _unary("expm1"),
-    "sqrt": _unary("sqrt"),
-    "square": lambda ev, call: ev.argument(call) * ev.argument(call),
-    "sigmoid": lambda ev, call: ev.numerics.divide(
-        ev.number(1.0), ev.number(1.0) + ev.numerics.exp(-ev.argument(call))
-    ),
-    "softplus": _softplus_values,
-    "tanh": _unary("tanh"),
-    "relu": lambda ev, call: np.maximum(ev.argument(call), ev.number(0.0)),
-    "cosh": _unary("cosh"),
-    "minimum": lambda ev, call: np.minimum(ev.argument(call, 0), ev.argument(call, 1)),
-    "maximum": lambda ev, call: np.maximum(ev.argument(call, 0), ev.argument(call, 1)),
-    "stop_gradient": lambda ev, call: ev.argument(call),
-    "where": lambda ev, call: np.where(
-        ev.argument(call, 0), ev.argument(call, 1), ev.argument(call, 2)
-    ),
-    "clip": lambda ev, call: np.minimum(
-        np.maximum(ev.argument(call, 0), ev.argument(call, 1)), ev.argument(call, 2)
-    ),
+SPECIAL_EVALUATORS: dict[str, EvaluationRule] = {
     "softmax": _softmax,
     "log_softmax": lambda ev, call: ev.argument(call) - _logsumexp(ev, ev.argument(call), (3,)),
     "class": _class_id,
@@ -980,9 +920,22 @@ EVALUATORS: dict[str, EvaluationRule] = {
     "min": lambda ev, call: np.min(ev.argument(call), axis=_axes(call), keepdims=True),
     "logsumexp": lambda ev, call: _logsumexp(ev, ev.argument(call), _axes(call)),
 }
-"""How each built-in is evaluated on [candidates, batch, spatial, class] arrays."""
+"""How the built-ins over the class axis and the reductions are evaluated on [candidates,
+batch, spatial, class] arrays; every other built-in is evaluated through its SymPy meaning."""
 
-ROW_BUILTINS = frozenset({"softmax", "log_softmax", "class", "onehot"})
+
+@functools.cache
+def _meaning(builtin: str, arity: int) -> tuple[tuple[sympy.Dummy, ...], sympy.Basic]:
+    """A built-in's SymPy meaning applied to `arity` placeholder arguments."""
+    arguments = tuple(sympy.Dummy(f"x{index}", real=True) for index in range(arity))
+    return arguments, BUILTINS[builtin].meaning(arguments, sympy.S.Zero)
+
+
+ROW_BUILTINS = frozenset(
+    builtin.name
+    for builtin in BUILTIN_LIST
+    if builtin.role_rule in (RoleRule.CLASS_AXIS, RoleRule.CLASS_ID, RoleRule.ONE_HOT)
+)
 """Built-ins that mix the classes of a row: witnesses for them are whole rows."""
 
 
@@ -1089,7 +1042,7 @@ class WitnessSearch:
             v.name: v.rows[choices[:, i]][:, None, None, :] for i, v in enumerate(variables)
         }
         with np.errstate(all="ignore"):
-            found = np.asarray(condition(Evaluator(FLOAT, bindings).value))
+            found = np.asarray(condition(Evaluator(numeric.FLOAT, bindings).value))
         found = np.broadcast_to(found, (len(choices), *found.shape[1:]))
         candidates = np.flatnonzero(found.reshape(len(choices), -1).any(axis=1))
         if not len(candidates):
@@ -1173,7 +1126,7 @@ def _confirmed(condition: Condition, rows: dict[str, Array]) -> bool:
         name: np.array([mpmath.mpf(float(v)) for v in row], dtype=object)[None, None, None, :]
         for name, row in rows.items()
     }
-    evaluator = Evaluator(EXACT, bindings)
+    evaluator = Evaluator(numeric.EXACT, bindings)
     try:
         with mpmath.workdps(40):
             found = condition(lambda node: np.asarray(evaluator.value(node)).astype(float))
@@ -1200,6 +1153,22 @@ def equal(node: TExpr, target: float) -> Condition:
     return lambda value: value(node) == target
 
 
+def at_pole(node: TExpr) -> Condition:
+    """Where `node` is 0, -1, -2, ...: the poles of lgamma and digamma."""
+
+    def condition(value: Callable[[TExpr], Array]) -> Array:
+        values = value(node)
+        return np.isfinite(values) & (values <= 0) & (values == np.round(values))
+
+    return condition
+
+
+def _reaches_pole(values: Range) -> bool:
+    """Whether an integer <= 0 lies in `values`."""
+    top = 0.0 if values.high >= 0 else float(math.floor(values.high))
+    return values.contains(top) or values.contains(top - 1)
+
+
 def nan_power(power: TPow) -> Condition:
     def condition(value: Callable[[TExpr], Array]) -> Array:
         base, exponent = value(power.base), value(power.exponent)
@@ -1215,7 +1184,7 @@ def nan_power(power: TPow) -> Condition:
 def _gradient_children(node: TExpr) -> tuple[tuple[TExpr, str | None], ...]:
     """Children with what blocks the gradient through them (None: it flows)."""
     match node:
-        case TCall(builtin="stop_gradient" | "class" | "onehot" as name, args=args):
+        case TCall(builtin=name, args=args) if not BUILTINS[name].differentiable:
             return tuple((arg, f"`{name}(...)`") for arg in args)
         case TCall(builtin="where", args=(condition, *branches)):
             return ((condition, "a comparison"), *((b, None) for b in branches))
@@ -1276,45 +1245,6 @@ class GradientPaths:
 
 # ---------------------------------------------------------------- the checks
 
-
-@dataclass(frozen=True)
-class DomainRule:
-    """Where a function of one argument is defined: NaN below `edge`, and at the edge."""
-
-    edge: float
-    value_at_edge: str | None  # "-inf" for log, None where the value is finite (sqrt)
-    nan_code: str
-    nan_gradient: bool  # whether the gradient is NaN too where the value is
-    help: str
-
-
-DOMAIN_RULES: dict[str, DomainRule] = {
-    "log": DomainRule(
-        0.0,
-        "-inf",
-        LOG_OF_NEGATIVE,
-        False,
-        "`log` is NaN below 0 and -inf at 0: make its argument positive for every value "
-        "the kinds and domains allow",
-    ),
-    "log1p": DomainRule(
-        -1.0,
-        "-inf",
-        LOG_OF_NEGATIVE,
-        False,
-        "`log1p` is NaN below -1 and -inf at -1: keep its argument above -1 for every "
-        "value the kinds and domains allow",
-    ),
-    "sqrt": DomainRule(
-        0.0,
-        None,
-        SQRT_OF_NEGATIVE,
-        True,
-        "`sqrt` is NaN below 0: make its argument non-negative for every value the kinds "
-        "and domains allow, e.g. `sqrt(square(x) + eps)`",
-    ),
-}
-"""Built-ins that are undefined below some value of their one argument."""
 
 Guard = tuple[TExpr, bool]
 """A `where` condition on the way to a node, and the value that selects the branch."""
@@ -1379,8 +1309,8 @@ class DomainChecker:
     def run(self) -> list[Diagnostic]:
         for node in walk(self.roots):
             match node:
-                case TCall(builtin=builtin) if builtin in DOMAIN_RULES:
-                    self._check_domain(node, DOMAIN_RULES[builtin])
+                case TCall(builtin=builtin) if BUILTINS[builtin].domain is not None:
+                    self._check_defined(node, BUILTINS[builtin].domain)
                 case TPow():
                     self._check_power(node)
                 case TMul(operands=operands, inverted=inverted):
@@ -1408,18 +1338,24 @@ class DomainChecker:
                 return Found(witness, True)
         return Found(search.find(scope, condition), False)
 
-    def _check_domain(self, call: TCall, rule: DomainRule) -> None:
+    def _check_defined(self, call: TCall, domain: Domain | None) -> None:
+        if domain is not None and domain.poles:
+            self._check_poles(call, domain)
+        elif domain is not None:
+            self._check_domain(call, domain)
+
+    def _check_domain(self, call: TCall, rule: Domain) -> None:
         argument = call.args[0]
         values = self.ranges.range_of(argument)
         edge = format_number(rule.edge)
-        never_finite = rule.value_at_edge is not None and (
+        never_finite = rule.at_edge is not None and (
             values.high < rule.edge or (values.high == rule.edge and values.high_closed)
         )
         if never_finite:
             found, result = self._search(call, [argument], below(argument, rule.edge)), "NaN"
             if not found.selected:
                 found = self._search(call, [argument], equal(argument, rule.edge))
-                result = rule.value_at_edge or ""
+                result = rule.at_edge or ""
             if found.selected and found.witness is not None:
                 self.diagnostics.append(
                     error(
@@ -1439,7 +1375,7 @@ class DomainChecker:
             elif found.selected:
                 self.diagnostics.append(
                     error(
-                        rule.nan_code,
+                        LOG_OF_NEGATIVE if rule.at_edge else SQRT_OF_NEGATIVE,
                         f"`{self.text(call)}` is NaN at {found.witness.describe()}",
                         argument.span,
                         f"below {edge} there",
@@ -1453,11 +1389,11 @@ class DomainChecker:
         if values.contains(rule.edge):
             self._at_edge(call, argument, rule)
 
-    def _at_edge(self, call: TCall, argument: TExpr, rule: DomainRule) -> None:
+    def _at_edge(self, call: TCall, argument: TExpr, rule: Domain) -> None:
         shown = self.text(argument)
         witness = self.search.find([argument], equal(argument, rule.edge))
         at = witness.describe() if witness else f"`{shown}` = {format_number(rule.edge)}"
-        if rule.value_at_edge is not None:
+        if rule.at_edge is not None:
             fix = (
                 f"use `{call.builtin}(clip({shown}))` (values in [eps, 1 - eps]), or take "
                 "logits as y_pred and use `log_softmax` or `softplus`"
@@ -1467,7 +1403,7 @@ class DomainChecker:
             self.diagnostics.append(
                 warning(
                     LOG_OF_ZERO,
-                    f"`{self.text(call)}` is {rule.value_at_edge} at {at}",
+                    f"`{self.text(call)}` is {rule.at_edge} at {at}",
                     argument.span,
                     f"can be {format_number(rule.edge)}",
                     fix,
@@ -1483,6 +1419,52 @@ class DomainChecker:
                     f"add a small constant inside: `sqrt({shown} + eps)`",
                 )
             )
+
+    def _check_poles(self, call: TCall, domain: Domain) -> None:
+        """W401 where the argument can be at a pole 0, -1, -2, ... (E403 where it always is),
+        W402 where the ranges allow one but no witness is found."""
+        argument = call.args[0]
+        values = self.ranges.range_of(argument)
+        if not _reaches_pole(values):
+            return
+        shown = self.text(argument)
+        if values.low == values.high:
+            self.diagnostics.append(
+                error(
+                    LOG_NEVER_FINITE,
+                    f"`{self.text(call)}` is never finite: `{shown}` is always "
+                    f"{format_number(values.low)}, a pole",
+                    argument.span,
+                    "always a pole",
+                    domain.help,
+                )
+            )
+            return
+        found = self._search(call, [argument], at_pole(argument))
+        if found.witness is None:
+            self.diagnostics.append(
+                warning(
+                    UNPROVEN_DOMAIN,
+                    f"could not prove that `{shown}` avoids the poles 0, -1, -2, ... of "
+                    f"`{self.text(call)}`",
+                    argument.span,
+                    "may be a pole",
+                    f"interval arithmetic allows values in {values.describe()}, but no input "
+                    "or param values were found where it is at a pole",
+                    domain.help,
+                )
+            )
+            return
+        branch = "" if found.selected else ", in a `where` branch not selected there"
+        self.diagnostics.append(
+            warning(
+                LOG_OF_ZERO,
+                f"`{self.text(call)}` is infinite at {found.witness.describe()}{branch}",
+                argument.span,
+                "can be a pole (0, -1, -2, ...)",
+                domain.help,
+            )
+        )
 
     def _unproven(self, node: TExpr, argument: TExpr, requirement: str, values: Range) -> None:
         self.diagnostics.append(
@@ -1632,12 +1614,6 @@ OVERFLOW_INPUT_LIMIT = 2.0
 `exp`, `cosh` or a power overflow when large enough whatever the spec (the model's range,
 as with Keras's built-ins); params take every value their domains allow."""
 
-POLE_FREE_BUILTINS = frozenset(
-    {"exp", "expm1", "cosh", "square", "softplus", "abs", "relu", "minimum", "maximum"}
-    | {"clip", "where", "stop_gradient", "sum", "mean", "max", "min", "logsumexp"}
-)
-"""Built-ins whose value is infinite only where an argument is or where it overflows."""
-
 
 class OverflowCheck:
     """E407 and W408: values beyond the float range of float64 and of float32.
@@ -1733,7 +1709,7 @@ class OverflowCheck:
         if any(id(child) in self._huge for child, _ in arguments):
             self._huge.add(id(node))
         elif all(known is not None for _, known in arguments):
-            evaluator = Evaluator(EXACT, {})
+            evaluator = Evaluator(numeric.EXACT, {})
             for child, known in arguments:
                 evaluator.assume(child, known)
             try:
@@ -1895,7 +1871,7 @@ def _pole_free(node: TExpr, ranges: RangeAnalysis) -> bool:
         case TPow(exponent=exponent):
             return ranges.range_of(exponent).low >= 0
         case TCall(builtin=builtin):
-            return builtin in POLE_FREE_BUILTINS
+            return BUILTINS[builtin].pole_free
     return False
 
 

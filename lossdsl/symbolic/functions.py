@@ -68,6 +68,12 @@ class Elementwise(LossFunction):
         return self.definition().evalf(prec_to_dps(prec))
 
 
+class Special(Elementwise):
+    """A special function of one argument (lgamma, sign): the verifier evaluates it whole,
+    with mpmath through its definition and its derivative through `fdiff`, instead of
+    expanding the definition (SymPy's own derivative of that is not TensorFlow's)."""
+
+
 def _indicator(condition: Boolean) -> sympy.Expr:
     """1 where `condition` holds, else 0 (a derivative's selector at a kink)."""
     return Where(condition, sympy.S.One, sympy.S.Zero)

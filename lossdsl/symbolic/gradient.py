@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 from sympy.printing.latex import LatexPrinter
 
-from lossdsl.builtins import EPSILON
+from lossdsl.builtins import BUILTIN_LIST, EPSILON, RoleRule
 from lossdsl.codes import PREDICTION_CANCELS
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.symbolic import functions as fn
@@ -143,28 +143,23 @@ def cancellation_diagnostics(
 ROLE_INDICES: dict[Role, str] = {Role.BATCH: "b", Role.SPATIAL: "s", Role.CLASS: "c"}
 
 _OPERATOR_NAMES: dict[str, str] = {
-    "Softplus": r"\operatorname{softplus}",
-    "Relu": r"\operatorname{relu}",
-    "Clip": r"\operatorname{clip}",
-    "Minimum": r"\min",
-    "Maximum": r"\max",
-    "StopGradient": r"\operatorname{sg}",
-    "Softmax": r"\operatorname{softmax}",
-    "LogSoftmax": r"\operatorname{log\_softmax}",
-    "LogCosh": r"\operatorname{logcosh}",
-    "ClassId": r"\operatorname{class}",
-    "OneHot": r"\operatorname{onehot}",
-    "Sigmoid": r"\sigma",
-    "log1p": r"\operatorname{log1p}",
-    "expm1": r"\operatorname{expm1}",
+    "LogCosh": r"\operatorname{logcosh}",  # made by a rewrite, not written by users
+    **{
+        builtin.function.__name__: builtin.latex
+        for builtin in BUILTIN_LIST
+        if builtin.function is not None
+        and builtin.latex is not None
+        and builtin.role_rule is not RoleRule.REDUCTION
+    },
 }
+"""Each function's LaTeX operator, from the `latex` of its row in `lossdsl.builtins`."""
 
 _REDUCTION_NAMES: dict[str, str] = {
-    "ReduceSum": r"\sum",
-    "ReduceMean": r"\operatorname{mean}",
-    "ReduceMax": r"\max",
-    "ReduceMin": r"\min",
-    "LogSumExp": r"\operatorname{logsumexp}",
+    builtin.function.__name__: builtin.latex
+    for builtin in BUILTIN_LIST
+    if builtin.function is not None
+    and builtin.latex is not None
+    and builtin.role_rule is RoleRule.REDUCTION
 }
 
 

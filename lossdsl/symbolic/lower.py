@@ -2,7 +2,7 @@
 
 Each input and param becomes a real `sympy.Symbol` named as in the spec, with the
 assumptions its kind or domain allows; `num_classes` is `functions.NUM_CLASSES`. Built-in
-calls map to SymPy through `LOWERINGS`, one entry per built-in. The stable rewrites and
+calls map to SymPy through the `meaning` of their row in `lossdsl.builtins`. The stable rewrites and
 simplification are `rewrites.rewrite`'s, the explained gradient is `gradient.py`'s;
 printing is left to `codegen.printer`.
 """
@@ -13,8 +13,8 @@ import math
 from collections.abc import Callable
 
 import sympy
-from sympy.codegen.cfunctions import expm1, log1p
 
+from lossdsl.builtins import BUILTINS, CONSTANT_LIST
 from lossdsl.kinds import KINDS
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.gradient import element_gradient
@@ -49,52 +49,6 @@ RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
     "==": sympy.Eq,
     "!=": sympy.Ne,
 }
-
-Lowering = Callable[[tuple[sympy.Expr, ...], sympy.Integer], sympy.Expr]
-
-
-def _unary(function: Callable[[sympy.Expr], sympy.Expr]) -> Lowering:
-    return lambda args, removed: function(args[0])
-
-
-def _unevaluated(function: type[sympy.Function]) -> Lowering:
-    """SymPy's own function without its automatic evaluation (slow on long arguments)."""
-    return lambda args, removed: function(args[0], evaluate=False)
-
-
-def _reduction(reduction: type[fn.Reduction]) -> Lowering:
-    return lambda args, removed: reduction(args[0], removed) if removed else args[0]
-
-
-LOWERINGS: dict[str, Lowering] = {
-    "abs": _unevaluated(sympy.Abs),
-    "exp": _unevaluated(sympy.exp),
-    "log": _unevaluated(sympy.log),
-    "log1p": _unevaluated(log1p),
-    "expm1": _unevaluated(expm1),
-    "sqrt": _unary(sympy.sqrt),
-    "square": _unary(lambda x: x**2),
-    "sigmoid": _unary(fn.Sigmoid),
-    "softplus": _unary(fn.Softplus),
-    "tanh": _unevaluated(sympy.tanh),
-    "relu": _unary(fn.Relu),
-    "cosh": _unevaluated(sympy.cosh),
-    "minimum": lambda args, removed: fn.Minimum(*args),
-    "maximum": lambda args, removed: fn.Maximum(*args),
-    "stop_gradient": _unary(fn.StopGradient),
-    "where": lambda args, removed: fn.Where(*args),
-    "clip": lambda args, removed: fn.Clip(*args),
-    "softmax": _unary(fn.Softmax),
-    "log_softmax": _unary(fn.LogSoftmax),
-    "class": _unary(fn.ClassId),
-    "onehot": _unary(fn.OneHot),
-    "sum": _reduction(fn.ReduceSum),
-    "mean": _reduction(fn.ReduceMean),
-    "max": _reduction(fn.ReduceMax),
-    "min": _reduction(fn.ReduceMin),
-    "logsumexp": _reduction(fn.LogSumExp),
-}
-"""The SymPy meaning of each built-in, given its lowered arguments and removed roles."""
 
 
 def lower(checked: CheckedSpec, with_gradient: bool = False) -> SymbolicLoss:
@@ -157,8 +111,19 @@ def _declared(checked: CheckedSpec) -> tuple[InputInfo | ParamInfo, ...]:
     return (checked.y_true, checked.y_pred, *checked.params)
 
 
+SYMBOLIC_CONSTANTS: dict[float, sympy.Expr] = {
+    constant.value: constant.meaning
+    for constant in CONSTANT_LIST
+    if constant.value is not None and constant.meaning is not None
+}
+"""The value of each built-in constant (`pi`, `eps`) as SymPy writes it."""
+
+
 def number(value: float) -> sympy.Expr:
-    """A literal as an exact SymPy number: `0.25` -> 1/4, `1e-7` -> 1/10000000."""
+    """A literal as an exact SymPy number: `0.25` -> 1/4, `1e-7` -> 1/10000000, and a
+    built-in constant's value as the constant (the float of `pi` -> `sympy.pi`)."""
+    if value in SYMBOLIC_CONSTANTS:
+        return SYMBOLIC_CONSTANTS[value]
     if not math.isfinite(value):
         return sympy.oo if value > 0 else -sympy.oo
     return sympy.Rational(repr(value))
@@ -205,7 +170,7 @@ class _Lowering:
             case TCall(builtin=builtin, args=args, reduced=reduced):
                 lowered = tuple(self.expr(a) for a in args)
                 removed = _removed(reduced, args[0].roles) if reduced else sympy.S.Zero
-                return LOWERINGS[builtin](lowered, removed)
+                return BUILTINS[builtin].meaning(lowered, removed)
         raise TypeError(f"not a typed expression: {node!r}")
 
 
