@@ -1,6 +1,10 @@
-"""The checker: resolves a parsed spec's names, arity, declarations, kinds, param domains
-and roles into the typed tree (`typed.CheckedSpec`), lifting the outer mean; the value
-domains of expressions (E4xx beyond param defaults, E5xx) are left to symbolic/domains.py.
+"""The checker: types a parsed spec's expressions (names, calls, arity, gathers,
+conditions) into the typed tree (`typed.CheckedSpec`), recording the desugarings that fire.
+
+It builds on `declarations` (names, inputs, params), `roles` (how operands' roles
+combine), `statements` (counts and size limits) and `result` (what the Keras call
+returns, the mask); the value domains of expressions (E4xx beyond param defaults, E5xx)
+are left to symbolic/domains.py.
 
 Every problem of a file is reported: an expression with an error types as `None`, which
 suppresses follow-on errors in the expressions around it.
@@ -8,38 +12,25 @@ suppresses follow-on errors in the expressions around it.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeAlias, cast
+from collections.abc import Sequence
+from typing import cast
 
 from lossdsl import nodes
 from lossdsl.builtins import (
     AXIS_WORDS,
     BUILTINS,
+    CONSTANT_VALUES,
     CONSTANTS,
-    EPSILON,
-    KERAS_ARGUMENTS,
-    RESERVED_NAMES,
     Builtin,
     RoleRule,
 )
 from lossdsl.codes import (
-    BATCH_COUPLED,
-    CLASS_IDS_IN_ARITHMETIC,
     CLASS_OF_NON_Y_TRUE,
     COMPARISON_OUTSIDE_CONDITION,
-    DEFAULT_OUTSIDE_DOMAIN,
-    DUPLICATE_NAME,
-    EMPTY_INTERVAL,
     FUNCTION_AS_VALUE,
     GATHER_FROM_NON_VECTOR,
     GATHER_INDEX_NOT_CLASS_ID,
     INVALID_AXIS,
-    KIND_IN_WRONG_POSITION,
-    MASK_HAS_CLASS_ROLE,
-    MASK_ROLES_NOT_IN_RESULT,
-    MASK_WITHOUT_LIFTED_MEAN,
     NO_CLASS_ROLE,
     NO_LOSS,
     NOT_A_CONDITION,
@@ -48,49 +39,40 @@ from lossdsl.codes import (
     NOTHING_TO_REDUCE,
     ONEHOT_OF_NON_LABEL,
     REPEATED_KEYWORD,
-    RESERVED_NAME,
-    RESULT_HAS_CLASS_ROLE,
-    RESULT_SPATIAL_WITHOUT_BATCH,
     ROLES_NOT_NESTED,
-    SCALAR_NOT_LIFTED,
-    SECOND_LOSS,
-    SECOND_MASK,
-    TOO_DEEP,
-    TOO_LARGE,
-    TOO_MANY_INPUTS,
-    UNKNOWN_DOMAIN,
     UNKNOWN_FUNCTION,
     UNKNOWN_KEYWORD,
-    UNKNOWN_KIND,
     UNKNOWN_NAME,
     USED_BEFORE_DEFINITION,
-    VECTOR_LENGTHS_DIFFER,
     WRONG_ARITY,
 )
+from lossdsl.declarations import NON_VALUES, Typed
+from lossdsl.desugar import (
+    DEFAULT_ARGUMENTS,
+    DEFAULT_AXIS,
+    DESUGARINGS,
+    INLINE_LET,
+    LIFT_OUTER_MEAN,
+    NAMED_CONSTANT,
+    SQUARE_AS_POWER,
+    square_as_power,
+)
 from lossdsl.diagnostics import (
-    Diagnostic,
     LossSpecError,
     error,
     similar_name_help,
     sort_diagnostics,
-    warning,
 )
-from lossdsl.kinds import DEFAULT_KINDS, KINDS, KINDS_HELP, kinds_for
-from lossdsl.parser import NESTING_LIMIT
+from lossdsl.kinds import KINDS
+from lossdsl.result import check_result
+from lossdsl.roles import RoleRules
 from lossdsl.source import Span
+from lossdsl.statements import Counted, check_counts, within_limits
 from lossdsl.typed import (
     ALL_ROLES,
-    NAMED_DOMAINS,
-    NO_ROLES,
+    AXIS_REDUCES,
     PER_ELEMENT,
-    PER_SAMPLE,
-    ROLE_ORDER,
-    Argument,
     CheckedSpec,
-    InputInfo,
-    InputKind,
-    ParamDomain,
-    ParamInfo,
     Role,
     Roles,
     TAdd,
@@ -107,106 +89,11 @@ from lossdsl.typed import (
     TPow,
     TreeSize,
     describe_roles,
-    tree_size,
-    walk,
 )
 
-# Diagnostic codes (docs/LANGUAGE_NOTES.md, "Diagnostic codes: E2xx, E3xx").
-
-INLINED_DEPTH_LIMIT = NESTING_LIMIT
-"""The deepest a `let`, `loss` or `mask` may nest, in operations, with its lets written
-out: the typed tree that every later stage walks, several of them recursively (lowering,
-the domain checks, verification's expansion of the exact loss, where one operation can
-be four SymPy levels deep). The parser's 64 levels bound the text only; a chain of lets
-builds any depth from shallow lines. At 64, chains of signs, `sigmoid`, sums and
-products, `log` and `mean` were measured to pass every stage with verification; from
-about 90 (chains of `sigmoid`) verification exhausted Python's recursion limit."""
-
-INLINED_SIZE_LIMIT = 5_000
-"""The most nodes a `let`, `loss` or `mask` may have with its lets written out at each
-use: lets that use the previous one twice double it at each line. Lowering, the domain
-checks and verification take time in this size; at the limit a spec checks in seconds."""
-
-VECTOR_LIMIT = 256
-"""The most entries a vector param may have (one per class). Verification evaluates the
-exact loss on every class, so its time grows with the length; at the limit a spec checks
-and verifies in a few seconds."""
-
-Typed: TypeAlias = TExpr | None
-"""A checked expression, or None where an error was already reported inside it."""
-
-Declaration: TypeAlias = nodes.InputDecl | nodes.ParamDecl | nodes.LetDecl
-
-DOMAINS_HELP = "domains are real, nonneg, positive, unit, or an interval such as `(0, 1]`"
 AXIS_HELP = (
     "`axis` is -1 (the last role, the default), 0 (batch), sample (every role but batch) or all"
 )
-
-RESERVED_REASONS: dict[str, str] = {
-    **dict.fromkeys(KERAS_ARGUMENTS, "an argument of every Keras loss"),
-    **dict.fromkeys(AXIS_WORDS, "an axis word"),
-    **dict.fromkeys(CONSTANTS, "a built-in constant"),
-    **dict.fromkeys(BUILTINS, "a built-in function"),
-}
-NON_VALUES: dict[str, tuple[str, str, str]] = {
-    "inf": (
-        "`inf` is only valid in param domains",
-        "not a value",
-        "use a large number, or give a param a domain such as `[0, inf)`",
-    ),
-    **{
-        word: (
-            f"`{word}` is only valid as a reduction's `axis=`",
-            "not a value",
-            f"for example `mean(x, axis={word})`",
-        )
-        for word in AXIS_WORDS
-    },
-    **{
-        word: (
-            f"`{word}` is an argument of the compiled Keras loss, not a value",
-            "not a value",
-            f"pass `{word}=` when constructing the loss; a spec cannot read it",
-        )
-        for word in KERAS_ARGUMENTS
-    },
-}
-"""Reserved words that are not values: (message, label, help) when used as one."""
-
-DEFAULT_ARGUMENTS: dict[str, Callable[[Span], tuple[TExpr, ...]]] = {
-    "clip": lambda span: (TConst(EPSILON, span), TConst(1.0 - EPSILON, span)),
-}
-"""Optional trailing arguments of a built-in, all given or all omitted: `clip(x)`."""
-
-REWRITTEN_CALLS: dict[str, Callable[[TCall], TExpr]] = {
-    "square": lambda call: TPow(call.args[0], TConst(2.0, call.span), call.span, call.roles),
-}
-"""Built-in calls the typed tree spells with other nodes."""
-
-
-def _last_role(roles: Roles) -> Roles:
-    """The role a default reduction removes: class, else spatial, else batch."""
-    for role in reversed(ROLE_ORDER):
-        if role in roles:
-            return frozenset({role})
-    return NO_ROLES
-
-
-AXIS_REDUCES: dict[str, Callable[[Roles], Roles]] = {
-    "-1": _last_role,
-    "0": lambda roles: roles & PER_SAMPLE,
-    "sample": lambda roles: roles - PER_SAMPLE,
-    "all": lambda roles: roles,
-}
-"""The roles a reduction removes from its argument's roles, by `axis`."""
-
-
-@dataclass(frozen=True)
-class Counted:
-    """A statement that may appear a limited number of times (`loss`, `mask`), checked."""
-
-    statement: nodes.LossDecl | nodes.MaskDecl
-    value: Typed
 
 
 def check(spec: nodes.Spec) -> CheckedSpec:
@@ -214,22 +101,14 @@ def check(spec: nodes.Spec) -> CheckedSpec:
     return SpecChecker(spec).run()
 
 
-class SpecChecker:
+class SpecChecker(RoleRules):
     """One pass over one spec, collecting diagnostics as it goes."""
 
     def __init__(self, spec: nodes.Spec) -> None:
-        self.spec = spec
-        self.diagnostics: list[Diagnostic] = []
-        self.first_declarations: dict[str, Declaration] = {}
-        self.invalid_names: set[str] = set()
-        self.inputs: dict[str, InputInfo] = {}
-        self.params: dict[str, ParamInfo] = {}
-        self.let_indices: dict[str, int] = {}
+        super().__init__(spec)
         self.visible_lets: dict[str, Typed] = {}
         self.statement_index = 0
         self.tree_sizes: dict[TExpr, TreeSize] = {}
-        self.y_true = InputInfo(*DEFAULT_KINDS["y_true"], "y_true", None)
-        self.y_pred = InputInfo(*DEFAULT_KINDS["y_pred"], "y_pred", None)
 
     # ------------------------------------------------------------ the whole spec
 
@@ -258,8 +137,8 @@ class SpecChecker:
                             statement, self.within_limits("the loss", value.span, self.expr(value))
                         )
                     )
-        self.check_counts(losses, "loss")
-        self.check_counts(masks, "mask")
+        check_counts(self.report, losses, "loss")
+        check_counts(self.report, masks, "mask")
         if not losses:
             self.report(
                 error(
@@ -274,10 +153,13 @@ class SpecChecker:
         loss_decl = cast(nodes.LossDecl, losses[0].statement)
         loss = losses[0].value
         mask = cast(TCompare | None, masks[0].value) if masks else None
-        outcome = self.check_result(loss_decl, loss, masks[0] if masks else None, mask)
+        mask_decl = cast(nodes.MaskDecl, masks[0].statement) if masks else None
+        outcome = loss and check_result(self.report, loss_decl, loss, mask_decl, mask)
         if any(d.is_error for d in self.diagnostics) or loss is None or outcome is None:
             raise LossSpecError(self.diagnostics, self.spec.source)
         result, lifted, batch_coupled = outcome
+        if lifted:
+            self.fired.add(LIFT_OUTER_MEAN.name)
         return CheckedSpec(
             source=self.spec.source,
             loss_name=str(loss_decl.name or self.spec.source.stem),
@@ -292,322 +174,11 @@ class SpecChecker:
             batch_coupled=batch_coupled,
             mask=mask,
             warnings=tuple(sort_diagnostics(self.diagnostics)),
+            desugarings=tuple(name for name in DESUGARINGS if name in self.fired),
         )
-
-    def report(self, diagnostic: Diagnostic) -> None:
-        self.diagnostics.append(diagnostic)
 
     def within_limits(self, what: str, span: Span, typed: Typed) -> Typed:
-        """`typed`, or None (reported) if it is too deep or too large with its lets written out.
-
-        A let over the limits is reported once and its uses are then silent, so no tree
-        deeper than a statement over `INLINED_DEPTH_LIMIT` is ever built.
-        """
-        if typed is None:
-            return None
-        size = tree_size(typed, self.tree_sizes)
-        written_out = "with its lets written out where they are used"
-        if size.depth > INLINED_DEPTH_LIMIT:
-            self.report(
-                error(
-                    TOO_DEEP,
-                    f"{what} is nested {size.depth} operations deep {written_out}, "
-                    f"more than {INLINED_DEPTH_LIMIT}",
-                    span,
-                    f"{size.depth} operations deep",
-                    "a let is written out at each use, so a chain of lets each applying a "
-                    "function to the one before nests like one expression; "
-                    f"at most {INLINED_DEPTH_LIMIT} nested operations are allowed",
-                )
-            )
-            return None
-        if size.nodes > INLINED_SIZE_LIMIT:
-            self.report(
-                error(
-                    TOO_LARGE,
-                    f"{what} has {size.nodes:,} operations and values {written_out}, "
-                    f"more than {INLINED_SIZE_LIMIT:,}",
-                    span,
-                    "too large",
-                    "a let is written out at each use, so lets that each use the one before "
-                    f"twice double in size at each line; at most {INLINED_SIZE_LIMIT:,} are "
-                    "allowed",
-                )
-            )
-            return None
-        return typed
-
-    def check_counts(self, counted: list[Counted], keyword: str) -> None:
-        """A second (third...) `loss` or `mask` is an error naming the first's line."""
-        if len(counted) < 2:
-            return
-        first_line = counted[0].statement.span.line
-        limit = "exactly one `loss`" if keyword == "loss" else "at most one `mask`"
-        fix = (
-            "add the terms in one loss: `loss = mean(a) + mean(b)`"
-            if keyword == "loss"
-            else "keep one condition"
-        )
-        for extra in counted[1:]:
-            span = extra.statement.span
-            self.report(
-                error(
-                    SECOND_LOSS if keyword == "loss" else SECOND_MASK,
-                    f"a second `{keyword}`; the first is on line {first_line}",
-                    Span.point(span.line, span.column, len(keyword)),
-                    f"second `{keyword}`",
-                    f"a spec has {limit}; {fix}",
-                )
-            )
-
-    # ------------------------------------------------------------ declarations
-
-    def declare_names(self, statements: Sequence[nodes.Statement]) -> None:
-        """Reserved and duplicate names of inputs, params and lets; the first one wins."""
-        for index, statement in enumerate(statements):
-            if not isinstance(statement, nodes.InputDecl | nodes.ParamDecl | nodes.LetDecl):
-                continue
-            name = statement.name
-            if name in RESERVED_NAMES:
-                self.invalid_names.add(name)
-                self.report(
-                    error(
-                        RESERVED_NAME,
-                        f"`{name}` is a reserved name",
-                        statement.name_span,
-                        RESERVED_REASONS[name],
-                        "built-in functions and constants, `sample`, `all`, `name`, "
-                        "`reduction` and `dtype` cannot be declared; choose another name",
-                    )
-                )
-            elif name in self.first_declarations:
-                first = self.first_declarations[name]
-                self.report(
-                    error(
-                        DUPLICATE_NAME,
-                        f"`{name}` is already declared on line {first.span.line}",
-                        statement.name_span,
-                        "declared again here",
-                        "every input, param and let needs its own name; rename one of them",
-                    )
-                )
-            else:
-                self.first_declarations[name] = statement
-                if isinstance(statement, nodes.LetDecl):
-                    self.let_indices[name] = index
-
-    def is_first(self, statement: Declaration) -> bool:
-        return self.first_declarations.get(statement.name) is statement
-
-    def declare_inputs(self, decls: list[nodes.InputDecl]) -> None:
-        """Bind y_true and y_pred: declared inputs by position, the defaults otherwise.
-
-        With one `input`, it is y_pred if its kind is only valid for y_pred (`prob`,
-        `logits`, `real`), y_true otherwise; the other argument gets its default.
-        """
-        for extra in decls[2:]:
-            self.invalid_names.add(extra.name)
-            self.report(
-                error(
-                    TOO_MANY_INPUTS,
-                    "a spec has at most two inputs",
-                    extra.span,
-                    "a third input",
-                    "the first `input` binds y_true, the second y_pred; derive other "
-                    "values from them with `let`",
-                )
-            )
-        bound = decls[:2]
-        valid = [decl for decl in bound if self.check_kind(decl)]
-        if len(bound) == 2:
-            arguments: tuple[Argument, ...] = ("y_true", "y_pred")
-            swapped = all(
-                decl.kind in KINDS and argument in KINDS[decl.kind].arguments
-                for decl, argument in zip(bound, reversed(arguments), strict=True)
-            )
-            valid = [
-                decl
-                for decl, argument in zip(bound, arguments, strict=True)
-                if decl in valid and self.check_position(decl, argument, swapped)
-            ]
-        elif len(bound) == 1:
-            only = KINDS.get(bound[0].kind)
-            arguments = ("y_pred",) if only and only.arguments == ("y_pred",) else ("y_true",)
-        else:
-            arguments = ()
-        taken = set(self.first_declarations) | self.invalid_names
-        for decl, argument in zip(bound, arguments, strict=True):
-            default_kind = DEFAULT_KINDS[argument][1]
-            kind = cast(InputKind, str(decl.kind)) if decl in valid else default_kind
-            info = InputInfo(str(decl.name), kind, argument, decl.span)
-            if decl not in valid:
-                self.invalid_names.add(decl.name)
-            elif self.is_first(decl):
-                self.inputs[decl.name] = info
-            self.set_argument(info)
-        for argument, (name, kind) in DEFAULT_KINDS.items():
-            if argument in arguments:
-                continue
-            while name in taken:
-                name += "_"
-            info = InputInfo(name, kind, argument, None)
-            self.inputs[name] = info
-            self.set_argument(info)
-
-    def set_argument(self, info: InputInfo) -> None:
-        if info.argument == "y_true":
-            self.y_true = info
-        else:
-            self.y_pred = info
-
-    def check_kind(self, decl: nodes.InputDecl) -> bool:
-        if decl.kind in KINDS:
-            return True
-        self.report(
-            error(
-                UNKNOWN_KIND,
-                f"unknown input kind `{decl.kind}`",
-                decl.kind_span,
-                "not a kind",
-                *similar_name_help(decl.kind, KINDS, "kind"),
-                KINDS_HELP,
-            )
-        )
-        return False
-
-    def check_position(self, decl: nodes.InputDecl, argument: Argument, swapped: bool) -> bool:
-        """Whether an input's kind suits the argument it binds (reported if not)."""
-        if argument in KINDS[decl.kind].arguments:
-            return True
-        ordinal = "first" if argument == "y_true" else "second"
-        fix = (
-            "swap the two `input` lines"
-            if swapped
-            else f"{argument} kinds are " + ", ".join(kinds_for(argument))
-        )
-        self.report(
-            error(
-                KIND_IN_WRONG_POSITION,
-                f"`{decl.kind}` is not a kind for {argument}, which the {ordinal} `input` binds",
-                decl.kind_span,
-                f"only for {KINDS[decl.kind].arguments[0]}",
-                f"the first `input` binds y_true, the second y_pred; {fix}",
-            )
-        )
-        return False
-
-    def declare_params(self, decls: list[nodes.ParamDecl]) -> None:
-        first_vector: nodes.ParamDecl | None = None
-        for decl in decls:
-            domain = self.param_domain(decl.domain)
-            default = self.param_default(decl, domain)
-            if isinstance(decl.default, nodes.VectorLiteral):
-                self.check_vector_limit(decl.default)
-                if first_vector is None:
-                    first_vector = decl
-                else:
-                    self.check_vector_length(first_vector, decl)
-            info = ParamInfo(str(decl.name), domain or NAMED_DOMAINS["real"], default, decl.span)
-            if self.is_first(decl):
-                self.params[decl.name] = info
-
-    def param_domain(self, domain: nodes.Domain | None) -> ParamDomain | None:
-        """The domain a param declares (`real` when omitted), or None if it is invalid."""
-        match domain:
-            case None:
-                return NAMED_DOMAINS["real"]
-            case nodes.NamedDomain(name=name, span=span):
-                if name in NAMED_DOMAINS:
-                    return NAMED_DOMAINS[name]
-                self.report(
-                    error(
-                        UNKNOWN_DOMAIN,
-                        f"unknown param domain `{name}`",
-                        span,
-                        "not a domain",
-                        *similar_name_help(name, NAMED_DOMAINS, "domain"),
-                        DOMAINS_HELP,
-                    )
-                )
-                return None
-            case nodes.Interval():
-                return self.interval(domain)
-
-    def interval(self, interval: nodes.Interval) -> ParamDomain | None:
-        low = -math.inf if interval.low is None else interval.low
-        high = math.inf if interval.high is None else interval.high
-        text = self.source_text(interval.span)
-        if not low < high:
-            self.report(
-                error(
-                    EMPTY_INTERVAL,
-                    f"the interval `{text}` has its low bound not below its high bound",
-                    interval.span,
-                    "empty or a single point",
-                    "write the smaller bound first, as in `(0, 1]`",
-                )
-            )
-            return None
-        return ParamDomain(low, high, interval.low_closed, interval.high_closed, text)
-
-    def param_default(
-        self, decl: nodes.ParamDecl, domain: ParamDomain | None
-    ) -> float | tuple[float, ...]:
-        numbers = (
-            decl.default.values
-            if isinstance(decl.default, nodes.VectorLiteral)
-            else (decl.default,)
-        )
-        if domain is not None:
-            for number in numbers:
-                if not domain.contains(number.value):
-                    self.report_default_outside(decl.name, number, domain)
-        if isinstance(decl.default, nodes.VectorLiteral):
-            return tuple(number.value for number in numbers)
-        return decl.default.value
-
-    def report_default_outside(self, name: str, number: nodes.Number, domain: ParamDomain) -> None:
-        interval = domain.describe()
-        shown = f"`{domain.text}`" if domain.text == interval else f"`{domain.text}` {interval}"
-        self.report(
-            error(
-                DEFAULT_OUTSIDE_DOMAIN,
-                f"the default {number.text} of `{name}` is outside its domain {shown}",
-                number.span,
-                f"not in {interval}",
-                "choose a default inside the domain, or widen the domain",
-            )
-        )
-
-    def check_vector_limit(self, vector: nodes.VectorLiteral) -> None:
-        if len(vector.values) <= VECTOR_LIMIT:
-            return
-        self.report(
-            error(
-                TOO_LARGE,
-                f"a vector param has {len(vector.values):,} entries, more than {VECTOR_LIMIT:,}",
-                vector.span,
-                f"{len(vector.values):,} entries",
-                f"a vector param holds one entry per class, at most {VECTOR_LIMIT:,}; for more "
-                "classes, pass the weights as a sample_weight when training",
-            )
-        )
-
-    def check_vector_length(self, first: nodes.ParamDecl, decl: nodes.ParamDecl) -> None:
-        first_length = len(cast(nodes.VectorLiteral, first.default).values)
-        length = len(cast(nodes.VectorLiteral, decl.default).values)
-        if length == first_length:
-            return
-        self.report(
-            error(
-                VECTOR_LENGTHS_DIFFER,
-                f"vector param `{decl.name}` has {length} entries, but `{first.name}` "
-                f"(line {first.span.line}) has {first_length}",
-                decl.default.span,
-                f"{length} entries",
-                "a vector param has one entry per class; give every vector param the same length",
-            )
-        )
+        return within_limits(self.report, self.tree_sizes, what, span, typed)
 
     # ------------------------------------------------------------ expressions
 
@@ -615,8 +186,11 @@ class SpecChecker:
         match node:
             case nodes.Number(value=value, span=span):
                 return TConst(value, span)
-            case nodes.Name():
-                return self.name(node)
+            case nodes.Name(id=name):
+                typed = self.name(node)
+                if isinstance(typed, TConst) and name in CONSTANTS:
+                    self.fired.add(NAMED_CONSTANT.name)
+                return typed
             case nodes.Add(operands=operands, negated=negated, span=span):
                 combined = self.combine(self.operands(operands))
                 if combined is None:
@@ -661,88 +235,21 @@ class SpecChecker:
     def operands(self, operands: Sequence[nodes.Expr]) -> list[tuple[Span, Typed]]:
         return [(operand.span, self.expr(operand)) for operand in operands]
 
-    def combine(
-        self, operands: Sequence[tuple[Span, Typed]], allow_integers: bool = False
-    ) -> tuple[tuple[TExpr, ...], Roles] | None:
-        """Operands of an elementwise operation and the union of their (nested) roles."""
-        checked = [(span, typed) for span, typed in operands if typed is not None]
-        if len(checked) < len(operands):
-            return None
-        integers_ok = allow_integers or self.reject_integers(checked)
-        roles = self.nest(checked)
-        if roles is None or not integers_ok:
-            return None
-        return tuple(typed for _, typed in checked), roles
-
-    def reject_integers(self, operands: Sequence[tuple[Span, TExpr]]) -> bool:
-        """Class ids in arithmetic are errors; True if there are none."""
-        for span, typed in operands:
-            if typed.integer:
-                self.report_integer(span)
-        return not any(typed.integer for _, typed in operands)
-
-    def report_integer(self, span: Span) -> None:
-        y = self.y_true.name
-        one_hot = f"use `onehot({y})` for one-hot rows, or " if self.y_true.kind == "label" else ""
-        self.report(
-            error(
-                CLASS_IDS_IN_ARITHMETIC,
-                f"`{self.source_text(span)}` holds class ids, which cannot be used in arithmetic",
-                span,
-                "class ids",
-                f"{one_hot}compare class ids, as in `where(class({y}) == 0, a, b)`",
-            )
-        )
-
-    def nest(self, operands: Sequence[tuple[Span, TExpr]]) -> Roles | None:
-        """The union of the operands' roles, or None (reported) if they do not nest."""
-        roles = NO_ROLES
-        for index, (span, typed) in enumerate(operands):
-            if typed.roles <= roles:
-                continue
-            if roles <= typed.roles:
-                roles = typed.roles
-                continue
-            earlier = [t for _, t in operands[:index]]
-            self.report(
-                error(
-                    ROLES_NOT_NESTED,
-                    f"a {describe_roles(roles)} value and a {describe_roles(typed.roles)} "
-                    "value cannot be combined",
-                    operands[0][0].join(span),
-                    "neither one's roles contain the other's",
-                    self.nesting_help(roles, typed.roles, [*earlier, typed]),
-                )
-            )
-            return None
-        return roles
-
-    def nesting_help(self, left: Roles, right: Roles, operands: list[TExpr]) -> str:
-        per_class = [r for r in (left, right) if Role.CLASS in r and Role.BATCH not in r]
-        per_sample = [r for r in (left, right) if Role.BATCH in r and Role.CLASS not in r]
-        if not (per_class and per_sample):
-            return "reduce one operand (sum, mean, ...) until its roles are part of the other's"
-        vectors = [t.info.name for t in walk(operands) if isinstance(t, TParam) and t.roles]
-        vector = vectors[0] if vectors else "w"
-        return (
-            f"to weigh each sample by its class, gather the vector's entry: "
-            f"`{vector}[class({self.y_true.name})]`"
-        )
-
     def name(self, node: nodes.Name) -> Typed:
         name, span = node.id, node.span
         if name in self.invalid_names:
             return None
         if name in self.visible_lets:
+            self.fired.add(INLINE_LET.name)
             return self.visible_lets[name]
         if name in self.inputs:
             info = self.inputs[name]
-            return TInput(info, span, info.roles, integer=info.kind == "label")
+            return TInput(info, span, info.roles, integer=KINDS[info.kind].class_ids)
         if name in self.params:
             param = self.params[name]
             return TParam(param, span, param.roles)
-        if name == "eps":
-            return TConst(EPSILON, span)
+        if name in CONSTANT_VALUES:
+            return TConst(CONSTANT_VALUES[name], span)
         if name == "num_classes":
             return TNumClasses(span)
         if name in NON_VALUES:
@@ -821,8 +328,7 @@ class SpecChecker:
         if not all(well_formed) or axis is None:
             return None
         if len(operands) < builtin.max_args:
-            defaults = DEFAULT_ARGUMENTS[builtin.name](node.span)
-            operands.extend((node.span, default) for default in defaults)
+            operands.extend((node.span, TConst(value, node.span)) for value in builtin.defaults)
         match builtin.role_rule:
             case RoleRule.ELEMENTWISE:
                 return self.elementwise(builtin, node, operands)
@@ -938,6 +444,7 @@ class SpecChecker:
         """The `axis=` of a reduction as one of AXIS_REDUCES's keys, or None if invalid."""
         axis_keywords = [keyword for keyword in node.keywords if keyword.name == "axis"]
         if not axis_keywords:
+            self.fired.add(DEFAULT_AXIS.name)
             return "-1"
         value = axis_keywords[0].value
         word = axis_word(value)
@@ -960,9 +467,13 @@ class SpecChecker:
         if combined is None:
             return None
         args, roles = combined
+        if len(node.args) < len(args):
+            self.fired.add(DEFAULT_ARGUMENTS.name)
         call = TCall(builtin.name, args, node.span, roles)
-        rewrite = REWRITTEN_CALLS.get(builtin.name)
-        return rewrite(call) if rewrite else call
+        if builtin.name == "square":
+            self.fired.add(SQUARE_AS_POWER.name)
+            return square_as_power(call)
+        return call
 
     def where(self, node: nodes.Call, operands: list[tuple[Span, Typed]]) -> Typed:
         branches = operands[1:]
@@ -1046,7 +557,7 @@ class SpecChecker:
     def one_hot(self, node: nodes.Call, arg: Typed) -> Typed:
         if arg is None:
             return None
-        if isinstance(arg, TInput) and arg.info.kind == "label":
+        if isinstance(arg, TInput) and KINDS[arg.info.kind].class_ids:
             return TCall("onehot", (arg,), node.span, ALL_ROLES)
         if isinstance(arg, TInput) and arg.info.kind == "onehot":
             label = f"`{arg.info.name}` is already one-hot"
@@ -1153,116 +664,6 @@ class SpecChecker:
         )
         return None
 
-    # ------------------------------------------------------------ the result
-
-    def check_result(
-        self,
-        loss_decl: nodes.LossDecl,
-        loss: Typed,
-        mask_decl: Counted | None,
-        mask: TCompare | None,
-    ) -> tuple[TExpr, bool, bool] | None:
-        """What the Keras `call` returns, whether the outer mean was lifted, batch coupling."""
-        if loss is None:
-            return None
-        lifted_result = lift(loss)
-        result = lifted_result or loss
-        lifted = lifted_result is not None
-        where = loss_decl.value.span
-        if Role.CLASS in result.roles:
-            self.report(
-                error(
-                    RESULT_HAS_CLASS_ROLE,
-                    "the loss still has the class role",
-                    where,
-                    f"roles {describe_roles(result.roles)}",
-                    "reduce it with sum(...) or mean(...)",
-                )
-            )
-            return None
-        if Role.SPATIAL in result.roles and Role.BATCH not in result.roles:
-            self.report(
-                error(
-                    RESULT_SPATIAL_WITHOUT_BATCH,
-                    "the loss has the spatial role without the batch role",
-                    where,
-                    f"roles {describe_roles(result.roles)}",
-                    "Keras needs per-sample values or a scalar; reduce the spatial role too",
-                )
-            )
-            return None
-        coupling = [t for t in walk([result]) if isinstance(t, TCall) and Role.BATCH in t.reduced]
-        if coupling:
-            self.report(
-                warning(
-                    BATCH_COUPLED,
-                    "each sample's loss depends on the whole batch",
-                    coupling[0].span,
-                    "reduces over the batch",
-                    "sample_weight still weighs each sample's value; to keep samples "
-                    "independent, reduce without axis=0 or axis=all and let an outer "
-                    "`mean(...)` be Keras's reduction",
-                )
-            )
-        if not lifted and not result.roles:
-            self.report(
-                warning(
-                    SCALAR_NOT_LIFTED,
-                    "the loss is a scalar that cannot be lifted; sample_weight then scales it "
-                    "as Keras scales a scalar loss",
-                    where,
-                    "a scalar",
-                    "write the loss as `mean(x)` of a per-sample or per-element x, or a sum "
-                    "of such means times constants",
-                )
-            )
-        if mask_decl is not None and mask is not None:
-            self.check_mask(mask_decl, mask, result, lifted)
-        return result, lifted, bool(coupling)
-
-    def check_mask(self, mask_decl: Counted, mask: TCompare, result: TExpr, lifted: bool) -> None:
-        span = cast(nodes.MaskDecl, mask_decl.statement).condition.span
-        if Role.CLASS in mask.roles:
-            self.report(
-                error(
-                    MASK_HAS_CLASS_ROLE,
-                    "the mask has the class role",
-                    span,
-                    f"roles {describe_roles(mask.roles)}",
-                    "a mask selects elements, not classes: compare a `label` or a "
-                    "per-element value, as in `mask y != -1`",
-                )
-            )
-        elif not lifted:
-            self.report(
-                error(
-                    MASK_WITHOUT_LIFTED_MEAN,
-                    "a `mask` needs a loss of the form `mean(...)`",
-                    span,
-                    "the loss is not a lifted mean",
-                    "Keras counts the unmasked elements in its mean; write the loss as "
-                    "`mean(x)` of a per-element x (or a sum of such means times constants)",
-                )
-            )
-        elif not mask.roles <= result.roles:
-            self.report(
-                error(
-                    MASK_ROLES_NOT_IN_RESULT,
-                    f"the mask has roles {describe_roles(mask.roles)}, but the loss returns "
-                    f"{describe_roles(result.roles)}",
-                    span,
-                    "more roles than the loss",
-                    "the mask must select among the values the loss returns; keep the "
-                    "loss per-element (drop an inner mean) or mask per sample",
-                )
-            )
-
-    def source_text(self, span: Span) -> str:
-        """The spec text under a one-line span (the spelling users wrote)."""
-        if span.line != span.end_line:
-            return "this value"
-        return self.spec.source.line_text(span.line)[span.column - 1 : span.end_column - 1]
-
 
 # ---------------------------------------------------------------- helpers on trees
 
@@ -1282,43 +683,3 @@ def axis_word(node: nodes.Expr) -> str | None:
 def roles_phrase(roles: Roles) -> str:
     """`a scalar`, or the roles as `[batch, spatial]`."""
     return describe_roles(roles) if roles else "a scalar"
-
-
-def is_constant(expr: TExpr) -> bool:
-    """A value with no roles computed from numbers and scalar params only."""
-    return not expr.roles and not any(isinstance(t, TInput) for t in walk([expr]))
-
-
-def lift(loss: TExpr) -> TExpr | None:
-    """The value Keras's mean reduction should average, or None if `loss` is not liftable.
-
-    Liftable: `mean(x)` removing x's last role or all of it, where x has batch and no
-    class role; and sums, negations and constant multiples of liftable terms.
-    """
-    match loss:
-        case TCall(builtin="mean", args=(arg,), reduced=reduced) if (
-            Role.BATCH in arg.roles
-            and Role.CLASS not in arg.roles
-            and reduced in (_last_role(arg.roles), arg.roles)
-        ):
-            return arg
-        case TAdd(operands=operands, negated=negated, span=span):
-            terms = [lift(operand) for operand in operands]
-            lifted_terms = [term for term in terms if term is not None]
-            if len(lifted_terms) < len(terms):
-                return None
-            roles = frozenset().union(*(term.roles for term in lifted_terms))
-            return TAdd(tuple(lifted_terms), negated, span, roles)
-        case TNeg(operand=operand, span=span):
-            inner = lift(operand)
-            return None if inner is None else TNeg(inner, span, inner.roles)
-        case TMul(operands=operands, inverted=inverted, span=span):
-            variable = [i for i, operand in enumerate(operands) if not is_constant(operand)]
-            if len(variable) != 1 or inverted[variable[0]]:
-                return None
-            inner = lift(operands[variable[0]])
-            if inner is None:
-                return None
-            factors = tuple(inner if i == variable[0] else f for i, f in enumerate(operands))
-            return TMul(factors, inverted, span, inner.roles)
-    return None

@@ -22,6 +22,7 @@ from lossdsl.codegen.fusions import FUSIONS_BY_NAME
 from lossdsl.codegen.printer import print_body
 from lossdsl.codes import INTERNAL_ERROR
 from lossdsl.compiler import CompiledLoss, domain_warnings, generate, load_generated, unique
+from lossdsl.desugar import DESUGARINGS
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
 from lossdsl.diagnostics import error as error_diagnostic
 from lossdsl.parser import parse, read_source
@@ -383,8 +384,9 @@ def run_plot(args: argparse.Namespace) -> int:
 def explained_sections(
     symbolic: SymbolicLoss, fusions: Sequence[AppliedRewrite] = ()
 ) -> list[tuple[str, list[str]]]:
-    """What `explain` shows after the parsed spec, in the spec's own notation: the stable
-    rewrites and the target fusions (`codegen.fusions`) that fired, each with its law."""
+    """What `explain` shows after the parsed spec, in the spec's own notation: the checker's
+    desugarings (`desugar`), the stable rewrites and the target fusions (`codegen.fusions`)
+    that fired, each with its law."""
     checked = symbolic.checked
 
     def text(expr: sympy.Basic) -> str:
@@ -393,6 +395,7 @@ def explained_sections(
     simplified = [f"loss {checked.loss_name} = {text(symbolic.loss)}"]
     if symbolic.result != symbolic.loss:
         simplified.append(f"call returns {text(symbolic.result)}  (Keras takes the outer mean)")
+
     def steps(applied: Sequence[AppliedRewrite], laws: dict[str, str]) -> list[str]:
         lines: list[str] = []
         for step in applied:
@@ -405,9 +408,11 @@ def explained_sections(
 
     rewrites = steps(symbolic.rewrites, {rule.name: rule.law for rule in RULES_BY_NAME.values()})
     fused = steps(fusions, {fusion.name: fusion.law for fusion in FUSIONS_BY_NAME.values()})
+    desugared = [f"{name}: {DESUGARINGS[name].law}" for name in checked.desugarings]
     y_pred = checked.y_pred.name
     return [
         ("Simplified (one element)", simplified),
+        ("Desugarings", desugared or ["none fired"]),
         ("Rewrites", rewrites),
         ("Target fusions", fused),
         (f"Gradient with respect to {y_pred} (one element)", [text(symbolic.gradient)]),

@@ -8,13 +8,16 @@ offending sub-expression. A `let` used twice is the same node object twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import cast
 
+from lossdsl import nodes
 from lossdsl.diagnostics import Diagnostic
 from lossdsl.kinds import KINDS, Argument, InputKind
 from lossdsl.source import SourceFile, Span
+from lossdsl.unparse import unparse_expr
 
 
 class Role(Enum):
@@ -40,6 +43,23 @@ def describe_roles(roles: Roles) -> str:
     if not roles:
         return "scalar"
     return "[" + ", ".join(r.value for r in ROLE_ORDER if r in roles) + "]"
+
+
+def last_role(roles: Roles) -> Roles:
+    """The role a default reduction removes: class, else spatial, else batch."""
+    for role in reversed(ROLE_ORDER):
+        if role in roles:
+            return frozenset({role})
+    return NO_ROLES
+
+
+AXIS_REDUCES: dict[str, Callable[[Roles], Roles]] = {
+    "-1": last_role,
+    "0": lambda roles: roles & PER_SAMPLE,
+    "sample": lambda roles: roles - PER_SAMPLE,
+    "all": lambda roles: roles,
+}
+"""The roles a reduction removes from its argument's roles, by `axis` as written."""
 
 
 @dataclass(frozen=True)
@@ -321,7 +341,8 @@ class CheckedSpec:
     `loss` is the loss as written; `result` is what the Keras `call` returns: the
     argument of the lifted outermost mean when `lifted` (LANGUAGE.md section 2), the
     loss itself otherwise. `batch_coupled` is true when a reduction over the batch
-    happens inside `result`.
+    happens inside `result`. `desugarings` names the checker's desugarings that fired
+    (`lossdsl.desugar`), in the order they are listed there.
     """
 
     source: SourceFile
@@ -337,3 +358,47 @@ class CheckedSpec:
     batch_coupled: bool
     mask: TCompare | None
     warnings: tuple[Diagnostic, ...]
+    desugarings: tuple[str, ...] = ()
+
+
+def as_syntax(expr: TExpr) -> nodes.Expr:
+    """The typed tree as syntax nodes, for display: lets written out, defaults and axes
+    explicit (`mean(x)` shows as `mean(x, axis=-1)`), constants as their numbers."""
+    span = expr.span
+    match expr:
+        case TConst(value=value):
+            text = repr(value).removesuffix(".0")
+            number = nodes.Number(abs(value), text.lstrip("-"), span)
+            return nodes.Neg(number, span) if value < 0 else number
+        case TNumClasses():
+            return nodes.Name("num_classes", span)
+        case TInput(info=info) | TParam(info=info):
+            return nodes.Name(info.name, span)
+        case TAdd(operands=operands, negated=negated):
+            return nodes.Add(tuple(as_syntax(o) for o in operands), negated, span)
+        case TMul(operands=operands, inverted=inverted):
+            return nodes.Mul(tuple(as_syntax(o) for o in operands), inverted, span)
+        case TNeg(operand=operand):
+            return nodes.Neg(as_syntax(operand), span)
+        case TPow(base=base, exponent=exponent):
+            return nodes.Pow(as_syntax(base), as_syntax(exponent), span)
+        case TCompare(op=op, left=left, right=right):
+            return nodes.Compare(cast(nodes.CompareOp, op), as_syntax(left), as_syntax(right), span)
+        case TGather(vector=vector, index=index):
+            return nodes.Index(as_syntax(vector), as_syntax(index), span)
+        case TCall(builtin=builtin, args=args, reduced=reduced):
+            keywords: tuple[nodes.Keyword, ...] = ()
+            if reduced:
+                axis = next(w for w, rule in AXIS_REDUCES.items() if rule(args[0].roles) == reduced)
+                value = (
+                    nodes.Name(axis, span)
+                    if axis.isalpha()
+                    else as_syntax(TConst(float(axis), span))
+                )
+                keywords = (nodes.Keyword("axis", value, span, span),)
+            return nodes.Call(builtin, tuple(as_syntax(a) for a in args), keywords, span, span)
+
+
+def typed_text(expr: TExpr) -> str:
+    """The typed tree as spec text (`as_syntax`, unparsed)."""
+    return unparse_expr(as_syntax(expr))

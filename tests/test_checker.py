@@ -7,16 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lossdsl import builtins, nodes
-from lossdsl.checker import (
-    INLINED_DEPTH_LIMIT,
-    INLINED_SIZE_LIMIT,
-    RESERVED_REASONS,
-    VECTOR_LIMIT,
-    check,
-)
+from lossdsl.checker import check
+from lossdsl.declarations import RESERVED_REASONS, VECTOR_LIMIT
 from lossdsl.diagnostics import LossSpecError, render
 from lossdsl.parser import parse
 from lossdsl.source import SourceFile, Span
+from lossdsl.statements import INLINED_DEPTH_LIMIT, INLINED_SIZE_LIMIT
 from lossdsl.typed import (
     ALL_ROLES,
     CLASS_ONLY,

@@ -35,6 +35,12 @@ Simplified (one element):
     loss focal = mean(sum(-alpha * y * (1 - clip(p))^gamma * log(clip(p))))
     call returns sum(-alpha * y * (1 - clip(p))^gamma * log(clip(p)))  (Keras takes the outer mean)
 
+Desugarings:
+    inline_let: a let's name = its value: every use of `let a = e` is the node `e` itself
+    default_arguments: omitted trailing arguments = the built-in's defaults: `clip(x)` = `clip(x, eps, 1 - eps)`
+    default_axis: a reduction without `axis=` = `axis=-1`: it removes its argument's last role (class, else spatial, else batch)
+    lift_outer_mean: `loss = mean(x)` = the Keras call returns x and Keras's mean reduction averages it (x with batch and no class role; through sums, negations and constant multiples)
+
 Rewrites:
     none fired
 
@@ -60,6 +66,10 @@ LOGITS_EXPLAINED = r"""Parsed:
 Simplified (one element):
     loss ce = mean(-sum(y * log_softmax(z)))
     call returns -sum(y * log_softmax(z))  (Keras takes the outer mean)
+
+Desugarings:
+    default_axis: a reduction without `axis=` = `axis=-1`: it removes its argument's last role (class, else spatial, else batch)
+    lift_outer_mean: `loss = mean(x)` = the Keras call returns x and Keras's mean reduction averages it (x with batch and no class role; through sums, negations and constant multiples)
 
 Rewrites:
     log_softmax_of_log_softmax: log(softmax(z)) -> log_softmax(z)

@@ -1,0 +1,86 @@
+"""The role algebra of operands: roles that must nest (E301, with a gather hint) and class
+ids kept out of arithmetic (E309)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lossdsl.codes import CLASS_IDS_IN_ARITHMETIC, ROLES_NOT_NESTED
+from lossdsl.declarations import Declarations, Typed
+from lossdsl.diagnostics import error
+from lossdsl.kinds import KINDS
+from lossdsl.source import Span
+from lossdsl.typed import NO_ROLES, Role, Roles, TExpr, TParam, describe_roles, walk
+
+
+class RoleRules(Declarations):
+    """How operands' roles combine; `SpecChecker` (checker.py) extends it."""
+
+    def combine(
+        self, operands: Sequence[tuple[Span, Typed]], allow_integers: bool = False
+    ) -> tuple[tuple[TExpr, ...], Roles] | None:
+        """Operands of an elementwise operation and the union of their (nested) roles."""
+        checked = [(span, typed) for span, typed in operands if typed is not None]
+        if len(checked) < len(operands):
+            return None
+        integers_ok = allow_integers or self.reject_integers(checked)
+        roles = self.nest(checked)
+        if roles is None or not integers_ok:
+            return None
+        return tuple(typed for _, typed in checked), roles
+
+    def reject_integers(self, operands: Sequence[tuple[Span, TExpr]]) -> bool:
+        """Class ids in arithmetic are errors; True if there are none."""
+        for span, typed in operands:
+            if typed.integer:
+                self.report_integer(span)
+        return not any(typed.integer for _, typed in operands)
+
+    def report_integer(self, span: Span) -> None:
+        y = self.y_true.name
+        labels = KINDS[self.y_true.kind].class_ids
+        one_hot = f"use `onehot({y})` for one-hot rows, or " if labels else ""
+        self.report(
+            error(
+                CLASS_IDS_IN_ARITHMETIC,
+                f"`{self.source_text(span)}` holds class ids, which cannot be used in arithmetic",
+                span,
+                "class ids",
+                f"{one_hot}compare class ids, as in `where(class({y}) == 0, a, b)`",
+            )
+        )
+
+    def nest(self, operands: Sequence[tuple[Span, TExpr]]) -> Roles | None:
+        """The union of the operands' roles, or None (reported) if they do not nest."""
+        roles = NO_ROLES
+        for index, (span, typed) in enumerate(operands):
+            if typed.roles <= roles:
+                continue
+            if roles <= typed.roles:
+                roles = typed.roles
+                continue
+            earlier = [t for _, t in operands[:index]]
+            self.report(
+                error(
+                    ROLES_NOT_NESTED,
+                    f"a {describe_roles(roles)} value and a {describe_roles(typed.roles)} "
+                    "value cannot be combined",
+                    operands[0][0].join(span),
+                    "neither one's roles contain the other's",
+                    self.nesting_help(roles, typed.roles, [*earlier, typed]),
+                )
+            )
+            return None
+        return roles
+
+    def nesting_help(self, left: Roles, right: Roles, operands: list[TExpr]) -> str:
+        per_class = [r for r in (left, right) if Role.CLASS in r and Role.BATCH not in r]
+        per_sample = [r for r in (left, right) if Role.BATCH in r and Role.CLASS not in r]
+        if not (per_class and per_sample):
+            return "reduce one operand (sum, mean, ...) until its roles are part of the other's"
+        vectors = [t.info.name for t in walk(operands) if isinstance(t, TParam) and t.roles]
+        vector = vectors[0] if vectors else "w"
+        return (
+            f"to weigh each sample by its class, gather the vector's entry: "
+            f"`{vector}[class({self.y_true.name})]`"
+        )
