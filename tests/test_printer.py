@@ -23,8 +23,8 @@ from sympy.core.cache import clear_cache
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import HELPERS
-from lossdsl.codegen.names import python_name
 from lossdsl.codegen.layout import lay_out
+from lossdsl.codegen.names import python_name
 from lossdsl.codegen.printer import print_body, shared_subexpressions
 from lossdsl.codegen.writer import write_module
 from lossdsl.compiler import check_source
@@ -143,7 +143,12 @@ def test_xla_modules_compute_crossentropy_and_class_ids_with_helpers() -> None:
 
     logits = xla_body("input y: onehot\ninput z: logits\nloss = mean(-sum(y * log(softmax(z))))")
     assert logits.result == "tf.squeeze(_softmax_cross_entropy(y, z), axis=-1)"
-    assert logits.helpers == ("_sum_over_classes", "_softmax_cross_entropy", "_cpu_only")
+    assert logits.helpers == (
+        "_sum_over_classes",
+        "_class_block",
+        "_softmax_cross_entropy",
+        "_cpu_only",
+    )
     weighted = xla_body(
         "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0, 2.0]\n"
         "loss = mean(w[class(y)] * sum(-y * log(clip(p))))"
@@ -231,6 +236,7 @@ def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
     assert xla.helpers == (
         "_clipped_log",
         "_sum_over_classes",
+        "_class_block",
         "_mean_over_classes",
         "_cpu_only",
     )

@@ -21,6 +21,7 @@ from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import SOFTPLUS_PAIR_SAME_SHAPE, XLA_FORMS, helper_source
 from lossdsl.codegen.writer import (
     KERAS_LOSS_ATTRIBUTES,
+    LINE_LENGTH,
     escape_docstring,
     function_names,
     header_line,
@@ -501,3 +502,26 @@ def test_a_spec_with_tabs_and_control_characters_in_its_comments_compiles() -> N
     expected = 'Mean    squared error\n        """quoted""" \\ back\\slash\x1b[31m red'
     assert found["module"] is not None and found["module"].startswith(expected + "\n")
     assert found["Mse"] is not None and found["Mse"].startswith(expected.replace("\n", "\n    "))
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_generated_lines_fit_the_line_length_except_quoted_spec_text(jit_compile: bool) -> None:
+    from lossdsl.compiler import generate
+    from lossdsl.parser import read_source
+
+    for spec in sorted(EXAMPLES.glob("*.loss")):
+        text = spec.read_text(encoding="utf-8")
+        module = generate(read_source(spec.read_bytes(), spec.name), jit_compile=jit_compile)
+        for line in module.python_source.splitlines():
+            quoted = line.strip().removeprefix('"""').removesuffix('"""').strip()
+            assert len(line) <= LINE_LENGTH or quoted in text, (spec.name, line)
+
+
+def test_helper_modules_fit_the_generated_line_length() -> None:
+    for helper_module in ("tensorflow_helpers.py", "xla_helpers.py"):
+        source = Path(__file__).resolve().parent.parent / "lossdsl" / "codegen" / helper_module
+        lines = source.read_text(encoding="utf-8").splitlines()
+        assert max(len(line) for line in lines) <= LINE_LENGTH, helper_module

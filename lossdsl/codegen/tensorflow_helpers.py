@@ -49,12 +49,14 @@ def _softplus_pair_same_shape(a, b, x):
 
 
 def _clip(x, low, high):
-    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one pass.
+    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one
+    pass.
 
     As NumPy's, JAX's and PyTorch's clips, and unlike tf.clip_by_value, it is high
     everywhere when low > high. The gradient is the upstream one where low <= x <= high
     and 0 elsewhere (and at NaN), as TensorFlow's. Written out, it is one select;
-    differentiating the minimum and maximum takes two selects, two comparisons and zeros.
+    differentiating the minimum and maximum takes two selects, two comparisons and
+    zeros.
     """
 
     @tf.custom_gradient
@@ -86,11 +88,11 @@ def _clipped_log(x, low, high):
 
 
 def _huber(x, delta):
-    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, its gradient
-    in one op.
+    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, its
+    gradient in one op.
 
-    The gradient is clip(x, -delta, delta), the same as differentiating both branches and
-    the select, which takes two selects, zeros, a sign and four products.
+    The gradient is clip(x, -delta, delta), the same as differentiating both branches
+    and the select, which takes two selects, zeros, a sign and four products.
     """
 
     @tf.custom_gradient
@@ -127,14 +129,16 @@ def _log1p(x):
 
 
 def _sum_over_classes(x, fewest=9):
-    """tf.math.reduce_sum(x, axis=-1, keepdims=True), as XLA on the CPU computes it fastest.
+    """tf.math.reduce_sum(x, axis=-1, keepdims=True), as XLA on the CPU computes it
+    fastest.
 
     XLA splits a large reduction into reduce-windows, slow on the CPU, and writes x to
-    memory first; a product with a vector of ones runs as one fast matrix-vector product.
+    memory first; a product with a vector of ones runs as one fast matrix-vector
+    product.
     Over more than 2048 classes it is taken over blocks of 512 to 2048 classes and the
     blocks' sums added, so that float32 sums stay as accurate as TensorFlow's reduction.
-    Fewer than `fewest` classes (XLA reduces a few well), a count with no such divisor or
-    one unknown when tracing, and a machine with a GPU or TPU get the reduction.
+    Fewer than `fewest` classes (XLA reduces a few well), a count with no such divisor
+    or one unknown when tracing, and a machine with a GPU or TPU get the reduction.
     """
     classes = x.shape[-1]
     block = _class_block(classes, fewest) if _cpu_only() else None
@@ -146,7 +150,8 @@ def _sum_over_classes(x, fewest=9):
 
 
 def _class_block(classes, fewest):
-    """How many classes one matrix-vector product of `_sum_over_classes` adds up, or None."""
+    """How many classes one matrix-vector product of `_sum_over_classes` adds up, or
+    None."""
     if classes is None or classes < fewest:
         return None
     if classes <= 2048:
@@ -156,18 +161,20 @@ def _class_block(classes, fewest):
 
 
 def _mean_over_classes(x):
-    """tf.math.reduce_mean(x, axis=-1, keepdims=True), as `_sum_over_classes` computes it."""
+    """tf.math.reduce_mean(x, axis=-1, keepdims=True), as `_sum_over_classes` computes
+    it."""
     return _sum_over_classes(x) / tf.cast(tf.shape(x)[-1], x.dtype)
 
 
 def _softmax_cross_entropy(labels, logits):
-    """tf.nn.softmax_cross_entropy_with_logits for labels whose rows sum to 1, axis kept.
+    """tf.nn.softmax_cross_entropy_with_logits for labels whose rows sum to 1, axis
+    kept.
 
     logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
     them over 256 classes or more (below, XLA's reductions measured faster here), in
-    float32 for half-precision logits. XLA on the CPU computes it in fewer passes than the
-    fused op, with the same gradient, softmax(logits) - labels. With a GPU or TPU it is
-    the fused op.
+    float32 for half-precision logits. XLA on the CPU computes it in fewer passes than
+    the fused op, with the same gradient, softmax(logits) - labels. With a GPU or TPU it
+    is the fused op.
     """
     if not _cpu_only():
         loss = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -175,7 +182,8 @@ def _softmax_cross_entropy(labels, logits):
     dtype = tf.float32 if logits.dtype in (tf.float16, tf.bfloat16) else logits.dtype
     labels, wide = tf.cast(labels, dtype), tf.cast(logits, dtype)
     largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
-    log_total = tf.math.log(_sum_over_classes(tf.math.exp(wide - largest), 256)) + largest
+    total = _sum_over_classes(tf.math.exp(wide - largest), 256)
+    log_total = tf.math.log(total) + largest
     return tf.cast(log_total - _sum_over_classes(labels * wide, 256), logits.dtype)
 
 
@@ -192,7 +200,8 @@ def _class_of(y):
     classes = y.shape[-1]
     largest = tf.math.reduce_max(y, axis=-1, keepdims=True)
     from_the_end = tf.range(classes, 0, -1, dtype=tf.float32)  # exact below 2**24
-    first = tf.math.reduce_max(tf.where(y == largest, from_the_end, 0.0), -1, keepdims=True)
+    where_largest = tf.where(y == largest, from_the_end, 0.0)
+    first = tf.math.reduce_max(where_largest, -1, keepdims=True)
     return classes - tf.cast(first, tf.int32)
 
 
@@ -201,4 +210,5 @@ def _cpu_only():
 
     The helpers' forms pay off there; XLA for a GPU or TPU fuses reductions itself.
     """
-    return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    devices = tf.config.list_logical_devices
+    return not (devices("GPU") or devices("TPU"))

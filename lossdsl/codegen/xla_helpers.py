@@ -1,6 +1,6 @@
 """Helpers a module compiled with XLA defines in place of `codegen.tensorflow_helpers`'.
 
-Measured faster under XLA on the CPU and slower without it; `codegen.helpers` embeds them.
+Measured faster under XLA on the CPU, slower without it; `codegen.helpers` embeds them.
 """
 
 import tensorflow as tf
