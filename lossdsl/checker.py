@@ -154,7 +154,9 @@ class SpecChecker(RoleRules):
         loss = losses[0].value
         mask = cast(TCompare | None, masks[0].value) if masks else None
         mask_decl = cast(nodes.MaskDecl, masks[0].statement) if masks else None
-        outcome = loss and check_result(self.report, loss_decl, loss, mask_decl, mask)
+        outcome = (
+            None if loss is None else check_result(self.report, loss_decl, loss, mask_decl, mask)
+        )
         if any(d.is_error for d in self.diagnostics) or loss is None or outcome is None:
             raise LossSpecError(self.diagnostics, self.spec.source)
         result, lifted, batch_coupled = outcome
@@ -187,10 +189,10 @@ class SpecChecker(RoleRules):
             case nodes.Number(value=value, span=span):
                 return TConst(value, span)
             case nodes.Name(id=name):
-                typed = self.name(node)
-                if isinstance(typed, TConst) and name in CONSTANTS:
+                named = self.name(node)
+                if isinstance(named, TConst) and name in CONSTANTS:
                     self.fired.add(NAMED_CONSTANT.name)
-                return typed
+                return named
             case nodes.Add(operands=operands, negated=negated, span=span):
                 combined = self.combine(self.operands(operands))
                 if combined is None:

@@ -390,12 +390,9 @@ def as_syntax(expr: TExpr) -> nodes.Expr:
             keywords: tuple[nodes.Keyword, ...] = ()
             if reduced:
                 axis = next(w for w, rule in AXIS_REDUCES.items() if rule(args[0].roles) == reduced)
-                value = (
-                    nodes.Name(axis, span)
-                    if axis.isalpha()
-                    else as_syntax(TConst(float(axis), span))
-                )
-                keywords = (nodes.Keyword("axis", value, span, span),)
+                word = nodes.Name(axis, span) if axis.isalpha() else None
+                written = word or as_syntax(TConst(float(axis), span))
+                keywords = (nodes.Keyword("axis", written, span, span),)
             return nodes.Call(builtin, tuple(as_syntax(a) for a in args), keywords, span, span)
 
 
