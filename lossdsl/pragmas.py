@@ -21,11 +21,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lossdsl.diagnostics import Diagnostic
+from lossdsl.codes import CODES
+from lossdsl.diagnostics import Diagnostic, Severity
 from lossdsl.source import SourceFile
 
 PRAGMA = re.compile(r"#\s*lossdsl\s*:\s*allow\b(?P<codes>(?:[\s,]+[A-Za-z]\d{3}\b)*)")
-WARNING_CODE = re.compile(r"W\d{3}")
+CODE = re.compile(r"[A-Z]\d{3}")
+WARNING_CODES = frozenset(code for code, row in CODES.items() if row.severity is Severity.WARNING)
+"""The codes a pragma can allow (`lossdsl.codes`): others in a pragma are ignored."""
 LOSS_STATEMENT = re.compile(r"\s*loss\b")
 
 
@@ -77,7 +80,7 @@ def _pragma_codes(line: str) -> frozenset[str]:
     match = PRAGMA.search(line, start) if start >= 0 else None
     if match is None:
         return frozenset()
-    return frozenset(WARNING_CODE.findall(match.group("codes").upper()))
+    return frozenset(CODE.findall(match.group("codes").upper())) & WARNING_CODES
 
 
 def without_allowed(
