@@ -428,10 +428,11 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
 
 BUILTINS: dict[str, Builtin] = {builtin.name: builtin for builtin in BUILTIN_LIST}
 
-BY_FUNCTION: dict[type, Builtin] = {
-    builtin.function: builtin for builtin in BUILTIN_LIST if builtin.function is not None
-}
-"""The row of each SymPy class a built-in lowers to (printing, display, LaTeX)."""
+
+def row_of(function: type) -> Builtin | None:
+    """The row whose meaning makes the SymPy class `function`, if any (read when used, so
+    that a row added to `BUILTINS` is seen by every stage)."""
+    return next((row for row in BUILTINS.values() if row.function is function), None)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import sympy
 import tensorflow as tf
 
-from lossdsl import verify
+from lossdsl import builtins, verify
 from lossdsl.codegen import printer
 from lossdsl.compiler import compile_source
 from lossdsl.diagnostics import LossSpecError
@@ -220,7 +221,8 @@ loss = mean(square(sigmoid(z) - y))
 
 
 def test_a_broken_printer_rule_fails_the_compile(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(printer.ELEMENTWISE_OPS, fn.Sigmoid, "tf.math.tanh")
+    wrong = dataclasses.replace(builtins.BUILTINS["sigmoid"], tensorflow="tf.math.tanh")
+    monkeypatch.setitem(builtins.BUILTINS, "sigmoid", wrong)
     with pytest.raises(LossSpecError) as failure:
         compile_source(SourceFile.from_text(SIGMOID_SPEC))
     assert {"E901", "E902"} <= {d.code for d in failure.value.errors}

@@ -53,7 +53,7 @@ from sympy.logic.boolalg import Boolean
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
-from lossdsl.builtins import BUILTIN_LIST, RoleRule
+from lossdsl.builtins import RoleRule, row_of
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.fusions import FusionContext, clips_outside_logs, fuse, xla_spelling
 from lossdsl.codegen.helpers import (
@@ -71,14 +71,12 @@ from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import ALL_ROLES, NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
 
-ELEMENTWISE_OPS: dict[type, str] = {
-    builtin.function: builtin.tensorflow
-    for builtin in BUILTIN_LIST
-    if builtin.function is not None
-    and builtin.tensorflow is not None
-    and builtin.role_rule is not RoleRule.REDUCTION
-}
-"""SymPy functions printed as one TensorFlow call with the same arguments."""
+
+def elementwise_op(function: type) -> str | None:
+    """The one TensorFlow call, with the same arguments, that a built-in's row names."""
+    row = row_of(function)
+    return None if row is None or row.role_rule is RoleRule.REDUCTION else row.tensorflow
+
 
 REDUCTION_OPS: dict[type, str] = {
     fn.ReduceSum: "tf.math.reduce_sum",
@@ -312,7 +310,7 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def definition(self, expr: sympy.Basic) -> str:
         """The right-hand side of a temporary: `expr` itself, its parts by their names."""
-        return str(super()._print(expr))
+        return self._builtin_call(expr) or str(super()._print(expr))
 
     # ------------------------------------------------------------ helpers
 
@@ -469,7 +467,15 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self.temporaries[expr]
         if (literal := _literal(expr)) is not None and not expr.is_Rational:
             return _number(literal)
-        return str(super()._print(expr, **kwargs))
+        return self._builtin_call(expr) or str(super()._print(expr, **kwargs))
+
+    def _builtin_call(self, expr: sympy.Basic) -> str | None:
+        """A built-in's function as its row's TensorFlow call (SymPy's Python printer has
+        its own `_print_exp`, `_print_erf`...), unless this printer has a method for it."""
+        method = f"_print_{type(expr).__name__}"
+        if method not in vars(TensorFlowPrinter) and elementwise_op(type(expr)) is not None:
+            return self._print_Function(expr)
+        return None
 
     def _print_Infinity(self, expr: sympy.Expr) -> str:
         return _number(math.inf)
@@ -548,7 +554,7 @@ class TensorFlowPrinter(PythonCodePrinter):
     # ------------------------------------------------------------ functions
 
     def _print_Function(self, expr: sympy.Function) -> str:
-        op = ELEMENTWISE_OPS.get(type(expr))
+        op = elementwise_op(type(expr))
         if op is None:
             raise TypeError(f"no TensorFlow form for {type(expr).__name__}")
         first, *rest = expr.args
@@ -741,10 +747,3 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_Piecewise(self, expr: sympy.Basic) -> str:
         raise TypeError("Piecewise has no TensorFlow form here; lower `where` to Where")
-
-
-for _function in ELEMENTWISE_OPS:  # SymPy's Python printer has its own _print_exp, _print_log...
-    if f"_print_{_function.__name__}" not in vars(TensorFlowPrinter):
-        setattr(
-            TensorFlowPrinter, f"_print_{_function.__name__}", TensorFlowPrinter._print_Function
-        )

@@ -424,7 +424,8 @@ def _float_of(builtin: Builtin) -> Callable[[Any], Any]:
     return lambda value: numeric.evaluate(meaning, {argument: value}, numeric.FLOAT)
 
 
-def _shape_rule(builtin: Builtin) -> RangeRule:
+@functools.cache
+def range_rule(builtin: Builtin) -> RangeRule:
     """The range rule a row's `shape` (and `domain`) gives."""
     if builtin.shape is Shape.CUSTOM:
         return CUSTOM_RANGES[builtin.name]
@@ -439,7 +440,6 @@ def _shape_rule(builtin: Builtin) -> RangeRule:
     return _elementwise_rule(function, domain)
 
 
-RANGE_RULES: dict[str, RangeRule] = {builtin.name: _shape_rule(builtin) for builtin in BUILTIN_LIST}
 """Value range of each built-in's result from its arguments' ranges."""
 
 
@@ -509,7 +509,7 @@ class RangeAnalysis:
             case TGather(vector=vector):
                 return self.range_of(vector)
             case TCall():
-                return RANGE_RULES[node.builtin](self, node)
+                return range_rule(BUILTINS[node.builtin])(self, node)
             case TAdd(operands=operands, negated=negated):
                 naive = _add([self.range_of(op) for op in operands], negated)
                 combined = self._combined_reductions(node)
@@ -844,7 +844,7 @@ class Evaluator:
             case TCall(builtin=builtin) if builtin in SPECIAL_EVALUATORS:
                 return SPECIAL_EVALUATORS[builtin](self, node)
             case TCall(builtin=builtin, args=args):
-                arguments, meaning = _meaning(builtin, len(args))
+                arguments, meaning = _meaning(BUILTINS[builtin], len(args))
                 values = zip(arguments, map(self.value, args), strict=True)
                 return numeric.evaluate(meaning, dict(values), numerics)
         raise AssertionError(f"unknown node {node!r}")
@@ -925,10 +925,10 @@ batch, spatial, class] arrays; every other built-in is evaluated through its Sym
 
 
 @functools.cache
-def _meaning(builtin: str, arity: int) -> tuple[tuple[sympy.Dummy, ...], sympy.Basic]:
+def _meaning(builtin: Builtin, arity: int) -> tuple[tuple[sympy.Dummy, ...], sympy.Basic]:
     """A built-in's SymPy meaning applied to `arity` placeholder arguments."""
     arguments = tuple(sympy.Dummy(f"x{index}", real=True) for index in range(arity))
-    return arguments, BUILTINS[builtin].meaning(arguments, sympy.S.Zero)
+    return arguments, builtin.meaning(arguments, sympy.S.Zero)
 
 
 ROW_BUILTINS = frozenset(
