@@ -69,9 +69,7 @@ from lossdsl.roles import RoleRules
 from lossdsl.source import Span
 from lossdsl.statements import Counted, check_counts, within_limits
 from lossdsl.typed import (
-    ALL_ROLES,
     AXIS_REDUCES,
-    PER_ELEMENT,
     CheckedSpec,
     Role,
     Roles,
@@ -88,7 +86,10 @@ from lossdsl.typed import (
     TParam,
     TPow,
     TreeSize,
+    class_id_roles,
     describe_roles,
+    gather_roles,
+    one_hot_roles,
 )
 
 AXIS_HELP = (
@@ -542,7 +543,7 @@ class SpecChecker(RoleRules):
         if arg is None:
             return None
         if isinstance(arg, TInput) and arg.info.argument == "y_true":
-            return TCall("class", (arg,), node.span, PER_ELEMENT, integer=True)
+            return TCall("class", (arg,), node.span, class_id_roles(arg.roles), integer=True)
         y = self.y_true.name
         self.report(
             error(
@@ -560,7 +561,7 @@ class SpecChecker(RoleRules):
         if arg is None:
             return None
         if isinstance(arg, TInput) and KINDS[arg.info.kind].class_ids:
-            return TCall("onehot", (arg,), node.span, ALL_ROLES)
+            return TCall("onehot", (arg,), node.span, one_hot_roles(arg.roles))
         if isinstance(arg, TInput) and arg.info.kind == "onehot":
             label = f"`{arg.info.name}` is already one-hot"
             help_line = f"use `{arg.info.name}` directly"
@@ -598,7 +599,7 @@ class SpecChecker(RoleRules):
         y = self.y_true.name
         if Role.CLASS not in vector.roles or vector.integer:
             well_formed = False
-            picked = f"onehot({y})" if self.y_true.kind == "label" else y
+            picked = f"onehot({y})" if KINDS[self.y_true.kind].class_ids else y
             self.report(
                 error(
                     GATHER_FROM_NON_VECTOR,
@@ -640,7 +641,7 @@ class SpecChecker(RoleRules):
                 )
             )
             return None
-        return TGather(vector, index, node.span, picked_roles | index.roles)
+        return TGather(vector, index, node.span, gather_roles(vector.roles, index.roles))
 
     def compare(self, node: nodes.Compare) -> TCompare | None:
         combined = self.combine(self.operands((node.left, node.right)), allow_integers=True)

@@ -62,6 +62,23 @@ AXIS_REDUCES: dict[str, Callable[[Roles], Roles]] = {
 """The roles a reduction removes from its argument's roles, by `axis` as written."""
 
 
+def class_id_roles(argument: Roles) -> Roles:
+    """`class(y)`: one class id per element, y's roles without class."""
+    return argument - {Role.CLASS}
+
+
+def one_hot_roles(label: Roles) -> Roles:
+    """`onehot(y)`: the label's roles plus class."""
+    return label | {Role.CLASS}
+
+
+def gather_roles(row: Roles, index: Roles) -> Roles:
+    """`x[idx]`: x's roles without class, joined with the class id's (the checker's
+    gathers, and the gathers that rewrites and fusions make: `TakeClass`, the sparse
+    softmax cross-entropy)."""
+    return (row - {Role.CLASS}) | index
+
+
 @dataclass(frozen=True)
 class InputInfo:
     """A declared (or default) input: which Keras argument it binds and its kind."""

@@ -27,7 +27,14 @@ from mpmath.libmp import prec_to_dps
 from sympy.core.logic import fuzzy_and
 from sympy.logic.boolalg import Boolean
 
-from lossdsl.typed import NO_ROLES, Role, Roles
+from lossdsl.typed import (
+    NO_ROLES,
+    Role,
+    Roles,
+    class_id_roles,
+    gather_roles,
+    one_hot_roles,
+)
 
 ROLE_BITS: dict[Role, int] = {Role.BATCH: 1, Role.SPATIAL: 2, Role.CLASS: 4}
 """The bit of each role in a reduction's `removed` mask."""
@@ -512,13 +519,15 @@ def _without_class(roles: Roles) -> Roles:
 
 
 _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles]] = {
-    ClassId: lambda roles, expr: _without_class(roles[0]),
-    OneHot: lambda roles, expr: roles[0] | {Role.CLASS},
-    Gather: lambda roles, expr: _without_class(roles[1]),
-    TakeClass: lambda roles, expr: _without_class(roles[0]) | roles[1],
+    ClassId: lambda roles, expr: class_id_roles(roles[0]),
+    OneHot: lambda roles, expr: one_hot_roles(roles[0]),
+    Gather: lambda roles, expr: gather_roles(roles[0], roles[1]),
+    TakeClass: lambda roles, expr: gather_roles(roles[0], roles[1]),
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
-    SparseSoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0]) | roles[1],
+    SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),
 }
+"""The role rules of the functions whose roles are not their arguments' union; the
+checker's class ids, one-hots and gathers use the same rules (`lossdsl.typed`)."""
 
 
 def roles_of(expr: sympy.Basic, symbol_roles: Mapping[sympy.Symbol, Roles]) -> Roles:
