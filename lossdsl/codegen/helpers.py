@@ -33,6 +33,9 @@ HUBER = "_huber"
 LOG1P = "_log1p"
 """tf.math.log1p in the form XLA on the CPU computes fastest (XLA modules only)."""
 
+PER_CLASS = "_per_class"
+"""A vector param as a tensor of y_pred's dtype, its length checked against the classes."""
+
 CPU_ONLY = "_cpu_only"
 """Whether the module runs on the CPU alone, where the XLA helpers' forms pay off."""
 

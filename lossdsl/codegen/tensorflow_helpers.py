@@ -212,3 +212,21 @@ def _cpu_only():
     """
     devices = tf.config.list_logical_devices
     return not (devices("GPU") or devices("TPU"))
+
+
+def _per_class(values, y_pred, name):
+    """A vector param `name` as a tensor of y_pred's dtype, with one entry per class.
+
+    A class count known when tracing is checked then (a ValueError), one that is not
+    when the loss runs (tf.debugging.assert_equal).
+    """
+    values = tf.convert_to_tensor(values, dtype_hint=y_pred.dtype)
+    values = tf.cast(values, y_pred.dtype)
+    classes, entries = y_pred.shape[-1], values.shape[0]
+    message = f"Invalid value for argument `{name}`: expected one entry per class"
+    if classes is None:
+        count = tf.shape(y_pred)[-1]
+        tf.debugging.assert_equal(tf.shape(values)[0], count, message=f"{message}.")
+    elif entries != classes:
+        raise ValueError(f"{message} (C = {classes}), received {entries} entries.")
+    return values

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import helper_source
+from lossdsl.codegen.helpers import HELPERS, PER_CLASS, helper_source
 from lossdsl.codegen.names import function_names, python_names
 from lossdsl.kinds import KINDS
 from lossdsl.source import printable_name
@@ -153,7 +153,7 @@ class ModuleWriter:
                 "import keras",
                 "import tensorflow as tf",
             ],
-            *(helper_source(name, self.jit_compile).splitlines() for name in self.body.helpers),
+            *(helper_source(name, self.jit_compile).splitlines() for name in self.helpers()),
             self.per_sample_function(),
         ]
         if self.body.mask is not None:
@@ -162,6 +162,13 @@ class ModuleWriter:
         text = "\n\n\n".join("\n".join(lines) for lines in sections) + "\n"
         self.check(text)
         return text
+
+    def helpers(self) -> list[str]:
+        """The helpers the module defines: the body's, and `_per_class` for vector params."""
+        needed = set(self.body.helpers)
+        if any(param.info.is_vector for param in self.params):
+            needed.add(PER_CLASS)
+        return [name for name in HELPERS if name in needed]
 
     def check(self, text: str) -> None:
         """Parse the module as Python imports it and make sure every docstring is exact.
@@ -310,26 +317,8 @@ class ModuleWriter:
         return [INDENT + line for line in lines]
 
     def vector_prelude(self, param: ParamCode) -> list[str]:
-        name, y_pred = param.argument, self.y_pred
-        message = f"Invalid value for argument `{param.spec_name}`: expected one entry per class"
-        return [
-            f"{name} = tf.cast(tf.convert_to_tensor({name}, dtype_hint={y_pred}.dtype), "
-            f"{y_pred}.dtype)",
-            f"if {y_pred}.shape[-1] is None:",
-            f"{INDENT}tf.debugging.assert_equal(",
-            f"{INDENT * 2}tf.shape({name})[0],",
-            f"{INDENT * 2}tf.shape({y_pred})[-1],",
-            *assert_message(
-                f"Invalid value for argument `{param.spec_name}`: ",
-                "expected one entry per class.",
-            ),
-            f"{INDENT})",
-            f"elif {name}.shape[0] != {y_pred}.shape[-1]:",
-            f"{INDENT}raise ValueError(",
-            f'{INDENT * 2}"{message} "',
-            f'{INDENT * 2}f"(C = {{{y_pred}.shape[-1]}}), received {{{name}.shape[0]}} entries."',
-            f"{INDENT})",
-        ]
+        name, spec_name = param.argument, string_literal(param.spec_name)
+        return [f"{name} = {PER_CLASS}({name}, {self.y_pred}, {spec_name})"]
 
     def taken_names(self) -> set[str]:
         taken = {self.y_true, self.y_pred, *(param.argument for param in self.params)}
@@ -659,26 +648,6 @@ def indent_block(text: str, indent: str) -> str:
 def indent_lines(lines: Iterable[str], indent: str) -> list[str]:
     """Every line of every (possibly multi-line) statement, indented."""
     return [indent + line if line else "" for text in lines for line in text.split("\n")]
-
-
-def assert_message(first: str, second: str) -> list[str]:
-    """`message="..."` of the prelude's assert (inside its `if`), as ruff format lays it out.
-
-    ruff format joins implicitly concatenated strings that fit on one line (after
-    `message=`, else alone inside parentheses), so they are split only when neither fits.
-    """
-    indent = INDENT * 3  # function body, `if`, and the call's arguments
-    joined = f'{indent}message="{first}{second}",'
-    if len(joined) <= LINE_LENGTH:
-        return [joined[len(INDENT) :]]
-    if len(f'{indent}{INDENT}"{first}{second}"') <= LINE_LENGTH:
-        return [f"{INDENT * 2}message=(", f'{INDENT * 3}"{first}{second}"', f"{INDENT * 2}),"]
-    return [
-        f"{INDENT * 2}message=(",
-        f'{INDENT * 3}"{first}"',
-        f'{INDENT * 3}"{second}"',
-        f"{INDENT * 2}),",
-    ]
 
 
 def wrapped_call(

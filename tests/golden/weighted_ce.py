@@ -38,6 +38,24 @@ def _clipped_log(x, low, high):
     return clipped_log(x)
 
 
+def _per_class(values, y_pred, name):
+    """A vector param `name` as a tensor of y_pred's dtype, with one entry per class.
+
+    A class count known when tracing is checked then (a ValueError), one that is not
+    when the loss runs (tf.debugging.assert_equal).
+    """
+    values = tf.convert_to_tensor(values, dtype_hint=y_pred.dtype)
+    values = tf.cast(values, y_pred.dtype)
+    classes, entries = y_pred.shape[-1], values.shape[0]
+    message = f"Invalid value for argument `{name}`: expected one entry per class"
+    if classes is None:
+        count = tf.shape(y_pred)[-1]
+        tf.debugging.assert_equal(tf.shape(values)[0], count, message=f"{message}.")
+    elif entries != classes:
+        raise ValueError(f"{message} (C = {classes}), received {entries} entries.")
+    return values
+
+
 @tf.function(autograph=False)
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
@@ -63,18 +81,7 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, p.dtype)
-    w = tf.cast(tf.convert_to_tensor(w, dtype_hint=p.dtype), p.dtype)
-    if p.shape[-1] is None:
-        tf.debugging.assert_equal(
-            tf.shape(w)[0],
-            tf.shape(p)[-1],
-            message="Invalid value for argument `w`: expected one entry per class.",
-        )
-    elif w.shape[0] != p.shape[-1]:
-        raise ValueError(
-            "Invalid value for argument `w`: expected one entry per class "
-            f"(C = {p.shape[-1]}), received {w.shape[0]} entries."
-        )
+    w = _per_class(w, p, "w")
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
     t1 = tf.math.reduce_sum(
