@@ -532,7 +532,7 @@ class ReferenceGraph:
         condition, a, b = where.args
         return a if self.value(condition) else b
 
-    def _children(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
+    def children(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
         """The sub-expressions a value depends on through its taken branches."""
         match expr:
             case Select():
@@ -555,7 +555,7 @@ class ReferenceGraph:
                 elif node not in seen:
                     seen.add(node)
                     stack.append((node, True))
-                    stack.extend((child, False) for child in reversed(self._children(node)))
+                    stack.extend((child, False) for child in reversed(self.children(node)))
         return ordered
 
     def gradient(self, seeds: Mapping[sympy.Basic, float]) -> dict[sympy.Basic, Any]:
@@ -572,7 +572,7 @@ class ReferenceGraph:
                 try:
                     partials = list(self._partials(node))
                 except (ZeroDivisionError, OverflowError):
-                    partials = [(child, mpmath.nan) for child in self._children(node)]
+                    partials = [(child, mpmath.nan) for child in self.children(node)]
                 if any(not mpmath.isfinite(partial) for _, partial in partials):
                     self.singular.add(node)
                 if adjoint == 0:
@@ -608,7 +608,7 @@ class ReferenceGraph:
             case Relational():
                 return ()
             case _:
-                return self._children(expr)
+                return self.children(expr)
 
     def _partials(self, expr: sympy.Basic) -> Iterator[tuple[sympy.Basic, Any]]:
         """Each argument of `expr` with the derivative of `expr` with respect to it."""
@@ -648,17 +648,45 @@ class Kink:
     symbols: frozenset[sympy.Basic]  # the y_pred element symbols the condition reads
 
 
+def free_symbols(
+    expr: sympy.Basic, memo: dict[sympy.Basic, frozenset[sympy.Basic]]
+) -> frozenset[sympy.Basic]:
+    """`expr.free_symbols`, memoised in `memo` over shared sub-expressions.
+
+    SymPy's own property walks every path, which takes exponential time on the selects
+    the expansion builds (a tournament repeats each contender in its condition and branch).
+    """
+    stack = [expr]
+    while stack:
+        node = stack[-1]
+        if node in memo:
+            stack.pop()
+            continue
+        pending = [arg for arg in node.args if arg not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        memo[node] = (
+            frozenset({node})
+            if isinstance(node, sympy.Symbol)
+            else frozenset().union(*(memo[arg] for arg in node.args))
+        )
+    return memo[expr]
+
+
 def near_kinks(
     graph: ReferenceGraph, order: Sequence[sympy.Basic], elements: Mapping[sympy.Basic, Any]
 ) -> list[Kink]:
     """The conditions of taken branches that depend on y_pred and nearly flip at the point."""
     kinks = []
+    symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
     with mpmath.workdps(DIGITS):
         for node in order:
             if not isinstance(node, Select):
                 continue
             condition = node.args[0]
-            symbols = frozenset(condition.free_symbols & elements.keys())
+            symbols = free_symbols(condition, symbols_of) & elements.keys()
             if not symbols:
                 continue
             lhs, rhs = condition.args
@@ -732,6 +760,12 @@ def reference(
     for index, symbol in expander.pred_symbols.items():
         gradient[index] = _to_float(adjoints.get(symbol, 0))
     kinked = {kink.condition for kink in kinks}
+    near_kink: dict[sympy.Basic, bool] = {}
+    for node in order:  # each node after its children
+        near_kink[node] = (isinstance(node, Select) and node.args[0] in kinked) or any(
+            near_kink[child] for child in graph.children(node)
+        )
+    symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
     return Reference(
         draw,
         values,
@@ -739,16 +773,13 @@ def reference(
         frozenset(
             output
             for output, value in outputs.items()
-            if output in overflowing
-            or any(
-                isinstance(node, Select) and node.args[0] in kinked for node in graph.order([value])
-            )
+            if output in overflowing or near_kink[value]
         ),
         frozenset(elements[symbol] for kink in kinks for symbol in kink.symbols)
         | frozenset(
             elements[symbol]
             for node in unrepresentable
-            for symbol in node.free_symbols & elements.keys()
+            for symbol in free_symbols(node, symbols_of) & elements.keys()
         ),
     )
 

@@ -20,7 +20,7 @@ Conventions shared by all the classes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import sympy
 from mpmath.libmp import prec_to_dps
@@ -57,6 +57,19 @@ def decode_roles(mask: sympy.Expr | int) -> Roles:
     return frozenset(role for role, bit in ROLE_BITS.items() if bits & bit)
 
 
+def known(fact: str, args: Iterable[sympy.Basic]) -> bool | None:
+    """Whether every arg has the assumption `fact` (`is_real`...); None where SymPy cannot tell.
+
+    SymPy's assumptions can recurse without end on some products, depending on what its
+    caches hold (in 1.14 `Mul._eval_is_integer` and `is_gt` ask each other about ever deeper
+    `1 - 1/x`). A fact that cannot be decided is unknown, which is always a safe answer.
+    """
+    try:
+        return fuzzy_and(getattr(arg, f"is_{fact}") for arg in args)
+    except RecursionError:
+        return None
+
+
 class LossFunction(sympy.Function):
     """An opaque function of the loss vocabulary; `definition()` gives its meaning."""
 
@@ -69,7 +82,7 @@ class Elementwise(LossFunction):
     """A function applied element by element; its result is real when its arguments are."""
 
     def _eval_is_real(self) -> bool | None:
-        return fuzzy_and(arg.is_real for arg in self.args)
+        return known("real", self.args)
 
     def _eval_evalf(self, prec: int) -> sympy.Expr:
         return self.definition().evalf(prec_to_dps(prec))
@@ -98,7 +111,7 @@ class Sigmoid(Elementwise):
         return self * (1 - self)
 
     def _eval_is_positive(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class Softplus(Elementwise):
@@ -113,7 +126,7 @@ class Softplus(Elementwise):
         return Sigmoid(self.args[0])
 
     def _eval_is_positive(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class Relu(Elementwise):
@@ -128,7 +141,7 @@ class Relu(Elementwise):
         return _indicator(sympy.StrictGreaterThan(self.args[0], 0))
 
     def _eval_is_nonnegative(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class LogCosh(Elementwise):
@@ -143,7 +156,7 @@ class LogCosh(Elementwise):
         return sympy.tanh(self.args[0])
 
     def _eval_is_nonnegative(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class StopGradient(Elementwise):
@@ -245,7 +258,7 @@ class Where(Elementwise):
         return Where(condition, a.diff(symbol), b.diff(symbol))
 
     def _eval_is_real(self) -> bool | None:
-        return fuzzy_and(arg.is_real for arg in self.args[1:])
+        return known("real", self.args[1:])
 
     @classmethod
     def eval(cls, condition: Boolean, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr | None:
@@ -266,10 +279,10 @@ class Softmax(LossFunction):
         return sympy.exp(z) / ReduceSum(sympy.exp(z), CLASS_MASK)
 
     def _eval_is_real(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
     def _eval_is_positive(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class LogSoftmax(LossFunction):
@@ -282,7 +295,7 @@ class LogSoftmax(LossFunction):
         return z - LogSumExp(z, CLASS_MASK)
 
     def _eval_is_real(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class ClassId(LossFunction):
@@ -329,7 +342,7 @@ class Gather(LossFunction):
         return self
 
     def _eval_is_real(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class TakeClass(LossFunction):
@@ -346,7 +359,7 @@ class TakeClass(LossFunction):
         return ReduceSum(OneHot(label) * x, CLASS_MASK)
 
     def _eval_is_real(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class SoftmaxCrossEntropy(LossFunction):
@@ -437,7 +450,7 @@ class Reduction(LossFunction):
         return self
 
     def _eval_is_real(self) -> bool | None:
-        return self.args[0].is_real
+        return known("real", self.args[:1])
 
 
 class ReduceSum(Reduction):
@@ -448,10 +461,10 @@ class ReduceSum(Reduction):
         return sympy.S.Zero if x.is_zero else None  # what cancelled (`sum(y - y)`)
 
     def _eval_is_nonnegative(self) -> bool | None:
-        return self.args[0].is_nonnegative
+        return known("nonnegative", self.args[:1])
 
     def _eval_is_positive(self) -> bool | None:
-        return self.args[0].is_positive
+        return known("positive", self.args[:1])
 
 
 class ReduceMean(Reduction):
@@ -462,10 +475,10 @@ class ReduceMean(Reduction):
         return x if x.is_number else None  # the mean of one value repeated
 
     def _eval_is_nonnegative(self) -> bool | None:
-        return self.args[0].is_nonnegative
+        return known("nonnegative", self.args[:1])
 
     def _eval_is_positive(self) -> bool | None:
-        return self.args[0].is_positive
+        return known("positive", self.args[:1])
 
 
 class ReduceMax(Reduction):
