@@ -42,7 +42,6 @@ Writing the module around the statements is `codegen.writer`'s job.
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace as replace_field
@@ -67,6 +66,13 @@ from lossdsl.codegen.helpers import (
 )
 from lossdsl.codegen.layout import lay_out
 from lossdsl.codegen.names import python_names
+from lossdsl.codegen.numbers import (
+    divides_by_a_value,
+    float_representable,
+    literal_value,
+    number_text,
+    representable_factors,
+)
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import ALL_ROLES, NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
@@ -224,57 +230,6 @@ def _joined(operands: list[tuple[str, str]], space: str) -> str:
     return head + "".join(f"{space}{operator}{space}{text}" for operator, text in rest)
 
 
-def _literal(expr: sympy.Basic) -> float | None:
-    """The float a constant expression prints as, or None: not a number, or one that
-    evalf cannot reduce (a reduction of a number counts copies only when the loss runs)."""
-    if not isinstance(expr, sympy.Expr) or not expr.is_number:
-        return None
-    if any(
-        isinstance(node, fn.LossFunction) and not isinstance(node, fn.Elementwise)
-        for node in sympy.preorder_traversal(expr)
-    ):
-        return None
-    value = expr if expr.is_Rational else expr.evalf(17)
-    return float(value) if value.is_Number and value is not sympy.zoo else None
-
-
-def _divides_by_a_value(factor: sympy.Basic) -> bool:
-    """Whether a factor is a negative power of something that is not a number."""
-    return (
-        isinstance(factor, sympy.Pow)
-        and factor.exp.is_negative is True
-        and not factor.base.is_number
-    )
-
-
-FLOAT_STEP = sympy.Integer(10) ** 300
-"""The factor a coefficient beyond float64's range is split by (`_representable_factors`)."""
-
-
-def _float_representable(number: sympy.Rational) -> bool:
-    """Whether a nonzero number is a normal float64 (0 is too)."""
-    size = abs(number)
-    return number == 0 or sympy.Float(sys.float_info.min) <= size <= sympy.Float(sys.float_info.max)
-
-
-def _representable_factors(number: sympy.Rational) -> list[float]:
-    """`number` as floats whose product it is: its sign and what is left, then 1e300s
-    (or 1e-300s), so that applying them one by one never leaves float64's range first."""
-    size = abs(number)
-    scales: list[float] = []
-    while size > FLOAT_STEP:
-        size = size / FLOAT_STEP
-        scales.append(1e300)
-    while size < 1 / FLOAT_STEP:
-        size = size * FLOAT_STEP
-        scales.append(1e-300)
-    return [float(sympy.sign(number) * size), *scales]
-
-
-def _number(value: float) -> str:
-    return repr(value) if math.isfinite(value) else f'float("{value}")'
-
-
 class TensorFlowPrinter(PythonCodePrinter):
     """SymPy -> TensorFlow 2 expressions in keepdims form (conventions: module docstring)."""
 
@@ -375,7 +330,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         if self.roles(expr) or expr is fn.NUM_CLASSES:
             return printed
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
-        if _literal(expr) is not None:
+        if literal_value(expr) is not None:
             return f"tf.constant({printed}, {self.dtype})"
         if not expr.has(fn.NUM_CLASSES) and not any(
             self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
@@ -451,22 +406,22 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"tf.cast({name}, {self.dtype})" if expr in self.integers else name
 
     def _print_Integer(self, expr: sympy.Integer) -> str:
-        return _number(float(expr))
+        return number_text(float(expr))
 
     def _print_Rational(self, expr: sympy.Rational) -> str:
-        return _number(float(expr))
+        return number_text(float(expr))
 
     def _print_Float(self, expr: sympy.Float) -> str:
-        return _number(float(expr))
+        return number_text(float(expr))
 
     def _print_NumberSymbol(self, expr: sympy.Expr) -> str:
-        return _number(float(expr))
+        return number_text(float(expr))
 
     def _print(self, expr: sympy.Basic, **kwargs: object) -> str:
         if expr in self.temporaries:
             return self.temporaries[expr]
-        if (literal := _literal(expr)) is not None and not expr.is_Rational:
-            return _number(literal)
+        if (literal := literal_value(expr)) is not None and not expr.is_Rational:
+            return number_text(literal)
         return self._builtin_call(expr) or str(super()._print(expr, **kwargs))
 
     def _builtin_call(self, expr: sympy.Basic) -> str | None:
@@ -478,10 +433,10 @@ class TensorFlowPrinter(PythonCodePrinter):
         return None
 
     def _print_Infinity(self, expr: sympy.Expr) -> str:
-        return _number(math.inf)
+        return number_text(math.inf)
 
     def _print_NegativeInfinity(self, expr: sympy.Expr) -> str:
-        return _number(-math.inf)
+        return number_text(-math.inf)
 
     # ------------------------------------------------------------ arithmetic
 
@@ -527,15 +482,15 @@ class TensorFlowPrinter(PythonCodePrinter):
             ]
             return self.chain([("*", self.group(self._print(group))) for group in groups], "")
         coefficient, rest = expr.as_coeff_Mul()
-        if coefficient.is_Rational and rest != 1 and not _float_representable(coefficient):
+        if coefficient.is_Rational and rest != 1 and not float_representable(coefficient):
             # a folded constant beyond float64 (1e200 * p * 1e200): one factor at a time,
             # so that every product lies between `rest` and the result and none overflows
-            first, *scales = _representable_factors(coefficient)
-            text = f"{_number(first)}*{self.parenthesize(rest, PRECEDENCE['Mul'], strict=True)}"
+            first, *scales = representable_factors(coefficient)
+            text = f"{number_text(first)}*{self.parenthesize(rest, PRECEDENCE['Mul'], strict=True)}"
             for scale in scales:
-                text = f"{_number(scale)}*({text})"
+                text = f"{number_text(scale)}*({text})"
             return text
-        if not self.roles(expr) and any(_divides_by_a_value(f) for f in expr.args):
+        if not self.roles(expr) and any(divides_by_a_value(f) for f in expr.args):
             # `_print_Pow`'s tensor reciprocal: Python's `a / k` raises where k is 0
             factors = "*".join(
                 self.parenthesize(f, PRECEDENCE["Mul"], strict=True)
@@ -544,12 +499,12 @@ class TensorFlowPrinter(PythonCodePrinter):
             if abs(coefficient) == 1:
                 return f"-{factors}" if coefficient < 0 else factors
             sign = "-" if coefficient < 0 else ""
-            return f"{sign}{_number(abs(float(coefficient)))}*{factors}"
+            return f"{sign}{number_text(abs(float(coefficient)))}*{factors}"
         if not coefficient.is_Rational or coefficient.is_Integer or rest == 1:
             return str(super()._print_Mul(expr))
         sign = "-" if coefficient < 0 else ""
         factor = self.parenthesize(rest, PRECEDENCE["Mul"], strict=True)
-        return f"{sign}{_number(abs(float(coefficient)))}*{factor}"
+        return f"{sign}{number_text(abs(float(coefficient)))}*{factor}"
 
     # ------------------------------------------------------------ functions
 
@@ -597,7 +552,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         doubled = f"-2.0*{self.parenthesize(x, PRECEDENCE['Mul'])}"
         if not self.roles(x):
             doubled = f"tf.cast({doubled}, {self.dtype})"
-        return f"{self._print(x)} + tf.math.softplus({doubled}) - {_number(math.log(2.0))}"
+        return f"{self._print(x)} + tf.math.softplus({doubled}) - {number_text(math.log(2.0))}"
 
     def _print_Softmax(self, expr: fn.Softmax) -> str:
         if Role.CLASS not in self.roles(expr.args[0]):
