@@ -19,13 +19,11 @@ from hypothesis import strategies as st
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import SOFTPLUS_PAIR_SAME_SHAPE, XLA_FORMS, helper_source
+from lossdsl.codegen.text import LINE_LENGTH, escape_docstring, statements_needed
 from lossdsl.codegen.writer import (
     KERAS_LOSS_ATTRIBUTES,
-    LINE_LENGTH,
-    escape_docstring,
     function_names,
     header_line,
-    statements_needed,
     write_module,
 )
 from lossdsl.source import SourceFile, Span

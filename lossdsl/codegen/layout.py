@@ -17,12 +17,7 @@ from dataclasses import dataclass
 from dataclasses import replace as replace_field
 
 from lossdsl.codegen.body import FunctionBody
-
-LINE_LENGTH = 88
-"""The generated module's line length, black's and ruff's default."""
-
-INDENT = "    "
-"""One level of indentation; the statements sit one level deep, in the function body."""
+from lossdsl.codegen.text import INDENT, LINE_LENGTH
 
 OUTPUT_WIDTH = LINE_LENGTH - 16
 """The most columns `result` and `mask` take: the writer puts each on one line, after at
