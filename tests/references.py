@@ -8,6 +8,7 @@ exact references for the accuracy comparisons at extreme inputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +147,33 @@ def quantile(y: tf.Tensor, p: tf.Tensor, tau: float) -> tf.Tensor:
     """Pinball loss: tau e for e >= 0, (tau - 1) e below, e = y - p, averaged."""
     e = y - p
     return tf.reduce_mean(tf.where(e >= 0, tau * e, (tau - 1) * e), axis=-1)
+
+
+def gaussian_crps(y: tf.Tensor, mu: tf.Tensor, sigma: float) -> tf.Tensor:
+    """CRPS of N(mu, sigma^2) at y: sigma (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi))."""
+    z = (y - mu) / sigma
+    cdf = 0.5 * (1 + tf.math.erf(z / math.sqrt(2.0)))
+    pdf = tf.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return tf.reduce_mean(sigma * (z * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi)), -1)
+
+
+def student_t_nll(y: tf.Tensor, mu: tf.Tensor, nu: float, sigma: float) -> tf.Tensor:
+    """-log of the location-scale Student-t density with nu degrees of freedom."""
+    half = tf.constant(0.5 * nu, y.dtype)
+    log_norm = (
+        tf.math.lgamma(half)
+        - tf.math.lgamma(half + 0.5)
+        + 0.5 * math.log(nu * math.pi)
+        + math.log(sigma)
+    )
+    e = (y - mu) / sigma
+    return tf.reduce_mean(log_norm + 0.5 * (nu + 1) * tf.math.log1p(e * e / nu), -1)
+
+
+def gaussian_nll(y: tf.Tensor, mu: tf.Tensor, sigma: float) -> tf.Tensor:
+    """-log of the N(mu, sigma^2) density at y."""
+    log_norm = math.log(sigma) + 0.5 * math.log(2 * math.pi)
+    return tf.reduce_mean(tf.square(y - mu) / (2 * sigma**2) + log_norm, -1)
 
 
 def soft_jaccard(y: tf.Tensor, p: tf.Tensor, smooth: float) -> tf.Tensor:

@@ -216,3 +216,15 @@ def test_lgamma_is_log_abs_gamma_below_zero() -> None:
     meaning = BUILTINS["lgamma"].meaning((x,), sympy.S.Zero)
     value = numeric.evaluate(meaning, {x: mpmath.mpf(-0.5)}, numeric.EXACT)
     assert float(value) == pytest.approx(np.log(2 * np.sqrt(np.pi)), rel=1e-15)
+
+
+# ---------------------------------------------------------------- the docs
+
+
+def test_the_readme_lists_every_builtin_and_constant() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("Built-ins: `")[1].split("`")[0].split()
+    assert listed == list(BUILTINS)
+    constants = readme.split("Built-ins: `")[1].split("\n\n")[0]
+    for name in ("eps", "pi", "num_classes"):
+        assert f"`{name}`" in constants

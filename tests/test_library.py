@@ -254,6 +254,9 @@ CASES: tuple[Case, ...] = (
     Case("ldam", "label", "logits", direct(refs.ldam), {"margins": [0.5, 0.3, 0.2], "s": 10.0},
          rtol=1e-4),
     Case("quantile", "target", "real", direct(refs.quantile), {"tau": 0.9}),
+    Case("gaussian_crps", "target", "real", direct(refs.gaussian_crps), {"sigma": 0.7}),
+    Case("student_t_nll", "target", "real", direct(refs.student_t_nll), {"nu": 4.0, "sigma": 1.5}),
+    Case("gaussian_nll", "target", "real", direct(refs.gaussian_nll), {"sigma": 2.0}),
     Case("soft_jaccard", "binary", "prob", direct(refs.soft_jaccard), {"smooth": 1.0}),
 )
 # fmt: on
