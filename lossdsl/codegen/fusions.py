@@ -89,8 +89,9 @@ def softplus_pair(node: sympy.Basic, context: FusionContext) -> sympy.Basic | No
 
     Binary cross-entropy on logits, weighted or not, is such a pair. The module's
     `_softplus_pair` helper computes the value from one softplus and gives its gradient
-    by hand (`codegen.helpers`): fewer passes than differentiating two softplus, and
-    exact in both tails, where TensorFlow's fused sigmoid cross-entropy cancels.
+    by hand (`codegen.tensorflow_helpers`): fewer passes than differentiating two
+    softplus, and exact in both tails, where TensorFlow's fused sigmoid cross-entropy
+    cancels.
     """
     if not isinstance(node, sympy.Add):
         return None
@@ -124,8 +125,8 @@ def clipped_log(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None
     depends on y_pred, where the expression uses that clip in logs only.
 
     The module's `_clipped_log` helper gives the gradient in one division and one select
-    (`codegen.helpers`). A clip used elsewhere too (focal loss's (1 - q)^gamma * log(q))
-    stays one `_clip`, computed once for both.
+    (`codegen.tensorflow_helpers`). A clip used elsewhere too (focal loss's
+    (1 - q)^gamma * log(q)) stays one `_clip`, computed once for both.
     """
     if not isinstance(node, sympy.log) or not isinstance(node.args[0], fn.Clip):
         return None
@@ -400,7 +401,8 @@ XLA_SPELLINGS: tuple[Spelling, ...] = (
     Spelling(xla_log1p.__name__, LOG1P, xla_log1p),
 )
 """How a module compiled with XLA (`jit_compile`) writes these nodes: with the module's
-helpers (`codegen.helpers`), which XLA on the CPU computes faster than TensorFlow's ops.
+helpers (`codegen.tensorflow_helpers`), which XLA on the CPU computes faster than
+TensorFlow's ops.
 With a GPU or TPU the helpers fall back to TensorFlow's ops at run time."""
 
 XLA_SPELLINGS_BY_NAME: dict[str, Spelling] = {spelling.name: spelling for spelling in XLA_SPELLINGS}
