@@ -9,6 +9,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy
+import tensorflow as tf
 
 from lossdsl import cli
 from lossdsl.builtins import BUILTINS, Builtin, RoleRule, Shape
@@ -182,6 +183,30 @@ def test_explain_writes_the_new_builtins_as_the_spec_does(
     out = capsys.readouterr().out
     for call in ("lgamma(", "digamma(", "erf(", "erfc(", "sign(p)"):
         assert call in out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_erfc_stays_finite_and_exact_for_large_arguments(dtype: str) -> None:
+    loss = compiled("input y: target\ninput p: real\nloss = mean(-log(erfc(p)) * y + p)\n")
+    assert "log_erfc_tail" in {step.rule for step in loss.symbolic.rewrites}
+    points = [-3.0, 0.5, 7.9, 8.0, 8.1, 12.0, 30.0, 1e3]
+    y = tf.ones((len(points), 1), dtype)
+    p = tf.constant([[v] for v in points], dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(p)
+        value = loss.loss_class(reduction=None, dtype=dtype)(y, p)
+    gradient = tape.gradient(value, p).numpy()[:, 0]
+    with mpmath.workdps(40):
+        exact = [float(-mpmath.log(mpmath.erfc(v)) + v) for v in points]
+        slope = [
+            float(
+                2 * mpmath.exp(-(mpmath.mpf(v) ** 2)) / mpmath.sqrt(mpmath.pi) / mpmath.erfc(v) + 1
+            )
+            for v in points
+        ]
+    rtol = 1e-6 if dtype == "float32" else 1e-13
+    np.testing.assert_allclose(value.numpy(), exact, rtol=rtol)
+    np.testing.assert_allclose(gradient, slope, rtol=10 * rtol)
 
 
 # ---------------------------------------------------------------- the numeric interpreter

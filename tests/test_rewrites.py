@@ -25,8 +25,29 @@ ALL = fn.encode_roles(frozenset(fn.ROLE_BITS))
 
 Builder = Callable[[], sympy.Basic]
 
+
+def _log_erfc_tail(x: sympy.Expr) -> sympy.Expr:
+    u = fn.Maximum(x, 8)
+    w = 1 / (2 * u**2)
+    series = sympy.S.Zero
+    for n in range(10, 0, -1):
+        series = w * ((-1) ** n * sympy.factorial2(2 * n - 1) + series)
+    tail = -(u**2) - sympy.log(u) - sympy.log(sympy.pi) / 2 + log1p(series, evaluate=False)
+    return fn.Where(x < 8, sympy.log(sympy.erfc(fn.Minimum(x, 8))), tail)
+
+
 # (rule that must fire, input, expected output)
 FIXTURES: list[tuple[str, Builder, Builder]] = [
+    (
+        "log_erfc_tail",
+        lambda: sympy.log(sympy.erfc(z)),
+        lambda: _log_erfc_tail(z),
+    ),
+    (
+        "log_erfc_tail",
+        lambda: t * sympy.log(sympy.erfc(z / 2)),
+        lambda: t * _log_erfc_tail(z / 2),
+    ),
     (
         "softplus_of_log_sigmoid",
         lambda: sympy.log(fn.Sigmoid(z)),

@@ -23,6 +23,8 @@ from lossdsl.symbolic.functions import (
     LogCosh,
     LogSoftmax,
     LogSumExp,
+    Maximum,
+    Minimum,
     OneHot,
     ReduceMean,
     ReduceSum,
@@ -30,6 +32,7 @@ from lossdsl.symbolic.functions import (
     Softmax,
     Softplus,
     TakeClass,
+    Where,
     decode_roles,
     encode_roles,
 )
@@ -115,6 +118,37 @@ def stable_log_cosh(expr: sympy.Basic) -> sympy.Basic | None:
     if isinstance(expr, sympy.log) and isinstance(expr.args[0], sympy.cosh):
         return LogCosh(expr.args[0].args[0])
     return None
+
+
+ERFC_TAIL_FROM = sympy.Integer(8)
+"""Where `log_erfc_tail` switches to erfc's asymptotic series: erfc(8) = 1.1e-29 is still a
+normal float32, and 10 terms of the series are exact to float64 from there on."""
+
+ERFC_TAIL_TERMS = 10
+
+
+def log_erfc_tail(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(erfc(x)) = where(x < 8, log(erfc(min(x, 8))), -u^2 - log(u) - log(pi) / 2 +
+    log1p(s)) with u = max(x, 8) and s = sum over n = 1..10 of (-1)^n (2n - 1)!! / (2u^2)^n.
+
+    erfc(x) underflows to 0 beyond x = 9.2 in float32 and 26.5 in float64, so log(erfc(x))
+    is -inf there; the asymptotic series of erfc(x) exp(x^2) x sqrt(pi) is finite and exact
+    to float64 (relative error below 1e-15) for x >= 8. The min and max keep the branch not
+    taken finite, so that its zero gradient is not NaN.
+    """
+    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], sympy.erfc):
+        return None
+    x = expr.args[0].args[0]
+    if isinstance(x, Minimum) and x.args[1] == ERFC_TAIL_FROM:
+        return None  # the rule's own small-x branch
+    u = Maximum(x, ERFC_TAIL_FROM)
+    w = 1 / (2 * u**2)
+    series: sympy.Expr = sympy.S.Zero
+    for n in range(ERFC_TAIL_TERMS, 0, -1):  # Horner: w (c1 + w (c2 + ...))
+        series = w * ((-1) ** n * sympy.factorial2(2 * n - 1) + series)
+    tail = -(u**2) - sympy.log(u) - sympy.log(sympy.pi) / 2 + log1p(series, evaluate=False)
+    head = sympy.log(sympy.erfc(Minimum(x, ERFC_TAIL_FROM)))
+    return Where(sympy.StrictLessThan(x, ERFC_TAIL_FROM), head, tail)
 
 
 def log1p_of_one_plus(expr: sympy.Basic) -> sympy.Basic | None:
@@ -249,6 +283,7 @@ RULES: tuple[Rule, ...] = tuple(
         log_softmax_of_log_softmax,
         logsumexp_of_log_sum_exp,
         stable_log_cosh,
+        log_erfc_tail,
         log1p_of_one_plus,
         expm1_of_exp_minus_one,
         one_minus_sigmoid,
