@@ -1459,7 +1459,7 @@ class DomainChecker:
         self.diagnostics.append(
             warning(
                 LOG_OF_ZERO,
-                f"`{self.text(call)}` is infinite at {found.witness.describe()}{branch}",
+                f"`{self.text(call)}` is not finite at {found.witness.describe()}, a pole{branch}",
                 argument.span,
                 "can be a pole (0, -1, -2, ...)",
                 domain.help,

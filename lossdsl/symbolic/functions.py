@@ -89,7 +89,7 @@ class Elementwise(LossFunction):
 
 
 class Special(Elementwise):
-    """A special function of one argument (lgamma, sign): the verifier evaluates it whole,
+    """A special function of one argument (log-gamma, sign): the verifier evaluates it whole,
     with mpmath through its definition and its derivative through `fdiff`, instead of
     expanding the definition (SymPy's own derivative of that is not TensorFlow's)."""
 
