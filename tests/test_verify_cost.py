@@ -1,0 +1,59 @@
+"""The verifier's cost is bounded: memoised walks over shared nodes, layouts within a budget."""
+
+from __future__ import annotations
+
+import math
+
+import sympy
+
+from lossdsl.verify import (
+    VERIFICATION_BUDGET,
+    distinct_nodes,
+    free_symbols,
+    verification_plan,
+    verify_layouts,
+)
+
+
+def traced() -> None:
+    """Stands for the traced generated function."""
+
+
+def eager() -> None:
+    """Stands for its Python function."""
+
+
+def cost(plan: tuple, nodes: int) -> int:
+    return nodes * sum(math.prod(layout.shape) for layout, _, _ in plan)
+
+
+def test_a_small_result_is_verified_at_every_layout_and_at_the_edges() -> None:
+    layouts = verify_layouts(None)
+    plan = verification_plan(layouts, 40, traced, eager)
+    assert [layout for layout, _, _ in plan] == [*layouts, layouts[0]]
+    assert [edge for _, edge, _ in plan] == [False, False, False, True]
+    assert [function for _, _, function in plan] == [traced, eager, eager, traced]
+
+
+def test_larger_results_drop_the_largest_layouts_first_and_stay_within_the_budget() -> None:
+    layouts = verify_layouts(None)
+    seen = []
+    for nodes in (40, 700, 1500, 2200, 5000):
+        plan = verification_plan(layouts, nodes, traced, eager)
+        seen.append(len(plan))
+        assert plan[-1][1] and plan[0][0].batch <= layouts[0].batch  # the edges always run
+        if len(plan) > 2 or plan[0][0] == layouts[0]:
+            assert cost(plan, nodes) <= VERIFICATION_BUDGET
+    assert seen == sorted(seen, reverse=True) and seen[0] == 4 and seen[-1] == 2
+    smallest = verification_plan(layouts, 5000, traced, eager)
+    assert smallest[0][0].batch == 2 and smallest[0][0].classes == layouts[0].classes
+
+
+def test_walks_over_shared_nodes_take_linear_time() -> None:
+    # A chain where each level uses the one below twice: 2^60 paths, 61 distinct nodes.
+    x, y = sympy.symbols("x y", real=True)
+    expr: sympy.Basic = x + y
+    for _ in range(60):
+        expr = sympy.Function("f")(expr, expr + 1)
+    assert distinct_nodes([expr]) < 200
+    assert free_symbols(expr, {}) == frozenset({x, y})
