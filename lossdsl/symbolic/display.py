@@ -17,28 +17,16 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from lossdsl.builtins import BUILTIN_LIST, RoleRule
+from lossdsl.builtins import row_of
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.gradient import EPS, ROLE_COUNTS
 from lossdsl.typed import ROLE_ORDER, Role, Roles
 
 NAMED_NUMBERS: dict[sympy.Expr, str] = {EPS: "eps", 1 - EPS: "1 - eps", -EPS: "-eps"}
 
-SPEC_NAMES: dict[str, str] = {
-    "LogCosh": "logcosh",  # made by a rewrite (`rewrites.py`), not written by users
-    **{
-        builtin.function.__name__: builtin.name
-        for builtin in BUILTIN_LIST
-        if builtin.function is not None and builtin.role_rule is not RoleRule.REDUCTION
-    },
-}
-"""The built-in each SymPy function is written as, from `lossdsl.builtins`."""
-
-REDUCTION_NAMES: dict[type, str] = {
-    builtin.function: builtin.name
-    for builtin in BUILTIN_LIST
-    if builtin.function is not None and builtin.role_rule is RoleRule.REDUCTION
-}
+REWRITE_NAMES: dict[str, str] = {"LogCosh": "logcosh"}
+"""Functions made by a rewrite (`rewrites.py`) that no user writes, by their names in text;
+every other function is written as the name of its row in `lossdsl.builtins`."""
 
 NAMED_SYMBOLS: dict[sympy.Symbol, str] = {
     ROLE_COUNTS[Role.CLASS]: "num_classes",
@@ -110,8 +98,17 @@ class SpecPrinter(StrPrinter):
 
     # ------------------------------------------------------------ the loss vocabulary
 
+    def _print(self, expr: sympy.Basic, **kwargs: object) -> str:
+        """A built-in's function is written as its row's name (StrPrinter has its own
+        methods for some, `Abs`), unless this printer has a method for it."""
+        method = f"_print_{type(expr).__name__}"
+        if method not in vars(SpecPrinter) and row_of(type(expr)) is not None:
+            return self._print_Function(expr)
+        return str(super()._print(expr, **kwargs))
+
     def _print_Function(self, expr: sympy.Function) -> str:
-        name = SPEC_NAMES.get(type(expr).__name__, type(expr).__name__)
+        row = row_of(type(expr))
+        name = row.name if row else REWRITE_NAMES.get(type(expr).__name__, type(expr).__name__)
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
     def _print_Clip(self, expr: fn.Clip) -> str:
@@ -130,7 +127,9 @@ class SpecPrinter(StrPrinter):
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
         body = expr.args[0]
-        name = REDUCTION_NAMES[type(expr)]
+        row = row_of(type(expr))
+        assert row is not None, f"no built-in makes {type(expr).__name__}"
+        name = row.name
         body_roles = fn.roles_of(body, self.symbol_roles)
         removed = expr.removed_roles
         default = [role for role in ROLE_ORDER if role in body_roles][-1:]
@@ -143,11 +142,6 @@ class SpecPrinter(StrPrinter):
     _print_ReduceMax = _print_Reduction
     _print_ReduceMin = _print_Reduction
     _print_LogSumExp = _print_Reduction
-
-
-for _name in SPEC_NAMES:  # StrPrinter has its own methods for some (`Abs`): the table wins
-    if f"_print_{_name}" not in SpecPrinter.__dict__:
-        setattr(SpecPrinter, f"_print_{_name}", SpecPrinter._print_Function)
 
 
 def spec_text(expr: sympy.Basic, roles: Mapping[sympy.Symbol, Roles]) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 from sympy.printing.latex import LatexPrinter
 
-from lossdsl.builtins import BUILTIN_LIST, EPSILON, RoleRule
+from lossdsl.builtins import EPSILON, row_of
 from lossdsl.codes import PREDICTION_CANCELS
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.symbolic import functions as fn
@@ -142,25 +142,8 @@ def cancellation_diagnostics(
 
 ROLE_INDICES: dict[Role, str] = {Role.BATCH: "b", Role.SPATIAL: "s", Role.CLASS: "c"}
 
-_OPERATOR_NAMES: dict[str, str] = {
-    "LogCosh": r"\operatorname{logcosh}",  # made by a rewrite, not written by users
-    **{
-        builtin.function.__name__: builtin.latex
-        for builtin in BUILTIN_LIST
-        if builtin.function is not None
-        and builtin.latex is not None
-        and builtin.role_rule is not RoleRule.REDUCTION
-    },
-}
-"""Each function's LaTeX operator, from the `latex` of its row in `lossdsl.builtins`."""
-
-_REDUCTION_NAMES: dict[str, str] = {
-    builtin.function.__name__: builtin.latex
-    for builtin in BUILTIN_LIST
-    if builtin.function is not None
-    and builtin.latex is not None
-    and builtin.role_rule is RoleRule.REDUCTION
-}
+REWRITE_OPERATORS: dict[str, str] = {"LogCosh": r"\operatorname{logcosh}"}
+"""LaTeX of the functions made by a rewrite; every other function's is its row's `latex`."""
 
 
 class LossLatexPrinter(LatexPrinter):
@@ -178,12 +161,13 @@ class LossLatexPrinter(LatexPrinter):
         return rf"{call}^{{{exp}}}" if exp else call
 
     def _print_Function(self, expr: sympy.Basic, exp: str | None = None) -> str:
-        name = type(expr).__name__
-        if name in _REDUCTION_NAMES:
-            return self._reduction(expr, _REDUCTION_NAMES[name], exp)
-        if name in _OPERATOR_NAMES:
+        row = row_of(type(expr))
+        operator = row.latex if row else REWRITE_OPERATORS.get(type(expr).__name__)
+        if operator is not None and isinstance(expr, fn.Reduction):
+            return self._reduction(expr, operator, exp)
+        if operator is not None:
             args = ", ".join(self._print(arg) for arg in expr.args)
-            call = rf"{_OPERATOR_NAMES[name]}\left({args}\right)"
+            call = rf"{operator}\left({args}\right)"
             return rf"{call}^{{{exp}}}" if exp else call
         return super()._print_Function(expr, exp)
 
