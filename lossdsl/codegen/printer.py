@@ -84,13 +84,12 @@ def elementwise_op(function: type) -> str | None:
     return None if row is None or row.role_rule is RoleRule.REDUCTION else row.tensorflow
 
 
-REDUCTION_OPS: dict[type, str] = {
-    fn.ReduceSum: "tf.math.reduce_sum",
-    fn.ReduceMean: "tf.math.reduce_mean",
-    fn.ReduceMax: "tf.math.reduce_max",
-    fn.ReduceMin: "tf.math.reduce_min",
-    fn.LogSumExp: "tf.math.reduce_logsumexp",
-}
+def reduction_op(function: type) -> str:
+    """The TensorFlow reduction a reduction built-in's row names."""
+    row = row_of(function)
+    assert row is not None and row.tensorflow is not None, f"no reduction {function.__name__}"
+    return row.tensorflow
+
 
 RELATION_OPS: dict[str, str] = {
     "<": "tf.math.less",
@@ -644,9 +643,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         if (class_helper := self.spelled(expr)) is not None:
             value = f"{class_helper}({value})"
         elif present:
-            value = (
-                f"{REDUCTION_OPS[type(expr)]}({value}, axis={self.axes(present)}, keepdims=True)"
-            )
+            value = f"{reduction_op(type(expr))}({value}, axis={self.axes(present)}, keepdims=True)"
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
             value = f"tf.cast({value}, {self.dtype})"
         if missing and isinstance(expr, fn.ReduceSum):
