@@ -48,13 +48,13 @@ class Shape(Enum):
 @dataclass(frozen=True)
 class Domain:
     """Where a one-argument built-in is defined: NaN below `edge` and `at_edge` at it
-    (log), or infinite at the poles 0, -1, -2, ... (lgamma)."""
+    (log), or not finite at the poles 0, -1, -2, ... (lgamma, digamma)."""
 
     help: str
     edge: float = -math.inf
     at_edge: str | None = None  # "-inf" for log; None where the value is finite (sqrt)
     nan_gradient: bool = False  # whether the gradient is NaN too where the value is
-    poles: bool = False  # infinite at every integer <= 0
+    poles: bool = False  # not finite at any integer <= 0
 
 
 Meaning = Callable[[tuple[sympy.Expr, ...], sympy.Integer], sympy.Expr]
@@ -137,14 +137,14 @@ def _elementwise(
     **facts: object,
 ) -> Builtin:
     """A function of `arity` arguments, each value mapped to one value."""
-    evaluated = issubclass(function, fn.LossFunction)  # SymPy's own evaluate on creation
+    sympy_own = not issubclass(function, fn.LossFunction)  # built unevaluated, see above
     return Builtin(
         name,
         arity,
         arity,
         RoleRule.ELEMENTWISE,
         doc,
-        _applied(function) if evaluated else _unevaluated(function),
+        _unevaluated(function) if sympy_own else _applied(function),
         function,
         tensorflow=tensorflow,
         latex=latex,
