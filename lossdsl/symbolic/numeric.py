@@ -185,17 +185,25 @@ class _Interpreter:
             case sympy.logic.boolalg.BooleanTrue():
                 return True
             case LossFunction():
-                return self.value(expr.definition())
+                return self.value(_definition(expr))
             case sympy.Function():
                 return backend.call(expr.func, *(self.value(arg) for arg in expr.args))
         raise KeyError(f"no numeric form of {type(expr).__name__}")
 
     def _piecewise(self, expr: sympy.Piecewise) -> Value:
-        (first, condition), *rest = expr.args
-        if condition is sympy.true:
-            return self.value(first)
-        otherwise = self.value(sympy.Piecewise(*rest)) if rest else self.backend.number(math.nan)
-        return np.where(self.value(condition), self.value(first), otherwise)
+        result = self.backend.number(math.nan)
+        for value, condition in reversed(expr.args):
+            if condition is sympy.true:
+                result = self.value(value)
+            else:
+                result = np.where(self.value(condition), self.value(value), result)
+        return result
+
+
+@functools.lru_cache(maxsize=4096)
+def _definition(expr: LossFunction) -> sympy.Basic:
+    """A loss function's definition, built once per expression (SymPy builds slowly)."""
+    return expr.definition()
 
 
 def _mpf(expr: sympy.Basic) -> mpmath.mpf:
