@@ -38,7 +38,7 @@ class RoleRule(Enum):
 class Shape(Enum):
     """How a built-in's value range follows from its first argument's (`symbolic.domains`)."""
 
-    INCREASING = "increasing"  # strictly: the ends map to the ends
+    INCREASING = "increasing"  # strictly: the ends map to the ends (past the poles, if any)
     DECREASING = "decreasing"  # strictly: the ends map to the swapped ends
     EVEN = "even"  # f(|x|), increasing in |x| (abs, cosh)
     ARGUMENT = "argument"  # within its argument's range (stop_gradient, mean, max, min)
@@ -290,6 +290,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         Digamma,
         "tf.math.digamma",
         r"\psi",
+        shape=Shape.INCREASING,  # past its last pole, 0
         domain=Domain(POLE_HELP.format(name="digamma"), poles=True),
     ),
     _elementwise(

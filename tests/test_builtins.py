@@ -156,6 +156,11 @@ def test_ranges_of_the_new_rows() -> None:
     # lgamma of a positive value is at least -0.1215: its sqrt after adding 1 is defined
     text = "input y: target\ninput p: nonneg\nloss = mean(sqrt(lgamma(p + 1) + 1) * y + p)\n"
     assert codes(text) == []
+    # digamma increases past its last pole: digamma(p + 1) >= digamma(1) = -0.577
+    text = "input y: target\ninput p: nonneg\nloss = mean(sqrt(digamma(p + 1) + 1) * y + p)\n"
+    assert codes(text) == []
+    text = "input y: target\ninput p: nonneg\nloss = mean(sqrt(digamma(p + 1)) * y + p)\n"
+    assert codes(text) == ["E404"]
     assert codes("input y: target\ninput p: real\nloss = mean(log(sign(p)) * y + p)\n") == ["E402"]
 
 

@@ -374,17 +374,6 @@ def _lgamma_rule(analysis: RangeAnalysis, call: TCall) -> Range:
     return FULL
 
 
-def _digamma_rule(analysis: RangeAnalysis, call: TCall) -> Range:
-    """digamma increases on (0, inf) from -inf; below 0 it takes every value."""
-    values = analysis.argument(call, 0)
-    if values.low > 0:
-        return _increasing(values, _float_of(BUILTINS["digamma"]))
-    if values.low == 0:
-        high = _at(_float_of(BUILTINS["digamma"]), values.high)
-        return Range(-math.inf, high, False, values.high_closed)
-    return FULL
-
-
 def _constant_rule(values: Range) -> RangeRule:
     return lambda analysis, call: values
 
@@ -397,7 +386,6 @@ CUSTOM_RANGES: dict[str, RangeRule] = {
     "relu": _relu_rule,
     "sign": _constant_rule(Range(-1.0, 1.0)),
     "lgamma": _lgamma_rule,
-    "digamma": _digamma_rule,
     "minimum": lambda analysis, call: _clamp_above(
         analysis.argument(call, 0), analysis.argument(call, 1)
     ),
@@ -424,6 +412,21 @@ def _float_of(builtin: Builtin) -> Callable[[Any], Any]:
     return lambda value: numeric.evaluate(meaning, {argument: value}, numeric.FLOAT)
 
 
+def _past_the_poles(function: Callable[[Any], Any]) -> RangeRule:
+    """A function increasing on (0, inf) from -inf, with poles at 0, -1, -2, ...: below 0
+    it takes every value."""
+
+    def rule(analysis: RangeAnalysis, call: TCall) -> Range:
+        values = analysis.argument(call, 0)
+        if values.low > 0:
+            return _increasing(values, function)
+        if values.low == 0:
+            return Range(-math.inf, _at(function, values.high), False, values.high_closed)
+        return FULL
+
+    return rule
+
+
 @functools.cache
 def range_rule(builtin: Builtin) -> RangeRule:
     """The range rule a row's `shape` (and `domain`) gives."""
@@ -434,6 +437,8 @@ def range_rule(builtin: Builtin) -> RangeRule:
     function = _float_of(builtin)
     if builtin.shape is Shape.EVEN:
         return lambda analysis, call: _increasing(_absolute(analysis.argument(call, 0)), function)
+    if builtin.domain is not None and builtin.domain.poles:
+        return _past_the_poles(function)
     domain = FULL if builtin.domain is None else Range(builtin.domain.edge, math.inf)
     if builtin.shape is Shape.DECREASING:
         return _elementwise_rule(lambda value: -function(value), domain, negated=True)
@@ -1154,7 +1159,7 @@ def equal(node: TExpr, target: float) -> Condition:
 
 
 def at_pole(node: TExpr) -> Condition:
-    """Where `node` is 0, -1, -2, ...: the poles of lgamma and digamma."""
+    """Where `node` is 0, -1, -2, ...: the poles of a `Domain` with poles."""
 
     def condition(value: Callable[[TExpr], Array]) -> Array:
         values = value(node)
