@@ -12,11 +12,16 @@ import sympy
 
 from lossdsl.checker import check
 from lossdsl.codegen.printer import print_body
-from lossdsl.codegen.writer import function_names, write_module
+from lossdsl.codegen.writer import function_names, with_mask_function_name, write_module
 from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diagnostics
 from lossdsl.parser import parse, read_source
 from lossdsl.pragmas import without_allowed
-from lossdsl.runtime import load_generated_module, module_name_for, untraced_copy
+from lossdsl.runtime import (
+    load_generated_module,
+    module_name_for,
+    untraced_copy,
+    untraced_values,
+)
 from lossdsl.source import SourceFile
 from lossdsl.symbolic.domains import check_domains
 from lossdsl.symbolic.gradient import cancellation_diagnostics, latex
@@ -120,8 +125,10 @@ def generate(source: SourceFile, *, jit_compile: bool = False) -> GeneratedSourc
 def load_generated(generated: GeneratedSource, *, verify: bool = True) -> CompiledLoss:
     """Execute the generated module once and, with `verify`, check it (E9xx raise).
 
-    The verifier runs an untraced copy of the per-sample function, so its float64 traces
-    are not in the function the user gets, and the Keras class registered is the user's.
+    The verifier runs an untraced copy of the function the Keras class calls (the
+    per-sample function, or for a spec with a mask the values of `_<name>_with_mask`), so
+    its float64 traces are not in the functions the user gets, and the Keras class
+    registered is the user's.
     Imports Keras and TensorFlow; raises `runtime.BackendError` when Keras runs on another
     backend.
     """
@@ -130,8 +137,12 @@ def load_generated(generated: GeneratedSource, *, verify: bool = True) -> Compil
         generated.python_source, module_name_for(checked.loss_name, generated.python_source)
     )
     if verify:
-        function = getattr(module, function_names(checked.loss_name)[0])
-        checked_copy = untraced_copy(function, jit_compile=generated.jit_compile)
+        if generated.symbolic.mask is None:
+            function = getattr(module, function_names(checked.loss_name)[0])
+            checked_copy = untraced_copy(function, jit_compile=generated.jit_compile)
+        else:
+            function = getattr(module, with_mask_function_name(checked.loss_name))
+            checked_copy = untraced_values(function, jit_compile=generated.jit_compile)
         errors = verify_module(generated.symbolic, checked_copy)
         if errors:
             raise LossSpecError(generated.diagnostics + errors, generated.source)

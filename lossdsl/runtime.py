@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import linecache
 import types
@@ -57,3 +58,20 @@ def untraced_copy(function: Any, *, jit_compile: bool) -> Any:
     import tensorflow as tf
 
     return tf.function(function.python_function, jit_compile=jit_compile, autograph=False)
+
+
+def untraced_values(function: Any, *, jit_compile: bool) -> Any:
+    """`untraced_copy` of a generated `_<name>_with_mask`, returning its values only.
+
+    Those are what `<name>` returns (0 outside the mask), computed by the function the
+    Keras class calls; traces made through the copy stay out of that function.
+    """
+    import tensorflow as tf
+
+    with_mask = function.python_function
+
+    @functools.wraps(with_mask)
+    def values(*args: Any, **kwargs: Any) -> Any:
+        return with_mask(*args, **kwargs)[0]
+
+    return tf.function(values, jit_compile=jit_compile, autograph=False)

@@ -3,8 +3,10 @@
 The printer supplies the TensorFlow statements of the loss (`FunctionBody`); this module
 wraps them in a standalone module that imports only `keras` and `tensorflow`: a
 per-sample function named after the loss (with a prelude that brings y_true and y_pred to
-the shapes and dtypes the statements assume), a `<name>_mask` function when the spec
-has a `mask`, and a `keras.losses.Loss` subclass written the way Keras writes its own.
+the shapes and dtypes the statements assume), and a `keras.losses.Loss` subclass written
+the way Keras writes its own. A spec with a `mask` also gets a `<name>_mask` function, and
+its statements go into a private `_<name>_with_mask` that returns the values and the mask
+from one prelude: the class's `call` uses it once, `<name>` returns its values.
 Loading and running the module is left to `lossdsl.runtime`.
 """
 
@@ -110,6 +112,14 @@ def param_code(info: ParamInfo, argument: str) -> ParamCode:
     return ParamCode(info, argument, attribute)
 
 
+def with_mask_function_name(loss_name: str) -> str:
+    """The private function of a masked loss that returns its values and its mask.
+
+    Spec names never start with `_` in Python (`codegen.names`), so it clashes with none.
+    """
+    return f"_{function_names(loss_name)[0]}_with_mask"
+
+
 def write_module(
     checked: CheckedSpec,
     symbolic: SymbolicLoss,
@@ -150,6 +160,7 @@ class ModuleWriter:
         self.y_true = names[checked.y_true.name]
         self.y_pred = names[checked.y_pred.name]
         self.function, self.mask_function, self.class_name = function_names(checked.loss_name)
+        self.with_mask_function = with_mask_function_name(checked.loss_name)
         self.spec_file = spec_file_name(checked.source.name)
         self.docstrings: list[tuple[str, str]] = []  # (where, the literal's intended value)
 
@@ -165,10 +176,15 @@ class ModuleWriter:
                 "import tensorflow as tf",
             ],
             *(helper_source(name, self.jit_compile).splitlines() for name in self.helpers()),
-            self.per_sample_function(),
         ]
-        if self.body.mask is not None:
-            sections.append(self.mask_function_lines())
+        if self.body.mask is None:
+            sections.append(self.per_sample_function())
+        else:
+            sections += [
+                self.with_mask_function_lines(),
+                self.per_sample_function(),
+                self.mask_function_lines(),
+            ]
         sections.append(self.loss_class())
         text = "\n\n\n".join("\n".join(lines) for lines in sections) + "\n"
         self.check(text)
@@ -234,37 +250,76 @@ class ModuleWriter:
         return arguments
 
     def per_sample_function(self) -> list[str]:
-        checked = self.checked
-        per, shape = RESULT_DOCS[checked.result.roles & PER_ELEMENT]
-        lines = [self.decorator]
-        lines += wrapped_call(f"def {self.function}", self.signature_arguments(), ":", "")
+        """`<name>`: the prelude and the body; with a mask, the values of `_<name>_with_mask`."""
+        per, shape = RESULT_DOCS[self.checked.result.roles & PER_ELEMENT]
         returns = f"The loss {per}, shape {shape}."
         if self.body.mask is not None:
             returns += " Elements outside the mask are 0."
-        doc = [
-            *function_summary(f"The `{checked.loss_name}` loss {per}."),
-            "",
+        lines = self.function_head(
+            self.function,
+            f"The `{self.checked.loss_name}` loss {per}.",
             "Keras applies sample weights and the reduction to what this returns.",
-            "",
-            *doc_section("Args", self.argument_docs(), len(INDENT)),
-            "",
-            *doc_section("Returns", [returns], len(INDENT)),
-        ]
-        lines += self.docstring("\n".join(doc), INDENT, self.function)
-        lines += self.prelude()
-        lines += indent_lines(self.body.statements, INDENT)
+            returns,
+        )
         if self.body.mask is None:
+            lines += self.prelude()
+            lines += indent_lines(self.body.statements, INDENT)
             lines.append(f"{INDENT}return {self.body.result}")
             return lines
+        lines += wrapped_call(
+            f"{INDENT}losses, _ = {self.with_mask_function}",
+            self.argument_names(),
+            "",
+            INDENT,
+            outer=len(INDENT),
+        )
+        lines.append(f"{INDENT}return losses")
+        return lines
+
+    def with_mask_function_lines(self) -> list[str]:
+        """`_<name>_with_mask`: the values and the mask from one prelude, for `call`."""
+        assert self.body.mask is not None
+        per, shape = RESULT_DOCS[self.checked.result.roles & PER_ELEMENT]
+        lines = self.function_head(
+            self.with_mask_function,
+            f"The `{self.checked.loss_name}` loss {per} and its mask, from one conversion of "
+            "the inputs.",
+            f"What `{self.function}` and `{self.mask_function}` return, computed together "
+            "for the Keras class's `call`.",
+            f"A pair: the loss {per}, shape {shape}, 0 outside the mask, and the mask, a "
+            "boolean tensor of that shape.",
+        )
+        lines += self.prelude()
+        lines += indent_lines(self.body.statements, INDENT)
         taken = self.taken_names()
         losses = free_name("losses", taken)
         valid = free_name("valid", taken | {losses})
         lines += [
             f"{INDENT}{losses} = {self.body.result}",
             f"{INDENT}{valid} = {self.body.mask}",
-            f"{INDENT}return tf.where({valid}, {losses}, tf.zeros_like({losses}))",
+            f"{INDENT}return tf.where({valid}, {losses}, tf.zeros_like({losses})), {valid}",
         ]
         return lines
+
+    def function_head(self, name: str, summary: str, note: str, returns: str) -> list[str]:
+        """A traced function's decorator, signature and docstring (its args documented)."""
+        lines = [self.decorator]
+        lines += wrapped_call(f"def {name}", self.signature_arguments(), ":", "")
+        doc = [
+            *function_summary(summary),
+            "",
+            *wrap(note, LINE_LENGTH - len(INDENT)),
+            "",
+            *doc_section("Args", self.argument_docs(), len(INDENT)),
+            "",
+            *doc_section("Returns", [returns], len(INDENT)),
+        ]
+        lines += self.docstring("\n".join(doc), INDENT, name)
+        return lines
+
+    def argument_names(self) -> list[str]:
+        """The function's arguments, passed on in order to `_<name>_with_mask`."""
+        return [self.y_true, self.y_pred, *(param.argument for param in self.params)]
 
     def mask_function_lines(self) -> list[str]:
         assert self.body.mask is not None
@@ -407,17 +462,17 @@ class ModuleWriter:
             )
             return lines
         lines += wrapped_call(
-            f"{INDENT}losses = {self.function}", arguments, "", INDENT, outer=len(INDENT)
-        )
-        lines.append(f"{INDENT}# Keras reads this mask: masked elements are left out of the mean.")
-        lines += wrapped_call(
-            f"{INDENT}losses._keras_mask = {self.mask_function}",
+            f"{INDENT}losses, mask = {self.with_mask_function}",
             arguments,
             "",
             INDENT,
             outer=len(INDENT),
         )
-        lines.append(f"{INDENT}return losses")
+        lines += [
+            f"{INDENT}# Keras reads this mask: masked elements are left out of the mean.",
+            f"{INDENT}losses._keras_mask = mask",
+            f"{INDENT}return losses",
+        ]
         return lines
 
     def get_config_method(self) -> list[str]:

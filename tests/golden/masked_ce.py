@@ -23,17 +23,19 @@ import tensorflow as tf
 
 
 @tf.function(autograph=False)
-def masked_ce(y, z):
-    """The `masked_ce` loss per element.
+def _masked_ce_with_mask(y, z):
+    """The `masked_ce` loss per element and its mask, from one conversion of the inputs.
 
-    Keras applies sample weights and the reduction to what this returns.
+    What `masked_ce` and `masked_ce_mask` return, computed together for the Keras
+    class's `call`.
 
     Args:
         y: y_true, `label` values of shape [batch, ...].
         z: y_pred, `logits` values of shape [batch, ..., C].
 
     Returns:
-        The loss per element, shape [batch, ...]. Elements outside the mask are 0.
+        A pair: the loss per element, shape [batch, ...], 0 outside the mask, and the
+            mask, a boolean tensor of that shape.
     """
     z = tf.convert_to_tensor(z, dtype_hint=keras.backend.floatx())
     if not z.dtype.is_floating:
@@ -56,7 +58,24 @@ def masked_ce(y, z):
     )
     losses = tf.squeeze(t0, axis=-1)
     valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
-    return tf.where(valid, losses, tf.zeros_like(losses))
+    return tf.where(valid, losses, tf.zeros_like(losses)), valid
+
+
+@tf.function(autograph=False)
+def masked_ce(y, z):
+    """The `masked_ce` loss per element.
+
+    Keras applies sample weights and the reduction to what this returns.
+
+    Args:
+        y: y_true, `label` values of shape [batch, ...].
+        z: y_pred, `logits` values of shape [batch, ..., C].
+
+    Returns:
+        The loss per element, shape [batch, ...]. Elements outside the mask are 0.
+    """
+    losses, _ = _masked_ce_with_mask(y, z)
+    return losses
 
 
 @tf.function(autograph=False)
@@ -102,9 +121,9 @@ class MaskedCe(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        losses = masked_ce(y_true, y_pred)
+        losses, mask = _masked_ce_with_mask(y_true, y_pred)
         # Keras reads this mask: masked elements are left out of the mean.
-        losses._keras_mask = masked_ce_mask(y_true, y_pred)
+        losses._keras_mask = mask
         return losses
 
     def get_config(self):
