@@ -15,6 +15,11 @@ so it is fast). Each generator takes a `Chooser`, the only source of randomness.
   `where`, `clip` and gathers, combined only where roles nest (LANGUAGE.md section 2)
   and with `log`, `sqrt` and divisions kept on their domains.
 
+The functions and constants come from the built-in table (`lossdsl.builtins`), so a row
+added there is fuzzed without a change here: every elementwise row is drawn with its
+argument clipped into its domain (`table_forms`), besides the hand-written forms that
+keep some unclipped.
+
 Spec text is only ever handed to lossdsl's own parser, never evaluated.
 """
 
@@ -26,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar
+
+from lossdsl.builtins import BUILTIN_LIST, CONSTANT_VALUES, RESERVED_NAMES, Builtin, RoleRule
 
 T = TypeVar("T")
 
@@ -69,18 +76,13 @@ PYTHON_NAMES = (
     "None", "True", "def", "import", "y_true", "y_pred", "sample_weight", "config", "super",
     "np", "math", "Loss", "call", "get_config", "__class__", "float", "len", "range",
 )  # fmt: skip
-RESERVED_NAMES = (
-    "sum", "mean", "max", "min", "logsumexp", "exp", "log", "clip", "where", "class",
-    "onehot", "eps", "num_classes", "inf", "sample", "all", "name", "reduction", "dtype",
-    "input", "param", "let", "mask", "loss", "softmax", "stop_gradient",
-)  # fmt: skip
-NAMES = ORDINARY_NAMES + UNICODE_NAMES + PYTHON_NAMES + RESERVED_NAMES
+# Sorted: a frozenset's order changes between processes, and seed i must give one input.
+KEYWORDS = ("input", "param", "let", "mask", "loss")
+TAKEN_NAMES = tuple(sorted(RESERVED_NAMES)) + KEYWORDS
+NAMES = ORDINARY_NAMES + UNICODE_NAMES + PYTHON_NAMES + TAKEN_NAMES
 
-FUNCTIONS = (
-    "abs", "exp", "log", "log1p", "expm1", "sqrt", "square", "sigmoid", "softplus", "tanh",
-    "relu", "cosh", "minimum", "maximum", "where", "stop_gradient", "clip", "softmax",
-    "log_softmax", "class", "onehot", "sum", "mean", "max", "min", "logsumexp", "lg", "f",
-)  # fmt: skip
+# Every built-in function, and names that are not one.
+FUNCTIONS = (*(row.name for row in BUILTIN_LIST), "lg", "f", "sin", "gamma", "Pi")
 KINDS = ("onehot", "label", "binary", "target", "prob", "logits", "real", "nonneg", "int")
 DOMAINS = ("real", "nonneg", "positive", "unit", "prob", "(0, 1)", "[0, inf)", "(-inf, 0]",
            "(0, 10]", "[1, 0]", "[0, 1e200]", "(-inf, inf)", "[inf, 1)", "(0,)")  # fmt: skip
@@ -338,6 +340,45 @@ TYPED_NAMES = (
 )  # fmt: skip
 
 
+BUILTINS_BY_NAME = {row.name: row for row in BUILTIN_LIST}
+
+
+def _clipped_into_domain(row: Builtin) -> str:
+    """`name(clip({}, lo, hi))`, with [lo, hi] where the one-argument row is finite."""
+    low, high = -4.0, 4.0
+    if row.domain is not None and row.domain.poles:
+        low, high = 0.125, 4.0
+    elif row.domain is not None and row.domain.edge > -4.0:
+        low, high = row.domain.edge + 0.125, row.domain.edge + 4.0
+    return f"{row.name}(clip({{}}, {low:g}, {high:g}))"
+
+
+def table_forms() -> tuple[tuple[Builtin, str, Sign], ...]:
+    """Every elementwise built-in of one argument, its argument clipped into its domain.
+
+    What the generator knows of the result's sign is nothing (`Sign.ANY`): a row says
+    where it is defined, not the sign of its values.
+    """
+    return tuple(
+        (row, _clipped_into_domain(row), Sign.ANY)
+        for row in BUILTIN_LIST
+        if row.role_rule is RoleRule.ELEMENTWISE and row.min_args == 1
+    )
+
+
+def binary_table_forms() -> tuple[tuple[Builtin, str, Sign], ...]:
+    """Every elementwise built-in of exactly two arguments, both clipped to [-4, 4]."""
+    return tuple(
+        (row, f"{row.name}(clip({{}}, -4, 4), clip({{}}, -4, 4))", Sign.ANY)
+        for row in BUILTIN_LIST
+        if row.role_rule is RoleRule.ELEMENTWISE and row.min_args == row.max_args == 2
+    )
+
+
+TABLE_FORMS = table_forms()
+BINARY_TABLE_FORMS = binary_table_forms()
+
+
 class _TypedSpec:
     """The state of one well-typed spec being generated."""
 
@@ -368,7 +409,7 @@ class _TypedSpec:
         self.atoms.append(Value(self.p, Roles.FULL, KIND_SIGN[self.p_kind], True))
         for _ in range(chooser.integer(0, 3)):
             self.add_param()
-        for number in ("0.5", "2", "1e-3", "eps", "num_classes"):
+        for number in ("0.5", "2", "1e-3", *CONSTANT_VALUES, "num_classes"):
             self.atoms.append(Value(number, Roles.SCALAR, Sign.POSITIVE, False))
         for _ in range(chooser.integer(0, 3)):
             value = self.expression(chooser.integer(1, 3))
@@ -441,6 +482,8 @@ class _TypedSpec:
             ("clip({}, -3, 3)", Sign.ANY), ("log(clip({}))", Sign.ANY), ("-({})", Sign.ANY),
             ("clip({}, 0.1, 2)", Sign.POSITIVE), ("expm1(clip({}, -3, 3))", Sign.ANY),
             ("({})^2", Sign.NONNEG), ("log1p(sigmoid({}))", Sign.POSITIVE),
+            ("erf({})", Sign.ANY), ("erfc({})", Sign.POSITIVE), ("log(erfc({}))", Sign.ANY),
+            ("sign({})", Sign.ANY), ("({0}) * sign({0})", Sign.ANY), ("erf({} / pi)", Sign.ANY),
         ]  # fmt: skip
         if x.sign is not Sign.ANY:
             forms += [
@@ -449,9 +492,19 @@ class _TypedSpec:
             ]  # fmt: skip
         if x.sign is Sign.POSITIVE:
             forms += [("log({})", Sign.ANY), ("1 / ({})", Sign.POSITIVE)]
-        form, sign = self.chooser.choice(forms)
+        if x.sign is not Sign.ANY:
+            forms += [
+                ("lgamma({} + eps)", Sign.ANY), ("digamma({} + 1)", Sign.ANY),
+                ("lgamma({} + 1)", Sign.ANY), ("sqrt(digamma({} + 2))", Sign.NONNEG),
+            ]  # fmt: skip
+        row: Builtin | None
+        if chance(self.chooser, 30):
+            row, form, sign = self.chooser.choice(TABLE_FORMS)
+        else:
+            form, sign = self.chooser.choice(forms)
+            row = BUILTINS_BY_NAME.get(form.partition("(")[0])  # None: an operator
         text = form.format(x.text)
-        uses = x.uses_prediction and not form.startswith("stop_gradient")
+        uses = x.uses_prediction and (row is None or row.differentiable)
         return Value(text, x.roles, sign, uses)
 
     def combine(self, a: Value, b: Value) -> Value:
@@ -474,7 +527,11 @@ class _TypedSpec:
             forms.append(("({}) / ({} + 1)", _product_sign(a.sign, Sign.POSITIVE)))
         if b.sign is not Sign.ANY and not b.uses_prediction:
             forms.append(("clip({}, 0.01, 0.99)^({})", Sign.POSITIVE))
-        form, sign = self.chooser.choice(forms)
+        if BINARY_TABLE_FORMS and chance(self.chooser, 15):
+            row, form, sign = self.chooser.choice(BINARY_TABLE_FORMS)
+            uses = uses and row.differentiable
+        else:
+            form, sign = self.chooser.choice(forms)
         return Value(form.format(a.text, b.text), roles, sign, uses)
 
     def reduction(self, x: Value) -> Value:
