@@ -31,12 +31,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from sympy.core.cache import clear_cache
 
 import lossdsl
+from lossdsl.analysis.checks import check_domains
 from lossdsl.checker import check
 from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.writer import write_module
 from lossdsl.parser import parse, read_source
 from lossdsl.source import SourceFile
-from lossdsl.symbolic.domains import check_domains
 from lossdsl.symbolic.lower import lower
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,13 +36,13 @@ class RoleRule(Enum):
 
 
 class Shape(Enum):
-    """How a built-in's value range follows from its first argument's (`symbolic.domains`)."""
+    """How a built-in's value range follows from its first argument's (`analysis.ranges`)."""
 
     INCREASING = "increasing"  # strictly: the ends map to the ends (past the poles, if any)
     DECREASING = "decreasing"  # strictly: the ends map to the swapped ends
     EVEN = "even"  # f(|x|), increasing in |x| (abs, cosh)
     ARGUMENT = "argument"  # within its argument's range (stop_gradient, mean, max, min)
-    CUSTOM = "custom"  # a rule of its own in `symbolic.domains.CUSTOM_RANGES`
+    CUSTOM = "custom"  # a rule of its own in `analysis.ranges.CUSTOM_RANGES`
 
 
 @dataclass(frozen=True)

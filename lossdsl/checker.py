@@ -4,7 +4,7 @@ conditions) into the typed tree (`typed.CheckedSpec`), recording the desugarings
 It builds on `declarations` (names, inputs, params), `roles` (how operands' roles
 combine), `statements` (counts and size limits) and `result` (what the Keras call
 returns, the mask); the value domains of expressions (E4xx beyond param defaults, E5xx)
-are left to symbolic/domains.py.
+are left to the analysis (lossdsl/analysis/).
 
 Every problem of a file is reported: an expression with an error types as `None`, which
 suppresses follow-on errors in the expressions around it.

@@ -10,6 +10,7 @@ from typing import Any
 
 import sympy
 
+from lossdsl.analysis.checks import check_domains
 from lossdsl.checker import check
 from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.writer import function_names, with_mask_function_name, write_module
@@ -23,7 +24,6 @@ from lossdsl.runtime import (
     untraced_values,
 )
 from lossdsl.source import SourceFile
-from lossdsl.symbolic.domains import check_domains
 from lossdsl.symbolic.gradient import cancellation_diagnostics, latex
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.lower import lower

@@ -8,19 +8,16 @@ import time
 import numpy as np
 import pytest
 
+from lossdsl.analysis.checks import check_domains
+from lossdsl.analysis.intervals import Range
+from lossdsl.analysis.ranges import RangeAnalysis
+from lossdsl.analysis.report import source_text
+from lossdsl.analysis.witness import CANDIDATE_LIMIT, _candidate_indices
 from lossdsl.builtins import EPSILON
 from lossdsl.compiler import check_source, compile_source
 from lossdsl.diagnostics import Diagnostic, LossSpecError
 from lossdsl.source import SourceFile
 from lossdsl.symbolic import functions as fn
-from lossdsl.symbolic.domains import (
-    CANDIDATE_LIMIT,
-    Range,
-    RangeAnalysis,
-    _candidate_indices,
-    check_domains,
-    source_text,
-)
 from lossdsl.symbolic.lower import lower
 from lossdsl.typed import CheckedSpec, walk
 

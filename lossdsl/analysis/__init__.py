@@ -1,0 +1,1 @@
+"""The static analysis of a checked spec: value ranges, witnesses, gradient paths, diagnostics."""
