@@ -28,7 +28,7 @@ from lossdsl.symbolic.gradient import cancellation_diagnostics, latex
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.lower import lower
 from lossdsl.typed import CheckedSpec
-from lossdsl.verify import verify_module
+from lossdsl.verification.driver import verify_module
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,18 @@ import pytest
 import sympy
 import tensorflow as tf
 
-from lossdsl import builtins, verify
+from lossdsl import builtins
 from lossdsl.compiler import compile_source
 from lossdsl.diagnostics import LossSpecError
 from lossdsl.source import SourceFile, Span
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import NAMED_DOMAINS, CheckedSpec, InputInfo, InputKind, ParamInfo, TConst
+from lossdsl.verification.compare import BUG_HELP, worst_mismatch
+from lossdsl.verification.driver import verify_module
+from lossdsl.verification.expander import select
+from lossdsl.verification.layouts import Draw, Layout
+from lossdsl.verification.reference import ReferenceGraph, reference
 
 SPAN = Span.point(1, 1)
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -85,17 +90,17 @@ def codes(diagnostics: tuple) -> set[str]:
 
 
 def test_a_correct_hand_written_function_passes() -> None:
-    assert verify.verify_module(FOCAL, focal_by_hand) == ()
+    assert verify_module(FOCAL, focal_by_hand) == ()
 
 
 def test_a_wrong_value_is_E901_naming_shape_inputs_and_values() -> None:
-    (value_error, gradient_error) = verify.verify_module(FOCAL, focal_on_the_wrong_axis)
+    (value_error, gradient_error) = verify_module(FOCAL, focal_on_the_wrong_axis)
     assert value_error.code == "E901" and gradient_error.code == "E902"
     assert "y_pred of shape [2, 5, 3]" in value_error.message  # C = 4 hides this bug
     assert value_error.span == SPAN
     assert any("SymPy gives" in line and "the generated code" in line for line in value_error.help)
     assert any(line.startswith("inputs at [") for line in value_error.help)
-    assert value_error.help[-1] == verify.BUG_HELP
+    assert value_error.help[-1] == BUG_HELP
 
 
 def test_a_wrong_gradient_alone_is_E902() -> None:
@@ -105,7 +110,7 @@ def test_a_wrong_gradient_alone_is_E902() -> None:
         value = tf.reduce_sum(alpha * (1 - q) ** gamma * -y_true * tf.math.log(q), axis=-1)
         return 2.0 * value - tf.stop_gradient(value)
 
-    assert codes(verify.verify_module(FOCAL, doubled_gradient)) == {"E902"}
+    assert codes(verify_module(FOCAL, doubled_gradient)) == {"E902"}
 
 
 def test_a_raising_function_or_a_wrong_shape_is_E903() -> None:
@@ -115,9 +120,9 @@ def test_a_raising_function_or_a_wrong_shape_is_E903() -> None:
     def keeps_the_class_axis(y_true, y_pred, gamma, alpha):
         return focal_by_hand(y_true, y_pred, gamma, alpha)[..., tf.newaxis]
 
-    (raised,) = verify.verify_module(FOCAL, raises)
+    (raised,) = verify_module(FOCAL, raises)
     assert raised.code == "E903" and "ValueError: boom" in raised.message
-    (shaped,) = verify.verify_module(FOCAL, keeps_the_class_axis)
+    (shaped,) = verify_module(FOCAL, keeps_the_class_axis)
     assert shaped.code == "E903" and "returned shape [3, 1], expected [3]" in shaped.message
 
 
@@ -129,11 +134,11 @@ def test_reference_expands_reductions_softmax_and_broadcast_copies() -> None:
         ),
         pred_kind="logits",
     )
-    layout = verify.Layout(2, (), 3)
+    layout = Layout(2, (), 3)
     y = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
     p = np.array([[0.5, -1.0, 2.0], [0.1, 0.3, -0.2]])
-    draw = verify.Draw(layout, y, p, np.array([1.0, -2.0]), "test")
-    exact = verify.reference(symbolic, draw, {}, np.random.default_rng(0))
+    draw = Draw(layout, y, p, np.array([1.0, -2.0]), "test")
+    exact = reference(symbolic, draw, {}, np.random.default_rng(0))
     softmax = np.exp(p) / np.exp(p).sum(axis=-1, keepdims=True)
     expected = 3 * p.max(axis=-1) + (softmax * y).sum(axis=-1)
     np.testing.assert_allclose(exact.values, expected, rtol=1e-14)
@@ -156,11 +161,11 @@ def test_reference_gathers_labels_and_gives_zero_outside_the_classes() -> None:
         params=(weights,),
         mask=lambda s: sympy.Ne(s["y"], -1),
     )
-    layout = verify.Layout(4, (), 3)
+    layout = Layout(4, (), 3)
     labels = np.array([2, -1, 3, 0], dtype=np.int32)
     p = np.arange(12.0).reshape(4, 3) / 7
-    draw = verify.Draw(layout, labels, p, np.ones(4), "test")
-    exact = verify.reference(symbolic, draw, {"w": (1.0, 2.0, 4.0)}, np.random.default_rng(0))
+    draw = Draw(layout, labels, p, np.ones(4), "test")
+    exact = reference(symbolic, draw, {"w": (1.0, 2.0, 4.0)}, np.random.default_rng(0))
     log_softmax = p - np.log(np.exp(p).sum(axis=-1, keepdims=True))
     np.testing.assert_allclose(
         exact.values, [4.0 * log_softmax[0, 2], 0.0, 0.0, 1.0 * log_softmax[3, 0]], rtol=1e-14
@@ -173,9 +178,9 @@ def test_stop_gradient_has_a_value_and_no_derivative() -> None:
         lambda s: fn.ReduceSum(fn.StopGradient(s["p"] ** 2) * s["p"], fn.CLASS_MASK),
         pred_kind="real",
     )
-    draw = verify.Draw(verify.Layout(1, (), 2), np.zeros((1, 2)), np.array([[3.0, -2.0]]),
+    draw = Draw(Layout(1, (), 2), np.zeros((1, 2)), np.array([[3.0, -2.0]]),
                        np.array([1.0]), "test")  # fmt: skip
-    exact = verify.reference(symbolic, draw, {}, np.random.default_rng(0))
+    exact = reference(symbolic, draw, {}, np.random.default_rng(0))
     np.testing.assert_allclose(exact.values, [27.0 - 8.0])
     np.testing.assert_allclose(exact.gradient, [[9.0, 4.0]])
 
@@ -184,8 +189,8 @@ def test_points_near_a_kink_are_moved_away() -> None:
     # relu(p - 0.5) with p = 0.5 + 1e-9: the element is drawn again, away from the kink.
     symbolic = hand_built(lambda s: fn.ReduceSum(fn.Relu(s["p"] - 0.5), fn.CLASS_MASK))
     p = np.array([[0.5 + 1e-9, 0.9]])
-    draw = verify.Draw(verify.Layout(1, (), 2), np.zeros((1, 2)), p, np.array([1.0]), "test")
-    exact = verify.reference(symbolic, draw, {}, np.random.default_rng(0))
+    draw = Draw(Layout(1, (), 2), np.zeros((1, 2)), p, np.array([1.0]), "test")
+    exact = reference(symbolic, draw, {}, np.random.default_rng(0))
     assert exact.draw.y_pred[0, 1] == 0.9
     assert abs(exact.draw.y_pred[0, 0] - 0.5) > 1e-4
     assert not exact.skipped_gradient
@@ -193,12 +198,10 @@ def test_points_near_a_kink_are_moved_away() -> None:
 
 def test_worst_mismatch_tolerances_and_non_finite_values() -> None:
     expected = np.array([1.0, np.inf, np.nan, 1e-22])
-    assert (
-        verify.worst_mismatch(expected, np.array([1 + 1e-9, np.inf, 5.0, 0.0]), frozenset()) is None
-    )
-    mismatch = verify.worst_mismatch(expected, np.array([1.0, 1e308, 0.0, 0.0]), frozenset())
+    assert worst_mismatch(expected, np.array([1 + 1e-9, np.inf, 5.0, 0.0]), frozenset()) is None
+    mismatch = worst_mismatch(expected, np.array([1.0, 1e308, 0.0, 0.0]), frozenset())
     assert mismatch is not None and mismatch.index == (1,)
-    finite_wanted = verify.worst_mismatch(np.array([2.0]), np.array([np.nan]), frozenset())
+    finite_wanted = worst_mismatch(np.array([2.0]), np.array([np.nan]), frozenset())
     assert finite_wanted is not None
 
 
@@ -209,7 +212,7 @@ def test_worst_mismatch_tolerances_and_non_finite_values() -> None:
 def test_examples_verify_clean(name: str) -> None:
     path = EXAMPLES / f"{name}.loss"
     compiled = compile_source(SourceFile(path.name, path.read_text()), verify=False)
-    assert verify.verify_module(compiled.symbolic, compiled.per_sample_function) == ()
+    assert verify_module(compiled.symbolic, compiled.per_sample_function) == ()
 
 
 SIGMOID_SPEC = """\
@@ -399,14 +402,14 @@ def test_specs_at_the_limits_of_floats_are_no_bug_in_lossdsl(spec: str) -> None:
 def test_the_reference_leaves_out_what_float64_cannot_compute() -> None:
     p = sympy.Symbol("p_0", real=True)
     huge = sympy.Pow(sympy.Integer(10), 400, evaluate=False)
-    graph = verify.ReferenceGraph({p: 0.5})
+    graph = ReferenceGraph({p: 0.5})
     with sympy.evaluate(False):
         beyond = huge * p / huge
         within = p / 2
     with sympy.evaluate(False):
         subnormal = p * sympy.Rational(1, 10**320)  # flushed to 0 by TensorFlow's CPU kernels
     assert graph.overflowing([beyond, within, subnormal]) == {beyond, subnormal}
-    flat = verify.select(sympy.GreaterThan(p, 1, evaluate=False), p - 1, sympy.S.Zero)
+    flat = select(sympy.GreaterThan(p, 1, evaluate=False), p - 1, sympy.S.Zero)
     root = sympy.sqrt(flat, evaluate=False)  # sqrt(relu(p - 1)) at p = 0.5: 0 * inf
     adjoints = graph.gradient({root: 1.0})
     assert adjoints.get(p, 0) == 0 and root in graph.singular

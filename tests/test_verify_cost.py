@@ -6,13 +6,9 @@ import math
 
 import sympy
 
-from lossdsl.verify import (
-    VERIFICATION_BUDGET,
-    distinct_nodes,
-    free_symbols,
-    verification_plan,
-    verify_layouts,
-)
+from lossdsl.verification.driver import VERIFICATION_BUDGET, distinct_nodes, verification_plan
+from lossdsl.verification.layouts import verify_layouts
+from lossdsl.verification.reference import free_symbols
 
 
 def traced() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lossdsl import verify
 from lossdsl.compiler import compile_source
 from lossdsl.source import SourceFile
+from lossdsl.verification.driver import verify_module
 
 LEAVES = st.sampled_from(["p", "y", "0.5", "2", "1.5"])
 
@@ -55,4 +55,4 @@ SPECS = st.builds(
 @given(SPECS)
 def test_random_specs_verify_clean(spec: str) -> None:
     compiled = compile_source(SourceFile.from_text(spec), verify=False)
-    assert verify.verify_module(compiled.symbolic, compiled.per_sample_function) == (), spec
+    assert verify_module(compiled.symbolic, compiled.per_sample_function) == (), spec

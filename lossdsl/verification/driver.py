@@ -1,0 +1,120 @@
+"""`verify_module`: which layouts and draws a compile is verified at, within a budget."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import sympy
+
+from lossdsl.codegen.names import python_names
+from lossdsl.diagnostics import Diagnostic
+from lossdsl.symbolic import functions
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.verification.compare import compare, run_candidate
+from lossdsl.verification.layouts import Layout, draw_inputs, verify_layouts
+from lossdsl.verification.reference import reference
+
+SEED = 20240601
+"""The seed of the input draws: verification is deterministic."""
+
+
+LABEL_SELECTORS: tuple[type[functions.LossFunction], ...] = (
+    functions.OneHot,
+    functions.Gather,
+    functions.TakeClass,
+)
+"""Functions that select by class id: their specs also see labels outside [0, C)."""
+
+
+def verify_module(
+    symbolic: SymbolicLoss, per_sample_function: Callable[..., Any]
+) -> tuple[Diagnostic, ...]:
+    """E9xx errors where the generated function disagrees with SymPy (empty when all agrees).
+
+    `per_sample_function(y_true, y_pred, **params)` is the generated `@tf.function`; it is
+    run in float64 with the params at their defaults on random inputs at each of the
+    `verify_layouts` and on edge points at the smallest (traced at the smallest layout;
+    eagerly, through its `python_function`, at the others, since each new rank would cost
+    a trace), and its
+    value and gradient are compared with the exact reference. At most one diagnostic per
+    code is returned, for the first draw that shows it.
+    """
+    checked = symbolic.checked
+    params = {param.name: param.default for param in checked.params}
+    names = python_names(checked)
+    arguments = {names[name]: value for name, value in params.items()}
+    output_roles = functions.roles_of(symbolic.result, symbolic.roles)
+    selects_by_label = any(
+        expr is not None and expr.has(*LABEL_SELECTORS) for expr in (symbolic.result, symbolic.mask)
+    )
+    vector_lengths = {len(value) for value in params.values() if isinstance(value, tuple)}
+    plan = verification_plan(
+        verify_layouts(min(vector_lengths, default=None)),
+        distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None),
+        per_sample_function,
+        getattr(per_sample_function, "python_function", per_sample_function),
+    )
+    rng = np.random.default_rng(SEED)
+    found: dict[str, Diagnostic] = {}
+    for layout, edge, function in plan:
+        draw = draw_inputs(
+            rng, checked.y_true, checked.y_pred, layout, output_roles, edge, selects_by_label
+        )
+        exact = reference(symbolic, draw, params, rng)
+        candidate = run_candidate(
+            function, exact.draw, arguments, layout.output_shape(output_roles)
+        )
+        for diagnostic in compare(symbolic, exact, candidate):
+            found.setdefault(diagnostic.code, diagnostic)
+    return tuple(found[code] for code in sorted(found))
+
+
+VERIFICATION_BUDGET = 60_000
+"""Node-positions (distinct nodes of the result times y_pred elements, summed over the
+draws) the exact reference may expand: about 15 s of verification on one core."""
+
+Step = tuple[Layout, bool, Callable[..., Any]]
+"""One draw of the verification: its layout, whether at the edges, the function run."""
+
+
+def verification_plan(
+    layouts: tuple[Layout, Layout, Layout],
+    nodes: int,
+    traced: Callable[..., Any],
+    eager: Callable[..., Any],
+) -> tuple[Step, ...]:
+    """The draws a result of `nodes` distinct nodes is verified at, within the budget.
+
+    Every layout at random, and the smallest at its edges; for a result of thousands of
+    nodes the image layout goes, then the spatial one, then the smallest shrinks to a batch
+    of 2: the cost of the exact reference grows with nodes times elements.
+    """
+    small, spatial, image = layouts
+    fewer = replace(small, batch=2)
+    candidates = (
+        ((small, False, traced), (spatial, False, eager), (image, False, eager)),
+        ((small, False, traced), (spatial, False, eager)),
+        ((small, False, traced),),
+        ((fewer, False, traced),),
+    )
+    plans = [(*random, (random[0][0], True, traced)) for random in candidates]
+    for plan in plans:
+        if nodes * sum(math.prod(layout.shape) for layout, _, _ in plan) <= VERIFICATION_BUDGET:
+            return plan
+    return plans[-1]
+
+
+def distinct_nodes(roots: Iterable[sympy.Basic]) -> int:
+    """How many distinct sub-expressions `roots` have (shared ones counted once)."""
+    seen: set[sympy.Basic] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return len(seen)

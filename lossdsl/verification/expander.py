@@ -1,0 +1,229 @@
+"""A lowered loss expanded over a concrete layout: one exact SymPy expression per element."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import sympy
+from sympy.core.relational import Relational
+from sympy.logic.boolalg import BooleanAtom
+
+from lossdsl.codegen.names import python_name
+from lossdsl.kinds import KINDS
+from lossdsl.symbolic import functions
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.typed import Role, Roles
+from lossdsl.verification.layouts import Layout, Position
+
+
+def _exact(value: float) -> sympy.Rational:
+    """A float64 value as the exact rational it is."""
+    return sympy.Rational(float(value))
+
+
+COMPARISONS: dict[type[Relational], Callable[[Any, Any], bool]] = {
+    sympy.GreaterThan: operator.ge,
+    sympy.StrictGreaterThan: operator.gt,
+    sympy.LessThan: operator.le,
+    sympy.StrictLessThan: operator.lt,
+    sympy.Equality: operator.eq,
+    sympy.Unequality: operator.ne,
+}
+
+
+class Select(sympy.Function):
+    """`a` where the condition holds, else `b`: every branch of an expanded reference.
+
+    Not SymPy's Piecewise, Max or Min, nor `functions.Where`: their constructors and
+    assumption queries walk the whole expanded tensor and are far too slow. Commutative
+    by declaration, so that building products and powers of it asks nothing.
+    """
+
+    nargs = 3
+    is_commutative = True
+
+
+def select(condition: sympy.Basic, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """`a` where `condition` holds, else `b`: decided now on numbers, else a `Select`."""
+    if isinstance(condition, BooleanAtom):
+        return a if condition else b
+    lhs, rhs = condition.args
+    if lhs.is_Number and rhs.is_Number:
+        return a if COMPARISONS[type(condition)](lhs, rhs) else b
+    return Select(type(condition)(lhs, rhs, evaluate=False), a, b)
+
+
+def extreme(terms: Sequence[sympy.Expr], comparison: type[Relational]) -> sympy.Expr:
+    """The maximum (comparison `>=`) or minimum (`<=`) of `terms`, as a tournament of selects."""
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    first = extreme(terms[:middle], comparison)
+    second = extreme(terms[middle:], comparison)
+    return select(comparison(first, second, evaluate=False), first, second)
+
+
+REDUCERS: dict[type[functions.Reduction], Callable[[list[sympy.Expr]], sympy.Expr]] = {
+    functions.ReduceSum: lambda terms: sympy.Add(*terms),
+    functions.ReduceMean: lambda terms: sympy.Add(*terms) / len(terms),
+    functions.ReduceMax: lambda terms: extreme(terms, sympy.GreaterThan),
+    functions.ReduceMin: lambda terms: extreme(terms, sympy.LessThan),
+}
+"""How each primitive reduction combines the terms over its removed positions."""
+
+EXTREMES: dict[type[sympy.Basic], type[Relational]] = {
+    sympy.Max: sympy.GreaterThan,
+    sympy.Min: sympy.LessThan,
+}
+"""SymPy's Max and Min (in definitions such as Clip's and Relu's) as tournaments."""
+
+
+@dataclass
+class Expander:
+    """Expands a per-element SymPy expression at concrete positions of one draw.
+
+    y_pred elements become real symbols (`p_0_2_1`), inside `StopGradient` frozen copies of
+    them (`p_0_2_1_frozen`, same value, no derivative); y_true elements, labels and params
+    become exact numbers; loss functions are replaced by their definitions, reductions and
+    the class axis by explicit sums, maxima and selections over the concrete positions.
+    """
+
+    symbolic: SymbolicLoss
+    layout: Layout
+    y_true: np.ndarray
+    params: Mapping[str, float | tuple[float, ...]]
+    pred_symbols: dict[tuple[int, ...], sympy.Symbol] = field(default_factory=dict)
+    frozen_symbols: dict[tuple[int, ...], sympy.Symbol] = field(default_factory=dict)
+    _memo: dict[tuple[sympy.Basic, Position], sympy.Basic] = field(default_factory=dict)
+    _roles: dict[sympy.Basic, Roles] = field(default_factory=dict)
+    _definitions: dict[sympy.Basic, sympy.Basic] = field(default_factory=dict)
+
+    def roles(self, expr: sympy.Basic) -> Roles:
+        if expr not in self._roles:
+            self._roles[expr] = functions.roles_of(expr, self.symbolic.roles)
+        return self._roles[expr]
+
+    def expand(self, expr: sympy.Basic, position: Position) -> sympy.Basic:
+        """`expr` at `position`, in plain SymPy over the y_pred element symbols."""
+        key = (expr, position.restrict(self.roles(expr)))
+        if key not in self._memo:
+            self._memo[key] = self._expand(expr, key[1])
+        return self._memo[key]
+
+    def _expand(self, expr: sympy.Basic, position: Position) -> sympy.Basic:
+        match expr:
+            case sympy.Symbol():
+                return self._element(expr, position)
+            case functions.StopGradient():
+                value = self.expand(expr.args[0], position)
+                return value.xreplace(
+                    {
+                        symbol: self._frozen(index)
+                        for index, symbol in self.pred_symbols.items()
+                        if symbol in value.free_symbols
+                    }
+                )
+            case functions.Reduction() if type(expr) in REDUCERS:
+                return self._reduce(expr, position)
+            case functions.ClassId():
+                return self._class_id(expr.args[0], position)
+            case functions.OneHot():
+                label = self._integer(self.expand(expr.args[0], position))
+                return sympy.S.One if label == position.klass else sympy.S.Zero
+            case functions.Gather():
+                vector, index = expr.args
+                klass = self._integer(self.expand(index, position))
+                if 0 <= klass < self.layout.classes:
+                    return self.expand(vector, replace(position, klass=klass))
+                return sympy.S.Zero
+            case functions.Where():
+                condition, a, b = (self.expand(arg, position) for arg in expr.args)
+                return select(condition, a, b)
+            case functions.Special():
+                return expr.func(self.expand(expr.args[0], position))
+            case functions.LossFunction():
+                if expr not in self._definitions:
+                    self._definitions[expr] = expr.definition()
+                return self.expand(self._definitions[expr], position)
+            case sympy.Max() | sympy.Min():
+                terms = [self.expand(arg, position) for arg in expr.args]
+                return extreme(terms, EXTREMES[type(expr)])
+            case sympy.Abs():
+                value = self.expand(expr.args[0], position)
+                return select(sympy.GreaterThan(value, 0, evaluate=False), value, -value)
+            case Relational():
+                lhs, rhs = (self.expand(arg, position) for arg in expr.args)
+                if lhs.is_Number and rhs.is_Number:
+                    return sympy.true if COMPARISONS[type(expr)](lhs, rhs) else sympy.false
+                return type(expr)(lhs, rhs, evaluate=False)
+            case _ if expr.args:
+                return expr.func(*(self.expand(arg, position) for arg in expr.args))
+            case _:
+                return expr
+
+    def _element(self, symbol: sympy.Symbol, position: Position) -> sympy.Basic:
+        if symbol == functions.NUM_CLASSES:
+            return sympy.Integer(self.layout.classes)
+        checked = self.symbolic.checked
+        name = next(name for name, known in self.symbolic.symbols.items() if known == symbol)
+        index = position.index()
+        if name == checked.y_pred.name:
+            if index not in self.pred_symbols:
+                self.pred_symbols[index] = sympy.Symbol(
+                    "_".join((python_name(name), *map(str, index))), real=True
+                )
+            return self.pred_symbols[index]
+        if name == checked.y_true.name:
+            value = self.y_true.reshape(self.layout.shape[: len(index)] or ())[index]
+            if KINDS[checked.y_true.kind].class_ids:
+                return sympy.Integer(int(value))
+            return _exact(value)
+        param = self.params[name]
+        if isinstance(param, tuple):
+            assert position.klass is not None, f"vector param {name} read without a class"
+            return _exact(param[position.klass])
+        return _exact(param)
+
+    def element_indices(self) -> dict[sympy.Basic, tuple[int, ...]]:
+        """The y_pred index of every element symbol and frozen copy made so far."""
+        indices = {symbol: index for index, symbol in self.pred_symbols.items()}
+        indices.update((symbol, index) for index, symbol in self.frozen_symbols.items())
+        return indices
+
+    def point(self, y_pred: np.ndarray) -> dict[sympy.Basic, float]:
+        """The values of the element symbols (and frozen copies) in `y_pred`."""
+        return {symbol: float(y_pred[index]) for symbol, index in self.element_indices().items()}
+
+    def _frozen(self, index: tuple[int, ...]) -> sympy.Symbol:
+        if index not in self.frozen_symbols:
+            self.frozen_symbols[index] = sympy.Symbol(
+                self.pred_symbols[index].name + "_frozen", real=True
+            )
+        return self.frozen_symbols[index]
+
+    def _reduce(self, reduction: functions.Reduction, position: Position) -> sympy.Basic:
+        operand = reduction.args[0]
+        terms = [
+            self.expand(operand, position.merge(inner))
+            for inner in self.layout.positions(reduction.removed_roles)
+        ]
+        return REDUCERS[type(reduction)](terms)
+
+    def _class_id(self, operand: sympy.Basic, position: Position) -> sympy.Integer:
+        if Role.CLASS not in self.roles(operand):
+            return sympy.Integer(self._integer(self.expand(operand, position)))
+        row = [
+            self.expand(operand, replace(position, klass=klass))
+            for klass in range(self.layout.classes)
+        ]
+        return sympy.Integer(max(range(len(row)), key=lambda klass: (row[klass], -klass)))
+
+    @staticmethod
+    def _integer(value: sympy.Basic) -> int:
+        if not value.is_Number:
+            raise TypeError(f"a class id must be data, got {value}")
+        return int(value)

@@ -1,0 +1,391 @@
+"""The exact reference: value and gradient of the expanded loss at 50 digits with mpmath."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import mpmath
+import numpy as np
+import sympy
+from sympy.core.relational import Relational
+
+from lossdsl.symbolic import functions, numeric
+from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.verification.expander import COMPARISONS, Expander, Select, select
+from lossdsl.verification.layouts import Draw, redraw_elements
+
+KINK_DISTANCE = 1e-4
+"""Points closer than this (relative to the terms involved) to a kink are moved away."""
+
+NUDGE_ROUNDS = 4
+"""How many times the y_pred elements near a kink are redrawn before they are skipped."""
+
+DIGITS = 50
+"""Decimal digits of the mpmath evaluation of the reference."""
+
+FLOAT64_MAX = mpmath.mpf(np.finfo(np.float64).max)
+"""Exact values beyond this are inf in float64: the reference is not compared there."""
+
+FLOAT64_TINY = mpmath.mpf(np.finfo(np.float64).tiny)
+"""Nonzero exact values below this are subnormal in float64, which TensorFlow's CPU
+kernels flush to 0: the reference is not compared there either."""
+
+
+ARITHMETIC: dict[type[sympy.Basic], Callable[..., Any]] = {
+    sympy.Add: lambda *terms: mpmath.fsum(terms),
+    sympy.Mul: lambda *factors: mpmath.fprod(factors),
+    sympy.Pow: mpmath.power,
+}
+"""Arithmetic in an expanded reference; its functions are `symbolic.numeric`'s."""
+
+SPECIAL_NUMBERS: dict[sympy.Basic, Any] = {
+    sympy.oo: mpmath.inf,
+    -sympy.oo: -mpmath.inf,
+    sympy.zoo: mpmath.nan,
+    sympy.nan: mpmath.nan,
+}
+"""SymPy's infinities and undefined values (`log(0)` is `zoo`): NaN unless signed."""
+
+
+_APPLIED: dict[tuple[type, int], tuple[tuple[sympy.Dummy, ...], sympy.Expr]] = {}
+_DERIVATIVES: dict[type, sympy.Expr] = {}
+
+
+def _applied(function: type, arity: int) -> tuple[tuple[sympy.Dummy, ...], sympy.Expr]:
+    """`function` applied to `arity` placeholder arguments (made once per function)."""
+    if (function, arity) not in _APPLIED:
+        arguments = tuple(sympy.Dummy(f"x{index}", real=True) for index in range(arity))
+        _APPLIED[function, arity] = (arguments, function(*arguments))
+    return _APPLIED[function, arity]
+
+
+def exact_value(function: type, values: Sequence[Any]) -> Any:
+    """`function` of mpmath values, through the one numeric interpreter."""
+    arguments, applied = _applied(function, len(values))
+    return numeric.evaluate(applied, dict(zip(arguments, values, strict=True)), numeric.EXACT)
+
+
+def local_derivative(function: type, value: Any) -> Any:
+    """SymPy's derivative of a one-argument function at an mpmath value."""
+    (argument,), applied = _applied(function, 1)
+    if function not in _DERIVATIVES:
+        _DERIVATIVES[function] = applied.diff(argument)
+    return numeric.evaluate(_DERIVATIVES[function], {argument: value}, numeric.EXACT)
+
+
+@dataclass
+class ReferenceGraph:
+    """Expanded references evaluated at one point with mpmath, and differentiated.
+
+    The expanded expressions share sub-expressions (a softmax's denominator, a let used
+    twice), so they are walked as a graph: values are memoised per node, only the taken
+    branch of a `Select` is evaluated, and the gradient is accumulated backwards through
+    the taken branches with SymPy's derivative of each function (`local_derivative`).
+    Evaluation runs at DIGITS digits; a division by zero or a complex result is NaN.
+    """
+
+    point: Mapping[sympy.Basic, float]
+    singular: set[sympy.Basic] = field(default_factory=set)
+    """Nodes reached by `gradient` with an infinite or undefined partial derivative."""
+    overflowed: set[sympy.Basic] = field(default_factory=set)
+    """Nodes too large for mpmath itself, taken as +inf (and as beyond float64)."""
+    _values: dict[sympy.Basic, Any] = field(default_factory=dict)
+
+    def floats(self, exprs: Sequence[sympy.Basic]) -> list[float]:
+        """The values of `exprs` rounded to float64."""
+        with mpmath.workdps(DIGITS):
+            return [_to_float(self.value(expr)) for expr in exprs]
+
+    def value(self, expr: sympy.Basic) -> Any:
+        """The exact (DIGITS-digit) value of `expr`: an mpf, or a bool for a condition."""
+        if expr not in self._values:
+            with mpmath.workdps(DIGITS):
+                try:
+                    self._values[expr] = self._value(expr)
+                except ZeroDivisionError:
+                    self._values[expr] = mpmath.nan
+                except OverflowError:  # beyond mpmath's exponents (exp(exp(exp(50))))
+                    self.overflowed.add(expr)
+                    self._values[expr] = mpmath.inf
+        return self._values[expr]
+
+    def _value(self, expr: sympy.Basic) -> Any:
+        match expr:
+            case sympy.Symbol():
+                return mpmath.mpf(self.point[expr])
+            case sympy.Float():
+                return mpmath.mpf(expr._mpf_)
+            case sympy.Integer():
+                return mpmath.mpf(int(expr))
+            case sympy.Rational():
+                return mpmath.mpf(expr.p) / expr.q
+            case Select():
+                return self.value(self._taken(expr))
+            case Relational():
+                lhs, rhs = (self.value(arg) for arg in expr.args)
+                return bool(COMPARISONS[type(expr)](lhs, rhs))
+            case _ if expr in SPECIAL_NUMBERS:
+                return SPECIAL_NUMBERS[expr]
+            case _ if expr.is_number and not expr.args:
+                return mpmath.mpf(sympy.Float(expr, DIGITS)._mpf_)
+            case _:
+                values = [self.value(arg) for arg in expr.args]
+                if expr.func in ARITHMETIC:
+                    return ARITHMETIC[expr.func](*values)
+                return exact_value(expr.func, values)
+
+    def _taken(self, where: sympy.Basic) -> sympy.Basic:
+        condition, a, b = where.args
+        return a if self.value(condition) else b
+
+    def children(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
+        """The sub-expressions a value depends on through its taken branches."""
+        match expr:
+            case Select():
+                return (expr.args[0], self._taken(expr))
+            case sympy.Pow() if expr.exp.is_number:
+                return (expr.base,)
+            case _:
+                return expr.args
+
+    def order(self, roots: Sequence[sympy.Basic]) -> list[sympy.Basic]:
+        """Every node the roots' values depend on, each after all it depends on."""
+        ordered: list[sympy.Basic] = []
+        seen: set[sympy.Basic] = set()
+        for root in roots:
+            stack: list[tuple[sympy.Basic, bool]] = [(root, False)]
+            while stack:
+                node, expanded = stack.pop()
+                if expanded:
+                    ordered.append(node)
+                elif node not in seen:
+                    seen.add(node)
+                    stack.append((node, True))
+                    stack.extend((child, False) for child in reversed(self.children(node)))
+        return ordered
+
+    def gradient(self, seeds: Mapping[sympy.Basic, float]) -> dict[sympy.Basic, Any]:
+        """d(sum of seed * root)/d(node) for every node the roots depend on."""
+        with mpmath.workdps(DIGITS):
+            order = self.order(list(seeds))
+            adjoints: dict[sympy.Basic, Any] = {
+                root: mpmath.mpf(seed) for root, seed in seeds.items()
+            }
+            for node in reversed(order):
+                adjoint = adjoints.get(node)
+                if adjoint is None:
+                    continue
+                try:
+                    partials = list(self._partials(node))
+                except (ZeroDivisionError, OverflowError):
+                    partials = [(child, mpmath.nan) for child in self.children(node)]
+                if any(not mpmath.isfinite(partial) for _, partial in partials):
+                    self.singular.add(node)
+                if adjoint == 0:
+                    continue
+                for child, partial in partials:
+                    adjoints[child] = adjoints.get(child, 0) + adjoint * partial
+            return adjoints
+
+    def overflowing(
+        self, roots: Sequence[sympy.Basic], order: Sequence[sympy.Basic] | None = None
+    ) -> set[sympy.Basic]:
+        """The roots computed from a value (through taken branches, not conditions) that is
+        finite but beyond float64's range, or nonzero and below its normal numbers, so that
+        no float64 program can follow them (`order`: the roots' `order`, if known)."""
+        over: dict[sympy.Basic, bool] = {}
+        with mpmath.workdps(DIGITS):
+            for node in self.order(roots) if order is None else order:
+                value = self.value(node)
+                outside = node in self.overflowed or (
+                    isinstance(value, mpmath.mpf)
+                    and mpmath.isfinite(value)
+                    and value != 0
+                    and not FLOAT64_TINY <= abs(value) <= FLOAT64_MAX
+                )
+                over[node] = outside or any(over[child] for child in self._operands(node))
+        return {root for root in roots if over[root]}
+
+    def _operands(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
+        """The children whose values `expr`'s value is computed from (no conditions)."""
+        match expr:
+            case Select():
+                return (self._taken(expr),)
+            case Relational():
+                return ()
+            case _:
+                return self.children(expr)
+
+    def _partials(self, expr: sympy.Basic) -> Iterator[tuple[sympy.Basic, Any]]:
+        """Each argument of `expr` with the derivative of `expr` with respect to it."""
+        match expr:
+            case sympy.Add():
+                yield from ((arg, 1) for arg in expr.args)
+            case sympy.Mul():
+                factors = [self.value(arg) for arg in expr.args]
+                for position, arg in enumerate(expr.args):
+                    yield arg, mpmath.fprod(factors[:position] + factors[position + 1 :])
+            case sympy.Pow():
+                base, exponent = (self.value(arg) for arg in expr.args)
+                yield expr.base, exponent * mpmath.power(base, exponent - 1)
+                if not expr.exp.is_number:
+                    yield expr.exp, self.value(expr) * mpmath.log(base)
+            case Select():
+                yield self._taken(expr), 1
+            case sympy.Function() if len(expr.args) == 1:
+                yield expr.args[0], local_derivative(expr.func, self.value(expr.args[0]))
+            case Relational():
+                return
+            case _ if expr.args:
+                raise TypeError(f"no derivative rule for {expr.func} in a reference")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, mpmath.mpc):
+        return float(value.real) if value.imag == 0 else math.nan
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Kink:
+    """A taken branch whose condition nearly flips: lhs - rhs is 0 up to KINK_DISTANCE."""
+
+    condition: Relational
+    symbols: frozenset[sympy.Basic]  # the y_pred element symbols the condition reads
+
+
+def free_symbols(
+    expr: sympy.Basic, memo: dict[sympy.Basic, frozenset[sympy.Basic]]
+) -> frozenset[sympy.Basic]:
+    """`expr.free_symbols`, memoised in `memo` over shared sub-expressions.
+
+    SymPy's own property walks every path, which takes exponential time on the selects
+    the expansion builds (a tournament repeats each contender in its condition and branch).
+    """
+    stack = [expr]
+    while stack:
+        node = stack[-1]
+        if node in memo:
+            stack.pop()
+            continue
+        pending = [arg for arg in node.args if arg not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        memo[node] = (
+            frozenset({node})
+            if isinstance(node, sympy.Symbol)
+            else frozenset().union(*(memo[arg] for arg in node.args))
+        )
+    return memo[expr]
+
+
+def near_kinks(
+    graph: ReferenceGraph, order: Sequence[sympy.Basic], elements: Mapping[sympy.Basic, Any]
+) -> list[Kink]:
+    """The conditions of taken branches that depend on y_pred and nearly flip at the point."""
+    kinks = []
+    symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
+    with mpmath.workdps(DIGITS):
+        for node in order:
+            if not isinstance(node, Select):
+                continue
+            condition = node.args[0]
+            symbols = free_symbols(condition, symbols_of) & elements.keys()
+            if not symbols:
+                continue
+            lhs, rhs = condition.args
+            terms = [graph.value(term) for term in sympy.Add.make_args(lhs)]
+            terms += [-graph.value(term) for term in sympy.Add.make_args(rhs)]
+            if abs(mpmath.fsum(terms)) <= KINK_DISTANCE * mpmath.fsum(map(abs, terms)):
+                kinks.append(Kink(condition, symbols))
+    return kinks
+
+
+@dataclass(frozen=True)
+class Reference:
+    """SymPy's exact value and gradient at one draw, and what could not be compared."""
+
+    draw: Draw
+    values: np.ndarray  # float64, the result's Keras shape (NaN where undefined)
+    gradient: np.ndarray  # float64, y_pred's shape
+    skipped_outputs: frozenset[tuple[int, ...]]
+    skipped_gradient: frozenset[tuple[int, ...]]
+
+
+def reference(
+    symbolic: SymbolicLoss,
+    draw: Draw,
+    params: Mapping[str, float | tuple[float, ...]],
+    rng: np.random.Generator,
+) -> Reference:
+    """SymPy's value and gradient of the result at `draw`, moved away from kinks first.
+
+    The gradient is that of sum(cotangent * result) with respect to every y_pred element;
+    masked elements are 0 in the value. Near a kink the y_pred elements involved are drawn
+    again (up to NUDGE_ROUNDS times), so the returned `draw` may differ from the one given;
+    what stays near a kink is left out of the comparison. So is what no float64 program
+    can compute as the spec writes it, which the domain checks warn about: a result
+    computed from an exact value beyond float64's range or below its normal numbers, with
+    the y_pred elements it reads, and the elements read by a node whose partial derivative
+    is infinite or undefined there (sqrt(relu(p)) at p < 0: 0 exactly, 0 * inf in floating
+    point).
+    """
+    expander = Expander(symbolic, draw.layout, draw.y_true, params)
+    output_roles = functions.roles_of(symbolic.result, symbolic.roles)
+    outputs: dict[tuple[int, ...], sympy.Basic] = {}
+    with sympy.evaluate(False):
+        for position in draw.layout.positions(output_roles):
+            value = expander.expand(symbolic.result, position)
+            if symbolic.mask is not None:
+                value = select(expander.expand(symbolic.mask, position), value, sympy.S.Zero)
+            outputs[position.index()] = value
+    elements = expander.element_indices()
+    for rounds_left in range(NUDGE_ROUNDS, -1, -1):
+        graph = ReferenceGraph(expander.point(draw.y_pred))
+        order = graph.order(list(outputs.values()))
+        kinks = near_kinks(graph, order, elements)
+        if not kinks or rounds_left == 0:
+            break
+        near = sorted({elements[symbol] for kink in kinks for symbol in kink.symbols})
+        moved = redraw_elements(rng, symbolic.checked.y_pred.kind, draw.y_pred, near)
+        draw = replace(draw, y_pred=moved)
+
+    seeds: dict[sympy.Basic, float] = {}
+    for output, value in outputs.items():
+        seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
+    adjoints = graph.gradient(seeds)
+    too_large = graph.overflowing(list(outputs.values()), order)
+    overflowing = {output for output, value in outputs.items() if value in too_large}
+    unrepresentable = [outputs[output] for output in overflowing] + list(graph.singular)
+    values = np.zeros(draw.cotangent.shape)
+    for output, result in zip(outputs, graph.floats(list(outputs.values())), strict=True):
+        values[output] = result
+    gradient = np.zeros(draw.y_pred.shape)
+    for index, symbol in expander.pred_symbols.items():
+        gradient[index] = _to_float(adjoints.get(symbol, 0))
+    kinked = {kink.condition for kink in kinks}
+    near_kink: dict[sympy.Basic, bool] = {}
+    for node in order:  # each node after its children
+        near_kink[node] = (isinstance(node, Select) and node.args[0] in kinked) or any(
+            near_kink[child] for child in graph.children(node)
+        )
+    symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
+    return Reference(
+        draw,
+        values,
+        gradient,
+        frozenset(
+            output for output, value in outputs.items() if output in overflowing or near_kink[value]
+        ),
+        frozenset(elements[symbol] for kink in kinks for symbol in kink.symbols)
+        | frozenset(
+            elements[symbol]
+            for node in unrepresentable
+            for symbol in free_symbols(node, symbols_of) & elements.keys()
+        ),
+    )
