@@ -12,8 +12,9 @@ import pytest
 import sympy
 
 from lossdsl import cli
+from lossdsl.builtins import row_of
 from lossdsl.symbolic import functions as fn
-from lossdsl.symbolic.display import spec_text
+from lossdsl.symbolic.display import MADE_NAMES, SpecPrinter, spec_text
 from lossdsl.symbolic.gradient import EPS, latex
 from lossdsl.typed import ALL_ROLES, CLASS_ONLY, PER_ELEMENT
 
@@ -76,7 +77,7 @@ Rewrites:
         law: log(softmax(z)) = log_softmax(z).
 
 Target fusions:
-    softmax_cross_entropy: sum(y * log_softmax(z)) -> -SoftmaxCrossEntropy(y, z)
+    softmax_cross_entropy: sum(y * log_softmax(z)) -> -softmax_cross_entropy_with_logits(y, z)
         law: sum_c(k * y * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(y, z), y `onehot`.
 
 Gradient with respect to z (one element):
@@ -113,6 +114,15 @@ def test_binary_crossentropy_on_logits_lists_the_fusion_that_produced_its_code(
     fusions = out.split("Target fusions:\n")[1].split("\n\n")[0]
     assert fusions.startswith("    softplus_pair: ")
     assert "law: a * softplus(-x) + b * softplus(x)" in fusions
+    assert "-> softplus_pair(" in fusions and "SoftplusPair" not in fusions
+
+
+def test_weighted_bce_on_logits_shows_the_fused_node_as_its_law_writes_it(capsys) -> None:
+    out = explain(capsys, EXAMPLES / "weighted_bce_logits.loss")
+    assert (
+        "    softplus_pair: (1 - y) * softplus(z) + pos_weight * y * softplus(-z) -> "
+        "softplus_pair(pos_weight * y, 1 - y, z)\n"
+    ) in out
 
 
 @pytest.mark.parametrize("spec", sorted(EXAMPLES.glob("*.loss")), ids=lambda path: path.stem)
@@ -141,6 +151,43 @@ def test_spec_notation_of_the_loss_vocabulary() -> None:
     assert spec_text(fn.ReduceSum(p, fn.encode_roles(ALL_ROLES)) / fn.NUM_CLASSES, roles) == (
         "sum[batch, spatial, class](p) / num_classes"
     )
+
+
+def test_fused_nodes_are_shown_by_the_names_their_laws_use() -> None:
+    y, p, z, d = (sympy.Symbol(name, real=True) for name in "ypzd")
+    label = sympy.Symbol("k", integer=True)
+    roles = {y: ALL_ROLES, p: ALL_ROLES, z: ALL_ROLES, d: frozenset(), label: PER_ELEMENT}
+    assert spec_text(fn.SoftplusPair(y, 1 - y, z), roles) == "softplus_pair(y, 1 - y, z)"
+    assert spec_text(fn.ClippedLog(p, EPS, 1 - EPS), roles) == "clipped_log(p, eps, 1 - eps)"
+    assert spec_text(fn.Huber(p - y, d), roles) == "huber(p - y, d)"
+    assert spec_text(fn.SoftmaxCrossEntropy(y, z), roles) == (
+        "softmax_cross_entropy_with_logits(y, z)"
+    )
+    assert spec_text(fn.SparseSoftmaxCrossEntropy(z, label), roles) == (
+        "sparse_softmax_cross_entropy_with_logits(k, z)"
+    )
+
+
+def test_every_function_no_built_in_makes_has_a_name_in_text() -> None:
+    """A new fused or rewritten function needs a name here, or a printer method: its class
+    name would otherwise reach `explain`."""
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
+
+    concrete = [
+        cls
+        for cls in subclasses(fn.LossFunction)
+        if cls.__module__ == fn.__name__ and cls.nargs != sympy.S.Naturals0
+    ]
+    unnamed = [
+        cls.__name__
+        for cls in concrete
+        if row_of(cls) is None
+        and cls not in MADE_NAMES
+        and f"_print_{cls.__name__}" not in vars(SpecPrinter)
+    ]
+    assert unnamed == []
 
 
 def test_latex_names_eps() -> None:

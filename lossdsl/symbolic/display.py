@@ -2,11 +2,12 @@
 
 `SpecPrinter` turns the opaque functions of `symbolic.functions` into the built-ins a
 user writes (`Clip(p, 1/10000000, 9999999/10000000)` -> `clip(p)`, `Sigmoid(z)` ->
-`sigmoid(z)`, `TakeClass(x, y)` -> `x[y]`), shows `eps` and `1 - eps` by name and other
-fractions as decimals, names a reduction's removed roles when they are not the default
-(`sum[spatial, class](x)`), and spaces binary operators as the spec does (`a * b`,
-`(1 - q)^gamma`). The text is for reading: it is not parsed again. LaTeX is
-`gradient.latex`'s.
+`sigmoid(z)`, `TakeClass(x, y)` -> `x[y]`) and the functions that rewrites and fusions
+make into the names their laws use (`SoftplusPair(a, b, x)` -> `softplus_pair(a, b, x)`),
+shows `eps` and `1 - eps` by name and other fractions as decimals, names a reduction's
+removed roles when they are not the default (`sum[spatial, class](x)`), and spaces binary
+operators as the spec does (`a * b`, `(1 - q)^gamma`). The text is for reading: it is not
+parsed again. LaTeX is `gradient.latex`'s.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from lossdsl.typed import ROLE_ORDER, Role, Roles
 
 NAMED_NUMBERS: dict[sympy.Expr, str] = {EPS: "eps", 1 - EPS: "1 - eps", -EPS: "-eps"}
 
-REWRITE_NAMES: dict[str, str] = {"LogCosh": "logcosh"}
-"""Functions made by a rewrite (`rewrites.py`) that no user writes, by their names in text;
-every other function is written as the name of its row in `lossdsl.builtins`."""
+MADE_NAMES: dict[type[fn.LossFunction], str] = {
+    fn.LogCosh: "logcosh",
+    fn.SoftmaxCrossEntropy: "softmax_cross_entropy_with_logits",
+    fn.SparseSoftmaxCrossEntropy: "sparse_softmax_cross_entropy_with_logits",
+    fn.SoftplusPair: "softplus_pair",
+    fn.ClippedLog: "clipped_log",
+    fn.Huber: "huber",
+}
+"""Functions no user writes, made by a stable rewrite (`rewrites.py`) or a target fusion
+(`codegen.fusions`), by the names their laws use; every other function is written as the
+name of its row in `lossdsl.builtins`."""
 
 NAMED_SYMBOLS: dict[sympy.Symbol, str] = {
     ROLE_COUNTS[Role.CLASS]: "num_classes",
@@ -108,7 +117,7 @@ class SpecPrinter(StrPrinter):
 
     def _print_Function(self, expr: sympy.Function) -> str:
         row = row_of(type(expr))
-        name = row.name if row else REWRITE_NAMES.get(type(expr).__name__, type(expr).__name__)
+        name = row.name if row else MADE_NAMES.get(type(expr), type(expr).__name__)
         return f"{name}({', '.join(self._print(arg) for arg in expr.args)})"
 
     def _print_Clip(self, expr: fn.Clip) -> str:
@@ -116,6 +125,11 @@ class SpecPrinter(StrPrinter):
         if (low, high) == (EPS, 1 - EPS):
             return f"clip({self._print(x)})"
         return self._print_Function(expr)
+
+    def _print_SparseSoftmaxCrossEntropy(self, expr: fn.SparseSoftmaxCrossEntropy) -> str:
+        """Labels first, as its law and TensorFlow's op write it."""
+        logits, labels = (self._print(arg) for arg in expr.args)
+        return f"{MADE_NAMES[type(expr)]}({labels}, {logits})"
 
     def _print_Gather(self, expr: fn.Gather) -> str:
         vector, index = expr.args
