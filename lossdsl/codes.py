@@ -340,10 +340,11 @@ LOG_OF_NEGATIVE = _code(
     "`log`/`log1p` of a value that is below 0 (-1) for some inputs and params: NaN; names "
     "a witness",
 )
-LOG_NEVER_FINITE = _code(
+NEVER_FINITE = _code(
     "E403",
     Stage.DOMAINS,
-    "`log`/`log1p` of a value that is never above 0 (-1): never finite",
+    "`log`/`log1p` of a value that is never above 0 (-1), or `lgamma`/`digamma` of one "
+    "always at a pole (0, -1, -2, ...): never finite",
 )
 SQRT_OF_NEGATIVE = _code(
     "E404",
@@ -368,16 +369,18 @@ CONSTANT_OVERFLOW = _code(
     "at the params' defaults: `a * a` with `param a = 1e308`): no float holds it, so the "
     "loss is not the spec's for any input",
 )
-LOG_OF_ZERO = _code(
+INFINITE_AT_ZERO_OR_POLE = _code(
     "W401",
     Stage.DOMAINS,
-    "`log`/`log1p` of a value that can be 0 (-1): -inf (`log(p)` of a `prob` input)",
+    "`log`/`log1p` of a value that can be 0 (-1): -inf (`log(p)` of a `prob` input); "
+    "`lgamma`/`digamma` of one that can be at a pole (0, -1, -2, ...): not finite",
 )
 UNPROVEN_DOMAIN = _code(
     "W402",
     Stage.DOMAINS,
-    "the ranges allow a NaN (negative `log`/`sqrt` argument, negative base of a fractional "
-    "power) but no witness was found: the compiler could not prove the value stays in range",
+    "the ranges allow a NaN or a pole (negative `log`/`sqrt` argument, negative base of a "
+    "fractional power, an `lgamma`/`digamma` argument at a pole) but no witness was found: "
+    "the compiler could not prove the value stays in range",
 )
 DIVISION_BY_ZERO = _code(
     "W403",

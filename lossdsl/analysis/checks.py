@@ -22,10 +22,10 @@ from lossdsl.builtins import BUILTINS, Domain
 from lossdsl.codes import (
     DIVISION_BY_ZERO,
     DIVISION_BY_ZERO_EVERYWHERE,
-    LOG_NEVER_FINITE,
+    INFINITE_AT_ZERO_OR_POLE,
     LOG_OF_NEGATIVE,
-    LOG_OF_ZERO,
     NEGATIVE_POWER_OF_ZERO,
+    NEVER_FINITE,
     NO_GRADIENT_PATH,
     NO_PREDICTION,
     POWER_GRADIENT_AT_ZERO,
@@ -106,7 +106,7 @@ class DomainChecker:
             if found.selected and found.witness is not None:
                 self.diagnostics.append(
                     error(
-                        LOG_NEVER_FINITE,
+                        NEVER_FINITE,
                         f"`{self.text(call)}` is never finite: `{self.text(argument)}` is at "
                         f"most {edge} for every value ({result} at {found.witness.describe()})",
                         argument.span,
@@ -149,7 +149,7 @@ class DomainChecker:
             )
             self.diagnostics.append(
                 warning(
-                    LOG_OF_ZERO,
+                    INFINITE_AT_ZERO_OR_POLE,
                     f"`{self.text(call)}` is {rule.at_edge} at {at}",
                     argument.span,
                     f"can be {format_number(rule.edge)}",
@@ -178,7 +178,7 @@ class DomainChecker:
         if values.low == values.high:
             self.diagnostics.append(
                 error(
-                    LOG_NEVER_FINITE,
+                    NEVER_FINITE,
                     f"`{self.text(call)}` is never finite: `{shown}` is always "
                     f"{format_number(values.low)}, a pole",
                     argument.span,
@@ -205,7 +205,7 @@ class DomainChecker:
         branch = "" if found.selected else ", in a `where` branch not selected there"
         self.diagnostics.append(
             warning(
-                LOG_OF_ZERO,
+                INFINITE_AT_ZERO_OR_POLE,
                 f"`{self.text(call)}` is not finite at {found.witness.describe()}, a pole{branch}",
                 argument.span,
                 "can be a pole (0, -1, -2, ...)",
