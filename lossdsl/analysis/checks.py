@@ -1,4 +1,4 @@
-"""The E4xx/W4xx domain checks and `check_domains`, the analysis's entry point."""
+"""The E4xx/W4xx domain checks, E501/E502 (no gradient path) and `check_domains`, the entry."""
 
 from __future__ import annotations
 
