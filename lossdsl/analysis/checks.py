@@ -1,4 +1,4 @@
-"""The E4xx/W4xx domain checks, E501/E502 (no gradient path) and `check_domains`, the entry."""
+"""`check_domains`, the analysis's entry: the E4xx/W4xx domain checks and E501/E502."""
 
 from __future__ import annotations
 

@@ -107,7 +107,9 @@ def guard_paths(roots: Sequence[TExpr]) -> dict[int, list[tuple[Guard, ...]]]:
     return paths
 
 
-def when_guarded(condition: Condition, guards: tuple[Guard, ...]) -> Condition:
+def _when_guarded(condition: Condition, guards: tuple[Guard, ...]) -> Condition:
+    """`condition` where every guard's comparison has the value that selects the branch."""
+
     def guarded(value: Callable[[TExpr], Array]) -> Array:
         found = condition(value)
         for comparison, wanted in guards:
@@ -143,7 +145,7 @@ class GuardedSearch:
         search = search or self.search
         for guards in self.guards[id(node)]:
             conditions = [comparison for comparison, _ in guards]
-            witness = search.find([*scope, *conditions], when_guarded(condition, guards))
+            witness = search.find([*scope, *conditions], _when_guarded(condition, guards))
             if witness is not None:
                 return Found(witness, True)
         return Found(search.find(scope, condition), False)
