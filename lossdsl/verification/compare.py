@@ -139,6 +139,8 @@ def _inputs_text(symbolic: SymbolicLoss, draw: Draw, prefix: tuple[int, ...]) ->
 
 
 def compare(symbolic: SymbolicLoss, exact: Reference, candidate: Candidate) -> Iterator[Diagnostic]:
+    """E9xx: the candidate failed, or its worst value or gradient element disagrees with the
+    exact reference (one diagnostic each)."""
     draw = exact.draw
     span = symbolic.checked.loss_span
     if candidate.failure is not None or candidate.values is None or candidate.gradient is None:
