@@ -343,8 +343,8 @@ LOG_OF_NEGATIVE = _code(
 NEVER_FINITE = _code(
     "E403",
     Stage.DOMAINS,
-    "`log`/`log1p` of a value that is never above 0 (-1), or `lgamma`/`digamma` of one "
-    "always at a pole (0, -1, -2, ...): never finite",
+    "`log`/`log1p` of a value that is never above 0 (-1), or a function with poles (its "
+    "row's `Domain`) of a value always at one: never finite",
 )
 SQRT_OF_NEGATIVE = _code(
     "E404",
@@ -372,14 +372,14 @@ CONSTANT_OVERFLOW = _code(
 INFINITE_AT_ZERO_OR_POLE = _code(
     "W401",
     Stage.DOMAINS,
-    "`log`/`log1p` of a value that can be 0 (-1): -inf (`log(p)` of a `prob` input); "
-    "`lgamma`/`digamma` of one that can be at a pole (0, -1, -2, ...): not finite",
+    "`log`/`log1p` of a value that can be 0 (-1): -inf (`log(p)` of a `prob` input); a "
+    "function with poles of a value that can be at one: not finite",
 )
 UNPROVEN_DOMAIN = _code(
     "W402",
     Stage.DOMAINS,
     "the ranges allow a NaN or a pole (negative `log`/`sqrt` argument, negative base of a "
-    "fractional power, an `lgamma`/`digamma` argument at a pole) but no witness was found: "
+    "fractional power, an argument at a function's pole) but no witness was found: "
     "the compiler could not prove the value stays in range",
 )
 DIVISION_BY_ZERO = _code(
