@@ -57,6 +57,8 @@ UNLOCATED_CODES = frozenset({"E100", "E117"})
 EXAMPLE_SPECS = tuple(path.read_text("utf-8") for path in sorted(ROOT.glob("examples/*.loss")))
 LOSSDSL_DIR = str(ROOT / "lossdsl")
 # What varies between failures of one class in an E9xx message: names, shapes, numbers.
+MAX_SEEDS = 20
+"""How many seeds of each failure class the summary lists (to regenerate them)."""
 VARYING_TEXT = re.compile(r"`[^`]*`|\[[^\]]*\]|'[^']*'|\d[\d.]*(e[+-]?\d+)?")
 
 
@@ -88,6 +90,7 @@ class FailureClass:
     count: int = 0
     reproducer: bytes = b""
     detail: str = ""
+    seeds: list[int] = field(default_factory=list)  # the inputs' seeds, at most MAX_SEEDS
 
 
 @dataclass
@@ -100,9 +103,11 @@ class Tally:
     codes: Counter[str] = field(default_factory=Counter)
     failures: dict[str, FailureClass] = field(default_factory=dict)
 
-    def fail(self, key: str, data: bytes, detail: str) -> None:
+    def fail(self, key: str, data: bytes, detail: str, seed: int) -> None:
         found = self.failures.setdefault(key, FailureClass(key))
         found.count += 1
+        if len(found.seeds) < MAX_SEEDS:
+            found.seeds.append(seed)
         if not found.reproducer or len(data) < len(found.reproducer):
             found.reproducer, found.detail = data, detail
 
@@ -134,8 +139,10 @@ def diagnostic_problems(failure: LossSpecError, valid_spec: bool) -> list[str]:
     return problems
 
 
-def run_one(tally: Tally, data: bytes, action: Callable[[], object], timeout: float) -> None:
-    """Run one input and record its outcome."""
+def run_one(
+    tally: Tally, data: bytes, action: Callable[[], object], timeout: float, seed: int
+) -> None:
+    """Run one input (made from `seed`) and record its outcome."""
     valid_spec = tally.mode == "valid"
     tally.inputs += 1
     try:
@@ -144,16 +151,16 @@ def run_one(tally: Tally, data: bytes, action: Callable[[], object], timeout: fl
     except LossSpecError as failure:
         problems = diagnostic_problems(failure, valid_spec)
         for problem in problems:
-            tally.fail(problem, data, str(failure))
+            tally.fail(problem, data, str(failure), seed)
         tally.outcomes["bad diagnostics" if problems else "diagnostics"] += 1
         tally.codes.update({d.code for d in failure.diagnostics if d.is_error})
     except SlowInput as failure:
         tally.outcomes["slow"] += 1
-        tally.fail(f"slow input ({failure})", data, "")
+        tally.fail(f"slow input ({failure})", data, "", seed)
     except Exception as failure:
         tally.outcomes["internal error"] += 1
         key = f"{type(failure).__name__} at {innermost_lossdsl_frame(failure)}"
-        tally.fail(key, data, "".join(traceback.format_exception(failure)))
+        tally.fail(key, data, "".join(traceback.format_exception(failure)), seed)
     else:
         tally.outcomes["ok"] += 1
 
@@ -177,6 +184,16 @@ def front_end(data: bytes) -> None:
     domain_warnings(checked)
 
 
+def make_input(mode: str, seed: int) -> tuple[bytes, Callable[[], object]]:
+    """Input `seed` of a run in `mode`, and what to do with it."""
+    if mode == "front-end":
+        data = front_end_input(seed)
+        return data, lambda: front_end(data)
+    data = typed_spec(RandomChooser(seed)).encode("utf-8")
+    source = read_source(data, FILE_NAME)
+    return data, lambda: compile_source(source)
+
+
 def run(mode: str, inputs: int, seconds: float, seed: int, timeout: float) -> Tally:
     tally = Tally(mode)
     start = time.monotonic()
@@ -184,13 +201,8 @@ def run(mode: str, inputs: int, seconds: float, seed: int, timeout: float) -> Ta
     for index in range(inputs):
         if time.monotonic() - start > seconds:
             break
-        if mode == "front-end":
-            data = front_end_input(seed + index)
-            run_one(tally, data, lambda data=data: front_end(data), timeout)  # type: ignore[misc]
-        else:
-            text = typed_spec(RandomChooser(seed + index))
-            source = read_source(text.encode("utf-8"), FILE_NAME)
-            run_one(tally, text.encode("utf-8"), lambda s=source: compile_source(s), timeout)  # type: ignore[misc]
+        data, action = make_input(mode, seed + index)
+        run_one(tally, data, action, timeout, seed + index)
         if time.monotonic() > next_report:
             next_report += 60
             elapsed = time.monotonic() - start
@@ -239,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "outcomes": dict(tally.outcomes),
         "error_codes": dict(tally.codes.most_common()),
         "failure_classes": [
-            {"class": key, "count": found.count, "reproducer": saved[key]}
+            {"class": key, "count": found.count, "reproducer": saved[key], "seeds": found.seeds}
             for key, found in sorted(tally.failures.items(), key=lambda item: -item[1].count)
         ],
     }
