@@ -49,14 +49,6 @@ KNOWN_FAILURES: dict[str, str] = {
         "within the budget, but TensorFlow's tracing and the exact reference still take "
         "20-35 s, around TIME_LIMIT on a loaded 2-core machine"
     ),
-    "found_nested_guards_of_log_erfc": (
-        "lossdsl/codegen/fusions.py, untaken_branches_guarded: the gate of a minimum, maximum "
-        "or clip holds a condition that holds the guarded branch, and `_guarded` puts that "
-        "gate at every y_pred of the branch, so each guard level squares the tree; the "
-        "log_erfc_tail rewrite's where(p < 8, ...) inside a clip inside a maximum makes a "
-        "tree that SymPy's And (xreplace sorts its arguments by tree size) and roles_of in "
-        "factors_outside_sums walk for minutes"
-    ),
 }
 
 

@@ -189,6 +189,37 @@ def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
     return frozenset(coupled)
 
 
+GUARD_TREE_LIMIT = 20_000
+"""The most nodes a guarded branch may have as a tree (a shared sub-expression counted at
+each use). Each guard copies its condition, which holds the branch, into every read of
+y_pred, so guards nested in guards grow the tree geometrically, and SymPy's tree walks
+(`has`, the ordering of an `And`'s arguments) with it: past this size a branch is left
+unguarded, as it was before the guard existed."""
+
+
+def _tree_size(expr: sympy.Basic, symbol: sympy.Symbol) -> tuple[int, int]:
+    """`expr`'s size as a tree and how often it reads `symbol`, each distinct node visited
+    once."""
+    counts: dict[sympy.Basic, tuple[int, int]] = {}
+    stack = [expr]
+    while stack:
+        node = stack[-1]
+        if node in counts:
+            stack.pop()
+            continue
+        pending = [arg for arg in node.args if arg not in counts]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        below = [counts[arg] for arg in node.args]
+        counts[node] = (
+            1 + sum(size for size, _ in below),
+            int(node == symbol) + sum(reads for _, reads in below),
+        )
+    return counts[expr]
+
+
 def _guarded(
     branch: sympy.Basic, condition: sympy.Basic, taken: bool, context: FusionContext
 ) -> sympy.Basic:
@@ -199,6 +230,9 @@ def _guarded(
         return branch
     if _coupled_roles(branch, p) & fn.roles_of(condition, context.roles):
         return branch  # a value of the branch reads elements whose conditions differ
+    branch_size, reads = _tree_size(branch, p)
+    if branch_size + reads * (_tree_size(condition, p)[0] + 3) > GUARD_TREE_LIMIT:
+        return branch  # nested guards: each copies its condition into every read of p
     frozen = fn.StopGradient(p)
     gate = fn.Where(condition, p, frozen) if taken else fn.Where(condition, frozen, p)
     return branch.xreplace({p: gate})

@@ -544,12 +544,30 @@ checker's class ids, one-hots and gathers use the same rules (`lossdsl.typed`)."
 
 
 def roles_of(expr: sympy.Basic, symbol_roles: Mapping[sympy.Symbol, Roles]) -> Roles:
-    """The roles of an expression's value, given each symbol's roles (others have none)."""
+    """The roles of an expression's value, given each symbol's roles (others have none).
+
+    Each distinct sub-expression is visited once: guarded branches share large ones.
+    """
+    found: dict[sympy.Basic, Roles] = {}
+
+    def visit(node: sympy.Basic) -> Roles:
+        if node not in found:
+            found[node] = _roles_from_args(node, symbol_roles, visit)
+        return found[node]
+
+    return visit(expr)
+
+
+def _roles_from_args(
+    expr: sympy.Basic,
+    symbol_roles: Mapping[sympy.Symbol, Roles],
+    roles: Callable[[sympy.Basic], Roles],
+) -> Roles:
     if isinstance(expr, sympy.Symbol):
         return symbol_roles.get(expr, NO_ROLES)
     if isinstance(expr, Reduction):
-        return roles_of(expr.args[0], symbol_roles) - expr.removed_roles
-    arg_roles = [roles_of(arg, symbol_roles) for arg in expr.args]
+        return roles(expr.args[0]) - expr.removed_roles
+    arg_roles = [roles(arg) for arg in expr.args]
     rule = _ROLE_RULES.get(type(expr))
     if rule is not None:
         return rule(arg_roles, expr)
