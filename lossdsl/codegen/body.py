@@ -12,7 +12,7 @@ class FunctionBody:
     """What the printer hands to the module writer.
 
     The statements refer to the inputs and params by their Python names
-    (`codegen.names.python_name`) and assume the writer's prelude has bound them:
+    (`codegen.names.python_names`) and assume the writer's prelude has bound them:
     y_true and y_pred converted, y_true brought to y_pred's rank and dtype (a `label`
     input as int32 in `[B, S..., 1]`), vector params as tensors of y_pred's dtype.
     `result` is an expression already squeezed to Keras's shape (`[B, S...]`, `[B]` or
