@@ -437,6 +437,13 @@ PREDICTION_CANCELS = _code(
     "square(y - p)`) is not reported",
 )
 VALUE_DISAGREES = _code(
+LOSS_RISES_TOWARD_TRUTH = _code(
+    "W601",
+    Stage.DOMAINS,
+    "the loss rises as y_pred moves toward y_true at every sampled point (a `onehot`, "
+    "`label` or `binary` y_true against a `prob` or `logits` y_pred): a missing minus, as "
+    "in `mean(sum(y * log(clip(p))))`",
+)
     "E901",
     Stage.VERIFIER,
     "the generated loss value differs from SymPy's exact value",

@@ -165,7 +165,8 @@ def test_multi_affine_refinement_proves_pt_in_unit_interval() -> None:
 
 def test_combined_sums_are_bounded_as_one_sum() -> None:
     text = (
-        "input y: binary\ninput p: prob\nloss = mean(sum(y*p) / (sum(y) + sum(p) - sum(y*p) + 1))"
+        "input y: binary\ninput p: prob\n"
+        "loss = mean(1 - sum(y*p) / (sum(y) + sum(p) - sum(y*p) + 1))"
     )
     assert range_of(text, "sum(y) + sum(p) - sum(y*p) + 1") == Range(1, math.inf)
     assert codes(text) == []
@@ -239,7 +240,7 @@ def test_sqrt_of_a_value_that_can_be_zero_has_an_infinite_gradient() -> None:
 
 
 def test_gradient_warnings_only_where_a_gradient_flows() -> None:
-    assert codes("input y: binary\ninput p: prob\nloss = mean(sqrt(y) * p)") == []
+    assert codes("input y: binary\ninput p: prob\nloss = mean(sqrt(y) * (1 - p))") == []
     assert codes("loss = mean(stop_gradient(sqrt(p)) * p)") == []
 
 

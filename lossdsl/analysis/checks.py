@@ -1,4 +1,4 @@
-"""`check_domains`, the analysis's entry: the E4xx/W4xx domain checks and E501/E502."""
+"""`check_domains`, the analysis's entry: the E4xx/W4xx domain checks, E501/E502 and W601."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from lossdsl.analysis.overflow import OverflowCheck
 from lossdsl.analysis.paths import GradientPaths, GuardedSearch
 from lossdsl.analysis.ranges import RangeAnalysis, constant_value, is_integer_valued
 from lossdsl.analysis.report import format_number, source_text
+from lossdsl.analysis.sign import sign_diagnostics
 from lossdsl.analysis.witness import (
     Witness,
     WitnessSearch,
@@ -404,4 +405,4 @@ def check_domains(checked: CheckedSpec) -> tuple[Diagnostic, ...]:
     diagnostics = DomainChecker(checked, roots).run() + gradient_diagnostics(checked)
     if any(d.is_error for d in diagnostics):
         raise LossSpecError(diagnostics, checked.source)
-    return tuple(diagnostics)
+    return tuple(diagnostics + sign_diagnostics(checked))
