@@ -467,5 +467,10 @@ AXIS_WORDS: tuple[str, ...] = ("sample", "all")
 
 KERAS_ARGUMENTS: tuple[str, ...] = ("name", "reduction", "dtype")
 
-RESERVED_NAMES: frozenset[str] = frozenset((*BUILTINS, *CONSTANTS, *AXIS_WORDS, *KERAS_ARGUMENTS))
+CONDITION_WORDS: tuple[str, ...] = ("and", "or", "not")
+"""The words that join comparisons into conditions (LANGUAGE.md 6.3)."""
+
+RESERVED_NAMES: frozenset[str] = frozenset(
+    (*BUILTINS, *CONSTANTS, *AXIS_WORDS, *KERAS_ARGUMENTS, *CONDITION_WORDS)
+)
 """Names no input, param or let may take."""

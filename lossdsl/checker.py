@@ -76,10 +76,12 @@ from lossdsl.typed import (
     TAdd,
     TCall,
     TCompare,
+    TCondition,
     TConst,
     TExpr,
     TGather,
     TInput,
+    TLogic,
     TMul,
     TNeg,
     TNumClasses,
@@ -153,7 +155,7 @@ class SpecChecker(RoleRules):
             raise LossSpecError(self.diagnostics, self.spec.source)
         loss_decl = cast(nodes.LossDecl, losses[0].statement)
         loss = losses[0].value
-        mask = cast(TCompare | None, masks[0].value) if masks else None
+        mask = cast(TCondition | None, masks[0].value) if masks else None
         mask_decl = cast(nodes.MaskDecl, masks[0].statement) if masks else None
         outcome = (
             None if loss is None else check_result(self.report, loss_decl, loss, mask_decl, mask)
@@ -231,6 +233,18 @@ class SpecChecker(RoleRules):
                         span,
                         "a comparison",
                         "to use it as a value, write `where(a > b, 1, 0)`",
+                    )
+                )
+                return None
+            case nodes.Logic(op=op, span=span):
+                self.logic(node)
+                self.report(
+                    error(
+                        COMPARISON_OUTSIDE_CONDITION,
+                        f"`{op}` is only valid in `where`'s first argument or in `mask`",
+                        span,
+                        "a condition",
+                        "to use it as a value, write `where(a > b and c > d, 1, 0)`",
                     )
                 )
                 return None
@@ -650,10 +664,22 @@ class SpecChecker(RoleRules):
         (left, right), roles = combined
         return TCompare(node.op, left, right, node.span, roles)
 
-    def condition(self, node: nodes.Expr, where: str) -> TCompare | None:
-        """The condition of `where` or `mask`, which must be a comparison."""
+    def logic(self, node: nodes.Logic) -> TLogic | None:
+        """`and`, `or`, `not` of conditions; the grammar gives them only conditions."""
+        typed = [(operand.span, self.condition(operand, node.op)) for operand in node.operands]
+        combined = self.combine(typed, allow_integers=True)
+        if combined is None:
+            return None
+        operands, roles = combined
+        return TLogic(node.op, operands, node.span, roles)
+
+    def condition(self, node: nodes.Expr, where: str) -> TCondition | None:
+        """The condition of `where`, `mask`, `and`, `or` or `not`: a comparison, or
+        comparisons combined by `and`, `or`, `not`."""
         if isinstance(node, nodes.Compare):
             return self.compare(node)
+        if isinstance(node, nodes.Logic):
+            return self.logic(node)
         self.expr(node)
         example = "`mask y != -1`" if where == "mask" else "`where(y > 0.5, a, b)`"
         self.report(

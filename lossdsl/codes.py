@@ -231,17 +231,18 @@ FUNCTION_AS_VALUE = _code(
 NOT_A_VALUE = _code(
     "E219",
     Stage.CHECKER,
-    "`inf`, `sample`, `all`, `name`, `reduction` or `dtype` used as a value",
+    "`inf`, `sample`, `all`, `name`, `reduction`, `dtype`, `and`, `or` or `not` used as a value",
 )
 COMPARISON_OUTSIDE_CONDITION = _code(
     "E220",
     Stage.CHECKER,
-    "a comparison outside `where`'s first argument and `mask`",
+    "a comparison or `and`/`or`/`not` outside `where`'s first argument and `mask`",
 )
 NOT_A_CONDITION = _code(
     "E221",
     Stage.CHECKER,
-    "`where`'s first argument is not a comparison",
+    "`where`'s first argument is not a condition (a comparison, or comparisons joined by "
+    "`and`, `or`, `not`)",
 )
 ROLES_NOT_NESTED = _code(
     "E301",
@@ -436,7 +437,6 @@ PREDICTION_CANCELS = _code(
     "cancellation that SymPy's bounded simplification does not see (`square(p - y) - "
     "square(y - p)`) is not reported",
 )
-VALUE_DISAGREES = _code(
 LOSS_RISES_TOWARD_TRUTH = _code(
     "W601",
     Stage.DOMAINS,
@@ -444,6 +444,7 @@ LOSS_RISES_TOWARD_TRUTH = _code(
     "`label` or `binary` y_true against a `prob` or `logits` y_pred): a missing minus, as "
     "in `mean(sum(y * log(clip(p))))`",
 )
+VALUE_DISAGREES = _code(
     "E901",
     Stage.VERIFIER,
     "the generated loss value differs from SymPy's exact value",

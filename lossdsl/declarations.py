@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from typing import TypeAlias, cast
 
 from lossdsl import nodes
-from lossdsl.builtins import AXIS_WORDS, BUILTINS, CONSTANTS, KERAS_ARGUMENTS, RESERVED_NAMES
+from lossdsl.builtins import (
+    AXIS_WORDS,
+    BUILTINS,
+    CONDITION_WORDS,
+    CONSTANTS,
+    KERAS_ARGUMENTS,
+    RESERVED_NAMES,
+)
 from lossdsl.codes import (
     DEFAULT_OUTSIDE_DOMAIN,
     DUPLICATE_NAME,
@@ -45,6 +52,7 @@ DOMAINS_HELP = "domains are real, nonneg, positive, unit, or an interval such as
 
 RESERVED_REASONS: dict[str, str] = {
     **dict.fromkeys(KERAS_ARGUMENTS, "an argument of every Keras loss"),
+    **dict.fromkeys(CONDITION_WORDS, "a word that joins conditions"),
     **dict.fromkeys(AXIS_WORDS, "an axis word"),
     **dict.fromkeys(CONSTANTS, "a built-in constant"),
     **dict.fromkeys(BUILTINS, "a built-in function"),
@@ -71,6 +79,15 @@ NON_VALUES: dict[str, tuple[str, str, str]] = {
             f"pass `{word}=` when constructing the loss; a spec cannot read it",
         )
         for word in KERAS_ARGUMENTS
+    },
+    **{
+        word: (
+            f"`{word}` joins conditions and is not a value",
+            "not a value",
+            "join comparisons inside `where`'s first argument or `mask`, as in "
+            "`where(p > 0.5 and y == 1, a, b)`",
+        )
+        for word in CONDITION_WORDS
     },
 }
 """Reserved words that are not values: (message, label, help) when used as one."""
@@ -115,7 +132,8 @@ class Declarations:
                         statement.name_span,
                         RESERVED_REASONS[name],
                         "built-in functions and constants, `sample`, `all`, `name`, "
-                        "`reduction` and `dtype` cannot be declared; choose another name",
+                        "`reduction`, `dtype`, `and`, `or` and `not` cannot be declared; "
+                        "choose another name",
                     )
                 )
             elif name in self.first_declarations:

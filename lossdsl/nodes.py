@@ -13,6 +13,7 @@ from typing import Literal
 from lossdsl.source import SourceFile, Span
 
 CompareOp = Literal["<", "<=", ">", ">=", "==", "!="]
+LogicOp = Literal["and", "or", "not"]
 
 
 # ---------------------------------------------------------------- expressions
@@ -113,7 +114,17 @@ class Compare:
     span: Span
 
 
-Expr = Number | Name | Add | Mul | Neg | Pow | Call | Index | Compare
+@dataclass(frozen=True)
+class Logic:
+    """`a and b and ...`, `a or b or ...` (flat) or `not a` (one operand): a condition
+    built from comparisons, valid only where a comparison is."""
+
+    op: LogicOp
+    operands: tuple[Expr, ...]
+    span: Span
+
+
+Expr = Number | Name | Add | Mul | Neg | Pow | Call | Index | Compare | Logic
 
 
 # ---------------------------------------------------------------- declarations

@@ -184,7 +184,16 @@ def _bare_expression_error(value: nodes.Expr, logical_line: LogicalLine) -> Diag
 # ---------------------------------------------------------------- checks before transforming
 
 # Which child of a nesting construct the depth error points at (its bracket, sign or `^`).
-_NESTING_TOKEN = {"paren": 0, "call": 1, "index": 1, "neg": 0, "pos": 0, "power": 1}
+_NESTING_TOKEN = {
+    "paren": 0,
+    "call": 1,
+    "index": 1,
+    "neg": 0,
+    "pos": 0,
+    "power": 1,
+    "condition_paren": 0,
+    "logical_not": 0,
+}
 _VALID_NUMBER = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 # Help for malformed numbers: the first pattern that matches gives the help line.
 _MALFORMED_NUMBER_HELP = (
@@ -376,7 +385,7 @@ class _ToNodes(Transformer[Token, Any]):
     ) -> nodes.LetDecl:
         return nodes.LetDecl(_identifier(name), value, self._span(meta), self._token_span(name))
 
-    def mask_stmt(self, meta: Meta, keyword: Token, condition: nodes.Compare) -> nodes.MaskDecl:
+    def mask_stmt(self, meta: Meta, keyword: Token, condition: nodes.Expr) -> nodes.MaskDecl:
         return nodes.MaskDecl(condition, self._span(meta))
 
     def loss_stmt(
@@ -484,6 +493,22 @@ class _ToNodes(Transformer[Token, Any]):
     ) -> nodes.Compare:
         op: nodes.CompareOp = operator.value
         return nodes.Compare(op, left, right, self._span(meta))
+
+    def condition(self, meta: Meta, *children: nodes.Expr | Token) -> nodes.Logic:
+        operands = tuple(child for child in children if not isinstance(child, Token))
+        return nodes.Logic("or", operands, self._span(meta))
+
+    def conjunction(self, meta: Meta, *children: nodes.Expr | Token) -> nodes.Logic:
+        operands = tuple(child for child in children if not isinstance(child, Token))
+        return nodes.Logic("and", operands, self._span(meta))
+
+    def logical_not(self, meta: Meta, keyword: Token, operand: nodes.Expr) -> nodes.Logic:
+        return nodes.Logic("not", (operand,), self._span(meta))
+
+    def condition_paren(
+        self, meta: Meta, opening: Token, inner: nodes.Expr, closing: Token
+    ) -> nodes.Expr:
+        return inner
 
 
 def _identifier(token: Token) -> str:

@@ -15,7 +15,7 @@ from lossdsl.codes import (
 )
 from lossdsl.desugar import lift_outer_mean
 from lossdsl.diagnostics import Report, error, warning
-from lossdsl.typed import Role, TCall, TCompare, TExpr, describe_roles, walk
+from lossdsl.typed import Role, TCall, TCondition, TExpr, describe_roles, walk
 
 
 def check_result(
@@ -23,7 +23,7 @@ def check_result(
     loss_decl: nodes.LossDecl,
     loss: TExpr,
     mask_decl: nodes.MaskDecl | None,
-    mask: TCompare | None,
+    mask: TCondition | None,
 ) -> tuple[TExpr, bool, bool] | None:
     """What the Keras `call` returns, whether the outer mean was lifted, batch coupling;
     None where the result's roles are an error (reported)."""
@@ -84,7 +84,7 @@ def check_result(
 
 
 def check_mask(
-    report: Report, mask_decl: nodes.MaskDecl, mask: TCompare, result: TExpr, lifted: bool
+    report: Report, mask_decl: nodes.MaskDecl, mask: TCondition, result: TExpr, lifted: bool
 ) -> None:
     """A mask selects among the elements of a lifted mean's result, never classes."""
     span = mask_decl.condition.span

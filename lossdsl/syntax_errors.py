@@ -48,12 +48,21 @@ TERMINAL_TEXT = {
     "LET": "`let`",
     "MASK": "`mask`",
     "LOSS": "`loss`",
+    "AND": "`and`",
+    "OR": "`or`",
+    "NOT": "`not`",
     "$END": "the end of the line",
 }
 _EXPRESSION_START = frozenset({"NAME", "NUMBER", "LPAR", "MINUS", "PLUS"})
 _OPERATORS = frozenset({"PLUS", "MINUS", "STAR", "SLASH", "POW_OP"})
 _CLOSING = {"(": ")", "[": "]"}
 _COMPARISON = re.compile(r"[<>]|==|!=")
+_LOGIC_WORD = re.compile(r"\b(?:and|or|not)\b")
+_LOGIC_TOKENS = frozenset({"AND", "OR", "NOT"})
+CONDITION_HELP = (
+    "`and`, `or` and `not` join comparisons, as in `where(p > 0.5 and y == 1, a, b)` or "
+    "`mask not (y == -1 or y == -2)`"
+)
 _LONE_NAME = re.compile(r"\s*([^\W\d]\w*)\s*")
 _FIRST_WORD = re.compile(r"\s*(\w+)")
 
@@ -63,7 +72,7 @@ STATEMENT_FORMS = {
     "param": "a param is declared `param NAME [: DOMAIN] = DEFAULT`, the default being a "
     "number or a vector such as `[1.0, 2.5]`",
     "let": "a named expression is written `let NAME = EXPR`",
-    "mask": "a mask is one comparison, as in `mask y != -1`",
+    "mask": "a mask is a condition, as in `mask y != -1` or `mask y != -1 and y != -2`",
     "loss": "the loss is written `loss [NAME] = EXPR`",
 }
 
@@ -82,12 +91,12 @@ STRAY_CHARACTERS = {
     "\\": ("`\\` does not continue a line", "not allowed",
            "a statement continues on the next line while a bracket is open: wrap it in `( )`"),
     "!": ("`!` is not an operator", "not an operator", "`!=` means not equal"),
-    "&": ("there are no logical operators", "not an operator",
-          "a condition is one comparison, used in `where(...)` or `mask`"),
-    "|": ("there are no logical operators", "not an operator",
-          "a condition is one comparison, used in `where(...)` or `mask`"),
-    "~": ("there are no logical operators", "not an operator",
-          "a condition is one comparison, used in `where(...)` or `mask`"),
+    "&": ("`&` is not an operator", "not an operator",
+          "join comparisons with `and`, as in `where(p > 0.5 and y == 1, a, b)`"),
+    "|": ("`|` is not an operator", "not an operator",
+          "join comparisons with `or`, as in `mask y == 0 or y == 1`"),
+    "~": ("`~` is not an operator", "not an operator",
+          "negate a comparison with `not`, as in `mask not y == -1`"),
     "%": ("`%` is not an operator", "not an operator",
           "the operators are `+ - * / ^` and the comparisons `< <= > >= == !=`"),
 }  # fmt: skip
@@ -125,13 +134,23 @@ def _unexpected_token(
     label = f"expected {expected}" if expected else "not expected here"
     if token.type == "NAME" and not str(token).isidentifier():
         return invalid_name(token, logical_line.first_line - 1)
-    if token.type == "COMPARE_OP" and _COMPARISON.search(logical_line.text[: token.start_pos]):
+    this_condition = _LOGIC_WORD.split(logical_line.text[: token.start_pos])[-1]
+    if token.type == "COMPARE_OP" and _COMPARISON.search(this_condition):
         return error(
             MISPLACED_COMPARISON,
             f"a second comparison `{token}`: comparisons cannot be chained",
             span,
-            "a condition is a single comparison",
-            "nest `where(...)` calls to combine conditions",
+            "the comparison before this one is complete",
+            "join two comparisons with `and`, as in `mask 0 <= y and y < 10`",
+        )
+    if token.type in _LOGIC_TOKENS:
+        return error(
+            UNEXPECTED_TOKEN,
+            f"`{token}` is not allowed here",
+            span,
+            f"`{token}` joins conditions, not values",
+            "conditions go only in `where(...)`'s first argument and `mask`, as in "
+            "`where(p > 0.5 and y == 1, a, b)`",
         )
     if token.type == "COMPARE_OP":
         return error(
@@ -159,12 +178,16 @@ def _unexpected_token(
             "write `let NAME = EXPR` for a named expression, `param NAME = 1.0` for a param, "
             "or `input NAME: KIND` for an input",
         )
+    after_logic_word = _LOGIC_WORD.search(logical_line.text[: token.start_pos])
+    condition_help = (
+        (CONDITION_HELP,) if after_logic_word and "COMPARE_OP" in _acceptable(failure) else ()
+    )
     return error(
         UNEXPECTED_TOKEN,
         f"unexpected {_describe_token(token)}",
         span,
         label,
-        *_statement_form(logical_line),
+        *(condition_help or _statement_form(logical_line)),
     )
 
 

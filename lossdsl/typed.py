@@ -249,6 +249,17 @@ class TCompare:
 
 
 @dataclass(frozen=True, eq=False)
+class TLogic:
+    """`and`/`or` of several conditions or `not` of one (only where a comparison may be)."""
+
+    op: str
+    operands: tuple[TExpr, ...]
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
 class TCall:
     """A call of a built-in from `lossdsl.builtins.BUILTINS`, arguments normalised.
 
@@ -276,14 +287,27 @@ class TGather:
 
 
 TExpr = (
-    TConst | TNumClasses | TInput | TParam | TAdd | TMul | TNeg | TPow | TCompare | TCall | TGather
+    TConst
+    | TNumClasses
+    | TInput
+    | TParam
+    | TAdd
+    | TMul
+    | TNeg
+    | TPow
+    | TCompare
+    | TLogic
+    | TCall
+    | TGather
 )
+TCondition = TCompare | TLogic
+"""What `where`'s first argument and `mask` hold."""
 
 
 def children(expr: TExpr) -> tuple[TExpr, ...]:
     """The direct sub-expressions of a node, in source order."""
     match expr:
-        case TAdd(operands=operands) | TMul(operands=operands):
+        case TAdd(operands=operands) | TMul(operands=operands) | TLogic(operands=operands):
             return operands
         case TNeg(operand=operand):
             return (operand,)
@@ -373,7 +397,7 @@ class CheckedSpec:
     result: TExpr
     lifted: bool
     batch_coupled: bool
-    mask: TCompare | None
+    mask: TCondition | None
     warnings: tuple[Diagnostic, ...]
     desugarings: tuple[str, ...] = ()
 
@@ -401,6 +425,9 @@ def as_syntax(expr: TExpr) -> nodes.Expr:
             return nodes.Pow(as_syntax(base), as_syntax(exponent), span)
         case TCompare(op=op, left=left, right=right):
             return nodes.Compare(cast(nodes.CompareOp, op), as_syntax(left), as_syntax(right), span)
+        case TLogic(op=op, operands=operands):
+            logic_op = cast(nodes.LogicOp, op)
+            return nodes.Logic(logic_op, tuple(as_syntax(o) for o in operands), span)
         case TGather(vector=vector, index=index):
             return nodes.Index(as_syntax(vector), as_syntax(index), span)
         case TCall(builtin=builtin, args=args, reduced=reduced):

@@ -11,11 +11,14 @@ from __future__ import annotations
 from lossdsl import nodes
 
 # Binding strength, loosest first; postfix covers names, numbers, calls and indexing.
-_COMPARE, _ADD, _MUL, _NEG, _POW, _POSTFIX = range(6)
+_OR, _AND, _NOT, _COMPARE, _ADD, _MUL, _NEG, _POW, _POSTFIX = range(9)
+_LOGIC = {"or": _OR, "and": _AND, "not": _NOT}
 
 
 def _precedence(expr: nodes.Expr) -> int:
     match expr:
+        case nodes.Logic(op=op):
+            return _LOGIC[op]
         case nodes.Compare():
             return _COMPARE
         case nodes.Add():
@@ -67,6 +70,10 @@ def unparse_expr(expr: nodes.Expr) -> str:
             return f"{_operand(target, _POW)}[{unparse_expr(index)}]"
         case nodes.Compare(op=op, left=left, right=right):
             return f"{_operand(left, _COMPARE)} {op} {_operand(right, _COMPARE)}"
+        case nodes.Logic(op="not", operands=(operand,)):
+            return "not " + _operand(operand, _AND)
+        case nodes.Logic(op=op, operands=operands):
+            return f" {op} ".join(_operand(operand, _LOGIC[op]) for operand in operands)
 
 
 def _bound(value: float | None, infinity: str) -> str:

@@ -50,7 +50,7 @@ Target fusions:
         law: sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every role the reduction removes (numbers, scalar params, per-sample weights).
 
 Gradient with respect to p (one element):
-    -alpha * y * (1 - clip(p))^gamma * where((p >= eps) & (p <= 1 - eps), 1, 0) / clip(p) + alpha * gamma * y * (1 - clip(p))^gamma * log(clip(p)) * where((p >= eps) & (p <= 1 - eps), 1, 0) / (1 - clip(p))
+    -alpha * y * (1 - clip(p))^gamma * where(p >= eps and p <= 1 - eps, 1, 0) / clip(p) + alpha * gamma * y * (1 - clip(p))^gamma * log(clip(p)) * where(p >= eps and p <= 1 - eps, 1, 0) / (1 - clip(p))
 
 LaTeX:
     loss: \operatorname{mean}_{s}\left(\sum_{c}\left(- \alpha y \left(1 - \operatorname{clip}\left(p\right)\right)^{\gamma} \log{\left(\operatorname{clip}\left(p\right) \right)}\right)\right)

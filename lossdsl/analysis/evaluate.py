@@ -22,6 +22,7 @@ from lossdsl.typed import (
     TExpr,
     TGather,
     TInput,
+    TLogic,
     TMul,
     TNeg,
     TNumClasses,
@@ -87,6 +88,11 @@ class Evaluator:
                 return numerics.power(self.value(base), self.value(exponent))
             case TCompare(op=op, left=left, right=right):
                 return COMPARISONS[op](self.value(left), self.value(right))
+            case TLogic(op="not", operands=(operand,)):
+                return np.logical_not(self.value(operand))
+            case TLogic(op=op, operands=operands):
+                combine = np.logical_and if op == "and" else np.logical_or
+                return functools.reduce(combine, map(self.value, operands))
             case TGather(vector=vector, index=index):
                 ids = self.value(index).astype(float).astype(int)
                 rows = np.broadcast_to(self.value(vector), (*ids.shape[:-1], WITNESS_CLASSES))

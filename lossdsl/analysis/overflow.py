@@ -27,6 +27,7 @@ from lossdsl.typed import (
     TCompare,
     TExpr,
     TInput,
+    TLogic,
     TMul,
     TNeg,
     TNumClasses,
@@ -91,7 +92,7 @@ class OverflowCheck:
         self._params_seen: set[str] = set()
 
     def check(self, node: TExpr) -> None:
-        if isinstance(node, TCompare | TInput):
+        if isinstance(node, TCompare | TLogic | TInput):
             return
         if isinstance(node, TParam):
             self._check_param(node)

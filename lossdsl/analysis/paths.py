@@ -14,6 +14,7 @@ from lossdsl.typed import (
     TExpr,
     TGather,
     TInput,
+    TLogic,
     children,
 )
 
@@ -27,6 +28,8 @@ def _gradient_children(node: TExpr) -> tuple[tuple[TExpr, str | None], ...]:
             return ((condition, "a comparison"), *((b, None) for b in branches))
         case TCompare(left=left, right=right):
             return ((left, "a comparison"), (right, "a comparison"))
+        case TLogic(operands=operands):
+            return tuple((operand, "a comparison") for operand in operands)
         case TGather(vector=vector, index=index):
             return ((vector, None), (index, "a gather index"))
     return tuple((child, None) for child in children(node))

@@ -34,6 +34,7 @@ from lossdsl.typed import (
     TExpr,
     TGather,
     TInput,
+    TLogic,
     TMul,
     TNeg,
     TNumClasses,
@@ -253,7 +254,7 @@ class RangeAnalysis:
                 return KIND_RANGES[info.kind]
             case TParam(info=info):
                 return Range.of_domain(info.domain)
-            case TCompare():
+            case TCompare() | TLogic():
                 return COMPARISON
             case TGather(vector=vector):
                 return self.range_of(vector)

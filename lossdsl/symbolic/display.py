@@ -105,6 +105,19 @@ class SpecPrinter(StrPrinter):
         left, right = (self.parenthesize(side, PRECEDENCE["Add"], True) for side in expr.args)
         return f"{left} {expr.rel_op} {right}"
 
+    def _print_And(self, expr: sympy.And) -> str:
+        return self._joined(" and ", expr.args, PRECEDENCE["And"])
+
+    def _print_Or(self, expr: sympy.Or) -> str:
+        return self._joined(" or ", expr.args, PRECEDENCE["Or"])
+
+    def _joined(self, word: str, args: tuple[sympy.Basic, ...], level: int) -> str:
+        ordered = sorted(args, key=sympy.default_sort_key)
+        return word.join(self.parenthesize(arg, level) for arg in ordered)
+
+    def _print_Not(self, expr: sympy.Not) -> str:
+        return "not " + self.parenthesize(expr.args[0], PRECEDENCE["Relational"], strict=True)
+
     # ------------------------------------------------------------ the loss vocabulary
 
     def _print(self, expr: sympy.Basic, **kwargs: object) -> str:

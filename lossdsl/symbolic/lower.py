@@ -34,6 +34,7 @@ from lossdsl.typed import (
     TExpr,
     TGather,
     TInput,
+    TLogic,
     TMul,
     TNeg,
     TNumClasses,
@@ -163,6 +164,11 @@ class _Lowering:
                 return sympy.Pow(self.expr(base), self.expr(exponent))
             case TCompare(op=op, left=left, right=right):
                 return RELATIONS[op](self.expr(left), self.expr(right), evaluate=False)
+            case TLogic(op="not", operands=(operand,)):
+                return sympy.Not(self.expr(operand), evaluate=False)
+            case TLogic(op=op, operands=operands):
+                connective = sympy.And if op == "and" else sympy.Or
+                return connective(*(self.expr(o) for o in operands), evaluate=False)
             case TGather(vector=vector, index=index) if vector.roles == CLASS_ONLY:
                 return fn.Gather(self.expr(vector), self.expr(index))
             case TGather(vector=values, index=index):  # a per-element row: x[class(y)]

@@ -205,6 +205,11 @@ class _Interpreter:
                 return self._piecewise(expr)
             case Relational():
                 return _RELATIONS[type(expr)](*(self.value(arg) for arg in expr.args))
+            case sympy.Not():
+                return np.logical_not(self.value(expr.args[0]))
+            case sympy.And() | sympy.Or():
+                combine = np.logical_and if isinstance(expr, sympy.And) else np.logical_or
+                return functools.reduce(combine, (self.value(arg) for arg in expr.args))
             case sympy.logic.boolalg.BooleanTrue():
                 return True
             case LossFunction():

@@ -51,10 +51,29 @@ def select(condition: sympy.Basic, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     """`a` where `condition` holds, else `b`: decided now on numbers, else a `Select`."""
     if isinstance(condition, BooleanAtom):
         return a if condition else b
+    if not isinstance(condition, Relational):  # `and`, `or`, `not`, as `logic` left them
+        return Select(condition, a, b)
     lhs, rhs = condition.args
     if lhs.is_Number and rhs.is_Number:
         return a if COMPARISONS[type(condition)](lhs, rhs) else b
     return Select(type(condition)(lhs, rhs, evaluate=False), a, b)
+
+
+def logic(connective: type[sympy.Basic], args: Sequence[sympy.Basic]) -> sympy.Basic:
+    """`and`, `or` or `not` of expanded conditions: decided now where the atoms decide it
+    (`false and c` is false), else kept unevaluated without the atoms that do not matter."""
+    if connective is sympy.Not:
+        (operand,) = args
+        if isinstance(operand, BooleanAtom):
+            return sympy.false if operand else sympy.true
+        return sympy.Not(operand, evaluate=False)
+    absorbing = sympy.false if connective is sympy.And else sympy.true
+    if absorbing in args:
+        return absorbing
+    kept = [arg for arg in args if not isinstance(arg, BooleanAtom)]
+    if not kept:
+        return sympy.true if connective is sympy.And else sympy.false
+    return kept[0] if len(kept) == 1 else connective(*kept, evaluate=False)
 
 
 def extreme(terms: Sequence[sympy.Expr], comparison: type[Relational]) -> sympy.Expr:
@@ -155,6 +174,8 @@ class Expander:
             case sympy.Abs():
                 value = self.expand(expr.args[0], position)
                 return select(sympy.GreaterThan(value, 0, evaluate=False), value, -value)
+            case sympy.And() | sympy.Or() | sympy.Not():
+                return logic(type(expr), [self.expand(arg, position) for arg in expr.args])
             case Relational():
                 lhs, rhs = (self.expand(arg, position) for arg in expr.args)
                 if lhs.is_Number and rhs.is_Number:

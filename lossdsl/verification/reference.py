@@ -127,6 +127,12 @@ class ReferenceGraph:
             case Relational():
                 lhs, rhs = (self.value(arg) for arg in expr.args)
                 return bool(COMPARISONS[type(expr)](lhs, rhs))
+            case sympy.And():
+                return all([bool(self.value(arg)) for arg in expr.args])
+            case sympy.Or():
+                return any([bool(self.value(arg)) for arg in expr.args])
+            case sympy.Not():
+                return not self.value(expr.args[0])
             case _ if expr in SPECIAL_NUMBERS:
                 return SPECIAL_NUMBERS[expr]
             case _ if expr.is_number and not expr.args:
@@ -214,7 +220,7 @@ class ReferenceGraph:
         match expr:
             case Select():
                 return (self._taken(expr),)
-            case Relational():
+            case Relational() | sympy.And() | sympy.Or() | sympy.Not():
                 return ()
             case _:
                 return self.children(expr)
@@ -237,7 +243,7 @@ class ReferenceGraph:
                 yield self._taken(expr), 1
             case sympy.Function() if len(expr.args) == 1:
                 yield expr.args[0], local_derivative(expr.func, self.value(expr.args[0]))
-            case Relational():
+            case Relational() | sympy.And() | sympy.Or() | sympy.Not():
                 return
             case _ if expr.args:
                 raise TypeError(f"no derivative rule for {expr.func} in a reference")
@@ -253,7 +259,7 @@ def _to_float(value: Any) -> float:
 class Kink:
     """A taken branch whose condition nearly flips: lhs - rhs is 0 up to KINK_DISTANCE."""
 
-    condition: Relational
+    condition: sympy.Basic  # a comparison, or comparisons joined by `and`, `or`, `not`
     symbols: frozenset[sympy.Basic]  # the y_pred element symbols the condition reads
 
 
@@ -298,12 +304,26 @@ def near_kinks(
             symbols = free_symbols(condition, symbols_of) & elements.keys()
             if not symbols:
                 continue
-            lhs, rhs = condition.args
-            terms = [graph.value(term) for term in sympy.Add.make_args(lhs)]
-            terms += [-graph.value(term) for term in sympy.Add.make_args(rhs)]
-            if abs(mpmath.fsum(terms)) <= KINK_DISTANCE * mpmath.fsum(map(abs, terms)):
+            if any(_nearly_flips(graph, comparison) for comparison in comparisons(condition)):
                 kinks.append(Kink(condition, symbols))
     return kinks
+
+
+def comparisons(condition: sympy.Basic) -> Iterator[Relational]:
+    """The comparisons a condition joins with `and`, `or`, `not`."""
+    if isinstance(condition, Relational):
+        yield condition
+    elif isinstance(condition, sympy.And | sympy.Or | sympy.Not):
+        for arg in condition.args:
+            yield from comparisons(arg)
+
+
+def _nearly_flips(graph: ReferenceGraph, comparison: Relational) -> bool:
+    """Whether lhs - rhs is 0 up to KINK_DISTANCE (relative to its terms) at the point."""
+    lhs, rhs = comparison.args
+    terms = [graph.value(term) for term in sympy.Add.make_args(lhs)]
+    terms += [-graph.value(term) for term in sympy.Add.make_args(rhs)]
+    return bool(abs(mpmath.fsum(terms)) <= KINK_DISTANCE * mpmath.fsum(map(abs, terms)))
 
 
 @dataclass(frozen=True)
