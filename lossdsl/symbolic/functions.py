@@ -20,6 +20,7 @@ Conventions shared by all the classes:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 
 import sympy
@@ -85,7 +86,15 @@ class Elementwise(LossFunction):
         return known("real", self.args)
 
     def _eval_evalf(self, prec: int) -> sympy.Expr:
-        return self.definition().evalf(prec_to_dps(prec))
+        return _definition_value(self, prec_to_dps(prec))
+
+
+@functools.lru_cache(maxsize=4096)
+def _definition_value(expr: Elementwise, digits: int) -> sympy.Expr:
+    """`expr`'s definition evaluated to `digits` digits, once: SymPy compares the arguments
+    of a Min or Max by evaluating them again and again, which for nested clips of
+    constants (`clip(log(clip(c, a, b)), ...)`) took time exponential in the nesting."""
+    return expr.definition().evalf(digits)
 
 
 class Special(Elementwise):
