@@ -580,7 +580,11 @@ class _TypedSpec:
         if x.roles is not Roles.FULL:
             return self.unary(x)
         form, sign = self.chooser.choice(
-            (("softmax({})", Sign.POSITIVE), ("log_softmax({})", Sign.ANY))
+            (
+                ("softmax({})", Sign.POSITIVE),
+                ("log_softmax({})", Sign.ANY),
+                ("cumsum({})", x.sign),
+            )
         )
         return Value(form.format(x.text), x.roles, sign, x.uses_prediction)
 

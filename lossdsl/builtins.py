@@ -373,6 +373,16 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         latex=r"\operatorname{log\_softmax}",
     ),
     Builtin(
+        "cumsum",
+        1,
+        1,
+        RoleRule.CLASS_AXIS,
+        "the running sum over the class axis: at class c, the sum over the classes up to c",
+        _applied(fn.CumSum),
+        fn.CumSum,
+        latex=r"\operatorname{cumsum}",
+    ),
+    Builtin(
         "class",
         1,
         1,

@@ -168,6 +168,7 @@ def _onehot(ev: Evaluator, call: TCall) -> Array:
 SPECIAL_EVALUATORS: dict[str, EvaluationRule] = {
     "softmax": _softmax,
     "log_softmax": lambda ev, call: ev.argument(call) - _logsumexp(ev, ev.argument(call), (3,)),
+    "cumsum": lambda ev, call: np.cumsum(ev.argument(call), axis=3),
     "class": _class_id,
     "onehot": _onehot,
     "sum": lambda ev, call: _reduce_sum(ev, ev.argument(call), _axes(call)),

@@ -140,6 +140,7 @@ CUSTOM_RANGES: dict[str, RangeRule] = {
     # Assumes C >= 2: over one class softmax is the constant 1 and trains nothing.
     "softmax": _constant_rule(Range(0.0, 1.0, False, False)),
     "log_softmax": _constant_rule(Range(-math.inf, 0.0, False, False)),
+    "cumsum": lambda analysis, call: intervals.repeated_sum(analysis.argument(call, 0)),
     "class": _constant_rule(NONNEGATIVE),
     "onehot": _constant_rule(UNIT),
     "sum": _sum_rule,

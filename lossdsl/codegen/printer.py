@@ -563,6 +563,9 @@ class TensorFlowPrinter(PythonCodePrinter):
             return f"-tf.math.log({self.use(NUM_CLASSES_LOCAL)})"
         return f"tf.nn.log_softmax({self._print(expr.args[0])}, axis=-1)"
 
+    def _print_CumSum(self, expr: fn.CumSum) -> str:
+        return f"tf.math.cumsum({self._print(expr.args[0])}, axis=-1)"
+
     def _print_ClassId(self, expr: fn.ClassId) -> str:
         y = expr.args[0]
         if y in self.integers:

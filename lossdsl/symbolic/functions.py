@@ -307,6 +307,21 @@ class LogSoftmax(LossFunction):
         return known("real", self.args[:1])
 
 
+class CumSum(LossFunction):
+    """cumsum(x) at a class c: the sum of x over the classes c' <= c; all roles kept.
+
+    A primitive (its own definition): the verifier sums the classes up to each position.
+    """
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[:1])
+
+
 class ClassId(LossFunction):
     """class(y): per element, a `label`'s value as is, otherwise the argmax over the classes.
 
@@ -518,6 +533,7 @@ PRIMITIVES: tuple[type[LossFunction], ...] = (
     ClassId,
     OneHot,
     Gather,
+    CumSum,
     ReduceSum,
     ReduceMean,
     ReduceMax,

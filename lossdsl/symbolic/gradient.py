@@ -31,7 +31,15 @@ ROLE_COUNTS: dict[Role, sympy.Symbol] = {
 }
 """How many values a reduction over each role combines."""
 
-_NONLOCAL = (fn.Reduction, fn.TakeClass, fn.Softmax, fn.LogSoftmax, fn.Gather, fn.ClassId)
+_NONLOCAL = (
+    fn.Reduction,
+    fn.TakeClass,
+    fn.Softmax,
+    fn.LogSoftmax,
+    fn.CumSum,
+    fn.Gather,
+    fn.ClassId,
+)
 
 
 def element_gradient(expr: sympy.Basic, y_pred: sympy.Symbol) -> sympy.Expr:
@@ -67,7 +75,7 @@ class _Gradient:
                 return self.of(fn.ReduceSum(selected, removed))
             case fn.Gather() | fn.ClassId():
                 return sympy.S.Zero
-            case fn.Softmax() | fn.LogSoftmax():
+            case fn.Softmax() | fn.LogSoftmax() | fn.CumSum():
                 return sympy.Derivative(expr, self.y_pred, evaluate=False)
         return self.summed(expr, over_classes=False)
 

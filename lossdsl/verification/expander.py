@@ -148,6 +148,14 @@ class Expander:
                 )
             case functions.Reduction() if type(expr) in REDUCERS:
                 return self._reduce(expr, position)
+            case functions.CumSum():
+                assert position.klass is not None, "cumsum expanded without a class"
+                return sympy.Add(
+                    *(
+                        self.expand(expr.args[0], replace(position, klass=klass))
+                        for klass in range(position.klass + 1)
+                    )
+                )
             case functions.ClassId():
                 return self._class_id(expr.args[0], position)
             case functions.OneHot():
