@@ -253,7 +253,7 @@ ROLES_NOT_NESTED = _code(
 NO_CLASS_ROLE = _code(
     "E302",
     Stage.CHECKER,
-    "`softmax`/`log_softmax` of a value without the class role",
+    "a class-axis function (`softmax`, `log_softmax`, `cumsum`) of a value without the class role",
 )
 NOTHING_TO_REDUCE = _code(
     "E303",
