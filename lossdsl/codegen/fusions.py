@@ -200,24 +200,14 @@ unguarded, as it was before the guard existed."""
 def _tree_size(expr: sympy.Basic, symbol: sympy.Symbol) -> tuple[int, int]:
     """`expr`'s size as a tree and how often it reads `symbol`, each distinct node visited
     once."""
-    counts: dict[sympy.Basic, tuple[int, int]] = {}
-    stack = [expr]
-    while stack:
-        node = stack[-1]
-        if node in counts:
-            stack.pop()
-            continue
-        pending = [arg for arg in node.args if arg not in counts]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
-        below = [counts[arg] for arg in node.args]
-        counts[node] = (
+
+    def count(node: sympy.Basic, below: list[tuple[int, int]]) -> tuple[int, int]:
+        return (
             1 + sum(size for size, _ in below),
             int(node == symbol) + sum(reads for _, reads in below),
         )
-    return counts[expr]
+
+    return fn.fold(expr, count)
 
 
 def _guarded(

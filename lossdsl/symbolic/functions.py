@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import sympy
 from mpmath.libmp import prec_to_dps
@@ -566,6 +567,37 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
 }
 """The role rules of the functions whose roles are not their arguments' union; the
 checker's class ids, one-hots and gathers use the same rules (`lossdsl.typed`)."""
+
+
+Folded = TypeVar("Folded")
+
+
+def fold(
+    expr: sympy.Basic,
+    combine: Callable[[sympy.Basic, list[Folded]], Folded],
+    memo: dict[sympy.Basic, Folded] | None = None,
+) -> Folded:
+    """`combine(node, values of its args)` at every distinct node of `expr`, children
+    first and without recursion: the value at `expr`.
+
+    Each shared sub-expression is combined once (and once across calls given the same
+    `memo`): SymPy's own walks (`free_symbols`, `has`) follow every path, exponential in
+    the nesting of guards and tournaments of selects, which repeat their operands.
+    """
+    done: dict[sympy.Basic, Folded] = {} if memo is None else memo
+    stack = [expr]
+    while stack:
+        node = stack[-1]
+        if node in done:
+            stack.pop()
+            continue
+        pending = [arg for arg in node.args if arg not in done]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        done[node] = combine(node, [done[arg] for arg in node.args])
+    return done[expr]
 
 
 def roles_of(expr: sympy.Basic, symbol_roles: Mapping[sympy.Symbol, Roles]) -> Roles:

@@ -271,23 +271,11 @@ def free_symbols(
     SymPy's own property walks every path, which takes exponential time on the selects
     the expansion builds (a tournament repeats each contender in its condition and branch).
     """
-    stack = [expr]
-    while stack:
-        node = stack[-1]
-        if node in memo:
-            stack.pop()
-            continue
-        pending = [arg for arg in node.args if arg not in memo]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
-        memo[node] = (
-            frozenset({node})
-            if isinstance(node, sympy.Symbol)
-            else frozenset().union(*(memo[arg] for arg in node.args))
-        )
-    return memo[expr]
+
+    def symbols(node: sympy.Basic, below: list[frozenset[sympy.Basic]]) -> frozenset[sympy.Basic]:
+        return frozenset({node}) if isinstance(node, sympy.Symbol) else frozenset().union(*below)
+
+    return functions.fold(expr, symbols, memo)
 
 
 def near_kinks(
