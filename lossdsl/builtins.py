@@ -33,6 +33,7 @@ class RoleRule(Enum):
     CLASS_ID = "class_id"  # class(y): a y_true input's class id per element (integer)
     ONE_HOT = "one_hot"  # onehot(y): a `label` input as a one-hot over the class axis
     WHERE = "where"  # where(cond, a, b): cond is a comparison; all three nest
+    OTHER = "other"  # other(x, n): x (with batch, no partner role) plus the n-th partner role
 
 
 class Shape(Enum):
@@ -163,7 +164,7 @@ def _reduction(
         doc,
         lambda args, removed: function(args[0], removed) if removed else args[0],
         function,
-        keywords=("axis",),
+        keywords=("axis", "where"),
         shape=Shape.CUSTOM if name in ("sum", "logsumexp") else Shape.ARGUMENT,
         pole_free=True,
         tensorflow=tensorflow,
@@ -383,6 +384,20 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         latex=r"\operatorname{cumsum}",
     ),
     Builtin(
+        "other",
+        1,
+        2,
+        RoleRule.OTHER,
+        "x at the other sample of each pair (adds the partner role); other(x, 2): at the "
+        "second partner of a triplet (adds partner2)",
+        _applied(fn.Other),
+        fn.Other,
+        defaults=(1.0,),
+        shape=Shape.ARGUMENT,
+        pole_free=True,
+        latex=r"\operatorname{other}",
+    ),
+    Builtin(
         "class",
         1,
         1,
@@ -462,6 +477,11 @@ CONSTANT_LIST: tuple[Constant, ...] = (
         "pi", "3.14159..., the ratio of a circle's circumference to its diameter", math.pi, sympy.pi
     ),
     Constant("num_classes", "C, the size of y_pred's last axis, known when the loss runs"),
+    Constant(
+        "sample_index",
+        "each sample's position in the batch (role batch): `other(sample_index) != "
+        "sample_index` leaves out a sample's pair with itself",
+    ),
     Constant("inf", "infinity (only in param domains)"),
 )
 
@@ -472,7 +492,7 @@ CONSTANT_VALUES: dict[str, float] = {
 }
 """The constants a spec uses as numbers (`eps`, `pi`), by name."""
 
-AXIS_WORDS: tuple[str, ...] = ("sample", "all")
+AXIS_WORDS: tuple[str, ...] = ("sample", "all", "partner", "partner2")
 """Words valid only as a reduction's `axis=` value."""
 
 KERAS_ARGUMENTS: tuple[str, ...] = ("name", "reduction", "dtype")

@@ -31,6 +31,7 @@ from lossdsl.codes import (
     GATHER_FROM_NON_VECTOR,
     GATHER_INDEX_NOT_CLASS_ID,
     INVALID_AXIS,
+    INVALID_PARTNER,
     NO_CLASS_ROLE,
     NO_LOSS,
     NOT_A_CONDITION,
@@ -38,6 +39,8 @@ from lossdsl.codes import (
     NOT_A_VALUE,
     NOTHING_TO_REDUCE,
     ONEHOT_OF_NON_LABEL,
+    OTHER_OF_PARTNER,
+    OTHER_WITHOUT_BATCH,
     REPEATED_KEYWORD,
     ROLES_NOT_NESTED,
     UNKNOWN_FUNCTION,
@@ -54,7 +57,9 @@ from lossdsl.desugar import (
     INLINE_LET,
     LIFT_OUTER_MEAN,
     NAMED_CONSTANT,
+    REDUCTION_WHERE,
     SQUARE_AS_POWER,
+    reduce_where,
     square_as_power,
 )
 from lossdsl.diagnostics import (
@@ -70,6 +75,8 @@ from lossdsl.source import Span
 from lossdsl.statements import Counted, check_counts, within_limits
 from lossdsl.typed import (
     AXIS_REDUCES,
+    PARTNER_OF,
+    PARTNER_ROLES,
     CheckedSpec,
     Role,
     Roles,
@@ -88,14 +95,17 @@ from lossdsl.typed import (
     TParam,
     TPow,
     TreeSize,
+    TSampleIndex,
     class_id_roles,
     describe_roles,
     gather_roles,
     one_hot_roles,
+    partners_used,
 )
 
 AXIS_HELP = (
-    "`axis` is -1 (the last role, the default), 0 (batch), sample (every role but batch) or all"
+    "`axis` is -1 (the last role, the default), 0 (batch), sample (every role but batch), "
+    "all, partner or partner2"
 )
 
 
@@ -119,6 +129,8 @@ class SpecChecker(RoleRules):
         statements = self.spec.statements
         self.declare_names(statements)
         self.declare_inputs([s for s in statements if isinstance(s, nodes.InputDecl)])
+        if pairs_samples(statements):
+            self.pair_inputs()
         self.declare_params([s for s in statements if isinstance(s, nodes.ParamDecl)])
         losses: list[Counted] = []
         masks: list[Counted] = []
@@ -180,6 +192,8 @@ class SpecChecker(RoleRules):
             mask=mask,
             warnings=tuple(sort_diagnostics(self.diagnostics)),
             desugarings=tuple(name for name in DESUGARINGS if name in self.fired),
+            paired=self.y_pred.paired,
+            partners=partners_used([loss, result, *([mask] if mask is not None else [])]),
         )
 
     def within_limits(self, what: str, span: Span, typed: Typed) -> Typed:
@@ -269,6 +283,8 @@ class SpecChecker(RoleRules):
             return TConst(CONSTANT_VALUES[name], span)
         if name == "num_classes":
             return TNumClasses(span)
+        if name == "sample_index":
+            return TSampleIndex(span)
         if name in NON_VALUES:
             message, label, help_line = NON_VALUES[name]
             self.report(error(NOT_A_VALUE, message, span, label, help_line))
@@ -333,6 +349,7 @@ class SpecChecker(RoleRules):
             self.check_keywords(builtin, node),
         ]
         axis = self.axis(node) if builtin.role_rule is RoleRule.REDUCTION else "-1"
+        selection = self.selection(node)
         operands: list[tuple[Span, Typed]] = [
             (
                 arg.span,
@@ -342,7 +359,7 @@ class SpecChecker(RoleRules):
             )
             for position, arg in enumerate(node.args)
         ]
-        if not all(well_formed) or axis is None:
+        if not all(well_formed) or axis is None or selection is None:
             return None
         if len(operands) < builtin.max_args:
             operands.extend((node.span, TConst(value, node.span)) for value in builtin.defaults)
@@ -354,7 +371,9 @@ class SpecChecker(RoleRules):
             case RoleRule.CLASS_AXIS:
                 return self.class_axis(builtin, node, operands)
             case RoleRule.REDUCTION:
-                return self.reduction(builtin, node, operands, axis)
+                return self.reduction(builtin, node, operands, axis, selection)
+            case RoleRule.OTHER:
+                return self.other(node, operands)
             case RoleRule.CLASS_ID:
                 return self.class_id(node, operands[0][1])
             case RoleRule.ONE_HOT:
@@ -477,6 +496,14 @@ class SpecChecker(RoleRules):
             )
         return word
 
+    def selection(self, node: nodes.Call) -> tuple[TCondition | None] | None:
+        """A reduction's `where=` condition, `(None,)` without one, or None if invalid."""
+        keywords = [keyword for keyword in node.keywords if keyword.name == "where"]
+        if not keywords:
+            return (None,)
+        condition = self.condition(keywords[0].value, f"{node.func}(..., where=...)")
+        return None if condition is None else (condition,)
+
     def elementwise(
         self, builtin: Builtin, node: nodes.Call, operands: list[tuple[Span, Typed]]
     ) -> Typed:
@@ -531,11 +558,18 @@ class SpecChecker(RoleRules):
         node: nodes.Call,
         operands: list[tuple[Span, Typed]],
         axis: str,
+        selection: tuple[TCondition | None],
     ) -> Typed:
         combined = self.combine(operands)
         if combined is None:
             return None
         (arg,), roles = combined
+        (condition,) = selection
+        if condition is not None:
+            joined = self.nest([(operands[0][0], arg), (condition.span, condition)])
+            if joined is None:
+                return None
+            roles = joined
         reduced = AXIS_REDUCES[axis](roles)
         if not reduced:
             called = builtin.name if axis == "-1" else f"{builtin.name}(..., axis={axis})"
@@ -551,7 +585,65 @@ class SpecChecker(RoleRules):
                 )
             )
             return None
+        if condition is not None:
+            self.fired.add(REDUCTION_WHERE.name)
+            return reduce_where(builtin.name, arg, condition, reduced, node.span)
         return TCall(builtin.name, (arg,), node.span, roles - reduced, reduced=reduced)
+
+    def other(self, node: nodes.Call, operands: list[tuple[Span, Typed]]) -> Typed:
+        """`other(x, n)`: x at the other sample of each pair (n = 1) or triplet (n = 2)."""
+        (span, arg), (_, which) = operands
+        partner = which.value if isinstance(which, TConst) else None
+        if partner not in (1.0, 2.0):
+            written = node.args[1] if len(node.args) > 1 else node
+            self.report(
+                error(
+                    INVALID_PARTNER,
+                    f"`other`'s second argument must be 1 or 2, not "
+                    f"`{self.source_text(written.span)}`",
+                    written.span,
+                    "not 1 or 2",
+                    "`other(x)` is x at the pair's other sample, `other(x, 2)` at a "
+                    "triplet's second partner",
+                )
+            )
+            return None
+        if arg is None:
+            return None
+        role = PARTNER_OF[int(cast(float, partner))]
+        if len(node.args) == 1:
+            self.fired.add(DEFAULT_ARGUMENTS.name)
+        if arg.roles & PARTNER_ROLES:
+            twice = Role.PARTNER in arg.roles and role is Role.PARTNER
+            self.report(
+                error(
+                    OTHER_OF_PARTNER,
+                    f"`other` of a value that already has the "
+                    f"{'partner' if Role.PARTNER in arg.roles else 'partner2'} role",
+                    node.span,
+                    "a partner of a partner",
+                    "for a third sample (triplets: anchor, positive, negative), write "
+                    "`other(x, 2)` of the per-sample value x"
+                    if twice
+                    else "apply `other` to per-sample values, then combine the results",
+                )
+            )
+            return None
+        if Role.BATCH not in arg.roles:
+            self.report(
+                error(
+                    OTHER_WITHOUT_BATCH,
+                    f"`other` needs a value with the batch role, but its argument is "
+                    f"{roles_phrase(arg.roles)}",
+                    span,
+                    "not per sample",
+                    "`other(x)` is x at the other sample of each pair: apply it to an input "
+                    "or a per-sample value, as in `other(e)` or `other(y) == y`",
+                )
+            )
+            return None
+        args = (arg, TConst(float(cast(float, partner)), node.span))
+        return TCall("other", args, node.span, arg.roles | {role}, integer=arg.integer)
 
     def class_id(self, node: nodes.Call, arg: Typed) -> Typed:
         if arg is None:
@@ -681,7 +773,8 @@ class SpecChecker(RoleRules):
         if isinstance(node, nodes.Logic):
             return self.logic(node)
         self.expr(node)
-        example = "`mask y != -1`" if where == "mask" else "`where(y > 0.5, a, b)`"
+        examples = {"mask": "`mask y != -1`", "where": "`where(y > 0.5, a, b)`"}
+        example = examples.get(where, "`max(d, where=other(y) == y)`")
         self.report(
             error(
                 NOT_A_CONDITION,
@@ -697,8 +790,23 @@ class SpecChecker(RoleRules):
 # ---------------------------------------------------------------- helpers on trees
 
 
+def pairs_samples(statements: Sequence[nodes.Statement]) -> bool:
+    """Whether a spec pairs samples (LANGUAGE.md 6.5): it uses `other` or `sample_index`."""
+    roots = [
+        statement.condition if isinstance(statement, nodes.MaskDecl) else statement.value
+        for statement in statements
+        if isinstance(statement, (nodes.LetDecl, nodes.MaskDecl, nodes.LossDecl))
+    ]
+    return any(
+        (isinstance(node, nodes.Call) and node.func == "other")
+        or (isinstance(node, nodes.Name) and node.id == "sample_index")
+        for root in roots
+        for node in nodes.subexpressions(root)
+    )
+
+
 def axis_word(node: nodes.Expr) -> str | None:
-    """`-1`, `0`, `sample` or `all` as written in `axis=`, else None."""
+    """`-1`, `0` or a word of `AXIS_WORDS` as written in `axis=`, else None."""
     match node:
         case nodes.Name(id=word) if word in AXIS_WORDS:
             return word

@@ -241,8 +241,8 @@ COMPARISON_OUTSIDE_CONDITION = _code(
 NOT_A_CONDITION = _code(
     "E221",
     Stage.CHECKER,
-    "`where`'s first argument is not a condition (a comparison, or comparisons joined by "
-    "`and`, `or`, `not`)",
+    "`where`'s first argument or a reduction's `where=` is not a condition (a comparison, "
+    "or comparisons joined by `and`, `or`, `not`)",
 )
 ROLES_NOT_NESTED = _code(
     "E301",
@@ -263,7 +263,7 @@ NOTHING_TO_REDUCE = _code(
 INVALID_AXIS = _code(
     "E304",
     Stage.CHECKER,
-    "an `axis` other than -1, 0, sample, all",
+    "an `axis` other than -1, 0, sample, all, partner, partner2",
 )
 CLASS_OF_NON_Y_TRUE = _code(
     "E305",
@@ -320,6 +320,26 @@ VECTOR_LENGTHS_DIFFER = _code(
     Stage.CHECKER,
     "vector params of different lengths",
 )
+OTHER_WITHOUT_BATCH = _code(
+    "E330",
+    Stage.CHECKER,
+    "`other(x)` of a value without the batch role",
+)
+OTHER_OF_PARTNER = _code(
+    "E331",
+    Stage.CHECKER,
+    "`other(x)` of a value that already has a partner role (`other(other(x))`: hint `other(x, 2)`)",
+)
+INVALID_PARTNER = _code(
+    "E332",
+    Stage.CHECKER,
+    "`other(x, n)` with n other than the number 1 or 2",
+)
+RESULT_HAS_PARTNER_ROLE = _code(
+    "E333",
+    Stage.CHECKER,
+    "the loss's result still has a partner role",
+)
 DEFAULT_OUTSIDE_DOMAIN = _code(
     "E401",
     Stage.CHECKER,
@@ -328,7 +348,8 @@ DEFAULT_OUTSIDE_DOMAIN = _code(
 BATCH_COUPLED = _code(
     "W301",
     Stage.CHECKER,
-    "each sample's loss depends on the whole batch (a reduction over the batch inside the result)",
+    "each sample's loss depends on the whole batch (a reduction over the batch, or `other`, "
+    "inside the result)",
 )
 SCALAR_NOT_LIFTED = _code(
     "W302",

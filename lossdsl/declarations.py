@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TypeAlias, cast
 
 from lossdsl import nodes
@@ -208,6 +209,13 @@ class Declarations:
             self.inputs[info.name] = info
             self.set_argument(info)
             self.fired.add(DEFAULT_INPUT.name)
+
+    def pair_inputs(self) -> None:
+        """Inputs of a spec that pairs samples, [batch, C] without the spatial role."""
+        for name, info in self.inputs.items():
+            self.inputs[name] = replace(info, paired=True)
+        self.y_true = replace(self.y_true, paired=True)
+        self.y_pred = replace(self.y_pred, paired=True)
 
     def set_argument(self, info: InputInfo) -> None:
         if info.argument == "y_true":

@@ -8,14 +8,19 @@ the typed tree's text out, `typed.typed_text`) are in `tests/test_desugar.py`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lossdsl.kinds import DEFAULT_KINDS, Argument
+from lossdsl.source import Span
 from lossdsl.typed import (
     InputInfo,
     Role,
+    Roles,
     TAdd,
     TCall,
+    TCompare,
+    TCondition,
     TConst,
     TExpr,
     TInput,
@@ -82,6 +87,40 @@ def lift_outer_mean(loss: TExpr) -> TExpr | None:
     return None
 
 
+def reduce_where(
+    name: str, value: TExpr, condition: TCondition, reduced: Roles, span: Span
+) -> TExpr:
+    """`name(value, where=condition)` over the roles `reduced` (rule REDUCTION_WHERE): a
+    reduction of `where(condition, value, neutral)`; an empty selection gives 0 (`sum`,
+    `mean`, `max`, `min`) or -inf (`logsumexp`), with finite gradients (LANGUAGE.md 6.5)."""
+    roles = value.roles | condition.roles
+
+    def chosen(a: TExpr, b: float) -> TCall:
+        return TCall("where", (condition, a, TConst(b, span)), span, condition.roles | a.roles)
+
+    def reduce(reduction: str, argument: TExpr, removed: Roles) -> TExpr:
+        removed = removed & argument.roles
+        if not removed:
+            return argument
+        return TCall(reduction, (argument,), span, argument.roles - removed, reduced=removed)
+
+    def when_selected(result: TExpr, empty: float, selected: TExpr) -> TCall:
+        some = TCompare(">", selected, TConst(0.0, span), span, selected.roles)
+        return TCall("where", (some, result, TConst(empty, span)), span, result.roles)
+
+    if name == "sum":
+        return reduce("sum", chosen(value, 0.0), reduced)
+    share = reduce("mean", chosen(TConst(1.0, span), 0.0), reduced)  # of the elements taken
+    if name == "mean":
+        total = reduce("mean", chosen(value, 0.0), reduced)
+        count = when_selected(share, 1.0, share)
+        return TMul((total, count), (False, True), span, roles - reduced)
+    if name == "logsumexp":
+        return reduce("logsumexp", chosen(value, -math.inf), reduced)
+    neutral = -math.inf if name == "max" else math.inf
+    return when_selected(reduce(name, chosen(value, neutral), reduced), 0.0, share)
+
+
 @dataclass(frozen=True)
 class Desugaring:
     """A named desugaring and its law (`spec form` = `what the typed tree holds`)."""
@@ -111,6 +150,13 @@ DEFAULT_AXIS = Desugaring(
     "a reduction without `axis=` = `axis=-1`: it removes its argument's last role (class, "
     "else spatial, else batch)",
 )
+REDUCTION_WHERE = Desugaring(
+    "reduction_where",
+    "`sum(x, where=c)` = `sum(where(c, x, 0))`; `mean(x, where=c)` = `mean(where(c, x, 0)) / "
+    "k` with k the share of elements taken (1 if none); `max(x, where=c)` = "
+    "`max(where(c, x, -inf))` where any is taken, else 0 (`min` alike); "
+    "`logsumexp(x, where=c)` = `logsumexp(where(c, x, -inf))`",
+)
 LIFT_OUTER_MEAN = Desugaring(
     "lift_outer_mean",
     "`loss = mean(x)` = the Keras call returns x and Keras's mean reduction averages it "
@@ -126,6 +172,7 @@ DESUGARINGS: dict[str, Desugaring] = {
         DEFAULT_ARGUMENTS,
         SQUARE_AS_POWER,
         DEFAULT_AXIS,
+        REDUCTION_WHERE,
         LIFT_OUTER_MEAN,
     )
 }

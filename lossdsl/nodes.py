@@ -7,6 +7,7 @@ expression does not make a deep tree.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,6 +126,25 @@ class Logic:
 
 
 Expr = Number | Name | Add | Mul | Neg | Pow | Call | Index | Compare | Logic
+
+
+def subexpressions(expr: Expr) -> Iterator[Expr]:
+    """`expr` and every expression inside it (keyword values included), parents first."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        match node:
+            case Add(operands=operands) | Mul(operands=operands) | Logic(operands=operands):
+                stack.extend(operands)
+            case Neg(operand=operand):
+                stack.append(operand)
+            case Pow(base=first, exponent=second) | Index(target=first, index=second):
+                stack.extend((first, second))
+            case Compare(left=first, right=second):
+                stack.extend((first, second))
+            case Call(args=args, keywords=keywords):
+                stack.extend((*args, *(keyword.value for keyword in keywords)))
 
 
 # ---------------------------------------------------------------- declarations

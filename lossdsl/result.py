@@ -10,12 +10,13 @@ from lossdsl.codes import (
     MASK_ROLES_NOT_IN_RESULT,
     MASK_WITHOUT_LIFTED_MEAN,
     RESULT_HAS_CLASS_ROLE,
+    RESULT_HAS_PARTNER_ROLE,
     RESULT_SPATIAL_WITHOUT_BATCH,
     SCALAR_NOT_LIFTED,
 )
 from lossdsl.desugar import lift_outer_mean
 from lossdsl.diagnostics import Report, error, warning
-from lossdsl.typed import Role, TCall, TCondition, TExpr, describe_roles, walk
+from lossdsl.typed import PARTNER_ROLES, Role, TCall, TCondition, TExpr, describe_roles, walk
 
 
 def check_result(
@@ -42,6 +43,18 @@ def check_result(
             )
         )
         return None
+    if result.roles & PARTNER_ROLES:
+        report(
+            error(
+                RESULT_HAS_PARTNER_ROLE,
+                "the loss still has a partner role: each sample's loss must be one value",
+                where,
+                f"roles {describe_roles(result.roles)}",
+                "reduce over the partners inside the mean, as in "
+                "`mean(max(d, axis=partner))` or `mean(sum(x, axis=partner, where=c))`",
+            )
+        )
+        return None
     if Role.SPATIAL in result.roles and Role.BATCH not in result.roles:
         report(
             error(
@@ -53,15 +66,23 @@ def check_result(
             )
         )
         return None
-    coupling = [t for t in walk([result]) if isinstance(t, TCall) and Role.BATCH in t.reduced]
+    coupling = [
+        t
+        for t in walk([result])
+        if isinstance(t, TCall) and (Role.BATCH in t.reduced or t.builtin == "other")
+    ]
     if coupling:
+        pairs = coupling[0].builtin == "other"
         report(
             warning(
                 BATCH_COUPLED,
                 "each sample's loss depends on the whole batch",
                 coupling[0].span,
-                "reduces over the batch",
-                "sample_weight still weighs each sample's value; to keep samples "
+                "pairs samples within the batch" if pairs else "reduces over the batch",
+                "pairs are formed within the batch that each replica sees, as in TensorFlow "
+                "Addons' triplet losses; acknowledge it with `# lossdsl: allow W301`"
+                if pairs
+                else "sample_weight still weighs each sample's value; to keep samples "
                 "independent, reduce without axis=0 or axis=all and let an outer "
                 "`mean(...)` be Keras's reduction",
             )

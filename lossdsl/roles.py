@@ -1,5 +1,6 @@
-"""The role algebra of operands: roles that must nest (E301, with a gather hint) and class
-ids kept out of arithmetic (E309)."""
+"""The role algebra of operands: roles that must nest (E301, with a gather hint), the
+samples of pairs combined as an outer product (LANGUAGE.md 6.5), and class ids kept out of
+arithmetic (E309)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,24 @@ from lossdsl.declarations import Declarations, Typed
 from lossdsl.diagnostics import error
 from lossdsl.kinds import KINDS
 from lossdsl.source import Span
-from lossdsl.typed import NO_ROLES, Role, Roles, TExpr, TParam, describe_roles, walk
+from lossdsl.typed import (
+    NO_ROLES,
+    PARTNER_ROLES,
+    Role,
+    Roles,
+    TExpr,
+    TParam,
+    TSampleIndex,
+    describe_roles,
+    walk,
+)
+
+
+def combinable(first: Roles, second: Roles) -> bool:
+    """Whether two values may meet elementwise: their roles nest, or they differ only in
+    the partner roles, which combine freely as an outer product over the samples."""
+    first, second = first - PARTNER_ROLES, second - PARTNER_ROLES
+    return first <= second or second <= first
 
 
 class RoleRules(Declarations):
@@ -33,10 +51,22 @@ class RoleRules(Declarations):
         """Class ids in arithmetic are errors; True if there are none."""
         for span, typed in operands:
             if typed.integer:
-                self.report_integer(span)
+                self.report_integer(span, typed)
         return not any(typed.integer for _, typed in operands)
 
-    def report_integer(self, span: Span) -> None:
+    def report_integer(self, span: Span, typed: TExpr) -> None:
+        if any(isinstance(node, TSampleIndex) for node in walk([typed])):
+            self.report(
+                error(
+                    CLASS_IDS_IN_ARITHMETIC,
+                    f"`{self.source_text(span)}` holds sample positions, which cannot be used "
+                    "in arithmetic",
+                    span,
+                    "sample positions",
+                    "compare them, as in `where(other(sample_index) != sample_index, a, b)`",
+                )
+            )
+            return
         y = self.y_true.name
         labels = KINDS[self.y_true.kind].class_ids
         one_hot = f"use `onehot({y})` for one-hot rows, or " if labels else ""
@@ -54,10 +84,8 @@ class RoleRules(Declarations):
         """The union of the operands' roles, or None (reported) if they do not nest."""
         roles = NO_ROLES
         for index, (span, typed) in enumerate(operands):
-            if typed.roles <= roles:
-                continue
-            if roles <= typed.roles:
-                roles = typed.roles
+            if combinable(roles, typed.roles):
+                roles = roles | typed.roles
                 continue
             earlier = [t for _, t in operands[:index]]
             self.report(

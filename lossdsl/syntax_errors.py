@@ -149,16 +149,17 @@ def _unexpected_token(
             f"`{token}` is not allowed here",
             span,
             f"`{token}` joins conditions, not values",
-            "conditions go only in `where(...)`'s first argument and `mask`, as in "
-            "`where(p > 0.5 and y == 1, a, b)`",
+            "conditions go only in `where(...)`'s first argument, a reduction's `where=` and "
+            "`mask` (a `let` holds values), as in `where(p > 0.5 and y == 1, a, b)`",
         )
     if token.type == "COMPARE_OP":
         return error(
             MISPLACED_COMPARISON,
             f"a comparison `{token}` is not allowed here",
             span,
-            "comparisons go only in `where(...)` and `mask`",
-            "use it as the first argument of `where(COND, a, b)`, or in a `mask COND` statement",
+            "comparisons go only in `where(...)`, `where=` and `mask`",
+            "use it as the first argument of `where(COND, a, b)`, as a reduction's "
+            "`where=COND`, or in a `mask COND` statement (a `let` holds values)",
         )
     if token.type in ("RPAR", "RSQB") and span in logical_line.unmatched:
         return error(

@@ -21,21 +21,35 @@ from lossdsl.unparse import unparse_expr
 
 
 class Role(Enum):
-    """A named group of tensor axes, in axis order: [batch, spatial..., class]."""
+    """A named group of tensor axes, in axis order: [batch, partner, partner2, spatial...,
+    class]. The partner roles (LANGUAGE.md 6.5) exist only in specs that pair samples."""
 
     BATCH = "batch"
+    PARTNER = "partner"
+    PARTNER2 = "partner2"
     SPATIAL = "spatial"
     CLASS = "class"
 
 
 Roles = frozenset[Role]
 NO_ROLES: Roles = frozenset()
-ALL_ROLES: Roles = frozenset(Role)
+ALL_ROLES: Roles = frozenset({Role.BATCH, Role.SPATIAL, Role.CLASS})
+"""The roles of an input: y_pred's full shape."""
 PER_ELEMENT: Roles = frozenset({Role.BATCH, Role.SPATIAL})
 PER_SAMPLE: Roles = frozenset({Role.BATCH})
 CLASS_ONLY: Roles = frozenset({Role.CLASS})
+PARTNER_ROLES: Roles = frozenset({Role.PARTNER, Role.PARTNER2})
+"""The roles `other(x)` and `other(x, 2)` add: the other samples of pairs and triplets."""
+PARTNER_OF: dict[int, Role] = {1: Role.PARTNER, 2: Role.PARTNER2}
+"""The role `other(x, n)` adds, by n."""
 
-ROLE_ORDER: tuple[Role, ...] = (Role.BATCH, Role.SPATIAL, Role.CLASS)
+ROLE_ORDER: tuple[Role, ...] = (
+    Role.BATCH,
+    Role.PARTNER,
+    Role.PARTNER2,
+    Role.SPATIAL,
+    Role.CLASS,
+)
 
 
 def describe_roles(roles: Roles) -> str:
@@ -46,7 +60,8 @@ def describe_roles(roles: Roles) -> str:
 
 
 def last_role(roles: Roles) -> Roles:
-    """The role a default reduction removes: class, else spatial, else batch."""
+    """The role a default reduction removes: class, else spatial, else partner2, else
+    partner, else batch."""
     for role in reversed(ROLE_ORDER):
         if role in roles:
             return frozenset({role})
@@ -58,6 +73,8 @@ AXIS_REDUCES: dict[str, Callable[[Roles], Roles]] = {
     "0": lambda roles: roles & PER_SAMPLE,
     "sample": lambda roles: roles - PER_SAMPLE,
     "all": lambda roles: roles,
+    "partner": lambda roles: roles & {Role.PARTNER},
+    "partner2": lambda roles: roles & {Role.PARTNER2},
 }
 """The roles a reduction removes from its argument's roles, by `axis` as written."""
 
@@ -87,10 +104,12 @@ class InputInfo:
     kind: InputKind
     argument: Argument
     span: Span | None  # None for the default inputs of a spec without `input` lines
+    paired: bool = False  # in a spec that pairs samples, which has no spatial role
 
     @property
     def roles(self) -> Roles:
-        return PER_ELEMENT if KINDS[self.kind].class_ids else ALL_ROLES
+        roles = PER_ELEMENT if KINDS[self.kind].class_ids else ALL_ROLES
+        return roles - {Role.SPATIAL} if self.paired else roles
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,15 @@ class TNumClasses:
     span: Span
     roles: Roles = NO_ROLES
     integer: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class TSampleIndex:
+    """`sample_index`: each sample's position in the batch (an integer, role batch)."""
+
+    span: Span
+    roles: Roles = PER_SAMPLE
+    integer: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -289,6 +317,7 @@ class TGather:
 TExpr = (
     TConst
     | TNumClasses
+    | TSampleIndex
     | TInput
     | TParam
     | TAdd
@@ -383,7 +412,9 @@ class CheckedSpec:
     argument of the lifted outermost mean when `lifted` (LANGUAGE.md section 2), the
     loss itself otherwise. `batch_coupled` is true when a reduction over the batch
     happens inside `result`. `desugarings` names the checker's desugarings that fired
-    (`lossdsl.desugar`), in the order they are listed there.
+    (`lossdsl.desugar`), in the order they are listed there. `paired` is true for a spec
+    that pairs samples (LANGUAGE.md 6.5: its inputs have no spatial role), and `partners`
+    counts the partner axes its tensors have: 2 with `other(x, 2)`, 1 with `other(x)`.
     """
 
     source: SourceFile
@@ -400,6 +431,21 @@ class CheckedSpec:
     mask: TCondition | None
     warnings: tuple[Diagnostic, ...]
     desugarings: tuple[str, ...] = ()
+    paired: bool = False
+    partners: int = 0
+
+
+def partners_used(roots: Sequence[TExpr]) -> int:
+    """The number of partner axes the values under `roots` need: the largest n of the
+    `other(x, n)` among them, 0 without one."""
+    return max(
+        (
+            int(cast(TConst, node.args[1]).value)
+            for node in walk(roots)
+            if isinstance(node, TCall) and node.builtin == "other"
+        ),
+        default=0,
+    )
 
 
 def as_syntax(expr: TExpr) -> nodes.Expr:
@@ -413,6 +459,8 @@ def as_syntax(expr: TExpr) -> nodes.Expr:
             return nodes.Neg(number, span) if value < 0 else number
         case TNumClasses():
             return nodes.Name("num_classes", span)
+        case TSampleIndex():
+            return nodes.Name("sample_index", span)
         case TInput(info=info) | TParam(info=info):
             return nodes.Name(info.name, span)
         case TAdd(operands=operands, negated=negated):

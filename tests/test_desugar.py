@@ -63,6 +63,30 @@ FIXTURES: list[tuple[str, str, str, tuple[str, ...]]] = [
         "-sum(y * log(clip(p, 1e-07, 0.9999999)), axis=-1)",
         ("default_arguments", "default_axis", "lift_outer_mean"),
     ),
+    (
+        "input y: label\ninput e: real\n"
+        "loss = mean(sum(sum(square(e - other(e))), axis=partner, where=other(y) == y))",
+        "mean(sum(where(other(y, 1) == y, sum((e - other(e, 1))^2, axis=-1), 0), axis=-1), "
+        "axis=-1)",
+        "sum(where(other(y, 1) == y, sum((e - other(e, 1))^2, axis=-1), 0), axis=-1)",
+        (
+            "default_arguments",
+            "square_as_power",
+            "default_axis",
+            "reduction_where",
+            "lift_outer_mean",
+        ),
+    ),
+    (
+        "input y: label\ninput e: real\nloss = mean(mean(sum(e * other(e)), where=other(y) != y))",
+        "mean(mean(where(other(y, 1) != y, sum(e * other(e, 1), axis=-1), 0), axis=-1) / "
+        "where(mean(where(other(y, 1) != y, 1, 0), axis=-1) > 0, "
+        "mean(where(other(y, 1) != y, 1, 0), axis=-1), 1), axis=-1)",
+        "mean(where(other(y, 1) != y, sum(e * other(e, 1), axis=-1), 0), axis=-1) / "
+        "where(mean(where(other(y, 1) != y, 1, 0), axis=-1) > 0, "
+        "mean(where(other(y, 1) != y, 1, 0), axis=-1), 1)",
+        ("default_arguments", "default_axis", "reduction_where", "lift_outer_mean"),
+    ),
 ]
 
 

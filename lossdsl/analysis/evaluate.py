@@ -28,6 +28,7 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TSampleIndex,
 )
 
 ROLE_AXES: dict[Role, int] = {Role.BATCH: 1, Role.SPATIAL: 2, Role.CLASS: 3}
@@ -67,6 +68,8 @@ class Evaluator:
                 return self.number(value)
             case TNumClasses():
                 return self.number(WITNESS_CLASSES)
+            case TSampleIndex():
+                return self.number(0.0)  # the batch of one sample, below
             case TInput(info=info):
                 return self.bindings[info.name]
             case TParam(info=info):
@@ -126,7 +129,8 @@ EvaluationRule = Callable[[Evaluator, TCall], Array]
 
 
 def _axes(call: TCall) -> tuple[int, ...]:
-    return tuple(sorted(ROLE_AXES[role] for role in call.reduced))
+    """The axes a reduction removes; over a partner role it takes the one pair there is."""
+    return tuple(sorted(ROLE_AXES[role] for role in call.reduced if role in ROLE_AXES))
 
 
 def _reduce_sum(ev: Evaluator, values: Array, axes: tuple[int, ...]) -> Array:
@@ -169,6 +173,7 @@ SPECIAL_EVALUATORS: dict[str, EvaluationRule] = {
     "softmax": _softmax,
     "log_softmax": lambda ev, call: ev.argument(call) - _logsumexp(ev, ev.argument(call), (3,)),
     "cumsum": lambda ev, call: np.cumsum(ev.argument(call), axis=3),
+    "other": lambda ev, call: ev.argument(call),  # each sample paired with itself
     "class": _class_id,
     "onehot": _onehot,
     "sum": lambda ev, call: _reduce_sum(ev, ev.argument(call), _axes(call)),
@@ -178,7 +183,12 @@ SPECIAL_EVALUATORS: dict[str, EvaluationRule] = {
     "logsumexp": lambda ev, call: _logsumexp(ev, ev.argument(call), _axes(call)),
 }
 """How the built-ins over the class axis and the reductions are evaluated on [candidates,
-batch, spatial, class] arrays; every other built-in is evaluated through its SymPy meaning."""
+batch, spatial, class] arrays; every other built-in is evaluated through its SymPy meaning.
+
+The arrays have no partner axes: a spec that pairs samples is evaluated as for a batch of
+one sample, a real input, so that a value found there (a witness) is one the loss
+reaches: `other(x)` is x, `sample_index` is 0 and a reduction over a partner role takes
+the one pair. Values only larger batches reach are left to the ranges."""
 
 
 @functools.cache

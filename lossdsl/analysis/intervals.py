@@ -102,6 +102,7 @@ COMPARISON = UNIT
 
 KIND_RANGES: dict[str, Range] = {name: Range(kind.low, kind.high) for name, kind in KINDS.items()}
 NUM_CLASSES_RANGE = Range(1.0, math.inf)
+SAMPLE_INDEX_RANGE = Range(0.0, math.inf)
 
 
 def at(function: Callable[[Any], Any], value: float) -> float:

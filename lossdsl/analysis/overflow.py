@@ -33,6 +33,7 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TSampleIndex,
     children,
     walk,
 )
@@ -119,24 +120,25 @@ class OverflowCheck:
         self._check_range(node)
 
     def is_constant(self, node: TExpr) -> bool:
-        """Whether `node` reads no input, param or `num_classes`."""
+        """Whether `node` reads no input, param, `num_classes` or `sample_index`."""
         known = self._constant.get(id(node))
         if known is None:
-            known = not isinstance(node, TInput | TParam | TNumClasses) and all(
+            known = not isinstance(node, TInput | TParam | TNumClasses | TSampleIndex) and all(
                 self.is_constant(child) for child in children(node)
             )
             self._constant[id(node)] = known
         return known
 
     def is_fixed(self, node: TExpr) -> bool:
-        """Whether `node` reads no input or `num_classes` (scalar params allowed): the same
+        """Whether `node` reads no input, `num_classes` or `sample_index` (scalar params
+        allowed): the same
         for every input once the params are given."""
         known = self._fixed.get(id(node))
         if known is None:
             if isinstance(node, TParam):
                 known = not node.info.is_vector
             else:
-                known = not isinstance(node, TInput | TNumClasses) and all(
+                known = not isinstance(node, TInput | TNumClasses | TSampleIndex) and all(
                     self.is_fixed(child) for child in children(node)
                 )
             self._fixed[id(node)] = known

@@ -18,6 +18,7 @@ from lossdsl.analysis.intervals import (
     KIND_RANGES,
     NONNEGATIVE,
     NUM_CLASSES_RANGE,
+    SAMPLE_INDEX_RANGE,
     UNIT,
     Array,
     Range,
@@ -40,6 +41,7 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TSampleIndex,
     children,
 )
 
@@ -117,6 +119,40 @@ def _lgamma_rule(analysis: RangeAnalysis, call: TCall) -> Range:
     return FULL
 
 
+def _branch_range(analysis: RangeAnalysis, call: TCall, taken: bool) -> Range:
+    """The range of a branch of `where(c, a, b)` where it is chosen: a where c holds, b
+    where it does not, narrowed when c compares that branch with a number, as in the
+    safe division `x / where(k > 0, k, 1)`."""
+    condition, branch = call.args[0], call.args[1 if taken else 2]
+    values = analysis.range_of(branch)
+    if not isinstance(condition, TCompare):
+        return values
+    op, left, right = condition.op, condition.left, condition.right
+    if right is branch and constant_value(left) is not None:
+        op, left, right = FLIPPED[op], right, left
+    bound = constant_value(right)
+    if left is not branch or bound is None:
+        return values
+    if not taken:
+        op = NEGATED[op]
+    allowed = {
+        ">": Range(bound, math.inf, False, False),
+        ">=": Range(bound, math.inf, True, False),
+        "<": Range(-math.inf, bound, False, False),
+        "<=": Range(-math.inf, bound, False, True),
+        "==": Range.point(bound),
+    }.get(op)
+    narrowed = values.intersect(allowed) if allowed is not None else values
+    return values if narrowed is None else narrowed
+
+
+FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+"""A comparison with its sides swapped: `c < x` is `x > c`."""
+
+NEGATED = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+"""The comparison that holds where one does not."""
+
+
 def _constant_rule(values: Range) -> RangeRule:
     return lambda analysis, call: values
 
@@ -135,7 +171,9 @@ CUSTOM_RANGES: dict[str, RangeRule] = {
     "maximum": lambda analysis, call: _clamp_below(
         analysis.argument(call, 0), analysis.argument(call, 1)
     ),
-    "where": lambda analysis, call: analysis.argument(call, 1).hull(analysis.argument(call, 2)),
+    "where": lambda analysis, call: _branch_range(analysis, call, True).hull(
+        _branch_range(analysis, call, False)
+    ),
     "clip": _clip_rule,
     # Assumes C >= 2: over one class softmax is the constant 1 and trains nothing.
     "softmax": _constant_rule(Range(0.0, 1.0, False, False)),
@@ -251,6 +289,8 @@ class RangeAnalysis:
                 return Range.point(value)
             case TNumClasses():
                 return NUM_CLASSES_RANGE
+            case TSampleIndex():
+                return SAMPLE_INDEX_RANGE
             case TInput(info=info):
                 return KIND_RANGES[info.kind]
             case TParam(info=info):

@@ -184,6 +184,8 @@ def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
             continue
         if isinstance(node, fn.Reduction):
             coupled |= node.removed_roles
+        elif isinstance(node, fn.Other):  # a pair's value reads its partner's elements
+            coupled |= {Role.BATCH, node.partner_role}
         elif not isinstance(node, fn.Elementwise):
             coupled.add(Role.CLASS)  # softmax, class ids, gathers: across the classes
     return frozenset(coupled)

@@ -42,6 +42,9 @@ CPU_ONLY = "_cpu_only"
 CLASS_BLOCK = "_class_block"
 """How many classes one matrix-vector product of `_sum_over_classes` adds up."""
 
+OTHER = "_other"
+"""x at the other sample of each pair: its batch axis moved to a partner axis."""
+
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 

@@ -60,6 +60,7 @@ from lossdsl.codegen.helpers import (
     CLIPPED_LOG,
     HELPERS,
     HUBER,
+    OTHER,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
     helper_dependencies,
@@ -75,7 +76,16 @@ from lossdsl.codegen.numbers import (
 )
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
-from lossdsl.typed import ALL_ROLES, NO_ROLES, PER_ELEMENT, PER_SAMPLE, ROLE_ORDER, Role, Roles
+from lossdsl.typed import (
+    ALL_ROLES,
+    NO_ROLES,
+    PARTNER_OF,
+    PER_ELEMENT,
+    PER_SAMPLE,
+    ROLE_ORDER,
+    Role,
+    Roles,
+)
 
 
 def elementwise_op(function: type) -> str | None:
@@ -118,6 +128,7 @@ ACCUMULATING_REDUCTIONS: tuple[type[fn.Reduction], ...] = (
 NUM_CLASSES_LOCAL = "num_classes"
 SPATIAL_AXES_LOCAL = "spatial_axes"
 SUM_DTYPE_LOCAL = "sum_dtype"
+SAMPLE_INDEX_LOCAL = "sample_index"
 
 # Arguments printed more than once, so they must be names (hoisted into temporaries).
 _REPEATED_ARGUMENTS: dict[type, int] = {
@@ -156,7 +167,12 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     printer = TensorFlowPrinter(
-        names, context, identifiers[checked.y_pred.name], temporaries, jit_compile
+        names,
+        context,
+        identifiers[checked.y_pred.name],
+        temporaries,
+        jit_compile,
+        layout_roles(checked.paired, checked.partners),
     )
     definitions = []
     for expr in shared:
@@ -176,6 +192,14 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
         fusions=fusions,
         spellings=tuple(dict.fromkeys(printer.spellings_used)),
     )
+
+
+def layout_roles(paired: bool, partners: int) -> Roles:
+    """The roles of the axes every printed tensor has: [batch, spatial..., class], or in a
+    spec that pairs samples [batch, partner (, partner2), class]."""
+    if not paired:
+        return ALL_ROLES
+    return frozenset({Role.BATCH, Role.CLASS, *(PARTNER_OF[n] for n in range(1, partners + 1))})
 
 
 def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
@@ -217,8 +241,11 @@ def _inline(node: sympy.Basic) -> bool:
 
 
 def _is_integer_valued(expr: sympy.Basic, integers: frozenset[sympy.Symbol]) -> bool:
-    """Whether `expr` prints as an int32 tensor (a label or a class id)."""
-    return expr in integers or isinstance(expr, fn.ClassId)
+    """Whether `expr` prints as an int32 tensor (a label, a class id, a sample's position,
+    or one of those at the pair's other sample)."""
+    if isinstance(expr, fn.Other):
+        return _is_integer_valued(expr.args[0], integers)
+    return expr in integers or expr == fn.SAMPLE_INDEX or isinstance(expr, fn.ClassId)
 
 
 def _joined(operands: list[tuple[str, str]], space: str) -> str:
@@ -241,6 +268,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         y_pred: str,
         temporaries: Mapping[sympy.Basic, str],
         jit_compile: bool = False,
+        axis_roles: Roles = ALL_ROLES,
     ) -> None:
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.jit_compile = jit_compile
@@ -256,6 +284,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.groups: list[tuple[str, str]] = []
         self.groups_made = 0
         self._roles: dict[sympy.Basic, Roles] = {}
+        self.axis_roles = axis_roles  # the roles of the axes of every printed tensor
 
     def parenthesize(self, item: sympy.Basic, level: int, strict: bool = False) -> str:
         if item in self.temporaries:
@@ -307,6 +336,10 @@ class TensorFlowPrinter(PythonCodePrinter):
             SUM_DTYPE_LOCAL: (
                 f"tf.float32 if {self.dtype} in (tf.float16, tf.bfloat16) else {self.dtype}"
             ),
+            SAMPLE_INDEX_LOCAL: (
+                f"tf.reshape(tf.range(tf.shape({self.y_pred})[0]), "
+                f"[-1] + [1] * (len({self.y_pred}.shape) - 1))"
+            ),
         }
         return [(name, value) for name, value in definitions.items() if name in self.used_locals]
 
@@ -339,14 +372,19 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def index(self, expr: sympy.Basic) -> str:
         """An int32 class id: a label or class id as it is."""
+        if expr == fn.SAMPLE_INDEX:
+            return self.use(SAMPLE_INDEX_LOCAL)
         if isinstance(expr, sympy.Symbol):
             return self.names[expr]
         return self._print(expr)
 
     def count(self, roles: Roles) -> str:
         """The number of elements a reduction over `roles` combines, as y_pred's dtype."""
+        batch = f"tf.cast(tf.shape({self.y_pred})[0], {self.dtype})"
         sizes = {
-            Role.BATCH: f"tf.cast(tf.shape({self.y_pred})[0], {self.dtype})",
+            Role.BATCH: batch,
+            Role.PARTNER: batch,
+            Role.PARTNER2: batch,
             Role.SPATIAL: f"tf.cast(tf.reduce_prod(tf.shape({self.y_pred})[1:-1]), {self.dtype})",
             Role.CLASS: NUM_CLASSES_LOCAL,
         }
@@ -356,11 +394,17 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def axes(self, roles: Roles) -> str:
         """The `axis=` of a reduction over `roles` (keepdims form)."""
-        if roles == frozenset(Role):
+        if roles == self.axis_roles:
             return "None"
         if Role.SPATIAL in roles:
             self.use(SPATIAL_AXES_LOCAL)
-        parts = {Role.BATCH: "0", Role.SPATIAL: f"*{SPATIAL_AXES_LOCAL}", Role.CLASS: "-1"}
+        parts = {
+            Role.BATCH: "0",
+            Role.PARTNER: "1",
+            Role.PARTNER2: "2",
+            Role.SPATIAL: f"*{SPATIAL_AXES_LOCAL}",
+            Role.CLASS: "-1",
+        }
         chosen = [parts[role] for role in ROLE_ORDER if role in roles]
         if chosen == [f"*{SPATIAL_AXES_LOCAL}"]:
             return SPATIAL_AXES_LOCAL
@@ -401,6 +445,8 @@ class TensorFlowPrinter(PythonCodePrinter):
     def _print_Symbol(self, expr: sympy.Symbol) -> str:
         if expr == fn.NUM_CLASSES:
             return self.use(NUM_CLASSES_LOCAL)
+        if expr == fn.SAMPLE_INDEX:
+            return f"tf.cast({self.use(SAMPLE_INDEX_LOCAL)}, {self.dtype})"
         name = self.names[expr]
         return f"tf.cast({name}, {self.dtype})" if expr in self.integers else name
 
@@ -627,6 +673,13 @@ class TensorFlowPrinter(PythonCodePrinter):
         op = "tf.nn.sparse_softmax_cross_entropy_with_logits"
         loss = f"{op}(labels={safe}, logits={self._print(z)})"
         return f"tf.where({self._in_range(label, size)}, tf.expand_dims({loss}, -1), 0.0)"
+
+    def _print_Other(self, expr: fn.Other) -> str:
+        self.helpers_used.add(OTHER)
+        value = expr.args[0]
+        integer = _is_integer_valued(value, self.integers)
+        printed = self.index(value) if integer else self._print(value)
+        return f"{OTHER}({printed}, {int(expr.args[1])})"
 
     def _print_SoftplusPair(self, expr: fn.SoftplusPair) -> str:
         """The helper's call; arguments with every role have y_pred's shape and dtype."""

@@ -230,3 +230,12 @@ def _per_class(values, y_pred, name):
     elif entries != classes:
         raise ValueError(f"{message} (C = {classes}), received {entries} entries.")
     return values
+
+
+def _other(x, partner):
+    """x seen from the other sample of each pair: its batch axis swapped with the
+    size-1 axis of partner `partner` (1 or 2), so that entry [i, j] holds sample j's x.
+    """
+    axes = list(range(len(x.shape)))
+    axes[0], axes[partner] = partner, 0
+    return tf.transpose(x, axes)

@@ -377,10 +377,32 @@ class ModuleWriter:
                 f"{INDENT}{y_true} = tf.expand_dims({y_true}, -1)",
                 f"{y_true} = tf.cast({y_true}, {y_pred}.dtype)",
             ]
+        if self.checked.paired:
+            lines += self.pairs_prelude()
         for param in self.params:
             if param.info.is_vector and (used is None or param.argument in used):
                 lines += self.vector_prelude(param)
         return [INDENT + line for line in lines]
+
+    def pairs_prelude(self) -> list[str]:
+        """A spec that pairs samples takes y_pred as [batch, C] and gives both inputs an
+        axis of size 1 per partner role (LANGUAGE.md 6.5)."""
+        y_true, y_pred = self.y_true, self.y_pred
+        message = string_literal(
+            f"{self.checked.loss_name} pairs samples, so y_pred must have the shape "
+            "[batch, C] (or [batch]); received the shape "
+        )
+        new_axes = ", ".join(["tf.newaxis"] * self.checked.partners)
+        lines = [
+            f"if {y_pred}.shape.rank != 2:",
+            f"{INDENT}raise ValueError({message} + str({y_pred}.shape))",
+        ]
+        if new_axes:
+            lines += [
+                f"{y_true} = {y_true}[:, {new_axes}]",
+                f"{y_pred} = {y_pred}[:, {new_axes}]",
+            ]
+        return lines
 
     def vector_prelude(self, param: ParamCode) -> list[str]:
         name, spec_name = param.argument, string_literal(param.spec_name)

@@ -13,7 +13,10 @@ Conventions shared by all the classes:
 - A per-element symbol stands for one element of a tensor; its roles (batch, spatial,
   class) come from `SymbolicLoss.roles`. `roles_of` computes an expression's roles.
 - A reduction's second argument `removed` is a SymPy Integer bitmask of the roles it
-  removes: batch = 1, spatial = 2, class = 4 (`encode_roles` / `decode_roles`).
+  removes: batch = 1, spatial = 2, class = 4, partner = 8, partner2 = 16
+  (`encode_roles` / `decode_roles`).
+- `Other(x, n)` is x at the other sample of each pair (n = 1) or triplet (n = 2), and
+  `SAMPLE_INDEX` each sample's position in the batch (LANGUAGE.md 6.5).
 - Class ids are integers per element. A class id outside [0, C) selects nothing:
   `OneHot` gives a row of zeros, `Gather` and `TakeClass` give 0.
 """
@@ -31,6 +34,8 @@ from sympy.logic.boolalg import Boolean
 
 from lossdsl.typed import (
     NO_ROLES,
+    PARTNER_OF,
+    PER_SAMPLE,
     Role,
     Roles,
     class_id_roles,
@@ -38,7 +43,13 @@ from lossdsl.typed import (
     one_hot_roles,
 )
 
-ROLE_BITS: dict[Role, int] = {Role.BATCH: 1, Role.SPATIAL: 2, Role.CLASS: 4}
+ROLE_BITS: dict[Role, int] = {
+    Role.BATCH: 1,
+    Role.SPATIAL: 2,
+    Role.CLASS: 4,
+    Role.PARTNER: 8,
+    Role.PARTNER2: 16,
+}
 """The bit of each role in a reduction's `removed` mask."""
 
 CLASS_MASK = sympy.Integer(ROLE_BITS[Role.CLASS])
@@ -46,6 +57,12 @@ CLASS_MASK = sympy.Integer(ROLE_BITS[Role.CLASS])
 
 NUM_CLASSES = sympy.Symbol("C", integer=True, positive=True)
 """`num_classes`: the size of y_pred's last axis, known when the loss runs."""
+
+SAMPLE_INDEX = sympy.Symbol("sample_index", integer=True, nonnegative=True)
+"""`sample_index`: each sample's position in the batch (role batch)."""
+
+BUILT_IN_SYMBOL_ROLES: dict[sympy.Symbol, Roles] = {NUM_CLASSES: NO_ROLES, SAMPLE_INDEX: PER_SAMPLE}
+"""The roles of the symbols a spec does not declare."""
 
 
 def encode_roles(roles: Roles) -> sympy.Integer:
@@ -323,6 +340,36 @@ class CumSum(LossFunction):
         return known("real", self.args[:1])
 
 
+class Other(LossFunction):
+    """other(x, n): at anchor i and partner j (n = 1) or second partner k (n = 2), x's value
+    for sample j (or k). A primitive; roles: x's plus partner (or partner2)."""
+
+    nargs = 2
+
+    @property
+    def partner_role(self) -> Role:
+        return PARTNER_OF[int(self.args[1])]
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, partner: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_number else None  # the same for every sample (`other(y - y)`)
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[:1])
+
+    def _eval_is_integer(self) -> bool | None:
+        return known("integer", self.args[:1])
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return known("nonnegative", self.args[:1])
+
+    def _eval_is_positive(self) -> bool | None:
+        return known("positive", self.args[:1])
+
+
 class ClassId(LossFunction):
     """class(y): per element, a `label`'s value as is, otherwise the argmax over the classes.
 
@@ -531,6 +578,7 @@ class LogSumExp(Reduction):
 
 
 PRIMITIVES: tuple[type[LossFunction], ...] = (
+    Other,
     ClassId,
     OneHot,
     Gather,
@@ -558,6 +606,7 @@ def _without_class(roles: Roles) -> Roles:
 
 
 _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles]] = {
+    Other: lambda roles, expr: roles[0] | {expr.partner_role},
     ClassId: lambda roles, expr: class_id_roles(roles[0]),
     OneHot: lambda roles, expr: one_hot_roles(roles[0]),
     Gather: lambda roles, expr: gather_roles(roles[0], roles[1]),
@@ -621,7 +670,7 @@ def _roles_from_args(
     roles: Callable[[sympy.Basic], Roles],
 ) -> Roles:
     if isinstance(expr, sympy.Symbol):
-        return symbol_roles.get(expr, NO_ROLES)
+        return symbol_roles.get(expr, BUILT_IN_SYMBOL_ROLES.get(expr, NO_ROLES))
     if isinstance(expr, Reduction):
         return roles(expr.args[0]) - expr.removed_roles
     arg_roles = [roles(arg) for arg in expr.args]

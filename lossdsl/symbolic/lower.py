@@ -40,6 +40,7 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TSampleIndex,
 )
 
 RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
@@ -148,6 +149,8 @@ class _Lowering:
                 return number(value)
             case TNumClasses():
                 return fn.NUM_CLASSES
+            case TSampleIndex():
+                return fn.SAMPLE_INDEX
             case TInput(info=info) | TParam(info=info):
                 return self.symbols[info.name]
             case TAdd(operands=operands, negated=negated):

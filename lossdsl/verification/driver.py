@@ -53,8 +53,9 @@ def verify_module(
     )
     vector_lengths = {len(value) for value in params.values() if isinstance(value, tuple)}
     plan = verification_plan(
-        verify_layouts(min(vector_lengths, default=None)),
-        distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None),
+        verify_layouts(min(vector_lengths, default=None), checked.paired),
+        distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None)
+        * PAIR_COST**checked.partners,
         per_sample_function,
         getattr(per_sample_function, "python_function", per_sample_function),
     )
@@ -72,6 +73,10 @@ def verify_module(
             found.setdefault(diagnostic.code, diagnostic)
     return tuple(found[code] for code in sorted(found))
 
+
+PAIR_COST = 4
+"""How many times the elements of a layout a partner role multiplies them by, about (the
+batch sizes of a spec that pairs samples), in `verification_plan`'s estimate."""
 
 VERIFICATION_BUDGET = 60_000
 """Node-positions (distinct nodes of the result times y_pred elements, summed over the

@@ -47,6 +47,14 @@ class Select(sympy.Function):
     is_commutative = True
 
 
+def decide(relation: type[Relational], lhs: sympy.Expr, rhs: sympy.Expr) -> bool:
+    """A comparison of two numbers; equal infinities compare as equal numbers do (SymPy
+    leaves `-oo >= -oo` undecided)."""
+    if lhs == rhs:
+        return bool(COMPARISONS[relation](0, 0))
+    return bool(COMPARISONS[relation](lhs, rhs))
+
+
 def select(condition: sympy.Basic, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     """`a` where `condition` holds, else `b`: decided now on numbers, else a `Select`."""
     if isinstance(condition, BooleanAtom):
@@ -55,7 +63,7 @@ def select(condition: sympy.Basic, a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
         return Select(condition, a, b)
     lhs, rhs = condition.args
     if lhs.is_Number and rhs.is_Number:
-        return a if COMPARISONS[type(condition)](lhs, rhs) else b
+        return a if decide(type(condition), lhs, rhs) else b
     return Select(type(condition)(lhs, rhs, evaluate=False), a, b)
 
 
@@ -148,6 +156,10 @@ class Expander:
                 )
             case functions.Reduction() if type(expr) in REDUCERS:
                 return self._reduce(expr, position)
+            case functions.Other():
+                return self.expand(expr.args[0], position.seen_from(expr.partner_role))
+            case sympy.log() if self.expand(expr.args[0], position) == sympy.S.Zero:
+                return -sympy.oo  # TensorFlow's log(0), where SymPy's is complex infinity
             case functions.CumSum():
                 assert position.klass is not None, "cumsum expanded without a class"
                 return sympy.Add(
@@ -187,7 +199,7 @@ class Expander:
             case Relational():
                 lhs, rhs = (self.expand(arg, position) for arg in expr.args)
                 if lhs.is_Number and rhs.is_Number:
-                    return sympy.true if COMPARISONS[type(expr)](lhs, rhs) else sympy.false
+                    return sympy.true if decide(type(expr), lhs, rhs) else sympy.false
                 return type(expr)(lhs, rhs, evaluate=False)
             case _ if expr.args:
                 return expr.func(*(self.expand(arg, position) for arg in expr.args))
@@ -197,6 +209,9 @@ class Expander:
     def _element(self, symbol: sympy.Symbol, position: Position) -> sympy.Basic:
         if symbol == functions.NUM_CLASSES:
             return sympy.Integer(self.layout.classes)
+        if symbol == functions.SAMPLE_INDEX:
+            assert position.batch is not None, "sample_index expanded without a sample"
+            return sympy.Integer(position.batch)
         checked = self.symbolic.checked
         name = next(name for name, known in self.symbolic.symbols.items() if known == symbol)
         index = position.index()

@@ -44,36 +44,43 @@ class Layout:
             else (None,)
         )
         classes: Sequence[int | None] = range(self.classes) if Role.CLASS in roles else (None,)
-        for batch, spatial, klass in itertools.product(batches, spatials, classes):
-            yield Position(batch, spatial, klass)
+        partners: Sequence[int | None] = range(self.batch) if Role.PARTNER in roles else (None,)
+        seconds: Sequence[int | None] = range(self.batch) if Role.PARTNER2 in roles else (None,)
+        for batch, partner, second, spatial, klass in itertools.product(
+            batches, partners, seconds, spatials, classes
+        ):
+            yield Position(batch, spatial, klass, partner, second)
 
 
 DEFAULT_CLASSES = (4, 3, 4)
 """The class counts of the three verification layouts when no vector param fixes C."""
 
 
-def verify_layouts(classes: int | None) -> tuple[Layout, Layout, Layout]:
-    """The shapes a compile is verified at: [3, C], [2, 5, C] and [2, 3, 2, C].
+def verify_layouts(classes: int | None, paired: bool = False) -> tuple[Layout, Layout, Layout]:
+    """The shapes a compile is verified at: [3, C], [2, 5, C] and [2, 3, 2, C]; for a spec
+    that pairs samples, which has no spatial axes, [3, C], [2, C] and [5, C].
 
     C is the length of the spec's vector params, or 4, 3, 4 without them; the first
     batch size moves to 4 when C is 3, so that no two adjacent axes have equal sizes
     where it can be helped.
     """
     first, second, third = (classes,) * 3 if classes else DEFAULT_CLASSES
-    return (
-        Layout(4 if first == 3 else 3, (), first),
-        Layout(2, (5,), second),
-        Layout(2, (3, 2), third),
-    )
+    small = Layout(4 if first == 3 else 3, (), first)
+    if paired:
+        return small, Layout(2, (), second), Layout(5, (), third)
+    return small, Layout(2, (5,), second), Layout(2, (3, 2), third)
 
 
 @dataclass(frozen=True)
 class Position:
-    """A concrete position: a batch index, a spatial index tuple, a class index (or None)."""
+    """A concrete position: a batch index, a spatial index tuple, a class index, and the
+    samples of the partner roles (or None each)."""
 
     batch: int | None = None
     spatial: tuple[int, ...] | None = None
     klass: int | None = None
+    partner: int | None = None
+    partner2: int | None = None
 
     def restrict(self, roles: Roles) -> Position:
         """Only the coordinates of `roles`."""
@@ -81,6 +88,8 @@ class Position:
             self.batch if Role.BATCH in roles else None,
             self.spatial if Role.SPATIAL in roles else None,
             self.klass if Role.CLASS in roles else None,
+            self.partner if Role.PARTNER in roles else None,
+            self.partner2 if Role.PARTNER2 in roles else None,
         )
 
     def merge(self, inner: Position) -> Position:
@@ -89,7 +98,15 @@ class Position:
             self.batch if inner.batch is None else inner.batch,
             self.spatial if inner.spatial is None else inner.spatial,
             self.klass if inner.klass is None else inner.klass,
+            self.partner if inner.partner is None else inner.partner,
+            self.partner2 if inner.partner2 is None else inner.partner2,
         )
+
+    def seen_from(self, partner: Role) -> Position:
+        """The position of the pair's other sample (`other(x)`): the batch index that of
+        `partner`, the partner coordinates dropped."""
+        sample = self.partner if partner is Role.PARTNER else self.partner2
+        return Position(sample, self.spatial, self.klass)
 
     def index(self) -> tuple[int, ...]:
         """The tensor index of this position (its roles' coordinates, in axis order)."""
