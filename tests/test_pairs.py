@@ -204,5 +204,6 @@ def test_pairs_verify_and_print_the_partner_axes() -> None:
 
 def test_a_paired_loss_refuses_spatial_predictions_clearly() -> None:
     loss = compiled(BATCH_HARD)
-    with pytest.raises(ValueError, match=r"pairs samples, so y_pred must have the shape \[batch, C\]"):
+    shape = r"pairs samples, so y_pred must have the shape \[batch, C\]"
+    with pytest.raises(ValueError, match=shape):
         loss.loss_class()(np.zeros((2, 3, 1)), np.zeros((2, 3, 4)))

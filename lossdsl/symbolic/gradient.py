@@ -4,7 +4,7 @@
 contributes its body's derivative (a mean divided by its count: C, S spatial positions
 or B samples; a max or min its selected elements'; a logsumexp its body's, weighed by
 softmax), softmax and log_softmax summed over the class axis contribute their
-Jacobian-vector forms, class ids and gathers (integer-indexed, constant almost
+Jacobian-vector forms, `other(x)` (another sample's value) stays a derivative, class ids and gathers (integer-indexed, constant almost
 everywhere) contribute 0, and what has no per-element form stays a `sympy.Derivative`.
 The verifier checks the generated code's gradient on concrete tensors; this formula is
 for reading.
@@ -24,14 +24,19 @@ from lossdsl.typed import CheckedSpec, Role, Roles
 EPS = sympy.Rational(repr(EPSILON))
 """`eps` as lowering writes it, an exact rational (LaTeX shows it as epsilon)."""
 
+BATCH_SIZE = sympy.Symbol("B", integer=True, positive=True)
+
 ROLE_COUNTS: dict[Role, sympy.Symbol] = {
-    Role.BATCH: sympy.Symbol("B", integer=True, positive=True),
+    Role.BATCH: BATCH_SIZE,
+    Role.PARTNER: BATCH_SIZE,
+    Role.PARTNER2: BATCH_SIZE,
     Role.SPATIAL: sympy.Symbol("S", integer=True, positive=True),
     Role.CLASS: fn.NUM_CLASSES,
 }
-"""How many values a reduction over each role combines."""
+"""How many values a reduction over each role combines (a partner role: every sample)."""
 
 _NONLOCAL = (
+    fn.Other,
     fn.Reduction,
     fn.TakeClass,
     fn.Softmax,
@@ -75,7 +80,7 @@ class _Gradient:
                 return self.of(fn.ReduceSum(selected, removed))
             case fn.Gather() | fn.ClassId():
                 return sympy.S.Zero
-            case fn.Softmax() | fn.LogSoftmax() | fn.CumSum():
+            case fn.Softmax() | fn.LogSoftmax() | fn.CumSum() | fn.Other():
                 return sympy.Derivative(expr, self.y_pred, evaluate=False)
         return self.summed(expr, over_classes=False)
 
@@ -148,7 +153,13 @@ def cancellation_diagnostics(
 
 # ---------------------------------------------------------------- LaTeX
 
-ROLE_INDICES: dict[Role, str] = {Role.BATCH: "b", Role.SPATIAL: "s", Role.CLASS: "c"}
+ROLE_INDICES: dict[Role, str] = {
+    Role.BATCH: "b",
+    Role.PARTNER: "j",
+    Role.PARTNER2: "k",
+    Role.SPATIAL: "s",
+    Role.CLASS: "c",
+}
 
 REWRITE_OPERATORS: dict[str, str] = {"LogCosh": r"\operatorname{logcosh}"}
 """LaTeX of the functions made by a rewrite; every other function's is its row's `latex`."""
