@@ -125,8 +125,15 @@ def test_weighted_bce_on_logits_shows_the_fused_node_as_its_law_writes_it(capsys
     ) in out
 
 
+DERIVATIVE_LEFT = {"squared_emd"}
+"""Examples whose gradient goes through `cumsum` of y_pred: explain leaves that derivative
+as it is (docs/LANGUAGE_NOTES.md, version 2 built-ins)."""
+
+
 @pytest.mark.parametrize("spec", sorted(EXAMPLES.glob("*.loss")), ids=lambda path: path.stem)
 def test_every_example_has_a_closed_form_gradient(spec: Path, capsys) -> None:
+    if spec.stem in DERIVATIVE_LEFT:
+        pytest.skip("the derivative of cumsum(p) is left as a derivative")
     out = explain(capsys, spec)
     assert "Derivative(" not in out and "\\frac{\\partial}" not in out
     gradient = out.split("(one element):\n")[-1].split("\n")[0]
