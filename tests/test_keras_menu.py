@@ -187,7 +187,7 @@ MASKED_EQUIVALENTS: dict[str, Callable[[str | None], keras.losses.Loss]] = {
     )
     for name in (
         "sparse_categorical_crossentropy_ignore",  # the lifted mean
-        "sparse_categorical_crossentropy_ignore_per_sample",  # LANGUAGE.md 6.4
+        "sparse_ce_ignore_per_sample",  # LANGUAGE.md 6.4
     )
 }
 """The masked examples and the Keras loss each reproduces."""

@@ -206,7 +206,7 @@ CASES: tuple[Case, ...] = (
          keras_loss(K.SparseCategoricalCrossentropy, from_logits=True)),
     Case("sparse_categorical_crossentropy_ignore", "label_ignore", "logits",
          keras_loss(K.SparseCategoricalCrossentropy, from_logits=True, ignore_class=-1)),
-    Case("sparse_categorical_crossentropy_ignore_per_sample", "label_ignore", "logits",
+    Case("sparse_ce_ignore_per_sample", "label_ignore", "logits",
          keras_loss(K.SparseCategoricalCrossentropy, from_logits=True, ignore_class=-1)),
     Case("binary_focal_crossentropy", "binary", "prob", keras_loss(K.BinaryFocalCrossentropy),
          {"gamma": 1.5, "label_smoothing": 0.1}),
