@@ -134,7 +134,7 @@ POSITIONAL_AFTER_KEYWORD = _code(
 TOO_LARGE = _code(
     "E117",
     Stage.PARSER,
-    "a spec larger than 100,000 characters, a statement of more than 5,000 nodes with lets "
+    "a spec larger than 100,000 characters, a statement of more than 20,000 nodes with lets "
     "written out, or a vector param of more than 256 entries",
 )
 UNKNOWN_FUNCTION = _code(
