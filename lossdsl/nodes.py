@@ -96,12 +96,24 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """`start:stop` (or `start:stop:step`) inside brackets; a bound left out is None."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
 class Index:
-    """`target[index]`: a gather, such as `w[class(y)]`."""
+    """`target[index]`: a gather (`w[class(y)]`) or a channel selection (`p[0]`, `p[0:2]`);
+    `ellipsis` when written `target[..., index]`."""
 
     target: Expr
-    index: Expr
+    index: Expr | Slice
     span: Span
+    ellipsis: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from lossdsl.typed import (
     TNumClasses,
     TParam,
     TPow,
+    TSelect,
     children,
 )
 
@@ -215,6 +216,8 @@ def atom_identity(node: TExpr) -> object:
     match node:
         case TInput(info=info) | TParam(info=info):
             return info.name
+        case TSelect(operand=TInput(info=info) | TParam(info=info)):
+            return (info.name, node.written)
     return id(node)
 
 
@@ -259,6 +262,8 @@ class RangeAnalysis:
                 return COMPARISON
             case TGather(vector=vector):
                 return self.range_of(vector)
+            case TSelect(operand=operand):
+                return self.range_of(operand)
             case TCall():
                 return range_rule(BUILTINS[node.builtin])(self, node)
             case TAdd(operands=operands, negated=negated):

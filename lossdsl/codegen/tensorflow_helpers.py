@@ -230,3 +230,19 @@ def _per_class(values, y_pred, name):
     elif entries != classes:
         raise ValueError(f"{message} (C = {classes}), received {entries} entries.")
     return values
+
+
+def _check_channels(x, needed, argument, selection):
+    """Check that `x` (the loss's `argument`) has the `needed` entries on its last axis
+    that the spec's `selection` takes: when tracing if its size is known then (a
+    ValueError), else when the loss runs (tf.debugging.assert_greater_equal).
+    """
+    message = (
+        f"Invalid {argument}: the loss selects `{selection}`, which needs at least "
+        f"{needed} entries on the last axis"
+    )
+    if x.shape[-1] is None:
+        size = tf.shape(x)[-1]
+        tf.debugging.assert_greater_equal(size, needed, message=f"{message}.")
+    elif x.shape[-1] < needed:
+        raise ValueError(f"{message}, received shape {tuple(x.shape)}.")
