@@ -2,9 +2,9 @@
 selection `x[k]` or `x[a:b]` takes from it, and the class counts a spec needs of its inputs.
 
 The checker reports what is known at compile time (a selection outside a vector param or a
-slice of literal width, class axes of different literal sizes combined); the printer and
-the writer check the rest when the loss runs; the verifier draws inputs of the class
-counts found here. Whether a value has the class role at all is `roles`'s business.
+slice of literal width, class axes of different literal sizes combined); the writer's
+prelude checks the inputs' channels when the loss runs; the verifier draws inputs of the
+class counts found here. Whether a value has the class role at all is `roles`'s business.
 """
 
 from __future__ import annotations
@@ -39,15 +39,6 @@ class Width:
     @property
     def literal(self) -> int | None:
         return self.offset if self.count is None else None
-
-    def describe(self, names: dict[Argument, str]) -> str:
-        """`2`, `C` (y_pred's count), `C - 1`, or `C(y)` for another input's."""
-        if self.count is None:
-            return str(self.offset)
-        base = "C" if self.count == "y_pred" else f"C({names[self.count]})"
-        if self.offset == 0:
-            return base
-        return f"{base} {'+' if self.offset > 0 else '-'} {abs(self.offset)}"
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,12 @@ def test_class_axes_of_other_sizes_meet_only_through_broadcasting() -> None:
         compiled.per_sample_function(np.ones((2, 2)), np.zeros((2, 3)))
 
 
+def test_num_classes_is_y_preds_count() -> None:
+    compiled = lossdsl.compile(REGRESSION + "loss = mean(num_classes * square(y[0] - p[0]))")
+    values = compiled.per_sample_function(np.ones((2, 1)), np.zeros((2, 3)))
+    np.testing.assert_allclose(values.numpy(), [3.0, 3.0])
+
+
 def test_a_rank_one_y_true_is_one_channel() -> None:
     compiled = lossdsl.compile(REGRESSION + "loss = mean(square(y[0] - p[1]))", verify=False)
     values = compiled.per_sample_function(np.array([1.0, 2.0]), np.array([[0.0, 3.0]] * 2))
@@ -215,6 +221,8 @@ VERIFIED = [
     REGRESSION + "loss = mean(sum(square(y[-2:] - p[0:2])) + mean(p[2:]))",
     REGRESSION + "loss = mean(sum(square(y - p[..., 0:1])))",
     "input y: onehot\ninput z: logits\nloss = mean(-sum(y[0:2] * log_softmax(z[0:2])) + z[-1]^2)",
+    REGRESSION + "mask y[1] > 0\nloss = mean(square(y[0] - p[0]))",
+    REGRESSION + "loss = mean(num_classes * square(y[0] - p[0]) + sum(cumsum(p)[1:]))",
     "param w = [1.0, 2.0, 3.0]\nloss = mean(sum(w[1:] * square(p[1:] - y[1:])) + w[0] * p[0])",
     REGRESSION + "loss = mean(square(y[0] - sum(softmax(p)[1:])) + max(p[0:2]))",
     REGRESSION + "loss = mean(where(p[0] > y[0], p[1], -p[1]))",
