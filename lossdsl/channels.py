@@ -111,7 +111,8 @@ class Widths:
     """The class-axis width of typed values with the class role, memoised by node.
 
     Every vector param has `vector_length` entries, the first vector param's (E315 reports
-    the others), or the length of its own default without it.
+    the others), or the length of its own default without it; so has y_pred when the
+    checker gives a `vector_length`, since a vector param has one entry per class.
     """
 
     def __init__(self, vector_length: int | None = None) -> None:
@@ -127,12 +128,14 @@ class Widths:
 
     def _compute(self, node: TExpr) -> Width:
         match node:
+            case TInput(info=info) if info.argument == "y_pred" and self.vector_length:
+                return Width(None, self.vector_length)
             case TInput(info=info):
                 return Width(info.argument, 0)
             case TParam(info=info) if isinstance(info.default, tuple):
                 return Width(None, self.vector_length or len(info.default))
             case TCall(builtin="onehot"):
-                return Width("y_pred", 0)
+                return Width(None, self.vector_length) if self.vector_length else Width("y_pred", 0)
             case TSelect(operand=operand, start=start, stop=stop, single=single):
                 selection = select(self.of(operand), start, stop, single)
                 return selection.width or Width("y_pred", 0)  # invalid: reported

@@ -114,6 +114,8 @@ def test_selections_work_on_lets_vector_params_and_class_axis_functions() -> Non
         ("loss = mean(sum(p[3:3]))", ["E321"]),
         ("loss = mean(sum(p[0:2] - y[1:4]))", ["E322"]),
         ("loss = mean(sum(p[0:2][2]))", ["E321"]),
+        ("param w = [1.0, 2.0]\nloss = mean(w[0] * p[2])", ["E321"]),
+        ("param w = [1.0, 2.0, 3.0]\nloss = mean(sum(w * p[0:2]))", ["E322"]),
     ],
 )
 def test_selection_errors(text: str, expected: list[str]) -> None:
