@@ -147,8 +147,9 @@ def test_lowering_makes_channel_primitives() -> None:
 
 def test_printed_code_slices_the_last_axis_and_checks_the_inputs() -> None:
     source = lossdsl.compile(
-        REGRESSION + "loss = mean(square(y[0] - p[-1]) + sum(p[1:3]))", verify=False
+        REGRESSION + "loss = mean(square(y[0] - p[-1]) + sum(p[1:3]) + sum(p[:2]))", verify=False
     ).python_source
+    assert "p[..., 0:2]" in source
     assert "p[..., -1:]" in source
     assert "y[..., 0:1]" in source
     assert "p[..., 1:3]" in source

@@ -620,7 +620,7 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_Channels(self, expr: fn.Channels) -> str:
         x, start, stop = expr.args
-        bounds = f"{start if start else ''}:{'' if stop is sympy.oo else stop}"
+        bounds = f"{start}:{'' if stop is sympy.oo else stop}"
         return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[..., {bounds}]"
 
     def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
