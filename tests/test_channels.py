@@ -153,8 +153,8 @@ def test_printed_code_slices_the_last_axis_and_checks_the_inputs() -> None:
     assert "p[..., -1:]" in source
     assert "y[..., 0:1]" in source
     assert "p[..., 1:3]" in source
-    assert '_check_channels(y, 1, "y_true", "y[0]")' in source
-    assert '_check_channels(p, 3, "y_pred", "p[1:3]")' in source
+    assert 'y = _check_channels(y, 1, "y_true", "y[0]")' in source
+    assert 'p = _check_channels(p, 3, "y_pred", "p[1:3]")' in source
 
 
 def test_explain_shows_selections_as_written() -> None:
@@ -216,6 +216,19 @@ def test_verification_draws_y_true_with_the_channels_it_selects() -> None:
     assert class_counts(lower(checked(REGRESSION + "loss = mean(square(y[-2] - p[0]))"))) == (1, 2)
     whole = REGRESSION + "loss = mean(sum(square(y - p)) + y[5])"
     assert class_counts(lower(checked(whole))) == (6, None)
+
+
+def test_verification_catches_a_wrong_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossdsl.codegen.printer import TensorFlowPrinter
+
+    def off_by_one(self: TensorFlowPrinter, expr: fn.Channel) -> str:
+        x, index = expr.args
+        return f"{self._print(x)}[..., {index + 1}:{index + 2}]"
+
+    monkeypatch.setattr(TensorFlowPrinter, "_print_Channel", off_by_one)
+    with pytest.raises(LossSpecError) as failure:
+        lossdsl.compile(REGRESSION + "loss = mean(square(p[1] - 1))")
+    assert {d.code for d in failure.value.diagnostics} >= {"E901"}
 
 
 VERIFIED = [

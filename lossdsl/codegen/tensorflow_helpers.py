@@ -233,9 +233,10 @@ def _per_class(values, y_pred, name):
 
 
 def _check_channels(x, needed, argument, selection):
-    """Check that `x` (the loss's `argument`) has the `needed` entries on its last axis
-    that the spec's `selection` takes: when tracing if its size is known then (a
-    ValueError), else when the loss runs (tf.debugging.assert_greater_equal).
+    """`x` (the loss's `argument`), checked to have the `needed` entries on its last
+    axis that the spec's `selection` takes: when tracing if its size is known then (a
+    ValueError), else when the loss runs (tf.debugging.assert_greater_equal, which
+    every use of the returned tensor waits for).
     """
     message = (
         f"Invalid {argument}: the loss selects `{selection}`, which needs at least "
@@ -243,6 +244,9 @@ def _check_channels(x, needed, argument, selection):
     )
     if x.shape[-1] is None:
         size = tf.shape(x)[-1]
-        tf.debugging.assert_greater_equal(size, needed, message=f"{message}.")
-    elif x.shape[-1] < needed:
+        check = tf.debugging.assert_greater_equal(size, needed, message=f"{message}.")
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+    if x.shape[-1] < needed:
         raise ValueError(f"{message}, received shape {tuple(x.shape)}.")
+    return x

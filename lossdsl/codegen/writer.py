@@ -395,7 +395,7 @@ class ModuleWriter:
             requirement = self.channels[argument]
             name, selection = getattr(self, argument), string_literal(requirement.written)
             lines.append(
-                f"{CHECK_CHANNELS}({name}, {requirement.needed}, "
+                f"{name} = {CHECK_CHANNELS}({name}, {requirement.needed}, "
                 f"{string_literal(argument)}, {selection})"
             )
         for param in self.params:

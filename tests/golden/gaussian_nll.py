@@ -22,9 +22,10 @@ import tensorflow as tf
 
 
 def _check_channels(x, needed, argument, selection):
-    """Check that `x` (the loss's `argument`) has the `needed` entries on its last axis
-    that the spec's `selection` takes: when tracing if its size is known then (a
-    ValueError), else when the loss runs (tf.debugging.assert_greater_equal).
+    """`x` (the loss's `argument`), checked to have the `needed` entries on its last
+    axis that the spec's `selection` takes: when tracing if its size is known then (a
+    ValueError), else when the loss runs (tf.debugging.assert_greater_equal, which
+    every use of the returned tensor waits for).
     """
     message = (
         f"Invalid {argument}: the loss selects `{selection}`, which needs at least "
@@ -32,9 +33,12 @@ def _check_channels(x, needed, argument, selection):
     )
     if x.shape[-1] is None:
         size = tf.shape(x)[-1]
-        tf.debugging.assert_greater_equal(size, needed, message=f"{message}.")
-    elif x.shape[-1] < needed:
+        check = tf.debugging.assert_greater_equal(size, needed, message=f"{message}.")
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+    if x.shape[-1] < needed:
         raise ValueError(f"{message}, received shape {tuple(x.shape)}.")
+    return x
 
 
 @tf.function(autograph=False)
@@ -61,8 +65,8 @@ def gaussian_nll(y, p):
     elif y.shape.rank == p.shape.rank - 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, p.dtype)
-    _check_channels(y, 1, "y_true", "y[0]")
-    _check_channels(p, 2, "y_pred", "p[1]")
+    y = _check_channels(y, 1, "y_true", "y[0]")
+    p = _check_channels(p, 2, "y_pred", "p[1]")
     t0 = p[..., 1:2]
     t1 = tf.math.square(-p[..., 0:1] + y[..., 0:1])
     t2 = tf.math.exp(-t0)
