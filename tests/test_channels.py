@@ -231,6 +231,22 @@ def test_verification_catches_a_wrong_channel(monkeypatch: pytest.MonkeyPatch) -
     assert {d.code for d in failure.value.diagnostics} >= {"E901"}
 
 
+LANGUAGE_EXAMPLE = """\
+input y: target          # [batch, 1]
+input p: real            # [batch, 2]: mean, log-variance
+let mu = p[0]
+let log_var = p[1]
+loss gaussian_nll = mean(0.5 * (log_var + square(y[0] - mu) * exp(-log_var)))
+"""
+
+
+def test_the_example_of_language_md_works_as_written() -> None:
+    loss = lossdsl.load(LANGUAGE_EXAMPLE)
+    y, p = np.array([[1.0], [0.0]]), np.array([[0.0, 0.0], [2.0, np.log(4.0)]])
+    expected = np.mean([0.5 * 1.0, 0.5 * (np.log(4.0) + 1.0)])
+    np.testing.assert_allclose(float(loss(y, p)), expected, rtol=1e-6)
+
+
 VERIFIED = [
     REGRESSION + "loss = mean(0.5 * (p[1] + square(y[0] - p[0]) * exp(-p[1])))",
     REGRESSION + "loss = mean(sum(square(p[1:] - p[:-1])))",
