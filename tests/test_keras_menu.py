@@ -90,7 +90,7 @@ def make_case(spec_id: str, spatial: int = 0) -> Case:
         resolve_spec(SPECS[spec_id]).text, verify=False, reduction="sum_over_batch_size"
     )
     vectors = [value for value in loss.params.values() if isinstance(value, tuple)]
-    classes = len(vectors[0]) if vectors else DEFAULT_CLASSES
+    classes = len(vectors[0]) if vectors else max(DEFAULT_CLASSES, channels_needed(loss))
     kinds = loss_kinds(loss)
     shape = (BATCH, *([spatial] if spatial else []), classes)
     rng = np.random.default_rng(len(spec_id) + spatial)
@@ -103,6 +103,17 @@ def loss_kinds(loss: SpecLoss) -> tuple[str, str]:
 
     checked = check_source(SourceFile.from_text(loss.spec))
     return checked.y_true.kind, checked.y_pred.kind
+
+
+def channels_needed(loss: SpecLoss) -> int:
+    """The most channels a spec's selections take of an input (LANGUAGE.md 6.2)."""
+    from lossdsl.channels import requirements
+    from lossdsl.compiler import check_source
+    from lossdsl.source import SourceFile
+
+    checked = check_source(SourceFile.from_text(loss.spec))
+    needs = requirements([checked.result], checked.source).values()
+    return max((need.needed for need in needs), default=1)
 
 
 def with_reduction(case: Case, reduction: str | None) -> SpecLoss:
