@@ -158,7 +158,6 @@ def subexpressions(expr: Expr) -> Iterator[Expr]:
                 stack.extend(part for part in parts if part is not None)
             case Index(target=target, index=index) if not isinstance(index, Slice):
                 stack.extend((target, index))
-                stack.extend((first, second))
             case Call(args=args, keywords=keywords):
                 stack.extend((*args, *(keyword.value for keyword in keywords)))
 
