@@ -50,6 +50,15 @@ def test_larger_results_drop_the_largest_layouts_first_and_stay_within_the_budge
     assert smallest[0][0].batch == 2 and smallest[0][0].classes == layouts[0].classes
 
 
+def test_the_largest_results_drop_to_the_least_classes_where_c_is_free() -> None:
+    layouts = verify_layouts(None)
+    fixed = verification_plan(layouts, 20_000, traced, eager)
+    free = verification_plan(layouts, 20_000, traced, eager, least_classes=2)
+    assert [layout.classes for layout, _, _ in fixed] == [layouts[0].classes] * 2
+    assert [(layout.batch, layout.classes) for layout, _, _ in free] == [(2, 2), (2, 2)]
+    assert verification_plan(layouts, 40, traced, eager, least_classes=2)[0][0] == layouts[0]
+
+
 def test_a_result_past_eager_above_nodes_is_run_eagerly_at_every_draw() -> None:
     layouts = verify_layouts(None)
     assert {step[2] for step in verification_plan(layouts, EAGER_ABOVE, traced, eager)} == {

@@ -53,14 +53,16 @@ def verify_module(
         expr is not None and expr.has(*LABEL_SELECTORS) for expr in (symbolic.result, symbolic.mask)
     )
     vector_lengths = {len(value) for value in params.values() if isinstance(value, tuple)}
+    fewest, true_classes = class_counts(symbolic)
     plan = verification_plan(
         verify_layouts(
-            min(vector_lengths, default=None), *class_counts(symbolic), paired=checked.paired
+            min(vector_lengths, default=None), fewest, true_classes, paired=checked.paired
         ),
         distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None)
         * PAIR_COST**checked.partners,
         per_sample_function,
         getattr(per_sample_function, "python_function", per_sample_function),
+        None if vector_lengths else max(LEAST_CLASSES, fewest),
     )
     rng = np.random.default_rng(SEED)
     found: dict[str, Diagnostic] = {}
@@ -110,27 +112,36 @@ Step = tuple[Layout, bool, Callable[..., Any]]
 """One draw of the verification: its layout, whether at the edges, the function run."""
 
 
+LEAST_CLASSES = 2
+"""The fewest classes the largest results are verified with (where no vector param fixes
+C): two, so that functions over the class axis still mix classes."""
+
+
 def verification_plan(
     layouts: tuple[Layout, Layout, Layout],
     nodes: int,
     traced: Callable[..., Any],
     eager: Callable[..., Any],
+    least_classes: int | None = None,
 ) -> tuple[Step, ...]:
     """The draws a result of `nodes` distinct nodes is verified at, within the budget.
 
     Every layout at random, and the smallest at its edges; for a result of thousands of
     nodes the image layout goes, then the spatial one, then the smallest shrinks to a batch
-    of 2: the cost of the exact reference grows with nodes times elements. The smallest
-    layout runs the traced function, or past `EAGER_ABOVE` nodes the eager one.
+    of 2, then (where the spec leaves C free: `least_classes`) to that many classes: the
+    cost of the exact reference grows with nodes times elements. The smallest layout runs
+    the traced function, or past `EAGER_ABOVE` nodes the eager one.
     """
     small, spatial, image = layouts
     fewer = replace(small, batch=2)
+    least = replace(fewer, classes=min(fewer.classes, least_classes or fewer.classes))
     first = traced if nodes <= EAGER_ABOVE else eager
     candidates = (
         ((small, False, first), (spatial, False, eager), (image, False, eager)),
         ((small, False, first), (spatial, False, eager)),
         ((small, False, first),),
         ((fewer, False, first),),
+        ((least, False, first),),
     )
     plans = [(*random, (random[0][0], True, first)) for random in candidates]
     for plan in plans:
