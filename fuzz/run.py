@@ -47,7 +47,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from fuzz.specgen import RandomChooser, grammar_spec, mutate, typed_spec  # noqa: E402
+from fuzz.specgen import (  # noqa: E402
+    RandomChooser,
+    grammar_spec,
+    mutate,
+    paired_spec,
+    typed_spec,
+)
 from lossdsl.compiler import check_source, compile_source, domain_warnings  # noqa: E402
 from lossdsl.diagnostics import LossSpecError  # noqa: E402
 from lossdsl.parser import read_source  # noqa: E402
@@ -166,15 +172,18 @@ def run_one(
 
 
 def front_end_input(seed: int) -> bytes:
-    """Grammar-built text, or a mutation of it, of an example spec or of a well-typed spec."""
+    """Grammar-built text, or a mutation of it, of an example spec or of a well-typed spec
+    (one that pairs samples, or not)."""
     chooser = RandomChooser(seed)
-    match chooser.integer(0, 3):
+    match chooser.integer(0, 4):
         case 0:
             return grammar_spec(chooser).encode("utf-8", errors="surrogatepass")
         case 1:
             return mutate(chooser, chooser.choice(EXAMPLE_SPECS))
         case 2:
             return mutate(chooser, grammar_spec(chooser))
+        case 3:
+            return mutate(chooser, paired_spec(chooser))
         case _:
             return mutate(chooser, typed_spec(chooser))
 
@@ -189,7 +198,9 @@ def make_input(mode: str, seed: int) -> tuple[bytes, Callable[[], object]]:
     if mode == "front-end":
         data = front_end_input(seed)
         return data, lambda: front_end(data)
-    data = typed_spec(RandomChooser(seed)).encode("utf-8")
+    chooser = RandomChooser(seed)
+    generator = paired_spec if seed % 5 == 4 else typed_spec  # one in five pairs samples
+    data = generator(chooser).encode("utf-8")
     source = read_source(data, FILE_NAME)
     return data, lambda: compile_source(source)
 

@@ -14,6 +14,8 @@ so it is fast). Each generator takes a `Chooser`, the only source of randomness.
   with domains and defaults inside them, lets, elementwise functions, reductions,
   `where`, `clip` and gathers, combined only where roles nest (LANGUAGE.md section 2)
   and with `log`, `sqrt` and divisions kept on their domains.
+- `paired_spec`: a well-typed spec that pairs samples (`other`, `sample_index`, `where=`
+  on reductions, triplets with `other(e, 2)`).
 
 The functions and constants come from the built-in table (`lossdsl.builtins`), so a row
 added there is fuzzed without a change here: every elementwise row is drawn with its
@@ -633,3 +635,56 @@ def _min_sign(a: Sign, b: Sign) -> Sign:
 def typed_spec(chooser: Chooser) -> str:
     """A spec that should pass the checker (see the module docstring)."""
     return _TypedSpec(chooser).build()
+
+
+PAIR_VALUES = (
+    "sum(square(e - other(e)))",
+    "sqrt(sum(square(e - other(e))) + eps)",
+    "sum(e * other(e))",
+    "sum(abs(e - other(e)))",
+    "sum(e * other(e)) / sqrt(sum(square(e)) * sum(square(other(e))) + eps)",
+)
+"""Values of each pair of samples (roles batch and partner) from embeddings `e`."""
+
+PAIR_CONDITIONS = (
+    "other(y) == y",
+    "other(y) != y",
+    "other(y) == y and other(sample_index) != sample_index",
+    "not (other(y) == y) or other(sample_index) == sample_index",
+    "{} > 0.5",
+    "other(y) != y and {} < 2",
+)
+"""Conditions on pairs; `{}` is the pair value (a condition may depend on y_pred)."""
+
+PAIR_SHAPES = (
+    "relu({} + margin)", "exp(-({}))", "softplus({})", "({})^2", "-({})", "log1p(abs({}))",
+    "clip({}, -3, 3)", "{}",
+)  # fmt: skip
+"""Elementwise functions applied to a pair value before it is reduced over the partners."""
+
+
+def paired_spec(chooser: Chooser) -> str:
+    """A spec that pairs samples (LANGUAGE.md 6.5) and should pass the checker: pair values
+    of embeddings, reduced over the partners with or without `where=`, sometimes against
+    a second partner (triplets), combined per sample under an outer mean."""
+    lines = ["input y: label", "input e: real", "param margin: positive = 1.0"]
+    terms = []
+    for index in range(chooser.integer(1, 3)):
+        value = chooser.choice(PAIR_VALUES)
+        if chance(chooser, 25):  # a triplet: the same value at the second partner
+            second = value.replace("other(e)", "other(e, 2)")
+            value = f"{value} - ({second})"
+        lines.append(f"let pair{index} = {chooser.choice(PAIR_SHAPES).format(value)}")
+        reduction = chooser.choice(("sum", "mean", "max", "min", "logsumexp"))
+        axis = chooser.choice(("", ", axis=sample", ", axis=partner"))
+        if "other(e, 2)" in value and axis == ", axis=partner":
+            axis = ", axis=sample"
+        where = ""
+        if chance(chooser, 70):
+            where = ", where=" + chooser.choice(PAIR_CONDITIONS).format(f"pair{index}")
+        reduced = f"{reduction}(pair{index}{axis}{where})"
+        if "other(e, 2)" in value and axis == "":
+            reduced = f"max({reduced})"  # the default axis removed partner2 only
+        terms.append(f"softplus({reduced})" if reduction == "logsumexp" else reduced)
+    lines += ["# lossdsl: allow W301", f"loss = mean({' + '.join(terms)})"]
+    return "\n".join(lines) + "\n"

@@ -125,12 +125,35 @@ def test_weighted_bce_on_logits_shows_the_fused_node_as_its_law_writes_it(capsys
     ) in out
 
 
-@pytest.mark.parametrize("spec", sorted(EXAMPLES.glob("*.loss")), ids=lambda path: path.stem)
+def pairs_samples(spec: Path) -> bool:
+    return "other(" in spec.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in sorted(EXAMPLES.glob("*.loss")) if not pairs_samples(spec)],
+    ids=lambda path: path.stem,
+)
 def test_every_example_has_a_closed_form_gradient(spec: Path, capsys) -> None:
     out = explain(capsys, spec)
     assert "Derivative(" not in out and "\\frac{\\partial}" not in out
     gradient = out.split("(one element):\n")[-1].split("\n")[0]
     assert gradient.strip() and not any(name in gradient for name in ("Clip(", "Reduce"))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in sorted(EXAMPLES.glob("*.loss")) if pairs_samples(spec)],
+    ids=lambda path: path.stem,
+)
+def test_a_pair_loss_leaves_the_partners_part_of_the_gradient_a_derivative(
+    spec: Path, capsys
+) -> None:
+    """Each sample's gradient has a part as another sample's partner, which the
+    per-element formula writes as d other(e) / d e (`symbolic.gradient`)."""
+    gradient = explain(capsys, spec).split("(one element):\n")[-1].split("\n")[0]
+    assert "Derivative(other(" in gradient
+    assert not any(name in gradient for name in ("Clip(", "Reduce"))
 
 
 def test_spec_notation_of_the_loss_vocabulary() -> None:

@@ -41,6 +41,7 @@ from fuzz.specgen import (  # noqa: E402
     RandomChooser,
     grammar_spec,
     mutate,
+    paired_spec,
     typed_spec,
 )
 from lossdsl.builtins import BUILTINS, CONSTANT_VALUES, RoleRule  # noqa: E402
@@ -165,6 +166,20 @@ def test_well_typed_specs_lower_and_write_a_module(text: str) -> None:
 @fuzz_settings(5, shrink=False)
 @given(typed_text())
 def test_well_typed_specs_compile_with_verification(text: str) -> None:
+    try:
+        compile_source(SourceFile.from_text(text, FILE_NAME), verify=True)
+    except LossSpecError as failure:
+        assert_located_diagnostics(failure, valid_spec=True)
+
+
+@st.composite
+def paired_text(draw: st.DrawFn) -> str:
+    return paired_spec(chooser_of(draw))
+
+
+@fuzz_settings(4, shrink=False)
+@given(paired_text())
+def test_specs_that_pair_samples_compile_with_verification(text: str) -> None:
     try:
         compile_source(SourceFile.from_text(text, FILE_NAME), verify=True)
     except LossSpecError as failure:

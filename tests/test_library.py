@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import references as refs
 import tensorflow as tf
+from test_metric_library import REFERENCES as METRIC_REFERENCES
 
 import lossdsl
 from lossdsl.class_weights import class_weights
@@ -337,7 +338,8 @@ def test_matches_reference_with_sample_weight(case: Case) -> None:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {case.spec for case in CASES}
+    """Here, or with the metric-learning references (tests/test_metric_library.py)."""
+    tested = {case.spec for case in CASES} | set(METRIC_REFERENCES)
     assert tested == {path.stem for path in EXAMPLES.glob("*.loss")}
 
 

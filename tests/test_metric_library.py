@@ -1,4 +1,4 @@
-"""The metric-learning specs (examples/metric/) against tests/metric_references.py.
+"""The metric-learning specs (examples/) against tests/metric_references.py.
 
 Each spec, loaded with `lossdsl.load`, is compared with its hand-written TensorFlow
 reference (keras.losses.Circle itself for circle.loss): per-anchor values
@@ -23,16 +23,8 @@ import tensorflow as tf
 from tolerances import ulps
 
 import lossdsl
-from lossdsl.builtins import BUILTINS
 
-if "other" not in BUILTINS:
-    pytest.skip(
-        "pairs of samples (LANGUAGE.md 6.5: `other`, `sample_index`, `where=`) are not "
-        "implemented yet; remove this guard when they land",
-        allow_module_level=True,
-    )
-
-METRIC_EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "metric"
+METRIC_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 REFERENCES: dict[str, tuple[refs.MetricFn, list[dict[str, Any]]]] = {
     "circle": (refs.circle, [{}, {"gamma": 256.0, "margin": 0.25}, {"remove_diagonal": 0.0}]),

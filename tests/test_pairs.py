@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tolerances import ulps
 
+import lossdsl
 from lossdsl.checker import check
 from lossdsl.compiler import CompiledLoss, compile_source
 from lossdsl.diagnostics import LossSpecError
 from lossdsl.parser import parse
 from lossdsl.source import SourceFile
 from lossdsl.typed import Role
-from tests.tolerances import ulps
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PAIRS = "input y: label\ninput e: real\n"
 
 BATCH_HARD = PAIRS + (
@@ -198,7 +203,7 @@ def test_pairs_verify_and_print_the_partner_axes() -> None:
     loss = compiled(BATCH_ALL)
     assert loss.diagnostics[0].code == "W301"
     source = loss.python_source
-    assert "y = y[:, tf.newaxis, tf.newaxis]" in source
+    assert 'y, e = _paired(y, e, 2, "pairs")' in source
     assert "_other(" in source and "def _other(x, partner):" in source
 
 
@@ -207,3 +212,33 @@ def test_a_paired_loss_refuses_spatial_predictions_clearly() -> None:
     shape = r"pairs samples, so y_pred must have the shape \[batch, C\]"
     with pytest.raises(ValueError, match=shape):
         loss.loss_class()(np.zeros((2, 3, 1)), np.zeros((2, 3, 4)))
+
+
+@pytest.mark.parametrize("name", ["triplet_batch_hard", "circle"])
+def test_a_pair_loss_trains_in_mixed_precision_with_xla_and_reloads(
+    name: str, tmp_path: Path
+) -> None:
+    path = EXAMPLES / f"{name}.loss"
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(8, 5)).astype("float32")
+    e /= np.linalg.norm(e, axis=-1, keepdims=True) / 0.9
+    y = rng.integers(0, 3, size=8)
+    plain, xla = lossdsl.load(path), lossdsl.load(path, jit_compile=True)
+    np.testing.assert_allclose(float(xla(y, e)), float(plain(y, e)), rtol=ulps("float32", 16))
+    x = rng.normal(size=(32, 6)).astype("float32")
+    labels = rng.integers(0, 4, size=32)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(5), keras.layers.UnitNormalization()]
+        )
+        model.compile("adam", loss=lossdsl.load(path), jit_compile=True)
+        history = model.fit(x, labels, batch_size=16, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.all(np.isfinite(history.history["loss"]))
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert reloaded.evaluate(x, labels, batch_size=16, verbose=0) == pytest.approx(
+        model.evaluate(x, labels, batch_size=16, verbose=0)
+    )

@@ -45,6 +45,9 @@ CLASS_BLOCK = "_class_block"
 OTHER = "_other"
 """x at the other sample of each pair: its batch axis moved to a partner axis."""
 
+PAIRED = "_paired"
+"""The inputs of a loss that pairs samples, y_pred's rank checked, partner axes added."""
+
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 

@@ -7,6 +7,9 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   spatial (`spatial_axes`, a local bound once when used) and batch (axis 0). A
   reduction over a role its operand lacks counts the broadcast copies (a sum over the
   classes of a per-sample value is C times it), as the SymPy meaning says.
+- A spec that pairs samples has no spatial axes: its inputs become [B, 1, C] or
+  [B, 1, 1, C] (`_paired`), axis 1 partner and axis 2 partner2, both of size 1 until
+  `_other(x, n)` moves x's samples there; `sample_index` is a local.
 - Numbers are Python literals (floats, or ints where an integer is compared with a
   label), so they adopt y_pred's dtype; constant sub-expressions such as log(2) are
   folded. A TensorFlow function applied to a value without roles gets it in y_pred's

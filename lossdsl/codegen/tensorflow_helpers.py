@@ -239,3 +239,15 @@ def _other(x, partner):
     axes = list(range(len(x.shape)))
     axes[0], axes[partner] = partner, 0
     return tf.transpose(x, axes)
+
+
+def _paired(y_true, y_pred, partners, name):
+    """The inputs of the loss `name`, which pairs samples: y_pred must be [batch, C],
+    and both inputs get `partners` axes of size 1 after the batch axis."""
+    if y_pred.shape.rank != 2:
+        raise ValueError(
+            f"{name} pairs samples, so y_pred must have the shape [batch, C] (or "
+            f"[batch]); received the shape {y_pred.shape}."
+        )
+    new_axes = (slice(None),) + (tf.newaxis,) * partners
+    return y_true[new_axes], y_pred[new_axes]

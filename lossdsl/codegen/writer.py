@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import HELPERS, PER_CLASS, helper_source
+from lossdsl.codegen.helpers import HELPERS, PAIRED, PER_CLASS, helper_source
 from lossdsl.codegen.names import function_names, python_names
 from lossdsl.codegen.text import (
     INDENT,
@@ -191,10 +191,13 @@ class ModuleWriter:
         return text
 
     def helpers(self) -> list[str]:
-        """The helpers the module defines: the body's, and `_per_class` for vector params."""
+        """The helpers the module defines: the body's, `_per_class` for vector params and
+        `_paired` for a spec that pairs samples."""
         needed = set(self.body.helpers)
         if any(param.info.is_vector for param in self.params):
             needed.add(PER_CLASS)
+        if self.checked.paired:
+            needed.add(PAIRED)
         return [name for name in HELPERS if name in needed]
 
     def check(self, text: str) -> None:
@@ -388,21 +391,9 @@ class ModuleWriter:
         """A spec that pairs samples takes y_pred as [batch, C] and gives both inputs an
         axis of size 1 per partner role (LANGUAGE.md 6.5)."""
         y_true, y_pred = self.y_true, self.y_pred
-        message = string_literal(
-            f"{self.checked.loss_name} pairs samples, so y_pred must have the shape "
-            "[batch, C] (or [batch]); received the shape "
-        )
-        new_axes = ", ".join(["tf.newaxis"] * self.checked.partners)
-        lines = [
-            f"if {y_pred}.shape.rank != 2:",
-            f"{INDENT}raise ValueError({message} + str({y_pred}.shape))",
-        ]
-        if new_axes:
-            lines += [
-                f"{y_true} = {y_true}[:, {new_axes}]",
-                f"{y_pred} = {y_pred}[:, {new_axes}]",
-            ]
-        return lines
+        name = string_literal(self.checked.loss_name)
+        partners = self.checked.partners
+        return [f"{y_true}, {y_pred} = {PAIRED}({y_true}, {y_pred}, {partners}, {name})"]
 
     def vector_prelude(self, param: ParamCode) -> list[str]:
         name, spec_name = param.argument, string_literal(param.spec_name)
@@ -703,7 +694,8 @@ def spec_statements(text: str) -> str:
 
 
 def input_doc(argument: str, info: InputInfo) -> str:
-    shape = "[batch, ...]" if KINDS[info.kind].class_ids else "[batch, ..., C]"
+    spatial = "" if info.paired else ", ..."
+    shape = f"[batch{spatial}]" if KINDS[info.kind].class_ids else f"[batch{spatial}, C]"
     return f"{argument}: {info.argument}, `{info.kind}` values of shape {shape}."
 
 

@@ -4,8 +4,10 @@
 contributes its body's derivative (a mean divided by its count: C, S spatial positions
 or B samples; a max or min its selected elements'; a logsumexp its body's, weighed by
 softmax), softmax and log_softmax summed over the class axis contribute their
-Jacobian-vector forms, `other(x)` (another sample's value) stays a derivative, class ids and gathers (integer-indexed, constant almost
-everywhere) contribute 0, and what has no per-element form stays a `sympy.Derivative`.
+Jacobian-vector forms, class ids and gathers (integer-indexed, constant almost
+everywhere) contribute 0, and what has no per-element form stays a `sympy.Derivative`:
+cumsum, and `other(x)`, another sample's value, whose part of the gradient is that
+sample's.
 The verifier checks the generated code's gradient on concrete tensors; this formula is
 for reading.
 """
