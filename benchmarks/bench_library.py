@@ -34,12 +34,14 @@ import numpy as np
 import tensorflow as tf
 from bench_losses import (
     LossFunction,
+    class_weights,
     keras_loss,
     machine_description,
     mode_name,
     paired_ratio,
     parse_shapes,
     shape_name,
+    softmax64,
     time_interleaved,
     value_and_gradient,
 )
@@ -82,11 +84,6 @@ def ids(rng: np.random.Generator, batch: int, width: int) -> Array:
     return rng.integers(0, width, batch).astype(np.int32)
 
 
-def softmax64(logits: Array) -> Array:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def binary_probabilities(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     """Multi-label 0/1 targets and probabilities sigmoid(N(0, 2^2)), inside the clip bounds."""
     labels = rng.integers(0, 2, (batch, width))
@@ -98,9 +95,8 @@ def binary_logits(rng: np.random.Generator, batch: int, width: int) -> Inputs:
 
 
 def onehot_probabilities(rng: np.random.Generator, batch: int, width: int) -> Inputs:
-    return f32(np.eye(width)[ids(rng, batch, width)]), f32(
-        softmax64(rng.normal(0, 2, (batch, width)))
-    )
+    labels = np.eye(width)[ids(rng, batch, width)]
+    return f32(labels), f32(softmax64(rng.normal(0, 2, (batch, width))))
 
 
 def onehot_logits(rng: np.random.Generator, batch: int, width: int) -> Inputs:
@@ -159,16 +155,16 @@ def sphere_embeddings(rng: np.random.Generator, batch: int, width: int) -> Input
 
 def two_views(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     """Image ids, each twice in no order (SimCLR's two views), and N(0, 1) projections."""
-    views = rng.permutation(np.repeat(np.arange(batch // 2), 2)).astype(np.int32)
+    views = rng.permutation(np.arange(batch) // 2).astype(np.int32)
     return views, f32(rng.normal(0, 1, (batch, width)))
 
 
 # ---------------------------------------------------------------------- params
 
 
-def class_weights(width: int) -> list[float]:
-    """Per-class weights evenly spaced from 0.5 to 4, as bench_losses.py's weighted case."""
-    return [float(w) for w in np.linspace(0.5, 4.0, width)]
+def per_class_weights(width: int) -> dict[str, Any]:
+    """A weight per class or output, `w`: bench_losses.py's, evenly spaced from 0.5 to 4."""
+    return {"w": [float(w) for w in class_weights(width)]}
 
 
 def class_prior(width: int) -> list[float]:
@@ -745,7 +741,7 @@ CASES: dict[str, Case] = {
         ),
         Case(weighted_bce, ELEMENT, binary_probabilities, fixed(pos_weight=2.0)),
         Case(weighted_bce_logits, ELEMENT, binary_logits, fixed(pos_weight=2.0)),
-        Case(weighted_mse, ELEMENT, regression, lambda width: {"w": class_weights(width)}),
+        Case(weighted_mse, ELEMENT, regression, per_class_weights),
         # Over a class axis: [batch, classes].
         Case(
             categorical_crossentropy,
@@ -787,7 +783,7 @@ CASES: dict[str, Case] = {
             class_balanced,
             CLASS,
             label_logits,
-            lambda width: {"w": class_weights(width)},
+            per_class_weights,
             keras_class_balanced,
         ),
         Case(focal, CLASS, onehot_probabilities, fixed(gamma=2.0, alpha=0.25)),
@@ -824,18 +820,18 @@ CASES: dict[str, Case] = {
             label_logits,
             keras=built_in(K.SparseCategoricalCrossentropy, from_logits=True),
         ),
-        Case(weighted_ce, CLASS, onehot_probabilities, lambda width: {"w": class_weights(width)}),
+        Case(weighted_ce, CLASS, onehot_probabilities, per_class_weights),
         Case(
             weighted_ce_classwise,
             CLASS,
             onehot_probabilities,
-            lambda width: {"w": class_weights(width)},
+            per_class_weights,
         ),
         Case(
             weighted_sparse_ce,
             CLASS,
             label_probabilities,
-            lambda width: {"w": class_weights(width)},
+            per_class_weights,
         ),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
