@@ -422,7 +422,8 @@ class _TypedSpec:
         prediction = Value(self.p, Roles.FULL, KIND_SIGN[self.p_kind], True)
         body = self.combine(body, self.with_prediction(prediction))
         if self.y_kind == "label" and chance(chooser, 30):
-            # A mask needs a lifted mean of per-element values (LANGUAGE.md section 1).
+            # A mask on a lifted mean of per-element values (a per-element result that is
+            # not a mean takes one too, LANGUAGE.md 6.4; tests/test_masks.py covers it).
             if body.roles in (Roles.FULL, Roles.CLASS):
                 body = self.reduce(body, "sum", axis="")
             self.lines.append(f"mask {self.y} != -1")

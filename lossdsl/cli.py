@@ -395,6 +395,11 @@ def explained_sections(
     simplified = [f"loss {checked.loss_name} = {text(symbolic.loss)}"]
     if symbolic.result != symbolic.loss:
         simplified.append(f"call returns {text(symbolic.result)}  (Keras takes the outer mean)")
+    if symbolic.mask is not None:
+        simplified.append(
+            f"mask {text(symbolic.mask)}  (call returns 0 outside it, and Keras's reduction "
+            "counts only the elements inside)"
+        )
 
     def steps(applied: Sequence[AppliedRewrite], laws: dict[str, str]) -> list[str]:
         lines: list[str] = []

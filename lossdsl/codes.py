@@ -305,10 +305,10 @@ MASK_HAS_CLASS_ROLE = _code(
     Stage.CHECKER,
     "a `mask` with the class role",
 )
-MASK_WITHOUT_LIFTED_MEAN = _code(
+MASK_ON_SCALAR_RESULT = _code(
     "E313",
     Stage.CHECKER,
-    "a `mask` on a loss that is not a lifted mean",
+    "a `mask` on a loss whose result is a scalar",
 )
 MASK_ROLES_NOT_IN_RESULT = _code(
     "E314",

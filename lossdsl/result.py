@@ -7,8 +7,8 @@ from lossdsl import nodes
 from lossdsl.codes import (
     BATCH_COUPLED,
     MASK_HAS_CLASS_ROLE,
+    MASK_ON_SCALAR_RESULT,
     MASK_ROLES_NOT_IN_RESULT,
-    MASK_WITHOUT_LIFTED_MEAN,
     RESULT_HAS_CLASS_ROLE,
     RESULT_HAS_PARTNER_ROLE,
     RESULT_SPATIAL_WITHOUT_BATCH,
@@ -100,14 +100,13 @@ def check_result(
             )
         )
     if mask_decl is not None and mask is not None:
-        check_mask(report, mask_decl, mask, result, lifted)
+        check_mask(report, mask_decl, mask, result)
     return result, lifted, bool(coupling)
 
 
-def check_mask(
-    report: Report, mask_decl: nodes.MaskDecl, mask: TCondition, result: TExpr, lifted: bool
-) -> None:
-    """A mask selects among the elements of a lifted mean's result, never classes."""
+def check_mask(report: Report, mask_decl: nodes.MaskDecl, mask: TCondition, result: TExpr) -> None:
+    """A mask selects among the per-sample or per-element values `call` returns (a lifted
+    mean's or not, LANGUAGE.md 6.4), never classes."""
     span = mask_decl.condition.span
     if Role.CLASS in mask.roles:
         report(
@@ -120,15 +119,16 @@ def check_mask(
                 "per-element value, as in `mask y != -1`",
             )
         )
-    elif not lifted:
+    elif not result.roles:
         report(
             error(
-                MASK_WITHOUT_LIFTED_MEAN,
-                "a `mask` needs a loss of the form `mean(...)`",
+                MASK_ON_SCALAR_RESULT,
+                "a `mask` needs per-sample or per-element values, but the loss is a scalar",
                 span,
-                "the loss is not a lifted mean",
-                "Keras counts the unmasked elements in its mean; write the loss as "
-                "`mean(x)` of a per-element x (or a sum of such means times constants)",
+                "the loss returns one value for the batch",
+                "the mask marks which of the values `call` returns count; keep the loss "
+                "per-sample (a reduction without axis=0 or axis=all) or write it as "
+                "`mean(x)` of a per-element x",
             )
         )
     elif not mask.roles <= result.roles:

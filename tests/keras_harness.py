@@ -85,6 +85,13 @@ mask y != -1
 loss masked_ce = mean(-sum(onehot(y) * log_softmax(p)))
 """
 
+MASKED_SPARSE_CE_PER_SAMPLE = """
+input y: label
+input p: logits
+mask y != -1
+loss masked_ce_per_sample = -sum(onehot(y) * log_softmax(p))
+"""
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -184,6 +184,24 @@ def soft_jaccard(y: tf.Tensor, p: tf.Tensor, smooth: float) -> tf.Tensor:
     return 1 - (intersection + smooth) / (union + smooth)
 
 
+def coral(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    """coral_pytorch's `coral_loss` per sample: the levels [y > k] of the rank y against the
+    K - 1 threshold logits, -sum(levels log_sigmoid(z) + (1 - levels)(log_sigmoid(z) - z))."""
+    thresholds = tf.range(tf.shape(z)[-1])
+    levels = tf.cast(_ids(y)[..., tf.newaxis] > thresholds, z.dtype)
+    log_sigmoid = tf.math.log_sigmoid(z)
+    return -tf.reduce_sum(levels * log_sigmoid + (1 - levels) * (log_sigmoid - z), axis=-1)
+
+
+def squared_emd(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    """Hou et al.'s squared EMD: the mean over the classes of the squared gap between the
+    cumulative distributions, each a product with an upper-triangular matrix of ones."""
+    classes = tf.shape(p)[-1]
+    upper = tf.linalg.band_part(tf.ones([classes, classes], p.dtype), 0, -1)
+    gap = tf.linalg.matvec(upper, p - y, transpose_a=True)
+    return tf.reduce_mean(tf.square(gap), axis=-1)
+
+
 # ---------------------------------------------------------------- float64 NumPy references
 
 

@@ -400,7 +400,8 @@ def test_a_per_class_value_indexed_by_a_class_id_is_per_element() -> None:
         ("loss = log(p)", ["E310"]),
         ("loss = sum(sum(p), axis=0)", ["E311"]),
         ("mask p > 0.5\nloss = mean(sum(p))", ["E312"]),
-        ("mask sum(y) > 0.5\nloss = log(mean(sum(p)))", ["E313"]),
+        ("mask sum(y) > 0.5\nloss = log(mean(sum(p), axis=all))", ["E313", "W302", "W301"]),
+        ("mask sum(y) > 0.5\nloss = log(mean(sum(p)))", ["E314"]),
         ("mask sum(y) > 0.5\nloss = mean(mean(sum(p)))", ["E314"]),
     ],
 )
@@ -557,6 +558,16 @@ def test_a_mask_on_a_lifted_loss() -> None:
     assert isinstance(result.mask, TCompare) and result.mask.roles == PER_ELEMENT
     assert isinstance(result.mask.left, TInput) and result.mask.left.integer
     assert result.lifted
+
+
+@pytest.mark.parametrize(
+    "loss", ["-sum(onehot(y) * log_softmax(p))", "2 * -log(clip(sum(onehot(y) * p)))"]
+)
+def test_a_mask_on_a_per_element_result_that_is_not_lifted(loss: str) -> None:
+    result = checked(LABEL + f"mask y != -1\nloss = {loss}")
+    assert not result.lifted
+    assert result.mask is not None and result.mask.roles == PER_ELEMENT
+    assert result.result.roles == PER_ELEMENT
 
 
 def test_warnings_render_under_their_codes() -> None:

@@ -129,12 +129,19 @@ def pairs_samples(spec: Path) -> bool:
     return "other(" in spec.read_text(encoding="utf-8")
 
 
+DERIVATIVE_LEFT = {"squared_emd"}
+"""Examples whose gradient goes through `cumsum` of y_pred: explain leaves that derivative
+as it is (docs/LANGUAGE_NOTES.md, version 2 built-ins)."""
+
+
 @pytest.mark.parametrize(
     "spec",
     [spec for spec in sorted(EXAMPLES.glob("*.loss")) if not pairs_samples(spec)],
     ids=lambda path: path.stem,
 )
 def test_every_example_has_a_closed_form_gradient(spec: Path, capsys) -> None:
+    if spec.stem in DERIVATIVE_LEFT:
+        pytest.skip("the derivative of cumsum(p) is left as a derivative")
     out = explain(capsys, spec)
     assert "Derivative(" not in out and "\\frac{\\partial}" not in out
     gradient = out.split("(one element):\n")[-1].split("\n")[0]

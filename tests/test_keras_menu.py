@@ -3,7 +3,9 @@
 For each spec (a few inline ones with NumPy references, and every `examples/*.loss`):
 unweighted value, per-sample `sample_weight`, zero weights, `reduction=None` shapes,
 every reduction, and the config round trip through Keras serialization. Verification is
-off here (it has its own tests); inputs are small and drawn from each input's kind.
+off here (it has its own tests); inputs are small and drawn from each input's kind. The
+masked specs also run the menu against the Keras loss they reproduce, with labels that
+the mask leaves out.
 """
 
 from __future__ import annotations
@@ -177,3 +179,55 @@ def test_config_round_trips_through_keras_serialization(spec_id: str) -> None:
     np.testing.assert_allclose(
         float(restored(case.y_true, case.y_pred)), float(case.loss(case.y_true, case.y_pred))
     )
+
+
+MASKED_EQUIVALENTS: dict[str, Callable[[str | None], keras.losses.Loss]] = {
+    name: lambda reduction: keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=-1, reduction=reduction
+    )
+    for name in (
+        "sparse_categorical_crossentropy_ignore",  # the lifted mean
+        "sparse_ce_ignore_per_sample",  # LANGUAGE.md 6.4
+    )
+}
+"""The masked examples and the Keras loss each reproduces."""
+
+REDUCTIONS = ["sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", None]
+
+
+def with_ignored(case: Case) -> np.ndarray:
+    """The case's labels with every third element set to the ignored class -1."""
+    labels = case.y_true.copy()
+    labels.reshape(-1)[::3] = -1
+    return labels
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighting", ["unweighted", "weighted", "zero weights"])
+@pytest.mark.parametrize("spatial", [0, 2], ids=["per_sample", "per_element"])
+@pytest.mark.parametrize("spec_id", list(MASKED_EQUIVALENTS))
+def test_masked_specs_match_the_keras_loss(
+    spec_id: str, spatial: int, weighting: str, reduction: str | None
+) -> None:
+    case = make_case(spec_id, spatial)
+    labels = with_ignored(case)
+    weights = np.linspace(0.5, 2.0, labels.size).astype("float32").reshape(labels.shape)
+    sample_weight = {"unweighted": None, "weighted": weights, "zero weights": 0 * weights}
+    builtin = MASKED_EQUIVALENTS[spec_id](reduction)
+    expected = builtin(labels, case.y_pred, sample_weight=sample_weight[weighting])
+    actual = with_reduction(case, reduction)(
+        labels, case.y_pred, sample_weight=sample_weight[weighting]
+    )
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec_id", list(MASKED_EQUIVALENTS))
+def test_masked_config_round_trip_keeps_the_mask(spec_id: str) -> None:
+    case = make_case(spec_id)
+    labels = with_ignored(case)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(case.loss))
+    values = restored.call(labels, case.y_pred)
+    np.testing.assert_array_equal(values._keras_mask.numpy(), labels != -1)
+    expected = MASKED_EQUIVALENTS[spec_id]("sum_over_batch_size")(labels, case.y_pred)
+    np.testing.assert_allclose(restored(labels, case.y_pred), expected, rtol=1e-5)

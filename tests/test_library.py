@@ -207,6 +207,8 @@ CASES: tuple[Case, ...] = (
          keras_loss(K.SparseCategoricalCrossentropy, from_logits=True)),
     Case("sparse_categorical_crossentropy_ignore", "label_ignore", "logits",
          keras_loss(K.SparseCategoricalCrossentropy, from_logits=True, ignore_class=-1)),
+    Case("sparse_ce_ignore_per_sample", "label_ignore", "logits",
+         keras_loss(K.SparseCategoricalCrossentropy, from_logits=True, ignore_class=-1)),
     Case("binary_focal_crossentropy", "binary", "prob", keras_loss(K.BinaryFocalCrossentropy),
          {"gamma": 1.5, "label_smoothing": 0.1}),
     Case("binary_focal", "binary", "prob",
@@ -259,6 +261,9 @@ CASES: tuple[Case, ...] = (
     Case("student_t_nll", "target", "real", direct(refs.student_t_nll), {"nu": 4.0, "sigma": 1.5}),
     Case("gaussian_nll", "target", "real", direct(refs.gaussian_nll), {"sigma": 2.0}),
     Case("soft_jaccard", "binary", "prob", direct(refs.soft_jaccard), {"smooth": 1.0}),
+    # Ordinal losses (more in tests/test_ordinal_library.py).
+    Case("coral", "label", "logits", direct(refs.coral)),
+    Case("squared_emd", "onehot", "simplex", direct(refs.squared_emd)),
 )
 # fmt: on
 CASE_IDS = [case.id for case in CASES]

@@ -25,6 +25,10 @@ ONEHOT_LOGITS = "input y: onehot\ninput z: logits\n"
 LABEL_LOGITS = "input y: label\ninput z: logits\n"
 BINARY_LOGITS = "input y: binary\ninput z: logits\n"
 
+CORAL_LEVELS = "let levels = 1 - cumsum(onehot(y))\n"
+CORAL_TERMS = "levels * log(sigmoid(z)) + (1 - levels) * (log(sigmoid(z)) - z)"
+"""CORAL (Cao et al., 2020) with its minus missing: its class axis holds ordinal thresholds."""
+
 MINUS = ("= mean(", "= -mean(")
 """The fix of most rows below: the missing minus, in front of the outer mean."""
 
@@ -81,6 +85,27 @@ MISSING_MINUS: dict[str, tuple[str, str, tuple[str, str]]] = {
         "`z` moves toward the sign of `2 * y - 1`",
         MINUS,
     ),
+    "CORAL on threshold logits": (
+        LABEL_LOGITS + CORAL_LEVELS + "loss coral = mean(sum(" + CORAL_TERMS + "))",
+        "the thresholds in `z` below the rank `y` rise and the others fall",
+        MINUS,
+    ),
+    "CORAL on one-hot ranks": (
+        ONEHOT_LOGITS
+        + CORAL_LEVELS.replace("onehot(y)", "y")
+        + "loss coral = mean(sum("
+        + CORAL_TERMS
+        + "))",
+        "the thresholds in `z` below the rank `class(y)` rise and the others fall",
+        MINUS,
+    ),
+    "CORAL on threshold probabilities": (
+        LABEL_PROB
+        + CORAL_LEVELS
+        + "loss coral = mean(sum(levels * log(clip(p)) + (1 - levels) * log(1 - clip(p))))",
+        "`p` moves toward the ordinal levels [y > k]",
+        MINUS,
+    ),
 }
 
 SILENT: dict[str, str] = {
@@ -97,6 +122,9 @@ SILENT: dict[str, str] = {
     "a nonneg pair": "input y: nonneg\ninput p: nonneg\nloss n = mean(y * log(p + 1))",
     "a onehot y_true against a real y_pred": (
         "input y: onehot\ninput p: real\nloss h = mean(sum(y * p))"
+    ),
+    "squared EMD on logits (cumsum of both: the class axis holds classes)": (
+        ONEHOT_LOGITS + "loss emd = mean(sum(square(cumsum(softmax(z)) - cumsum(y))))"
     ),
 }
 

@@ -15,6 +15,7 @@ from keras_harness import (
     CATEGORICAL_CE,
     FEATURES,
     MASKED_SPARSE_CE,
+    MASKED_SPARSE_CE_PER_SAMPLE,
     MEAN_SQUARED_ERROR,
     SPARSE_CE_FROM_LOGITS,
     Dataset,
@@ -154,12 +155,19 @@ def labels_with_ignored(data: Dataset) -> np.ndarray:
     return labels
 
 
-@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", None])
-def test_mask_matches_ignore_class_in_value(reduction: str | None) -> None:
+MASKED = {"lifted": MASKED_SPARSE_CE, "per_sample": MASKED_SPARSE_CE_PER_SAMPLE}
+"""The lifted mean and the per-sample result (LANGUAGE.md 6.4): both are `ignore_class`."""
+
+
+@pytest.mark.parametrize("masked", MASKED)
+@pytest.mark.parametrize(
+    "reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight", None]
+)
+def test_mask_matches_ignore_class_in_value(reduction: str | None, masked: str) -> None:
     data = make_dataset()
     labels = labels_with_ignored(data)[:BATCH]
     logits = keras.ops.convert_to_numpy(dense_classifier(None)(data.features[:BATCH]))
-    compiled = lossdsl.load(MASKED_SPARSE_CE, reduction=reduction)
+    compiled = lossdsl.load(MASKED[masked], reduction=reduction)
     builtin = keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, ignore_class=-1, reduction=reduction
     )
@@ -169,11 +177,12 @@ def test_mask_matches_ignore_class_in_value(reduction: str | None) -> None:
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_mask_matches_ignore_class_in_training() -> None:
+@pytest.mark.parametrize("masked", MASKED)
+def test_mask_matches_ignore_class_in_training(masked: str) -> None:
     data = make_dataset()
     labels = labels_with_ignored(data)
     compiled_weights, compiled_history = train(
-        dense_classifier(None), lossdsl.load(MASKED_SPARSE_CE), data.features, labels
+        dense_classifier(None), lossdsl.load(MASKED[masked]), data.features, labels
     )
     builtin_weights, builtin_history = train(
         dense_classifier(None),
@@ -183,6 +192,24 @@ def test_mask_matches_ignore_class_in_training() -> None:
     )
     assert_weights_close(compiled_weights, builtin_weights)
     np.testing.assert_allclose(compiled_history, builtin_history, rtol=1e-5)
+
+
+def test_per_element_mask_matches_ignore_class_on_void_pixels() -> None:
+    data = make_dataset((6, 6, FEATURES))
+    labels = labels_with_ignored(data)
+    labels[:, ::3, 1::2] = -1  # void pixels inside every image too
+    compiled = lossdsl.load(MASKED_SPARSE_CE_PER_SAMPLE)
+    builtin = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    arguments = {"sample_weight": data.sample_weight}
+    compiled_weights, compiled_history = train(
+        segmentation_net(None), compiled, data.features, labels, **arguments
+    )
+    builtin_weights, builtin_history = train(
+        segmentation_net(None), builtin, data.features, labels, **arguments
+    )
+    assert_weights_close(compiled_weights, builtin_weights)
+    np.testing.assert_allclose(compiled_history, builtin_history, rtol=1e-5)
+    assert compiled_history[-1] < compiled_history[0]
 
 
 def test_batch_coupled_loss_warns_and_still_trains() -> None:

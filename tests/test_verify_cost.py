@@ -6,7 +6,12 @@ import math
 
 import sympy
 
-from lossdsl.verification.driver import VERIFICATION_BUDGET, distinct_nodes, verification_plan
+from lossdsl.verification.driver import (
+    EAGER_ABOVE,
+    VERIFICATION_BUDGET,
+    distinct_nodes,
+    verification_plan,
+)
 from lossdsl.verification.layouts import verify_layouts
 from lossdsl.verification.reference import free_symbols
 
@@ -43,6 +48,17 @@ def test_larger_results_drop_the_largest_layouts_first_and_stay_within_the_budge
     assert seen == sorted(seen, reverse=True) and seen[0] == 4 and seen[-1] == 2
     smallest = verification_plan(layouts, 5000, traced, eager)
     assert smallest[0][0].batch == 2 and smallest[0][0].classes == layouts[0].classes
+
+
+def test_a_result_past_eager_above_nodes_is_run_eagerly_at_every_draw() -> None:
+    layouts = verify_layouts(None)
+    assert {step[2] for step in verification_plan(layouts, EAGER_ABOVE, traced, eager)} == {
+        traced,
+        eager,
+    }
+    assert {step[2] for step in verification_plan(layouts, EAGER_ABOVE + 1, traced, eager)} == {
+        eager
+    }
 
 
 def test_walks_over_shared_nodes_take_linear_time() -> None:

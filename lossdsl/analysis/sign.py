@@ -11,7 +11,7 @@ from lossdsl.analysis.intervals import Array
 from lossdsl.codes import LOSS_RISES_TOWARD_TRUTH
 from lossdsl.diagnostics import Diagnostic, warning
 from lossdsl.symbolic import numeric
-from lossdsl.typed import CheckedSpec, ParamInfo
+from lossdsl.typed import CheckedSpec, ParamInfo, TCall, TInput, walk
 
 TRUE_KINDS = frozenset({"onehot", "label", "binary"})
 PRED_KINDS = frozenset({"prob", "logits"})
@@ -33,6 +33,27 @@ STEP = 1e-4
 FLAT = 1e-9
 """A change within this fraction of the loss's size (at least 1) counts as no change: such
 a point is not one where the loss rises, so a loss flat anywhere sampled is not warned."""
+
+
+def is_ordinal(checked: CheckedSpec) -> bool:
+    """Whether y_true reaches the loss through `cumsum` and y_pred does not: then y_pred's
+    class axis holds ordinal thresholds, each with the binary target [rank > k] (CORAL's
+    levels `1 - cumsum(onehot(y))`), not scores of classes (LANGUAGE_NOTES.md, Sign check)."""
+    if checked.y_true.kind not in ("label", "onehot"):
+        return False
+    cumsums = [t for t in walk([checked.result]) if isinstance(t, TCall) and t.builtin == "cumsum"]
+
+    def reaches(name: str) -> bool:
+        return any(isinstance(t, TInput) and t.info.name == name for t in walk(cumsums))
+
+    return reaches(checked.y_true.name) and not reaches(checked.y_pred.name)
+
+
+def _levels(y_true: Array, kind: str) -> Array:
+    """The ordinal target of each threshold k: [rank > k], the rank being the label or the
+    class of the one-hot row."""
+    ranks = y_true if kind == "label" else np.argmax(y_true, axis=3)[..., None]
+    return (ranks > np.arange(WITNESS_CLASSES)).astype(float)
 
 
 def _rows_of(y_true: Array, kind: str) -> Array:
@@ -75,12 +96,13 @@ def _param_value(param: ParamInfo) -> Array:
     return default.reshape(1, 1, 1, -1)
 
 
-def _direction(targets: Array, y_pred: Array, true_kind: str, pred_kind: str) -> Array:
-    """Where y_pred moves toward y_true: a probability toward its target, the true class's
-    logit up, a binary logit toward the label's sign."""
+def _direction(targets: Array, y_pred: Array, binary: bool, pred_kind: str) -> Array:
+    """Where y_pred moves toward its targets: a probability toward its target, a logit
+    toward the sign of a binary target (a binary y_true, an ordinal level), else the true
+    class's logit up."""
     if pred_kind == "prob":
         return targets - y_pred
-    if true_kind == "binary":
+    if binary:
         return 2.0 * targets - 1.0
     return targets
 
@@ -90,11 +112,13 @@ def sign_diagnostics(checked: CheckedSpec) -> list[Diagnostic]:
     true_kind, pred_kind = checked.y_true.kind, checked.y_pred.kind
     if true_kind not in TRUE_KINDS or pred_kind not in PRED_KINDS:
         return []
+    ordinal = is_ordinal(checked)
+    binary = ordinal or true_kind == "binary"
     truths = _truths(true_kind)
     y_true = np.repeat(truths, DRAWS, axis=0)
-    targets = _rows_of(y_true, true_kind)
-    y_pred = np.tile(_predictions(pred_kind, true_kind != "binary", DRAWS), (len(truths), 1, 1, 1))
-    direction = _direction(targets, y_pred, true_kind, pred_kind)
+    targets = _levels(y_true, true_kind) if ordinal else _rows_of(y_true, true_kind)
+    y_pred = np.tile(_predictions(pred_kind, not binary, DRAWS), (len(truths), 1, 1, 1))
+    direction = _direction(targets, y_pred, binary, pred_kind)
     params = {param.name: _param_value(param) for param in checked.params}
 
     def total(prediction: Array) -> Array:
@@ -115,7 +139,7 @@ def sign_diagnostics(checked: CheckedSpec) -> list[Diagnostic]:
     return [
         warning(
             LOSS_RISES_TOWARD_TRUTH,
-            f"the loss rises as {_movement(checked)}, at every sampled point",
+            f"the loss rises as {_movement(checked, ordinal)}, at every sampled point",
             checked.loss_span,
             "rises toward the true class",
             "a missing minus? cross-entropy is -sum(y * log(p)); training minimizes the loss, "
@@ -124,9 +148,14 @@ def sign_diagnostics(checked: CheckedSpec) -> list[Diagnostic]:
     ]
 
 
-def _movement(checked: CheckedSpec) -> str:
+def _movement(checked: CheckedSpec, ordinal: bool) -> str:
     """The direction of the move, as the message names it."""
     y_true, y_pred = checked.y_true, checked.y_pred
+    if ordinal:
+        rank = y_true.name if y_true.kind == "label" else f"class({y_true.name})"
+        if y_pred.kind == "prob":
+            return f"`{y_pred.name}` moves toward the ordinal levels [{rank} > k]"
+        return f"the thresholds in `{y_pred.name}` below the rank `{rank}` rise and the others fall"
     if y_pred.kind == "prob":
         target = f"onehot({y_true.name})" if y_true.kind == "label" else y_true.name
         return f"`{y_pred.name}` moves toward `{target}`"

@@ -82,6 +82,12 @@ VERIFICATION_BUDGET = 60_000
 """Node-positions (distinct nodes of the result times y_pred elements, summed over the
 draws) the exact reference may expand: about 15 s of verification on one core."""
 
+EAGER_ABOVE = 1_000
+"""Distinct nodes past which every draw runs the function eagerly: tracing it and building
+its gradient graph then costs more than the verification (a 2,000-term spec: about 60 s of
+TensorFlow graph building and optimisation for two runs). The same Python code runs the
+same operations either way; a traced call is still verified for every smaller result."""
+
 Step = tuple[Layout, bool, Callable[..., Any]]
 """One draw of the verification: its layout, whether at the edges, the function run."""
 
@@ -96,17 +102,19 @@ def verification_plan(
 
     Every layout at random, and the smallest at its edges; for a result of thousands of
     nodes the image layout goes, then the spatial one, then the smallest shrinks to a batch
-    of 2: the cost of the exact reference grows with nodes times elements.
+    of 2: the cost of the exact reference grows with nodes times elements. The smallest
+    layout runs the traced function, or past `EAGER_ABOVE` nodes the eager one.
     """
     small, spatial, image = layouts
     fewer = replace(small, batch=2)
+    first = traced if nodes <= EAGER_ABOVE else eager
     candidates = (
-        ((small, False, traced), (spatial, False, eager), (image, False, eager)),
-        ((small, False, traced), (spatial, False, eager)),
-        ((small, False, traced),),
-        ((fewer, False, traced),),
+        ((small, False, first), (spatial, False, eager), (image, False, eager)),
+        ((small, False, first), (spatial, False, eager)),
+        ((small, False, first),),
+        ((fewer, False, first),),
     )
-    plans = [(*random, (random[0][0], True, traced)) for random in candidates]
+    plans = [(*random, (random[0][0], True, first)) for random in candidates]
     for plan in plans:
         if nodes * sum(math.prod(layout.shape) for layout, _, _ in plan) <= VERIFICATION_BUDGET:
             return plan
