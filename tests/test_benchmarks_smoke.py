@@ -137,7 +137,7 @@ def test_bench_library_rejects_a_hand_written_version_that_disagrees(
     monkeypatch.setitem(
         bench.CASES, "huber", dataclasses.replace(bench.CASES["huber"], hand_written=huber)
     )
-    arguments = ["--cases", "huber", "--shapes", "8x4", "--modes", "graph", "--repeats", "1"]
+    arguments = ["--cases", "huber", "--shapes", "8x4", "--modes", "xla", "--repeats", "1"]
     assert bench.main([*arguments, "--out", str(tmp_path / "library.json")]) == 1
     error = capsys.readouterr().err
-    assert "huber at 8x4, graph: the hand-written version does not compute" in error
+    assert "huber at 8x4: the hand-written version does not compute" in error
