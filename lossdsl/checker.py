@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from lossdsl import nodes
+from lossdsl import channels, nodes
 from lossdsl.builtins import (
     AXIS_WORDS,
     BUILTINS,
@@ -43,6 +43,8 @@ from lossdsl.codes import (
     OTHER_WITHOUT_BATCH,
     REPEATED_KEYWORD,
     ROLES_NOT_NESTED,
+    SELECTION_NOT_LITERAL,
+    SELECTION_OUTSIDE,
     UNKNOWN_FUNCTION,
     UNKNOWN_KEYWORD,
     UNKNOWN_NAME,
@@ -73,6 +75,7 @@ from lossdsl.result import check_result
 from lossdsl.roles import RoleRules
 from lossdsl.source import Span
 from lossdsl.statements import Counted, check_counts, within_limits
+from lossdsl.syntax_errors import MATRIX_HELP
 from lossdsl.typed import (
     AXIS_REDUCES,
     PARTNER_OF,
@@ -96,12 +99,16 @@ from lossdsl.typed import (
     TPow,
     TreeSize,
     TSampleIndex,
+    TSelect,
     class_id_roles,
     describe_roles,
     gather_roles,
     one_hot_roles,
     partners_used,
 )
+
+MATRIX_FUNCTIONS = frozenset({"transpose", "matmul", "dot", "einsum", "outer", "tensordot"})
+"""Names a user reaching for matrix algebra calls: their help points to `other(x)`."""
 
 AXIS_HELP = (
     "`axis` is -1 (the last role, the default), 0 (batch), sample (every role but batch), "
@@ -236,8 +243,10 @@ class SpecChecker(RoleRules):
                 return TPow(typed_base, typed_exponent, span, roles)
             case nodes.Call():
                 return self.call(node)
-            case nodes.Index():
-                return self.gather(node)
+            case nodes.Index(index=index, ellipsis=ellipsis):
+                if ellipsis or isinstance(index, nodes.Slice) or _written_number(index):
+                    return self.select(node)
+                return self.gather(node, index)
             case nodes.Compare(span=span):
                 self.compare(node)
                 self.report(
@@ -411,7 +420,9 @@ class SpecChecker(RoleRules):
                 node.func_span,
                 "not a built-in",
                 *(
-                    similar_name_help(name, BUILTINS, "built-in")
+                    (MATRIX_HELP,)
+                    if name in MATRIX_FUNCTIONS
+                    else similar_name_help(name, BUILTINS, "built-in")
                     or ("built-in functions: " + ", ".join(BUILTINS),)
                 ),
             )
@@ -690,7 +701,7 @@ class SpecChecker(RoleRules):
 
     # ------------------------------------------------------------ gathers and conditions
 
-    def gather(self, node: nodes.Index) -> Typed:
+    def gather(self, node: nodes.Index, index_node: nodes.Expr) -> Typed:
         """`x[idx]`: x's entry at each element's class id.
 
         x is a per-class vector (`w[class(y)]`) or any value with the class role
@@ -698,7 +709,7 @@ class SpecChecker(RoleRules):
         x without class, joined with the index's.
         """
         vector = self.expr(node.target)
-        index = self.expr(node.index)
+        index = self.expr(index_node)
         if vector is None or index is None:
             return None
         well_formed = True
@@ -720,15 +731,15 @@ class SpecChecker(RoleRules):
                 )
             )
         if not index.integer:
+            target = self.source_text(node.target.span) if well_formed else "w"
             self.report(
                 error(
                     GATHER_INDEX_NOT_CLASS_ID,
-                    f"a gather index must be a class id, such as `class({y})`",
+                    f"an index must be a channel number or a class id, such as `class({y})`",
                     node.index.span,
-                    "not a class id",
-                    f"write `{self.source_text(node.target.span)}[class({y})]`"
-                    if well_formed
-                    else f"index a vector param with a class id, as in `w[class({y})]`",
+                    "neither an integer literal nor a class id",
+                    f"select a channel with an integer literal, as in `{target}[0]` or "
+                    f"`{target}[0:2]`, or pick each sample's class with `{target}[class({y})]`",
                 )
             )
             well_formed = False
@@ -748,6 +759,97 @@ class SpecChecker(RoleRules):
             )
             return None
         return TGather(vector, index, node.span, gather_roles(vector.roles, index.roles))
+
+    def select(self, node: nodes.Index) -> Typed:
+        """A channel selection `x[k]`, `x[a:b]`, `x[..., k]` (LANGUAGE.md 6.2): x must have
+        the class role; `x[k]` loses it, a slice keeps it."""
+        operand = self.expr(node.target)
+        bounds = self.selection_bounds(node)
+        if operand is None or bounds is None:
+            return None
+        start, stop, single = bounds
+        if Role.CLASS not in operand.roles or operand.integer:
+            self.report(
+                error(
+                    GATHER_FROM_NON_VECTOR,
+                    "only a value with the class role has channels to select, but this value "
+                    f"is {roles_phrase(operand.roles)}",
+                    node.target.span,
+                    "no class axis to select from",
+                    self.no_channels_help(operand),
+                )
+            )
+            return None
+        width = self.widths.of(operand)
+        selection = channels.select(width, start, stop, single)
+        if selection.problem is not None:
+            target = self.source_text(node.target.span)
+            size = width.literal
+            self.report(
+                error(
+                    SELECTION_OUTSIDE,
+                    f"`{self.source_text(node.span)}` is not a valid selection: "
+                    f"{selection.problem}",
+                    node.index.span,
+                    "outside the class axis" if selection.needed else "selects nothing",
+                    f"`{target}` has {size} entries: select `{target}[0]` to "
+                    f"`{target}[{size - 1}]`, or `{target}[-1]` for the last"
+                    if size is not None and selection.needed
+                    else "a slice `a:b` takes the entries a to b - 1, counted from the start "
+                    "(or from the end, both below 0): `p[0:2]`, `p[-2:]`",
+                )
+            )
+            return None
+        roles = operand.roles - {Role.CLASS} if single else operand.roles
+        return TSelect(operand, start, stop, single, node.span, roles)
+
+    def selection_bounds(self, node: nodes.Index) -> tuple[int | None, int | None, bool] | None:
+        """`(start, stop, single)` of a selection; None (reported) unless every bound is an
+        integer literal and a slice has no step."""
+        index = node.index
+        if isinstance(index, nodes.Slice) and index.step is not None:
+            self.report(
+                error(
+                    SELECTION_NOT_LITERAL,
+                    "a channel slice takes no step",
+                    index.step.span,
+                    "a step",
+                    "select neighbouring channels `p[0:2]`, or each one on its own: `p[0]`, `p[2]`",
+                )
+            )
+            return None
+        written = (index.start, index.stop) if isinstance(index, nodes.Slice) else (index,)
+        bounds = [None if bound is None else _integer_literal(bound) for bound in written]
+        for bound, value in zip(written, bounds, strict=True):
+            if bound is not None and value is None:
+                self.expr(bound)
+                self.report(
+                    error(
+                        SELECTION_NOT_LITERAL,
+                        "a channel is selected by an integer literal",
+                        bound.span,
+                        "not an integer literal",
+                        "write the channel's position, as in `p[0]`, `p[-1]` or `p[0:2]`; "
+                        f"to pick each sample's class, write `p[class({self.y_true.name})]`",
+                    )
+                )
+                return None
+        if isinstance(index, nodes.Slice):
+            return bounds[0], bounds[1], False
+        return bounds[0], None, True
+
+    def no_channels_help(self, operand: TExpr) -> str:
+        if isinstance(operand, TInput) and operand.integer:
+            name = operand.info.name
+            return (
+                f"`{name}` is a `label` input, one class id per element: compare it, as in "
+                f"`where({name} == 0, a, b)`, or select from `onehot({name})[0]`"
+            )
+        return (
+            "select channels before a reduction or a selection removes the class axis: "
+            f"`{self.y_pred.name}[0]` of an input, a vector param or `softmax(z)`, as in "
+            f"`sum({self.y_pred.name}[0:2])` rather than `sum({self.y_pred.name})[0]`"
+        )
 
     def compare(self, node: nodes.Compare) -> TCompare | None:
         combined = self.combine(self.operands((node.left, node.right)), allow_integers=True)
@@ -814,6 +916,24 @@ def axis_word(node: nodes.Expr) -> str | None:
             return str(int(value))
         case nodes.Neg(operand=nodes.Number(value=1.0)):
             return "-1"
+    return None
+
+
+def _written_number(node: nodes.Expr) -> bool:
+    """Whether an index is written as a number (`0`, `-1`, `0.5`): a channel, not a gather."""
+    match node:
+        case nodes.Number() | nodes.Neg(operand=nodes.Number()):
+            return True
+    return False
+
+
+def _integer_literal(node: nodes.Expr) -> int | None:
+    """An index or bound written as an integer (`2`, `-1`), else None."""
+    match node:
+        case nodes.Number(text=text) if text.isdigit():
+            return int(text)
+        case nodes.Neg(operand=nodes.Number(text=text)) if text.isdigit():
+            return -int(text)
     return None
 
 

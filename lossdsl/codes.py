@@ -134,7 +134,7 @@ POSITIONAL_AFTER_KEYWORD = _code(
 TOO_LARGE = _code(
     "E117",
     Stage.PARSER,
-    "a spec larger than 100,000 characters, a statement of more than 5,000 nodes with lets "
+    "a spec larger than 100,000 characters, a statement of more than 20,000 nodes with lets "
     "written out, or a vector param of more than 256 entries",
 )
 UNKNOWN_FUNCTION = _code(
@@ -319,6 +319,23 @@ VECTOR_LENGTHS_DIFFER = _code(
     "E315",
     Stage.CHECKER,
     "vector params of different lengths",
+)
+SELECTION_NOT_LITERAL = _code(
+    "E320",
+    Stage.CHECKER,
+    "a channel index or slice bound that is not an integer literal (`p[0.5]`, `p[k:2]`), "
+    "or a slice with a step (`p[0:2:1]`)",
+)
+SELECTION_OUTSIDE = _code(
+    "E321",
+    Stage.CHECKER,
+    "a channel selection outside a class axis of known size (a vector param, a slice of "
+    "literal width), or one that selects nothing (`p[2:1]`)",
+)
+CLASS_SIZES_DIFFER = _code(
+    "E322",
+    Stage.CHECKER,
+    "class axes of different known sizes combined (`p[0:2] - p[0:3]`)",
 )
 OTHER_WITHOUT_BATCH = _code(
     "E330",

@@ -97,12 +97,24 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """`start:stop` (or `start:stop:step`) inside brackets; a bound left out is None."""
+
+    start: Expr | None
+    stop: Expr | None
+    step: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
 class Index:
-    """`target[index]`: a gather, such as `w[class(y)]`."""
+    """`target[index]`: a gather (`w[class(y)]`) or a channel selection (`p[0]`, `p[0:2]`);
+    `ellipsis` when written `target[..., index]`."""
 
     target: Expr
-    index: Expr
+    index: Expr | Slice
     span: Span
+    ellipsis: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,10 +151,13 @@ def subexpressions(expr: Expr) -> Iterator[Expr]:
                 stack.extend(operands)
             case Neg(operand=operand):
                 stack.append(operand)
-            case Pow(base=first, exponent=second) | Index(target=first, index=second):
+            case Pow(base=first, exponent=second) | Compare(left=first, right=second):
                 stack.extend((first, second))
-            case Compare(left=first, right=second):
-                stack.extend((first, second))
+            case Index(target=target, index=Slice() as bounds):
+                parts = (target, bounds.start, bounds.stop, bounds.step)
+                stack.extend(part for part in parts if part is not None)
+            case Index(target=target, index=index) if not isinstance(index, Slice):
+                stack.extend((target, index))
             case Call(args=args, keywords=keywords):
                 stack.extend((*args, *(keyword.value for keyword in keywords)))
 

@@ -456,9 +456,32 @@ class _ToNodes(Transformer[Token, Any]):
         return nodes.Pow(base, exponent, self._span(meta))
 
     def index(
-        self, meta: Meta, target: nodes.Expr, opening: Token, index: nodes.Expr, closing: Token
+        self,
+        meta: Meta,
+        target: nodes.Expr,
+        opening: Token,
+        index: nodes.Expr | nodes.Slice | _AfterEllipsis,
+        closing: Token,
     ) -> nodes.Index:
+        if isinstance(index, _AfterEllipsis):
+            return nodes.Index(target, index.index, self._span(meta), ellipsis=True)
         return nodes.Index(target, index, self._span(meta))
+
+    def ellipsis_subscript(
+        self, meta: Meta, ellipsis: Token, comma: Token, index: nodes.Expr | nodes.Slice
+    ) -> _AfterEllipsis:
+        return _AfterEllipsis(index)
+
+    def slice(
+        self,
+        meta: Meta,
+        start: nodes.Expr | None,
+        colon: Token,
+        stop: nodes.Expr | None,
+        step_colon: Token | None,
+        step: nodes.Expr | None,
+    ) -> nodes.Slice:
+        return nodes.Slice(start, stop, step, self._span(meta))
 
     def paren(self, meta: Meta, opening: Token, inner: nodes.Expr, closing: Token) -> nodes.Expr:
         return inner
@@ -509,6 +532,13 @@ class _ToNodes(Transformer[Token, Any]):
         self, meta: Meta, opening: Token, inner: nodes.Expr, closing: Token
     ) -> nodes.Expr:
         return inner
+
+
+@dataclass(frozen=True)
+class _AfterEllipsis:
+    """The index of `x[..., index]`, before `index` builds the node."""
+
+    index: nodes.Expr | nodes.Slice
 
 
 def _identifier(token: Token) -> str:

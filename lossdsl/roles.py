@@ -4,9 +4,11 @@ arithmetic (E309)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
-from lossdsl.codes import CLASS_IDS_IN_ARITHMETIC, ROLES_NOT_NESTED
+from lossdsl.channels import Widths, combined
+from lossdsl.codes import CLASS_IDS_IN_ARITHMETIC, CLASS_SIZES_DIFFER, ROLES_NOT_NESTED
 from lossdsl.declarations import Declarations, Typed
 from lossdsl.diagnostics import error
 from lossdsl.kinds import KINDS
@@ -45,7 +47,40 @@ class RoleRules(Declarations):
         roles = self.nest(checked)
         if roles is None or not integers_ok:
             return None
+        if Role.CLASS in roles and not self.class_sizes_agree(checked):
+            return None
         return tuple(typed for _, typed in checked), roles
+
+    @functools.cached_property
+    def widths(self) -> Widths:
+        lengths = [len(p.default) for p in self.params.values() if isinstance(p.default, tuple)]
+        return Widths(lengths[0] if lengths else None)
+
+    def class_sizes_agree(self, operands: Sequence[tuple[Span, TExpr]]) -> bool:
+        """Class axes meet only where their sizes agree or one has size 1 (E322 where both
+        sizes are known now; TensorFlow's broadcasting reports the others)."""
+        with_class = [
+            (span, self.widths.of(typed)) for span, typed in operands if Role.CLASS in typed.roles
+        ]
+        if combined([width for _, width in with_class]) is not None:
+            return True
+        sized = [(span, width) for span, width in with_class if width.literal not in (None, 1)]
+        (first_span, first), (second_span, second) = (
+            sized[0],
+            next(pair for pair in sized if pair[1].literal != sized[0][1].literal),
+        )
+        self.report(
+            error(
+                CLASS_SIZES_DIFFER,
+                f"class axes of {first.literal} and {second.literal} entries cannot be combined",
+                first_span.join(second_span),
+                "different numbers of channels",
+                "select as many channels on each side, as in "
+                f"`{self.y_pred.name}[0:2] - {self.y_true.name}[0:2]`, or one channel, which "
+                "broadcasts",
+            )
+        )
+        return False
 
     def reject_integers(self, operands: Sequence[tuple[Span, TExpr]]) -> bool:
         """Class ids in arithmetic are errors; True if there are none."""

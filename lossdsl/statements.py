@@ -22,7 +22,7 @@ builds any depth from shallow lines. At 64, chains of signs, `sigmoid`, sums and
 products, `log` and `mean` were measured to pass every stage with verification; from
 about 90 (chains of `sigmoid`) verification exhausted Python's recursion limit."""
 
-INLINED_SIZE_LIMIT = 5_000
+INLINED_SIZE_LIMIT = 20_000
 """The most nodes a `let`, `loss` or `mask` may have with its lets written out at each
 use: lets that use the previous one twice double it at each line. Lowering, the domain
 checks and verification take time in this size; at the limit a spec checks in seconds."""

@@ -76,12 +76,21 @@ STATEMENT_FORMS = {
     "loss": "the loss is written `loss [NAME] = EXPR`",
 }
 
+MATRIX_HELP = (
+    "there are no matrix operations: compare every sample with every other through "
+    "`other(x)` (LANGUAGE.md 6.5), as in `sum(x * other(x))` for the similarity matrix or "
+    "`sum(square(x - other(x)))` for the squared distances"
+)
+"""The help for calls of `transpose`, `matmul` and their kin (the checker's E201)."""
+
 # Characters that are not part of the language: (message, label, help).
 STRAY_CHARACTERS = {
     "$": ("unexpected character `$`", "not part of the language",
           "names are made of letters, digits and `_`"),
     "@": ("`@` is not an operator", "not an operator",
-          "multiply elementwise with `*` and reduce with `sum(...)`"),
+          "multiply elementwise with `*`; for products of every sample with every other, "
+          "there are no matrix operations: use `other(x)` (LANGUAGE.md 6.5), as in "
+          "`sum(x * other(x))` for the similarity matrix"),
     ";": ("statements are not separated by `;`", "not needed here",
           "a statement ends at the end of its line: put the next one on a new line"),
     "{": ("braces are not part of the language", "not allowed",

@@ -314,6 +314,31 @@ class TGather:
     integer: bool = False
 
 
+@dataclass(frozen=True, eq=False)
+class TSelect:
+    """A channel selection (LANGUAGE.md 6.2): `x[k]` (`single`: entry `start` of the class
+    axis, the class role removed) or `x[a:b]` (entries a to b - 1, the class role kept).
+
+    Bounds are integers as written (negative counts from the end) or None where left out.
+    """
+
+    operand: TExpr
+    start: int | None
+    stop: int | None
+    single: bool
+    span: Span
+    roles: Roles = NO_ROLES
+    integer: bool = False
+
+    @property
+    def written(self) -> str:
+        """The selection as the spec writes it: `[1]`, `[0:2]`, `[-1:]`."""
+        if self.single:
+            return f"[{self.start}]"
+        start = "" if self.start is None else str(self.start)
+        return f"[{start}:{'' if self.stop is None else self.stop}]"
+
+
 TExpr = (
     TConst
     | TNumClasses
@@ -328,6 +353,7 @@ TExpr = (
     | TLogic
     | TCall
     | TGather
+    | TSelect
 )
 TCondition = TCompare | TLogic
 """What `where`'s first argument and `mask` hold."""
@@ -348,6 +374,8 @@ def children(expr: TExpr) -> tuple[TExpr, ...]:
             return args
         case TGather(vector=vector, index=index):
             return (vector, index)
+        case TSelect(operand=operand):
+            return (operand,)
     return ()
 
 
@@ -478,6 +506,13 @@ def as_syntax(expr: TExpr) -> nodes.Expr:
             return nodes.Logic(logic_op, tuple(as_syntax(o) for o in operands), span)
         case TGather(vector=vector, index=index):
             return nodes.Index(as_syntax(vector), as_syntax(index), span)
+        case TSelect(operand=operand, start=start, stop=stop, single=single):
+            if single:
+                entry = _bound_syntax(start, span)
+                assert entry is not None, "a single selection has its index"
+                return nodes.Index(as_syntax(operand), entry, span)
+            bounds = nodes.Slice(_bound_syntax(start, span), _bound_syntax(stop, span), None, span)
+            return nodes.Index(as_syntax(operand), bounds, span)
         case TCall(builtin=builtin, args=args, reduced=reduced):
             keywords: tuple[nodes.Keyword, ...] = ()
             if reduced:
@@ -486,6 +521,14 @@ def as_syntax(expr: TExpr) -> nodes.Expr:
                 written = word or as_syntax(TConst(float(axis), span))
                 keywords = (nodes.Keyword("axis", written, span, span),)
             return nodes.Call(builtin, tuple(as_syntax(a) for a in args), keywords, span, span)
+
+
+def _bound_syntax(bound: int | None, span: Span) -> nodes.Number | nodes.Neg | None:
+    """A selection's integer bound as a literal (`-1` a negated number)."""
+    if bound is None:
+        return None
+    number = nodes.Number(float(abs(bound)), str(abs(bound)), span)
+    return nodes.Neg(number, span) if bound < 0 else number
 
 
 def typed_text(expr: TExpr) -> str:

@@ -66,14 +66,21 @@ def unparse_expr(expr: nodes.Expr) -> str:
             arguments = [unparse_expr(arg) for arg in args]
             arguments += [f"{keyword.name}={unparse_expr(keyword.value)}" for keyword in keywords]
             return f"{func}({', '.join(arguments)})"
-        case nodes.Index(target=target, index=index):
-            return f"{_operand(target, _POW)}[{unparse_expr(index)}]"
+        case nodes.Index(target=target, index=index, ellipsis=ellipsis):
+            written = _slice(index) if isinstance(index, nodes.Slice) else unparse_expr(index)
+            return f"{_operand(target, _POW)}[{'..., ' if ellipsis else ''}{written}]"
         case nodes.Compare(op=op, left=left, right=right):
             return f"{_operand(left, _COMPARE)} {op} {_operand(right, _COMPARE)}"
         case nodes.Logic(op="not", operands=(operand,)):
             return "not " + _operand(operand, _AND)
         case nodes.Logic(op=op, operands=operands):
             return f" {op} ".join(_operand(operand, _LOGIC[op]) for operand in operands)
+
+
+def _slice(index: nodes.Slice) -> str:
+    """`a:b`, `:b`, `a:` or `a:b:c` as written."""
+    bounds = [index.start, index.stop, *((index.step,) if index.step is not None else ())]
+    return ":".join("" if bound is None else unparse_expr(bound) for bound in bounds)
 
 
 def _bound(value: float | None, infinity: str) -> str:

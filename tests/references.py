@@ -25,9 +25,13 @@ class ReferenceLoss(keras.losses.Loss):
     """A reference function as a Keras loss, so Keras applies weights and reduction."""
 
     def __init__(
-        self, fn: ReferenceFn, reduction: str | None = "sum_over_batch_size", **params: Any
+        self,
+        fn: ReferenceFn,
+        reduction: str | None = "sum_over_batch_size",
+        dtype: str | None = None,
+        **params: Any,
     ) -> None:
-        super().__init__(reduction=reduction, name="reference")
+        super().__init__(reduction=reduction, name="reference", dtype=dtype)
         self.fn = fn
         self.params = params
 
@@ -149,31 +153,55 @@ def quantile(y: tf.Tensor, p: tf.Tensor, tau: float) -> tf.Tensor:
     return tf.reduce_mean(tf.where(e >= 0, tau * e, (tau - 1) * e), axis=-1)
 
 
-def gaussian_crps(y: tf.Tensor, mu: tf.Tensor, sigma: float) -> tf.Tensor:
-    """CRPS of N(mu, sigma^2) at y: sigma (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi))."""
-    z = (y - mu) / sigma
+def gaussian_crps(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    """CRPS of N(mu, sigma^2) at y: sigma (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)),
+    with p's channels the mean and log(sigma)."""
+    mu, sigma = p[:, 0], tf.exp(p[:, 1])
+    z = (y[:, 0] - mu) / sigma
     cdf = 0.5 * (1 + tf.math.erf(z / math.sqrt(2.0)))
     pdf = tf.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return tf.reduce_mean(sigma * (z * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi)), -1)
+    return sigma * (z * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
 
 
-def student_t_nll(y: tf.Tensor, mu: tf.Tensor, nu: float, sigma: float) -> tf.Tensor:
-    """-log of the location-scale Student-t density with nu degrees of freedom."""
+def student_t_nll(y: tf.Tensor, p: tf.Tensor, nu: float) -> tf.Tensor:
+    """-log of the location-scale Student-t density with nu degrees of freedom, with p's
+    channels the location and log(sigma)."""
     half = tf.constant(0.5 * nu, y.dtype)
-    log_norm = (
-        tf.math.lgamma(half)
-        - tf.math.lgamma(half + 0.5)
-        + 0.5 * math.log(nu * math.pi)
-        + math.log(sigma)
-    )
-    e = (y - mu) / sigma
-    return tf.reduce_mean(log_norm + 0.5 * (nu + 1) * tf.math.log1p(e * e / nu), -1)
+    log_norm = tf.math.lgamma(half) - tf.math.lgamma(half + 0.5) + 0.5 * math.log(nu * math.pi)
+    sigma = tf.exp(p[:, 1])
+    e = (y[:, 0] - p[:, 0]) / sigma
+    return log_norm + tf.math.log(sigma) + 0.5 * (nu + 1) * tf.math.log1p(e * e / nu)
 
 
-def gaussian_nll(y: tf.Tensor, mu: tf.Tensor, sigma: float) -> tf.Tensor:
-    """-log of the N(mu, sigma^2) density at y."""
-    log_norm = math.log(sigma) + 0.5 * math.log(2 * math.pi)
-    return tf.reduce_mean(tf.square(y - mu) / (2 * sigma**2) + log_norm, -1)
+def gaussian_nll(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    """torch.nn.GaussianNLLLoss(full=True) without its clamp of the variance:
+    (log var + (y - mu)^2 / var + log(2 pi)) / 2, with p's channels mu and log(var)."""
+    var = tf.exp(p[:, 1])
+    return 0.5 * (tf.math.log(var) + tf.square(y[:, 0] - p[:, 0]) / var + math.log(2 * math.pi))
+
+
+def margin_ranking(y: tf.Tensor, p: tf.Tensor, margin: float) -> tf.Tensor:
+    """torch.nn.MarginRankingLoss: max(0, -y (x1 - x2) + margin), p's channels x1, x2."""
+    return tf.maximum(0.0, -y[:, 0] * (p[:, 0] - p[:, 1]) + margin)
+
+
+def giou(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    """TensorFlow Addons' `giou_loss` (tensorflow_addons/losses/giou_loss.py), boxes in its
+    [y_min, x_min, y_max, x_max] order: callers reorder the spec's [x_min, y_min, ...]."""
+    zero = tf.constant(0.0, p.dtype)
+    b1_ymin, b1_xmin, b1_ymax, b1_xmax = tf.unstack(p, 4, axis=-1)
+    b2_ymin, b2_xmin, b2_ymax, b2_xmax = tf.unstack(y, 4, axis=-1)
+    b1_area = tf.maximum(zero, b1_xmax - b1_xmin) * tf.maximum(zero, b1_ymax - b1_ymin)
+    b2_area = tf.maximum(zero, b2_xmax - b2_xmin) * tf.maximum(zero, b2_ymax - b2_ymin)
+    intersect_width = tf.maximum(zero, tf.minimum(b1_xmax, b2_xmax) - tf.maximum(b1_xmin, b2_xmin))
+    intersect_height = tf.maximum(zero, tf.minimum(b1_ymax, b2_ymax) - tf.maximum(b1_ymin, b2_ymin))
+    intersect_area = intersect_width * intersect_height
+    union_area = b1_area + b2_area - intersect_area
+    iou = tf.math.divide_no_nan(intersect_area, union_area)
+    enclose_width = tf.maximum(zero, tf.maximum(b1_xmax, b2_xmax) - tf.minimum(b1_xmin, b2_xmin))
+    enclose_height = tf.maximum(zero, tf.maximum(b1_ymax, b2_ymax) - tf.minimum(b1_ymin, b2_ymin))
+    enclose_area = enclose_width * enclose_height
+    return 1 - (iou - tf.math.divide_no_nan(enclose_area - union_area, enclose_area))
 
 
 def soft_jaccard(y: tf.Tensor, p: tf.Tensor, smooth: float) -> tf.Tensor:

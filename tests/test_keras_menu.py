@@ -90,7 +90,7 @@ def make_case(spec_id: str, spatial: int = 0) -> Case:
         resolve_spec(SPECS[spec_id]).text, verify=False, reduction="sum_over_batch_size"
     )
     vectors = [value for value in loss.params.values() if isinstance(value, tuple)]
-    classes = len(vectors[0]) if vectors else DEFAULT_CLASSES
+    classes = len(vectors[0]) if vectors else max(DEFAULT_CLASSES, channels_needed(loss))
     kinds = loss_kinds(loss)
     shape = (BATCH, *([spatial] if spatial else []), classes)
     rng = np.random.default_rng(len(spec_id) + spatial)
@@ -103,6 +103,17 @@ def loss_kinds(loss: SpecLoss) -> tuple[str, str]:
 
     checked = check_source(SourceFile.from_text(loss.spec))
     return checked.y_true.kind, checked.y_pred.kind
+
+
+def channels_needed(loss: SpecLoss) -> int:
+    """The most channels a spec's selections take of an input (LANGUAGE.md 6.2)."""
+    from lossdsl.channels import requirements
+    from lossdsl.compiler import check_source
+    from lossdsl.source import SourceFile
+
+    checked = check_source(SourceFile.from_text(loss.spec))
+    needs = requirements([checked.result], checked.source).values()
+    return max((need.needed for need in needs), default=1)
 
 
 def with_reduction(case: Case, reduction: str | None) -> SpecLoss:
@@ -135,14 +146,18 @@ def test_reductions_agree_with_the_unreduced_values(spec_id: str) -> None:
     values = per_sample(case)
     assert values.shape[:1] == (BATCH,) or values.shape == ()
     assert np.all(np.isfinite(values))
+    # what `call` returns carries a masked spec's mask (nt_xent's anchors with a positive)
+    called = case.loss.call(case.y_true, case.y_pred)
+    mask = np.asarray(getattr(called, "_keras_mask", np.ones(values.shape, bool)))
     weights = np.linspace(0.5, 2.0, BATCH).astype("float32")
-    weighted = values * weights  # a scalar (batch-coupled) loss is scaled by each weight
+    mask = np.broadcast_to(mask, (values * weights).shape)
+    weighted = values * weights * mask  # a scalar (batch-coupled) loss is scaled by each weight
     expected = {
-        "sum_over_batch_size": weighted.sum() / weighted.size,
-        "mean": weighted.sum() / weighted.size,
+        "sum_over_batch_size": weighted.sum() / max(mask.sum(), 1),
+        "mean": weighted.sum() / max(mask.sum(), 1),
         "sum": weighted.sum(),
-        "mean_with_sample_weight": weighted.sum() / weights.sum(),
-    }
+        "mean_with_sample_weight": weighted.sum() / ((weights * mask).sum() or 1.0),
+    }  # Keras divides without NaN: 0 where every value is masked
     for reduction, value in expected.items():
         loss = with_reduction(case, reduction)
         actual = float(loss(case.y_true, case.y_pred, sample_weight=weights))

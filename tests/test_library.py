@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import references as refs
 import tensorflow as tf
+from test_channel_library import REFERENCES as CHANNEL_REFERENCES
 from test_metric_library import REFERENCES as METRIC_REFERENCES
 
 import lossdsl
@@ -257,9 +258,6 @@ CASES: tuple[Case, ...] = (
     Case("ldam", "label", "logits", direct(refs.ldam), {"margins": [0.5, 0.3, 0.2], "s": 10.0},
          rtol=1e-4),
     Case("quantile", "target", "real", direct(refs.quantile), {"tau": 0.9}),
-    Case("gaussian_crps", "target", "real", direct(refs.gaussian_crps), {"sigma": 0.7}),
-    Case("student_t_nll", "target", "real", direct(refs.student_t_nll), {"nu": 4.0, "sigma": 1.5}),
-    Case("gaussian_nll", "target", "real", direct(refs.gaussian_nll), {"sigma": 2.0}),
     Case("soft_jaccard", "binary", "prob", direct(refs.soft_jaccard), {"smooth": 1.0}),
     # Ordinal losses (more in tests/test_ordinal_library.py).
     Case("coral", "label", "logits", direct(refs.coral)),
@@ -343,8 +341,9 @@ def test_matches_reference_with_sample_weight(case: Case) -> None:
 
 
 def test_every_example_is_tested() -> None:
-    """Here, or with the metric-learning references (tests/test_metric_library.py)."""
-    tested = {case.spec for case in CASES} | set(METRIC_REFERENCES)
+    """Here, or with the channel and metric-learning references (test_channel_library.py,
+    test_metric_library.py)."""
+    tested = {case.spec for case in CASES} | set(CHANNEL_REFERENCES) | set(METRIC_REFERENCES)
     assert tested == {path.stem for path in EXAMPLES.glob("*.loss")}
 
 

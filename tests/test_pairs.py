@@ -242,3 +242,15 @@ def test_a_pair_loss_trains_in_mixed_precision_with_xla_and_reloads(
     assert reloaded.evaluate(x, labels, batch_size=16, verbose=0) == pytest.approx(
         model.evaluate(x, labels, batch_size=16, verbose=0)
     )
+
+
+def test_pairs_are_found_in_every_statement_and_selection() -> None:
+    spec = check(
+        parse(
+            SourceFile.from_text(
+                PAIRS + "let s = sum(e[0:2] * other(e)[0:2])\nloss = mean(max(s))\n", "x.loss"
+            )
+        )
+    )
+    assert spec.paired and spec.partners == 1
+    assert spec.result.roles == {Role.BATCH}

@@ -209,7 +209,35 @@ def test_calls_keywords_and_indexing() -> None:
     assert shape("mean(x, axis=-1)")[3] == (("Keyword", "axis", ("Neg", number("1"))),)
     assert shape("sum(x, axis=sample,)")[3] == (("Keyword", "axis", name("sample")),)
     assert shape("f()") == ("Call", "f", (), ())
-    assert shape("w[class(y)]") == ("Index", name("w"), ("Call", "class", (name("y"),), ()))
+    assert shape("w[class(y)]") == (
+        "Index",
+        name("w"),
+        ("Call", "class", (name("y"),), ()),
+        False,
+    )
+
+
+def test_channel_selections() -> None:
+    assert shape("p[0]") == ("Index", name("p"), number("0"), False)
+    assert shape("p[-1]") == ("Index", name("p"), ("Neg", number("1")), False)
+    assert shape("p[..., 1]") == ("Index", name("p"), number("1"), True)
+    assert shape("p[0:2]") == ("Index", name("p"), ("Slice", number("0"), number("2"), None), False)
+    assert shape("p[..., :-1]") == (
+        "Index",
+        name("p"),
+        ("Slice", None, ("Neg", number("1")), None),
+        True,
+    )
+    assert shape("p[1:]") == ("Index", name("p"), ("Slice", number("1"), None, None), False)
+    assert shape("p[0:4:2]")[2] == ("Slice", number("0"), number("4"), number("2"))
+    assert shape("softmax(z)[0]")[1] == ("Call", "softmax", (name("z"),), ())
+
+
+@pytest.mark.parametrize(
+    "text", ["p[0]", "p[-1]", "p[..., 1]", "p[0:2]", "p[..., :-1]", "p[1:]", "p[:]", "p[0:4:2]"]
+)
+def test_selections_unparse_as_written(text: str) -> None:
+    assert unparse_expr(expr(text)) == text
 
 
 def test_comparison_as_first_argument() -> None:

@@ -181,7 +181,7 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
     (
         "gather_of_onehot_sum",
         lambda: fn.ReduceMean(
-            fn.OneHot(y) * z, fn.encode_roles(frozenset(fn.ROLE_BITS) - {fn.Role.BATCH})
+            fn.OneHot(y) * z, fn.encode_roles(frozenset({fn.Role.SPATIAL, fn.Role.CLASS}))
         ),
         lambda: fn.ReduceMean(fn.TakeClass(z, y), 2) / fn.NUM_CLASSES,
     ),

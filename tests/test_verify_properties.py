@@ -9,7 +9,7 @@ from lossdsl.compiler import compile_source
 from lossdsl.source import SourceFile
 from lossdsl.verification.driver import verify_module
 
-LEAVES = st.sampled_from(["p", "y", "0.5", "2", "1.5"])
+LEAVES = st.sampled_from(["p", "y", "0.5", "2", "1.5", "p[0]", "p[-1]", "y[1]"])
 
 UNARY_FORMS = (
     "sigmoid({})",

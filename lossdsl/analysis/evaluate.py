@@ -29,6 +29,7 @@ from lossdsl.typed import (
     TParam,
     TPow,
     TSampleIndex,
+    TSelect,
 )
 
 ROLE_AXES: dict[Role, int] = {Role.BATCH: 1, Role.SPATIAL: 2, Role.CLASS: 3}
@@ -100,6 +101,10 @@ class Evaluator:
                 ids = self.value(index).astype(float).astype(int)
                 rows = np.broadcast_to(self.value(vector), (*ids.shape[:-1], WITNESS_CLASSES))
                 return np.take_along_axis(rows, ids, axis=-1)
+            case TSelect() if selection_name(node) in self.bindings:
+                return self.bindings[str(selection_name(node))]
+            case TSelect(operand=operand, start=start, stop=stop, single=single):
+                return _selected(self.value(operand), start, stop, single)
             case TCall(builtin=builtin) if builtin in SPECIAL_EVALUATORS:
                 return SPECIAL_EVALUATORS[builtin](self, node)
             case TCall(builtin=builtin, args=args):
@@ -114,6 +119,32 @@ class Evaluator:
     def assume(self, node: TExpr, value: object) -> None:
         """Take `value` as `node`'s value instead of evaluating its sub-tree."""
         self._values[id(node)] = np.full((1, 1, 1, 1), value, dtype=self.numerics.dtype)
+
+
+def selection_name(node: TSelect) -> str | None:
+    """`p[0]`: how a witness names a selection of an input or param, which the searches
+    take as a variable of its own; None for a selection of another value."""
+    if isinstance(node.operand, TInput | TParam):
+        return node.operand.info.name + node.written
+    return None
+
+
+def is_channel_leaf(node: TExpr) -> bool:
+    """Whether `node` is a selection of an input or param, a variable of the searches."""
+    return isinstance(node, TSelect) and selection_name(node) is not None
+
+
+def _selected(values: Array, start: int | None, stop: int | None, single: bool) -> Array:
+    """A selection of a computed value's rows (of `WITNESS_CLASSES` entries, or 1 per
+    element, which every selection broadcasts); a position past the row wraps around."""
+    width = values.shape[3]
+    if width == 1:
+        return values
+    if single:
+        assert start is not None
+        return values[..., [start % width]]
+    positions = np.arange(width)[start:stop]
+    return values[..., positions] if len(positions) else values
 
 
 COMPARISONS: dict[str, Callable[[Array, Array], Array]] = {

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import mpmath
 import numpy as np
 
-from lossdsl.analysis.evaluate import Evaluator
+from lossdsl.analysis.evaluate import Evaluator, is_channel_leaf
 from lossdsl.analysis.intervals import Array
 from lossdsl.analysis.paths import GuardedSearch
 from lossdsl.analysis.ranges import RangeAnalysis
@@ -93,7 +93,7 @@ class OverflowCheck:
         self._params_seen: set[str] = set()
 
     def check(self, node: TExpr) -> None:
-        if isinstance(node, TCompare | TLogic | TInput):
+        if isinstance(node, TCompare | TLogic | TInput) or is_channel_leaf(node):
             return
         if isinstance(node, TParam):
             self._check_param(node)

@@ -42,6 +42,7 @@ from lossdsl.typed import (
     TParam,
     TPow,
     TSampleIndex,
+    TSelect,
     children,
 )
 
@@ -253,6 +254,8 @@ def atom_identity(node: TExpr) -> object:
     match node:
         case TInput(info=info) | TParam(info=info):
             return info.name
+        case TSelect(operand=TInput(info=info) | TParam(info=info)):
+            return (info.name, node.written)
     return id(node)
 
 
@@ -299,6 +302,8 @@ class RangeAnalysis:
                 return COMPARISON
             case TGather(vector=vector):
                 return self.range_of(vector)
+            case TSelect(operand=operand):
+                return self.range_of(operand)
             case TCall():
                 return range_rule(BUILTINS[node.builtin])(self, node)
             case TAdd(operands=operands, negated=negated):

@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 import numpy.typing as npt
 
-from lossdsl.analysis.evaluate import ROW_BUILTINS, WITNESS_CLASSES, Evaluator
+from lossdsl.analysis.evaluate import ROW_BUILTINS, WITNESS_CLASSES, Evaluator, selection_name
 from lossdsl.analysis.intervals import Array
 from lossdsl.analysis.report import format_number
 from lossdsl.kinds import KINDS
@@ -25,8 +25,20 @@ from lossdsl.typed import (
     TInput,
     TParam,
     TPow,
+    TSelect,
     children,
 )
+
+Leaf = TInput | TParam | TSelect
+"""A variable of a search: an input, a param, or a selection of one (`p[0]`, `w[1]`),
+each channel taking its candidates apart from the others."""
+
+
+def leaf_name(leaf: Leaf) -> str:
+    if isinstance(leaf, TSelect):
+        return str(selection_name(leaf))
+    return leaf.info.name
+
 
 CANDIDATE_LIMIT = 4096
 """At most this many candidate points per search: the full grid when it is smaller, else
@@ -104,17 +116,17 @@ class WitnessSearch:
 
     def __init__(self, input_limit: float = math.inf) -> None:
         self.input_limit = input_limit  # inputs take only candidates of at most this size
-        self._free: dict[int, tuple[TInput | TParam, ...]] = {}
+        self._free: dict[int, tuple[Leaf, ...]] = {}
         self._rows_needed: dict[int, bool] = {}
 
     def find(self, scope: Sequence[TExpr], condition: Condition) -> Witness | None:
         """The simplest confirmed witness of `condition`, over the inputs and params that
         the nodes of `scope` read."""
         needs_rows = any(self._needs_rows(node) for node in scope)
-        leaves: dict[str, TInput | TParam] = {}
+        leaves: dict[str, Leaf] = {}
         for node in scope:
             for leaf in self._free_leaves(node):
-                leaves.setdefault(leaf.info.name, leaf)
+                leaves.setdefault(leaf_name(leaf), leaf)
         variables = [self._variable(leaf, needs_rows) for leaf in leaves.values()]
         choices = _candidate_indices([len(v.rows) for v in variables])
         bindings = {
@@ -137,23 +149,32 @@ class WitnessSearch:
                 return Witness(tuple((name, _format_row(row)) for name, row in rows.items()))
         return None
 
-    def _variable(self, leaf: TInput | TParam, needs_rows: bool) -> Variable:
+    def _variable(self, leaf: Leaf, needs_rows: bool) -> Variable:
         width = WITNESS_CLASSES if needs_rows and Role.CLASS in leaf.roles else 1
-        if isinstance(leaf, TInput):
-            values = tuple(v for v in KIND_VALUES[leaf.info.kind] if abs(v) <= self.input_limit)
-            return Variable(leaf.info.name, _rows(values, width, leaf.info.kind == "onehot"))
-        return Variable(leaf.info.name, _rows(param_values(leaf.info.domain), width, False))
+        name, read = leaf_name(leaf), leaf.operand if isinstance(leaf, TSelect) else leaf
+        assert isinstance(read, TInput | TParam)
+        if isinstance(read, TInput):
+            values = tuple(v for v in KIND_VALUES[read.info.kind] if abs(v) <= self.input_limit)
+            distribution = read.info.kind == "onehot" and read is leaf
+            return Variable(name, _rows(values, width, distribution))
+        return Variable(name, _rows(param_values(read.info.domain), width, False))
 
-    def _free_leaves(self, node: TExpr) -> tuple[TInput | TParam, ...]:
-        """The inputs and params `node` reads, by name, in order of first occurrence."""
+    def _free_leaves(self, node: TExpr) -> tuple[Leaf, ...]:
+        """The inputs, params and selections of them that `node` reads, by name, in order
+        of first occurrence."""
         known = self._free.get(id(node))
         if known is None:
-            leaves: dict[str, TInput | TParam] = {}
-            if isinstance(node, TInput | TParam):
-                leaves[node.info.name] = node
+            leaves: dict[str, Leaf] = {}
+            if isinstance(node, TInput | TParam) or (
+                isinstance(node, TSelect) and selection_name(node) is not None
+            ):
+                leaves[leaf_name(node)] = node
+                known = tuple(leaves.values())
+                self._free[id(node)] = known
+                return known
             for child in children(node):
                 for leaf in self._free_leaves(child):
-                    leaves.setdefault(leaf.info.name, leaf)
+                    leaves.setdefault(leaf_name(leaf), leaf)
             known = tuple(leaves.values())
             self._free[id(node)] = known
         return known
@@ -161,9 +182,14 @@ class WitnessSearch:
     def _needs_rows(self, node: TExpr) -> bool:
         known = self._rows_needed.get(id(node))
         if known is None:
-            mixes = isinstance(node, TGather) or (
-                isinstance(node, TCall)
-                and (node.builtin in ROW_BUILTINS or Role.CLASS in node.reduced)
+            selects_rows = isinstance(node, TSelect) and selection_name(node) is None
+            mixes = (
+                selects_rows
+                or isinstance(node, TGather)
+                or (
+                    isinstance(node, TCall)
+                    and (node.builtin in ROW_BUILTINS or Role.CLASS in node.reduced)
+                )
             )
             known = mixes or any(self._needs_rows(child) for child in children(node))
             self._rows_needed[id(node)] = known

@@ -33,6 +33,9 @@ HUBER = "_huber"
 LOG1P = "_log1p"
 """tf.math.log1p in the form XLA on the CPU computes fastest (XLA modules only)."""
 
+CHECK_CHANNELS = "_check_channels"
+"""An input checked to have the channels the spec selects (LANGUAGE.md 6.2)."""
+
 PER_CLASS = "_per_class"
 """A vector param as a tensor of y_pred's dtype, its length checked against the classes."""
 

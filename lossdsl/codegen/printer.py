@@ -16,6 +16,9 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
   dtype, since ops on Python floats would give float32: `tf.constant(number, p.dtype)`,
   a scalar param through `tf.convert_to_tensor(..., dtype_hint=p.dtype)` and `tf.cast`
   (tf.cast alone converts a Python float to float32 first: 0.1 inexact, 1e300 an error).
+- A channel selection is a slice of the last axis, `p[..., 1:2]` for `p[1]` (keepdims
+  form) and `p[..., 0:2]` for `p[0:2]`; the writer's prelude checks that the inputs have
+  the channels the spec selects (`channels.requirements`).
 - `num_classes` is a local, `tf.cast(tf.shape(p)[-1], p.dtype)`. Labels are int32 in
   `[B, S..., 1]`; a label outside [0, C) selects nothing: `OneHot` gives zeros,
   `Gather` and `TakeClass` give 0 (a class gather is `tf.gather(..., batch_dims=rank - 1)`,
@@ -657,6 +660,17 @@ class TensorFlowPrinter(PythonCodePrinter):
         rank = f"len({self.y_pred}.shape)"
         taken = f"tf.gather({values}, {safe}, axis=-1, batch_dims={rank} - 1)"
         return f"tf.where({self._in_range(label, size)}, {taken}, 0.0)"
+
+    def _print_Channel(self, expr: fn.Channel) -> str:
+        """`x[..., k:k + 1]`: entry k kept as an axis of size 1 (keepdims form)."""
+        x, index = expr.args
+        stop = "" if index == -1 else str(index + 1)
+        return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[..., {index}:{stop}]"
+
+    def _print_Channels(self, expr: fn.Channels) -> str:
+        x, start, stop = expr.args
+        bounds = f"{start}:{'' if stop is sympy.oo else stop}"
+        return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[..., {bounds}]"
 
     def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
         if (helper := self.spelled(expr)) is not None:

@@ -251,3 +251,23 @@ def _paired(y_true, y_pred, partners, name):
         )
     new_axes = (slice(None),) + (tf.newaxis,) * partners
     return y_true[new_axes], y_pred[new_axes]
+
+
+def _check_channels(x, needed, argument, selection):
+    """`x` (the loss's `argument`), checked to have the `needed` entries on its last
+    axis that the spec's `selection` takes: when tracing if its size is known then (a
+    ValueError), else when the loss runs (tf.debugging.assert_greater_equal, which
+    every use of the returned tensor waits for).
+    """
+    message = (
+        f"Invalid {argument}: the loss selects `{selection}`, which needs at least "
+        f"{needed} entries on the last axis"
+    )
+    if x.shape[-1] is None:
+        size = tf.shape(x)[-1]
+        check = tf.debugging.assert_greater_equal(size, needed, message=f"{message}.")
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+    if x.shape[-1] < needed:
+        raise ValueError(f"{message}, received shape {tuple(x.shape)}.")
+    return x

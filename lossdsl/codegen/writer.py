@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lossdsl.channels import requirements
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import HELPERS, PAIRED, PER_CLASS, helper_source
+from lossdsl.codegen.helpers import CHECK_CHANNELS, HELPERS, PAIRED, PER_CLASS, helper_source
 from lossdsl.codegen.names import function_names, python_names
 from lossdsl.codegen.text import (
     INDENT,
@@ -41,7 +42,7 @@ from lossdsl.codegen.text import (
     wrap,
     wrapped_call,
 )
-from lossdsl.kinds import KINDS
+from lossdsl.kinds import KINDS, Argument
 from lossdsl.source import printable_name
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
@@ -162,6 +163,8 @@ class ModuleWriter:
         self.function, self.mask_function, self.class_name = function_names(checked.loss_name)
         self.with_mask_function = with_mask_function_name(checked.loss_name)
         self.spec_file = spec_file_name(checked.source.name)
+        roots = [checked.result, *([checked.mask] if checked.mask is not None else [])]
+        self.channels = requirements(roots, checked.source)
         self.docstrings: list[tuple[str, str]] = []  # (where, the literal's intended value)
 
     # ------------------------------------------------------------------ module
@@ -196,6 +199,8 @@ class ModuleWriter:
         needed = set(self.body.helpers)
         if any(param.info.is_vector for param in self.params):
             needed.add(PER_CLASS)
+        if self.channels:
+            needed.add(CHECK_CHANNELS)
         if self.checked.paired:
             needed.add(PAIRED)
         return [name for name in HELPERS if name in needed]
@@ -345,11 +350,15 @@ class ModuleWriter:
     def argument_docs(self) -> list[str]:
         checked = self.checked
         docs = [
-            input_doc(self.y_true, checked.y_true),
-            input_doc(self.y_pred, checked.y_pred),
+            input_doc(self.y_true, checked.y_true, self.needed_channels("y_true")),
+            input_doc(self.y_pred, checked.y_pred, self.needed_channels("y_pred")),
         ]
         docs += [param_doc(param.argument, param.info) for param in self.params]
         return docs
+
+    def needed_channels(self, argument: Argument) -> int | None:
+        requirement = self.channels.get(argument)
+        return None if requirement is None else requirement.needed
 
     def prelude(self, used: set[str] | None = None) -> list[str]:
         """Statements that bring the inputs and vector params to the body's conventions.
@@ -376,10 +385,22 @@ class ModuleWriter:
                 f"{y_true} = tf.convert_to_tensor({y_true}, dtype_hint={y_pred}.dtype)",
                 f"if {y_true}.shape.rank == {y_pred}.shape.rank + 1 and {y_true}.shape[-1] == 1:",
                 f"{INDENT}{y_true} = tf.squeeze({y_true}, -1)",
-                f"elif {y_true}.shape.rank == {y_pred}.shape.rank - 1 and {y_pred}.shape[-1] == 1:",
+                # y_true's own channels: its last axis need not match y_pred's
+                f"elif {y_true}.shape.rank == {y_pred}.shape.rank - 1"
+                + ("" if "y_true" in self.channels else f" and {y_pred}.shape[-1] == 1")
+                + ":",
                 f"{INDENT}{y_true} = tf.expand_dims({y_true}, -1)",
                 f"{y_true} = tf.cast({y_true}, {y_pred}.dtype)",
             ]
+        for argument in ("y_true", "y_pred"):
+            if argument not in self.channels:
+                continue
+            requirement = self.channels[argument]
+            name, selection = getattr(self, argument), string_literal(requirement.written)
+            lines.append(
+                f"{name} = {CHECK_CHANNELS}({name}, {requirement.needed}, "
+                f"{string_literal(argument)}, {selection})"
+            )
         if self.checked.paired:
             lines += self.pairs_prelude()
         for param in self.params:
@@ -693,9 +714,13 @@ def spec_statements(text: str) -> str:
     return "\n".join(body)
 
 
-def input_doc(argument: str, info: InputInfo) -> str:
+def input_doc(argument: str, info: InputInfo, channels: int | None = None) -> str:
+    """An input's line in the docstring's Args; `channels`: the fewest its selections need."""
     spatial = "" if info.paired else ", ..."
     shape = f"[batch{spatial}]" if KINDS[info.kind].class_ids else f"[batch{spatial}, C]"
+    if channels is not None:
+        noun = "channel" if channels == 1 else "channels"
+        shape = f"[batch{spatial}, channels], at least {channels} {noun}"
     return f"{argument}: {info.argument}, `{info.kind}` values of shape {shape}."
 
 

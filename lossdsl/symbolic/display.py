@@ -152,6 +152,15 @@ class SpecPrinter(StrPrinter):
         x, label = expr.args
         return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[{self._print(label)}]"
 
+    def _print_Channel(self, expr: fn.Channel) -> str:
+        x, index = expr.args
+        return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[{index}]"
+
+    def _print_Channels(self, expr: fn.Channels) -> str:
+        x, start, stop = expr.args
+        bounds = f"{start if start else ''}:{'' if stop is sympy.oo else stop}"
+        return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[{bounds}]"
+
     def _print_Reduction(self, expr: fn.Reduction) -> str:
         body = expr.args[0]
         row = row_of(type(expr))

@@ -417,6 +417,46 @@ class Gather(LossFunction):
         return known("real", self.args[:1])
 
 
+class Channel(LossFunction):
+    """x[k]: entry k of x's class axis (k < 0 counts from the end), per element.
+
+    A channel selection (LANGUAGE.md 6.2), a primitive: the verifier picks the position in
+    the class axis of x's size. Roles: x's without class.
+    """
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, index: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_number else None  # a number has no class axis to select from
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[:1])
+
+
+class Channels(LossFunction):
+    """x[a:b]: entries a to b - 1 of x's class axis, the class role kept (bounds below 0
+    count from the end; `stop` is `oo` where the spec leaves it out, `start` 0).
+
+    A primitive, like `Channel`. Roles: x's.
+    """
+
+    nargs = 3
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    @classmethod
+    def eval(cls, x: sympy.Expr, start: sympy.Expr, stop: sympy.Expr) -> sympy.Expr | None:
+        return x if x.is_number else None
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[:1])
+
+
 class TakeClass(LossFunction):
     """x at the label's class, per element: sum over the classes of onehot(label) * x.
 
@@ -582,6 +622,8 @@ PRIMITIVES: tuple[type[LossFunction], ...] = (
     ClassId,
     OneHot,
     Gather,
+    Channel,
+    Channels,
     CumSum,
     ReduceSum,
     ReduceMean,
@@ -611,6 +653,8 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     OneHot: lambda roles, expr: one_hot_roles(roles[0]),
     Gather: lambda roles, expr: gather_roles(roles[0], roles[1]),
     TakeClass: lambda roles, expr: gather_roles(roles[0], roles[1]),
+    Channel: lambda roles, expr: _without_class(roles[0]),
+    Channels: lambda roles, expr: roles[0],
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
     SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),
 }

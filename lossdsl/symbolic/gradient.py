@@ -46,6 +46,8 @@ _NONLOCAL = (
     fn.CumSum,
     fn.Gather,
     fn.ClassId,
+    fn.Channel,
+    fn.Channels,
 )
 
 
@@ -69,6 +71,9 @@ class _Gradient:
         match expr:
             case fn.TakeClass(args=(x, label)):
                 return self.of(fn.ReduceSum(fn.OneHot(label) * x, fn.CLASS_MASK))
+            case fn.Channel(args=(x, index)):  # x[k]: x's class k, k < 0 from the end
+                klass = index if index >= 0 else fn.NUM_CLASSES + index
+                return self.of(fn.ReduceSum(fn.OneHot(klass) * x, fn.CLASS_MASK))
             case fn.ReduceMean(args=(body, removed)):
                 total = self.of(fn.ReduceSum(body, removed))
                 return total / role_count(fn.decode_roles(removed))
@@ -82,7 +87,7 @@ class _Gradient:
                 return self.of(fn.ReduceSum(selected, removed))
             case fn.Gather() | fn.ClassId():
                 return sympy.S.Zero
-            case fn.Softmax() | fn.LogSoftmax() | fn.CumSum() | fn.Other():
+            case fn.Softmax() | fn.LogSoftmax() | fn.CumSum() | fn.Other() | fn.Channels():
                 return sympy.Derivative(expr, self.y_pred, evaluate=False)
         return self.summed(expr, over_classes=False)
 
@@ -214,6 +219,17 @@ class LossLatexPrinter(LatexPrinter):
         vector, index = (self._print(arg) for arg in expr.args)
         gathered = rf"{{{vector}}}_{{{index}}}"
         return rf"\left({gathered}\right)^{{{exp}}}" if exp else gathered
+
+    def _print_Channel(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        x, index = expr.args
+        selected = rf"{{{self._print(x)}}}_{{[{index}]}}"
+        return rf"\left({selected}\right)^{{{exp}}}" if exp else selected
+
+    def _print_Channels(self, expr: sympy.Basic, exp: str | None = None) -> str:
+        x, start, stop = expr.args
+        bounds = f"{start if start else ''}:{'' if stop is sympy.oo else stop}"
+        selected = rf"{{{self._print(x)}}}_{{[{bounds}]}}"
+        return rf"\left({selected}\right)^{{{exp}}}" if exp else selected
 
     def _print_TakeClass(self, expr: sympy.Basic, exp: str | None = None) -> str:
         x, label = (self._print(arg) for arg in expr.args)

@@ -41,6 +41,7 @@ from lossdsl.typed import (
     TParam,
     TPow,
     TSampleIndex,
+    TSelect,
 )
 
 RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
@@ -176,6 +177,11 @@ class _Lowering:
                 return fn.Gather(self.expr(vector), self.expr(index))
             case TGather(vector=values, index=index):  # a per-element row: x[class(y)]
                 return fn.TakeClass(self.expr(values), self.expr(index))
+            case TSelect(operand=operand, start=start, single=True):
+                return fn.Channel(self.expr(operand), sympy.Integer(start))
+            case TSelect(operand=operand, start=start, stop=stop):
+                end = sympy.oo if stop is None else sympy.Integer(stop)
+                return fn.Channels(self.expr(operand), sympy.Integer(start or 0), end)
             case TCall(builtin=builtin, args=args, reduced=reduced):
                 lowered = tuple(self.expr(a) for a in args)
                 removed = _removed(reduced, args[0].roles) if reduced else sympy.S.Zero

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from lossdsl.channels import requirements, whole_uses
 from lossdsl.codegen.names import python_names
 from lossdsl.diagnostics import Diagnostic
 from lossdsl.symbolic import functions
@@ -53,7 +54,9 @@ def verify_module(
     )
     vector_lengths = {len(value) for value in params.values() if isinstance(value, tuple)}
     plan = verification_plan(
-        verify_layouts(min(vector_lengths, default=None), checked.paired),
+        verify_layouts(
+            min(vector_lengths, default=None), *class_counts(symbolic), paired=checked.paired
+        ),
         distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None)
         * PAIR_COST**checked.partners,
         per_sample_function,
@@ -72,6 +75,21 @@ def verify_module(
         for diagnostic in compare(symbolic, exact, candidate):
             found.setdefault(diagnostic.code, diagnostic)
     return tuple(found[code] for code in sorted(found))
+
+
+def class_counts(symbolic: SymbolicLoss) -> tuple[int, int | None]:
+    """The fewest classes y_pred needs for the spec's selections of it, and y_true's class
+    count: the fewest its selections need where they are its only use, else (None) y_pred's.
+    """
+    checked = symbolic.checked
+    roots = [checked.result, *([checked.mask] if checked.mask is not None else [])]
+    needs = {
+        argument: need.needed for argument, need in requirements(roots, checked.source).items()
+    }
+    fewest, true_classes = needs.get("y_pred", 1), needs.get("y_true")
+    if true_classes is not None and whole_uses(roots, "y_true"):
+        fewest, true_classes = max(fewest, true_classes), None
+    return fewest, true_classes
 
 
 PAIR_COST = 4

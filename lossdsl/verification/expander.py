@@ -20,6 +20,11 @@ from lossdsl.typed import Role, Roles
 from lossdsl.verification.layouts import Layout, Position
 
 
+def _slice(start: sympy.Basic, stop: sympy.Basic) -> slice:
+    """A `Channels` selection's bounds as a Python slice (`oo`: to the end)."""
+    return slice(int(start), None if stop is sympy.oo else int(stop))
+
+
 def _exact(value: float) -> sympy.Rational:
     """A float64 value as the exact rational it is."""
     return sympy.Rational(float(value))
@@ -127,6 +132,7 @@ class Expander:
     frozen_symbols: dict[tuple[int, ...], sympy.Symbol] = field(default_factory=dict)
     _memo: dict[tuple[sympy.Basic, Position], sympy.Basic] = field(default_factory=dict)
     _roles: dict[sympy.Basic, Roles] = field(default_factory=dict)
+    _classes: dict[sympy.Basic, int] = field(default_factory=dict)
     _definitions: dict[sympy.Basic, sympy.Basic] = field(default_factory=dict)
 
     def roles(self, expr: sympy.Basic) -> Roles:
@@ -134,9 +140,28 @@ class Expander:
             self._roles[expr] = functions.roles_of(expr, self.symbolic.roles)
         return self._roles[expr]
 
+    def classes(self, expr: sympy.Basic) -> int:
+        """The size of the class axis of an expression with the class role: its inputs'
+        (y_true's may differ from y_pred's), a slice's width, 1 broadcast to the others."""
+        if expr not in self._classes:
+            self._classes[expr] = self._count_classes(expr)
+        return self._classes[expr]
+
+    def _count_classes(self, expr: sympy.Basic) -> int:
+        if expr == self.symbolic.symbols[self.symbolic.checked.y_true.name]:
+            return self.layout.true_classes or self.layout.classes
+        if isinstance(expr, functions.Channels):
+            operand, start, stop = expr.args
+            return len(range(self.classes(operand))[_slice(start, stop)])
+        sizes = [self.classes(arg) for arg in expr.args if Role.CLASS in self.roles(arg)]
+        return max(sizes, default=self.layout.classes)
+
     def expand(self, expr: sympy.Basic, position: Position) -> sympy.Basic:
         """`expr` at `position`, in plain SymPy over the y_pred element symbols."""
-        key = (expr, position.restrict(self.roles(expr)))
+        position = position.restrict(self.roles(expr))
+        if position.klass is not None and self.classes(expr) == 1:  # broadcast
+            position = replace(position, klass=0)
+        key = (expr, position)
         if key not in self._memo:
             self._memo[key] = self._expand(expr, key[1])
         return self._memo[key]
@@ -168,6 +193,15 @@ class Expander:
                         for klass in range(position.klass + 1)
                     )
                 )
+            case functions.Channel():
+                operand, index = expr.args
+                klass = range(self.classes(operand))[int(index)]
+                return self.expand(operand, replace(position, klass=klass))
+            case functions.Channels():
+                operand, start, stop = expr.args
+                assert position.klass is not None, "a slice expanded without a class"
+                klass = range(self.classes(operand))[_slice(start, stop)][position.klass]
+                return self.expand(operand, replace(position, klass=klass))
             case functions.ClassId():
                 return self._class_id(expr.args[0], position)
             case functions.OneHot():
@@ -222,7 +256,7 @@ class Expander:
                 )
             return self.pred_symbols[index]
         if name == checked.y_true.name:
-            value = self.y_true.reshape(self.layout.shape[: len(index)] or ())[index]
+            value = self.y_true.reshape(self.layout.true_shape[: len(index)] or ())[index]
             if KINDS[checked.y_true.kind].class_ids:
                 return sympy.Integer(int(value))
             return _exact(value)
@@ -251,9 +285,10 @@ class Expander:
 
     def _reduce(self, reduction: functions.Reduction, position: Position) -> sympy.Basic:
         operand = reduction.args[0]
+        classes = self.classes(operand) if Role.CLASS in self.roles(operand) else None
         terms = [
             self.expand(operand, position.merge(inner))
-            for inner in self.layout.positions(reduction.removed_roles)
+            for inner in self.layout.positions(reduction.removed_roles, classes)
         ]
         return REDUCERS[type(reduction)](terms)
 
@@ -262,7 +297,7 @@ class Expander:
             return sympy.Integer(self._integer(self.expand(operand, position)))
         row = [
             self.expand(operand, replace(position, klass=klass))
-            for klass in range(self.layout.classes)
+            for klass in range(self.classes(operand))
         ]
         return sympy.Integer(max(range(len(row)), key=lambda klass: (row[klass], -klass)))
 

@@ -14,15 +14,23 @@ from lossdsl.typed import InputInfo, InputKind, Role, Roles
 
 @dataclass(frozen=True)
 class Layout:
-    """A concrete y_pred shape split by role: batch size, spatial sizes, number of classes."""
+    """A concrete y_pred shape split by role: batch size, spatial sizes, number of classes;
+    and y_true's number of classes (`true_classes`, y_pred's unless the spec selects
+    y_true's own channels, LANGUAGE.md 6.2)."""
 
     batch: int
     spatial: tuple[int, ...]
     classes: int
+    true_classes: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         return (self.batch, *self.spatial, self.classes)
+
+    @property
+    def true_shape(self) -> tuple[int, ...]:
+        """y_true's shape (for a `label`, with its class axis of 1 dropped by the draw)."""
+        return (*self.shape[:-1], self.true_classes or self.classes)
 
     def output_shape(self, roles: Roles) -> tuple[int, ...]:
         """The shape of a value with `roles` in Keras's squeezed form."""
@@ -35,19 +43,21 @@ class Layout:
             sizes.append(self.classes)
         return tuple(sizes)
 
-    def positions(self, roles: Roles) -> Iterator[Position]:
-        """Every position of a value with `roles`, in row-major order."""
+    def positions(self, roles: Roles, classes: int | None = None) -> Iterator[Position]:
+        """Every position of a value with `roles` (and `classes` classes, else y_pred's),
+        in row-major order."""
         batches: Sequence[int | None] = range(self.batch) if Role.BATCH in roles else (None,)
         spatials: Sequence[tuple[int, ...] | None] = (
             list(itertools.product(*(range(size) for size in self.spatial)))
             if Role.SPATIAL in roles
             else (None,)
         )
-        classes: Sequence[int | None] = range(self.classes) if Role.CLASS in roles else (None,)
+        count = self.classes if classes is None else classes
+        klasses: Sequence[int | None] = range(count) if Role.CLASS in roles else (None,)
         partners: Sequence[int | None] = range(self.batch) if Role.PARTNER in roles else (None,)
         seconds: Sequence[int | None] = range(self.batch) if Role.PARTNER2 in roles else (None,)
         for batch, partner, second, spatial, klass in itertools.product(
-            batches, partners, seconds, spatials, classes
+            batches, partners, seconds, spatials, klasses
         ):
             yield Position(batch, spatial, klass, partner, second)
 
@@ -56,19 +66,30 @@ DEFAULT_CLASSES = (4, 3, 4)
 """The class counts of the three verification layouts when no vector param fixes C."""
 
 
-def verify_layouts(classes: int | None, paired: bool = False) -> tuple[Layout, Layout, Layout]:
+def verify_layouts(
+    classes: int | None,
+    fewest: int = 1,
+    true_classes: int | None = None,
+    paired: bool = False,
+) -> tuple[Layout, Layout, Layout]:
     """The shapes a compile is verified at: [3, C], [2, 5, C] and [2, 3, 2, C]; for a spec
     that pairs samples, which has no spatial axes, [3, C], [2, C] and [5, C].
 
-    C is the length of the spec's vector params, or 4, 3, 4 without them; the first
-    batch size moves to 4 when C is 3, so that no two adjacent axes have equal sizes
-    where it can be helped.
+    C is the length of the spec's vector params, or 4, 3, 4 without them, at least
+    `fewest` (the channels the spec selects); the first batch size moves to 4 when C is 3,
+    so that no two adjacent axes have equal sizes where it can be helped. y_true has
+    `true_classes` classes where given, else C.
     """
-    first, second, third = (classes,) * 3 if classes else DEFAULT_CLASSES
-    small = Layout(4 if first == 3 else 3, (), first)
+    counts = (classes,) * 3 if classes else DEFAULT_CLASSES
+    first, second, third = (max(count, fewest) for count in counts)
+    small = Layout(4 if first == 3 else 3, (), first, true_classes)
     if paired:
-        return small, Layout(2, (), second), Layout(5, (), third)
-    return small, Layout(2, (5,), second), Layout(2, (3, 2), third)
+        return small, Layout(2, (), second, true_classes), Layout(5, (), third, true_classes)
+    return (
+        small,
+        Layout(2, (5,), second, true_classes),
+        Layout(2, (3, 2), third, true_classes),
+    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +172,7 @@ def draw_inputs(
         trailing_axis = len(layout.spatial) > 1
         true_values = _draw_labels(rng, layout, out_of_range_labels and edge, trailing_axis)
     else:
-        true_values = draw_floats(y_true.kind, rng, layout.shape, edge)
+        true_values = draw_floats(y_true.kind, rng, layout.true_shape, edge)
     pred_values = draw_floats(y_pred.kind, rng, layout.shape, edge)
     cotangent = rng.normal(size=layout.output_shape(output_roles))
     shape_text = "[" + ", ".join(str(size) for size in layout.shape) + "]"
