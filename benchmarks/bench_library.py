@@ -57,10 +57,13 @@ COMPILED = "lossdsl"
 HAND_WRITTEN = "hand-written"
 KERAS = "keras"
 
-ELEMENT, CLASS, ORDINAL = "element", "class", "ordinal"
+ELEMENT, CHANNELS, CLASS, ORDINAL = "element", "channels", "class", "ordinal"
 PAIRS, TRIPLETS = "pairs", "triplets"
 FAMILY_SHAPES: dict[str, tuple[tuple[int, int], ...]] = {
     ELEMENT: ((1024, 256), (4096, 10)),  # [batch, outputs]: elementwise and per-sample losses
+    # [batch, channels] where the spec selects y_pred's channels (`p[0]`): the width is the
+    # spec's number of channels (Case.channels), whatever the shape says
+    CHANNELS: ((65536, 1), (4096, 1)),
     CLASS: ((1024, 256), (4096, 10), (256, 32000)),  # [batch, classes]: over a class axis
     # [batch, ordered classes or thresholds]: cumulative sums over a few ordered classes
     # (at thousands, XLA takes minutes to compile squared_emd: see benchmarks/README.md)
@@ -128,6 +131,27 @@ def ignored_label_logits(rng: np.random.Generator, batch: int, width: int) -> In
 def ranks_and_thresholds(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     """Ranks in [0, width] (width + 1 of them) and a logit per threshold, N(0, 3^2)."""
     return ids(rng, batch, width + 1), f32(rng.normal(0, 3, (batch, width)))
+
+
+def location_and_log_scale(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Targets y [batch, 1] N(0, 1); y_pred [batch, 2]: a location with N(0, 1) residuals
+    and a log-scale (or log-variance) N(0, 0.5^2)."""
+    targets = rng.normal(0, 1, (batch, 1))
+    location = targets[:, 0] + rng.normal(0, 1, batch)
+    return f32(targets), f32(np.stack([location, rng.normal(0, 0.5, batch)], axis=1))
+
+
+def ranked_pairs(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Which of two scores should rank higher, 1 or -1 [batch, 1], and the scores [batch, 2]."""
+    return f32(rng.choice([-1.0, 1.0], (batch, 1))), f32(rng.normal(0, 1, (batch, 2)))
+
+
+def boxes(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Boxes [x_min, y_min, x_max, y_max] in the unit square, sides 0.1 to 0.5, and
+    predictions with N(0, 0.05^2) noise on every coordinate."""
+    corner = rng.uniform(0, 0.5, (batch, 2))
+    true = np.concatenate([corner, corner + rng.uniform(0.1, 0.5, (batch, 2))], axis=1)
+    return f32(true), f32(true + rng.normal(0, 0.05, (batch, 4)))
 
 
 def regression(rng: np.random.Generator, batch: int, width: int) -> Inputs:
@@ -336,17 +360,33 @@ def focal(y: tf.Tensor, p: tf.Tensor, gamma: float, alpha: float) -> tf.Tensor:
     return mean_of_sums(alpha * tf.pow(1 - q, gamma) * -y * tf.math.log(q))
 
 
-def gaussian_crps(y: tf.Tensor, mu: tf.Tensor, sigma: float) -> tf.Tensor:
-    z = (y - mu) / sigma
+def gaussian_crps(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    sigma = tf.exp(p[:, 1])
+    z = (y[:, 0] - p[:, 0]) / sigma
     density = math.sqrt(2 / math.pi) * tf.exp(-tf.square(z) / 2)
     return tf.reduce_mean(
         sigma * (z * tf.math.erf(z / math.sqrt(2)) + density - 1 / math.sqrt(math.pi))
     )
 
 
-def gaussian_nll(y: tf.Tensor, mu: tf.Tensor, sigma: float) -> tf.Tensor:
-    constant = math.log(sigma) + math.log(2 * math.pi) / 2
-    return tf.reduce_mean(tf.square(y - mu) / (2 * sigma**2) + constant)
+def gaussian_nll(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    mu, log_var = p[:, 0], p[:, 1]
+    return tf.reduce_mean(
+        0.5 * (log_var + tf.square(y[:, 0] - mu) * tf.exp(-log_var) + math.log(2 * math.pi))
+    )
+
+
+def giou(y: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    def area(box: tf.Tensor) -> tf.Tensor:
+        return tf.nn.relu(box[:, 2] - box[:, 0]) * tf.nn.relu(box[:, 3] - box[:, 1])
+
+    low, high = tf.maximum(y[:, :2], b[:, :2]), tf.minimum(y[:, 2:], b[:, 2:])
+    overlap = tf.reduce_prod(tf.nn.relu(high - low), axis=1)
+    union = area(y) + area(b) - overlap
+    iou = tf.math.divide_no_nan(overlap, union)
+    low, high = tf.minimum(y[:, :2], b[:, :2]), tf.maximum(y[:, 2:], b[:, 2:])
+    enclosing = tf.reduce_prod(tf.nn.relu(high - low), axis=1)
+    return tf.reduce_mean(1 - (iou - tf.math.divide_no_nan(enclosing - union, enclosing)))
 
 
 def signed(y: tf.Tensor) -> tf.Tensor:
@@ -383,6 +423,10 @@ def ldam(y: tf.Tensor, z: tf.Tensor, margins: tf.Tensor, s: float) -> tf.Tensor:
 
 def log_cosh(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.math.log(tf.math.cosh(p - y)))
+
+
+def margin_ranking(y: tf.Tensor, p: tf.Tensor, margin: float) -> tf.Tensor:
+    return tf.reduce_mean(tf.nn.relu(-y[:, 0] * (p[:, 0] - p[:, 1]) + margin))
 
 
 def mean_absolute_error(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
@@ -452,15 +496,11 @@ def squared_hinge(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(tf.maximum(1 - signed(y) * p, 0.0)))
 
 
-def student_t_nll(y: tf.Tensor, mu: tf.Tensor, nu: float, sigma: float) -> tf.Tensor:
-    e = (y - mu) / sigma
-    normaliser = (
-        math.lgamma(nu / 2)
-        - math.lgamma((nu + 1) / 2)
-        + math.log(nu * math.pi) / 2
-        + math.log(sigma)
-    )
-    return tf.reduce_mean(normaliser + (nu + 1) / 2 * tf.math.log1p(tf.square(e) / nu))
+def student_t_nll(y: tf.Tensor, p: tf.Tensor, nu: float) -> tf.Tensor:
+    log_scale = p[:, 1]
+    e = (y[:, 0] - p[:, 0]) * tf.exp(-log_scale)
+    normaliser = math.lgamma(nu / 2) - math.lgamma((nu + 1) / 2) + math.log(nu * math.pi) / 2
+    return tf.reduce_mean(normaliser + log_scale + (nu + 1) / 2 * tf.math.log1p(tf.square(e) / nu))
 
 
 def tversky(y: tf.Tensor, p: tf.Tensor, alpha: float, beta: float) -> tf.Tensor:
@@ -670,14 +710,20 @@ def keras_circle(gamma: float, margin: float, remove_diagonal: float) -> LossFun
 @dataclass(frozen=True)
 class Case:
     """One example spec, named by its file's stem: the hand-written function of that name,
-    its shape family, its inputs, its params at a width, and the Keras built-in computing
-    the same function, if one does."""
+    its shape family, its inputs, its params at a width, the Keras built-in computing the
+    same function, if one does, and y_pred's channels, if the spec selects them."""
 
     hand_written: HandWritten
     family: str
     draw: Draw
     params: Callable[[int], dict[str, Any]] = no_params
     keras: KerasBuilder | None = None
+    channels: int | None = None  # y_pred's number of channels, where the spec selects them
+
+    def shapes(self, requested: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        """The requested shapes, else the family's; the width is the channel count, if any."""
+        shapes = requested or FAMILY_SHAPES[self.family]
+        return [(batch, self.channels or width) for batch, width in shapes]
 
     @property
     def name(self) -> str:
@@ -733,8 +779,6 @@ CASES: dict[str, Case] = {
         Case(ce_l1, ELEMENT, binary_probabilities, fixed(l1=0.01)),
         Case(cosine_similarity, ELEMENT, regression, keras=built_in(K.CosineSimilarity)),
         Case(dice, ELEMENT, binary_probabilities, keras=built_in(K.Dice)),
-        Case(gaussian_crps, ELEMENT, regression, fixed(sigma=1.5)),
-        Case(gaussian_nll, ELEMENT, regression, fixed(sigma=1.5)),
         Case(hinge, ELEMENT, binary_scores, keras=built_in(K.Hinge)),
         Case(huber, ELEMENT, regression, fixed(delta=1.0), built_in(K.Huber)),
         Case(log_cosh, ELEMENT, regression, keras=built_in(K.LogCosh)),
@@ -756,7 +800,6 @@ CASES: dict[str, Case] = {
         Case(quantile, ELEMENT, regression, fixed(tau=0.9)),
         Case(soft_jaccard, ELEMENT, binary_probabilities, fixed(smooth=1.0)),
         Case(squared_hinge, ELEMENT, binary_scores, keras=built_in(K.SquaredHinge)),
-        Case(student_t_nll, ELEMENT, regression, fixed(nu=3.0, sigma=1.5)),
         Case(
             tversky,
             ELEMENT,
@@ -767,6 +810,12 @@ CASES: dict[str, Case] = {
         Case(weighted_bce, ELEMENT, binary_probabilities, fixed(pos_weight=2.0)),
         Case(weighted_bce_logits, ELEMENT, binary_logits, fixed(pos_weight=2.0)),
         Case(weighted_mse, ELEMENT, regression, per_class_weights),
+        # Channels selected by the spec: [batch, channels].
+        Case(gaussian_crps, CHANNELS, location_and_log_scale, channels=2),
+        Case(gaussian_nll, CHANNELS, location_and_log_scale, channels=2),
+        Case(giou, CHANNELS, boxes, channels=4),
+        Case(margin_ranking, CHANNELS, ranked_pairs, fixed(margin=0.1), channels=2),
+        Case(student_t_nll, CHANNELS, location_and_log_scale, fixed(nu=3.0), channels=2),
         # Over a class axis: [batch, classes].
         Case(
             categorical_crossentropy,
@@ -1181,7 +1230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in arguments.cases:
             case = CASES[name]
-            for shape in arguments.shapes or FAMILY_SHAPES[case.family]:
+            for shape in case.shapes(arguments.shapes):
                 check_agreement(case, specs[name], shape)
                 for jit_compile in (mode == "xla" for mode in arguments.modes):
                     group = benchmark_group(
