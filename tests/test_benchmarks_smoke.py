@@ -6,12 +6,14 @@ says how to run them for real.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,12 @@ def load_script(name: str) -> types.ModuleType:
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def benchmarks_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_library.py imports bench_losses.py's helpers, as it does when run as a script."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
 
 
 def test_bench_losses_runs_both_modes_and_writes_every_table(
@@ -77,3 +85,61 @@ def test_many_terms_spec_has_the_requested_number_of_terms() -> None:
     compile_speed = load_script("compile_speed")
     source = compile_speed.many_terms_spec(12)
     assert source.text.count(" * ") == 2 * 12
+
+
+def test_bench_library_times_each_peer_in_both_modes_and_writes_ratios(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = load_script("bench_library")
+    out = tmp_path / "library.json"
+    cases = "huber,sparse_categorical_crossentropy_ignore,circle,margin_ranking"
+    arguments = ["--quick", "--cases", cases, "--shapes", "8x4", "--repeats", "2"]
+    assert bench.main([*arguments, "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    groups = {(row["case"], row["jit_compile"]): row for row in report["groups"]}
+    assert len(groups) == 8 == len(report["groups"])
+    assert groups["margin_ranking", False]["shape"] == [8, 2]  # the spec's two channels
+    assert groups["margin_ranking", False]["ratio_to_keras"] is None  # no Keras built-in
+    for row in groups.values():
+        assert {"lossdsl", "hand-written"} <= set(row["median_ms"])
+        assert row["ratio_to_hand_written"] > 0
+        assert max(row["value_error"].values()) <= 1e-4
+        assert max(row["gradient_error"].values()) <= 1e-4
+    for mode in ("graph", "xla"):
+        assert report["summary"][mode]["hand-written"]["groups"] == 4
+        assert report["summary"][mode]["keras"]["groups"] == 3
+    assert "lossdsl time / peer time" in capsys.readouterr().out
+
+
+def test_every_example_spec_has_a_hand_written_version() -> None:
+    bench = load_script("bench_library")
+    missing = bench.missing_cases()
+    assert not missing, (
+        f"benchmarks/bench_library.py has no hand-written version of {', '.join(missing)}: "
+        "write one (a function named after the spec) and add a Case to CASES"
+    )
+    assert set(bench.CASES) <= set(bench.example_specs()), "a case whose spec is gone"
+
+
+def test_bench_library_stops_on_a_spec_without_a_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load_script("bench_library")
+    monkeypatch.delitem(bench.CASES, "poisson")
+    with pytest.raises(SystemExit, match=r"no hand-written version .* examples/poisson\.loss"):
+        bench.main(["--quick"])
+
+
+def test_bench_library_rejects_a_hand_written_version_that_disagrees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = load_script("bench_library")
+
+    def huber(y: Any, p: Any, delta: float) -> Any:
+        return 1.001 * bench.huber(y, p, delta)
+
+    monkeypatch.setitem(
+        bench.CASES, "huber", dataclasses.replace(bench.CASES["huber"], hand_written=huber)
+    )
+    arguments = ["--cases", "huber", "--shapes", "8x4", "--modes", "xla", "--repeats", "1"]
+    assert bench.main([*arguments, "--out", str(tmp_path / "library.json")]) == 1
+    error = capsys.readouterr().err
+    assert "huber at 8x4: the hand-written version does not compute" in error
