@@ -25,7 +25,7 @@ from lossdsl.compiler import check_source
 from lossdsl.parser import read_source
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.lower import lower
-from lossdsl.typed import ALL_ROLES, PER_ELEMENT, PER_SAMPLE
+from lossdsl.typed import ALL_ROLES, PER_ELEMENT, PER_SAMPLE, Role
 
 z = sympy.Symbol("z", real=True)  # y_pred: logits, or probabilities in `clipped_log`
 y = sympy.Symbol("y", real=True, nonnegative=True)  # a `onehot` y_true
@@ -33,13 +33,21 @@ t = sympy.Symbol("t", real=True, nonnegative=True)  # a `binary` y_true
 label = sympy.Symbol("label", integer=True)  # a `label` y_true
 k = sympy.Symbol("k", positive=True)  # a scalar param
 w = sympy.Symbol("w", positive=True)  # a per-sample weight
+e = sympy.Symbol("e", real=True)  # embeddings of a spec that pairs samples: [batch, C]
 EPS = sympy.Rational(1, 10**7)
 CLASS = fn.CLASS_MASK
 ALL = fn.encode_roles(ALL_ROLES)
 
 CONTEXT = FusionContext(
     rows_summing_to_one=frozenset({y}),
-    roles={z: ALL_ROLES, y: ALL_ROLES, t: ALL_ROLES, label: PER_ELEMENT, w: PER_SAMPLE},
+    roles={
+        z: ALL_ROLES,
+        y: ALL_ROLES,
+        t: ALL_ROLES,
+        label: PER_ELEMENT,
+        w: PER_SAMPLE,
+        e: frozenset({Role.BATCH, Role.CLASS}),
+    },
     y_pred=z,
     labels=frozenset({label}),
 )
@@ -87,6 +95,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         "huber",
         lambda: fn.Where(sympy.Abs(z - t) < k, (z - t) ** 2 / 2, k * sympy.Abs(z - t) - k**2 / 2),
         lambda: fn.Huber(sympy.Abs(z - t).args[0], k),
+    ),
+    (
+        "pair_products",
+        lambda: fn.ReduceSum(e * fn.Other(e, 1), CLASS),
+        lambda: fn.PairDot(e, e, 1),
+    ),
+    (
+        "pair_products",
+        lambda: fn.ReduceSum(k * e * fn.Other(e / w, 2), CLASS),
+        lambda: k * fn.PairDot(e, e / w, 2),
     ),
     (
         "untaken_branches_guarded",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
+from sympy.core.relational import Relational
 
 from lossdsl.codegen.helpers import (
     CLASS_OF,
@@ -184,8 +185,8 @@ def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
             continue
         if isinstance(node, fn.Reduction):
             coupled |= node.removed_roles
-        elif isinstance(node, fn.Other):  # a pair's value reads its partner's elements
-            coupled |= {Role.BATCH, node.partner_role}
+        elif isinstance(node, fn.Other | fn.PairDot):  # a pair reads its partner's elements
+            coupled |= {Role.BATCH, Role.CLASS, node.partner_role}
         elif not isinstance(node, fn.Elementwise):
             coupled.add(Role.CLASS)  # softmax, class ids, gathers: across the classes
     return frozenset(coupled)
@@ -271,6 +272,36 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
     return fn.Where(condition, guarded_a, guarded_b)
 
 
+def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum_c(k * a * other(b, n)) = k * pair_dot(a, b, n) for rows a and b with the roles
+    batch and class and k without the class role: the inner products of every pair of
+    samples are one matrix product [B, C] x [C, B], not a [B, B, C] product and its sum.
+
+    Equal in value (the same terms summed in another order); TensorFlow's gradient of the
+    matrix product is the exact one.
+    """
+    if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
+        return None
+    rows_roles = frozenset({Role.BATCH, Role.CLASS})
+    factors = list(sympy.Mul.make_args(node.args[0]))
+    others = [
+        f
+        for f in factors
+        if isinstance(f, fn.Other) and fn.roles_of(f.args[0], context.roles) == rows_roles
+    ]
+    if len(others) != 1:
+        return None
+    rest = [f for f in factors if f is not others[0]]
+    rows = [f for f in rest if Role.CLASS in fn.roles_of(f, context.roles)]
+    row = sympy.Mul(*rows)
+    if not rows or fn.roles_of(row, context.roles) != rows_roles:
+        return None
+    outside = sympy.Mul(*(f for f in rest if f not in rows))
+    fused = outside * fn.PairDot(row, others[0].args[0], others[0].args[1])
+    outer = node.removed_roles - {Role.CLASS}
+    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+
+
 def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:
     """The clips that occur in `exprs` as an argument of anything but a log (`clipped_log`)."""
     found: set[sympy.Basic] = set()
@@ -319,6 +350,7 @@ FUSIONS: tuple[Fusion, ...] = tuple(
         softplus_pair,
         clipped_log,
         huber,
+        pair_products,
         untaken_branches_guarded,
         factors_outside_sums,
     )
@@ -328,6 +360,14 @@ TensorFlow computes with one fused op or one helper of ours (value and gradient
 together), guards against 0 * inf in untaken branches, and factors moved out of sums."""
 
 FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS}
+
+
+def _rebuilt(node: sympy.Basic, args: tuple[sympy.Basic, ...]) -> sympy.Basic:
+    """`node` with new arguments; a comparison is kept as written (a mask's `loss > 0`,
+    whose sides SymPy cannot prove real where a branch is -inf, would be refused)."""
+    if isinstance(node, Relational):
+        return node.func(*args, evaluate=False)
+    return node.func(*args)
 
 
 def fuse(
@@ -341,7 +381,7 @@ def fuse(
     def visit(node: sympy.Basic) -> sympy.Basic:
         if node not in done:
             args = tuple(visit(arg) for arg in node.args)
-            current = node.func(*args) if args != node.args else node
+            current = node if args == node.args else _rebuilt(node, args)
             for fusion in FUSIONS:
                 if (fused := fusion.apply(current, context)) is not None:
                     applied.append(AppliedRewrite(fusion.name, current, fused))

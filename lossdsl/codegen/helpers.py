@@ -48,6 +48,9 @@ CLASS_BLOCK = "_class_block"
 OTHER = "_other"
 """x at the other sample of each pair: its batch axis moved to a partner axis."""
 
+PAIR_DOT = "_pair_dot"
+"""The sums over the classes of the products of every pair of samples' rows: a matmul."""
+
 PAIRED = "_paired"
 """The inputs of a loss that pairs samples, y_pred's rank checked, partner axes added."""
 

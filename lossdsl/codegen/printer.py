@@ -67,6 +67,7 @@ from lossdsl.codegen.helpers import (
     HELPERS,
     HUBER,
     OTHER,
+    PAIR_DOT,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
     helper_dependencies,
@@ -169,7 +170,11 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
         labels=labels,
     )
     fused, fusions = fuse(symbolic.result, context)
-    outputs = [fused, *unfused[1:]]
+    outputs = [fused]
+    if symbolic.mask is not None:  # fused alike, so that it shares the result's temporaries
+        fused_mask, mask_fusions = fuse(symbolic.mask, context)
+        outputs.append(fused_mask)
+        fusions += tuple(step for step in mask_fusions if step not in fusions)
     shared = shared_subexpressions(outputs)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     printer = TensorFlowPrinter(
@@ -186,7 +191,7 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
         definitions += [*printer.take_groups(), (temporaries[expr], value)]
     target = checked.result.roles
     result = printer.keras_shaped(fused, target)
-    mask = printer.keras_shaped(symbolic.mask, target) if symbolic.mask is not None else None
+    mask = printer.keras_shaped(outputs[1], target) if symbolic.mask is not None else None
     definitions += printer.take_groups()
     body = lay_out(printer.locals_used() + definitions, result, mask)
     used = printer.helpers_used.union(
@@ -697,6 +702,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         integer = _is_integer_valued(value, self.integers)
         printed = self.index(value) if integer else self._print(value)
         return f"{OTHER}({printed}, {int(expr.args[1])})"
+
+    def _print_PairDot(self, expr: fn.PairDot) -> str:
+        self.helpers_used.add(PAIR_DOT)
+        a, b, partner = expr.args
+        return f"{PAIR_DOT}({self._print(a)}, {self._print(b)}, {int(partner)})"
 
     def _print_SoftplusPair(self, expr: fn.SoftplusPair) -> str:
         """The helper's call; arguments with every role have y_pred's shape and dtype."""

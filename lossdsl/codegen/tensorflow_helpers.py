@@ -271,3 +271,17 @@ def _check_channels(x, needed, argument, selection):
     if x.shape[-1] < needed:
         raise ValueError(f"{message}, received shape {tuple(x.shape)}.")
     return x
+
+
+def _pair_dot(a, b, partner):
+    """The sum over the classes of a * other(b, partner) as one matrix product: a and b
+    are rows [B, 1, ..., C], the result [B, 1, ..., 1] with b's samples on axis
+    `partner`. Half-precision rows are multiplied in float32, as other sums are."""
+    rank = len(a.shape)
+    rows = (slice(None),) + (0,) * (rank - 2)
+    exact = tf.float32 if a.dtype in (tf.float16, tf.bfloat16) else a.dtype
+    first, second = tf.cast(a[rows], exact), tf.cast(b[rows], exact)
+    products = tf.linalg.matmul(first, second, transpose_b=True)
+    shape = [tf.shape(a)[0]] + [1] * (rank - 1)
+    shape[partner] = tf.shape(b)[0]
+    return tf.cast(tf.reshape(products, shape), a.dtype)

@@ -28,6 +28,7 @@ NAMED_NUMBERS: dict[sympy.Expr, str] = {EPS: "eps", 1 - EPS: "1 - eps", -EPS: "-
 MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.LogCosh: "logcosh",
     fn.SoftmaxCrossEntropy: "softmax_cross_entropy_with_logits",
+    fn.PairDot: "pair_dot",
     fn.SparseSoftmaxCrossEntropy: "sparse_softmax_cross_entropy_with_logits",
     fn.SoftplusPair: "softplus_pair",
     fn.ClippedLog: "clipped_log",

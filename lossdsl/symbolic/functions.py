@@ -502,6 +502,28 @@ class SparseSoftmaxCrossEntropy(LossFunction):
         return -TakeClass(LogSoftmax(z), label)
 
 
+class PairDot(LossFunction):
+    """sum over the classes of a * other(b, n): the inner products of each sample's row of
+    a with every sample's row of b, [batch, partner n].
+
+    Made by the printer only, for one matrix product (`codegen.fusions.FUSIONS`). Roles:
+    a's and b's without class, plus the partner role of n.
+    """
+
+    nargs = 3
+
+    @property
+    def partner_role(self) -> Role:
+        return PARTNER_OF[int(self.args[2])]
+
+    def definition(self) -> sympy.Expr:
+        a, b, partner = self.args
+        return ReduceSum(a * Other(b, partner), CLASS_MASK)
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[:2])
+
+
 class SoftplusPair(Elementwise):
     """a * softplus(-x) + b * softplus(x): binary cross-entropy on logits and its kin.
 
@@ -656,6 +678,7 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     Channel: lambda roles, expr: _without_class(roles[0]),
     Channels: lambda roles, expr: roles[0],
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
+    PairDot: lambda roles, expr: _without_class(roles[0] | roles[1]) | {expr.partner_role},
     SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),
 }
 """The role rules of the functions whose roles are not their arguments' union; the
