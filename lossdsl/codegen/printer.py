@@ -26,7 +26,9 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
 - Sums, means and logsumexps of float16 and bfloat16 values are accumulated in float32
   (the local `sum_dtype`) and cast back, as Keras's `ops.mean` does.
 - Before printing, the target fusions (`codegen.fusions.FUSIONS`, named rules recorded
-  in `FunctionBody.fusions`) replace cross-entropies TensorFlow has a fused op for,
+  in `FunctionBody.fusions`, applied to the result and to the mask alike, so that both
+  share temporaries) replace cross-entropies TensorFlow has a fused op for, the inner
+  products of pairs of samples (`_pair_dot`, one matrix product),
   softplus pairs (binary cross-entropy on logits), the log of a clip and the Huber loss
   with a helper of the module's own, guard untaken branches that can be non-finite, and
   move factors out of sums. A clip between numbers is the helper `_clip`, whose
