@@ -254,3 +254,12 @@ def test_pairs_are_found_in_every_statement_and_selection() -> None:
     )
     assert spec.paired and spec.partners == 1
     assert spec.result.roles == {Role.BATCH}
+
+
+def test_a_mask_shares_the_results_fused_temporaries() -> None:
+    """circle's `mask per_anchor > 0` is fused like the result, so each logsumexp and the
+    pair products are computed once for both."""
+    source = compiled((EXAMPLES / "circle.loss").read_text(encoding="utf-8"), "circle.loss")
+    body = source.python_source.split("def _circle_with_mask(")[1].split("\ndef ")[0]
+    assert body.count("tf.math.reduce_logsumexp(") == 2
+    assert body.count("_pair_dot(") == 1 and "_other(e" not in body
