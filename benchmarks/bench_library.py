@@ -34,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 from bench_losses import (
     LossFunction,
+    add_run_arguments,
+    checked_run_arguments,
     class_weights,
     keras_loss,
     machine_description,
@@ -1173,12 +1175,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Time every example spec against hand-written TensorFlow and the Keras "
         "built-in computing the same loss (forward + backward, interleaved)."
     )
-    parser.add_argument(
-        "--cases",
-        type=lambda text: [name.strip() for name in text.split(",")],
-        default=list(CASES),
-        help="comma-separated spec names (default: every example)",
-    )
+    add_run_arguments(parser, CASES, "every example", "32x10,16x100", DEFAULT_OUT)
     parser.add_argument(
         "--shapes",
         type=parse_shapes,
@@ -1189,32 +1186,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         )
         + ")",
     )
-    parser.add_argument("--repeats", type=int, help="timed rounds per group (default 30)")
-    parser.add_argument("--warmup", type=int, help="untimed rounds first (default 3)")
-    parser.add_argument(
-        "--modes",
-        type=lambda text: [part.strip() for part in text.split(",")],
-        default=["graph", "xla"],
-        help="graph (tf.function), xla (jit_compile=True), or both (default)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small shapes (32x10,16x100), 5 rounds, 1 warm-up: proves the script runs",
-    )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file ({DEFAULT_OUT})")
-    arguments = parser.parse_args(argv)
-    unknown = [name for name in arguments.cases if name not in CASES]
-    if unknown:
-        parser.error(f"unknown case {unknown[0]!r}; known: {', '.join(CASES)}")
-    bad_modes = [mode for mode in arguments.modes if mode not in ("graph", "xla")]
-    if bad_modes:
-        parser.error(f"unknown mode {bad_modes[0]!r}; use graph, xla or both")
-    quick = arguments.quick
-    if quick and arguments.shapes is None:
+    arguments = checked_run_arguments(parser, parser.parse_args(argv), CASES)
+    if arguments.quick and arguments.shapes is None:
         arguments.shapes = list(QUICK_SHAPES)
-    arguments.repeats = arguments.repeats or (5 if quick else 30)
-    arguments.warmup = arguments.warmup if arguments.warmup is not None else (1 if quick else 3)
     return arguments
 
 

@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -808,25 +808,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=parse_shapes,
         help="comma-separated BATCHxCLASSES (default 4096x10,1024x1000,256x32000)",
     )
-    parser.add_argument(
-        "--cases",
-        type=lambda text: [name.strip() for name in text.split(",")],
-        default=list(CASES),
-        help=f"comma-separated cases (default all: {','.join(CASES)})",
-    )
-    parser.add_argument("--repeats", type=int, help="timed rounds per group (default 30)")
-    parser.add_argument("--warmup", type=int, help="untimed rounds first (default 3)")
-    parser.add_argument(
-        "--modes",
-        type=lambda text: [part.strip() for part in text.split(",")],
-        default=["graph", "xla"],
-        help="graph (tf.function), xla (jit_compile=True), or both (default)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small shapes (64x10,16x100), 5 rounds, 1 warm-up: proves the script runs",
-    )
+    add_run_arguments(parser, CASES, f"all: {','.join(CASES)}", "64x10,16x100", DEFAULT_OUT)
     parser.add_argument(
         "--accuracy",
         action=argparse.BooleanOptionalAction,
@@ -839,16 +821,53 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="the timing tables (default on)",
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file ({DEFAULT_OUT})")
-    arguments = parser.parse_args(argv)
-    unknown = [name for name in arguments.cases if name not in CASES]
+    arguments = checked_run_arguments(parser, parser.parse_args(argv), CASES)
+    arguments.shapes = arguments.shapes or list(QUICK_SHAPES if arguments.quick else FULL_SHAPES)
+    return arguments
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    cases: Iterable[str],
+    cases_default: str,
+    quick_shapes: str,
+    out: Path,
+) -> None:
+    """The options the benchmarks share: cases, rounds, modes, `--quick` and the JSON file."""
+    parser.add_argument(
+        "--cases",
+        type=lambda text: [name.strip() for name in text.split(",")],
+        default=list(cases),
+        help=f"comma-separated cases (default {cases_default})",
+    )
+    parser.add_argument("--repeats", type=int, help="timed rounds per group (default 30)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default 3)")
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [part.strip() for part in text.split(",")],
+        default=["graph", "xla"],
+        help="graph (tf.function), xla (jit_compile=True), or both (default)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small shapes ({quick_shapes}), 5 rounds, 1 warm-up: proves the script runs",
+    )
+    parser.add_argument("--out", type=Path, default=out, help=f"JSON file ({out})")
+
+
+def checked_run_arguments(
+    parser: argparse.ArgumentParser, arguments: argparse.Namespace, cases: Collection[str]
+) -> argparse.Namespace:
+    """`add_run_arguments`' options checked (a usage error names what is unknown), with
+    the rounds `--quick` implies."""
+    unknown = [name for name in arguments.cases if name not in cases]
     if unknown:
-        parser.error(f"unknown case {unknown[0]!r}; known: {', '.join(CASES)}")
+        parser.error(f"unknown case {unknown[0]!r}; known: {', '.join(cases)}")
     bad_modes = [mode for mode in arguments.modes if mode not in ("graph", "xla")]
     if bad_modes:
         parser.error(f"unknown mode {bad_modes[0]!r}; use graph, xla or both")
     quick = arguments.quick
-    arguments.shapes = arguments.shapes or list(QUICK_SHAPES if quick else FULL_SHAPES)
     arguments.repeats = arguments.repeats or (5 if quick else 30)
     arguments.warmup = arguments.warmup if arguments.warmup is not None else (1 if quick else 3)
     return arguments
