@@ -15,9 +15,11 @@ from lossdsl.api import compile, compile_file, load
 from lossdsl.class_weights import class_weights
 from lossdsl.compiler import CompiledLoss
 from lossdsl.diagnostics import LossSpecError, LossSpecWarning
+from lossdsl.runtime import BackendError
 from lossdsl.version import __version__
 
 __all__ = [
+    "BackendError",
     "CompiledLoss",
     "LossSpecError",
     "LossSpecWarning",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import hashlib
 import json
@@ -14,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossdsl.codegen.names import function_names
+from lossdsl.codegen.names import function_names, python_names
 from lossdsl.codegen.writer import spec_file_name
 from lossdsl.compiler import compile_source
 from lossdsl.diagnostics import Diagnostic, Severity
-from lossdsl.runtime import load_generated_module, module_name_for, require_tensorflow_backend
+from lossdsl.runtime import load_generated_module, module_name_for, require_backend
 from lossdsl.source import SourceFile, Span
 from lossdsl.version import __version__
 
 if TYPE_CHECKING:  # at run time, importing Keras imports `lossdsl.spec_loss`, which needs this
     import keras
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bumped whenever the cache entries' layout changes; part of every key."""
 
 CACHE_DIR_VARIABLE = "LOSSDSL_CACHE_DIR"
@@ -35,12 +36,18 @@ ParamValue = float | tuple[float, ...]
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """What a verified compile leaves in the cache: enough to load without recompiling."""
+    """What a verified compile leaves in the cache: enough to load without recompiling.
+
+    `params` holds each param's spec name and default, `python_names` its Python name (the
+    native APIs' keyword), `target` the Keras backend the module was written for.
+    """
 
     loss_name: str
     python_source: str
     params: tuple[tuple[str, ParamValue], ...]
     warnings: tuple[Diagnostic, ...]
+    target: str
+    python_names: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -64,28 +71,46 @@ class LoadedSpec:
         return self.entry.warnings
 
     @property
+    def target(self) -> str:
+        return self.entry.target
+
+    @property
+    def python_names(self) -> dict[str, str]:
+        """Param spec name -> its Python name, in declaration order."""
+        return dict(self.entry.python_names)
+
+    @property
     def loss_class(self) -> type[keras.losses.Loss]:
+        """The generated Keras class; BackendError when Keras runs another backend than
+        the module's target."""
+        require_backend(self.target)
         return getattr(self.module, function_names(self.loss_name)[2])
+
+    def native(self, name: str) -> Any:
+        """A name the module defines beside the Keras class (a native API's function or
+        class)."""
+        return getattr(self.module, name)
 
 
 _loaded: dict[str, LoadedSpec] = {}
 """Specs loaded in this process, by cache key: their tf.function traces are shared."""
 
 
-def load_spec(source: SourceFile, *, verify: bool = True, jit_compile: bool = False) -> LoadedSpec:
-    """A spec's generated module: from this process, the cache, or a fresh compile.
+def load_spec(
+    source: SourceFile, *, target: str, verify: bool = True, jit_compile: bool = False
+) -> LoadedSpec:
+    """A spec's generated module for `target`: from this process, the cache, or a compile.
 
     The cache is `$LOSSDSL_CACHE_DIR`, else `~/.cache/lossdsl`. The module's text is
     executed once whichever way it came: a fresh compile hands over the module it verified.
     Raises LossSpecError when the spec has errors (never cached).
     """
-    require_tensorflow_backend()
-    key = cache_key(source, verify=verify, jit_compile=jit_compile)
+    key = cache_key(source, verify=verify, jit_compile=jit_compile, target=target)
     loaded = _loaded.get(key)
     if loaded is None:
         entry = read_cache_entry(key)
         if entry is None:
-            loaded = compile_spec(source, verify=verify, jit_compile=jit_compile)
+            loaded = compile_spec(source, verify=verify, jit_compile=jit_compile, target=target)
             write_cache_entry(key, loaded.entry)
         else:
             module_name = module_name_for(entry.loss_name, entry.python_source)
@@ -94,16 +119,36 @@ def load_spec(source: SourceFile, *, verify: bool = True, jit_compile: bool = Fa
     return loaded
 
 
-def compile_spec(source: SourceFile, *, verify: bool, jit_compile: bool) -> LoadedSpec:
+def compile_spec(source: SourceFile, *, verify: bool, jit_compile: bool, target: str) -> LoadedSpec:
     """Run the whole pipeline for a spec; the module it loaded (and verified) is kept."""
-    compiled = compile_source(source, verify=verify, jit_compile=jit_compile)
+    compiled = compile_source(source, verify=verify, jit_compile=jit_compile, target=target)
+    names = python_names(compiled.checked)
     entry = CacheEntry(
         loss_name=compiled.loss_name,
         python_source=compiled.python_source,
         params=tuple(compiled.params.items()),
         warnings=compiled.diagnostics,
+        target=target,
+        python_names=tuple((name, names[name]) for name in compiled.params),
     )
     return LoadedSpec(entry, compiled.module)
+
+
+def check_param_names(loaded: LoadedSpec, given: Mapping[str, Any]) -> None:
+    """Raise a Keras-style ValueError for a param the spec does not declare.
+
+    Values are the generated class's to check (kind and domain), in one place for
+    `lossdsl.load`, saved configs and standalone modules alike.
+    """
+    for param in given:
+        if param not in loaded.param_defaults:
+            known = ", ".join(f"`{name}`" for name in loaded.param_defaults) or "none"
+            close = difflib.get_close_matches(str(param), list(loaded.param_defaults), n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise ValueError(
+                f"Invalid keyword argument `{param}` for the loss `{loaded.loss_name}`: it has "
+                f"no such param. Expected params: {known}.{hint}"
+            )
 
 
 @functools.cache
@@ -121,8 +166,9 @@ def compiler_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def cache_key(source: SourceFile, *, verify: bool, jit_compile: bool) -> str:
-    """The key of a compile: spec text, file name, the compiler (version and files), options."""
+def cache_key(source: SourceFile, *, verify: bool, jit_compile: bool, target: str) -> str:
+    """The key of a compile: spec text, file name, the compiler (version and files), options
+    and the target."""
     identity = [
         CACHE_FORMAT,
         __version__,
@@ -131,6 +177,7 @@ def cache_key(source: SourceFile, *, verify: bool, jit_compile: bool) -> str:
         source.text,
         verify,
         jit_compile,
+        target,
     ]
     return hashlib.sha256(json.dumps(identity).encode("utf-8")).hexdigest()
 
@@ -154,6 +201,8 @@ def read_cache_entry(key: str) -> CacheEntry | None:
             python_source=_text(data["python_source"]),
             params=tuple((_text(name), param_value(value)) for name, value in data["params"]),
             warnings=tuple(_diagnostic(item) for item in data["warnings"]),
+            target=_text(data["target"]),
+            python_names=tuple((_text(name), _text(python)) for name, python in data["names"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -169,6 +218,8 @@ def write_cache_entry(key: str, entry: CacheEntry) -> None:
         "python_source": entry.python_source,
         "params": [[name, json_value(value)] for name, value in entry.params],
         "warnings": [_diagnostic_data(diagnostic) for diagnostic in entry.warnings],
+        "target": entry.target,
+        "names": [list(pair) for pair in entry.python_names],
     }
     directory = cache_directory()
     with contextlib.suppress(OSError):

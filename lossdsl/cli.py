@@ -26,7 +26,7 @@ from lossdsl.desugar import DESUGARINGS
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
 from lossdsl.diagnostics import error as error_diagnostic
 from lossdsl.parser import parse, read_source
-from lossdsl.runtime import BackendError
+from lossdsl.runtime import DEFAULT_TARGET, TARGETS
 from lossdsl.source import SourceFile, printable_name
 from lossdsl.symbolic.display import spec_text
 from lossdsl.symbolic.gradient import latex
@@ -95,8 +95,9 @@ def build_parser() -> ArgumentParser:
     compile_parser = commands.add_parser(
         "compile",
         help="write the standalone Keras module of a spec",
-        description="Compile a spec to a standalone module that imports only tensorflow and "
-        "keras, written to OUT.py (atomically) or to stdout.",
+        description="Compile a spec to a standalone module for one Keras backend (for "
+        "TensorFlow it imports only tensorflow and keras), written to OUT.py (atomically) "
+        "or to stdout.",
     )
     compile_parser.add_argument("spec", type=Path, metavar="SPEC.loss")
     compile_parser.add_argument(
@@ -114,6 +115,7 @@ def build_parser() -> ArgumentParser:
     compile_parser.add_argument(
         "--xla", action="store_true", help="compile the generated functions with XLA"
     )
+    add_target_argument(compile_parser, "the backend the module is written for")
     compile_parser.set_defaults(handler=run_compile)
 
     check_parser = commands.add_parser(
@@ -122,6 +124,7 @@ def build_parser() -> ArgumentParser:
         description="Check specs: every diagnostic to stderr, verification included.",
     )
     check_parser.add_argument("specs", type=Path, nargs="+", metavar="SPEC.loss")
+    add_target_argument(check_parser, "the backend whose generated code is verified")
     check_parser.set_defaults(handler=run_check)
 
     explain_parser = commands.add_parser(
@@ -135,6 +138,16 @@ def build_parser() -> ArgumentParser:
 
     add_plot_parser(commands).set_defaults(handler=run_plot)
     return parser
+
+
+def add_target_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--target tensorflow|jax|torch`, TensorFlow by default."""
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=DEFAULT_TARGET,
+        help=f"{what} (default: {DEFAULT_TARGET})",
+    )
 
 
 def add_plot_parser(commands: Any) -> argparse.ArgumentParser:
@@ -171,11 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     status wins (70, then 2, then 1). No input ends in a traceback (set `LOSSDSL_TRACEBACK=1`
     to see one after an internal error).
 
-    The compiler's own process runs Keras on TensorFlow whatever `KERAS_BACKEND` says: the
-    generated modules are TensorFlow code, and checking needs no other backend.
+    The compiler's own process runs Keras on the command's target (`--target`, else
+    TensorFlow) whatever `KERAS_BACKEND` says: the generated module is that backend's code,
+    and checking needs no other backend.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved_backend = pin_keras_backend()
+    saved_backend = os.environ.get("KERAS_BACKEND")
     try:
         with warnings.catch_warnings():
             warnings.showwarning = show_warning
@@ -195,18 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore_keras_backend(saved_backend)
 
 
-def pin_keras_backend() -> str | None:
-    """Make Keras use TensorFlow in this process, if Keras is not imported yet.
+def pin_keras_backend(target: str) -> None:
+    """Make Keras use `target` in this process, if Keras is not imported yet.
 
-    The generated modules are TensorFlow code, and checking and compiling run them on
-    TensorFlow; the backend a user's training runs on (`KERAS_BACKEND=jax`, or the one in
+    The generated module is that backend's code, and checking and compiling run it there;
+    the backend a user's training runs on (`KERAS_BACKEND=jax`, or the one in
     `~/.keras/keras.json`, which the variable overrides) does not matter here, and Keras
-    would fail to import without that backend installed. Returns the previous value.
+    would fail to import without that backend installed. `main` restores the variable.
     """
-    saved = os.environ.get("KERAS_BACKEND")
     if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "tensorflow"
-    return saved
+        os.environ["KERAS_BACKEND"] = target
 
 
 def restore_keras_backend(saved: str | None) -> None:
@@ -246,6 +258,7 @@ def run(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except ParserExit as early:
         return early.status
+    pin_keras_backend(getattr(args, "target", DEFAULT_TARGET))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -263,7 +276,9 @@ def run_compile(args: argparse.Namespace) -> int:
         output_target(output)  # fail before the compile, which can take a while
     try:
         source = read_spec(args.spec)
-        compiled = compile_spec(source, verify=not args.no_verify, jit_compile=args.xla)
+        compiled = compile_spec(
+            source, verify=not args.no_verify, jit_compile=args.xla, target=args.target
+        )
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
@@ -289,17 +304,17 @@ def run_compile(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Check every spec, whatever happens to the others; the worst status wins."""
-    statuses = [check_one(path) for path in args.specs]
+    statuses = [check_one(path, args.target) for path in args.specs]
     for status in (EXIT_INTERNAL, EXIT_USAGE, EXIT_SPEC_ERROR):
         if status in statuses:
             return status
     return EXIT_OK
 
 
-def check_one(path: Path) -> int:
+def check_one(path: Path, target: str = DEFAULT_TARGET) -> int:
     try:
         source = read_spec(path)
-        compiled = compile_spec(source, verify=True, jit_compile=False)
+        compiled = compile_spec(source, verify=True, jit_compile=False, target=target)
         report_warnings(compiled.diagnostics, source)
     except UsageError as usage:
         print(usage, file=sys.stderr)
@@ -428,18 +443,19 @@ def explained_sections(
 # ---------------------------------------------------------------------- helpers
 
 
-def compile_spec(source: SourceFile, *, verify: bool, jit_compile: bool) -> CompiledLoss:
-    """The whole pipeline, each stage once; Keras on another backend is a usage error.
+def compile_spec(
+    source: SourceFile, *, verify: bool, jit_compile: bool, target: str = DEFAULT_TARGET
+) -> CompiledLoss:
+    """The whole pipeline for `target`, each stage once.
 
-    The stages before loading need no TensorFlow, so a spec with errors is reported without
-    importing it; then TensorFlow is imported quietly, and the module loaded and verified.
+    The stages before loading need no backend, so a spec with errors is reported without
+    importing one; then TensorFlow (for its target) is imported quietly, and the module
+    loaded and verified.
     """
-    generated = generate(source, jit_compile=jit_compile)
-    import_tensorflow_quietly()
-    try:
-        return load_generated(generated, verify=verify)
-    except BackendError as failure:
-        raise UsageError(f"error: {failure}") from None
+    generated = generate(source, jit_compile=jit_compile, target=target)
+    if target == "tensorflow":
+        import_tensorflow_quietly()
+    return load_generated(generated, verify=verify)
 
 
 def import_tensorflow_quietly() -> None:

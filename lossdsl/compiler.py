@@ -18,8 +18,10 @@ from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diag
 from lossdsl.parser import parse, read_source
 from lossdsl.pragmas import without_allowed
 from lossdsl.runtime import (
+    DEFAULT_TARGET,
     load_generated_module,
     module_name_for,
+    require_backend,
     untraced_copy,
     untraced_values,
 )
@@ -37,7 +39,8 @@ class CompiledLoss:
 
     `params` maps each param's spec name to its default (a float, or a tuple of floats for
     a per-class vector). `diagnostics` holds the warnings. `sympy` and `latex` show the
-    whole loss, simplified; `symbolic.result` is what the Keras `call` returns.
+    whole loss, simplified; `symbolic.result` is what the Keras `call` returns. `target`
+    is the Keras backend the module was written for ("tensorflow", "jax" or "torch").
     """
 
     source: SourceFile
@@ -46,6 +49,7 @@ class CompiledLoss:
     python_source: str
     module: types.ModuleType
     diagnostics: tuple[Diagnostic, ...]
+    target: str = DEFAULT_TARGET
 
     @property
     def loss_name(self) -> str:
@@ -57,12 +61,15 @@ class CompiledLoss:
 
     @property
     def loss_class(self) -> type:
-        """The generated `keras.losses.Loss` subclass."""
+        """The generated `keras.losses.Loss` subclass; BackendError when Keras runs another
+        backend than the module's target."""
+        require_backend(self.target)
         return getattr(self.module, function_names(self.loss_name)[2])
 
     @property
     def per_sample_function(self) -> Any:
-        """The generated `@tf.function` computing the loss before Keras's reduction."""
+        """The generated function computing the loss before Keras's reduction (TensorFlow:
+        a `@tf.function`; JAX and PyTorch: a plain function)."""
         return getattr(self.module, function_names(self.loss_name)[0])
 
     @property
@@ -84,23 +91,33 @@ class GeneratedSource:
     python_source: str
     diagnostics: tuple[Diagnostic, ...]
     jit_compile: bool
+    target: str = DEFAULT_TARGET
 
 
 def compile_source(
-    source: SourceFile, *, verify: bool = True, jit_compile: bool = False
+    source: SourceFile,
+    *,
+    verify: bool = True,
+    jit_compile: bool = False,
+    target: str = DEFAULT_TARGET,
 ) -> CompiledLoss:
     """Run the whole pipeline on a spec; raises LossSpecError with every problem found.
 
     With `verify`, the generated code is checked against SymPy's exact value and gradient
-    (E9xx on disagreement). The warnings of every stage are in `diagnostics`.
+    (E9xx on disagreement), run on `target`. The warnings of every stage are in
+    `diagnostics`.
     """
-    return load_generated(generate(source, jit_compile=jit_compile), verify=verify)
+    generated = generate(source, jit_compile=jit_compile, target=target)
+    return load_generated(generated, verify=verify)
 
 
-def generate(source: SourceFile, *, jit_compile: bool = False) -> GeneratedSource:
-    """Parse, check, analyse domains, lower, rewrite, print and write a spec's module.
+def generate(
+    source: SourceFile, *, jit_compile: bool = False, target: str = DEFAULT_TARGET
+) -> GeneratedSource:
+    """Parse, check, analyse domains, lower, rewrite, print and write a spec's module for
+    the Keras backend `target` ("tensorflow", "jax" or "torch").
 
-    Raises LossSpecError with every problem found; imports neither Keras nor TensorFlow.
+    Raises LossSpecError with every problem found; imports neither Keras nor any backend.
     """
     checked = check_source(source)
     found = list(checked.warnings)
@@ -111,15 +128,22 @@ def generate(source: SourceFile, *, jit_compile: bool = False) -> GeneratedSourc
     )
     if cancelled:
         raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
-    body = print_body(symbolic, jit_compile=jit_compile)
+    targeted = target_arguments(target)
+    body = print_body(symbolic, jit_compile=jit_compile, **targeted)
     return GeneratedSource(
         source=source,
         checked=checked,
         symbolic=symbolic,
-        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile),
+        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile, **targeted),
         diagnostics=unique(without_allowed([*found, *symbolic.warnings], source)),
         jit_compile=jit_compile,
+        target=target,
     )
+
+
+def target_arguments(target: str) -> dict[str, str]:
+    """The printer's and writer's `target` argument; TensorFlow's is their default."""
+    return {} if target == DEFAULT_TARGET else {"target": target}
 
 
 def load_generated(generated: GeneratedSource, *, verify: bool = True) -> CompiledLoss:
@@ -129,21 +153,23 @@ def load_generated(generated: GeneratedSource, *, verify: bool = True) -> Compil
     per-sample function, or for a spec with a mask the values of `_<name>_with_mask`), so
     its float64 traces are not in the functions the user gets, and the Keras class
     registered is the user's.
-    Imports Keras and TensorFlow; raises `runtime.BackendError` when Keras runs on another
-    backend.
+    Imports the target's framework (and Keras, which a TensorFlow module needs and the
+    others use when it is installed), whatever backend Keras runs.
     """
     checked = generated.checked
+    target = generated.target
     module = load_generated_module(
         generated.python_source, module_name_for(checked.loss_name, generated.python_source)
     )
     if verify:
+        jit_compile = generated.jit_compile
         if generated.symbolic.mask is None:
             function = getattr(module, function_names(checked.loss_name)[0])
-            checked_copy = untraced_copy(function, jit_compile=generated.jit_compile)
+            checked_copy = untraced_copy(function, jit_compile=jit_compile, target=target)
         else:
             function = getattr(module, with_mask_function_name(checked.loss_name))
-            checked_copy = untraced_values(function, jit_compile=generated.jit_compile)
-        errors = verify_module(generated.symbolic, checked_copy)
+            checked_copy = untraced_values(function, jit_compile=jit_compile, target=target)
+        errors = verify_module(generated.symbolic, checked_copy, target)
         if errors:
             raise LossSpecError(generated.diagnostics + errors, generated.source)
     return CompiledLoss(
@@ -153,6 +179,7 @@ def load_generated(generated: GeneratedSource, *, verify: bool = True) -> Compil
         python_source=generated.python_source,
         module=module,
         diagnostics=generated.diagnostics,
+        target=target,
     )
 
 

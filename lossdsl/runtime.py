@@ -10,20 +10,42 @@ from typing import Any
 
 from lossdsl.codegen.names import function_names
 
+TARGETS = ("tensorflow", "jax", "torch")
+"""The Keras backends generated modules are written for (`--target`, `target=`)."""
+
+DEFAULT_TARGET = "tensorflow"
+"""The target of the command line and the compiler's own functions."""
+
 
 class BackendError(RuntimeError):
-    """Keras runs on a backend other than TensorFlow, which generated losses need."""
+    """Keras runs on another backend than the one a generated module was written for."""
 
 
-def require_tensorflow_backend() -> None:
-    """Raise BackendError unless Keras runs on TensorFlow."""
-    import keras  # here, not at the top: `import lossdsl` imports neither Keras nor TensorFlow
+def keras_backend() -> str:
+    """The backend Keras runs on (imports Keras, and with it that backend)."""
+    import keras  # here, not at the top: `import lossdsl` imports no Keras nor any backend
 
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
+    return str(keras.backend.backend())
+
+
+def resolve_target(target: str | None) -> str:
+    """`target`, checked; None means the backend Keras runs (only then is Keras read)."""
+    if target is None:
+        target = keras_backend()
+    if target not in TARGETS:
+        known = ", ".join(repr(name) for name in TARGETS)
+        raise ValueError(f"Invalid target {target!r}: lossdsl writes code for {known}.")
+    return target
+
+
+def require_backend(target: str) -> None:
+    """Raise BackendError unless Keras runs on `target`, the backend a module was written for."""
+    backend = keras_backend()
+    if backend != target:
         raise BackendError(
-            f"lossdsl losses run on Keras's TensorFlow backend, but Keras uses {backend!r}. "
-            "Set the environment variable KERAS_BACKEND=tensorflow before importing keras."
+            f"This lossdsl loss was generated for Keras's {target!r} backend, but Keras uses "
+            f"{backend!r}. Load the spec again in this process (lossdsl.load follows the "
+            f"backend Keras runs), or set KERAS_BACKEND={target} before importing keras."
         )
 
 
@@ -31,8 +53,9 @@ def load_generated_module(source: str, module_name: str) -> types.ModuleType:
     """Run a generated module's text in a fresh module object and return it.
 
     The text is registered with `linecache`, so tracebacks and AutoGraph can read it.
+    Whatever Keras's backend, the module loads: its Keras class checks the backend when
+    constructed.
     """
-    require_tensorflow_backend()
     filename = f"<lossdsl generated module {module_name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = types.ModuleType(module_name)
@@ -48,30 +71,40 @@ def module_name_for(loss_name: str, python_source: str) -> str:
     return f"lossdsl_generated.{function_names(loss_name)[0]}_{digest}"
 
 
-def untraced_copy(function: Any, *, jit_compile: bool) -> Any:
-    """A new `tf.function` of a generated `tf.function`'s Python code, sharing no traces.
+def untraced_copy(function: Any, *, jit_compile: bool, target: str = DEFAULT_TARGET) -> Any:
+    """A generated per-sample function as the target runs it compiled, sharing no traces.
 
-    Decorated as the writer decorates it (`autograph=False`, XLA when compiled for it), so
-    it computes what the original does; traces made through the copy (the verifier's, in
-    float64) stay out of the function users call.
+    TensorFlow: a new `tf.function` of the generated `tf.function`'s Python code, decorated
+    as the writer decorates it (`autograph=False`, XLA when compiled for it), so it computes
+    what the original does; traces made through the copy (the verifier's, in float64) stay
+    out of the function users call. JAX: `jax.jit` of the generated Python function (its
+    `__wrapped__` is that function). PyTorch: the function itself, which keeps no traces.
     """
-    import tensorflow as tf
+    if target == "tensorflow":
+        import tensorflow as tf
 
-    return tf.function(function.python_function, jit_compile=jit_compile, autograph=False)
+        return tf.function(function.python_function, jit_compile=jit_compile, autograph=False)
+    if target == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
 
 
-def untraced_values(function: Any, *, jit_compile: bool) -> Any:
+def untraced_values(function: Any, *, jit_compile: bool, target: str = DEFAULT_TARGET) -> Any:
     """`untraced_copy` of a generated `_<name>_with_mask`, returning its values only.
 
     Those are what `<name>` returns (0 outside the mask), computed by the function the
     Keras class calls; traces made through the copy stay out of that function.
     """
-    import tensorflow as tf
-
-    with_mask = function.python_function
+    with_mask = function.python_function if target == "tensorflow" else function
 
     @functools.wraps(with_mask)
     def values(*args: Any, **kwargs: Any) -> Any:
         return with_mask(*args, **kwargs)[0]
 
-    return tf.function(values, jit_compile=jit_compile, autograph=False)
+    if target == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(values, jit_compile=jit_compile, autograph=False)
+    return untraced_copy(values, jit_compile=jit_compile, target=target)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import warnings
@@ -12,9 +11,10 @@ from typing import Any
 
 import keras
 
-from lossdsl.cache import LoadedSpec, ParamValue, json_value, load_spec, param_value
+from lossdsl.cache import ParamValue, check_param_names, json_value, load_spec, param_value
 from lossdsl.codegen.writer import spec_file_name
 from lossdsl.diagnostics import LossSpecError, LossSpecWarning, render, sort_diagnostics
+from lossdsl.runtime import require_backend, resolve_target
 from lossdsl.source import SourceFile, printable_name
 from lossdsl.version import __version__
 
@@ -55,6 +55,10 @@ class SpecLoss(keras.losses.Loss):
         dtype: As for every Keras loss; defaults to `keras.backend.floatx()`.
         verify: Check the generated code against SymPy's exact gradients.
         jit_compile: Compile the generated functions with XLA.
+        target: The backend the generated code is written for: "tensorflow", "jax" or
+            "torch"; None (the default) means the backend Keras runs. Not saved, so a
+            model saved under one backend reloads under another. Another backend than
+            Keras's raises `lossdsl.runtime.BackendError`.
     """
 
     def __init__(
@@ -68,10 +72,13 @@ class SpecLoss(keras.losses.Loss):
         dtype: Any = None,
         verify: bool = True,
         jit_compile: bool = False,
+        target: str | None = None,
     ) -> None:
+        target = resolve_target(target)
+        require_backend(target)
         spec_file = saved_file_name(spec_file)
         source = SourceFile.from_text(spec, spec_file or "<string>")
-        loaded = load_spec(source, verify=verify, jit_compile=jit_compile)
+        loaded = load_spec(source, verify=verify, jit_compile=jit_compile, target=target)
         given = dict(params or {})
         check_param_names(loaded, given)
         name = name or loaded.loss_name
@@ -87,6 +94,7 @@ class SpecLoss(keras.losses.Loss):
         self.spec = source.text
         self.spec_file = spec_file
         self.jit_compile = jit_compile
+        self.target = target
         self.dtype_argument = dtype
         for diagnostic in sort_diagnostics(loaded.warnings):
             warnings.warn(render(diagnostic, source), LossSpecWarning, stacklevel=3)
@@ -323,23 +331,3 @@ def is_file_name(value: object) -> bool:
         and value not in {".", ".."}
         and saved_file_name(value) == value
     )
-
-
-# ---------------------------------------------------------------------- params
-
-
-def check_param_names(loaded: LoadedSpec, given: Mapping[str, Any]) -> None:
-    """Raise a Keras-style ValueError for a param the spec does not declare.
-
-    Values are the generated class's to check (kind and domain), in one place for
-    `lossdsl.load`, saved configs and standalone modules alike.
-    """
-    for param in given:
-        if param not in loaded.param_defaults:
-            known = ", ".join(f"`{name}`" for name in loaded.param_defaults) or "none"
-            close = difflib.get_close_matches(str(param), list(loaded.param_defaults), n=1)
-            hint = f" Did you mean `{close[0]}`?" if close else ""
-            raise ValueError(
-                f"Invalid keyword argument `{param}` for the loss `{loaded.loss_name}`: it has "
-                f"no such param. Expected params: {known}.{hint}"
-            )

@@ -421,17 +421,22 @@ def test_an_unwritable_cache_is_not_an_error(
     assert lossdsl.load(FOCAL, verify=False).params["gamma"] == 2.0
 
 
-def test_the_cache_key_depends_on_text_file_name_version_and_options() -> None:
+def test_the_cache_key_depends_on_text_file_name_version_options_and_target() -> None:
     from lossdsl.source import SourceFile
 
-    def key(text: str = FOCAL, name: str = "a/focal.loss", **options: bool) -> str:
+    def key(
+        text: str = FOCAL, name: str = "a/focal.loss", target: str = "tensorflow", **options: bool
+    ) -> str:
         verify = options.get("verify", True)
         jit = options.get("jit_compile", False)
-        return cache.cache_key(SourceFile.from_text(text, name), verify=verify, jit_compile=jit)
+        return cache.cache_key(
+            SourceFile.from_text(text, name), verify=verify, jit_compile=jit, target=target
+        )
 
     assert key() == key(name="b/focal.loss")
     assert len({key(), key(text=FOCAL + "\n"), key(name="other.loss"), key(verify=False)}) == 4
     assert key() != key(jit_compile=True)
+    assert len({key(), key(target="jax"), key(target="torch")}) == 3
 
 
 def run_python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -510,12 +515,34 @@ def test_a_saved_model_loads_in_a_new_process_without_custom_objects(
     assert done.stdout.split() == ["SpecLoss", "3.0"]
 
 
-def test_another_keras_backend_gets_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_keras_backend_than_the_target_gets_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import keras
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(runtime.BackendError, match="TensorFlow backend, but Keras uses 'jax'"):
-        lossdsl.load("loss = mean(square(p - y))", verify=False)
+    message = "generated for Keras's 'tensorflow' backend, but Keras uses 'jax'"
+    with pytest.raises(lossdsl.BackendError, match=message):
+        lossdsl.SpecLoss("loss = mean(square(p - y))", verify=False, target="tensorflow")
+    compiled = lossdsl.compile("loss = mean(square(p - y))", verify=False, target="tensorflow")
+    with pytest.raises(runtime.BackendError, match=message):
+        compiled.loss_class  # noqa: B018
+
+
+def test_a_target_of_none_is_the_backend_keras_runs() -> None:
+    assert runtime.resolve_target(None) == "tensorflow"
+    assert lossdsl.load("loss = mean(square(p - y))", verify=False).target == "tensorflow"
+    with pytest.raises(ValueError, match="Invalid target 'numpy'"):
+        lossdsl.compile("loss = mean(square(p - y))", target="numpy")
+
+
+def test_the_native_apis_refuse_keras_arguments_and_unknown_frameworks() -> None:
+    with pytest.raises(ValueError, match="Invalid framework 'mxnet'"):
+        lossdsl.load(FOCAL, framework="mxnet")
+    with pytest.raises(ValueError, match="`name` is an argument of Keras losses"):
+        lossdsl.load(FOCAL, framework="torch", name="mine")
+    with pytest.raises(ValueError, match="per-example losses"):
+        lossdsl.load(FOCAL, framework="jax", reduction="sum")
 
 
 def test_version_matches_the_installed_metadata() -> None:

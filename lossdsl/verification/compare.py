@@ -39,42 +39,113 @@ def run_candidate(
     draw: Draw,
     arguments: Mapping[str, float | tuple[float, ...]],
     output_shape: tuple[int, ...],
+    target: str = "tensorflow",
 ) -> Candidate:
     """The generated function's value and gradient of sum(cotangent * result) in float64.
 
     `arguments` are the params' values by their Python names (`codegen.names.python_names`).
+    The gradient is the target's own: `tf.GradientTape`, `jax.vjp` (64-bit types enabled
+    for this call only) or PyTorch's autograd.
     """
-    import tensorflow as tf
-
-    true_dtype = tf.int32 if draw.y_true.dtype.kind == "i" else tf.float64
-    y_true = tf.constant(draw.y_true, dtype=true_dtype)
-    y_pred = tf.constant(draw.y_pred, dtype=tf.float64)
-    arguments = {
-        name: tf.constant(value, tf.float64) if isinstance(value, tuple) else value
-        for name, value in arguments.items()
-    }
+    runner = {"tensorflow": _run_tensorflow, "jax": _run_jax, "torch": _run_torch}[target]
     try:
-        with tf.GradientTape() as tape:
-            tape.watch(y_pred)
-            result = per_sample_function(y_true, y_pred, **arguments)
-            shape = tuple(result.shape)
-            if shape != output_shape:
-                return Candidate(
-                    None,
-                    None,
-                    f"it returned shape {_shape_text(shape)}, expected {_shape_text(output_shape)}",
-                )
-            objective = tf.reduce_sum(tf.constant(draw.cotangent, tf.float64) * result)
-        gradient = tape.gradient(objective, y_pred)
+        values, gradient = runner(per_sample_function, draw, arguments, output_shape)
+    except WrongShape as wrong:
+        return Candidate(
+            None,
+            None,
+            f"it returned shape {_shape_text(wrong.shape)}, expected {_shape_text(output_shape)}",
+        )
     except Exception as failure:  # the generated code's own error is the diagnostic
         message = str(failure).strip().splitlines()
         return Candidate(
             None, None, f"it raised {type(failure).__name__}: {message[0] if message else ''}"
         )
-    gradient_values = (
-        np.zeros(draw.y_pred.shape) if gradient is None else np.asarray(gradient.numpy())
-    )
-    return Candidate(np.asarray(result.numpy(), dtype=np.float64), gradient_values, None)
+    gradient_values = np.zeros(draw.y_pred.shape) if gradient is None else np.asarray(gradient)
+    return Candidate(np.asarray(values, dtype=np.float64), gradient_values, None)
+
+
+class WrongShape(Exception):
+    """The generated function returned another shape than the expected one."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__(shape)
+        self.shape = shape
+
+
+def _checked_shape(result: Any, output_shape: tuple[int, ...]) -> None:
+    shape = tuple(result.shape)
+    if shape != output_shape:
+        raise WrongShape(shape)
+
+
+Arguments = Mapping[str, float | tuple[float, ...]]
+
+Run = tuple[Any, Any]
+"""A candidate's values and gradient with respect to y_pred (None: y_pred does not reach
+the result), as arrays NumPy reads."""
+
+
+def _run_tensorflow(
+    function: Callable[..., Any], draw: Draw, arguments: Arguments, output_shape: tuple[int, ...]
+) -> Run:
+    import tensorflow as tf
+
+    true_dtype = tf.int32 if draw.y_true.dtype.kind == "i" else tf.float64
+    y_true = tf.constant(draw.y_true, dtype=true_dtype)
+    y_pred = tf.constant(draw.y_pred, dtype=tf.float64)
+    tensors = {
+        name: tf.constant(value, tf.float64) if isinstance(value, tuple) else value
+        for name, value in arguments.items()
+    }
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        result = function(y_true, y_pred, **tensors)
+        _checked_shape(result, output_shape)
+        objective = tf.reduce_sum(tf.constant(draw.cotangent, tf.float64) * result)
+    gradient = tape.gradient(objective, y_pred)
+    return result.numpy(), None if gradient is None else gradient.numpy()
+
+
+def _run_jax(
+    function: Callable[..., Any], draw: Draw, arguments: Arguments, output_shape: tuple[int, ...]
+) -> Run:
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):  # for this call only: the users' x64 flag is left alone
+        true_dtype = jnp.int32 if draw.y_true.dtype.kind == "i" else jnp.float64
+        y_true = jnp.asarray(draw.y_true, dtype=true_dtype)
+        y_pred = jnp.asarray(draw.y_pred, dtype=jnp.float64)
+        arrays = {
+            name: jnp.asarray(value, jnp.float64) if isinstance(value, tuple) else value
+            for name, value in arguments.items()
+        }
+        result, pullback = jax.vjp(lambda pred: function(y_true, pred, **arrays), y_pred)
+        _checked_shape(result, output_shape)
+        (gradient,) = pullback(jnp.asarray(draw.cotangent, dtype=result.dtype))
+        return np.asarray(result), np.asarray(gradient)
+
+
+def _run_torch(
+    function: Callable[..., Any], draw: Draw, arguments: Arguments, output_shape: tuple[int, ...]
+) -> Run:
+    import torch
+
+    true_dtype = torch.int64 if draw.y_true.dtype.kind == "i" else torch.float64
+    y_true = torch.tensor(draw.y_true, dtype=true_dtype)
+    y_pred = torch.tensor(draw.y_pred, dtype=torch.float64, requires_grad=True)
+    tensors = {
+        name: torch.tensor(value, dtype=torch.float64) if isinstance(value, tuple) else value
+        for name, value in arguments.items()
+    }
+    result = function(y_true, y_pred, **tensors)
+    _checked_shape(result, output_shape)
+    if not result.requires_grad:
+        return result.numpy(), None
+    objective = (torch.tensor(draw.cotangent, dtype=torch.float64) * result).sum()
+    (gradient,) = torch.autograd.grad(objective, y_pred, allow_unused=True)
+    return result.detach().numpy(), None if gradient is None else gradient.numpy()
 
 
 @dataclass(frozen=True)

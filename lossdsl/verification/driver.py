@@ -32,17 +32,18 @@ LABEL_SELECTORS: tuple[type[functions.LossFunction], ...] = (
 
 
 def verify_module(
-    symbolic: SymbolicLoss, per_sample_function: Callable[..., Any]
+    symbolic: SymbolicLoss, per_sample_function: Callable[..., Any], target: str = "tensorflow"
 ) -> tuple[Diagnostic, ...]:
     """E9xx errors where the generated function disagrees with SymPy (empty when all agrees).
 
-    `per_sample_function(y_true, y_pred, **params)` is the generated `@tf.function`; it is
+    `per_sample_function(y_true, y_pred, **params)` is the generated function as `target`
+    runs it compiled (a `@tf.function`, a `jax.jit`; PyTorch's plain function); it is
     run in float64 with the params at their defaults on random inputs at each of the
-    `verify_layouts` and on edge points at the smallest (traced at the smallest layout;
-    eagerly, through its `python_function`, at the others, since each new rank would cost
-    a trace), and its
-    value and gradient are compared with the exact reference. At most one diagnostic per
-    code is returned, for the first draw that shows it.
+    `verify_layouts` and on edge points at the smallest (compiled at the smallest layout;
+    eagerly, through its Python function (`eager_function`), at the others, since each new
+    rank would cost a trace), and its value and gradient (the target's own autodiff) are
+    compared with the exact reference. At most one diagnostic per code is returned, for the
+    first draw that shows it.
     """
     checked = symbolic.checked
     params = {param.name: param.default for param in checked.params}
@@ -61,7 +62,7 @@ def verify_module(
         distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None)
         * PAIR_COST**checked.partners,
         per_sample_function,
-        getattr(per_sample_function, "python_function", per_sample_function),
+        eager_function(per_sample_function, target),
         None if vector_lengths else max(LEAST_CLASSES, fewest),
     )
     rng = np.random.default_rng(SEED)
@@ -72,11 +73,21 @@ def verify_module(
         )
         exact = reference(symbolic, draw, params, rng)
         candidate = run_candidate(
-            function, exact.draw, arguments, layout.output_shape(output_roles)
+            function, exact.draw, arguments, layout.output_shape(output_roles), target
         )
         for diagnostic in compare(symbolic, exact, candidate):
             found.setdefault(diagnostic.code, diagnostic)
     return tuple(found[code] for code in sorted(found))
+
+
+def eager_function(function: Callable[..., Any], target: str) -> Callable[..., Any]:
+    """The Python code of a compiled generated function, which runs op by op: a
+    `tf.function`'s `python_function`, a `jax.jit`'s `__wrapped__`; anything else itself."""
+    if target == "tensorflow":
+        return getattr(function, "python_function", function)
+    if target == "jax":
+        return getattr(function, "__wrapped__", function)
+    return function
 
 
 def class_counts(symbolic: SymbolicLoss) -> tuple[int, int | None]:
