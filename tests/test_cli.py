@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,8 @@ def test_check_usage_error_wins_and_every_spec_is_still_checked(specs, tmp_path,
         (("compile",), "the following arguments are required: SPEC.loss"),
         (("compile", "x.loss", "--fast"), "unrecognized arguments: --fast"),
         (("check",), "the following arguments are required: SPEC.loss"),
+        (("compile", "x.loss", "--target", "numpy"), "argument --target: invalid choice"),
+        (("check", "x.loss", "--target"), "argument --target: expected one argument"),
     ],
 )
 def test_usage_errors_exit_2_with_a_usage_line(capsys, argv, message) -> None:
@@ -345,6 +348,17 @@ def test_main_pins_tensorflow_only_while_it_runs(specs, capsys, monkeypatch) -> 
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     assert run(capsys, "check", specs["good"])[0] == 0
     assert os.environ["KERAS_BACKEND"] == "jax"
+
+
+def test_the_backend_pinned_is_the_target_until_keras_is_imported(monkeypatch) -> None:
+    import keras  # noqa: F401
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    cli.pin_keras_backend("torch")  # Keras is imported here: the variable is left alone
+    assert "KERAS_BACKEND" not in os.environ
+    monkeypatch.delitem(sys.modules, "keras")
+    cli.pin_keras_backend("torch")
+    assert os.environ["KERAS_BACKEND"] == "torch"
 
 
 @pytest.mark.slow
