@@ -378,7 +378,7 @@ def run_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"error: cannot write {shown(output)}: no image format {image_format}")
     import_tensorflow_quietly()
     try:
-        compiled = [compile_file(path) for path in specs]
+        compiled = [compile_file(path, target=DEFAULT_TARGET) for path in specs]  # plot runs TF
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
