@@ -164,12 +164,12 @@ def load_native(
     names = loaded.python_names
     function, _, class_name = function_names(loaded.loss_name)
     if framework == "torch":
-        module_class = loaded.native(f"{class_name}Module")
+        module_class = getattr(loaded.module, f"{class_name}Module")
         arguments = {names[param]: value for param, value in params.items()}
         return module_class(**arguments, reduction=TORCH_REDUCTIONS.get(reduction, reduction))
     values = {**loaded.param_defaults, **params}
     return functools.partial(
-        loaded.native(function), **{names[param]: value for param, value in values.items()}
+        getattr(loaded.module, function), **{names[param]: value for param, value in values.items()}
     )
 
 

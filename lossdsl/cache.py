@@ -86,11 +86,6 @@ class LoadedSpec:
         require_backend(self.target)
         return getattr(self.module, function_names(self.loss_name)[2])
 
-    def native(self, name: str) -> Any:
-        """A name the module defines beside the Keras class (a native API's function or
-        class)."""
-        return getattr(self.module, name)
-
 
 _loaded: dict[str, LoadedSpec] = {}
 """Specs loaded in this process, by cache key: their tf.function traces are shared."""
