@@ -97,7 +97,9 @@ def compile_source(
     return load_generated(generate(source, jit_compile=jit_compile), verify=verify)
 
 
-def generate(source: SourceFile, *, jit_compile: bool = False) -> GeneratedSource:
+def generate(
+    source: SourceFile, *, jit_compile: bool = False, target: str = "tensorflow"
+) -> GeneratedSource:
     """Parse, check, analyse domains, lower, rewrite, print and write a spec's module.
 
     Raises LossSpecError with every problem found; imports neither Keras nor TensorFlow.
@@ -111,12 +113,12 @@ def generate(source: SourceFile, *, jit_compile: bool = False) -> GeneratedSourc
     )
     if cancelled:
         raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
-    body = print_body(symbolic, jit_compile=jit_compile)
+    body = print_body(symbolic, jit_compile=jit_compile, target=target)
     return GeneratedSource(
         source=source,
         checked=checked,
         symbolic=symbolic,
-        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile),
+        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile, target=target),
         diagnostics=unique(without_allowed([*found, *symbolic.warnings], source)),
         jit_compile=jit_compile,
     )

@@ -170,3 +170,11 @@ def _pair_dot(a, b, partner):
     shape = [a.shape[0]] + [1] * (rank - 1)
     shape[partner] = b.shape[0]
     return products.reshape(shape).to(a.dtype)
+
+
+def _over_spatial(reduce, x):
+    """`reduce` (torch.sum, torch.amax...) over x's spatial axes, kept: those between
+    its batch axis and its last. With none, x itself, where PyTorch would reduce every
+    axis for an empty `dim`."""
+    axes = tuple(range(1, x.ndim - 1))
+    return reduce(x, dim=axes, keepdim=True) if axes else x
