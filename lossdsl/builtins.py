@@ -3,12 +3,12 @@
 A row (`Builtin`) holds how a built-in is called (arity, keywords, defaults, role rule),
 what it means (`meaning`: its SymPy form, from which the domain analysis and the
 verifier evaluate it in float64 and mpmath, see `symbolic.numeric`), how its values
-behave (`shape`, `domain`, `pole_free`, `differentiable`), how each target spells it
-(`tensorflow`: a TensorFlow call, or None where the printer has a method for its SymPy
-class), how `explain` shows it (`latex`; the spec text is its name) and its docs. The
-checker, lowering, the domain analysis, the printer, the verifier and `lossdsl explain`
-all read this table; adding a function means adding one row here and its tests
-(docs/ARCHITECTURE.md, "Adding a built-in").
+behave (`shape`, `domain`, `pole_free`, `differentiable`), how each backend spells it
+(`calls`: a TensorFlow, a JAX and a PyTorch call, or None where the printers have a
+method for its SymPy class), how `explain` shows it (`latex`; the spec text is its
+name) and its docs. The checker, lowering, the domain analysis, the printers, the
+verifier and `lossdsl explain` all read this table; adding a function means adding one
+row here and its tests (docs/ARCHITECTURE.md, "Adding a built-in").
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
@@ -62,6 +63,14 @@ Meaning = Callable[[tuple[sympy.Expr, ...], sympy.Integer], sympy.Expr]
 """A built-in's SymPy form, given its lowered arguments and the roles it removes."""
 
 
+class Calls(NamedTuple):
+    """A built-in's call in each backend's generated code (`codegen.targets.TARGETS`)."""
+
+    tensorflow: str
+    jax: str
+    torch: str
+
+
 @dataclass(frozen=True)
 class Builtin:
     """One built-in function: how it is called, what it means, how it is checked and shown."""
@@ -79,7 +88,7 @@ class Builtin:
     domain: Domain | None = None
     pole_free: bool = False  # infinite only where an argument is, or where it overflows
     differentiable: bool = True  # whether a gradient flows through it to its arguments
-    tensorflow: str | None = None  # one TensorFlow call with the same arguments
+    calls: Calls | None = None  # one call per backend with the same arguments
     latex: str | None = None  # its LaTeX operator (None: SymPy's own, or a printer method)
 
 
@@ -132,7 +141,7 @@ def _elementwise(
     name: str,
     doc: str,
     function: type[sympy.Function],
-    tensorflow: str | None,
+    calls: Calls | tuple[str, str, str] | None,
     latex: str | None = None,
     arity: int = 1,
     **facts: object,
@@ -147,14 +156,18 @@ def _elementwise(
         doc,
         _unevaluated(function) if sympy_own else _applied(function),
         function,
-        tensorflow=tensorflow,
+        calls=None if calls is None else Calls(*calls),
         latex=latex,
         **facts,  # type: ignore[arg-type]
     )
 
 
 def _reduction(
-    name: str, doc: str, function: type[fn.Reduction], tensorflow: str, latex: str
+    name: str,
+    doc: str,
+    function: type[fn.Reduction],
+    calls: tuple[str, str, str],
+    latex: str,
 ) -> Builtin:
     return Builtin(
         name,
@@ -167,7 +180,7 @@ def _reduction(
         keywords=("axis", "where"),
         shape=Shape.CUSTOM if name in ("sum", "logsumexp") else Shape.ARGUMENT,
         pole_free=True,
-        tensorflow=tensorflow,
+        calls=Calls(*calls),
         latex=latex,
     )
 
@@ -181,13 +194,26 @@ POLE_HELP = (
 )
 
 BUILTIN_LIST: tuple[Builtin, ...] = (
-    _elementwise("abs", "absolute value |x|", sympy.Abs, "tf.math.abs", shape=Shape.EVEN),
-    _elementwise("exp", "e^x", sympy.exp, "tf.math.exp", shape=Shape.INCREASING, pole_free=True),
+    _elementwise(
+        "abs",
+        "absolute value |x|",
+        sympy.Abs,
+        ("tf.math.abs", "jnp.abs", "torch.abs"),
+        shape=Shape.EVEN,
+    ),
+    _elementwise(
+        "exp",
+        "e^x",
+        sympy.exp,
+        ("tf.math.exp", "jnp.exp", "torch.exp"),
+        shape=Shape.INCREASING,
+        pole_free=True,
+    ),
     _elementwise(
         "log",
         "natural logarithm; -inf at 0, NaN below",
         sympy.log,
-        "tf.math.log",
+        ("tf.math.log", "jnp.log", "torch.log"),
         shape=Shape.INCREASING,
         domain=Domain(
             "`log` is NaN below 0 and -inf at 0: make its argument positive for every value "
@@ -200,7 +226,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "log1p",
         "log(1 + x), accurate near x = 0",
         log1p,
-        "tf.math.log1p",
+        ("tf.math.log1p", "jnp.log1p", "torch.log1p"),
         r"\operatorname{log1p}",
         shape=Shape.INCREASING,
         domain=Domain(
@@ -214,7 +240,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "expm1",
         "exp(x) - 1, accurate near x = 0",
         expm1,
-        "tf.math.expm1",
+        ("tf.math.expm1", "jnp.expm1", "torch.expm1"),
         r"\operatorname{expm1}",
         shape=Shape.INCREASING,
         pole_free=True,
@@ -241,7 +267,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "sigmoid",
         "1 / (1 + exp(-x))",
         fn.Sigmoid,
-        "tf.math.sigmoid",
+        ("tf.math.sigmoid", "jax.nn.sigmoid", "torch.sigmoid"),
         r"\sigma",
         shape=Shape.INCREASING,
     ),
@@ -249,23 +275,39 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "softplus",
         "log(1 + exp(x)), computed without overflow",
         fn.Softplus,
-        "tf.math.softplus",
+        ("tf.math.softplus", "jax.nn.softplus", "torch.nn.functional.softplus"),
         r"\operatorname{softplus}",
         shape=Shape.INCREASING,
         pole_free=True,
     ),
-    _elementwise("tanh", "hyperbolic tangent", sympy.tanh, "tf.math.tanh", shape=Shape.INCREASING),
     _elementwise(
-        "relu", "max(x, 0)", fn.Relu, "tf.nn.relu", r"\operatorname{relu}", pole_free=True
+        "tanh",
+        "hyperbolic tangent",
+        sympy.tanh,
+        ("tf.math.tanh", "jnp.tanh", "torch.tanh"),
+        shape=Shape.INCREASING,
     ),
     _elementwise(
-        "cosh", "hyperbolic cosine", sympy.cosh, "tf.math.cosh", shape=Shape.EVEN, pole_free=True
+        "relu",
+        "max(x, 0)",
+        fn.Relu,
+        ("tf.nn.relu", "jax.nn.relu", "torch.relu"),
+        r"\operatorname{relu}",
+        pole_free=True,
+    ),
+    _elementwise(
+        "cosh",
+        "hyperbolic cosine",
+        sympy.cosh,
+        ("tf.math.cosh", "jnp.cosh", "torch.cosh"),
+        shape=Shape.EVEN,
+        pole_free=True,
     ),
     _elementwise(
         "erf",
         "the error function, in (-1, 1)",
         sympy.erf,
-        "tf.math.erf",
+        ("tf.math.erf", "jax.scipy.special.erf", "torch.erf"),
         shape=Shape.INCREASING,
         pole_free=True,
     ),
@@ -273,7 +315,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "erfc",
         "1 - erf(x), accurate where erf(x) is near 1; `log(erfc(x))` stays finite for large x",
         sympy.erfc,
-        "tf.math.erfc",
+        ("tf.math.erfc", "jax.scipy.special.erfc", "torch.erfc"),
         shape=Shape.DECREASING,
         pole_free=True,
     ),
@@ -281,7 +323,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "lgamma",
         "log|Gamma(x)|; +inf at 0, -1, -2, ...",
         Lgamma,
-        "tf.math.lgamma",
+        ("tf.math.lgamma", "jax.scipy.special.gammaln", "torch.lgamma"),
         r"\ln\Gamma",
         domain=Domain(POLE_HELP.format(name="lgamma"), poles=True),
     ),
@@ -289,7 +331,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "digamma",
         "d/dx lgamma(x); infinite at 0, -1, -2, ...",
         Digamma,
-        "tf.math.digamma",
+        ("tf.math.digamma", "jax.scipy.special.digamma", "torch.digamma"),
         r"\psi",
         shape=Shape.INCREASING,  # past its last pole, 0
         domain=Domain(POLE_HELP.format(name="digamma"), poles=True),
@@ -298,7 +340,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "sign",
         "-1, 0 or 1 as x is negative, 0 or positive; no gradient",
         Sign,
-        "tf.math.sign",
+        ("tf.math.sign", "jnp.sign", "torch.sign"),
         r"\operatorname{sign}",
         pole_free=True,
         differentiable=False,
@@ -307,7 +349,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "minimum",
         "the smaller of a and b, elementwise",
         fn.Minimum,
-        "tf.math.minimum",
+        ("tf.math.minimum", "jnp.minimum", "torch.minimum"),
         r"\min",
         arity=2,
         pole_free=True,
@@ -316,7 +358,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "maximum",
         "the larger of a and b, elementwise",
         fn.Maximum,
-        "tf.math.maximum",
+        ("tf.math.maximum", "jnp.maximum", "torch.maximum"),
         r"\max",
         arity=2,
         pole_free=True,
@@ -325,7 +367,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "stop_gradient",
         "x, with no gradient flowing through it",
         fn.StopGradient,
-        "tf.stop_gradient",
+        ("tf.stop_gradient", "jax.lax.stop_gradient", "torch.Tensor.detach"),
         r"\operatorname{sg}",
         shape=Shape.ARGUMENT,
         pole_free=True,
@@ -420,34 +462,38 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         latex=r"\operatorname{onehot}",
     ),
     _reduction(
-        "sum", "sum over the last role (or `axis=`)", fn.ReduceSum, "tf.math.reduce_sum", r"\sum"
+        "sum",
+        "sum over the last role (or `axis=`)",
+        fn.ReduceSum,
+        ("tf.math.reduce_sum", "jnp.sum", "torch.sum"),
+        r"\sum",
     ),
     _reduction(
         "mean",
         "mean over the last role (or `axis=`)",
         fn.ReduceMean,
-        "tf.math.reduce_mean",
+        ("tf.math.reduce_mean", "jnp.mean", "torch.mean"),
         r"\operatorname{mean}",
     ),
     _reduction(
         "max",
         "maximum over the last role (or `axis=`)",
         fn.ReduceMax,
-        "tf.math.reduce_max",
+        ("tf.math.reduce_max", "jnp.max", "torch.amax"),
         r"\max",
     ),
     _reduction(
         "min",
         "minimum over the last role (or `axis=`)",
         fn.ReduceMin,
-        "tf.math.reduce_min",
+        ("tf.math.reduce_min", "jnp.min", "torch.amin"),
         r"\min",
     ),
     _reduction(
         "logsumexp",
         "log(sum(exp(x))) over the last role, without overflow",
         fn.LogSumExp,
-        "tf.math.reduce_logsumexp",
+        ("tf.math.reduce_logsumexp", "jax.nn.logsumexp", "torch.logsumexp"),
         r"\operatorname{logsumexp}",
     ),
 )

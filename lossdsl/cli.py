@@ -20,13 +20,13 @@ from lossdsl.api import compile_file
 from lossdsl.checker import check
 from lossdsl.codegen.fusions import FUSIONS_BY_NAME
 from lossdsl.codegen.printer import print_body
+from lossdsl.codegen.targets import DEFAULT_TARGET, TARGETS
 from lossdsl.codes import INTERNAL_ERROR
 from lossdsl.compiler import CompiledLoss, domain_warnings, generate, load_generated, unique
 from lossdsl.desugar import DESUGARINGS
 from lossdsl.diagnostics import Diagnostic, LossSpecError, LossSpecWarning, render_all
 from lossdsl.diagnostics import error as error_diagnostic
 from lossdsl.parser import parse, read_source
-from lossdsl.runtime import DEFAULT_TARGET, TARGETS
 from lossdsl.source import SourceFile, printable_name
 from lossdsl.symbolic.display import spec_text
 from lossdsl.symbolic.gradient import latex
@@ -144,7 +144,7 @@ def add_target_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """`--target tensorflow|jax|torch`, TensorFlow by default."""
     parser.add_argument(
         "--target",
-        choices=TARGETS,
+        choices=tuple(TARGETS),
         default=DEFAULT_TARGET,
         help=f"{what} (default: {DEFAULT_TARGET})",
     )

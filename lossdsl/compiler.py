@@ -13,12 +13,12 @@ import sympy
 from lossdsl.analysis.checks import check_domains
 from lossdsl.checker import check
 from lossdsl.codegen.printer import print_body
+from lossdsl.codegen.targets import DEFAULT_TARGET
 from lossdsl.codegen.writer import function_names, with_mask_function_name, write_module
 from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diagnostics
 from lossdsl.parser import parse, read_source
 from lossdsl.pragmas import without_allowed
 from lossdsl.runtime import (
-    DEFAULT_TARGET,
     load_generated_module,
     module_name_for,
     require_backend,
@@ -128,22 +128,16 @@ def generate(
     )
     if cancelled:
         raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
-    targeted = target_arguments(target)
-    body = print_body(symbolic, jit_compile=jit_compile, **targeted)
+    body = print_body(symbolic, jit_compile=jit_compile, target=target)
     return GeneratedSource(
         source=source,
         checked=checked,
         symbolic=symbolic,
-        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile, **targeted),
+        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile, target=target),
         diagnostics=unique(without_allowed([*found, *symbolic.warnings], source)),
         jit_compile=jit_compile,
         target=target,
     )
-
-
-def target_arguments(target: str) -> dict[str, str]:
-    """The printer's and writer's `target` argument; TensorFlow's is their default."""
-    return {} if target == DEFAULT_TARGET else {"target": target}
 
 
 def load_generated(generated: GeneratedSource, *, verify: bool = True) -> CompiledLoss:

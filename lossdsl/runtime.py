@@ -9,12 +9,7 @@ import types
 from typing import Any
 
 from lossdsl.codegen.names import function_names
-
-TARGETS = ("tensorflow", "jax", "torch")
-"""The Keras backends generated modules are written for (`--target`, `target=`)."""
-
-DEFAULT_TARGET = "tensorflow"
-"""The target of the command line and the compiler's own functions."""
+from lossdsl.codegen.targets import DEFAULT_TARGET, target_named
 
 
 class BackendError(RuntimeError):
@@ -29,13 +24,9 @@ def keras_backend() -> str:
 
 
 def resolve_target(target: str | None) -> str:
-    """`target`, checked; None means the backend Keras runs (only then is Keras read)."""
-    if target is None:
-        target = keras_backend()
-    if target not in TARGETS:
-        known = ", ".join(repr(name) for name in TARGETS)
-        raise ValueError(f"Invalid target {target!r}: lossdsl writes code for {known}.")
-    return target
+    """`target`, checked (a ValueError names the targets there are); None means the backend
+    Keras runs (only then is Keras read)."""
+    return target_named(keras_backend() if target is None else target).name
 
 
 def require_backend(target: str) -> None:

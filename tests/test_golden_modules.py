@@ -1,8 +1,10 @@
-"""Golden generated modules: each `tests/golden/NAME.loss` compiles to exactly `NAME.py`.
+"""Golden generated modules: each `tests/golden/NAME.loss` compiles to exactly `NAME.py`,
+and for the JAX and PyTorch targets to `jax/NAME.py` and `torch/NAME.py`.
 
 Run `pytest tests/test_golden_modules.py --update-golden` to rewrite the modules after a
 deliberate change, and read the diff. The modules are also checked as products: they
-import only tensorflow and keras, are the same in a fresh process, and work standalone.
+import only their framework (and keras), are the same in a fresh process, and work
+standalone.
 """
 
 from __future__ import annotations
@@ -17,37 +19,55 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lossdsl.compiler import compile_source
+from lossdsl.compiler import generate as generate_source
 from lossdsl.parser import read_source
 
 GOLDEN = Path(__file__).parent / "golden"
 SPEC_FILES = sorted(GOLDEN.glob("*.loss"))
 
 
-def generate(spec_path: Path) -> str:
+TARGETS = ("tensorflow", "jax", "torch")
+CASES = [(target, path) for target in TARGETS for path in SPEC_FILES]
+CASE_IDS = [f"{target}-{path.stem}" for target, path in CASES]
+IMPORTS = {
+    "tensorflow": ["keras", "tensorflow"],
+    "jax": ["jax", "jax.numpy", "keras"],
+    "torch": ["keras", "torch"],
+}
+"""What each target's modules import (`math` too, where they take a product of sizes)."""
+
+
+def generate(spec_path: Path, target: str = "tensorflow") -> str:
     source = read_source(spec_path.read_bytes(), str(spec_path))
-    return compile_source(source, verify=False).python_source
+    return generate_source(source, target=target).python_source
 
 
-@pytest.mark.parametrize("spec_path", SPEC_FILES, ids=[p.stem for p in SPEC_FILES])
-def test_generated_module_matches_golden(spec_path: Path, update_golden: bool) -> None:
-    generated = generate(spec_path)
-    golden_path = spec_path.with_suffix(".py")
+def golden_path(spec_path: Path, target: str) -> Path:
+    folder = spec_path.parent if target == "tensorflow" else spec_path.parent / target
+    return folder / f"{spec_path.stem}.py"
+
+
+@pytest.mark.parametrize(("target", "spec_path"), CASES, ids=CASE_IDS)
+def test_generated_module_matches_golden(
+    target: str, spec_path: Path, update_golden: bool
+) -> None:
+    generated = generate(spec_path, target)
+    golden = golden_path(spec_path, target)
     if update_golden:
-        golden_path.write_text(generated, encoding="utf-8", newline="\n")
-    assert generated == golden_path.read_text(encoding="utf-8")
-    assert generate(spec_path) == generated, "compiling twice gives the same bytes"
+        golden.write_text(generated, encoding="utf-8", newline="\n")
+    assert generated == golden.read_text(encoding="utf-8")
+    assert generate(spec_path, target) == generated, "compiling twice gives the same bytes"
 
 
-@pytest.mark.parametrize("spec_path", SPEC_FILES, ids=[p.stem for p in SPEC_FILES])
-def test_generated_module_imports_only_tensorflow_and_keras(spec_path: Path) -> None:
-    tree = ast.parse(spec_path.with_suffix(".py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize(("target", "spec_path"), CASES, ids=CASE_IDS)
+def test_generated_module_imports_only_its_framework_and_keras(
+    target: str, spec_path: Path
+) -> None:
+    tree = ast.parse(golden_path(spec_path, target).read_text(encoding="utf-8"))
     imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
     assert all(isinstance(node, ast.Import) for node in imports)
-    assert sorted(alias.name for node in imports for alias in node.names) == [
-        "keras",
-        "tensorflow",
-    ]
+    imported = sorted(alias.name for node in imports for alias in node.names)
+    assert [name for name in imported if name != "math"] == IMPORTS[target]
     calls = {
         node.func.id
         for node in ast.walk(tree)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import SOFTPLUS_PAIR_SAME_SHAPE, XLA_FORMS, helper_source
+from lossdsl.codegen.helpers import SOFTPLUS_PAIR_SAME_SHAPE, target_helpers
 from lossdsl.codegen.text import LINE_LENGTH, escape_docstring, statements_needed
 from lossdsl.codegen.writer import (
     KERAS_LOSS_ATTRIBUTES,
@@ -332,8 +332,8 @@ def test_xla_modules_define_the_xla_forms_of_their_helpers() -> None:
     body = replace(FOCAL_BODY, helpers=(SOFTPLUS_PAIR_SAME_SHAPE,))
     for jit_compile in (False, True):
         text = write(focal_checked(), body, jit_compile=jit_compile)
-        assert helper_source(SOFTPLUS_PAIR_SAME_SHAPE, jit_compile) in text
-    assert XLA_FORMS[SOFTPLUS_PAIR_SAME_SHAPE] not in write(focal_checked(), body)
+        assert target_helpers("tensorflow").source(SOFTPLUS_PAIR_SAME_SHAPE, jit_compile) in text
+    assert target_helpers("tensorflow").xla_forms[SOFTPLUS_PAIR_SAME_SHAPE] not in write(focal_checked(), body)
 
 
 def test_loss_named_like_its_class_gets_a_distinct_class_name() -> None:
@@ -505,21 +505,32 @@ def test_a_spec_with_tabs_and_control_characters_in_its_comments_compiles() -> N
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_generated_lines_fit_the_line_length_except_quoted_spec_text(jit_compile: bool) -> None:
+@pytest.mark.parametrize(
+    ("target", "jit_compile"),
+    [("tensorflow", False), ("tensorflow", True), ("jax", False), ("torch", False)],
+)
+def test_generated_lines_fit_the_line_length_except_quoted_spec_text(
+    target: str, jit_compile: bool
+) -> None:
     from lossdsl.compiler import generate
     from lossdsl.parser import read_source
 
     for spec in sorted(EXAMPLES.glob("*.loss")):
         text = spec.read_text(encoding="utf-8")
-        module = generate(read_source(spec.read_bytes(), spec.name), jit_compile=jit_compile)
+        source = read_source(spec.read_bytes(), spec.name)
+        module = generate(source, jit_compile=jit_compile, target=target)
         for line in module.python_source.splitlines():
             quoted = line.strip().removeprefix('"""').removesuffix('"""').strip()
             assert len(line) <= LINE_LENGTH or quoted in text, (spec.name, line)
 
 
 def test_helper_modules_fit_the_generated_line_length() -> None:
-    for helper_module in ("tensorflow_helpers.py", "xla_helpers.py"):
+    for helper_module in (
+        "tensorflow_helpers.py",
+        "xla_helpers.py",
+        "jax_helpers.py",
+        "torch_helpers.py",
+    ):
         source = Path(__file__).resolve().parent.parent / "lossdsl" / "codegen" / helper_module
         lines = source.read_text(encoding="utf-8").splitlines()
         assert max(len(line) for line in lines) <= LINE_LENGTH, helper_module

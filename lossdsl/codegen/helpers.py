@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+
+from lossdsl.codegen.targets import TARGETS
 
 SOFTPLUS_PAIR = "_softplus_pair"
 """a * softplus(-x) + b * softplus(x) with a hand-written exact gradient."""
@@ -57,6 +61,13 @@ PAIRED = "_paired"
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 
+SPARSE_SOFTMAX_CROSS_ENTROPY = "_sparse_softmax_cross_entropy"
+"""Cross-entropy on logits at integer labels, the class axis kept (JAX and PyTorch)."""
+
+OVER_SPATIAL = "_over_spatial"
+"""A reduction over the spatial axes, none when there are none (PyTorch, where a
+reduction over no axes reduces them all)."""
+
 
 def module_functions(module: str) -> dict[str, str]:
     """The source of each top-level function of a package module, decorators included,
@@ -78,42 +89,58 @@ def module_functions(module: str) -> dict[str, str]:
     return functions
 
 
-HELPERS: dict[str, str] = module_functions("lossdsl.codegen.tensorflow_helpers")
-"""Each helper's source, from `codegen.tensorflow_helpers` (formatted by ruff, lines of at
-most 88 columns); it uses only `tf`. A generated module defines the helpers its printed
-code calls (`FunctionBody.helpers`) after its imports, in the order of this table, and
-the helpers they call (`helper_dependencies`)."""
+@dataclass(frozen=True)
+class HelperSet:
+    """The helpers of one target's generated modules.
 
-XLA_FORMS: dict[str, str] = module_functions("lossdsl.codegen.xla_helpers")
-"""The forms of helpers that XLA modules define instead of `HELPERS`' (measured faster
-there, slower without XLA), from `codegen.xla_helpers`."""
+    `sources` holds each helper's source, from the target's helpers module (formatted by
+    ruff, lines of at most 88 columns), in that module's order: a generated module
+    defines the helpers its printed code calls (`FunctionBody.helpers`) after its
+    imports, in this order, and the helpers they call (`dependencies`). `xla_forms`
+    holds the forms a TensorFlow module compiled with XLA defines instead (measured
+    faster there, slower without XLA), from `codegen.xla_helpers`.
+    """
+
+    sources: dict[str, str]
+    xla_forms: dict[str, str]
+
+    def source(self, name: str, jit_compile: bool) -> str:
+        """The source of helper `name` as a module compiled with XLA, or without, defines
+        it."""
+        return self.xla_forms.get(name, self.sources[name]) if jit_compile else self.sources[name]
+
+    def called(self, source: str) -> set[str]:
+        """The helpers a helper's source names (calls), itself left out."""
+        tree = ast.parse(source)
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        return (names & set(self.sources)) - defined
+
+    def dependencies(self, name: str, jit_compile: bool) -> tuple[str, ...]:
+        """Every helper that helper `name` calls in a module compiled with XLA, or
+        without, directly or through another, in the order of `sources`."""
+        found: set[str] = set()
+        waiting = [name]
+        while waiting:
+            for called in self.called(self.source(waiting.pop(), jit_compile)) - found:
+                found.add(called)
+                waiting.append(called)
+        found.discard(name)
+        return tuple(helper for helper in self.sources if helper in found)
 
 
-def helper_source(name: str, jit_compile: bool) -> str:
-    """The source of helper `name` as a module compiled with XLA, or without, defines it."""
-    return XLA_FORMS.get(name, HELPERS[name]) if jit_compile else HELPERS[name]
+@functools.cache
+def target_helpers(target: str) -> HelperSet:
+    """The helpers of `target`'s modules (`codegen.targets.TARGETS`), read once."""
+    xla_forms = module_functions("lossdsl.codegen.xla_helpers") if target == "tensorflow" else {}
+    return HelperSet(module_functions(TARGETS[target].helpers_module), xla_forms)
 
 
-def _called_helpers(source: str) -> set[str]:
-    """The helpers a helper's source names (calls), itself left out."""
-    tree = ast.parse(source)
-    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    return (names & set(HELPERS)) - defined
+HELPERS: dict[str, str] = target_helpers("tensorflow").sources
+"""Each TensorFlow helper's source, from `codegen.tensorflow_helpers`; it uses only `tf`."""
 
-
-def helper_dependencies(name: str, jit_compile: bool) -> tuple[str, ...]:
-    """Every helper that helper `name` calls in a module compiled with XLA, or without,
-    directly or through another, in the order of `HELPERS`."""
-    found: set[str] = set()
-    waiting = [name]
-    while waiting:
-        for called in _called_helpers(helper_source(waiting.pop(), jit_compile)) - found:
-            found.add(called)
-            waiting.append(called)
-    found.discard(name)
-    return tuple(helper for helper in HELPERS if helper in found)
-
-
-HELPER_NAMES: frozenset[str] = frozenset(HELPERS)
-"""Every module-level name the helpers define (kept out of spec names by `codegen.names`)."""
+HELPER_NAMES: frozenset[str] = frozenset().union(
+    *(target_helpers(name).sources for name in TARGETS)
+)
+"""Every module-level name the helpers of any target define (kept out of spec names by
+`codegen.names`); a helper of one meaning has one name in every target."""

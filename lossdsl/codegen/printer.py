@@ -66,13 +66,14 @@ from lossdsl.codegen.fusions import FusionContext, clips_outside_logs, fuse, xla
 from lossdsl.codegen.helpers import (
     CLIP,
     CLIPPED_LOG,
-    HELPERS,
+    HELPER_NAMES,
     HUBER,
     OTHER,
+    OVER_SPATIAL,
     PAIR_DOT,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
-    helper_dependencies,
+    target_helpers,
 )
 from lossdsl.codegen.layout import lay_out
 from lossdsl.codegen.names import python_names
@@ -83,6 +84,7 @@ from lossdsl.codegen.numbers import (
     number_text,
     representable_factors,
 )
+from lossdsl.codegen.targets import DEFAULT_TARGET, TENSORFLOW, Target, target_named
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
@@ -97,27 +99,20 @@ from lossdsl.typed import (
 )
 
 
-def elementwise_op(function: type) -> str | None:
-    """The one TensorFlow call, with the same arguments, that a built-in's row names."""
+def elementwise_op(function: type, target: Target = TENSORFLOW) -> str | None:
+    """The one call, with the same arguments, that a built-in's row names for `target`."""
     row = row_of(function)
-    return None if row is None or row.role_rule is RoleRule.REDUCTION else row.tensorflow
+    if row is None or row.role_rule is RoleRule.REDUCTION or row.calls is None:
+        return None
+    return str(getattr(row.calls, target.name))
 
 
-def reduction_op(function: type) -> str:
-    """The TensorFlow reduction a reduction built-in's row names."""
+def reduction_op(function: type, target: Target = TENSORFLOW) -> str:
+    """The reduction a reduction built-in's row names for `target`."""
     row = row_of(function)
-    assert row is not None and row.tensorflow is not None, f"no reduction {function.__name__}"
-    return row.tensorflow
+    assert row is not None and row.calls is not None, f"no reduction {function.__name__}"
+    return str(getattr(row.calls, target.name))
 
-
-RELATION_OPS: dict[str, str] = {
-    "<": "tf.math.less",
-    "<=": "tf.math.less_equal",
-    ">": "tf.math.greater",
-    ">=": "tf.math.greater_equal",
-    "==": "tf.math.equal",
-    "!=": "tf.math.not_equal",
-}
 
 MAX_CHAIN = 8
 """The most operands of one printed `+` or `*` chain. A longer sum or product is
@@ -148,14 +143,19 @@ _REPEATED_ARGUMENTS: dict[type, int] = {
 }
 
 
-def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> FunctionBody:
-    """The TensorFlow statements computing `symbolic.result` (and its mask).
+def print_body(
+    symbolic: SymbolicLoss, *, jit_compile: bool = False, target: str = DEFAULT_TARGET
+) -> FunctionBody:
+    """The statements computing `symbolic.result` (and its mask) on backend `target`.
 
     The target fusions run first (`codegen.fusions.fuse`). With `jit_compile` (a module
     compiled with XLA), the nodes an XLA spelling matches (`codegen.fusions.XLA_SPELLINGS`)
-    are printed as calls of the module's helpers, which XLA on the CPU computes faster.
-    The body records every fusion and spelling that fired.
+    are printed as calls of the module's helpers, which XLA on the CPU computes faster;
+    they are TensorFlow's, so other targets ignore `jit_compile`. The body records every
+    fusion and spelling that fired.
     """
+    backend = target_named(target)
+    jit_compile = jit_compile and backend is TENSORFLOW
     checked = symbolic.checked
     identifiers = python_names(checked)
     names = {symbol: identifiers[spec_name] for spec_name, symbol in symbolic.symbols.items()}
@@ -186,22 +186,24 @@ def print_body(symbolic: SymbolicLoss, *, jit_compile: bool = False) -> Function
         temporaries,
         jit_compile,
         layout_roles(checked.paired, checked.partners),
+        backend,
     )
     definitions = []
     for expr in shared:
         value = printer.definition(expr)
         definitions += [*printer.take_groups(), (temporaries[expr], value)]
-    target = checked.result.roles
-    result = printer.keras_shaped(fused, target)
-    mask = printer.keras_shaped(outputs[1], target) if symbolic.mask is not None else None
+    result_roles = checked.result.roles
+    result = printer.keras_shaped(fused, result_roles)
+    mask = printer.keras_shaped(outputs[1], result_roles) if symbolic.mask is not None else None
     definitions += printer.take_groups()
     body = lay_out(printer.locals_used() + definitions, result, mask)
+    helpers = target_helpers(backend.name)
     used = printer.helpers_used.union(
-        *(helper_dependencies(helper, jit_compile) for helper in printer.helpers_used)
+        *(helpers.dependencies(helper, jit_compile) for helper in printer.helpers_used)
     )
     return replace_field(
         body,
-        helpers=tuple(helper for helper in HELPERS if helper in used),
+        helpers=tuple(helper for helper in helpers.sources if helper in used),
         fusions=fusions,
         spellings=tuple(dict.fromkeys(printer.spellings_used)),
     )
@@ -270,7 +272,8 @@ def _joined(operands: list[tuple[str, str]], space: str) -> str:
 
 
 class TensorFlowPrinter(PythonCodePrinter):
-    """SymPy -> TensorFlow 2 expressions in keepdims form (conventions: module docstring)."""
+    """SymPy -> expressions of a backend (`target`) in keepdims form (conventions: module
+    docstring). TensorFlow's spelling is the default; the target spells the rest."""
 
     printmethod = "_tensorflow"
 
@@ -282,6 +285,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         temporaries: Mapping[sympy.Basic, str],
         jit_compile: bool = False,
         axis_roles: Roles = ALL_ROLES,
+        target: Target = TENSORFLOW,
     ) -> None:
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.jit_compile = jit_compile
@@ -298,6 +302,14 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.groups_made = 0
         self._roles: dict[sympy.Basic, Roles] = {}
         self.axis_roles = axis_roles  # the roles of the axes of every printed tensor
+        self.target = target
+
+    def form(self, operation: str, *operands: str) -> str:
+        """The target's code of `operation` on printed operands; a helper that its
+        template calls is recorded as used."""
+        template = self.target.forms[operation]
+        self.helpers_used.update(name for name in HELPER_NAMES if f"{name}(" in template)
+        return self.target.form(operation, *operands, y_pred=self.y_pred)
 
     def parenthesize(self, item: sympy.Basic, level: int, strict: bool = False) -> str:
         if item in self.temporaries:
@@ -344,15 +356,10 @@ class TensorFlowPrinter(PythonCodePrinter):
     def locals_used(self) -> list[tuple[str, str]]:
         """The locals the printed code used and their definitions, in a fixed order."""
         definitions = {
-            NUM_CLASSES_LOCAL: f"tf.cast(tf.shape({self.y_pred})[-1], {self.dtype})",
-            SPATIAL_AXES_LOCAL: f"list(range(1, len({self.y_pred}.shape) - 1))",
-            SUM_DTYPE_LOCAL: (
-                f"tf.float32 if {self.dtype} in (tf.float16, tf.bfloat16) else {self.dtype}"
-            ),
-            SAMPLE_INDEX_LOCAL: (
-                f"tf.reshape(tf.range(tf.shape({self.y_pred})[0]), "
-                f"[-1] + [1] * (len({self.y_pred}.shape) - 1))"
-            ),
+            NUM_CLASSES_LOCAL: self.size(-1),
+            SPATIAL_AXES_LOCAL: self.form("spatial_axes"),
+            SUM_DTYPE_LOCAL: (f"{self.form('float32')} if {self.form('half')} else {self.dtype}"),
+            SAMPLE_INDEX_LOCAL: self.form("sample_index"),
         }
         return [(name, value) for name, value in definitions.items() if name in self.used_locals]
 
@@ -369,19 +376,30 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.helpers_used.add(spelling.helper)
         return spelling.helper
 
+    def cast(self, printed: str, dtype: str | None = None) -> str:
+        return self.form("cast", printed, dtype or self.dtype)
+
+    def size(self, axis: int) -> str:
+        """The size of y_pred's axis `axis` as y_pred's dtype."""
+        return self.cast(self.form("size", self.y_pred, str(axis)))
+
     def tensor(self, expr: sympy.Basic) -> str:
-        """`expr` as a TensorFlow op's argument: a role-less value is cast to y_pred's dtype."""
+        """`expr` as an op's argument: a role-less value is cast to y_pred's dtype."""
         printed = self._print(expr)
         if self.roles(expr) or expr is fn.NUM_CLASSES:
             return printed
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
         if literal_value(expr) is not None:
-            return f"tf.constant({printed}, {self.dtype})"
+            return self.form("constant", printed)
         if not expr.has(fn.NUM_CLASSES) and not any(
             self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
         ):  # computed from scalar params alone: a Python float, or a tensor
-            printed = f"tf.convert_to_tensor({printed}, dtype_hint={self.dtype})"
-        return f"tf.cast({printed}, {self.dtype})"
+            return self.form("scalar", printed)
+        return self.cast(printed)
+
+    def argument(self, expr: sympy.Basic) -> str:
+        """A call's argument after its first: a tensor where the target needs one."""
+        return self.tensor(expr) if self.target.tensor_arguments else self._print(expr)
 
     def index(self, expr: sympy.Basic) -> str:
         """An int32 class id: a label or class id as it is."""
@@ -393,12 +411,12 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def count(self, roles: Roles) -> str:
         """The number of elements a reduction over `roles` combines, as y_pred's dtype."""
-        batch = f"tf.cast(tf.shape({self.y_pred})[0], {self.dtype})"
+        batch = self.size(0)
         sizes = {
             Role.BATCH: batch,
             Role.PARTNER: batch,
             Role.PARTNER2: batch,
-            Role.SPATIAL: f"tf.cast(tf.reduce_prod(tf.shape({self.y_pred})[1:-1]), {self.dtype})",
+            Role.SPATIAL: self.cast(self.form("spatial_size")),
             Role.CLASS: NUM_CLASSES_LOCAL,
         }
         if Role.CLASS in roles:
@@ -408,7 +426,7 @@ class TensorFlowPrinter(PythonCodePrinter):
     def axes(self, roles: Roles) -> str:
         """The `axis=` of a reduction over `roles` (keepdims form)."""
         if roles == self.axis_roles:
-            return "None"
+            return self.form("all_axes")
         if Role.SPATIAL in roles:
             self.use(SPATIAL_AXES_LOCAL)
         parts = {
@@ -421,16 +439,16 @@ class TensorFlowPrinter(PythonCodePrinter):
         chosen = [parts[role] for role in ROLE_ORDER if role in roles]
         if chosen == [f"*{SPATIAL_AXES_LOCAL}"]:
             return SPATIAL_AXES_LOCAL
-        return chosen[0] if len(chosen) == 1 else "[" + ", ".join(chosen) + "]"
+        return chosen[0] if len(chosen) == 1 else self.target.axes(chosen)
 
     def keras_shaped(self, expr: sympy.Basic, target: Roles) -> str:
         """`expr` squeezed to Keras's shape for a value with roles `target`."""
         printed = self._print(expr)
         if isinstance(expr, Boolean):
             if self.roles(expr) != target:
-                printed = f"tf.broadcast_to({printed}, tf.shape({self.y_pred}[..., :1]))"
+                printed = self.form("like_one_class", printed)
         elif self.roles(expr) != target:
-            broadcast = f"tf.zeros_like({self.y_pred}[..., :1])"
+            broadcast = self.form("zeros_like", f"{self.y_pred}[..., :1]")
             if expr not in self.temporaries and precedence(expr) <= PRECEDENCE["Add"]:
                 printed = f"({printed})"
             printed = f"{printed} + {broadcast}"
@@ -441,14 +459,14 @@ class TensorFlowPrinter(PythonCodePrinter):
         ):
             return self.softmax_cross_entropy(expr)  # no axis added and squeezed again
         if target == PER_ELEMENT:
-            return f"tf.squeeze({printed}, axis=-1)"
+            return self.form("squeeze", printed)
         if target == PER_SAMPLE:
-            axes = f"list(range(1, len({self.y_pred}.shape)))"
             if self.roles(expr) != target:
-                return f"tf.math.reduce_max({printed}, axis={axes})"
-            return f"tf.reshape({printed}, [-1])"
+                axes = f"{self.target.axis}={self.form('later_axes')}"
+                return f"{reduction_op(fn.ReduceMax, self.target)}({printed}, {axes})"
+            return self.form("flatten", printed)
         if target == NO_ROLES:
-            return f"tf.reshape(tf.cast({printed}, {self.dtype}), [])"
+            return self.form("scalar_result", printed)
         raise ValueError(
             f"a result must not keep the class role: {sorted(r.value for r in target)}"
         )
@@ -459,9 +477,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         if expr == fn.NUM_CLASSES:
             return self.use(NUM_CLASSES_LOCAL)
         if expr == fn.SAMPLE_INDEX:
-            return f"tf.cast({self.use(SAMPLE_INDEX_LOCAL)}, {self.dtype})"
+            return self.cast(self.use(SAMPLE_INDEX_LOCAL))
         name = self.names[expr]
-        return f"tf.cast({name}, {self.dtype})" if expr in self.integers else name
+        return self.cast(name) if expr in self.integers else name
 
     def _print_Integer(self, expr: sympy.Integer) -> str:
         return number_text(float(expr))
@@ -486,7 +504,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         """A built-in's function as its row's TensorFlow call (SymPy's Python printer has
         its own `_print_exp`, `_print_erf`...), unless this printer has a method for it."""
         method = f"_print_{type(expr).__name__}"
-        if method not in vars(TensorFlowPrinter) and elementwise_op(type(expr)) is not None:
+        if method not in vars(TensorFlowPrinter) and elementwise_op(type(expr), self.target):
             return self._print_Function(expr)
         return None
 
@@ -503,11 +521,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         # Without roles too: a power or reciprocal of Python floats (params) would raise
         # OverflowError or ZeroDivisionError where a tensor gives inf.
         forms = {
-            sympy.Integer(2): "tf.math.square({})",
-            sympy.Rational(1, 2): "tf.math.sqrt({})",
-            sympy.Rational(-1, 2): "tf.math.rsqrt({})",
-            sympy.Integer(-1): "1.0 / {}",
-            sympy.Integer(-2): "1.0 / tf.math.square({})",
+            sympy.Integer(2): lambda x: self.form("square", x),
+            sympy.Rational(1, 2): lambda x: self.form("sqrt", x),
+            sympy.Rational(-1, 2): lambda x: self.form("rsqrt", x),
+            sympy.Integer(-1): lambda x: f"1.0 / {x}",
+            sympy.Integer(-2): lambda x: f"1.0 / {self.form('square', x)}",
         }
         if exponent in forms:
             argument = (
@@ -515,8 +533,8 @@ class TensorFlowPrinter(PythonCodePrinter):
                 if exponent != -1 or not self.roles(base)
                 else self.parenthesize(base, PRECEDENCE["Mul"] + 1)
             )
-            return forms[exponent].format(argument)
-        return f"tf.math.pow({self.tensor(base)}, {self._print(exponent)})"
+            return forms[exponent](argument)
+        return self.form("pow", self.tensor(base), self._print(exponent))
 
     def _print_Add(self, expr: sympy.Add, order: str | None = None) -> str:
         # SymPy's printing order sorts slowly; a long sum keeps SymPy's canonical order.
@@ -567,11 +585,11 @@ class TensorFlowPrinter(PythonCodePrinter):
     # ------------------------------------------------------------ functions
 
     def _print_Function(self, expr: sympy.Function) -> str:
-        op = elementwise_op(type(expr))
+        op = elementwise_op(type(expr), self.target)
         if op is None:
-            raise TypeError(f"no TensorFlow form for {type(expr).__name__}")
+            raise TypeError(f"no {self.target.title} form for {type(expr).__name__}")
         first, *rest = expr.args
-        return f"{op}({', '.join([self.tensor(first), *(self._print(a) for a in rest)])})"
+        return f"{op}({', '.join([self.tensor(first), *(self.argument(a) for a in rest)])})"
 
     def _print_log1p(self, expr: log1p) -> str:
         """An XLA module's log1p of an array is `_log1p`, which XLA on the CPU runs faster."""
@@ -584,8 +602,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         if low.is_number and high.is_number:
             self.helpers_used.add(CLIP)
             return f"{CLIP}({self.tensor(x)}, {self._print(low)}, {self._print(high)})"
-        above = f"tf.math.maximum({self.tensor(x)}, {self._print(low)})"
-        return f"tf.math.minimum({above}, {self._print(high)})"
+        above = f"{elementwise_op(fn.Maximum, self.target)}({self.tensor(x)}, {self.argument(low)})"
+        return f"{elementwise_op(fn.Minimum, self.target)}({above}, {self.argument(high)})"
 
     def _print_ClippedLog(self, expr: fn.ClippedLog) -> str:
         x, low, high = expr.args
@@ -600,30 +618,31 @@ class TensorFlowPrinter(PythonCodePrinter):
     def _print_Where(self, expr: fn.Where) -> str:
         condition, a, b = expr.args
         if (a, b) == (1, 0):
-            return f"tf.cast({self._print(condition)}, {self.dtype})"
+            return self.cast(self._print(condition))
         if (a, b) == (0, 1):
-            return f"tf.cast(tf.math.logical_not({self._print(condition)}), {self.dtype})"
-        return f"tf.where({self._print(condition)}, {self.tensor(a)}, {self.tensor(b)})"
+            return self.cast(self.form("not", self._print(condition)))
+        return self.form("where", self._print(condition), self.tensor(a), self.tensor(b))
 
     def _print_LogCosh(self, expr: fn.LogCosh) -> str:
         x = expr.args[0]
         doubled = f"-2.0*{self.parenthesize(x, PRECEDENCE['Mul'])}"
         if not self.roles(x):
-            doubled = f"tf.cast({doubled}, {self.dtype})"
-        return f"{self._print(x)} + tf.math.softplus({doubled}) - {number_text(math.log(2.0))}"
+            doubled = self.cast(doubled)
+        softplus = elementwise_op(fn.Softplus, self.target)
+        return f"{self._print(x)} + {softplus}({doubled}) - {number_text(math.log(2.0))}"
 
     def _print_Softmax(self, expr: fn.Softmax) -> str:
         if Role.CLASS not in self.roles(expr.args[0]):
             return f"1.0 / {self.use(NUM_CLASSES_LOCAL)}"
-        return f"tf.nn.softmax({self._print(expr.args[0])}, axis=-1)"
+        return self.form("softmax", self._print(expr.args[0]))
 
     def _print_LogSoftmax(self, expr: fn.LogSoftmax) -> str:
         if Role.CLASS not in self.roles(expr.args[0]):
-            return f"-tf.math.log({self.use(NUM_CLASSES_LOCAL)})"
-        return f"tf.nn.log_softmax({self._print(expr.args[0])}, axis=-1)"
+            return f"-{elementwise_op(sympy.log, self.target)}({self.use(NUM_CLASSES_LOCAL)})"
+        return self.form("log_softmax", self._print(expr.args[0]))
 
     def _print_CumSum(self, expr: fn.CumSum) -> str:
-        return f"tf.math.cumsum({self._print(expr.args[0])}, axis=-1)"
+        return self.form("cumsum", self._print(expr.args[0]))
 
     def _print_ClassId(self, expr: fn.ClassId) -> str:
         y = expr.args[0]
@@ -631,13 +650,10 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self.index(y)
         if (helper := self.spelled(expr)) is not None:
             return f"{helper}({self._print(y)})"
-        return (
-            f"tf.expand_dims(tf.math.argmax({self._print(y)}, axis=-1, output_type=tf.int32), -1)"
-        )
+        return self.form("class_of", self._print(y))
 
     def _print_OneHot(self, expr: fn.OneHot) -> str:
-        label = self.index(expr.args[0])
-        return f"tf.one_hot({label}[..., 0], tf.shape({self.y_pred})[-1], dtype={self.dtype})"
+        return self.form("one_hot", self.index(expr.args[0]))
 
     def _in_range(self, label: str, size: str) -> str:
         return f"({label} >= 0) & ({label} < {size})"
@@ -647,26 +663,26 @@ class TensorFlowPrinter(PythonCodePrinter):
         non-label input (an argmax over the C classes a per-class vector has) never is."""
         vector, index = self._print(expr.args[0]), self.index(expr.args[1])
         if isinstance(expr.args[1], fn.ClassId) and expr.args[1].args[0] not in self.integers:
-            return f"tf.gather({vector}, {index})"
-        size = f"tf.size({vector})"
-        safe = f"tf.clip_by_value({index}, 0, {size} - 1)"
-        return f"tf.where({self._in_range(index, size)}, tf.gather({vector}, {safe}), 0.0)"
+            return self.form("entries", vector, index)
+        size = self.form("vector_size", vector)
+        safe = self.form("clip_index", index, size)
+        taken = self.form("entries", vector, safe)
+        return self.form("where", self._in_range(index, size), taken, "0.0")
 
     def _print_TakeClass(self, expr: fn.TakeClass) -> str:
         x, label_expr = expr.args
-        label, size = self.index(label_expr), f"tf.shape({self.y_pred})[-1]"
+        label, size = self.index(label_expr), self.form("size", self.y_pred, "-1")
         roles = self.roles(x)
         if roles == frozenset({Role.CLASS}):
             return self._print_Gather(fn.Gather(x, label_expr))
         if Role.CLASS not in roles:
-            return f"tf.where({self._in_range(label, size)}, {self.tensor(x)}, 0.0)"
+            return self.form("where", self._in_range(label, size), self.tensor(x), "0.0")
         values = self._print(x)
         if roles != ALL_ROLES:  # a gather's batch dimensions do not broadcast
-            values = f"{self.parenthesize(x, PRECEDENCE['Add'])} + tf.zeros_like({self.y_pred})"
-        safe = f"tf.clip_by_value({label}, 0, {size} - 1)"
-        rank = f"len({self.y_pred}.shape)"
-        taken = f"tf.gather({values}, {safe}, axis=-1, batch_dims={rank} - 1)"
-        return f"tf.where({self._in_range(label, size)}, {taken}, 0.0)"
+            zeros = self.form("zeros_like", self.y_pred)
+            values = f"{self.parenthesize(x, PRECEDENCE['Add'])} + {zeros}"
+        taken = self.form("take_class", values, self.form("clip_index", label, size))
+        return self.form("where", self._in_range(label, size), taken, "0.0")
 
     def _print_Channel(self, expr: fn.Channel) -> str:
         """`x[..., k:k + 1]`: entry k kept as an axis of size 1 (keepdims form)."""
@@ -683,20 +699,20 @@ class TensorFlowPrinter(PythonCodePrinter):
         if (helper := self.spelled(expr)) is not None:
             y, z = (self._print(arg) for arg in expr.args)
             return f"{helper}({y}, {z})"
-        return f"tf.expand_dims({self.softmax_cross_entropy(expr)}, -1)"
+        y, z = (self._print(arg) for arg in expr.args)
+        return self.form("softmax_cross_entropy_kept", y, z)
 
     def softmax_cross_entropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
         """The fused op's call, its result without the class axis."""
         y, z = (self._print(arg) for arg in expr.args)
-        return f"tf.nn.softmax_cross_entropy_with_logits(labels={y}, logits={z})"
+        return self.form("softmax_cross_entropy", y, z)
 
     def _print_SparseSoftmaxCrossEntropy(self, expr: fn.SparseSoftmaxCrossEntropy) -> str:
         z, label_expr = expr.args
-        label, size = self.index(label_expr), f"tf.shape({self.y_pred})[-1]"
-        safe = f"tf.clip_by_value({label}, 0, {size} - 1)[..., 0]"
-        op = "tf.nn.sparse_softmax_cross_entropy_with_logits"
-        loss = f"{op}(labels={safe}, logits={self._print(z)})"
-        return f"tf.where({self._in_range(label, size)}, tf.expand_dims({loss}, -1), 0.0)"
+        label, size = self.index(label_expr), self.form("size", self.y_pred, "-1")
+        safe = self.form("clip_index", label, size)
+        loss = self.form("sparse_softmax_cross_entropy", safe, self._print(z))
+        return self.form("where", self._in_range(label, size), loss, "0.0")
 
     def _print_Other(self, expr: fn.Other) -> str:
         self.helpers_used.add(OTHER)
@@ -724,18 +740,28 @@ class TensorFlowPrinter(PythonCodePrinter):
         present, missing = expr.removed_roles & body_roles, expr.removed_roles - body_roles
         value = self._print(body)
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
-            value = f"tf.cast({value}, {self.use(SUM_DTYPE_LOCAL)})"
+            value = self.cast(value, self.use(SUM_DTYPE_LOCAL))
         if (class_helper := self.spelled(expr)) is not None:
             value = f"{class_helper}({value})"
         elif present:
-            value = f"{reduction_op(type(expr))}({value}, axis={self.axes(present)}, keepdims=True)"
+            value = self.reduced(reduction_op(type(expr), self.target), value, present)
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
-            value = f"tf.cast({value}, {self.dtype})"
+            value = self.cast(value)
         if missing and isinstance(expr, fn.ReduceSum):
             return f"{self.count(missing)} * {value}"
         if missing and isinstance(expr, fn.LogSumExp):
-            return f"{value} + tf.math.log({self.count(missing)})"
+            return f"{value} + {elementwise_op(sympy.log, self.target)}({self.count(missing)})"
         return value
+
+    def reduced(self, op: str, value: str, roles: Roles) -> str:
+        """`op` over the axes of `roles`, kept. Over the spatial axes alone, on a target
+        where a reduction over no axes reduces them all, `_over_spatial` does nothing when
+        y_pred has none."""
+        keywords = f"{self.target.keepdims}=True"
+        if roles == {Role.SPATIAL} and self.target.empty_axes_reduce_all:
+            self.helpers_used.add(OVER_SPATIAL)
+            return f"{OVER_SPATIAL}({op}, {value})"
+        return f"{op}({value}, {self.target.axis}={self.axes(roles)}, {keywords})"
 
     _print_ReduceSum = _print_Reduction
     _print_ReduceMean = _print_Reduction
@@ -758,23 +784,23 @@ class TensorFlowPrinter(PythonCodePrinter):
             sides = [self.tensor(left), self._print(right)]
         else:  # numbers, scalar params, num_classes
             sides = [self.tensor(left), self.tensor(right)]
-        return f"{RELATION_OPS[expr.rel_op]}({sides[0]}, {sides[1]})"
+        return self.form(expr.rel_op, sides[0], sides[1])
 
     def _print_And(self, expr: sympy.And) -> str:
-        return self._logical("tf.math.logical_and", expr.args)
+        return self._logical("and", expr.args)
 
     def _print_Or(self, expr: sympy.Or) -> str:
-        return self._logical("tf.math.logical_or", expr.args)
+        return self._logical("or", expr.args)
 
-    def _logical(self, op: str, args: tuple[sympy.Basic, ...]) -> str:
+    def _logical(self, operation: str, args: tuple[sympy.Basic, ...]) -> str:
         ordered = sorted(args, key=sympy.default_sort_key)
         printed = self._print(ordered[0])
         for arg in ordered[1:]:
-            printed = f"{op}({printed}, {self._print(arg)})"
+            printed = self.form(operation, printed, self._print(arg))
         return printed
 
     def _print_Not(self, expr: sympy.Not) -> str:
-        return f"tf.math.logical_not({self._print(expr.args[0])})"
+        return self.form("not", self._print(expr.args[0]))
 
     def _print_BooleanTrue(self, expr: sympy.Basic) -> str:
         return "True"
@@ -783,4 +809,4 @@ class TensorFlowPrinter(PythonCodePrinter):
         return "False"
 
     def _print_Piecewise(self, expr: sympy.Basic) -> str:
-        raise TypeError("Piecewise has no TensorFlow form here; lower `where` to Where")
+        raise TypeError("Piecewise has no form here; lower `where` to Where")

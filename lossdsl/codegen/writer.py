@@ -22,8 +22,16 @@ from pathlib import Path
 
 from lossdsl.channels import requirements
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import CHECK_CHANNELS, HELPERS, PAIRED, PER_CLASS, helper_source
+from lossdsl.codegen.helpers import CHECK_CHANNELS, PAIRED, PER_CLASS, target_helpers
 from lossdsl.codegen.names import function_names, python_names
+from lossdsl.codegen.targets import (
+    DEFAULT_TARGET,
+    JAX,
+    TENSORFLOW,
+    TORCH,
+    Target,
+    target_named,
+)
 from lossdsl.codegen.text import (
     INDENT,
     LINE_LENGTH,
@@ -127,15 +135,17 @@ def write_module(
     body: FunctionBody,
     *,
     jit_compile: bool = False,
+    target: str = DEFAULT_TARGET,
 ) -> str:
-    """The text of the standalone module for a compiled loss, checked with `ast.parse`.
+    """The text of the standalone module for a compiled loss on backend `target`, checked
+    with `ast.parse`.
 
     The text is built from the checked tree and the printer's body; `symbolic` supplies
     the names of the stable rewrites that fired, listed in the module docstring with the
     target fusions the body records.
     """
     rewrites = tuple(dict.fromkeys(rewrite.rule for rewrite in symbolic.rewrites))
-    return ModuleWriter(checked, body, rewrites, jit_compile).write()
+    return ModuleWriter(checked, body, rewrites, jit_compile, target_named(target)).write()
 
 
 class ModuleWriter:
@@ -147,20 +157,28 @@ class ModuleWriter:
         body: FunctionBody,
         rewrites: tuple[str, ...],
         jit_compile: bool,
+        target: Target = TENSORFLOW,
     ) -> None:
         self.checked = checked
         self.body = body
         self.rewrites = rewrites
-        self.jit_compile = jit_compile
+        self.target = target
+        self.jit_compile = jit_compile and target is TENSORFLOW
+        self.helper_set = target_helpers(target.name)
         # The generated code branches only on static shapes (Python values at trace time),
         # so AutoGraph has nothing to convert; skipping it makes tracing much faster.
-        options = "jit_compile=True, autograph=False" if jit_compile else "autograph=False"
-        self.decorator = f"@tf.function({options})"
+        options = "jit_compile=True, autograph=False" if self.jit_compile else "autograph=False"
+        # JAX and PyTorch functions are plain: their callers trace them (jax.jit, Keras)
+        self.decorators = [f"@tf.function({options})"] if target is TENSORFLOW else []
         names = python_names(checked)
         self.params = tuple(param_code(info, names[info.name]) for info in checked.params)
         self.y_true = names[checked.y_true.name]
         self.y_pred = names[checked.y_pred.name]
         self.function, self.mask_function, self.class_name = function_names(checked.loss_name)
+        self.module_class_name = f"{self.class_name}Module"
+        # where the Keras class's methods start: inside `if keras is not None:` when Keras
+        # is optional
+        self.class_depth = len(INDENT) * (2 if target.keras_optional else 1)
         self.with_mask_function = with_mask_function_name(checked.loss_name)
         self.spec_file = spec_file_name(checked.source.name)
         roots = [checked.result, *([checked.mask] if checked.mask is not None else [])]
@@ -170,25 +188,36 @@ class ModuleWriter:
     # ------------------------------------------------------------------ module
 
     def write(self) -> str:
-        sections = [
-            [
-                header_line(self.spec_file),
-                *self.docstring(self.module_docstring(), "", "module"),
-                "",
-                "import keras",
-                "import tensorflow as tf",
-            ],
-            *(helper_source(name, self.jit_compile).splitlines() for name in self.helpers()),
+        helpers = [
+            self.helper_set.source(name, self.jit_compile).splitlines() for name in self.helpers()
         ]
-        if self.body.mask is None:
-            sections.append(self.per_sample_function())
-        else:
-            sections += [
+        functions = [self.per_sample_function()]
+        if self.body.mask is not None:
+            functions = [
                 self.with_mask_function_lines(),
                 self.per_sample_function(),
                 self.mask_function_lines(),
             ]
-        sections.append(self.loss_class())
+        if self.target is TORCH:
+            functions.append(self.module_class())
+        code = "\n".join("\n".join(lines) for lines in helpers + functions)
+        imports = [*(["import math"] if MATH_USE.search(code) else []), *self.target.imports]
+        head = [
+            header_line(self.spec_file),
+            *self.docstring(self.module_docstring(), "", "module"),
+            "",
+            *imports,
+        ]
+        if self.target.keras_optional:
+            keras_part = [*OPTIONAL_KERAS, "", "", "if keras is not None:", ""]
+            keras_part += indent_lines(self.loss_class(), INDENT)
+            self.docstrings = [  # the class's docstring, its later lines indented with it
+                (where, nested_docstring(text) if where == self.class_name else text)
+                for where, text in self.docstrings
+            ]
+        else:
+            keras_part = self.loss_class()
+        sections = [head, *helpers, *functions, keras_part]
         text = "\n\n\n".join("\n".join(lines) for lines in sections) + "\n"
         self.check(text)
         return text
@@ -203,7 +232,7 @@ class ModuleWriter:
             needed.add(CHECK_CHANNELS)
         if self.checked.paired:
             needed.add(PAIRED)
-        return [name for name in HELPERS if name in needed]
+        return [name for name in self.helper_set.sources if name in needed]
 
     def check(self, text: str) -> None:
         """Parse the module as Python imports it and make sure every docstring is exact.
@@ -219,7 +248,11 @@ class ModuleWriter:
             raise AssertionError(f"generated module reads as {encoding}, not UTF-8")
         tree = ast.parse(data)
         found: dict[str, str | None] = {"module": ast.get_docstring(tree, clean=False)}
-        for node in tree.body:  # the helpers' nested functions may share a spec's names
+        top_level = [*tree.body]  # and the Keras class, where Keras is optional
+        top_level += [
+            node for block in tree.body if isinstance(block, ast.If) for node in block.body
+        ]
+        for node in top_level:  # the helpers' nested functions may share a spec's names
             if isinstance(node, ast.FunctionDef | ast.ClassDef):
                 found[node.name] = ast.get_docstring(node, clean=False)
         for where, intended in self.docstrings:
@@ -232,6 +265,21 @@ class ModuleWriter:
             f"`{self.class_name}` is a `keras.losses.Loss`; `{self.function}(y_true, y_pred, "
             "...)` computes the unreduced values."
         )
+        if self.target is JAX:
+            usage = (
+                f"`{self.function}(y_true, y_pred, ...)` computes the unreduced values with JAX "
+                "(per example, as optax's losses), under jax.jit, jax.grad and jax.vmap alike. "
+                f"Where Keras is installed, `{self.class_name}` is a `keras.losses.Loss` for "
+                "Keras's JAX backend."
+            )
+        elif self.target is TORCH:
+            usage = (
+                f"`{self.module_class_name}` is a `torch.nn.Module` loss, called as "
+                "`loss(input, target)` with `reduction=` and `weight=` as `torch.nn`'s losses; "
+                f"`{self.function}(y_true, y_pred, ...)` computes the unreduced values. Where "
+                f"Keras is installed, `{self.class_name}` is a `keras.losses.Loss` for Keras's "
+                "PyTorch backend."
+            )
         if self.body.mask is not None:
             usage += f" `{self.mask_function}` gives the elements that count."
         paragraphs = [
@@ -305,13 +353,14 @@ class ModuleWriter:
         lines += [
             f"{INDENT}{losses} = {self.body.result}",
             f"{INDENT}{valid} = {self.body.mask}",
-            f"{INDENT}return tf.where({valid}, {losses}, tf.zeros_like({losses})), {valid}",
+            f"{INDENT}return {self.form('where', valid, losses, self.form('zeros_like', losses))}, "
+            f"{valid}",
         ]
         return lines
 
     def function_head(self, name: str, summary: str, note: str, returns: str) -> list[str]:
         """A traced function's decorator, signature and docstring (its args documented)."""
-        lines = [self.decorator]
+        lines = [*self.decorators]
         lines += wrapped_call(f"def {name}", self.signature_arguments(), ":", "")
         doc = [
             *function_summary(summary),
@@ -331,7 +380,7 @@ class ModuleWriter:
 
     def mask_function_lines(self) -> list[str]:
         assert self.body.mask is not None
-        lines = [self.decorator]
+        lines = [*self.decorators]
         lines += wrapped_call(f"def {self.mask_function}", self.signature_arguments(), ":", "")
         summary = function_summary(
             f"The elements that count in the `{self.checked.loss_name}` loss (the spec's `mask`)."
@@ -365,32 +414,33 @@ class ModuleWriter:
 
         With `used`, only the vector params named there are converted and checked.
         """
-        y_true, y_pred = self.y_true, self.y_pred
+        y_true, y_pred, form = self.y_true, self.y_pred, self.form
+        true_rank, pred_rank = form("rank", y_true), form("rank", y_pred)
         lines = [
-            f"{y_pred} = tf.convert_to_tensor({y_pred}, dtype_hint=keras.backend.floatx())",
-            f"if not {y_pred}.dtype.is_floating:",
-            f"{INDENT}{y_pred} = tf.cast({y_pred}, keras.backend.floatx())",
-            f"if {y_pred}.shape.rank == 1:",
-            f"{INDENT}{y_pred} = tf.expand_dims({y_pred}, -1)",
+            f"{y_pred} = {form('prepare_pred', y_pred)}",
+            f"if not {form('is_floating', y_pred)}:",
+            f"{INDENT}{y_pred} = {form('default_float', y_pred)}",
+            f"if {pred_rank} == 1:",
+            f"{INDENT}{y_pred} = {form('add_axis', y_pred)}",
         ]
         if KINDS[self.checked.y_true.kind].class_ids:
             lines += [
-                f"{y_true} = tf.convert_to_tensor({y_true})",
-                f"if {y_true}.shape.rank == {y_pred}.shape.rank - 1:",
-                f"{INDENT}{y_true} = tf.expand_dims({y_true}, -1)",
-                f"{y_true} = tf.cast({y_true}, tf.int32)",
+                f"{y_true} = {form('prepare_labels', y_true)}",
+                f"if {true_rank} == {pred_rank} - 1:",
+                f"{INDENT}{y_true} = {form('add_axis', y_true)}",
+                f"{y_true} = {form('as_labels', y_true)}",
             ]
         else:
             lines += [
-                f"{y_true} = tf.convert_to_tensor({y_true}, dtype_hint={y_pred}.dtype)",
-                f"if {y_true}.shape.rank == {y_pred}.shape.rank + 1 and {y_true}.shape[-1] == 1:",
-                f"{INDENT}{y_true} = tf.squeeze({y_true}, -1)",
+                f"{y_true} = {form('prepare_true', y_true)}",
+                f"if {true_rank} == {pred_rank} + 1 and {y_true}.shape[-1] == 1:",
+                f"{INDENT}{y_true} = {form('drop_axis', y_true)}",
                 # y_true's own channels: its last axis need not match y_pred's
-                f"elif {y_true}.shape.rank == {y_pred}.shape.rank - 1"
+                f"elif {true_rank} == {pred_rank} - 1"
                 + ("" if "y_true" in self.channels else f" and {y_pred}.shape[-1] == 1")
                 + ":",
-                f"{INDENT}{y_true} = tf.expand_dims({y_true}, -1)",
-                f"{y_true} = tf.cast({y_true}, {y_pred}.dtype)",
+                f"{INDENT}{y_true} = {form('add_axis', y_true)}",
+                f"{y_true} = {form('cast', y_true, y_pred + '.dtype')}",
             ]
         for argument in ("y_true", "y_pred"):
             if argument not in self.channels:
@@ -407,6 +457,10 @@ class ModuleWriter:
             if param.info.is_vector and (used is None or param.argument in used):
                 lines += self.vector_prelude(param)
         return [INDENT + line for line in lines]
+
+    def form(self, operation: str, *operands: str) -> str:
+        """The target's code of `operation` (`codegen.targets`) on y_pred's conventions."""
+        return self.target.form(operation, *operands, y_pred=self.y_pred)
 
     def pairs_prelude(self) -> list[str]:
         """A spec that pairs samples takes y_pred as [batch, C] and gives both inputs an
@@ -446,19 +500,14 @@ class ModuleWriter:
             lines += indent_lines(from_config_method(renamed), INDENT)
         lines.append("")
         lines += indent_lines(self.repr_method(), INDENT)
-        if self.params:
-            lines.append("")
-            lines += indent_lines(NUMBER_METHOD, INDENT)
-        if any(param.info.is_vector for param in self.params):
-            lines.append("")
-            lines += indent_lines(NUMBERS_METHOD, INDENT)
+        lines += self.conversion_methods()
         return lines
 
     def class_docstring(self) -> str:
         summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
         args = [param_doc(param.argument, param.info) for param in self.params]
         args += KERAS_ARGUMENT_DOCS
-        return "\n".join([summary, "", *doc_section("Args", args, len(INDENT))])
+        return "\n".join([summary, "", *doc_section("Args", args, self.class_depth)])
 
     def init_method(self) -> list[str]:
         arguments = ["self"]
@@ -470,21 +519,94 @@ class ModuleWriter:
             f"name={string_literal(self.checked.loss_name)}",
             "dtype=None",
         ]
-        lines = wrapped_call("def __init__", arguments, ":", "", outer=len(INDENT))
-        lines += indent_lines(BACKEND_CHECK, INDENT)
+        lines = wrapped_call("def __init__", arguments, ":", "", outer=self.class_depth)
+        lines += indent_lines(backend_check(self.target), INDENT)
         lines.append(f"{INDENT}super().__init__(name=name, reduction=reduction, dtype=dtype)")
+        lines += indent_lines(self.param_checks(), INDENT)
+        return lines
+
+    def param_checks(self) -> list[str]:
+        """A constructor's checks of the params' values, then their attributes."""
+        lines: list[str] = []
         taken = {param.argument for param in self.params}
         entry = free_name("value", taken)
         values = free_name("values", taken | {entry})
         vectors = [param for param in self.params if param.info.is_vector]
         for param in self.params:
             if param.info.is_vector:
-                lines += [INDENT + line for line in vector_check(param, entry, values)]
+                lines += vector_check(param, entry, values)
             else:
-                lines += [INDENT + line for line in scalar_check(param)]
+                lines += scalar_check(param)
         for param in vectors[1:]:
-            lines += [INDENT + line for line in vector_length_check(vectors[0], param)]
-        lines += [f"{INDENT}self.{param.attribute} = {param.argument}" for param in self.params]
+            lines += vector_length_check(vectors[0], param)
+        lines += [f"self.{param.attribute} = {param.argument}" for param in self.params]
+        return lines
+
+    def conversion_methods(self) -> list[str]:
+        """`_number` and `_numbers`, which the params' checks call."""
+        lines: list[str] = []
+        if self.params:
+            lines += ["", *indent_lines(NUMBER_METHOD, INDENT)]
+        if any(param.info.is_vector for param in self.params):
+            lines += ["", *indent_lines(NUMBERS_METHOD, INDENT)]
+        return lines
+
+    # ------------------------------------------------------------------ torch.nn.Module
+
+    def module_class(self) -> list[str]:
+        """`<Name>Module`: the loss as a `torch.nn` loss, `loss(input, target)`."""
+        summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
+        args = [param_doc(param.argument, param.info) for param in self.params]
+        args += TORCH_ARGUMENT_DOCS
+        doc = "\n".join([summary, "", *doc_section("Args", args, len(INDENT))])
+        lines = [f"class {self.module_class_name}(torch.nn.Module):"]
+        lines += self.docstring(doc, INDENT, self.module_class_name)
+        arguments = ["self"]
+        arguments += [
+            f"{param.argument}={default_literal(param.info.default)}" for param in self.params
+        ]
+        arguments += ['reduction="mean"', "weight=None"]
+        init = wrapped_call("def __init__", arguments, ":", "", outer=len(INDENT))
+        init += [f"{INDENT}super().__init__()", *indent_lines(REDUCTION_CHECK, INDENT)]
+        init += indent_lines(self.param_checks(), INDENT)
+        init += [f"{INDENT}self.reduction = reduction", f"{INDENT}self.weight = weight"]
+        lines += ["", *indent_lines(init, INDENT), "", *indent_lines(self.forward(), INDENT)]
+        lines += self.conversion_methods()
+        return lines
+
+    def forward(self) -> list[str]:
+        """`forward(input, target)`: the values, weighted, reduced as `reduction` asks."""
+        arguments = ["target", "input", *(f"self.{param.attribute}" for param in self.params)]
+        lines = ["def forward(self, input, target):"]
+        if self.body.mask is None:
+            lines += wrapped_call(
+                f"{INDENT}losses = {self.function}", arguments, "", INDENT, outer=len(INDENT)
+            )
+            mean = "torch.mean(losses)"
+        else:
+            lines += wrapped_call(
+                f"{INDENT}losses, mask = {self.with_mask_function}",
+                arguments,
+                "",
+                INDENT,
+                outer=len(INDENT),
+            )
+            mean = "torch.sum(losses) / torch.sum(mask)"
+        lines += [
+            f"{INDENT}if self.weight is not None:",
+            f"{INDENT * 2}losses = losses * torch.as_tensor(",
+            f"{INDENT * 3}self.weight, dtype=losses.dtype, device=losses.device",
+            f"{INDENT * 2})",
+            f'{INDENT}if self.reduction == "none":',
+            f"{INDENT * 2}return losses",
+            f'{INDENT}if self.reduction == "sum":',
+            f"{INDENT * 2}return torch.sum(losses)",
+        ]
+        if self.body.mask is not None:
+            lines.append(
+                f"{INDENT}# as torch.nn's ignore_index: the mean of the elements that count"
+            )
+        lines.append(f"{INDENT}return {mean}")
         return lines
 
     def call_method(self) -> list[str]:
@@ -492,7 +614,7 @@ class ModuleWriter:
         lines = ["def call(self, y_true, y_pred):"]
         if self.body.mask is None:
             lines += wrapped_call(
-                f"{INDENT}return {self.function}", arguments, "", INDENT, outer=len(INDENT)
+                f"{INDENT}return {self.function}", arguments, "", INDENT, outer=self.class_depth
             )
             return lines
         lines += wrapped_call(
@@ -500,11 +622,11 @@ class ModuleWriter:
             arguments,
             "",
             INDENT,
-            outer=len(INDENT),
+            outer=self.class_depth,
         )
         lines += [
             f"{INDENT}# Keras reads this mask: masked elements are left out of the mean.",
-            f"{INDENT}losses._keras_mask = mask",
+            f"{INDENT}{self.form('set_mask', 'losses', 'mask')}",
             f"{INDENT}return losses",
         ]
         return lines
@@ -523,7 +645,7 @@ class ModuleWriter:
             for param in self.params
         ]
         single = f"{INDENT}config.update({{{', '.join(entries)}}})"
-        if len(single) + len(INDENT) <= LINE_LENGTH:
+        if len(single) + self.class_depth <= LINE_LENGTH:
             lines.append(single)
         else:
             lines.append(f"{INDENT}config.update(")
@@ -572,17 +694,54 @@ class ModuleWriter:
 
 # ---------------------------------------------------------------------- checks in __init__
 
-BACKEND_CHECK = (
-    'if keras.backend.backend() != "tensorflow":',
-    f"{INDENT}raise RuntimeError(",
-    f'{INDENT * 2}f"{{type(self).__name__}} was generated by lossdsl for Keras\'s "',
-    f'{INDENT * 2}f"TensorFlow backend, but Keras uses {{keras.backend.backend()!r}}. "',
-    f'{INDENT * 2}"Set the environment variable KERAS_BACKEND=tensorflow before "',
-    f'{INDENT * 2}"importing keras."',
-    f"{INDENT})",
+
+def backend_check(target: Target) -> tuple[str, ...]:
+    """The first lines of a generated class's `__init__`: its code runs on its target's
+    Keras backend only, and under another it would fail deep inside Keras when first
+    called."""
+    return (
+        f'if keras.backend.backend() != "{target.name}":',
+        f"{INDENT}raise RuntimeError(",
+        f'{INDENT * 2}f"{{type(self).__name__}} was generated by lossdsl for Keras\'s "',
+        f'{INDENT * 2}f"{target.title} backend, but Keras uses {{keras.backend.backend()!r}}. "',
+        f'{INDENT * 2}"Set the environment variable KERAS_BACKEND={target.name} before "',
+        f'{INDENT * 2}"importing keras."',
+        f"{INDENT})",
+    )
+
+
+REDUCTION_CHECK = (
+    'if reduction not in ("mean", "sum", "none"):',
+    f'{INDENT}raise ValueError(f"{{reduction!r}} is not a valid value for reduction")',
 )
-"""The first lines of a generated class's `__init__`: its code runs on TensorFlow only,
-and under another Keras backend it would fail deep inside Keras when first called."""
+"""A `torch.nn` loss's check of `reduction`, with its message."""
+
+TORCH_ARGUMENT_DOCS = (
+    'reduction: "mean" (the default), "sum" or "none", as for `torch.nn` losses. With '
+    "a mask, the mean is over the elements that count, as with `ignore_index`.",
+    "weight: Optional weights multiplied into the loss's values before the reduction "
+    "(broadcast to their shape), as `torch.nn.BCELoss`'s `weight`.",
+)
+"""The `torch.nn` arguments of a PyTorch module's class, documented."""
+
+
+def nested_docstring(text: str) -> str:
+    """A docstring's value once its definition is indented one level further."""
+    first, *rest = text.split("\n")
+    return "\n".join([first, *(INDENT + line if line else "" for line in rest)])
+
+
+OPTIONAL_KERAS = (
+    "try:",
+    f"{INDENT}import keras",
+    "except ImportError:  # the native API above needs no Keras",
+    f"{INDENT}keras = None",
+)
+"""How a JAX or PyTorch module imports Keras: its Keras class is defined where Keras is
+installed, and its native API works without."""
+
+MATH_USE = re.compile(r"(?<![\w.])math\.")
+"""Code that calls Python's `math` module (a JAX or PyTorch module's spatial sizes)."""
 
 
 def condition(domain: ParamDomain, value: str) -> str:
@@ -597,7 +756,7 @@ def condition(domain: ParamDomain, value: str) -> str:
 NUMBER_METHOD = (
     "@staticmethod",
     "def _number(value):",
-    f'{INDENT}"""`value` as a float; NaN, outside every domain, when it is not one number."""',
+    f'{INDENT}"""`value` as a float; NaN, outside every domain, if not one number."""',
     f"{INDENT}if isinstance(value, (bool, str, bytes)):",
     f'{INDENT * 2}return float("nan")',
     f"{INDENT}try:",
@@ -610,7 +769,7 @@ for a number fails the domain check, whose message shows the value received."""
 
 NUMBERS_METHOD = (
     "def _numbers(self, values):",
-    f'{INDENT}"""A vector param\'s entries as floats (`_number`); (NaN,) for a non-sequence."""',
+    f'{INDENT}"""A vector param\'s entries (`_number` each); (NaN,) for a non-sequence."""',
     f"{INDENT}if not isinstance(values, (str, bytes, dict)):",
     f"{INDENT * 2}try:",
     f"{INDENT * 3}return tuple(self._number(value) for value in values)",

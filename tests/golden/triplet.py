@@ -169,7 +169,7 @@ class Triplet(keras.losses.Loss):
 
     @staticmethod
     def _number(value):
-        """`value` as a float; NaN, outside every domain, when it is not one number."""
+        """`value` as a float; NaN, outside every domain, if not one number."""
         if isinstance(value, (bool, str, bytes)):
             return float("nan")
         try:

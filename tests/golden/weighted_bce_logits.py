@@ -139,7 +139,7 @@ class WeightedBceLogits(keras.losses.Loss):
 
     @staticmethod
     def _number(value):
-        """`value` as a float; NaN, outside every domain, when it is not one number."""
+        """`value` as a float; NaN, outside every domain, if not one number."""
         if isinstance(value, (bool, str, bytes)):
             return float("nan")
         try:

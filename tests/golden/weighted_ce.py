@@ -151,7 +151,7 @@ class WeightedCe(keras.losses.Loss):
 
     @staticmethod
     def _number(value):
-        """`value` as a float; NaN, outside every domain, when it is not one number."""
+        """`value` as a float; NaN, outside every domain, if not one number."""
         if isinstance(value, (bool, str, bytes)):
             return float("nan")
         try:
@@ -160,7 +160,7 @@ class WeightedCe(keras.losses.Loss):
             return float("nan")
 
     def _numbers(self, values):
-        """A vector param's entries as floats (`_number`); (NaN,) for a non-sequence."""
+        """A vector param's entries (`_number` each); (NaN,) for a non-sequence."""
         if not isinstance(values, (str, bytes, dict)):
             try:
                 return tuple(self._number(value) for value in values)

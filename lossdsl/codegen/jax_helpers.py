@@ -1,0 +1,185 @@
+"""The module-level helpers of generated JAX modules, as code ruff and mypy check.
+
+`codegen.tensorflow_helpers`' functions that every backend needs, under the same names,
+with the same arguments and meaning, and `_sparse_softmax_cross_entropy`; they use only
+`jax` and `jnp`. A hand-written gradient is a `jax.custom_vjp` defined inside its
+helper, so that the helper's source is complete where a generated module embeds it:
+numbers (clip bounds) are closed over as constants, and arrays that may need a gradient
+are the custom_vjp's arguments. Shapes are static in JAX, so checks run when tracing.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def _softplus_pair(a, b, x):
+    """a * softplus(-x) + b * softplus(x), with its exact gradient in one pass.
+
+    a and b are numbers or arrays that broadcast against x. They are broadcast to one
+    shape for `_softplus_pair_same_shape`, and each gradient is summed back to its
+    argument's shape.
+    """
+    a = jnp.asarray(a, dtype=x.dtype)
+    b = jnp.asarray(b, dtype=x.dtype)
+    return _softplus_pair_same_shape(*jnp.broadcast_arrays(a, b, x))
+
+
+def _softplus_pair_same_shape(a, b, x):
+    """`_softplus_pair` of arrays of x's shape and dtype; each gradient has that shape.
+
+    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
+    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    """
+
+    @jax.custom_vjp
+    def pair(a, b, x):
+        return forward(a, b, x)[0]
+
+    def forward(a, b, x):
+        log_term = jnp.log1p(jnp.exp(-jnp.abs(x)))
+        value = (a + b) * log_term + a * jax.nn.relu(-x) + b * jax.nn.relu(x)
+        return value, (a, b, x, log_term)
+
+    def backward(saved, upstream):
+        a, b, x, log_term = saved
+        return (
+            upstream * (log_term + jax.nn.relu(-x)),
+            upstream * (log_term + jax.nn.relu(x)),
+            upstream * (b * jax.nn.sigmoid(x) - a * jax.nn.sigmoid(-x)),
+        )
+
+    pair.defvjp(forward, backward)
+    return pair(a, b, x)
+
+
+def _clip(x, low, high):
+    """minimum(maximum(x, low), high) for numbers low and high, its gradient in one
+    pass.
+
+    As NumPy's clip, it is high everywhere when low > high. The gradient is the upstream
+    one where low <= x <= high and 0 elsewhere (and at NaN), as TensorFlow's;
+    differentiating the minimum and maximum would halve it at the bounds.
+    """
+
+    @jax.custom_vjp
+    def clipped(x):
+        return jnp.minimum(jnp.maximum(x, low), high)
+
+    def forward(x):
+        return clipped(x), x
+
+    def backward(x, upstream):
+        return (jnp.where((x >= low) & (x <= high), upstream, 0.0),)
+
+    clipped.defvjp(forward, backward)
+    return clipped(x)
+
+
+def _clipped_log(x, low, high):
+    """jnp.log(`_clip`(x, low, high)).
+
+    Its gradient is upstream / x where low <= x <= high and 0 elsewhere: the log's
+    gradient, one division, selected by `_clip`'s.
+    """
+    return jnp.log(_clip(x, low, high))
+
+
+def _huber(x, delta):
+    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, with
+    the gradients of that select.
+
+    delta is a number or a 0-d array (a param that may be learned). Written as
+    m * (|x| - m / 2) with m = minimum(|x|, delta), the value is the select's, bit for
+    bit, and differentiating it gives the select's gradients: clip(x, -delta, delta)
+    with respect to x, exactly, and relu(|x| - delta) with respect to delta.
+    """
+    size = jnp.abs(x)
+    inside = jnp.minimum(size, jnp.asarray(delta, dtype=x.dtype))
+    return inside * (size - 0.5 * inside)
+
+
+def _softmax_cross_entropy(labels, logits):
+    """Categorical cross-entropy on logits for labels whose rows sum to 1, axis kept.
+
+    logsumexp(logits) - sum(labels * logits) over the last axis, in float32 for
+    half-precision logits; its gradient with respect to the logits is
+    softmax(logits) - labels.
+    """
+    half = logits.dtype in (jnp.float16, jnp.bfloat16)
+    wide = logits.astype(jnp.float32 if half else logits.dtype)
+    total = jax.nn.logsumexp(wide, axis=-1, keepdims=True)
+    picked = jnp.sum(labels.astype(wide.dtype) * wide, axis=-1, keepdims=True)
+    return (total - picked).astype(logits.dtype)
+
+
+def _sparse_softmax_cross_entropy(labels, logits):
+    """Categorical cross-entropy on logits [..., C] for integer labels [..., 1] in
+    [0, C), axis kept.
+
+    logsumexp(logits) - the logit at the label, in float32 for half-precision logits;
+    its gradient with respect to the logits is softmax(logits) - one_hot(labels).
+    """
+    half = logits.dtype in (jnp.float16, jnp.bfloat16)
+    wide = logits.astype(jnp.float32 if half else logits.dtype)
+    total = jax.nn.logsumexp(wide, axis=-1, keepdims=True)
+    picked = jnp.take_along_axis(wide, labels.astype(jnp.int32), axis=-1)
+    return (total - picked).astype(logits.dtype)
+
+
+def _per_class(values, y_pred, name):
+    """A vector param `name` as an array of y_pred's dtype, with one entry per class.
+
+    The class count is static, so it is checked when tracing (a ValueError).
+    """
+    values = jnp.asarray(values, dtype=y_pred.dtype)
+    classes, entries = y_pred.shape[-1], values.shape[0]
+    if entries != classes:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected one entry per class "
+            f"(C = {classes}), received {entries} entries."
+        )
+    return values
+
+
+def _other(x, partner):
+    """x seen from the other sample of each pair: its batch axis swapped with the
+    size-1 axis of partner `partner` (1 or 2), so that entry [i, j] holds sample j's x.
+    """
+    return jnp.swapaxes(x, 0, partner)
+
+
+def _paired(y_true, y_pred, partners, name):
+    """The inputs of the loss `name`, which pairs samples: y_pred must be [batch, C],
+    and both inputs get `partners` axes of size 1 after the batch axis."""
+    if y_pred.ndim != 2:
+        raise ValueError(
+            f"{name} pairs samples, so y_pred must have the shape [batch, C] (or "
+            f"[batch]); received the shape {tuple(y_pred.shape)}."
+        )
+    new_axes = (slice(None),) + (None,) * partners
+    return y_true[new_axes], y_pred[new_axes]
+
+
+def _check_channels(x, needed, argument, selection):
+    """`x` (the loss's `argument`), checked when tracing to have the `needed` entries on
+    its last axis that the spec's `selection` takes (a ValueError)."""
+    if x.shape[-1] < needed:
+        raise ValueError(
+            f"Invalid {argument}: the loss selects `{selection}`, which needs at least "
+            f"{needed} entries on the last axis, received shape {tuple(x.shape)}."
+        )
+    return x
+
+
+def _pair_dot(a, b, partner):
+    """The sum over the classes of a * other(b, partner) as one matrix product: a and b
+    are rows [B, 1, ..., C], the result [B, 1, ..., 1] with b's samples on axis
+    `partner`. Half-precision rows are multiplied in float32, as other sums are."""
+    rank = a.ndim
+    rows = (slice(None),) + (0,) * (rank - 2)
+    exact = jnp.float32 if a.dtype in (jnp.float16, jnp.bfloat16) else a.dtype
+    products = a[rows].astype(exact) @ b[rows].astype(exact).T
+    shape = [a.shape[0]] + [1] * (rank - 1)
+    shape[partner] = b.shape[0]
+    return products.reshape(shape).astype(a.dtype)

@@ -1,0 +1,282 @@
+"""The backends generated code runs on: each one's spelling of the printer's operations.
+
+One printer (`codegen.printer`) and one writer (`codegen.writer`) serve every backend.
+Where the code differs, they ask the target: a built-in's call comes from its row
+(`builtins.Calls`), every other operation from a template here, filled with the
+printed operands (`{0}`, `{1}`...), y_pred's name (`{y_pred}`) and its dtype
+(`{dtype}`). A template that names a helper (`_sparse_softmax_cross_entropy(...)`)
+makes the module define it, from the target's helpers module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backend of generated code."""
+
+    name: str  # as `--target` and `keras.backend.backend()` name it
+    title: str  # as prose names it
+    imports: tuple[str, ...]  # the module's import lines, in order
+    keras_optional: bool  # whether the module imports without Keras (its native API)
+    helpers_module: str  # where its helpers are written as real code
+    axis: str  # the keyword of a reduction's axes
+    keepdims: str  # the keyword that keeps the reduced axes
+    tensor_arguments: bool  # whether every argument of a call must be a tensor
+    empty_axes_reduce_all: bool  # whether a reduction over no axes reduces them all
+    forms: Mapping[str, str]
+
+    def form(self, operation: str, *operands: str, y_pred: str) -> str:
+        """The code of `operation` applied to printed `operands`."""
+        return self.forms[operation].format(*operands, y_pred=y_pred, dtype=f"{y_pred}.dtype")
+
+    def axes(self, axes: list[str]) -> str:
+        """Several axes of a reduction, as the backend takes them."""
+        joined = ", ".join(axes)
+        return f"[{joined}]" if self.name == "tensorflow" else f"({joined})"
+
+
+TENSORFLOW = Target(
+    name="tensorflow",
+    title="TensorFlow",
+    imports=("import keras", "import tensorflow as tf"),
+    keras_optional=False,
+    helpers_module="lossdsl.codegen.tensorflow_helpers",
+    axis="axis",
+    keepdims="keepdims",
+    tensor_arguments=False,
+    empty_axes_reduce_all=False,
+    forms=MappingProxyType(
+        {
+            "prepare_pred": "tf.convert_to_tensor({0}, dtype_hint=keras.backend.floatx())",
+            "is_floating": "{0}.dtype.is_floating",
+            "default_float": "tf.cast({0}, keras.backend.floatx())",
+            "rank": "{0}.shape.rank",
+            "add_axis": "tf.expand_dims({0}, -1)",
+            "drop_axis": "tf.squeeze({0}, -1)",
+            "prepare_labels": "tf.convert_to_tensor({0})",
+            "as_labels": "tf.cast({0}, tf.int32)",
+            "prepare_true": "tf.convert_to_tensor({0}, dtype_hint={dtype})",
+            "set_mask": "{0}._keras_mask = {1}",
+            "constant": "tf.constant({0}, {dtype})",
+            "scalar": "tf.cast(tf.convert_to_tensor({0}, dtype_hint={dtype}), {dtype})",
+            "cast": "tf.cast({0}, {1})",
+            "size": "tf.shape({0})[{1}]",
+            "spatial_size": "tf.reduce_prod(tf.shape({y_pred})[1:-1])",
+            "half": "{dtype} in (tf.float16, tf.bfloat16)",
+            "float32": "tf.float32",
+            "spatial_axes": "list(range(1, len({y_pred}.shape) - 1))",
+            "all_axes": "None",
+            "later_axes": "list(range(1, len({y_pred}.shape)))",
+            "sample_index": (
+                "tf.reshape(tf.range(tf.shape({y_pred})[0]), "
+                "[-1] + [1] * (len({y_pred}.shape) - 1))"
+            ),
+            "square": "tf.math.square({0})",
+            "sqrt": "tf.math.sqrt({0})",
+            "rsqrt": "tf.math.rsqrt({0})",
+            "pow": "tf.math.pow({0}, {1})",
+            "where": "tf.where({0}, {1}, {2})",
+            "not": "tf.math.logical_not({0})",
+            "and": "tf.math.logical_and({0}, {1})",
+            "or": "tf.math.logical_or({0}, {1})",
+            "<": "tf.math.less({0}, {1})",
+            "<=": "tf.math.less_equal({0}, {1})",
+            ">": "tf.math.greater({0}, {1})",
+            ">=": "tf.math.greater_equal({0}, {1})",
+            "==": "tf.math.equal({0}, {1})",
+            "!=": "tf.math.not_equal({0}, {1})",
+            "zeros_like": "tf.zeros_like({0})",
+            "like_one_class": "tf.broadcast_to({0}, tf.shape({y_pred}[..., :1]))",
+            "squeeze": "tf.squeeze({0}, axis=-1)",
+            "expand": "tf.expand_dims({0}, -1)",
+            "flatten": "tf.reshape({0}, [-1])",
+            "scalar_result": "tf.reshape(tf.cast({0}, {dtype}), [])",
+            "softmax": "tf.nn.softmax({0}, axis=-1)",
+            "log_softmax": "tf.nn.log_softmax({0}, axis=-1)",
+            "cumsum": "tf.math.cumsum({0}, axis=-1)",
+            "class_of": "tf.expand_dims(tf.math.argmax({0}, axis=-1, output_type=tf.int32), -1)",
+            "one_hot": "tf.one_hot({0}[..., 0], tf.shape({y_pred})[-1], dtype={dtype})",
+            "vector_size": "tf.size({0})",
+            "entries": "tf.gather({0}, {1})",
+            "clip_index": "tf.clip_by_value({0}, 0, {1} - 1)",
+            "take_class": "tf.gather({0}, {1}, axis=-1, batch_dims=len({y_pred}.shape) - 1)",
+            "softmax_cross_entropy": (
+                "tf.nn.softmax_cross_entropy_with_logits(labels={0}, logits={1})"
+            ),
+            "softmax_cross_entropy_kept": (
+                "tf.expand_dims(tf.nn.softmax_cross_entropy_with_logits("
+                "labels={0}, logits={1}), -1)"
+            ),
+            "sparse_softmax_cross_entropy": (
+                "tf.expand_dims(tf.nn.sparse_softmax_cross_entropy_with_logits("
+                "labels={0}[..., 0], logits={1}), -1)"
+            ),
+        }
+    ),
+)
+
+JAX = Target(
+    name="jax",
+    title="JAX",
+    imports=("import jax", "import jax.numpy as jnp"),
+    keras_optional=True,
+    helpers_module="lossdsl.codegen.jax_helpers",
+    axis="axis",
+    keepdims="keepdims",
+    tensor_arguments=False,
+    empty_axes_reduce_all=False,
+    forms=MappingProxyType(
+        {
+            "prepare_pred": "jnp.asarray({0})",
+            "is_floating": "jnp.issubdtype({0}.dtype, jnp.floating)",
+            "default_float": "{0}.astype(jnp.result_type(float))",
+            "rank": "{0}.ndim",
+            "add_axis": "jnp.expand_dims({0}, -1)",
+            "drop_axis": "jnp.squeeze({0}, -1)",
+            "prepare_labels": "jnp.asarray({0})",
+            "as_labels": "{0}.astype(jnp.int32)",
+            "prepare_true": "jnp.asarray({0})",
+            "set_mask": "keras.src.backend.set_keras_mask({0}, {1})",
+            "constant": "jnp.asarray({0}, {dtype})",
+            "scalar": "jnp.asarray({0}, {dtype})",
+            "cast": "jnp.asarray({0}, {1})",
+            "size": "{0}.shape[{1}]",
+            "spatial_size": "math.prod({y_pred}.shape[1:-1])",
+            "half": "{dtype} in (jnp.float16, jnp.bfloat16)",
+            "float32": "jnp.float32",
+            "spatial_axes": "tuple(range(1, {y_pred}.ndim - 1))",
+            "all_axes": "None",
+            "later_axes": "tuple(range(1, {y_pred}.ndim))",
+            "sample_index": (
+                "jnp.arange({y_pred}.shape[0]).reshape((-1,) + (1,) * ({y_pred}.ndim - 1))"
+            ),
+            "square": "jnp.square({0})",
+            "sqrt": "jnp.sqrt({0})",
+            "rsqrt": "jax.lax.rsqrt({0})",
+            "pow": "jnp.power({0}, {1})",
+            "where": "jnp.where({0}, {1}, {2})",
+            "not": "jnp.logical_not({0})",
+            "and": "jnp.logical_and({0}, {1})",
+            "or": "jnp.logical_or({0}, {1})",
+            "<": "jnp.less({0}, {1})",
+            "<=": "jnp.less_equal({0}, {1})",
+            ">": "jnp.greater({0}, {1})",
+            ">=": "jnp.greater_equal({0}, {1})",
+            "==": "jnp.equal({0}, {1})",
+            "!=": "jnp.not_equal({0}, {1})",
+            "zeros_like": "jnp.zeros_like({0})",
+            "like_one_class": "jnp.broadcast_to({0}, {y_pred}[..., :1].shape)",
+            "squeeze": "jnp.squeeze({0}, axis=-1)",
+            "expand": "jnp.expand_dims({0}, -1)",
+            "flatten": "jnp.reshape({0}, (-1,))",
+            "scalar_result": "jnp.reshape(jnp.asarray({0}, {dtype}), ())",
+            "softmax": "jax.nn.softmax({0}, axis=-1)",
+            "log_softmax": "jax.nn.log_softmax({0}, axis=-1)",
+            "cumsum": "jnp.cumsum({0}, axis=-1)",
+            "class_of": "jnp.argmax({0}, axis=-1, keepdims=True)",
+            "one_hot": "jax.nn.one_hot({0}[..., 0], {y_pred}.shape[-1], dtype={dtype})",
+            "vector_size": "{0}.size",
+            "entries": "jnp.take({0}, {1})",
+            "clip_index": "jnp.clip({0}, 0, {1} - 1)",
+            "take_class": "jnp.take_along_axis({0}, {1}, axis=-1)",
+            "softmax_cross_entropy": "jnp.squeeze(_softmax_cross_entropy({0}, {1}), axis=-1)",
+            "softmax_cross_entropy_kept": "_softmax_cross_entropy({0}, {1})",
+            "sparse_softmax_cross_entropy": "_sparse_softmax_cross_entropy({0}, {1})",
+        }
+    ),
+)
+
+_TORCH_DTYPE = "dtype={dtype}, device={y_pred}.device"
+
+TORCH = Target(
+    name="torch",
+    title="PyTorch",
+    imports=("import torch",),
+    keras_optional=True,
+    helpers_module="lossdsl.codegen.torch_helpers",
+    axis="dim",
+    keepdims="keepdim",
+    tensor_arguments=True,
+    empty_axes_reduce_all=True,
+    forms=MappingProxyType(
+        {
+            "prepare_pred": "torch.as_tensor({0})",
+            "is_floating": "{0}.is_floating_point()",
+            "default_float": "{0}.to(torch.get_default_dtype())",
+            "rank": "{0}.ndim",
+            "add_axis": "torch.unsqueeze({0}, -1)",
+            "drop_axis": "torch.squeeze({0}, -1)",
+            "prepare_labels": "torch.as_tensor({0}, device={y_pred}.device)",
+            "as_labels": "{0}.long()",
+            "prepare_true": "torch.as_tensor({0}, device={y_pred}.device)",
+            "set_mask": "{0}._keras_mask = {1}",
+            "constant": f"torch.as_tensor({{0}}, {_TORCH_DTYPE})",
+            "scalar": f"torch.as_tensor({{0}}, {_TORCH_DTYPE})",
+            "cast": "torch.as_tensor({0}, dtype={1}, device={y_pred}.device)",
+            "size": "{0}.shape[{1}]",
+            "spatial_size": "math.prod({y_pred}.shape[1:-1])",
+            "half": "{dtype} in (torch.float16, torch.bfloat16)",
+            "float32": "torch.float32",
+            "spatial_axes": "tuple(range(1, {y_pred}.ndim - 1))",
+            "all_axes": "tuple(range({y_pred}.ndim))",
+            "later_axes": "tuple(range(1, {y_pred}.ndim))",
+            "sample_index": (
+                "torch.arange({y_pred}.shape[0], device={y_pred}.device)"
+                ".reshape((-1,) + (1,) * ({y_pred}.ndim - 1))"
+            ),
+            "square": "torch.square({0})",
+            "sqrt": "torch.sqrt({0})",
+            "rsqrt": "torch.rsqrt({0})",
+            "pow": "torch.pow({0}, {1})",
+            "where": "torch.where({0}, {1}, {2})",
+            "not": "torch.logical_not({0})",
+            "and": "torch.logical_and({0}, {1})",
+            "or": "torch.logical_or({0}, {1})",
+            "<": "({0} < {1})",
+            "<=": "({0} <= {1})",
+            ">": "({0} > {1})",
+            ">=": "({0} >= {1})",
+            "==": "({0} == {1})",
+            "!=": "({0} != {1})",
+            "zeros_like": "torch.zeros_like({0})",
+            "like_one_class": "torch.broadcast_to({0}, {y_pred}[..., :1].shape)",
+            "squeeze": "torch.squeeze({0}, -1)",
+            "expand": "torch.unsqueeze({0}, -1)",
+            "flatten": "torch.reshape({0}, (-1,))",
+            "scalar_result": f"torch.reshape(torch.as_tensor({{0}}, {_TORCH_DTYPE}), ())",
+            "softmax": "torch.softmax({0}, dim=-1)",
+            "log_softmax": "torch.log_softmax({0}, dim=-1)",
+            "cumsum": "torch.cumsum({0}, dim=-1)",
+            "class_of": "torch.argmax({0}, dim=-1, keepdim=True)",
+            "one_hot": (
+                "({0} == torch.arange({y_pred}.shape[-1], device={y_pred}.device)).to({dtype})"
+            ),
+            "vector_size": "{0}.numel()",
+            "entries": "torch.take({0}, {1})",
+            "clip_index": "torch.clamp({0}, 0, {1} - 1)",
+            "take_class": "torch.gather({0}, -1, {1})",
+            "softmax_cross_entropy": "torch.squeeze(_softmax_cross_entropy({0}, {1}), -1)",
+            "softmax_cross_entropy_kept": "_softmax_cross_entropy({0}, {1})",
+            "sparse_softmax_cross_entropy": "_sparse_softmax_cross_entropy({0}, {1})",
+        }
+    ),
+)
+
+TARGETS: Mapping[str, Target] = MappingProxyType(
+    {target.name: target for target in (TENSORFLOW, JAX, TORCH)}
+)
+"""Every backend by its name; TensorFlow, the default, first."""
+
+DEFAULT_TARGET = TENSORFLOW.name
+
+
+def target_named(name: str) -> Target:
+    """The target `name`, or a ValueError listing the names there are."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}: expected one of {', '.join(TARGETS)}")
+    return TARGETS[name]
