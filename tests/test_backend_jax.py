@@ -1,15 +1,22 @@
-"""JAX as a target: the verifier runs candidates with JAX's own autodiff, in float64."""
+"""JAX as a target: verification with JAX's own autodiff, the native function, the Keras
+workflow under `KERAS_BACKEND=jax`."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
+from backend_harness import FOCAL_FILE, P, Y, check_the_workflow_against_tensorflow  # noqa: E402
 from test_verify import EPS, FOCAL, codes  # noqa: E402
 
-from lossdsl import runtime  # noqa: E402
+import lossdsl  # noqa: E402
+from lossdsl import cli, runtime  # noqa: E402
 from lossdsl.verification.driver import eager_function, verify_module  # noqa: E402
 
 
@@ -63,3 +70,47 @@ def test_the_values_of_a_with_mask_function_are_verified() -> None:
 
     values = runtime.untraced_values(with_mask, jit_compile=False, target="jax")
     assert verify_module(FOCAL, values, "jax") == ()
+
+
+# ---------------------------------------------------------------- generated JAX modules
+
+
+def test_a_spec_compiles_verified_for_jax_and_agrees_with_tensorflow() -> None:
+    on_jax = lossdsl.compile_file(FOCAL_FILE, target="jax")
+    on_tensorflow = lossdsl.compile_file(FOCAL_FILE, target="tensorflow")
+    assert on_jax.target == "jax" and "import tensorflow" not in on_jax.python_source
+    values = on_jax.per_sample_function(Y, P, gamma=3.0)
+    expected = on_tensorflow.per_sample_function(Y, P, gamma=3.0).numpy()
+    np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-6)
+
+
+def test_load_for_jax_gives_the_function_with_its_params_bound() -> None:
+    loss = lossdsl.load(FOCAL_FILE, framework="jax", gamma=3.0)
+    assert isinstance(loss, functools.partial) and loss.keywords == {"gamma": 3.0, "alpha": 0.25}
+    expected = lossdsl.compile_file(FOCAL_FILE).per_sample_function(Y, P, gamma=3.0).numpy()
+    np.testing.assert_allclose(np.asarray(jax.jit(loss)(Y, P)), expected, rtol=1e-6)
+    gradient = jax.grad(lambda p: jnp.mean(loss(Y, p)))(P)
+    assert gradient.shape == P.shape and bool(jnp.all(jnp.isfinite(gradient)))
+    with pytest.raises(ValueError, match="Did you mean `gamma`"):
+        lossdsl.load(FOCAL_FILE, framework="jax", gamma_=3.0)
+
+
+def test_a_jax_module_keras_class_needs_keras_on_jax() -> None:
+    compiled = lossdsl.compile_file(FOCAL_FILE, target="jax", verify=False)
+    message = "generated for Keras's 'jax' backend, but Keras uses 'tensorflow'"
+    with pytest.raises(lossdsl.BackendError, match=message):
+        compiled.loss_class  # noqa: B018
+    with pytest.raises(lossdsl.BackendError, match=message):
+        lossdsl.SpecLoss(FOCAL_FILE.read_text(encoding="utf-8"), target="jax")
+
+
+def test_the_command_line_compiles_and_checks_for_jax(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["compile", str(FOCAL_FILE), "--target", "jax", "--no-verify"]) == 0
+    module = capsys.readouterr().out
+    assert "import jax.numpy as jnp" in module and "tensorflow" not in module
+    assert cli.main(["check", str(FOCAL_FILE), "--target", "jax"]) == 0
+
+
+@pytest.mark.slow
+def test_the_keras_workflow_on_jax_matches_tensorflow(tmp_path: Path) -> None:
+    check_the_workflow_against_tensorflow("jax", tmp_path)

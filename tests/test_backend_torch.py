@@ -1,14 +1,20 @@
-"""PyTorch as a target: the verifier runs candidates with torch's autograd, in float64."""
+"""PyTorch as a target: verification with torch's autograd, the `torch.nn.Module`, the
+Keras workflow under `KERAS_BACKEND=torch`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from backend_harness import FOCAL_FILE, P, Y, check_the_workflow_against_tensorflow  # noqa: E402
 from test_verify import EPS, FOCAL, codes  # noqa: E402
 
-from lossdsl import runtime  # noqa: E402
+import lossdsl  # noqa: E402
+from lossdsl import cli, runtime  # noqa: E402
 from lossdsl.verification.driver import eager_function, verify_module  # noqa: E402
 
 
@@ -55,3 +61,53 @@ def test_a_result_without_y_pred_has_a_zero_gradient() -> None:
     (value_error, gradient_error) = verify_module(FOCAL, constant, "torch")
     assert "the generated code 0" in gradient_error.help[0]
     assert value_error.code == "E901"
+
+
+# ---------------------------------------------------------------- generated PyTorch modules
+
+
+def test_a_spec_compiles_verified_for_torch_and_agrees_with_tensorflow() -> None:
+    on_torch = lossdsl.compile_file(FOCAL_FILE, target="torch")
+    on_tensorflow = lossdsl.compile_file(FOCAL_FILE, target="tensorflow")
+    assert on_torch.target == "torch" and "import tensorflow" not in on_torch.python_source
+    values = on_torch.per_sample_function(torch.tensor(Y), torch.tensor(P), gamma=3.0)
+    expected = on_tensorflow.per_sample_function(Y, P, gamma=3.0).numpy()
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-6)
+
+
+def test_load_for_torch_gives_the_module_with_torch_reductions() -> None:
+    expected = lossdsl.compile_file(FOCAL_FILE).per_sample_function(Y, P, gamma=3.0).numpy()
+    y_true, y_pred = torch.tensor(Y), torch.tensor(P, requires_grad=True)
+    loss = lossdsl.load(FOCAL_FILE, framework="torch", gamma=3.0)
+    assert isinstance(loss, torch.nn.Module) and loss.reduction == "mean" and loss.gamma == 3.0
+    value = loss(y_pred, y_true)
+    np.testing.assert_allclose(value.item(), expected.mean(), rtol=1e-6)
+    value.backward()
+    assert y_pred.grad is not None and bool(torch.all(torch.isfinite(y_pred.grad)))
+    summed = lossdsl.load(FOCAL_FILE, framework="torch", reduction="sum", gamma=3.0)
+    np.testing.assert_allclose(summed(y_pred, y_true).item(), expected.sum(), rtol=1e-6)
+    unreduced = lossdsl.load(FOCAL_FILE, framework="torch", reduction=None, gamma=3.0)
+    np.testing.assert_allclose(unreduced(y_pred, y_true).detach().numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="Invalid value for argument `gamma`"):
+        lossdsl.load(FOCAL_FILE, framework="torch", gamma=-1.0)
+
+
+def test_a_torch_module_keras_class_needs_keras_on_torch() -> None:
+    compiled = lossdsl.compile_file(FOCAL_FILE, target="torch", verify=False)
+    message = "generated for Keras's 'torch' backend, but Keras uses 'tensorflow'"
+    with pytest.raises(lossdsl.BackendError, match=message):
+        compiled.loss_class  # noqa: B018
+
+
+def test_the_command_line_compiles_and_checks_for_torch(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["compile", str(FOCAL_FILE), "--target", "torch", "--no-verify"]) == 0
+    module = capsys.readouterr().out
+    assert "import torch" in module and "tensorflow" not in module
+    assert cli.main(["check", str(FOCAL_FILE), "--target", "torch"]) == 0
+
+
+@pytest.mark.slow
+def test_the_keras_workflow_on_torch_matches_tensorflow(tmp_path: Path) -> None:
+    check_the_workflow_against_tensorflow("torch", tmp_path)
