@@ -353,9 +353,9 @@ def test_main_pins_tensorflow_only_while_it_runs(specs, capsys, monkeypatch) -> 
 def test_the_backend_pinned_is_the_target_until_keras_is_imported(monkeypatch) -> None:
     import keras  # noqa: F401
 
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # restored after the test
     cli.pin_keras_backend("torch")  # Keras is imported here: the variable is left alone
-    assert "KERAS_BACKEND" not in os.environ
+    assert os.environ["KERAS_BACKEND"] == "tensorflow"
     monkeypatch.delitem(sys.modules, "keras")
     cli.pin_keras_backend("torch")
     assert os.environ["KERAS_BACKEND"] == "torch"
