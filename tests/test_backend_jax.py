@@ -4,6 +4,7 @@ workflow under `KERAS_BACKEND=jax`."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from backend_harness import FOCAL_FILE, P, Y, check_the_workflow_against_tensorf
 from test_verify import EPS, FOCAL, codes  # noqa: E402
 
 import lossdsl  # noqa: E402
-from lossdsl import cli, runtime  # noqa: E402
+from lossdsl import cache, cli, runtime  # noqa: E402
 from lossdsl.verification.driver import eager_function, verify_module  # noqa: E402
 
 
@@ -114,3 +115,21 @@ def test_the_command_line_compiles_and_checks_for_jax(capsys: pytest.CaptureFixt
 @pytest.mark.slow
 def test_the_keras_workflow_on_jax_matches_tensorflow(tmp_path: Path) -> None:
     check_the_workflow_against_tensorflow("jax", tmp_path)
+
+
+def test_a_jax_module_is_cached_on_disk_under_its_own_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache, "_loaded", {})
+    first = lossdsl.load(FOCAL_FILE, framework="jax", verify=False)
+    (entry,) = tmp_path.glob("*.json")
+    assert json.loads(entry.read_text(encoding="utf-8"))["target"] == "jax"
+    monkeypatch.setattr(cache, "_loaded", {})
+
+    def no_compiling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the disk cache should have been used")
+
+    monkeypatch.setattr(cache, "compile_spec", no_compiling)
+    again = lossdsl.load(FOCAL_FILE, framework="jax", verify=False)
+    np.testing.assert_array_equal(np.asarray(again(Y, P)), np.asarray(first(Y, P)))
