@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lossdsl.codegen.targets import DEFAULT_TARGET
 from lossdsl.codes import GENERATED_FUNCTION_FAILED, GRADIENT_DISAGREES, VALUE_DISAGREES
 from lossdsl.diagnostics import Diagnostic, error
 from lossdsl.kinds import KINDS
@@ -39,7 +40,7 @@ def run_candidate(
     draw: Draw,
     arguments: Mapping[str, float | tuple[float, ...]],
     output_shape: tuple[int, ...],
-    target: str = "tensorflow",
+    target: str = DEFAULT_TARGET,
 ) -> Candidate:
     """The generated function's value and gradient of sum(cotangent * result) in float64.
 

@@ -12,6 +12,7 @@ import sympy
 
 from lossdsl.channels import requirements, whole_uses
 from lossdsl.codegen.names import python_names
+from lossdsl.codegen.targets import DEFAULT_TARGET
 from lossdsl.diagnostics import Diagnostic
 from lossdsl.symbolic import functions
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -32,7 +33,7 @@ LABEL_SELECTORS: tuple[type[functions.LossFunction], ...] = (
 
 
 def verify_module(
-    symbolic: SymbolicLoss, per_sample_function: Callable[..., Any], target: str = "tensorflow"
+    symbolic: SymbolicLoss, per_sample_function: Callable[..., Any], target: str = DEFAULT_TARGET
 ) -> tuple[Diagnostic, ...]:
     """E9xx errors where the generated function disagrees with SymPy (empty when all agrees).
 
