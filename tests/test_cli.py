@@ -363,7 +363,7 @@ def test_the_backend_pinned_is_the_target_until_keras_is_imported(monkeypatch) -
 
 @pytest.mark.slow
 def test_the_commands_run_whatever_keras_backend_is_set(specs, tmp_path) -> None:
-    """Keras itself would fail to import: jax is not installed."""
+    """The commands pin Keras to their target (TensorFlow here) before importing it."""
     import subprocess
     import sys
 
