@@ -72,8 +72,8 @@ def probabilities_at(low: float, high: float) -> np.ndarray:
 
 
 def select_huber(_: object, x: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
-    """The Huber loss as a select, differentiated by TensorFlow: its gradient with respect
-    to delta, which the TensorFlow helper does not give."""
+    """The Huber loss as a select, differentiated by TensorFlow: the reference for a delta
+    that is an array, whose gradient the TensorFlow helper does not write out."""
     size = tf.math.abs(x)
     return tf.where(size <= delta, 0.5 * tf.math.square(x), delta * (size - 0.5 * delta))
 
