@@ -28,8 +28,8 @@ def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of arrays of x's shape and dtype; each gradient has that shape.
 
     The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
-    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails and at
+    x = 0, where differentiating the value would take |x|'s derivative there, 0.
     """
 
     @jax.custom_vjp
@@ -114,8 +114,8 @@ def _softmax_cross_entropy(labels, logits):
 
 
 def _sparse_softmax_cross_entropy(labels, logits):
-    """Categorical cross-entropy on logits [..., C] for integer labels [..., 1] in
-    [0, C), axis kept.
+    """Categorical cross-entropy on logits [..., C] for labels [..., 1] that hold
+    integers in [0, C) (an integer or float array), axis kept.
 
     logsumexp(logits) - the logit at the label, in float32 for half-precision logits;
     its gradient with respect to the logits is softmax(logits) - one_hot(labels).

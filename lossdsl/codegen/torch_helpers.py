@@ -28,8 +28,8 @@ def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
 
     The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
-    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails and at
+    x = 0, where differentiating the value would take |x|'s derivative there, 0.
     """
 
     class SoftplusPair(torch.autograd.Function):
@@ -42,10 +42,12 @@ def _softplus_pair_same_shape(a, b, x):
         @staticmethod
         def backward(ctx, upstream):
             a, b, x, log_term = ctx.saved_tensors
+            need_a, need_b, need_x = ctx.needs_input_grad
+            slope = b * torch.sigmoid(x) - a * torch.sigmoid(-x) if need_x else None
             return (
-                upstream * (log_term + torch.relu(-x)),
-                upstream * (log_term + torch.relu(x)),
-                upstream * (b * torch.sigmoid(x) - a * torch.sigmoid(-x)),
+                upstream * (log_term + torch.relu(-x)) if need_a else None,
+                upstream * (log_term + torch.relu(x)) if need_b else None,
+                upstream * slope if need_x else None,
             )
 
     return SoftplusPair.apply(a, b, x)
@@ -100,8 +102,8 @@ def _softmax_cross_entropy(labels, logits):
 
 
 def _sparse_softmax_cross_entropy(labels, logits):
-    """Categorical cross-entropy on logits [..., C] for integer labels [..., 1] in
-    [0, C), axis kept.
+    """Categorical cross-entropy on logits [..., C] for labels [..., 1] that hold
+    integers in [0, C) (an integer or float tensor), axis kept.
 
     logsumexp(logits) - the logit at the label, in float32 for half-precision logits;
     its gradient with respect to the logits is softmax(logits) - one_hot(labels).

@@ -29,8 +29,8 @@ def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of arrays of x's shape and dtype; each gradient has that shape.
 
     The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
-    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails and at
+    x = 0, where differentiating the value would take |x|'s derivative there, 0.
     """
 
     @jax.custom_vjp

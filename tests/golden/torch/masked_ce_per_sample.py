@@ -40,8 +40,8 @@ def _softmax_cross_entropy(labels, logits):
 
 
 def _sparse_softmax_cross_entropy(labels, logits):
-    """Categorical cross-entropy on logits [..., C] for integer labels [..., 1] in
-    [0, C), axis kept.
+    """Categorical cross-entropy on logits [..., C] for labels [..., 1] that hold
+    integers in [0, C) (an integer or float tensor), axis kept.
 
     logsumexp(logits) - the logit at the label, in float32 for half-precision logits;
     its gradient with respect to the logits is softmax(logits) - one_hot(labels).

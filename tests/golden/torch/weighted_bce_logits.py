@@ -29,8 +29,8 @@ def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
 
     The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
-    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails and at
+    x = 0, where differentiating the value would take |x|'s derivative there, 0.
     """
 
     class SoftplusPair(torch.autograd.Function):
@@ -43,10 +43,12 @@ def _softplus_pair_same_shape(a, b, x):
         @staticmethod
         def backward(ctx, upstream):
             a, b, x, log_term = ctx.saved_tensors
+            need_a, need_b, need_x = ctx.needs_input_grad
+            slope = b * torch.sigmoid(x) - a * torch.sigmoid(-x) if need_x else None
             return (
-                upstream * (log_term + torch.relu(-x)),
-                upstream * (log_term + torch.relu(x)),
-                upstream * (b * torch.sigmoid(x) - a * torch.sigmoid(-x)),
+                upstream * (log_term + torch.relu(-x)) if need_a else None,
+                upstream * (log_term + torch.relu(x)) if need_b else None,
+                upstream * slope if need_x else None,
             )
 
     return SoftplusPair.apply(a, b, x)

@@ -1,0 +1,612 @@
+"""The JAX and PyTorch helpers: the TensorFlow helpers' values, gradients and errors."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lossdsl.codegen import tensorflow_helpers
+from lossdsl.codegen.helpers import HELPERS, module_functions
+
+CODEGEN = Path(__file__).resolve().parents[1] / "lossdsl" / "codegen"
+LINE_LENGTH = 88
+
+REQUIRED = {
+    "_softplus_pair",
+    "_softplus_pair_same_shape",
+    "_clip",
+    "_clipped_log",
+    "_huber",
+    "_per_class",
+    "_other",
+    "_paired",
+    "_check_channels",
+    "_pair_dot",
+    "_softmax_cross_entropy",
+    "_sparse_softmax_cross_entropy",
+}
+"""The helpers every backend defines: issue 16's list, TensorFlow's names."""
+
+EDGES = [-1e4, -100.0, -20.0, -1.0, 0.0, 1e-30, 1.0, 20.0, 100.0, 1e4]
+"""The edge grid of x."""
+
+FLOAT64 = 1e-12
+"""The relative tolerance against TensorFlow in float64: a few thousand ulps, for sigmoid,
+log1p and logsumexp kernels that round differently and products summed in other orders."""
+
+Call = Callable[..., Any]
+"""A computation on one backend: (helper module, *arrays) -> an array."""
+
+
+# ---------------------------------------------------------------------- the cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """A helper call with its inputs (float64 or integer arrays), the positions of the
+    inputs it is differentiated with respect to, and, where the TensorFlow helper is not
+    the reference, the TensorFlow computation that is."""
+
+    name: str
+    call: Call
+    inputs: tuple[np.ndarray, ...]
+    differentiate: tuple[int, ...]
+    reference: Call | None = None
+
+
+def probabilities_at(low: float, high: float) -> np.ndarray:
+    """Probabilities, the clip bounds exactly, outside values and NaN, in float64."""
+    inside = np.random.default_rng(1).uniform(0.0, 1.0, 8)
+    grid = [0.0, 1e-30, low, high, 0.5, 1.0, -1.0, 2.0, float("nan"), *EDGES]
+    return np.array([*grid, *inside])
+
+
+def select_huber(_: object, x: tf.Tensor, delta: tf.Tensor) -> tf.Tensor:
+    """The Huber loss as a select, differentiated by TensorFlow: the reference for a delta
+    that is an array, whose gradient the TensorFlow helper does not write out."""
+    size = tf.math.abs(x)
+    return tf.where(size <= delta, 0.5 * tf.math.square(x), delta * (size - 0.5 * delta))
+
+
+def tensorflow_sparse(_: object, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """TensorFlow's sparse categorical cross-entropy on logits, the class axis kept."""
+    classes = tf.cast(labels[..., 0], tf.int32)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(classes, logits)
+    return tf.expand_dims(loss, -1)
+
+
+def make_cases() -> list[Case]:
+    rng = np.random.default_rng(0)
+    x = np.stack([EDGES, rng.normal(0, 20, 10), rng.normal(0, 1, 10)])
+    weights = rng.uniform(0.1, 3.0, (3, 1))
+    same_shape = [rng.uniform(0.0, 3.0, x.shape), rng.uniform(0.0, 3.0, x.shape), x]
+    residuals = np.concatenate([EDGES, [-1.5, 1.5, -1.0, 1.0], rng.normal(0, 2, 8)])
+    logits = rng.normal(0, 3, (5, 7))
+    logits[0] = [1e4, -1e4, 0.0, 20.0, -20.0, 100.0, -100.0]
+    logits[1] = [-1e4, 0.0, 1e-30, 1.0, -1.0, 1e4, 1e4]
+    soft_labels = rng.dirichlet(np.ones(7), 5)
+    soft_labels[2] = np.eye(7)[3]
+    labels = np.array([[0.0], [6.0], [1.0], [5.0], [3.0]])  # as Keras converts y_true
+    rows = rng.normal(0, 2, (4, 1, 6))
+    other_rows = rng.normal(0, 2, (3, 1, 6))
+    cases = [
+        Case(
+            "softplus_pair",
+            lambda h, a, b, x: h._softplus_pair(a, b, x),
+            (weights, np.array(1.5), x),
+            (0, 1, 2),
+        ),
+        Case(
+            "softplus_pair_same_shape",
+            lambda h, a, b, x: h._softplus_pair_same_shape(a, b, x),
+            tuple(same_shape),
+            (0, 1, 2),
+        ),
+        Case(
+            "huber_delta_array",
+            lambda h, x, delta: h._huber(x, delta),
+            (residuals, np.array(1.5)),
+            (0, 1),
+            reference=select_huber,
+        ),
+        Case(
+            "softmax_cross_entropy",
+            lambda h, labels, logits: h._softmax_cross_entropy(labels, logits),
+            (soft_labels, logits),
+            (0, 1),
+        ),
+        Case(
+            "sparse_softmax_cross_entropy",
+            lambda h, labels, logits: h._sparse_softmax_cross_entropy(labels, logits),
+            (labels, logits),
+            (1,),
+            reference=tensorflow_sparse,
+        ),
+        Case(
+            "pair_dot",
+            lambda h, a, b: h._pair_dot(a, b, 1),
+            (rows, other_rows),
+            (0, 1),
+        ),
+        Case(
+            "pair_dot_partner_2",
+            lambda h, a, b: h._pair_dot(a[:, :, None], b[:, :, None], 2),
+            (rows, other_rows),
+            (0, 1),
+        ),
+        Case("other", lambda h, x: h._other(x, 1), (rows,), (0,)),
+        Case("other_partner_2", lambda h, x: h._other(x[:, :, None], 2), (rows,), (0,)),
+        Case(
+            "paired",
+            lambda h, t, p: h._paired(t, p, 2, "nt_xent")[0] * h._paired(t, p, 1, "a")[1],
+            (rows[:, 0], rows[:, 0] ** 2),
+            (0, 1),
+        ),
+        Case(
+            "check_channels",
+            lambda h, x: h._check_channels(x, 6, "y_pred", "y_pred[5]"),
+            (rows,),
+            (0,),
+        ),
+        Case(
+            "per_class",
+            lambda h, values, y: h._per_class(values, y, "alpha") * y,
+            (np.array([0.25, 0.5, 1.0, 2.0, 0.0, 3.0]), rows[:, 0]),
+            (0, 1),
+        ),
+    ]
+    for a, b in [(0.0, 1.0), (2.0, 0.0), (2.0, 1.0)]:
+        cases.append(
+            Case(
+                f"softplus_pair_numbers_{a}_{b}",
+                lambda h, x, a=a, b=b: h._softplus_pair(a, b, x),
+                (x,),
+                (0,),
+            )
+        )
+    for low, high in [(1e-7, 1.0 - 1e-7), (0.25, 0.75), (0.75, 0.25)]:
+        for name in ["clip", "clipped_log"]:
+            cases.append(
+                Case(
+                    f"{name}_{low}_{high}",
+                    lambda h, x, name=name, low=low, high=high: getattr(h, f"_{name}")(
+                        x, low, high
+                    ),
+                    (probabilities_at(low, high),),
+                    (0,),
+                )
+            )
+    for delta in [1.0, 1.5]:
+        cases.append(
+            Case(
+                f"huber_{delta}",
+                lambda h, x, delta=delta: h._huber(x, delta),
+                (residuals,),
+                (0,),
+            )
+        )
+    return cases
+
+
+CASES = make_cases()
+
+
+def upstream_for(value: np.ndarray) -> np.ndarray:
+    """The gradient flowing into a value: varied, so that no term is tested only at 1."""
+    return np.random.default_rng(2).uniform(0.5, 2.0, value.shape)
+
+
+def tensorflow_value_and_gradients(
+    case: Case, upstream: np.ndarray | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The reference in float64: the TensorFlow helper (or the case's reference), with
+    the gradients that `upstream` (default: `upstream_for` the value) pulls back."""
+    tensors = [tf.constant(array) for array in case.inputs]
+    reference = case.reference or case.call
+    with tf.GradientTape() as tape:
+        tape.watch([tensors[index] for index in case.differentiate])
+        value = reference(tensorflow_helpers, *tensors)
+    if upstream is None:
+        upstream = upstream_for(value.numpy())
+    gradients = tape.gradient(
+        value,
+        [tensors[index] for index in case.differentiate],
+        output_gradients=tf.constant(upstream, value.dtype),
+    )
+    return value.numpy(), [gradient.numpy() for gradient in gradients]
+
+
+# ---------------------------------------------------------------------- the backends
+
+
+class Backend:
+    """One backend's helper module and how to evaluate a case on it."""
+
+    name: str
+    helpers: ModuleType
+    low_precision: tuple[str, ...]
+
+    def value_and_gradients(
+        self, case: Case, dtype: str, upstream: np.ndarray, helpers: object = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The case's value and the gradients `upstream` pulls back, float inputs cast
+        to `dtype`, as float64 NumPy arrays; the value's dtype is checked to be `dtype`."""
+        raise NotImplementedError
+
+
+class JaxBackend(Backend):
+    """Under `jax.jit`, in float64 with x64 enabled, as the verifier runs it."""
+
+    name = "jax"
+    low_precision = ("float32", "float16", "bfloat16")
+
+    def __init__(self) -> None:
+        self.jax = pytest.importorskip("jax")
+        self.jnp = importlib.import_module("jax.numpy")
+        self.helpers = importlib.import_module("lossdsl.codegen.jax_helpers")
+
+    def pullback(self, case: Case, helpers: object) -> Callable[..., Any]:
+        """inputs, upstream -> (value, gradients): a function for jit and vmap."""
+        jax = self.jax
+
+        def run(inputs: Sequence[Any], upstream: Any) -> tuple[Any, Any]:
+            def function(*wrt: Any) -> Any:
+                full = list(inputs)
+                for index, array in zip(case.differentiate, wrt, strict=True):
+                    full[index] = array
+                return case.call(helpers, *full)
+
+            wrt = [inputs[index] for index in case.differentiate]
+            value, pull = jax.vjp(function, *wrt)
+            return value, pull(upstream.astype(value.dtype))
+
+        return run
+
+    def arrays(self, case: Case, dtype: str) -> list[Any]:
+        return [
+            self.jnp.asarray(array, dtype if array.dtype.kind == "f" else array.dtype)
+            for array in case.inputs
+        ]
+
+    def value_and_gradients(
+        self, case: Case, dtype: str, upstream: np.ndarray, helpers: object = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        with self.jax.enable_x64(True):
+            run = self.jax.jit(self.pullback(case, helpers or self.helpers))
+            value, gradients = run(self.arrays(case, dtype), self.jnp.asarray(upstream))
+            assert value.dtype == dtype
+            return as_float64(value), [as_float64(gradient) for gradient in gradients]
+
+
+class TorchBackend(Backend):
+    """Eagerly on the CPU."""
+
+    name = "torch"
+    low_precision = ("float32", "float16", "bfloat16")
+
+    def __init__(self) -> None:
+        self.torch = pytest.importorskip("torch")
+        self.helpers = importlib.import_module("lossdsl.codegen.torch_helpers")
+
+    def tensors(self, case: Case, dtype: str) -> list[Any]:
+        torch = self.torch
+        tensors = [
+            torch.tensor(array, dtype=getattr(torch, dtype) if array.dtype.kind == "f" else None)
+            for array in case.inputs
+        ]
+        for index in case.differentiate:
+            tensors[index].requires_grad_(True)
+        return tensors
+
+    def value_and_gradients(
+        self, case: Case, dtype: str, upstream: np.ndarray, helpers: object = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        torch = self.torch
+        tensors = self.tensors(case, dtype)
+        value = case.call(helpers or self.helpers, *tensors)
+        assert value.dtype == getattr(torch, dtype)
+        gradients = torch.autograd.grad(
+            value,
+            [tensors[index] for index in case.differentiate],
+            grad_outputs=torch.tensor(upstream, dtype=value.dtype),
+        )
+        return as_float64(value), [as_float64(gradient) for gradient in gradients]
+
+
+def as_float64(array: Any) -> np.ndarray:
+    """A JAX array or PyTorch tensor as a float64 NumPy array (bfloat16 included)."""
+    if hasattr(array, "detach"):
+        array = array.detach().double()
+    return np.asarray(array).astype(np.float64)
+
+
+@pytest.fixture(params=["jax", "torch"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return JaxBackend() if request.param == "jax" else TorchBackend()
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, what: str) -> None:
+    """Equal within `rtol` relative to each entry (NaN where NaN is expected)."""
+    assert actual.shape == expected.shape, what
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=0.0, err_msg=what)
+
+
+# ---------------------------------------------------------------------- float64
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_values_and_gradients_equal_tensorflows_in_float64(backend: Backend, case: Case) -> None:
+    expected_value, expected_gradients = tensorflow_value_and_gradients(case)
+    upstream = upstream_for(expected_value)
+    value, gradients = backend.value_and_gradients(case, "float64", upstream)
+    assert_close(value, expected_value, FLOAT64, "value")
+    for index, gradient, expected in zip(
+        case.differentiate, gradients, expected_gradients, strict=True
+    ):
+        assert_close(gradient, expected, FLOAT64, f"gradient {index}")
+
+
+def test_the_softplus_pair_gradient_is_relatively_exact_where_it_is_tiny(
+    backend: Backend,
+) -> None:
+    """b * sigmoid(x) - a * sigmoid(-x) with a = 0 or b = 0: no cancellation, so every
+    entry agrees to its own ulps, down to sigmoid(-100) = 4e-44."""
+    x = np.array([-100.0, -30.0, -20.0, -1e-3, 0.0, 1e-30, 1.0, 20.0, 30.0, 100.0])
+    for a, b in [(0.0, 1.0), (2.0, 0.0)]:
+        case = Case("pair", lambda h, x, a=a, b=b: h._softplus_pair(a, b, x), (x,), (0,))
+        upstream = np.ones_like(x)
+        _, (gradient,) = backend.value_and_gradients(case, "float64", upstream)
+        _, (expected,) = tensorflow_value_and_gradients(case, upstream)
+        np.testing.assert_allclose(gradient, expected, rtol=FLOAT64)
+        assert np.all((gradient != 0) == (expected != 0))
+
+
+def test_clip_gradients_select_the_bounds_and_not_nan(backend: Backend) -> None:
+    points = np.array([-1.0, 0.0, 0.25, 0.5, 0.75, 1.0, float("nan")])
+    upstream = np.linspace(0.5, 2.0, len(points))
+    for low, high in [(0.25, 0.75), (0.75, 0.25)]:
+        case = Case("clip", lambda h, x, low=low, high=high: h._clip(x, low, high), (points,), (0,))
+        value, (gradient,) = backend.value_and_gradients(case, "float64", upstream)
+        np.testing.assert_array_equal(value, np.clip(points, low, high))
+        inside = (points >= low) & (points <= high)
+        np.testing.assert_array_equal(gradient, np.where(inside, upstream, 0.0))
+
+
+# ---------------------------------------------------------------------- low precision
+
+LOW = 2.0**-10
+"""A clip bound that float16 and bfloat16 hold exactly (1e-7 is below float16's normal
+numbers, and its log's gradient 1e7 above float16's largest)."""
+
+
+def low_precision_cases() -> list[Case]:
+    """The cases, with clip bounds that low precision holds exactly."""
+    cases = [case for case in CASES if not case.name.startswith("clip")]
+    points = probabilities_at(LOW, 0.75)
+    for name in ["clip", "clipped_log"]:
+        cases.append(
+            Case(
+                name,
+                lambda h, x, name=name: getattr(h, f"_{name}")(x, LOW, 0.75),
+                (points[~np.isnan(points)],),
+                (0,),
+            )
+        )
+    return cases
+
+
+LOW_PRECISION_CASES = low_precision_cases()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "case", LOW_PRECISION_CASES, ids=[case.name for case in LOW_PRECISION_CASES]
+)
+def test_values_and_gradients_are_finite_in_low_precision(
+    backend: Backend, case: Case, dtype: str
+) -> None:
+    expected, _ = tensorflow_value_and_gradients(case)
+    value, gradients = backend.value_and_gradients(case, dtype, upstream_for(expected))
+    assert np.isfinite(value).all()
+    for gradient in gradients:
+        assert np.isfinite(gradient).all()
+
+
+def test_half_precision_cross_entropy_is_computed_in_float32(backend: Backend) -> None:
+    """Confident predictions: logsumexp(z) and the logit at the label are both about 8,
+    float16 holds each to 0.004 and their difference, about 3e-3, not at all."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1, (4, 7))
+    logits[:, 0] = 8.0
+    logits = logits.astype(np.float16).astype(np.float64)
+    soft = np.eye(7)[np.zeros(4, int)]
+    hard = np.zeros((4, 1), np.int32)
+    for case in [
+        Case("soft", lambda h, y, z: h._softmax_cross_entropy(y, z), (soft, logits), (1,)),
+        Case("hard", lambda h, y, z: h._sparse_softmax_cross_entropy(y, z), (hard, logits), (1,)),
+    ]:
+        exact, _ = backend.value_and_gradients(case, "float64", np.ones((4, 1)))
+        value, _ = backend.value_and_gradients(case, "float16", np.ones((4, 1)))
+        np.testing.assert_allclose(value, exact, rtol=float(np.finfo(np.float16).eps))
+
+
+def test_a_vector_param_takes_y_preds_dtype(backend: Backend) -> None:
+    case = Case(
+        "per_class",
+        lambda h, y: h._per_class((0.5, 1.0, 2.0), y, "alpha") * y,
+        (np.ones((2, 3)),),
+        (0,),
+    )
+    for dtype in ["float64", *backend.low_precision]:
+        value, _ = backend.value_and_gradients(case, dtype, np.ones((2, 3)))
+        np.testing.assert_array_equal(value, [[0.5, 1.0, 2.0]] * 2)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def error_cases() -> list[tuple[str, Call, tuple[np.ndarray, ...]]]:
+    rows = np.zeros((4, 3))
+    return [
+        ("per_class", lambda h, v, y: h._per_class(v, y, "alpha"), (np.ones(2), rows)),
+        ("paired", lambda h, t, p: h._paired(t, p, 2, "nt_xent"), (rows[..., None],) * 2),
+        ("paired_rank_1", lambda h, t, p: h._paired(t, p, 1, "circle"), (rows[:, 0],) * 2),
+        ("channels", lambda h, x: h._check_channels(x, 5, "y_true", "y_true[4]"), (rows,)),
+    ]
+
+
+ERROR_CASES = error_cases()
+
+
+@pytest.mark.parametrize(("name", "call", "inputs"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_errors_have_tensorflows_text(
+    backend: Backend, name: str, call: Call, inputs: tuple[np.ndarray, ...]
+) -> None:
+    case = Case(name, call, inputs, ())
+    with pytest.raises(ValueError) as expected:
+        call(tensorflow_helpers, *[tf.constant(array) for array in inputs])
+    with pytest.raises(ValueError) as raised:
+        backend.value_and_gradients(case, "float64", np.ones(1))
+    assert str(raised.value) == str(expected.value)
+
+
+# ---------------------------------------------------------------------- JAX transformations
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_jax_eager_jit_and_vmap_agree(case: Case) -> None:
+    """vmap over a new leading axis gives each slice's result, as custom_vjp under vmap,
+    closures over numbers and the checks at trace time must."""
+    backend = JaxBackend()
+    jax, jnp = backend.jax, backend.jnp
+    expected, _ = tensorflow_value_and_gradients(case)
+    upstream = upstream_for(expected)
+    with jax.enable_x64(True):
+        run = backend.pullback(case, backend.helpers)
+        arrays, pulled = backend.arrays(case, "float64"), jnp.asarray(upstream)
+        eager = run(arrays, pulled)
+        jitted = jax.jit(run)(arrays, pulled)
+        second = [jnp.flip(array, 0) if array.ndim else array for array in arrays]
+        stacked = [jnp.stack(pair) for pair in zip(arrays, second, strict=True)]
+        mapped_value, mapped_gradients = jax.vmap(run)(stacked, jnp.stack([pulled, 2 * pulled]))
+        doubled = run(second, 2 * pulled)
+    for index, expected_pair in enumerate([eager, doubled]):
+        mapped = (mapped_value[index], [gradient[index] for gradient in mapped_gradients])
+        assert_pairs_close(mapped, expected_pair)
+    assert_pairs_close(jitted, eager)
+
+
+def assert_pairs_close(actual: tuple[Any, Any], expected: tuple[Any, Any]) -> None:
+    """Two (value, gradients) pairs equal within float64 rounding."""
+    for got, want in zip([actual[0], *actual[1]], [expected[0], *expected[1]], strict=True):
+        assert_close(as_float64(got), as_float64(want), FLOAT64, "jit or vmap")
+
+
+def test_jax_clip_bounds_may_be_traced() -> None:
+    """Numbers closed over by the custom_vjp: a bound that is a tracer works as well."""
+    backend = JaxBackend()
+    jax, helpers = backend.jax, backend.helpers
+    x = backend.jnp.asarray([0.0, 0.25, 0.5, 1.0])
+
+    @jax.jit
+    def gradient(x: Any, low: Any) -> Any:
+        return jax.grad(lambda x: helpers._clipped_log(x, low, 0.75).sum())(x)
+
+    np.testing.assert_allclose(gradient(x, 0.25), [0.0, 4.0, 2.0, 0.0])
+
+
+# ---------------------------------------------------------------------- PyTorch specifics
+
+
+def test_torch_numbers_become_tensors_on_the_inputs_device_and_dtype() -> None:
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    x = torch.linspace(-3.0, 3.0, 7, dtype=torch.bfloat16, device="meta")
+    assert torch_helpers._softplus_pair(2.0, 1.0, x).device.type == "meta"
+    assert torch_helpers._huber(x, 1.5).dtype == torch.bfloat16
+    values = torch_helpers._per_class((1.0, 2.0, 3.0), x.reshape(1, 7)[:, :3], "alpha")
+    assert (values.dtype, values.device.type) == (torch.bfloat16, "meta")
+
+
+def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    delta = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([-3.0, 0.5, 2.0], dtype=torch.float32)
+    torch_helpers._huber(x, delta).sum().backward()
+    assert delta.grad is not None and float(delta.grad) == pytest.approx(3.0)
+
+
+# ---------------------------------------------------------------------- the sources
+
+
+OWN_HELPERS = {"jax_helpers": set(), "torch_helpers": {"_over_spatial"}}
+"""Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`."""
+
+
+@pytest.mark.parametrize(
+    ("module", "framework"),
+    [("jax_helpers", {"jax", "jnp"}), ("torch_helpers", {"torch"})],
+)
+def test_each_module_defines_the_tensorflow_names_with_its_framework_only(
+    module: str, framework: set[str]
+) -> None:
+    functions = module_functions(f"lossdsl.codegen.{module}")
+    assert set(functions) - OWN_HELPERS.get(module, set()) == REQUIRED
+    assert set(functions) <= set(HELPERS) | {"_sparse_softmax_cross_entropy", *OWN_HELPERS[module]}
+    source = (CODEGEN / f"{module}.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    imported = {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported == framework
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    frameworks = {"tf", "tensorflow", "np", "numpy", "keras", "jax", "jnp", "torch"}
+    assert names & frameworks == framework
+    assert "tf." not in source
+    assert max(len(line) for line in source.splitlines()) <= LINE_LENGTH
+
+
+def embedded(backend: Backend) -> SimpleNamespace:
+    """The helpers as a generated module defines them: each function's source executed
+    with only the framework's names, so that a helper that needs more fails."""
+    scope: dict[str, object] = {}
+    if backend.name == "jax":
+        scope.update(jax=importlib.import_module("jax"), jnp=importlib.import_module("jax.numpy"))
+    else:
+        scope.update(torch=importlib.import_module("torch"))
+    for source in module_functions(backend.helpers.__name__).values():
+        exec(compile(source, "<generated helper>", "exec"), scope)  # package source
+    return SimpleNamespace(**{name: scope[name] for name in REQUIRED})
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_the_embedded_sources_are_self_contained(backend: Backend, case: Case) -> None:
+    expected, _ = tensorflow_value_and_gradients(case)
+    upstream = upstream_for(expected)
+    value, gradients = backend.value_and_gradients(case, "float64", upstream, embedded(backend))
+    module_value, module_gradients = backend.value_and_gradients(case, "float64", upstream)
+    np.testing.assert_array_equal(value, module_value)
+    for gradient, module_gradient in zip(gradients, module_gradients, strict=True):
+        np.testing.assert_array_equal(gradient, module_gradient)
+
+
+def test_the_embedded_sources_are_the_module_functions(backend: Backend) -> None:
+    functions = module_functions(backend.helpers.__name__)
+    for name in REQUIRED:
+        assert functions[name] == inspect.getsource(getattr(backend.helpers, name)).rstrip("\n")
