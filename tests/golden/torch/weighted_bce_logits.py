@@ -25,6 +25,25 @@ Target fusions applied: softplus_pair.
 import torch
 
 
+class _SoftplusPair(torch.autograd.Function):
+    """`_softplus_pair_same_shape`: the value, and the gradients of a, b and x."""
+
+    @staticmethod
+    def forward(ctx, a, b, x):
+        log_term = torch.log1p(torch.exp(-torch.abs(x)))
+        ctx.save_for_backward(a, b, x, log_term)
+        return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        a, b, x, log_term = ctx.saved_tensors
+        return (
+            upstream * (log_term + torch.relu(-x)),
+            upstream * (log_term + torch.relu(x)),
+            upstream * (b * torch.sigmoid(x) - a * torch.sigmoid(-x)),
+        )
+
+
 def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
 
@@ -32,24 +51,7 @@ def _softplus_pair_same_shape(a, b, x):
     with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
     x = 0, where differentiating the value would take |x|'s derivative, 0.
     """
-
-    class SoftplusPair(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a, b, x):
-            log_term = torch.log1p(torch.exp(-torch.abs(x)))
-            ctx.save_for_backward(a, b, x, log_term)
-            return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
-
-        @staticmethod
-        def backward(ctx, upstream):
-            a, b, x, log_term = ctx.saved_tensors
-            return (
-                upstream * (log_term + torch.relu(-x)),
-                upstream * (log_term + torch.relu(x)),
-                upstream * (b * torch.sigmoid(x) - a * torch.sigmoid(-x)),
-            )
-
-    return SoftplusPair.apply(a, b, x)
+    return _SoftplusPair.apply(a, b, x)
 
 
 def weighted_bce_logits(y, z, pos_weight=1.0):
