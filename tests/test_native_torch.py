@@ -173,6 +173,19 @@ def test_weight_multiplies_the_values_before_the_reduction(case: Case, reduction
     assert_close(gradient, expected_gradient)
 
 
+def test_a_mask_that_keeps_nothing_means_nan_with_zero_gradient_as_ignore_index() -> None:
+    logits = torch.as_tensor(np.random.default_rng(12).normal(size=(3, C)))
+    labels = torch.tensor([-1, -1, -1])
+    ours = loss_module("sparse_categorical_crossentropy_ignore")
+    value, gradient = value_and_gradient(lambda x: ours(x, labels), logits)
+    expected = value_and_gradient(
+        lambda x: torch.nn.CrossEntropyLoss(ignore_index=-1)(x, labels), logits
+    )
+    assert torch.isnan(value) and torch.isnan(expected[0])
+    assert torch.equal(gradient, expected[1]) and not gradient.any()
+    assert ours.__class__(reduction="sum")(logits, labels) == 0.0
+
+
 def test_weight_is_bce_with_logits_weight_per_sample() -> None:
     case = CASES[CASE_IDS.index("binary_crossentropy_logits")]
     input, target = case_inputs(case, seed=3)
