@@ -338,6 +338,22 @@ def test_torch_compile_with_inductor() -> None:
     assert_close(gradient, expected_gradient, count=4)
 
 
+@pytest.mark.parametrize("spec", ["weighted_bce_logits", "huber"])
+def test_torch_func_grad_and_vmap_apply(spec: str) -> None:
+    """torch.func's transforms, the custom autograd.Function included; a per-example
+    call adds its batch axis, as a rank-1 y_pred is [batch] (Keras's reading)."""
+    case = CASES[CASE_IDS.index(spec)]
+    input, target = case_inputs(case, seed=13)
+    function = getattr(module(spec, "torch"), spec)
+    params = tuple(case.params.values())
+    gradient = torch.func.grad(lambda x: function(target, x, *params).sum())(input)
+    leaf = input.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(function(target, leaf, *params).sum(), leaf)
+    assert_close(gradient, expected)
+    per_example = torch.func.vmap(lambda t, x: function(t[None], x[None], *params)[0])
+    assert_close(per_example(target, input), function(target, input, *params))
+
+
 def test_the_module_is_a_plain_nn_module() -> None:
     ours = loss_module("ldam", margins=[0.1, 0.2, 0.3, 0.4], s=10.0, reduction="sum")
     assert isinstance(ours, torch.nn.Module)
