@@ -57,7 +57,8 @@ def loss_function(spec: str, target: str) -> types.FunctionType:
 
 
 def layout(spec: str) -> Layout:
-    """The smallest of the shapes the compiler verifies `spec` at."""
+    """The second of the shapes the compiler verifies `spec` at: [2, 5, C], or [2, C]
+    for a spec that pairs samples."""
     symbolic = generated(spec, "tensorflow").symbolic
     lengths = {len(p.default) for p in symbolic.checked.params if isinstance(p.default, tuple)}
     fewest, true_classes = class_counts(symbolic)

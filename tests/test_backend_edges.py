@@ -1,13 +1,13 @@
 """Every example on JAX and PyTorch against its TensorFlow module: finite wherever
 TensorFlow's is on the edge grid, and equal to it at random valid inputs.
 
-Each spec's modules are run eagerly on the inputs `backend_modules.inputs` draws for it
-(the verifier's kinds and shapes; on the edge grid half of y_pred exactly 0 and 1, or
-+-1e4, or the verifier's tails). The gradient is that of sum(cotangent * values) with
-respect to y_pred. Values and gradients are compared with TensorFlow's at random inputs
-only: on the edge grid, derivatives at the kinks (y_pred == y_true) are conventions that
-differ between the frameworks, and a logit of 1e4 leaves a float32 softmax few
-significant digits.
+Each spec's modules run on the inputs `backend_modules.inputs` draws for it (the
+verifier's kinds and shapes; on the edge grid half of y_pred exactly 0 and 1, or +-1e4,
+or the verifier's tails): TensorFlow's and PyTorch's eagerly, JAX's under jax.jit. The
+gradient is that of sum(cotangent * values) with respect to y_pred. Values and gradients
+are compared with TensorFlow's at random inputs only: on the edge grid, derivatives at
+the kinks (y_pred == y_true) are conventions that differ between the frameworks, and a
+logit of 1e4 leaves a float32 softmax few significant digits.
 """
 
 from __future__ import annotations
