@@ -48,9 +48,7 @@ def golden_path(spec_path: Path, target: str) -> Path:
 
 
 @pytest.mark.parametrize(("target", "spec_path"), CASES, ids=CASE_IDS)
-def test_generated_module_matches_golden(
-    target: str, spec_path: Path, update_golden: bool
-) -> None:
+def test_generated_module_matches_golden(target: str, spec_path: Path, update_golden: bool) -> None:
     generated = generate(spec_path, target)
     golden = golden_path(spec_path, target)
     if update_golden:

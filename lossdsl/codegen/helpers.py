@@ -70,8 +70,8 @@ reduction over no axes reduces them all)."""
 
 
 def module_functions(module: str) -> dict[str, str]:
-    """The source of each top-level function of a package module, decorators included,
-    in the module's order.
+    """The source of each top-level function (and class) of a package module,
+    decorators included, in the module's order.
 
     Read from the module's file, not imported (`inspect.getsource` would import it, and
     with it TensorFlow, which compiling a spec never does).
@@ -83,7 +83,7 @@ def module_functions(module: str) -> dict[str, str]:
     lines = text.splitlines()
     functions = {}
     for node in ast.parse(text).body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
             first = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
             functions[node.name] = "\n".join(lines[first - 1 : node.end_lineno])
     return functions
@@ -112,7 +112,9 @@ class HelperSet:
     def called(self, source: str) -> set[str]:
         """The helpers a helper's source names (calls), itself left out."""
         tree = ast.parse(source)
-        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        defined = {
+            node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        }
         names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
         return (names & set(self.sources)) - defined
 

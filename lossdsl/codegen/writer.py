@@ -268,7 +268,8 @@ class ModuleWriter:
         if self.target is JAX:
             usage = (
                 f"`{self.function}(y_true, y_pred, ...)` computes the unreduced values with JAX "
-                "(per example, as optax's losses), under jax.jit, jax.grad and jax.vmap alike. "
+                "(per example, as optax's losses), under jax.jit and jax.grad; jax.vmap maps it "
+                "over batches (a 1-D y_pred is a batch of one class, as in Keras). "
                 f"Where Keras is installed, `{self.class_name}` is a `keras.losses.Loss` for "
                 "Keras's JAX backend."
             )

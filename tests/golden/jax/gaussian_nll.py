@@ -6,8 +6,9 @@ y_true has one, the target y:
 (s + (y - mu)^2 exp(-s) + log(2 pi)) / 2.
 
 `gaussian_nll(y_true, y_pred, ...)` computes the unreduced values with JAX (per example,
-as optax's losses), under jax.jit, jax.grad and jax.vmap alike. Where Keras is
-installed, `GaussianNll` is a `keras.losses.Loss` for Keras's JAX backend.
+as optax's losses), under jax.jit and jax.grad; jax.vmap maps it over batches (a 1-D
+y_pred is a batch of one class, as in Keras). Where Keras is installed, `GaussianNll` is
+a `keras.losses.Loss` for Keras's JAX backend.
 
 Compiled from gaussian_nll.loss:
 

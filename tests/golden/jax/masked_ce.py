@@ -3,9 +3,10 @@
 Masked elements contribute nothing and are not counted in the mean.
 
 `masked_ce(y_true, y_pred, ...)` computes the unreduced values with JAX (per example, as
-optax's losses), under jax.jit, jax.grad and jax.vmap alike. Where Keras is installed,
-`MaskedCe` is a `keras.losses.Loss` for Keras's JAX backend. `masked_ce_mask` gives the
-elements that count.
+optax's losses), under jax.jit and jax.grad; jax.vmap maps it over batches (a 1-D y_pred
+is a batch of one class, as in Keras). Where Keras is installed, `MaskedCe` is a
+`keras.losses.Loss` for Keras's JAX backend. `masked_ce_mask` gives the elements that
+count.
 
 Compiled from masked_ce.loss:
 

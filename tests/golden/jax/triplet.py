@@ -3,8 +3,9 @@
 lossdsl: allow W301
 
 `triplet(y_true, y_pred, ...)` computes the unreduced values with JAX (per example, as
-optax's losses), under jax.jit, jax.grad and jax.vmap alike. Where Keras is installed,
-`Triplet` is a `keras.losses.Loss` for Keras's JAX backend.
+optax's losses), under jax.jit and jax.grad; jax.vmap maps it over batches (a 1-D y_pred
+is a batch of one class, as in Keras). Where Keras is installed, `Triplet` is a
+`keras.losses.Loss` for Keras's JAX backend.
 
 Compiled from triplet.loss:
 

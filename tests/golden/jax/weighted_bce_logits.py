@@ -5,8 +5,9 @@ The compiler rewrites both logs into softplus forms, stable for any logit.
 Same as tf.nn.weighted_cross_entropy_with_logits(y, z, pos_weight), averaged.
 
 `weighted_bce_logits(y_true, y_pred, ...)` computes the unreduced values with JAX (per
-example, as optax's losses), under jax.jit, jax.grad and jax.vmap alike. Where Keras is
-installed, `WeightedBceLogits` is a `keras.losses.Loss` for Keras's JAX backend.
+example, as optax's losses), under jax.jit and jax.grad; jax.vmap maps it over batches
+(a 1-D y_pred is a batch of one class, as in Keras). Where Keras is installed,
+`WeightedBceLogits` is a `keras.losses.Loss` for Keras's JAX backend.
 
 Compiled from weighted_bce_logits.loss:
 

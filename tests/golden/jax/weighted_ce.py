@@ -4,8 +4,9 @@ Give rare classes a larger weight (`lossdsl.class_weights(labels)` computes one)
 Same as keras.losses.CategoricalCrossentropy with class_weight={c: w[c]} in fit().
 
 `weighted_ce(y_true, y_pred, ...)` computes the unreduced values with JAX (per example,
-as optax's losses), under jax.jit, jax.grad and jax.vmap alike. Where Keras is
-installed, `WeightedCe` is a `keras.losses.Loss` for Keras's JAX backend.
+as optax's losses), under jax.jit and jax.grad; jax.vmap maps it over batches (a 1-D
+y_pred is a batch of one class, as in Keras). Where Keras is installed, `WeightedCe` is
+a `keras.losses.Loss` for Keras's JAX backend.
 
 Compiled from weighted_ce.loss:
 

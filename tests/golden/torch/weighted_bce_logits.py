@@ -25,33 +25,46 @@ Target fusions applied: softplus_pair.
 import torch
 
 
+class _SoftplusPair(torch.autograd.Function):
+    """`_softplus_pair_same_shape`: the value, and the gradients of a, b and x.
+
+    Written as torch.func asks (`setup_context`, a generated vmap rule), so that
+    torch.func.grad and torch.func.vmap apply; log1p(exp(-|x|)), which both passes
+    need, is a second output that is not differentiable.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a, b, x):
+        log_term = torch.log1p(torch.exp(-torch.abs(x)))
+        return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x), log_term
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
+
+    @staticmethod
+    def backward(ctx, upstream, _):
+        a, b, x, log_term = ctx.saved_tensors
+        need_a, need_b, need_x = ctx.needs_input_grad
+        slope = b * torch.sigmoid(x) - a * torch.sigmoid(-x) if need_x else None
+        return (
+            upstream * (log_term + torch.relu(-x)) if need_a else None,
+            upstream * (log_term + torch.relu(x)) if need_b else None,
+            upstream * slope if need_x else None,
+        )
+
+
 def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
 
     The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails and at
-    x = 0, where differentiating the value would take |x|'s derivative there, 0.
+    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
+    x = 0, where differentiating the value would take |x|'s derivative, 0.
     """
-
-    class SoftplusPair(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a, b, x):
-            log_term = torch.log1p(torch.exp(-torch.abs(x)))
-            ctx.save_for_backward(a, b, x, log_term)
-            return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
-
-        @staticmethod
-        def backward(ctx, upstream):
-            a, b, x, log_term = ctx.saved_tensors
-            need_a, need_b, need_x = ctx.needs_input_grad
-            slope = b * torch.sigmoid(x) - a * torch.sigmoid(-x) if need_x else None
-            return (
-                upstream * (log_term + torch.relu(-x)) if need_a else None,
-                upstream * (log_term + torch.relu(x)) if need_b else None,
-                upstream * slope if need_x else None,
-            )
-
-    return SoftplusPair.apply(a, b, x)
+    return _SoftplusPair.apply(a, b, x)[0]
 
 
 def weighted_bce_logits(y, z, pos_weight=1.0):
