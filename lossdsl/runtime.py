@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import linecache
+import sys
 import types
 from typing import Any
 
@@ -43,14 +44,21 @@ def require_backend(target: str) -> None:
 def load_generated_module(source: str, module_name: str) -> types.ModuleType:
     """Run a generated module's text in a fresh module object and return it.
 
-    The text is registered with `linecache`, so tracebacks and AutoGraph can read it.
-    Whatever Keras's backend, the module loads: its Keras class checks the backend when
-    constructed.
+    The text is registered with `linecache`, so tracebacks and AutoGraph can read it, and
+    the module in `sys.modules` under its name (in the package `lossdsl_generated`), as
+    an imported module is: `torch.compile` imports the module of every function it
+    traces. Whatever Keras's backend, the module loads: its Keras class checks the
+    backend when constructed.
     """
     filename = f"<lossdsl generated module {module_name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    package, _, _ = module_name.rpartition(".")
+    if package and package not in sys.modules:
+        sys.modules[package] = types.ModuleType(package, "lossdsl's generated modules")
+        sys.modules[package].__path__ = []
     module = types.ModuleType(module_name)
     module.__file__ = filename
+    sys.modules[module_name] = module
     code = compile(source, filename, "exec")  # generated from the checked tree, not spec text
     exec(code, module.__dict__)
     return module
