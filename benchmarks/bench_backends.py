@@ -313,14 +313,19 @@ class TorchFramework(Framework):
 
     def step(self, loss: LossFunction, mode: str) -> Callable[[Any, Any], tuple[Any, Any]]:
         torch = self.torch
+        # The loss is compiled, not the step: torch.compile breaks the graph at
+        # `requires_grad_` and `torch.autograd.grad`, and so compiled nothing of the
+        # gradient when the whole step was compiled. Compiled this way, as a loss is in
+        # a training step, AOTAutograd compiles its forward and backward passes.
+        compiled = torch.compile(loss) if mode == "xla" else loss
 
         def value_and_gradient(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
             y_pred = y_pred.detach().requires_grad_(True)
-            value = loss(y_true, y_pred)
+            value = compiled(y_true, y_pred)
             (gradient,) = torch.autograd.grad(value, y_pred)
             return value.detach(), gradient
 
-        return torch.compile(value_and_gradient) if mode == "xla" else value_and_gradient
+        return value_and_gradient
 
     def focal(self, y: Any, z: Any) -> Any:
         """torchvision.ops.sigmoid_focal_loss's documented formula (torchvision is absent)."""
