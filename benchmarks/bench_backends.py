@@ -227,6 +227,10 @@ class Framework(ABC):
     @abstractmethod
     def versions(self) -> dict[str, str]: ...
 
+    def start_group(self) -> None:
+        """Forget what earlier groups compiled (each group compiles its own variants)."""
+        return None
+
     def inputs(self, case: Case, y_true: Array, y_pred: Array, dtype: str) -> tuple[Any, Any]:
         labels = self.integers(y_true) if case.integer_labels else self.floats(y_true, dtype)
         return labels, self.floats(y_pred, dtype)
@@ -326,6 +330,11 @@ class TorchFramework(Framework):
             return value.detach(), gradient
 
         return value_and_gradient
+
+    def start_group(self) -> None:
+        # dynamo keeps at most 8 compilations per code object, and the variants of every
+        # case and shape share a few lambdas' code: without a reset, later groups ran eagerly
+        self.torch._dynamo.reset()
 
     def focal(self, y: Any, z: Any) -> Any:
         """torchvision.ops.sigmoid_focal_loss's documented formula (torchvision is absent)."""
@@ -539,6 +548,7 @@ def benchmark_group(
     batch, num_classes = shape
     y_true, y_pred = case.typical_inputs(np.random.default_rng(0), batch, num_classes)
     arguments = framework.inputs(case, y_true, y_pred, "float32")
+    framework.start_group()
     built = variants(framework, case, mode, "float32")
     steps = {name: framework.step(loss, mode) for name, loss in built.items()}
     value_errors, gradient_errors = differences(framework, steps, arguments)
