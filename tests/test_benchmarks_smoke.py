@@ -143,3 +143,53 @@ def test_bench_library_rejects_a_hand_written_version_that_disagrees(
     assert bench.main([*arguments, "--out", str(tmp_path / "library.json")]) == 1
     error = capsys.readouterr().err
     assert "huber at 8x4: the hand-written version does not compute" in error
+
+
+@pytest.mark.parametrize(
+    ("backend", "framework", "case", "mode"),
+    [
+        ("jax", "optax", "huber", "xla"),  # JAX runs under jax.jit only
+        ("torch", "torch", "sparse_ce_logits", "graph"),  # eager; torch.compile takes minutes
+        ("tensorflow", "tensorflow", "bce_logits", "graph"),
+    ],
+)
+def test_bench_backends_times_one_case_in_a_backend_process(
+    backend: str, framework: str, case: str, mode: str, tmp_path: Path
+) -> None:
+    pytest.importorskip(framework)
+    bench = load_script("bench_backends")
+    out = tmp_path / "backends.json"
+    arguments = ["--quick", "--backends", backend, "--cases", case, "--modes", mode]
+    arguments += ["--shapes", "8x4", "--repeats", "2"]
+    assert bench.main([*arguments, "--out", str(out)]) == 0
+    (report,) = json.loads(out.read_text(encoding="utf-8"))["backends"]
+    assert report["backend"] == backend
+    (summary,) = report["summary"]
+    assert summary["compiled_to_native"] > 0 and summary["compiled_to_keras"] > 0
+    assert max(summary["value_error"].values()) <= bench.TOLERANCE
+    assert {row["variant"] for row in report["timings"]} == {
+        "lossdsl",
+        "lossdsl-keras",
+        "native",
+        "keras",
+    }
+    compiled = [row for row in report["finiteness"] if row["variant"] == "lossdsl"]
+    assert {row["dtype"] for row in compiled} == {"float32", "float16", "bfloat16"}
+    assert all(row["non_finite"] == 0 and not row["error"] for row in compiled)
+
+
+def test_bench_backends_stops_when_a_native_loss_disagrees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = load_script("bench_backends")
+    framework_native = bench.TensorFlowFramework.native
+
+    def native(self: Any, case: Any) -> Any:
+        name, loss = framework_native(self, case)
+        return name, lambda y, p: 1.001 * loss(y, p)
+
+    monkeypatch.setattr(bench.TensorFlowFramework, "native", native)
+    arguments = ["--worker", "tensorflow", "--cases", "huber", "--shapes", "8x4", "--no-edge"]
+    assert bench.main([*arguments, "--out", str(tmp_path / "tensorflow.json")]) == 1
+    error = capsys.readouterr().err
+    assert "tensorflow huber at 8x4 (graph): native does not compute" in error
