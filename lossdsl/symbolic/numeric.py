@@ -194,7 +194,7 @@ class _Interpreter:
                 return backend.number(_SPECIAL_NUMBERS[expr])
             case sympy.Rational():
                 return backend.divide(backend.number(expr.p), backend.number(expr.q))
-            case _ if expr.is_number and not expr.args:  # a Float, pi, E
+            case _ if not expr.args and expr.is_number:  # a Float, pi, E
                 return backend.number(float(expr)) if backend is FLOAT else _mpf(expr)
             case sympy.Add():
                 terms = [self.value(arg) for arg in expr.args]

@@ -258,6 +258,10 @@ class ReferenceGraph:
         match expr:
             case sympy.Add():
                 yield from ((arg, 1) for arg in expr.args)
+            case sympy.Mul() if len(expr.args) == 2:  # the product of the other factor: itself
+                first, second = expr.args
+                yield first, +self.value(second)
+                yield second, +self.value(first)
             case sympy.Mul():
                 factors = [self.value(arg) for arg in expr.args]
                 for position, arg in enumerate(expr.args):
