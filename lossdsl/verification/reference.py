@@ -235,10 +235,7 @@ class ReferenceGraph:
             for node in self.order(roots) if order is None else order:
                 value = self.value(node)
                 outside = node in self.overflowed or (
-                    isinstance(value, mpmath.mpf)
-                    and mpmath.isfinite(value)
-                    and value != 0
-                    and not FLOAT64_TINY <= abs(value) <= FLOAT64_MAX
+                    isinstance(value, mpmath.mpf) and _beyond_float64(value)
                 )
                 over[node] = outside or any(over[child] for child in self._operands(node))
         return {root for root in roots if over[root]}
@@ -279,6 +276,17 @@ class ReferenceGraph:
                 return
             case _ if expr.args:
                 raise TypeError(f"no derivative rule for {expr.func} in a reference")
+
+
+def _beyond_float64(value: mpmath.mpf) -> bool:
+    """Whether `value` is finite and nonzero, and beyond float64's range or below its normal
+    numbers."""
+    _, mantissa, exponent, bits = value._mpf_
+    if not mantissa:  # 0, an infinity or NaN
+        return False
+    if -1021 <= exponent + bits <= 1023:  # 2^-1022 <= |value| < 2^1023: surely inside
+        return False
+    return not FLOAT64_TINY <= abs(value) <= FLOAT64_MAX
 
 
 def _to_float(value: Any) -> float:
