@@ -111,12 +111,9 @@ class ReferenceGraph:
         known = self._values.get(expr, _UNKNOWN)
         if known is not _UNKNOWN:
             return known
-        if mpmath.mp.prec == PRECISION:  # inside the callers' `workdps` already
-            return self._memoised(expr)
-        with mpmath.workdps(DIGITS):
-            return self._memoised(expr)
-
-    def _memoised(self, expr: sympy.Basic) -> Any:
+        if mpmath.mp.prec != PRECISION:  # once per walk, not per node: no frame added below
+            with mpmath.workdps(DIGITS):
+                return self.value(expr)
         try:
             value = self._value(expr)
         except ZeroDivisionError:
