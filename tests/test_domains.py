@@ -12,7 +12,7 @@ from lossdsl.analysis.checks import check_domains
 from lossdsl.analysis.intervals import Range
 from lossdsl.analysis.ranges import RangeAnalysis
 from lossdsl.analysis.report import source_text
-from lossdsl.analysis.witness import CANDIDATE_LIMIT, _candidate_indices
+from lossdsl.analysis.witness import CANDIDATE_LIMIT, REMEMBERED_VARIABLES, _candidate_indices
 from lossdsl.builtins import EPSILON
 from lossdsl.compiler import check_source, compile_source
 from lossdsl.diagnostics import Diagnostic, LossSpecError
@@ -476,6 +476,17 @@ def test_witness_search_over_a_thousand_variables() -> None:
     assert time.perf_counter() - start < 1.0
     assert indices.shape == (CANDIDATE_LIMIT, 1000)
     assert not indices[0].any()  # the simplest point first
+
+
+def test_witness_index_tuples_are_made_once_per_sizes_and_read_only() -> None:
+    small = _candidate_indices([49, 2])
+    assert _candidate_indices((49, 2)) is small and not small.flags.writeable
+    assert small.shape == (98, 2) and {tuple(row) for row in small} == {
+        (i, j) for i in range(49) for j in range(2)
+    }
+    many = [3] * (REMEMBERED_VARIABLES + 1)
+    assert _candidate_indices(many) is not _candidate_indices(many)
+    np.testing.assert_array_equal(_candidate_indices(many), _candidate_indices(many))
 
 
 def test_params_at_their_defaults_beyond_float64_are_errors() -> None:

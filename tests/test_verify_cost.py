@@ -12,8 +12,9 @@ from lossdsl.verification.driver import (
     distinct_nodes,
     verification_plan,
 )
+from lossdsl.verification.expander import select
 from lossdsl.verification.layouts import verify_layouts
-from lossdsl.verification.reference import free_symbols
+from lossdsl.verification.reference import ReferenceGraph, free_symbols
 
 
 def traced() -> None:
@@ -78,3 +79,18 @@ def test_walks_over_shared_nodes_take_linear_time() -> None:
         expr = sympy.Function("f")(expr, expr + 1)
     assert distinct_nodes([expr]) < 200
     assert free_symbols(expr, {}) == frozenset({x, y})
+
+
+def test_the_gradient_walks_the_order_it_is_given_and_each_node_once() -> None:
+    # A chain of selects, each level reading the one below three times: 3^40 paths.
+    p, q = sympy.symbols("p q", real=True)
+    with sympy.evaluate(False):
+        expr: sympy.Basic = p * q
+        for level in range(40):
+            expr = select(sympy.GreaterThan(expr, level, evaluate=False), expr + p, expr * q)
+    graph = ReferenceGraph({p: 1.5, q: 0.75})
+    order = graph.order([expr])
+    assert len(order) < 300 and order[-1] == expr
+    given = graph.gradient({expr: 1.0}, order)
+    assert given == ReferenceGraph({p: 1.5, q: 0.75}).gradient({expr: 1.0})
+    assert given[p] != 0 and given[q] != 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -196,8 +197,28 @@ class WitnessSearch:
         return known
 
 
-def _candidate_indices(sizes: list[int]) -> npt.NDArray[np.intp]:
-    """Index tuples into each variable's candidates: all, or the simplest plus random ones."""
+REMEMBERED_VARIABLES = 16
+"""Searches over at most this many variables reuse their index tuples (`_candidate_indices`,
+at most CANDIDATE_LIMIT x 16 integers each): a compile makes hundreds of searches, most
+over the same few sizes."""
+
+
+def _candidate_indices(sizes: Sequence[int]) -> npt.NDArray[np.intp]:
+    """Index tuples into each variable's candidates: all, or the simplest plus random ones
+    (read-only: the same sizes give the same array)."""
+    if len(sizes) <= REMEMBERED_VARIABLES:
+        return _remembered_indices(tuple(sizes))
+    return _new_indices(sizes)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_indices(sizes: tuple[int, ...]) -> npt.NDArray[np.intp]:
+    indices = _new_indices(sizes)
+    indices.setflags(write=False)
+    return indices
+
+
+def _new_indices(sizes: Sequence[int]) -> npt.NDArray[np.intp]:
     if not sizes:
         return np.zeros((1, 0), dtype=np.intp)
     if math.prod(sizes) <= CANDIDATE_LIMIT:

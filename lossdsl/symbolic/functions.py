@@ -716,12 +716,17 @@ def fold(
     return done[expr]
 
 
-def roles_of(expr: sympy.Basic, symbol_roles: Mapping[sympy.Symbol, Roles]) -> Roles:
+def roles_of(
+    expr: sympy.Basic,
+    symbol_roles: Mapping[sympy.Symbol, Roles],
+    memo: dict[sympy.Basic, Roles] | None = None,
+) -> Roles:
     """The roles of an expression's value, given each symbol's roles (others have none).
 
-    Each distinct sub-expression is visited once: guarded branches share large ones.
+    Each distinct sub-expression is visited once (and once across calls given the same
+    `memo`): guarded branches share large ones.
     """
-    found: dict[sympy.Basic, Roles] = {}
+    found: dict[sympy.Basic, Roles] = {} if memo is None else memo
 
     def visit(node: sympy.Basic) -> Roles:
         if node not in found:

@@ -139,9 +139,17 @@ def _exact_power(base: Any, exponent: Any) -> Any:
     return _real_only(mpmath.power)(base, exponent)
 
 
+@functools.cache
 def _exact_elementwise(name: str) -> Callable[..., Any]:
     scalar = exact_function(name)
-    return lambda *args: np.frompyfunc(scalar, len(args), 1)(*args)
+    by_arity: dict[int, Callable[..., Any]] = {}
+
+    def elementwise(*args: Any) -> Any:
+        if len(args) not in by_arity:
+            by_arity[len(args)] = np.frompyfunc(scalar, len(args), 1)
+        return by_arity[len(args)](*args)
+
+    return elementwise
 
 
 FLOAT = Backend(float_function, np.divide, np.power, float, np.float64)
@@ -186,7 +194,7 @@ class _Interpreter:
                 return backend.number(_SPECIAL_NUMBERS[expr])
             case sympy.Rational():
                 return backend.divide(backend.number(expr.p), backend.number(expr.q))
-            case _ if expr.is_number and not expr.args:  # a Float, pi, E
+            case _ if not expr.args and expr.is_number:  # a Float, pi, E
                 return backend.number(float(expr)) if backend is FLOAT else _mpf(expr)
             case sympy.Add():
                 terms = [self.value(arg) for arg in expr.args]

@@ -40,16 +40,25 @@ COMPARISONS: dict[type[Relational], Callable[[Any, Any], bool]] = {
 }
 
 
-class Select(sympy.Function):
+class Select(sympy.Expr):
     """`a` where the condition holds, else `b`: every branch of an expanded reference.
 
     Not SymPy's Piecewise, Max or Min, nor `functions.Where`: their constructors and
-    assumption queries walk the whole expanded tensor and are far too slow. Commutative
-    by declaration, so that building products and powers of it asks nothing.
+    assumption queries walk the whole expanded tensor and are far too slow. Nor a SymPy
+    `Function`, whose constructor checks its arguments (and makes a set of their counts)
+    at every call. Commutative by declaration, so that building products and powers of it
+    asks nothing.
     """
 
-    nargs = 3
     is_commutative = True
+
+    def __new__(cls, condition: sympy.Basic, a: sympy.Basic, b: sympy.Basic) -> Select:
+        return super().__new__(cls, condition, a, b)
+
+
+ASSOCIATIVE: frozenset[type[sympy.Basic]] = frozenset({sympy.Add, sympy.Mul})
+"""Sums and products, built from their expanded arguments as SymPy builds them with
+evaluation off (`_from_args`), without the constructor's checks of every argument."""
 
 
 def decide(relation: type[Relational], lhs: sympy.Expr, rhs: sympy.Expr) -> bool:
@@ -134,11 +143,17 @@ class Expander:
     _roles: dict[sympy.Basic, Roles] = field(default_factory=dict)
     _classes: dict[sympy.Basic, int] = field(default_factory=dict)
     _definitions: dict[sympy.Basic, sympy.Basic] = field(default_factory=dict)
+    _names: dict[sympy.Basic, str] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, symbol in self.symbolic.symbols.items():  # the spec's name of each symbol
+            self._names.setdefault(symbol, name)
 
     def roles(self, expr: sympy.Basic) -> Roles:
-        if expr not in self._roles:
-            self._roles[expr] = functions.roles_of(expr, self.symbolic.roles)
-        return self._roles[expr]
+        known = self._roles.get(expr)
+        return (
+            functions.roles_of(expr, self.symbolic.roles, self._roles) if known is None else known
+        )
 
     def classes(self, expr: sympy.Basic) -> int:
         """The size of the class axis of an expression with the class role: its inputs'
@@ -158,15 +173,20 @@ class Expander:
 
     def expand(self, expr: sympy.Basic, position: Position) -> sympy.Basic:
         """`expr` at `position`, in plain SymPy over the y_pred element symbols."""
-        position = position.restrict(self.roles(expr))
-        if position.klass is not None and self.classes(expr) == 1:  # broadcast
-            position = replace(position, klass=0)
-        key = (expr, position)
-        if key not in self._memo:
-            self._memo[key] = self._expand(expr, key[1])
-        return self._memo[key]
+        known = self._memo.get((expr, position))
+        if known is None:
+            own = position.restrict(self.roles(expr))
+            if own.klass is not None and self.classes(expr) == 1:  # broadcast
+                own = replace(own, klass=0)
+            known = self._memo.get((expr, own))
+            if known is None:  # memoised at its own coordinates, and at those asked for
+                known = self._memo[expr, own] = self._expand(expr, own)
+            self._memo[expr, position] = known
+        return known
 
     def _expand(self, expr: sympy.Basic, position: Position) -> sympy.Basic:
+        if type(expr) in ASSOCIATIVE:  # most nodes: no need to try the cases below
+            return type(expr)._from_args([self.expand(arg, position) for arg in expr.args])
         match expr:
             case sympy.Symbol():
                 return self._element(expr, position)
@@ -247,7 +267,7 @@ class Expander:
             assert position.batch is not None, "sample_index expanded without a sample"
             return sympy.Integer(position.batch)
         checked = self.symbolic.checked
-        name = next(name for name, known in self.symbolic.symbols.items() if known == symbol)
+        name = self._names[symbol]
         index = position.index()
         if name == checked.y_pred.name:
             if index not in self.pred_symbols:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -105,13 +106,7 @@ class Position:
 
     def restrict(self, roles: Roles) -> Position:
         """Only the coordinates of `roles`."""
-        return Position(
-            self.batch if Role.BATCH in roles else None,
-            self.spatial if Role.SPATIAL in roles else None,
-            self.klass if Role.CLASS in roles else None,
-            self.partner if Role.PARTNER in roles else None,
-            self.partner2 if Role.PARTNER2 in roles else None,
-        )
+        return _restricted(self, roles)
 
     def merge(self, inner: Position) -> Position:
         """This position with the coordinates `inner` sets."""
@@ -135,6 +130,19 @@ class Position:
         spatial = self.spatial or ()
         klass = () if self.klass is None else (self.klass,)
         return (*batch, *spatial, *klass)
+
+
+@functools.lru_cache(maxsize=4096)
+def _restricted(position: Position, roles: Roles) -> Position:
+    """`position.restrict(roles)`, remembered: the nodes of an expanded tree ask for the same
+    few positions again and again."""
+    return Position(
+        position.batch if Role.BATCH in roles else None,
+        position.spatial if Role.SPATIAL in roles else None,
+        position.klass if Role.CLASS in roles else None,
+        position.partner if Role.PARTNER in roles else None,
+        position.partner2 if Role.PARTNER2 in roles else None,
+    )
 
 
 @dataclass(frozen=True)

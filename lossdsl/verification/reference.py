@@ -26,6 +26,12 @@ NUDGE_ROUNDS = 4
 DIGITS = 50
 """Decimal digits of the mpmath evaluation of the reference."""
 
+PRECISION = mpmath.libmp.dps_to_prec(DIGITS)
+"""The same in bits: mpmath's working precision inside `mpmath.workdps(DIGITS)`."""
+
+_UNKNOWN = object()
+"""A value not computed yet (computed values include False)."""
+
 FLOAT64_MAX = mpmath.mpf(np.finfo(np.float64).max)
 """Exact values beyond this are inf in float64: the reference is not compared there."""
 
@@ -93,6 +99,7 @@ class ReferenceGraph:
     overflowed: set[sympy.Basic] = field(default_factory=set)
     """Nodes too large for mpmath itself, taken as +inf (and as beyond float64)."""
     _values: dict[sympy.Basic, Any] = field(default_factory=dict)
+    _children: dict[sympy.Basic, tuple[sympy.Basic, ...]] = field(default_factory=dict)
 
     def floats(self, exprs: Sequence[sympy.Basic]) -> list[float]:
         """The values of `exprs` rounded to float64."""
@@ -101,18 +108,26 @@ class ReferenceGraph:
 
     def value(self, expr: sympy.Basic) -> Any:
         """The exact (DIGITS-digit) value of `expr`: an mpf, or a bool for a condition."""
-        if expr not in self._values:
+        known = self._values.get(expr, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
+        if mpmath.mp.prec != PRECISION:  # once per walk, not per node: no frame added below
             with mpmath.workdps(DIGITS):
-                try:
-                    self._values[expr] = self._value(expr)
-                except ZeroDivisionError:
-                    self._values[expr] = mpmath.nan
-                except OverflowError:  # beyond mpmath's exponents (exp(exp(exp(50))))
-                    self.overflowed.add(expr)
-                    self._values[expr] = mpmath.inf
-        return self._values[expr]
+                return self.value(expr)
+        try:
+            value = self._value(expr)
+        except ZeroDivisionError:
+            value = mpmath.nan
+        except OverflowError:  # beyond mpmath's exponents (exp(exp(exp(50))))
+            self.overflowed.add(expr)
+            value = mpmath.inf
+        self._values[expr] = value
+        return value
 
     def _value(self, expr: sympy.Basic) -> Any:
+        arithmetic = ARITHMETIC.get(type(expr))
+        if arithmetic is not None:  # most nodes: no need to try the cases below
+            return arithmetic(*[self.value(arg) for arg in expr.args])
         match expr:
             case sympy.Symbol():
                 return mpmath.mpf(self.point[expr])
@@ -135,13 +150,10 @@ class ReferenceGraph:
                 return not self.value(expr.args[0])
             case _ if expr in SPECIAL_NUMBERS:
                 return SPECIAL_NUMBERS[expr]
-            case _ if expr.is_number and not expr.args:
+            case _ if not expr.args and expr.is_number:
                 return mpmath.mpf(sympy.Float(expr, DIGITS)._mpf_)
             case _:
-                values = [self.value(arg) for arg in expr.args]
-                if expr.func in ARITHMETIC:
-                    return ARITHMETIC[expr.func](*values)
-                return exact_value(expr.func, values)
+                return exact_value(expr.func, [self.value(arg) for arg in expr.args])
 
     def _taken(self, where: sympy.Basic) -> sympy.Basic:
         condition, a, b = where.args
@@ -149,13 +161,17 @@ class ReferenceGraph:
 
     def children(self, expr: sympy.Basic) -> tuple[sympy.Basic, ...]:
         """The sub-expressions a value depends on through its taken branches."""
-        match expr:
-            case Select():
-                return (expr.args[0], self._taken(expr))
-            case sympy.Pow() if expr.exp.is_number:
-                return (expr.base,)
-            case _:
-                return expr.args
+        known = self._children.get(expr)
+        if known is None:
+            match expr:
+                case Select():
+                    known = (expr.args[0], self._taken(expr))
+                case sympy.Pow() if expr.exp.is_number:
+                    known = (expr.base,)
+                case _:
+                    known = expr.args
+            self._children[expr] = known
+        return known
 
     def order(self, roots: Sequence[sympy.Basic]) -> list[sympy.Basic]:
         """Every node the roots' values depend on, each after all it depends on."""
@@ -173,16 +189,25 @@ class ReferenceGraph:
                     stack.extend((child, False) for child in reversed(self.children(node)))
         return ordered
 
-    def gradient(self, seeds: Mapping[sympy.Basic, float]) -> dict[sympy.Basic, Any]:
-        """d(sum of seed * root)/d(node) for every node the roots depend on."""
+    def gradient(
+        self, seeds: Mapping[sympy.Basic, float], order: Sequence[sympy.Basic] | None = None
+    ) -> dict[sympy.Basic, Any]:
+        """d(sum of seed * root)/d(node) for every node the roots depend on (`order`: the
+        roots' `order`, if known)."""
         with mpmath.workdps(DIGITS):
-            order = self.order(list(seeds))
+            if order is None:
+                order = self.order(list(seeds))
             adjoints: dict[sympy.Basic, Any] = {
                 root: mpmath.mpf(seed) for root, seed in seeds.items()
             }
             for node in reversed(order):
                 adjoint = adjoints.get(node)
                 if adjoint is None:
+                    continue
+                if type(node) is sympy.Add:  # every partial is 1: nothing to compute
+                    if adjoint != 0:
+                        for child in node.args:
+                            adjoints[child] = adjoints.get(child, 0) + adjoint
                     continue
                 try:
                     partials = list(self._partials(node))
@@ -207,10 +232,7 @@ class ReferenceGraph:
             for node in self.order(roots) if order is None else order:
                 value = self.value(node)
                 outside = node in self.overflowed or (
-                    isinstance(value, mpmath.mpf)
-                    and mpmath.isfinite(value)
-                    and value != 0
-                    and not FLOAT64_TINY <= abs(value) <= FLOAT64_MAX
+                    isinstance(value, mpmath.mpf) and _beyond_float64(value)
                 )
                 over[node] = outside or any(over[child] for child in self._operands(node))
         return {root for root in roots if over[root]}
@@ -230,6 +252,10 @@ class ReferenceGraph:
         match expr:
             case sympy.Add():
                 yield from ((arg, 1) for arg in expr.args)
+            case sympy.Mul() if len(expr.args) == 2:  # the product of the other factor: itself
+                first, second = expr.args
+                yield first, +self.value(second)
+                yield second, +self.value(first)
             case sympy.Mul():
                 factors = [self.value(arg) for arg in expr.args]
                 for position, arg in enumerate(expr.args):
@@ -247,6 +273,17 @@ class ReferenceGraph:
                 return
             case _ if expr.args:
                 raise TypeError(f"no derivative rule for {expr.func} in a reference")
+
+
+def _beyond_float64(value: mpmath.mpf) -> bool:
+    """Whether `value` is finite and nonzero, and beyond float64's range or below its normal
+    numbers."""
+    _, mantissa, exponent, bits = value._mpf_
+    if not mantissa:  # 0, an infinity or NaN
+        return False
+    if -1021 <= exponent + bits <= 1023:  # 2^-1022 <= |value| < 2^1023: surely inside
+        return False
+    return not FLOAT64_TINY <= abs(value) <= FLOAT64_MAX
 
 
 def _to_float(value: Any) -> float:
@@ -289,10 +326,10 @@ def near_kinks(
             if not isinstance(node, Select):
                 continue
             condition = node.args[0]
+            if not any(_nearly_flips(graph, comparison) for comparison in comparisons(condition)):
+                continue  # first, since it is the cheaper test and seldom passes
             symbols = free_symbols(condition, symbols_of) & elements.keys()
-            if not symbols:
-                continue
-            if any(_nearly_flips(graph, comparison) for comparison in comparisons(condition)):
+            if symbols:
                 kinks.append(Kink(condition, symbols))
     return kinks
 
@@ -366,7 +403,7 @@ def reference(
     seeds: dict[sympy.Basic, float] = {}
     for output, value in outputs.items():
         seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
-    adjoints = graph.gradient(seeds)
+    adjoints = graph.gradient(seeds, order)
     too_large = graph.overflowing(list(outputs.values()), order)
     overflowing = {output for output, value in outputs.items() if value in too_large}
     unrepresentable = [outputs[output] for output in overflowing] + list(graph.singular)
@@ -378,7 +415,7 @@ def reference(
         gradient[index] = _to_float(adjoints.get(symbol, 0))
     kinked = {kink.condition for kink in kinks}
     near_kink: dict[sympy.Basic, bool] = {}
-    for node in order:  # each node after its children
+    for node in order if kinked else ():  # each node after its children
         near_kink[node] = (isinstance(node, Select) and node.args[0] in kinked) or any(
             near_kink[child] for child in graph.children(node)
         )
@@ -388,7 +425,9 @@ def reference(
         values,
         gradient,
         frozenset(
-            output for output, value in outputs.items() if output in overflowing or near_kink[value]
+            output
+            for output, value in outputs.items()
+            if output in overflowing or near_kink.get(value, False)
         ),
         frozenset(elements[symbol] for kink in kinks for symbol in kink.symbols)
         | frozenset(
