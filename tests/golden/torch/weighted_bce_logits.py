@@ -29,40 +29,48 @@ class _SoftplusPair(torch.autograd.Function):
     """`_softplus_pair_same_shape`: the value, and the gradients of a, b and x.
 
     Written as torch.func asks (`setup_context`, a generated vmap rule), so that
-    torch.func.grad and torch.func.vmap apply; log1p(exp(-|x|)), which both passes
-    need, is a second output that is not differentiable.
+    torch.func.grad and torch.func.vmap apply. softplus(-x) and softplus(x) come from
+    one op each, exact in both tails: logsigmoid(x) = -softplus(-x), and softplus with
+    a threshold (40) past which log1p(exp(x)) and x differ by less than an ulp. They
+    are second and third outputs, not differentiable, for the gradients of a and b.
+    Temporaries are overwritten in place where torch.func.vmap has a batching rule
+    for the in-place op (not for addcmul_): each op is a pass over memory.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(a, b, x):
-        log_term = torch.log1p(torch.exp(-torch.abs(x)))
-        return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x), log_term
+        down = torch.nn.functional.logsigmoid(x)
+        up = torch.nn.functional.softplus(x, threshold=40.0)
+        return torch.addcmul(b * up, a, down, value=-1), down, up
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(*inputs, output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.save_for_backward(*inputs, output[1], output[2])
 
     @staticmethod
-    def backward(ctx, upstream, _):
-        a, b, x, log_term = ctx.saved_tensors
+    def backward(ctx, upstream, _, __):
+        a, b, x, down, up = ctx.saved_tensors
         need_a, need_b, need_x = ctx.needs_input_grad
-        slope = b * torch.sigmoid(x) - a * torch.sigmoid(-x) if need_x else None
+        slope = None
+        if need_x:
+            slope = torch.sigmoid(x).mul_(b)
+            slope = torch.addcmul(slope, a, torch.sigmoid(-x), value=-1)
+            slope.mul_(upstream)
         return (
-            upstream * (log_term + torch.relu(-x)) if need_a else None,
-            upstream * (log_term + torch.relu(x)) if need_b else None,
-            upstream * slope if need_x else None,
+            -upstream * down if need_a else None,
+            upstream * up if need_b else None,
+            slope,
         )
 
 
 def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
 
-    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
-    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    The value is a * softplus(-x) + b * softplus(x), the gradient with respect to x
+    b * sigmoid(x) - a * sigmoid(-x): both exact in both tails.
     """
     return _SoftplusPair.apply(a, b, x)[0]
 
