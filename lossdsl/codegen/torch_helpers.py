@@ -30,38 +30,36 @@ class _SoftplusPair(torch.autograd.Function):
 
     Written as torch.func asks (`setup_context`, a generated vmap rule), so that
     torch.func.grad and torch.func.vmap apply. softplus(-x) and softplus(x) come from
-    one op each, exact in both tails: logsigmoid(x) = -softplus(-x), and softplus with
-    a threshold (40) past which log1p(exp(x)) and x differ by less than an ulp. They
-    are second and third outputs, not differentiable, for the gradients of a and b.
-    Temporaries are overwritten in place where torch.func.vmap has a batching rule
-    for the in-place op (not for addcmul_): each op is a pass over memory.
+    one op each, exact in both tails: -logsigmoid(x), and softplus with a threshold
+    (40) past which log1p(exp(x)) and x differ by less than an ulp. Every temporary
+    after the first of an expression is written in place (a fresh tensor costs a
+    pass of page faults on the CPU), and nothing but the inputs is saved: the
+    gradients of a and b, which only learned labels need, recompute their softplus.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(a, b, x):
-        down = torch.nn.functional.logsigmoid(x)
-        up = torch.nn.functional.softplus(x, threshold=40.0)
-        return torch.addcmul(b * up, a, down, value=-1), down, up
+        up = torch.nn.functional.softplus(x, threshold=40.0).mul_(b)
+        return up.sub_(torch.nn.functional.logsigmoid(x).mul_(a))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1], output[2])
-        ctx.save_for_backward(*inputs, output[1], output[2])
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, upstream, _, __):
-        a, b, x, down, up = ctx.saved_tensors
+    def backward(ctx, upstream):
+        a, b, x = ctx.saved_tensors
         need_a, need_b, need_x = ctx.needs_input_grad
         slope = None
         if need_x:
             slope = torch.sigmoid(x).mul_(b)
-            slope = torch.addcmul(slope, a, torch.sigmoid(-x), value=-1)
-            slope.mul_(upstream)
+            slope.sub_(torch.neg(x).sigmoid_().mul_(a)).mul_(upstream)
+        functional = torch.nn.functional
         return (
-            -upstream * down if need_a else None,
-            upstream * up if need_b else None,
+            -upstream * functional.logsigmoid(x) if need_a else None,
+            upstream * functional.softplus(x, threshold=40.0) if need_b else None,
             slope,
         )
 
@@ -72,7 +70,7 @@ def _softplus_pair_same_shape(a, b, x):
     The value is a * softplus(-x) + b * softplus(x), the gradient with respect to x
     b * sigmoid(x) - a * sigmoid(-x): both exact in both tails.
     """
-    return _SoftplusPair.apply(a, b, x)[0]
+    return _SoftplusPair.apply(a, b, x)
 
 
 def _clip(x, low, high):
