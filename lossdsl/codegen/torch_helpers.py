@@ -29,18 +29,24 @@ class _SoftplusPair(torch.autograd.Function):
     """`_softplus_pair_same_shape`: the value, and the gradients of a, b and x.
 
     Written as torch.func asks (`setup_context`, a generated vmap rule), so that
-    torch.func.grad and torch.func.vmap apply. softplus(-x) and softplus(x) come from
-    one op each, exact in both tails: -logsigmoid(x), and softplus with a threshold
-    (40) past which log1p(exp(x)) and x differ by less than an ulp. Every temporary
-    after the first of an expression is written in place (a fresh tensor costs a
-    pass of page faults on the CPU), and nothing but the inputs is saved: the
-    gradients of a and b, which only learned labels need, recompute their softplus.
+    torch.func.grad and torch.func.vmap apply. Eagerly, where each op is a pass over
+    memory, softplus(-x) and softplus(x) come from one op each, exact in both tails:
+    -logsigmoid(x), and softplus with a threshold (40) past which log1p(exp(x)) and x
+    differ by less than an ulp; every temporary after the first of an expression is
+    written in place (a fresh tensor costs a pass of page faults on the CPU). Under
+    torch.compile, which fuses the ops into one loop, the form with the fewest exp
+    and log1p: (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x). Nothing but
+    the inputs is saved: the gradients of a and b, which only learned labels need,
+    recompute their softplus.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(a, b, x):
+        if torch.compiler.is_compiling():
+            log_term = torch.log1p(torch.exp(-torch.abs(x)))
+            return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
         up = torch.nn.functional.softplus(x, threshold=40.0).mul_(b)
         return up.sub_(torch.nn.functional.logsigmoid(x).mul_(a))
 
@@ -198,15 +204,16 @@ def _sparse_softmax_cross_entropy(labels, logits):
 
     logsumexp(logits) - the logit at the label, in float32 for half-precision logits;
     its gradient with respect to the logits is softmax(logits) - one_hot(labels).
-    From 16 classes it is torch.nn.functional.cross_entropy on [N, C] and [N], fused
-    kernels; below, where PyTorch's CPU log_softmax measured three times slower, a
-    logsumexp and a gather.
+    Eagerly from 16 classes it is torch.nn.functional.cross_entropy on [N, C] and
+    [N], fused kernels; below, where PyTorch's CPU log_softmax measured three times
+    slower, and under torch.compile, which fuses them better than cross_entropy's
+    decomposition (measured), a logsumexp and a gather.
     """
     half = logits.dtype in (torch.float16, torch.bfloat16)
     wide = logits.to(torch.float32 if half else logits.dtype)
     labels = labels.to(torch.int64)
     classes = wide.shape[-1]
-    if classes >= 16:
+    if classes >= 16 and not torch.compiler.is_compiling():
         loss = torch.nn.functional.cross_entropy(
             wide.reshape(-1, classes), labels.reshape(-1), reduction="none"
         )

@@ -29,18 +29,24 @@ class _SoftplusPair(torch.autograd.Function):
     """`_softplus_pair_same_shape`: the value, and the gradients of a, b and x.
 
     Written as torch.func asks (`setup_context`, a generated vmap rule), so that
-    torch.func.grad and torch.func.vmap apply. softplus(-x) and softplus(x) come from
-    one op each, exact in both tails: -logsigmoid(x), and softplus with a threshold
-    (40) past which log1p(exp(x)) and x differ by less than an ulp. Every temporary
-    after the first of an expression is written in place (a fresh tensor costs a
-    pass of page faults on the CPU), and nothing but the inputs is saved: the
-    gradients of a and b, which only learned labels need, recompute their softplus.
+    torch.func.grad and torch.func.vmap apply. Eagerly, where each op is a pass over
+    memory, softplus(-x) and softplus(x) come from one op each, exact in both tails:
+    -logsigmoid(x), and softplus with a threshold (40) past which log1p(exp(x)) and x
+    differ by less than an ulp; every temporary after the first of an expression is
+    written in place (a fresh tensor costs a pass of page faults on the CPU). Under
+    torch.compile, which fuses the ops into one loop, the form with the fewest exp
+    and log1p: (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x). Nothing but
+    the inputs is saved: the gradients of a and b, which only learned labels need,
+    recompute their softplus.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(a, b, x):
+        if torch.compiler.is_compiling():
+            log_term = torch.log1p(torch.exp(-torch.abs(x)))
+            return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
         up = torch.nn.functional.softplus(x, threshold=40.0).mul_(b)
         return up.sub_(torch.nn.functional.logsigmoid(x).mul_(a))
 
