@@ -6,6 +6,9 @@ with the same arguments and meaning, and `_sparse_softmax_cross_entropy`; they u
 generated module defines with the helper that applies it (`torch.compile` cannot trace
 a class defined while the loss runs); where differentiating PyTorch's own ops gives the
 gradient the TensorFlow helper writes out (the clamp's), the helper composes them.
+Eagerly, where each op is a pass over memory, a helper takes PyTorch's fused ops that
+compute the same values and gradients; under torch.compile, which fuses ops into
+loops, the composed form with the fewest transcendentals where that measured faster.
 Constants are made on the input's device. Shapes are static in PyTorch, so checks run
 when the loss is called.
 """
