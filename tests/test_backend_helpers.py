@@ -195,7 +195,34 @@ def make_cases() -> list[Case]:
                 (0,),
             )
         )
-    return cases
+    return cases + many_classes_cases()
+
+
+def many_classes_cases() -> list[Case]:
+    """The cross-entropies over 20 classes, where PyTorch's helpers take log_softmax's
+    fused kernels (below 16 classes, other ops): both forms must agree with TensorFlow."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 3, (4, 20))
+    logits[0, :7] = [1e4, -1e4, 0.0, 20.0, -20.0, 100.0, -100.0]
+    logits[1, :7] = [-1e4, 0.0, 1e-30, 1.0, -1.0, 1e4, 1e4]
+    soft_labels = rng.dirichlet(np.ones(20), 4)
+    soft_labels[2] = np.eye(20)[13]
+    labels = np.array([[0.0], [19.0], [13.0], [5.0]])
+    return [
+        Case(
+            "softmax_cross_entropy_20_classes",
+            lambda h, labels, logits: h._softmax_cross_entropy(labels, logits),
+            (soft_labels, logits),
+            (0, 1),
+        ),
+        Case(
+            "sparse_softmax_cross_entropy_20_classes",
+            lambda h, labels, logits: h._sparse_softmax_cross_entropy(labels, logits),
+            (labels, logits),
+            (1,),
+            reference=tensorflow_sparse,
+        ),
+    ]
 
 
 CASES = make_cases()
@@ -422,14 +449,18 @@ def test_values_and_gradients_are_finite_in_low_precision(
         assert np.isfinite(gradient).all()
 
 
-def test_half_precision_cross_entropy_is_computed_in_float32(backend: Backend) -> None:
+@pytest.mark.parametrize("classes", [7, 20])
+def test_half_precision_cross_entropy_is_computed_in_float32(
+    backend: Backend, classes: int
+) -> None:
     """Confident predictions: logsumexp(z) and the logit at the label are both about 8,
-    float16 holds each to 0.004 and their difference, about 3e-3, not at all."""
+    float16 holds each to 0.004 and their difference, about 3e-3 (1e-2 over 20
+    classes), not at all. PyTorch's helpers take other ops from 16 classes."""
     rng = np.random.default_rng(3)
-    logits = rng.normal(0, 1, (4, 7))
+    logits = rng.normal(0, 1, (4, classes))
     logits[:, 0] = 8.0
     logits = logits.astype(np.float16).astype(np.float64)
-    soft = np.eye(7)[np.zeros(4, int)]
+    soft = np.eye(classes)[np.zeros(4, int)]
     hard = np.zeros((4, 1), np.int32)
     for case in [
         Case("soft", lambda h, y, z: h._softmax_cross_entropy(y, z), (soft, logits), (1,)),
@@ -549,10 +580,68 @@ def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
     assert delta.grad is not None and float(delta.grad) == pytest.approx(3.0)
 
 
+TRANSFORMED = [
+    "softplus_pair_same_shape",
+    "huber_1.0",
+    "huber_delta_array",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_20_classes",
+    "sparse_softmax_cross_entropy_20_classes",
+]
+"""The cases of PyTorch's autograd.Functions and fused ops (and one of the few-class
+cross-entropy form), for torch.compile and torch.func."""
+
+
+@pytest.mark.parametrize("name", TRANSFORMED)
+def test_torch_helpers_compile_whole_and_take_torch_func_transforms(name: str) -> None:
+    """torch.compile(fullgraph=True) traces the helper in one graph, torch.func.grad
+    pulls back what autograd does, and torch.func.vmap over a new leading axis gives
+    each slice's value: each equal to the eager result within float64 rounding."""
+    backend = TorchBackend()
+    torch, helpers = backend.torch, backend.helpers
+    case = next(case for case in CASES if case.name == name)
+    upstream = upstream_for(tensorflow_value_and_gradients(case)[0])
+    eager, eager_gradients = backend.value_and_gradients(case, "float64", upstream)
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda *tensors: case.call(helpers, *tensors), backend="aot_eager", fullgraph=True
+    )
+    tensors = backend.tensors(case, "float64")
+    value = compiled(*tensors)
+    pulled = torch.tensor(upstream)
+    wrt = [tensors[index] for index in case.differentiate]
+    gradients = torch.autograd.grad(value, wrt, grad_outputs=pulled)
+    assert_close(as_float64(value), eager, FLOAT64, "compiled value")
+    for gradient, expected in zip(gradients, eager_gradients, strict=True):
+        assert_close(as_float64(gradient), expected, FLOAT64, "compiled gradient")
+
+    plain = [tensor.detach() for tensor in tensors]
+
+    def pulled_sum(*arrays: Any) -> Any:
+        full = list(plain)
+        for index, array in zip(case.differentiate, arrays, strict=True):
+            full[index] = array
+        return (case.call(helpers, *full) * pulled).sum()
+
+    argnums = tuple(range(len(case.differentiate)))
+    transformed = torch.func.grad(pulled_sum, argnums)(*[plain[i] for i in case.differentiate])
+    for gradient, expected in zip(transformed, eager_gradients, strict=True):
+        assert_close(as_float64(gradient), expected, FLOAT64, "torch.func.grad")
+
+    batched = [torch.stack([t, torch.flip(t, [0]) if t.ndim else t]) for t in plain]
+    mapped = torch.func.vmap(lambda *t: case.call(helpers, *t))(*batched)
+    for index in range(2):
+        expected = case.call(helpers, *[t[index] for t in batched])
+        assert_close(as_float64(mapped[index]), as_float64(expected), FLOAT64, "vmap")
+
+
 # ---------------------------------------------------------------------- the sources
 
 
-OWN_HELPERS = {"jax_helpers": set(), "torch_helpers": {"_over_spatial", "_SoftplusPair"}}
+OWN_HELPERS = {
+    "jax_helpers": set(),
+    "torch_helpers": {"_over_spatial", "_SoftplusPair", "_Huber", "_SoftmaxCrossEntropy"},
+}
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, and
 torch.compile traces only a module-level autograd.Function."""
 

@@ -29,42 +29,54 @@ class _SoftplusPair(torch.autograd.Function):
     """`_softplus_pair_same_shape`: the value, and the gradients of a, b and x.
 
     Written as torch.func asks (`setup_context`, a generated vmap rule), so that
-    torch.func.grad and torch.func.vmap apply; log1p(exp(-|x|)), which both passes
-    need, is a second output that is not differentiable.
+    torch.func.grad and torch.func.vmap apply. Eagerly, where each op is a pass over
+    memory, softplus(-x) and softplus(x) come from one op each, exact in both tails:
+    -logsigmoid(x), and softplus with a threshold (40) past which log1p(exp(x)) and x
+    differ by less than an ulp; every temporary after the first of an expression is
+    written in place (a fresh tensor costs a pass of page faults on the CPU). Under
+    torch.compile, which fuses the ops into one loop, the form with the fewest exp
+    and log1p: (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x). Nothing but
+    the inputs is saved: the gradients of a and b, which only learned labels need,
+    recompute their softplus.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(a, b, x):
-        log_term = torch.log1p(torch.exp(-torch.abs(x)))
-        return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x), log_term
+        if torch.compiler.is_compiling():
+            log_term = torch.log1p(torch.exp(-torch.abs(x)))
+            return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
+        up = torch.nn.functional.softplus(x, threshold=40.0).mul_(b)
+        return up.sub_(torch.nn.functional.logsigmoid(x).mul_(a))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(*inputs, output[1])
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, upstream, _):
-        a, b, x, log_term = ctx.saved_tensors
+    def backward(ctx, upstream):
+        a, b, x = ctx.saved_tensors
         need_a, need_b, need_x = ctx.needs_input_grad
-        slope = b * torch.sigmoid(x) - a * torch.sigmoid(-x) if need_x else None
+        slope = None
+        if need_x:
+            slope = torch.sigmoid(x).mul_(b)
+            slope.sub_(torch.neg(x).sigmoid_().mul_(a)).mul_(upstream)
+        functional = torch.nn.functional
         return (
-            upstream * (log_term + torch.relu(-x)) if need_a else None,
-            upstream * (log_term + torch.relu(x)) if need_b else None,
-            upstream * slope if need_x else None,
+            -upstream * functional.logsigmoid(x) if need_a else None,
+            upstream * functional.softplus(x, threshold=40.0) if need_b else None,
+            slope,
         )
 
 
 def _softplus_pair_same_shape(a, b, x):
     """`_softplus_pair` of tensors of x's shape and dtype; each gradient has that shape.
 
-    The value is (a + b) * log1p(exp(-|x|)) + a * relu(-x) + b * relu(x), the gradient
-    with respect to x b * sigmoid(x) - a * sigmoid(-x): exact in both tails, and at
-    x = 0, where differentiating the value would take |x|'s derivative, 0.
+    The value is a * softplus(-x) + b * softplus(x), the gradient with respect to x
+    b * sigmoid(x) - a * sigmoid(-x): both exact in both tails.
     """
-    return _SoftplusPair.apply(a, b, x)[0]
+    return _SoftplusPair.apply(a, b, x)
 
 
 def weighted_bce_logits(y, z, pos_weight=1.0):
