@@ -61,9 +61,6 @@ PAIRED = "_paired"
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 
-SPARSE_SOFTMAX_CROSS_ENTROPY = "_sparse_softmax_cross_entropy"
-"""Cross-entropy on logits at integer labels, the class axis kept (JAX and PyTorch)."""
-
 OVER_SPATIAL = "_over_spatial"
 """A reduction over the spatial axes, none when there are none (PyTorch, where a
 reduction over no axes reduces them all)."""

@@ -259,8 +259,18 @@ class ModuleWriter:
             if found.get(where) != intended:
                 raise AssertionError(f"generated docstring of {where} is not the intended text")
 
+    @property
+    def summary(self) -> str:
+        """The spec's docstring, or a one-line summary of the loss."""
+        return self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
+
+    def class_docstring(self, arguments: Sequence[str], depth: int) -> str:
+        """A loss class's docstring: the summary, the params and `arguments` documented."""
+        args = [param_doc(param.argument, param.info) for param in self.params]
+        args += arguments
+        return "\n".join([self.summary, "", *doc_section("Args", args, depth)])
+
     def module_docstring(self) -> str:
-        summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
         usage = (
             f"`{self.class_name}` is a `keras.losses.Loss`; `{self.function}(y_true, y_pred, "
             "...)` computes the unreduced values."
@@ -284,7 +294,7 @@ class ModuleWriter:
         if self.body.mask is not None:
             usage += f" `{self.mask_function}` gives the elements that count."
         paragraphs = [
-            summary,
+            self.summary,
             "\n".join(wrap(usage, LINE_LENGTH)),
             f"Compiled from {self.spec_file}:",
             indent_block(spec_statements(self.checked.source.text), INDENT),
@@ -488,7 +498,9 @@ class ModuleWriter:
             f'@keras.saving.register_keras_serializable(package="{REGISTRATION_PACKAGE}")',
             f"class {self.class_name}(keras.losses.Loss):",
         ]
-        lines += self.docstring(self.class_docstring(), INDENT, self.class_name)
+        lines += self.docstring(
+            self.class_docstring(KERAS_ARGUMENT_DOCS, self.class_depth), INDENT, self.class_name
+        )
         lines.append("")
         lines += indent_lines(self.init_method(), INDENT)
         lines.append("")
@@ -503,12 +515,6 @@ class ModuleWriter:
         lines += indent_lines(self.repr_method(), INDENT)
         lines += self.conversion_methods()
         return lines
-
-    def class_docstring(self) -> str:
-        summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
-        args = [param_doc(param.argument, param.info) for param in self.params]
-        args += KERAS_ARGUMENT_DOCS
-        return "\n".join([summary, "", *doc_section("Args", args, self.class_depth)])
 
     def init_method(self) -> list[str]:
         arguments = ["self"]
@@ -556,10 +562,7 @@ class ModuleWriter:
 
     def module_class(self) -> list[str]:
         """`<Name>Module`: the loss as a `torch.nn` loss, `loss(input, target)`."""
-        summary = self.checked.docstring.strip() or f"The `{self.checked.loss_name}` loss."
-        args = [param_doc(param.argument, param.info) for param in self.params]
-        args += TORCH_ARGUMENT_DOCS
-        doc = "\n".join([summary, "", *doc_section("Args", args, len(INDENT))])
+        doc = self.class_docstring(TORCH_ARGUMENT_DOCS, len(INDENT))
         lines = [f"class {self.module_class_name}(torch.nn.Module):"]
         lines += self.docstring(doc, INDENT, self.module_class_name)
         arguments = ["self"]
