@@ -18,6 +18,7 @@ import sympy
 from lossdsl import plot
 from lossdsl.api import compile_file
 from lossdsl.checker import check
+from lossdsl.codegen.body import BackwardPass
 from lossdsl.codegen.fusions import FUSIONS_BY_NAME
 from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.targets import DEFAULT_TARGET, TARGETS
@@ -337,7 +338,7 @@ def run_explain(args: argparse.Namespace) -> int:
         checked = check(spec)
         found = unique([*checked.warnings, *domain_warnings(checked)])
         symbolic = lower(checked, with_gradient=True)
-        fusions = print_body(symbolic).fusions
+        body = print_body(symbolic)
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
@@ -348,7 +349,8 @@ def run_explain(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
     report_warnings(found, source)
     parsed = ("Parsed", unparse_spec(spec).rstrip("\n").split("\n"))
-    write_sections(sys.stdout, [parsed, *explained_sections(symbolic, fusions)])
+    sections = explained_sections(symbolic, body.fusions, body.backward)
+    write_sections(sys.stdout, [parsed, *sections])
     return EXIT_OK
 
 
@@ -397,11 +399,13 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def explained_sections(
-    symbolic: SymbolicLoss, fusions: Sequence[AppliedRewrite] = ()
+    symbolic: SymbolicLoss,
+    fusions: Sequence[AppliedRewrite] = (),
+    backward: BackwardPass | None = None,
 ) -> list[tuple[str, list[str]]]:
     """What `explain` shows after the parsed spec, in the spec's own notation: the checker's
     desugarings (`desugar`), the stable rewrites and the target fusions (`codegen.fusions`)
-    that fired, each with its law."""
+    that fired, each with its law, and the backward pass the module computes."""
     checked = symbolic.checked
 
     def text(expr: sympy.Basic) -> str:
@@ -436,7 +440,23 @@ def explained_sections(
         ("Rewrites", rewrites),
         ("Target fusions", fused),
         (f"Gradient with respect to {y_pred} (one element)", [text(symbolic.gradient)]),
+        ("Backward pass", backward_lines(backward, text, y_pred)),
         ("LaTeX", [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"]),
+    ]
+
+
+def backward_lines(
+    backward: BackwardPass | None, text: Callable[[sympy.Basic], str], y_pred: str
+) -> list[str]:
+    """The backward pass the module computes: the loss's own, or the framework's autodiff."""
+    if backward is None:
+        return [
+            "TensorFlow's autodiff: the loss takes values at other samples or positions "
+            "(other, cumsum), which the compiler's backward pass has no rule for"
+        ]
+    return [
+        "the loss's own (a custom gradient, verified like the value):",
+        f"d sum(upstream * loss) / d {y_pred} = {text(backward.derivative)}",
     ]
 
 

@@ -34,6 +34,7 @@ REQUIRED = {
     "_pair_dot",
     "_softmax_cross_entropy",
     "_sparse_softmax_cross_entropy",
+    "_into_channels",
 }
 """The helpers every backend defines: issue 16's list, TensorFlow's names."""
 
@@ -639,11 +640,21 @@ def test_torch_helpers_compile_whole_and_take_torch_func_transforms(name: str) -
 
 
 OWN_HELPERS = {
-    "jax_helpers": set(),
-    "torch_helpers": {"_over_spatial", "_SoftplusPair", "_Huber", "_SoftmaxCrossEntropy"},
+    "jax_helpers": {"_other_cotangents"},
+    "torch_helpers": {
+        "_over_spatial",
+        "_SoftplusPair",
+        "_Huber",
+        "_SoftmaxCrossEntropy",
+        "_save",
+        "_saved",
+        "_other_gradients",
+    },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, and
-torch.compile traces only a module-level autograd.Function."""
+torch.compile traces only a module-level autograd.Function (whose residuals `_save` and
+`_saved` keep); the own backward pass's gradients of the other arguments come from each
+framework's autodiff (`_other_cotangents`, `_other_gradients`)."""
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,10 @@ Target fusions:
 Gradient with respect to p (one element):
     -alpha * y * (1 - clip(p))^gamma * where(p >= eps and p <= 1 - eps, 1, 0) / clip(p) + alpha * gamma * y * (1 - clip(p))^gamma * log(clip(p)) * where(p >= eps and p <= 1 - eps, 1, 0) / (1 - clip(p))
 
+Backward pass:
+    the loss's own (a custom gradient, verified like the value):
+    d sum(upstream * loss) / d p = where(p >= eps and p <= 1 - eps, upstream * (-alpha * y * (1 - clip(p))^gamma / clip(p) + alpha * gamma * y * (1 - clip(p))^(-1 + gamma) * log(clip(p))), 0)
+
 LaTeX:
     loss: \operatorname{mean}_{s}\left(\sum_{c}\left(- \alpha y \left(1 - \operatorname{clip}\left(p\right)\right)^{\gamma} \log{\left(\operatorname{clip}\left(p\right) \right)}\right)\right)
     gradient: \frac{\alpha \gamma y \left(1 - \operatorname{clip}\left(p\right)\right)^{\gamma} \log{\left(\operatorname{clip}\left(p\right) \right)} \begin{cases} 1 & \text{if}\: p \geq \epsilon \wedge p \leq 1 - \epsilon \\ 0 & \text{otherwise} \end{cases}}{1 - \operatorname{clip}\left(p\right)} - \frac{\alpha y \left(1 - \operatorname{clip}\left(p\right)\right)^{\gamma} \begin{cases} 1 & \text{if}\: p \geq \epsilon \wedge p \leq 1 - \epsilon \\ 0 & \text{otherwise} \end{cases}}{\operatorname{clip}\left(p\right)}
@@ -82,6 +86,10 @@ Target fusions:
 
 Gradient with respect to z (one element):
     -y + sum(y) * softmax(z)
+
+Backward pass:
+    the loss's own (a custom gradient, verified like the value):
+    d sum(upstream * loss) / d z = upstream * (-y + softmax(z))
 
 LaTeX:
     loss: \operatorname{mean}_{s}\left(- \sum_{c}\left(y \operatorname{log\_softmax}\left(z\right)\right)\right)

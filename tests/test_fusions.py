@@ -221,7 +221,7 @@ def test_every_spelling_has_a_fixture_a_law_and_a_helper() -> None:
 
 def body_of(text: str, jit_compile: bool) -> FunctionBody:
     symbolic = lower(check_source(read_source(text.encode(), "<fusions>")))
-    return print_body(symbolic, jit_compile=jit_compile)
+    return print_body(symbolic, jit_compile=jit_compile, own_backward=False)
 
 
 CE = "input y: onehot\ninput z: logits\nloss ce = mean(-sum(y * log_softmax(z)))\n"

@@ -1,5 +1,9 @@
 """The TensorFlow printer: exact text for representative specs, and values against NumPy.
 
+The forward pass as a module differentiated by autodiff prints it (`own_backward=False`:
+JAX and PyTorch modules, and losses whose values move between samples); the loss's own
+backward pass has its tests in test_backward.py and the golden modules.
+
 The numeric tests run the printed statements (generated code, not spec text) inside a
 small function built here, with the inputs bound as the module writer's prelude binds
 them: float64 tensors, labels as int32 `[B, S..., 1]`, scalar params as Python floats.
@@ -40,7 +44,7 @@ EPS = 1e-7
 
 def compiled(text: str) -> tuple[SymbolicLoss, FunctionBody]:
     symbolic = lower(check_source(SourceFile.from_text(text)))
-    return symbolic, print_body(symbolic)
+    return symbolic, print_body(symbolic, own_backward=False)
 
 
 def run(text: str, y_true: np.ndarray, y_pred: np.ndarray, **params: object) -> tuple:
@@ -139,7 +143,8 @@ def test_categorical_crossentropy_of_onehot_labels_is_the_fused_op() -> None:
 
 def test_xla_modules_compute_crossentropy_and_class_ids_with_helpers() -> None:
     def xla_body(text: str) -> FunctionBody:
-        return print_body(lower(check_source(SourceFile.from_text(text))), jit_compile=True)
+        symbolic = lower(check_source(SourceFile.from_text(text)))
+        return print_body(symbolic, jit_compile=True, own_backward=False)
 
     logits = xla_body("input y: onehot\ninput z: logits\nloss = mean(-sum(y * log(softmax(z))))")
     assert logits.result == "tf.squeeze(_softmax_cross_entropy(y, z), axis=-1)"
@@ -163,7 +168,7 @@ def test_xla_modules_take_log1p_of_arrays_with_a_helper() -> None:
         "loss = mean(-(y * log(clip(p)) + (1 - y) * log(1 - clip(p))) + log1p(s))"
     )
     symbolic = lower(check_source(SourceFile.from_text(text)))
-    xla = print_body(symbolic, jit_compile=True)
+    xla = print_body(symbolic, jit_compile=True, own_backward=False)
     xla_code = "\n".join([*xla.statements, xla.result])
     assert (
         "_log1p(-t0)" in xla_code
@@ -171,7 +176,7 @@ def test_xla_modules_take_log1p_of_arrays_with_a_helper() -> None:
         in xla_code
     )
     assert {"_log1p", "_cpu_only"} <= set(xla.helpers)
-    plain = print_body(symbolic)
+    plain = print_body(symbolic, own_backward=False)
     plain_code = "\n".join([*plain.statements, plain.result])
     assert "tf.math.log1p(-t0)" in plain_code and "_log1p" not in plain.helpers
     pair = print_body(
@@ -184,6 +189,7 @@ def test_xla_modules_take_log1p_of_arrays_with_a_helper() -> None:
             )
         ),
         jit_compile=True,
+        own_backward=False,
     )
     assert (
         pair.helpers[:2] == ("_softplus_pair_same_shape", "_log1p") and "_cpu_only" in pair.helpers
@@ -230,9 +236,9 @@ def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
             )
         )
     )
-    plain = print_body(symbolic)
+    plain = print_body(symbolic, own_backward=False)
     assert plain.helpers == ("_clipped_log",)
-    xla = print_body(symbolic, jit_compile=True)
+    xla = print_body(symbolic, jit_compile=True, own_backward=False)
     assert xla.helpers == (
         "_clipped_log",
         "_sum_over_classes",

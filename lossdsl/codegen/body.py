@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sympy
+
 from lossdsl.symbolic.loss import AppliedRewrite
+
+
+@dataclass(frozen=True)
+class BackwardPass:
+    """A loss's own backward pass (`symbolic.backward`), as the statements of a custom
+    gradient: `forward` computes the result (which is `FunctionBody.result`), `statements`
+    run in the backward function, whose argument `upstream` they first bring to keepdims
+    form, and `gradient` is the gradient with respect to y_pred, `derivative` before
+    printing."""
+
+    forward: tuple[str, ...]
+    statements: tuple[str, ...]
+    gradient: str
+    derivative: sympy.Basic = sympy.S.Zero  # the gradient as SymPy, fused, for `explain`
 
 
 @dataclass(frozen=True)
@@ -20,6 +36,8 @@ class FunctionBody:
     `helpers` names the module-level functions of `codegen.helpers` the statements call.
     `fusions` are the target fusions that fired (`codegen.fusions.FUSIONS`), `spellings`
     the names of the XLA spellings the statements use (`codegen.fusions.XLA_SPELLINGS`).
+    With a `backward` pass, `statements` are what precedes the custom gradient (the locals
+    and what the mask needs) and `result` is computed inside it.
     """
 
     statements: tuple[str, ...]
@@ -28,6 +46,7 @@ class FunctionBody:
     helpers: tuple[str, ...] = ()
     fusions: tuple[AppliedRewrite, ...] = ()
     spellings: tuple[str, ...] = ()
+    backward: BackwardPass | None = None
 
     @property
     def target_rules(self) -> tuple[str, ...]:

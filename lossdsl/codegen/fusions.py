@@ -361,6 +361,13 @@ together), guards against 0 * inf in untaken branches, and factors moved out of 
 
 FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS}
 
+OWN_BACKWARD_FUSIONS: tuple[Fusion, ...] = tuple(
+    fusion for fusion in FUSIONS if fusion.name != untaken_branches_guarded.__name__
+)
+"""The fusions of a module with its own backward pass (`symbolic.backward`), applied to
+the result and to its gradient: no autodiff runs through their selects, so the guards,
+which only protect autodiff, are left out."""
+
 
 def _rebuilt(node: sympy.Basic, args: tuple[sympy.Basic, ...]) -> sympy.Basic:
     """`node` with new arguments; a comparison is kept as written (a mask's `loss > 0`,
@@ -371,10 +378,10 @@ def _rebuilt(node: sympy.Basic, args: tuple[sympy.Basic, ...]) -> sympy.Basic:
 
 
 def fuse(
-    expr: sympy.Basic, context: FusionContext
+    expr: sympy.Basic, context: FusionContext, fusions: tuple[Fusion, ...] = FUSIONS
 ) -> tuple[sympy.Basic, tuple[AppliedRewrite, ...]]:
-    """`expr` with every sub-expression a fusion matches replaced, innermost first, and
-    the fusions that fired, each once per node it replaced."""
+    """`expr` with every sub-expression one of `fusions` matches replaced, innermost
+    first, and the fusions that fired, each once per node it replaced."""
     done: dict[sympy.Basic, sympy.Basic] = {}
     applied: list[AppliedRewrite] = []
 
@@ -382,7 +389,7 @@ def fuse(
         if node not in done:
             args = tuple(visit(arg) for arg in node.args)
             current = node if args == node.args else _rebuilt(node, args)
-            for fusion in FUSIONS:
+            for fusion in fusions:
                 if (fused := fusion.apply(current, context)) is not None:
                     applied.append(AppliedRewrite(fusion.name, current, fused))
                     current = fused

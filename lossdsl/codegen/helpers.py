@@ -61,6 +61,31 @@ PAIRED = "_paired"
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 
+SOFTMAX_CROSS_ENTROPY_PAIR = "_softmax_cross_entropy_pair"
+"""Categorical cross-entropy on logits and its gradient from TensorFlow's one kernel."""
+
+SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR = "_sparse_softmax_cross_entropy_pair"
+"""Sparse categorical cross-entropy on logits and its gradient from TensorFlow's kernel."""
+
+SAVE = "_save"
+"""A PyTorch loss's inputs and temporaries kept for its own backward pass."""
+
+SAVED = "_saved"
+"""What `_save` kept."""
+
+OTHER_GRADIENTS = "_other_gradients"
+"""A PyTorch loss's gradients with respect to its inputs after y_pred, where asked for."""
+
+OTHER_COTANGENTS = "_other_cotangents"
+"""A JAX loss's cotangents of its arguments after y_pred, by jax.vjp of its forward pass."""
+
+HELD = "_held"
+"""A param as a constant of the loss's own backward pass (a tensor's gradient is None)."""
+
+INTO_CHANNELS = "_into_channels"
+"""Values put at some channels of a last axis, zeros at the others (a channel
+selection's backward pass)."""
+
 OVER_SPATIAL = "_over_spatial"
 """A reduction over the spatial axes, none when there are none (PyTorch, where a
 reduction over no axes reduces them all)."""

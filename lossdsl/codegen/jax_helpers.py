@@ -183,3 +183,35 @@ def _pair_dot(a, b, partner):
     shape = [a.shape[0]] + [1] * (rank - 1)
     shape[partner] = b.shape[0]
     return products.reshape(shape).astype(a.dtype)
+
+
+def _into_channels(values, size, start, stop):
+    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
+    others: what selecting those channels passes back. Bounds below 0 count from the
+    end, a stop of None is the end."""
+    start = start if start >= 0 else size + start
+    stop = size if stop is None else stop if stop >= 0 else size + stop
+    paddings = [(0, 0)] * (values.ndim - 1) + [(start, size - stop)]
+    return jnp.pad(values, paddings)
+
+
+def _other_cotangents(forward, upstream, y_pred, *others):
+    """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
+    jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
+    drops them where nothing uses them. Integer arrays (labels) get None. The loss's own
+    backward pass covers y_pred."""
+
+    def is_float(value):
+        return jnp.issubdtype(jnp.result_type(value), jnp.inexact)
+
+    floating = [i for i, value in enumerate(others) if is_float(value)]
+
+    def value(*chosen):
+        values = list(others)
+        for i, entry in zip(floating, chosen, strict=True):
+            values[i] = entry
+        return forward(y_pred, *values)[0]
+
+    _, pullback = jax.vjp(value, *(others[i] for i in floating))
+    found = dict(zip(floating, pullback(upstream), strict=True))
+    return tuple(found.get(i) for i in range(len(others)))

@@ -16,18 +16,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace as replace_field
 
-from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.body import BackwardPass, FunctionBody
 from lossdsl.codegen.text import INDENT, LINE_LENGTH
 
-OUTPUT_WIDTH = LINE_LENGTH - 16
-"""The most columns `result` and `mask` take: the writer puts each on one line, after at
-most 16 columns of its own (`    return `, `    losses = `, `    valid = `)."""
+OUTER, FORWARD, BACKWARD = 0, 1, 2
+"""The regions of a function with a backward pass: its own body (the locals and what the
+mask needs), the custom gradient's forward function, and the backward function inside
+that; each is indented one level more than the one before."""
+
+OUTPUT_RESERVED: dict[str, int] = {
+    "result": 16,  # `    return `, `    losses = `
+    "mask": 16,  # `    valid = `
+    "forward_result": 2 * len(INDENT) + len("return ") + len(", residuals"),
+    "gradient": 2 * len(INDENT) + len("return ") + len(", *others"),
+}
+"""The columns the writer's own text takes on the line of each output (at most, over the
+targets: `return result, backward` in TensorFlow's forward function, `return result,
+residuals` in JAX's, `return gradient, *others` at depth 2 in JAX's and PyTorch's
+backward functions, more than TensorFlow's `return gradient` at depth 3)."""
 
 TEMPORARY_NAME = re.compile(r"t\d+")
 """The printer's temporaries (`codegen.names` keeps spec names out of this pattern)."""
 
 
-def lay_out(definitions: list[tuple[str, str]], result: str, mask: str | None) -> FunctionBody:
+def lay_out(
+    definitions: list[tuple[str, str]],
+    result: str,
+    mask: str | None,
+    *,
+    regions: list[int] | None = None,
+    gradient: str | None = None,
+    depths: tuple[int, int, int] = (1, 2, 3),
+) -> FunctionBody:
     """The printed assignments, result and mask, formatted as black and ruff format them.
 
     Every line fits in `LINE_LENGTH` columns at the function body's indentation. A
@@ -35,19 +55,35 @@ def lay_out(definitions: list[tuple[str, str]], result: str, mask: str | None) -
     arguments on one line if they fit, else one per line with a trailing comma, calls
     among them split the same way); any other part that does not fit (a long sum or
     product, an argument that is no call) gets its largest operand hoisted into a new
-    temporary just before the statement. `result` and `mask` stay on one line of at most
-    `OUTPUT_WIDTH` columns, their largest calls hoisted. A hoisted temporary used once
-    is put back where the line it is used in fits with it. Temporaries are numbered in
-    the order they are defined. The text is generated code, never spec text.
+    temporary just before the statement. `result` and `mask` stay on one line with the
+    writer's text around them (`OUTPUT_RESERVED`), their largest calls hoisted. A hoisted
+    temporary used once is put back where the line it is used in fits with it.
+    Temporaries are numbered in the order they are defined. The text is generated code,
+    never spec text.
+
+    With a `gradient`, the body has a backward pass: `regions` gives each definition's
+    region (`OUTER`, `FORWARD`, `BACKWARD`; definitions of a region use only those of
+    its own and earlier ones), the result is the forward function's, the gradient the
+    backward function's, and the mask the outer body's. Each region is laid out at its
+    indentation (`depths`, levels), in order, and the body's `backward` holds the inner
+    two.
     """
-    outputs = [result] if mask is None else [result, mask]
-    layout = _BodyLayout(
-        [_Assignment(target, _parse(value)) for target, value in definitions],
-        [_parse(output) for output in outputs],
-    )
+    region_of = regions or [OUTER] * len(definitions)
+    if gradient is None:
+        outputs = [_Output(result, OUTER, "result")]
+    else:
+        outputs = [_Output(result, FORWARD, "forward_result")]
+        outputs.append(_Output(gradient, BACKWARD, "gradient"))
+    if mask is not None:
+        outputs.append(_Output(mask, OUTER, "mask"))
+    assignments = [
+        _Assignment(target, _parse(value), region=region, depth=depths[region])
+        for (target, value), region in zip(definitions, region_of, strict=True)
+    ]
+    layout = _BodyLayout(sorted(assignments, key=lambda a: a.region), outputs, depths)
     layout.hoist_until_fitting()
     layout.inline_single_uses()
-    return layout.formatted()
+    return layout.formatted(backward=gradient is not None)
 
 
 def _parse(expression: str) -> ast.expr:
@@ -56,11 +92,29 @@ def _parse(expression: str) -> ast.expr:
 
 @dataclass(frozen=True)
 class _Assignment:
-    """`target = value`; `hoisted` when the layout made it up to shorten a line."""
+    """`target = value` in a region; `hoisted` when the layout made it up to shorten a line."""
 
     target: str
     value: ast.expr
     hoisted: bool = False
+    region: int = OUTER
+    depth: int = 1  # the indentation levels of its region
+
+
+@dataclass
+class _Output:
+    """An expression the writer puts on a line of its own: the result, mask or gradient."""
+
+    text: str
+    region: int
+    kind: str
+
+    def __post_init__(self) -> None:
+        self.tree = _parse(self.text)
+
+    @property
+    def width(self) -> int:
+        return LINE_LENGTH - OUTPUT_RESERVED[self.kind]
 
 
 class _Hoist(Exception):
@@ -83,27 +137,41 @@ class _BodyLayout:
     in place.
     """
 
-    def __init__(self, assignments: list[_Assignment], outputs: list[ast.expr]) -> None:
+    def __init__(
+        self, assignments: list[_Assignment], outputs: list[_Output], depths: tuple[int, ...]
+    ) -> None:
+        self.depths = depths
         self.assignments = assignments
         self.outputs = outputs
         self.readers: dict[str, list[ast.Name]] = {}
 
-    def formatted(self) -> FunctionBody:
-        statements = []
+    def formatted(self, backward: bool) -> FunctionBody:
+        statements: dict[int, list[str]] = {OUTER: [], FORWARD: [], BACKWARD: []}
         for assignment in self.assignments:
-            statement = "\n".join(statement_lines(assignment.target, assignment.value))
+            lines = statement_lines(assignment.target, assignment.value, assignment.depth)
+            statement = "\n".join(lines)
             _check_round_trip(statement, assignment.value)
-            statements.append(statement)
-        result, *mask = (_flat(output) for output in self.outputs)
-        return FunctionBody(tuple(statements), result, mask[0] if mask else None)
+            statements[assignment.region].append(statement)
+        texts = {output.kind: _flat(output.tree) for output in self.outputs}
+        if not backward:
+            return FunctionBody(tuple(statements[OUTER]), texts["result"], texts.get("mask"))
+        return FunctionBody(
+            tuple(statements[OUTER]),
+            texts["forward_result"],
+            texts.get("mask"),
+            backward=BackwardPass(
+                tuple(statements[FORWARD]), tuple(statements[BACKWARD]), texts["gradient"]
+            ),
+        )
 
     def hoist_until_fitting(self) -> None:
-        """Hoist parts of the statements too long for their lines, the first ones first."""
+        """Hoist parts of the statements too long for their lines, the first ones first;
+        the parts of a region's outputs once its statements are laid out."""
         provisional = {
             a.target: f"${i}"
             for i, a in enumerate(a for a in self.assignments if TEMPORARY_NAME.fullmatch(a.target))
         }
-        for tree in [*(a.value for a in self.assignments), *self.outputs]:
+        for tree in [*(a.value for a in self.assignments), *(o.tree for o in self.outputs)]:
             for node in ast.walk(tree):
                 if isinstance(node, ast.Name) and node.id in provisional:
                     node.id = provisional[node.id]
@@ -113,40 +181,44 @@ class _BodyLayout:
         ]
         numbered = 0
         index = 0
-        while True:
-            if index == len(self.assignments):
-                parts = (_output_part(output) for output in self.outputs)
-                if (part := next((p for p in parts if p is not None), None)) is None:
-                    return
-                self.hoist(index, part)
-            assignment = self.assignments[index]
-            target = assignment.target
-            if target.startswith("$"):
-                target = f"t{numbered}"
-            try:
-                statement_lines(target, assignment.value)
-            except _Hoist as hoist:
-                self.hoist(index, hoist.node)
-                continue
-            if target != assignment.target:
-                numbered += 1
-                for reader in self.readers.pop(assignment.target, []):
-                    reader.id = target
-                self.assignments[index] = replace_field(assignment, target=target)
-            index += 1
+        for region in (OUTER, FORWARD, BACKWARD):
+            while True:
+                if index == len(self.assignments) or self.assignments[index].region != region:
+                    parts = (_output_part(o) for o in self.outputs if o.region == region)
+                    if (part := next((p for p in parts if p is not None), None)) is None:
+                        break
+                    self.hoist(index, part, region)
+                assignment = self.assignments[index]
+                target = assignment.target
+                if target.startswith("$"):
+                    target = f"t{numbered}"
+                try:
+                    statement_lines(target, assignment.value, assignment.depth)
+                except _Hoist as hoist:
+                    self.hoist(index, hoist.node, region)
+                    continue
+                if target != assignment.target:
+                    numbered += 1
+                    for reader in self.readers.pop(assignment.target, []):
+                        reader.id = target
+                    self.assignments[index] = replace_field(assignment, target=target)
+                index += 1
 
-    def hoist(self, index: int, node: ast.expr) -> None:
-        """Compute `node` in a new temporary just before assignment `index` (or the outputs)."""
+    def hoist(self, index: int, node: ast.expr, region: int) -> None:
+        """Compute `node` in a new temporary just before assignment `index` (or, at the end
+        of `region`, its outputs)."""
         name = f"${len(self.assignments)}"  # provisional names so far are all below this
         reader = ast.Name(name, ast.Load())
         self.readers[name] = [reader]
         replace = _Replace(node, reader)
-        if index < len(self.assignments):
+        if index < len(self.assignments) and self.assignments[index].region == region:
             user = self.assignments[index]
             self.assignments[index] = replace_field(user, value=replace.expression(user.value))
         else:
-            self.outputs = [replace.expression(output) for output in self.outputs]
-        self.assignments.insert(index, _Assignment(name, node, hoisted=True))
+            for output in self.outputs:
+                output.tree = replace.expression(output.tree)
+        hoisted = _Assignment(name, node, hoisted=True, region=region, depth=self.depths[region])
+        self.assignments.insert(index, hoisted)
 
     def inline_single_uses(self) -> None:
         """Put each hoisted temporary used once back where it is used, if that still fits.
@@ -156,9 +228,11 @@ class _BodyLayout:
         fitting when the temporaries left are numbered again at the end.
         """
         trees: dict[str | None, ast.expr] = {a.target: a.value for a in self.assignments}
+        depths = {a.target: a.depth for a in self.assignments}
         uses: Counter[str] = Counter()
         user: dict[str, str | None] = {}  # the statement reading a name (None: the outputs)
-        for reader, tree in [*trees.items(), *((None, output) for output in self.outputs)]:
+        readers = [*trees.items(), *((None, output.tree) for output in self.outputs)]
+        for reader, tree in readers:
             for name in _names(tree):
                 uses[name] += 1
                 user[name] = reader
@@ -168,7 +242,7 @@ class _BodyLayout:
             if (
                 assignment.hoisted
                 and uses[target] == 1
-                and self.inlined(target, user[target], trees)
+                and self.inlined(target, user[target], trees, depths)
             ):
                 for name in _names(trees[target]):
                     user[name] = user[target]
@@ -178,12 +252,24 @@ class _BodyLayout:
         numbers = {name: f"t{number}" for number, name in enumerate(temporaries)}
         renumber = _Rename(lambda name: numbers.get(name, name))
         self.assignments = [
-            _Assignment(numbers.get(a.target, a.target), renumber.expression(trees[a.target]))
+            replace_field(
+                a,
+                target=numbers.get(a.target, a.target),
+                value=renumber.expression(trees[a.target]),
+                hoisted=False,
+            )
             for a in kept
         ]
-        self.outputs = [renumber.expression(output) for output in self.outputs]
+        for output in self.outputs:
+            output.tree = renumber.expression(output.tree)
 
-    def inlined(self, target: str, reader: str | None, trees: dict[str | None, ast.expr]) -> bool:
+    def inlined(
+        self,
+        target: str,
+        reader: str | None,
+        trees: dict[str | None, ast.expr],
+        depths: dict[str, int],
+    ) -> bool:
         """Whether `target` could be and was put back into its one use (in `trees`)."""
         value = trees[target]
         put_back = _Substitute(target, value)  # in place; `taken_out` undoes it
@@ -191,14 +277,16 @@ class _BodyLayout:
         if reader is not None:
             trees[reader] = put_back.expression(trees[reader])
             try:
-                statement_lines(reader, trees[reader])
+                statement_lines(reader, trees[reader], depths[reader])
             except _Hoist:
                 trees[reader] = taken_out.expression(trees[reader])
                 return False
             return True
-        self.outputs = [put_back.expression(output) for output in self.outputs]
+        for output in self.outputs:
+            output.tree = put_back.expression(output.tree)
         if any(_output_part(output) is not None for output in self.outputs):
-            self.outputs = [taken_out.expression(output) for output in self.outputs]
+            for output in self.outputs:
+                output.tree = taken_out.expression(output.tree)
             return False
         return True
 
@@ -253,12 +341,12 @@ class _Substitute(_Transformer):
         return self.value if node.id == self.name else node
 
 
-def statement_lines(target: str, value: ast.expr) -> list[str]:
-    """`target = value` as black lays it out in a function body (raises `_Hoist`)."""
+def statement_lines(target: str, value: ast.expr, depth: int = 1) -> list[str]:
+    """`target = value` as black lays it out `depth` levels into a module (raises `_Hoist`)."""
     prefix = f"{target} = "
     if isinstance(value, ast.Call):
-        return _call_lines(prefix, value, "", depth=1)
-    return [_fitting(prefix + _flat(value), value, depth=1)]
+        return _call_lines(prefix, value, "", depth=depth)
+    return [_fitting(prefix + _flat(value), value, depth=depth)]
 
 
 def _fits(line: str, depth: int) -> bool:
@@ -320,17 +408,18 @@ def _largest_operand(node: ast.expr) -> ast.expr | None:
     return None if chain is node else chain
 
 
-def _output_part(output: ast.expr) -> ast.expr | None:
-    """What to hoist from a result or mask too long for its line.
+def _output_part(output: _Output) -> ast.expr | None:
+    """What to hoist from a result, mask or gradient too long for its line.
 
     The shortest inner call whose temporary makes the line fit, else the longest one.
     """
-    excess = len(_flat(output)) - OUTPUT_WIDTH
+    excess = len(_flat(output.tree)) - output.width
     if excess <= 0:
         return None
-    calls = [node for node in ast.walk(output) if isinstance(node, ast.Call) and node is not output]
+    tree = output.tree
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and node is not tree]
     if not calls:
-        return _largest_operand(output)
+        return _largest_operand(tree)
     lengths = {id(call): len(_flat(call)) for call in calls}
     enough = [call for call in calls if lengths[id(call)] - len("t00") >= excess]
     if enough:

@@ -38,6 +38,17 @@ GENERATED_NAMES: frozenset[str] = HELPER_NAMES | frozenset(
         "sum_dtype",
         "losses",
         "renamed",
+        # the custom gradient of a loss's own backward pass
+        "forward",
+        "backward",
+        "upstream",
+        "forward_and_residuals",
+        "residuals",
+        "saved",
+        "others",
+        "ctx",
+        "inputs",
+        "output",
         # Keras's own arguments and the public attributes of `keras.losses.Loss`
         "call",
         "dtype",

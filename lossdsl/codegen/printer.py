@@ -62,20 +62,35 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.builtins import RoleRule, row_of
 from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.fusions import FusionContext, clips_outside_logs, fuse, xla_spelling
+from lossdsl.codegen.fusions import (
+    FUSIONS,
+    OWN_BACKWARD_FUSIONS,
+    FusionContext,
+    clips_outside_logs,
+    fuse,
+    xla_spelling,
+)
 from lossdsl.codegen.helpers import (
     CLIP,
     CLIPPED_LOG,
+    HELD,
     HELPER_NAMES,
     HUBER,
+    INTO_CHANNELS,
     OTHER,
+    OTHER_COTANGENTS,
+    OTHER_GRADIENTS,
     OVER_SPATIAL,
     PAIR_DOT,
+    SAVE,
+    SAVED,
+    SOFTMAX_CROSS_ENTROPY_PAIR,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
+    SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR,
     target_helpers,
 )
-from lossdsl.codegen.layout import lay_out
+from lossdsl.codegen.layout import BACKWARD, FORWARD, OUTER, lay_out
 from lossdsl.codegen.names import python_names
 from lossdsl.codegen.numbers import (
     divides_by_a_value,
@@ -84,8 +99,9 @@ from lossdsl.codegen.numbers import (
     number_text,
     representable_factors,
 )
-from lossdsl.codegen.targets import DEFAULT_TARGET, TENSORFLOW, Target, target_named
+from lossdsl.codegen.targets import DEFAULT_TARGET, TENSORFLOW, TORCH, Target, target_named
 from lossdsl.symbolic import functions as fn
+from lossdsl.symbolic.backward import UPSTREAM, backward
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
     ALL_ROLES,
@@ -133,6 +149,9 @@ NUM_CLASSES_LOCAL = "num_classes"
 SPATIAL_AXES_LOCAL = "spatial_axes"
 SUM_DTYPE_LOCAL = "sum_dtype"
 SAMPLE_INDEX_LOCAL = "sample_index"
+UPSTREAM_LOCAL = "upstream"
+NON_ARRAY_LOCALS = frozenset({SPATIAL_AXES_LOCAL, SUM_DTYPE_LOCAL})
+"""The locals that hold no array (axes, a dtype): a JAX custom VJP may close over them."""
 
 # Arguments printed more than once, so they must be names (hoisted into temporaries).
 _REPEATED_ARGUMENTS: dict[type, int] = {
@@ -144,7 +163,11 @@ _REPEATED_ARGUMENTS: dict[type, int] = {
 
 
 def print_body(
-    symbolic: SymbolicLoss, *, jit_compile: bool = False, target: str = DEFAULT_TARGET
+    symbolic: SymbolicLoss,
+    *,
+    jit_compile: bool = False,
+    target: str = DEFAULT_TARGET,
+    own_backward: bool = True,
 ) -> FunctionBody:
     """The statements computing `symbolic.result` (and its mask) on backend `target`.
 
@@ -153,6 +176,11 @@ def print_body(
     are printed as calls of the module's helpers, which XLA on the CPU computes faster;
     they are TensorFlow's, so other targets ignore `jit_compile`. The body records every
     fusion and spelling that fired.
+
+    With `own_backward`, on a target that writes custom gradients, the result's gradient
+    with respect to y_pred is the loss's own (`symbolic.backward`), fused by the same
+    rules and sharing the forward pass's temporaries (`FunctionBody.backward`); where a
+    node has no rule the framework's autodiff stays.
     """
     backend = target_named(target)
     jit_compile = jit_compile and backend is TENSORFLOW
@@ -166,19 +194,40 @@ def print_body(
     unfused = [symbolic.result] + ([symbolic.mask] if symbolic.mask is not None else [])
     context = FusionContext(
         rows_summing_to_one=onehot,
-        roles=symbolic.roles,
+        roles={**symbolic.roles, UPSTREAM: checked.result.roles},
         y_pred=y_pred,
         clips_outside_logs=clips_outside_logs(unfused),
         labels=labels,
     )
-    fused, fusions = fuse(symbolic.result, context)
+    gradient = None
+    if own_backward and backend.custom_gradient:
+        fused, fusions = fuse(symbolic.result, context, OWN_BACKWARD_FUSIONS)
+        gradient = backward(fused, y_pred, context.roles, onehot)
+    if gradient is None or gradient == 0:  # the framework's autodiff
+        gradient = None
+        fused, fusions = fuse(symbolic.result, context)
+    fusion_rules = FUSIONS if gradient is None else OWN_BACKWARD_FUSIONS
     outputs = [fused]
     if symbolic.mask is not None:  # fused alike, so that it shares the result's temporaries
-        fused_mask, mask_fusions = fuse(symbolic.mask, context)
+        fused_mask, mask_fusions = fuse(symbolic.mask, context, fusion_rules)
         outputs.append(fused_mask)
         fusions += tuple(step for step in mask_fusions if step not in fusions)
-    shared = shared_subexpressions(outputs)
+    derivative = gradient
+    if gradient is not None:
+        gradient, gradient_fusions = fuse(gradient, context, OWN_BACKWARD_FUSIONS)
+        fusions += tuple(step for step in gradient_fusions if step not in fusions)
+        derivative = gradient
+        if backend is TENSORFLOW and not jit_compile:  # XLA spells `_softmax_cross_entropy`
+            kernels = kernel_pairs(gradient)
+            outputs = [output.xreplace(kernels) for output in outputs]
+            gradient = gradient.xreplace(kernels)
+        else:  # computed from the softmax, which the forward pass may share
+            backprops = gradient.atoms(fn.CrossEntropyBackprop)
+            gradient = gradient.xreplace({node: node.definition() for node in backprops})
+        gradient = small_factors_first(gradient, context)
+    shared = shared_subexpressions(outputs + ([gradient] if gradient is not None else []))
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
+    names[UPSTREAM] = UPSTREAM_LOCAL
     printer = TensorFlowPrinter(
         names,
         context,
@@ -188,25 +237,115 @@ def print_body(
         layout_roles(checked.paired, checked.partners),
         backend,
     )
+    region_of = regions(shared, outputs[0], outputs[1:], gradient is not None)
     definitions = []
+    regions_defined = []
+    if gradient is not None and checked.result.roles:
+        definitions.append(printer.upstream_in_keepdims_form(checked.result.roles))
+        regions_defined.append(BACKWARD)
     for expr in shared:
         value = printer.definition(expr)
-        definitions += [*printer.take_groups(), (temporaries[expr], value)]
+        groups = printer.take_groups()
+        definitions += [*groups, (temporaries[expr], value)]
+        regions_defined += [region_of[expr]] * (len(groups) + 1)
     result_roles = checked.result.roles
-    result = printer.keras_shaped(fused, result_roles)
+    result = printer.keras_shaped(outputs[0], result_roles)
+    result_groups = printer.take_groups()
     mask = printer.keras_shaped(outputs[1], result_roles) if symbolic.mask is not None else None
-    definitions += printer.take_groups()
-    body = lay_out(printer.locals_used() + definitions, result, mask)
+    mask_groups = printer.take_groups()
+    gradient_text = printer.gradient(gradient) if gradient is not None else None
+    gradient_groups = printer.take_groups()
+    definitions += result_groups + mask_groups + gradient_groups
+    regions_defined += [FORWARD if gradient is not None else OUTER] * len(result_groups)
+    regions_defined += [OUTER] * len(mask_groups) + [BACKWARD] * len(gradient_groups)
+    local_definitions = printer.locals_used()
+    body = lay_out(
+        local_definitions + definitions,
+        result,
+        mask,
+        regions=[OUTER] * len(local_definitions) + regions_defined,
+        gradient=gradient_text,
+        depths=backend.backward_depths,
+    )
+    if gradient is not None and checked.params and backend is TENSORFLOW:
+        printer.helpers_used.add(HELD)
+    if gradient is not None and backend is not TENSORFLOW:
+        printer.helpers_used.update(
+            {SAVE, SAVED, OTHER_GRADIENTS} if backend is TORCH else {OTHER_COTANGENTS}
+        )
     helpers = target_helpers(backend.name)
     used = printer.helpers_used.union(
         *(helpers.dependencies(helper, jit_compile) for helper in printer.helpers_used)
     )
+    if body.backward is not None:
+        body = replace_field(body, backward=replace_field(body.backward, derivative=derivative))
     return replace_field(
         body,
         helpers=tuple(helper for helper in helpers.sources if helper in used),
         fusions=fusions,
         spellings=tuple(dict.fromkeys(printer.spellings_used)),
     )
+
+
+def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
+    """Every product of whole-shaped factors and several smaller ones (numbers, params,
+    per-sample values such as the upstream gradient) with the smaller ones multiplied
+    first (`Parenthesized`): one pass over the whole shape per whole-shaped factor,
+    however many small ones there are."""
+    memo: dict[sympy.Basic, Roles] = {}
+
+    def group(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        if not isinstance(rebuilt, sympy.Mul):
+            return rebuilt
+        roles = fn.roles_of(rebuilt, context.roles, memo)
+        small = [f for f in rebuilt.args if fn.roles_of(f, context.roles, memo) != roles]
+        if len(small) < 2 or len(small) == len(rebuilt.args) or all(f.is_number for f in small):
+            return rebuilt
+        whole = [f for f in rebuilt.args if f not in small]
+        return sympy.Mul(fn.Parenthesized(sympy.Mul(*small)), *whole)
+
+    return fn.fold(expr, group)
+
+
+def kernel_pairs(gradient: sympy.Basic) -> dict[sympy.Basic, sympy.Basic]:
+    """Each fused cross-entropy whose gradient the backward pass takes from TensorFlow's
+    kernel, and that gradient, as the items of one `CrossEntropyPair`: the kernel computes
+    both, so the backward pass computes no softmax of its own."""
+    replacements: dict[sympy.Basic, sympy.Basic] = {}
+    for backprop in gradient.atoms(fn.CrossEntropyBackprop):
+        pair = fn.CrossEntropyPair(backprop.args[0])
+        replacements[backprop.args[0]] = fn.PairItem(pair, 0)
+        replacements[backprop] = fn.PairItem(pair, 1)
+    return replacements
+
+
+def regions(
+    shared: list[sympy.Basic], result: sympy.Basic, masks: list[sympy.Basic], backward: bool
+) -> dict[sympy.Basic, int]:
+    """Where each shared sub-expression is computed (`codegen.layout`'s regions): before
+    the custom gradient what the mask needs, in its forward function what the result
+    needs, the rest in the backward function; all before the result without a backward
+    pass."""
+    if not backward:
+        return dict.fromkeys(shared, OUTER)
+    outer, forward = _reachable(masks), _reachable([result])
+    return {
+        expr: OUTER if expr in outer else FORWARD if expr in forward else BACKWARD
+        for expr in shared
+    }
+
+
+def _reachable(exprs: list[sympy.Basic]) -> set[sympy.Basic]:
+    """Every node of `exprs`, each visited once."""
+    seen: set[sympy.Basic] = set()
+    waiting = list(exprs)
+    while waiting:
+        node = waiting.pop()
+        if node not in seen:
+            seen.add(node)
+            waiting.extend(node.args)
+    return seen
 
 
 def layout_roles(paired: bool, partners: int) -> Roles:
@@ -236,6 +375,8 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
         position = _REPEATED_ARGUMENTS.get(type(node))
         for i, arg in enumerate(node.args):
             visit(arg, forced=i == position)
+        if (root := _root_of_reciprocal(node)) is not None:
+            visit(root)  # printed as its reciprocal: 1 / sqrt(x) shares sqrt(x)
         order.append(node)
 
     for output in outputs:
@@ -243,9 +384,18 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
     return [node for node in order if counts[node] > 1]
 
 
+def _root_of_reciprocal(node: sympy.Basic) -> sympy.Basic | None:
+    """x^(1/2) for x^(-1/2) (any root of a reciprocal, x^(-k/n) for x^(k/n)), which the
+    printer writes as a division by it."""
+    exponent = node.exp if isinstance(node, sympy.Pow) else None
+    if exponent is not None and exponent.is_Rational and not exponent.is_Integer and exponent < 0:
+        return sympy.Pow(node.base, -exponent)
+    return None
+
+
 def _inline(node: sympy.Basic) -> bool:
     """Whether `node` is printed where it is used, never as a temporary."""
-    if node.is_Atom or (isinstance(node, sympy.Expr) and node.is_number):
+    if node.is_Atom or (isinstance(node, sympy.Expr) and node.is_number) or _is_count(node):
         return True
     return (
         isinstance(node, sympy.Mul)
@@ -253,6 +403,11 @@ def _inline(node: sympy.Basic) -> bool:
         and node.args[0] == -1
         and (node.args[1].is_Atom)
     )
+
+
+def _is_count(node: sympy.Basic) -> bool:
+    """Whether `node` is the number of elements of some roles (`symbolic.backward.count`)."""
+    return isinstance(node, fn.ReduceSum) and node.args[0] == 1
 
 
 def _is_integer_valued(expr: sympy.Basic, integers: frozenset[sympy.Symbol]) -> bool:
@@ -386,7 +541,7 @@ class TensorFlowPrinter(PythonCodePrinter):
     def tensor(self, expr: sympy.Basic) -> str:
         """`expr` as an op's argument: a role-less value is cast to y_pred's dtype."""
         printed = self._print(expr)
-        if self.roles(expr) or expr is fn.NUM_CLASSES:
+        if self.roles(expr) or expr is fn.NUM_CLASSES or _is_count(expr):
             return printed
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
         if literal_value(expr) is not None:
@@ -471,6 +626,22 @@ class TensorFlowPrinter(PythonCodePrinter):
             f"a result must not keep the class role: {sorted(r.value for r in target)}"
         )
 
+    def upstream_in_keepdims_form(self, result_roles: Roles) -> tuple[str, str]:
+        """The backward function's first statement: the upstream gradient, in Keras's
+        shape of the result, brought to keepdims form (`keras_shaped` undone; a scalar
+        result's broadcasts as it is)."""
+        forms = {PER_ELEMENT: "expand", PER_SAMPLE: "unflatten"}
+        return UPSTREAM_LOCAL, self.form(forms[result_roles], UPSTREAM_LOCAL)
+
+    def gradient(self, expr: sympy.Basic) -> str:
+        """The gradient with respect to y_pred, in y_pred's shape."""
+        printed = self._print(expr)
+        if self.roles(expr) == self.axis_roles:
+            return printed
+        if expr not in self.temporaries and precedence(expr) <= PRECEDENCE["Add"]:
+            printed = f"({printed})"
+        return f"{printed} + {self.form('zeros_like', self.y_pred)}"
+
     # ------------------------------------------------------------ atoms
 
     def _print_Symbol(self, expr: sympy.Symbol) -> str:
@@ -518,6 +689,9 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
         base, exponent = expr.args
+        root = _root_of_reciprocal(expr)
+        if root is not None and root in self.temporaries:
+            return f"1.0 / {self.temporaries[root]}"
         # Without roles too: a power or reciprocal of Python floats (params) would raise
         # OverflowError or ZeroDivisionError where a tensor gives inf.
         forms = {
@@ -695,6 +869,45 @@ class TensorFlowPrinter(PythonCodePrinter):
         bounds = f"{start}:{'' if stop is sympy.oo else stop}"
         return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[..., {bounds}]"
 
+    def _print_Parenthesized(self, expr: fn.Parenthesized) -> str:
+        return f"({self._print(expr.args[0])})"
+
+    def _print_IntoChannels(self, expr: fn.IntoChannels) -> str:
+        """`_into_channels`: the values padded to `like`'s channels; values without the
+        class role first broadcast to a slice of several channels."""
+        values, like, start, stop = expr.args
+        printed = self._print(values)
+        single = (stop != sympy.oo and stop - start == 1) or (start == -1 and stop == sympy.oo)
+        if Role.CLASS not in self.roles(values) and not single:
+            zeros = self.form("zeros_like", self._print(fn.Channels(like, start, stop)))
+            printed = f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"
+        self.helpers_used.add(INTO_CHANNELS)
+        size = self.form("size", self._print(like), "-1")
+        end = "None" if stop == sympy.oo else str(stop)
+        return f"{INTO_CHANNELS}({printed}, {size}, {start}, {end})"
+
+    def _print_CrossEntropyPair(self, expr: fn.CrossEntropyPair) -> str:
+        node = expr.args[0]
+        if isinstance(node, fn.SoftmaxCrossEntropy):
+            self.helpers_used.add(SOFTMAX_CROSS_ENTROPY_PAIR)
+            y, z = (self._print(arg) for arg in node.args)
+            return f"{SOFTMAX_CROSS_ENTROPY_PAIR}({y}, {z})"
+        z, label_expr = node.args
+        label, size = self.index(label_expr), self.form("size", self.y_pred, "-1")
+        safe = self.form("clip_index", label, size)
+        self.helpers_used.add(SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR)
+        return f"{SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR}({safe}, {self._print(z)})"
+
+    def _print_PairItem(self, expr: fn.PairItem) -> str:
+        """An item of the kernel's pair; for a label outside [0, C), 0."""
+        pair, item = expr.args
+        printed = f"{self.parenthesize(pair, PRECEDENCE['Func'], True)}[{int(item)}]"
+        node = pair.args[0]
+        if isinstance(node, fn.SoftmaxCrossEntropy):
+            return printed
+        label, size = self.index(node.args[1]), self.form("size", self.y_pred, "-1")
+        return self.form("where", self._in_range(label, size), printed, "0.0")
+
     def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
         if (helper := self.spelled(expr)) is not None:
             y, z = (self._print(arg) for arg in expr.args)
@@ -735,6 +948,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"{helper}({self._print(a)}, {self._print(b)}, {self.tensor(x)})"
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
+        if _is_count(expr):
+            return self.count(expr.removed_roles)
         body = expr.args[0]
         body_roles = self.roles(body)
         present, missing = expr.removed_roles & body_roles, expr.removed_roles - body_roles

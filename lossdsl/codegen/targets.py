@@ -28,6 +28,8 @@ class Target:
     keepdims: str  # the keyword that keeps the reduced axes
     tensor_arguments: bool  # whether every argument of a call must be a tensor
     empty_axes_reduce_all: bool  # whether a reduction over no axes reduces them all
+    custom_gradient: bool  # whether its modules carry the loss's own backward pass
+    backward_depths: tuple[int, int, int]  # the indentation of its body, forward, backward
     forms: Mapping[str, str]
 
     def form(self, operation: str, *operands: str, y_pred: str) -> str:
@@ -50,6 +52,8 @@ TENSORFLOW = Target(
     keepdims="keepdims",
     tensor_arguments=False,
     empty_axes_reduce_all=False,
+    custom_gradient=True,
+    backward_depths=(1, 2, 3),
     forms=MappingProxyType(
         {
             "prepare_pred": "tf.convert_to_tensor({0}, dtype_hint=keras.backend.floatx())",
@@ -95,6 +99,7 @@ TENSORFLOW = Target(
             "squeeze": "tf.squeeze({0}, axis=-1)",
             "expand": "tf.expand_dims({0}, -1)",
             "flatten": "tf.reshape({0}, [-1])",
+            "unflatten": "tf.reshape({0}, [-1] + [1] * (len({y_pred}.shape) - 1))",
             "scalar_result": "tf.reshape(tf.cast({0}, {dtype}), [])",
             "softmax": "tf.nn.softmax({0}, axis=-1)",
             "log_softmax": "tf.nn.log_softmax({0}, axis=-1)",
@@ -130,6 +135,8 @@ JAX = Target(
     keepdims="keepdims",
     tensor_arguments=False,
     empty_axes_reduce_all=False,
+    custom_gradient=True,
+    backward_depths=(1, 2, 2),
     forms=MappingProxyType(
         {
             "prepare_pred": "jnp.asarray({0})",
@@ -174,6 +181,7 @@ JAX = Target(
             "squeeze": "jnp.squeeze({0}, axis=-1)",
             "expand": "jnp.expand_dims({0}, -1)",
             "flatten": "jnp.reshape({0}, (-1,))",
+            "unflatten": "jnp.reshape({0}, (-1,) + (1,) * ({y_pred}.ndim - 1))",
             "scalar_result": "jnp.reshape(jnp.asarray({0}, {dtype}), ())",
             "softmax": "jax.nn.softmax({0}, axis=-1)",
             "log_softmax": "jax.nn.log_softmax({0}, axis=-1)",
@@ -203,6 +211,8 @@ TORCH = Target(
     keepdims="keepdim",
     tensor_arguments=True,
     empty_axes_reduce_all=True,
+    custom_gradient=True,
+    backward_depths=(1, 2, 2),
     forms=MappingProxyType(
         {
             "prepare_pred": "torch.as_tensor({0})",
@@ -248,6 +258,7 @@ TORCH = Target(
             "squeeze": "torch.squeeze({0}, -1)",
             "expand": "torch.unsqueeze({0}, -1)",
             "flatten": "torch.reshape({0}, (-1,))",
+            "unflatten": "torch.reshape({0}, (-1,) + (1,) * ({y_pred}.ndim - 1))",
             "scalar_result": f"torch.reshape(torch.as_tensor({{0}}, {_TORCH_DTYPE}), ())",
             "softmax": "torch.softmax({0}, dim=-1)",
             "log_softmax": "torch.log_softmax({0}, dim=-1)",

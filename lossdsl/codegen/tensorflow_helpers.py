@@ -285,3 +285,53 @@ def _pair_dot(a, b, partner):
     shape = [tf.shape(a)[0]] + [1] * (rank - 1)
     shape[partner] = tf.shape(b)[0]
     return tf.cast(tf.reshape(products, shape), a.dtype)
+
+
+def _into_channels(values, size, start, stop):
+    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
+    others: what selecting those channels passes back. Bounds below 0 count from the
+    end, a stop of None is the end."""
+    start = start if start >= 0 else size + start
+    stop = size if stop is None else stop if stop >= 0 else size + stop
+    paddings = [[0, 0]] * (len(values.shape) - 1) + [[start, size - stop]]
+    return tf.pad(values, paddings)
+
+
+def _held(value):
+    """`value` as a constant of the loss's own backward pass, which differentiates
+    y_pred alone: a tensor's (or variable's) gradient is None, a number stays one."""
+    return tf.stop_gradient(value) if tf.is_tensor(value) else value
+
+
+def _softmax_cross_entropy_pair(labels, logits):
+    """tf.nn.softmax_cross_entropy_with_logits, axis kept, and its gradient with respect
+    to the logits, softmax(logits) - labels (rows of labels summing to 1), from the one
+    kernel that computes both; float16 in float32, as the tf.nn op computes it."""
+    shape = tf.shape(logits)
+    wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
+    loss, backprop = tf.raw_ops.SoftmaxCrossEntropyWithLogits(
+        features=tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide),
+        labels=tf.cast(tf.reshape(labels, [-1, shape[-1]]), wide),
+    )
+    kept = tf.concat([shape[:-1], [1]], 0)
+    return (
+        tf.cast(tf.reshape(loss, kept), logits.dtype),
+        tf.cast(tf.reshape(backprop, shape), logits.dtype),
+    )
+
+
+def _sparse_softmax_cross_entropy_pair(labels, logits):
+    """tf.nn.sparse_softmax_cross_entropy_with_logits of int32 labels in [0, C) shaped
+    [..., 1], axis kept, and its gradient with respect to the logits,
+    softmax(logits) - onehot(labels), from the one kernel that computes both."""
+    shape = tf.shape(logits)
+    wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
+    loss, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+        features=tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide),
+        labels=tf.reshape(labels, [-1]),
+    )
+    kept = tf.concat([shape[:-1], [1]], 0)
+    return (
+        tf.cast(tf.reshape(loss, kept), logits.dtype),
+        tf.cast(tf.reshape(backprop, shape), logits.dtype),
+    )

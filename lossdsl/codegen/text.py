@@ -51,13 +51,20 @@ def indent_lines(lines: Iterable[str], indent: str) -> list[str]:
 
 
 def wrapped_call(
-    head: str, arguments: Sequence[str], tail: str, indent: str, outer: int = 0
+    head: str,
+    arguments: Sequence[str],
+    tail: str,
+    indent: str,
+    outer: int = 0,
+    tuple_of: bool = False,
 ) -> list[str]:
     """`head(a, b, c)tail` on one line if it fits, else one argument per line (black style).
 
     `outer`: the columns the caller indents the lines by afterwards (a method's body).
+    `tuple_of`: the parentheses make a tuple, so one argument takes a comma (`(a,)`).
     """
-    single = f"{head}({', '.join(arguments)}){tail}"
+    inside = ", ".join(arguments) + ("," if tuple_of and len(arguments) == 1 else "")
+    single = f"{head}({inside}){tail}"
     if outer + len(single) <= LINE_LENGTH:
         return [single]
     return [

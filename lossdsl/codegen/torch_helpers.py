@@ -290,3 +290,50 @@ def _over_spatial(reduce, x):
     axis for an empty `dim`."""
     axes = tuple(range(1, x.ndim - 1))
     return reduce(x, dim=axes, keepdim=True) if axes else x
+
+
+def _into_channels(values, size, start, stop):
+    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
+    others: what selecting those channels passes back. Bounds below 0 count from the
+    end, a stop of None is the end."""
+    start = start if start >= 0 else size + start
+    stop = size if stop is None else stop if stop >= 0 else size + stop
+    return torch.nn.functional.pad(values, (start, size - stop))
+
+
+def _save(ctx, inputs, temporaries):
+    """Keep a loss's inputs and forward temporaries for its own backward pass
+    (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
+    the temporaries, returned as outputs only to be kept, have no gradient."""
+    kept = [value for value in temporaries if torch.is_tensor(value)]
+    ctx.mark_non_differentiable(*kept)
+    values = (*inputs, *temporaries)
+    ctx.inputs = len(inputs)
+    ctx.save_for_backward(*(value for value in values if torch.is_tensor(value)))
+    ctx.kept = tuple(None if torch.is_tensor(value) else value for value in values)
+
+
+def _saved(ctx):
+    """What `_save` kept, in its order."""
+    tensors = iter(ctx.saved_tensors)
+    return tuple(next(tensors) if value is None else value for value in ctx.kept)
+
+
+def _other_gradients(function, ctx, upstream):
+    """The gradients of a loss's inputs after y_pred that autograd asks for (a soft
+    target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
+    on them and differentiated by autograd; None for the others. The loss's own backward
+    pass covers y_pred."""
+    inputs = _saved(ctx)[: ctx.inputs]
+    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
+    if not wanted:
+        return (None,) * (len(inputs) - 1)
+    with torch.enable_grad():
+        again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
+        for i in wanted:
+            again[i].requires_grad_(True)
+        value = function.forward(*again)[0]
+        chosen = [again[i] for i in wanted]
+        found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
+    gradients = dict(zip(wanted, found, strict=True))
+    return tuple(gradients.get(i) for i in range(1, len(inputs)))

@@ -21,9 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossdsl.channels import requirements
-from lossdsl.codegen.body import FunctionBody
-from lossdsl.codegen.helpers import CHECK_CHANNELS, PAIRED, PER_CLASS, target_helpers
+from lossdsl.codegen.body import BackwardPass, FunctionBody
+from lossdsl.codegen.helpers import (
+    CHECK_CHANNELS,
+    HELD,
+    OTHER_COTANGENTS,
+    OTHER_GRADIENTS,
+    PAIRED,
+    PER_CLASS,
+    target_helpers,
+)
 from lossdsl.codegen.names import function_names, python_names
+from lossdsl.codegen.printer import NON_ARRAY_LOCALS
 from lossdsl.codegen.targets import (
     DEFAULT_TARGET,
     JAX,
@@ -200,6 +209,8 @@ class ModuleWriter:
             ]
         if self.target is TORCH:
             functions.append(self.module_class())
+            if self.body.backward is not None:
+                functions.insert(0, self.torch_backward_class())
         code = "\n".join("\n".join(lines) for lines in helpers + functions)
         imports = [*(["import math"] if MATH_USE.search(code) else []), *self.target.imports]
         head = [
@@ -330,8 +341,7 @@ class ModuleWriter:
         )
         if self.body.mask is None:
             lines += self.prelude()
-            lines += indent_lines(self.body.statements, INDENT)
-            lines.append(f"{INDENT}return {self.body.result}")
+            lines += self.body_lines("return")
             return lines
         lines += wrapped_call(
             f"{INDENT}losses, _ = {self.with_mask_function}",
@@ -357,17 +367,155 @@ class ModuleWriter:
             "boolean tensor of that shape.",
         )
         lines += self.prelude()
-        lines += indent_lines(self.body.statements, INDENT)
         taken = self.taken_names()
         losses = free_name("losses", taken)
         valid = free_name("valid", taken | {losses})
+        lines += self.body_lines(f"{losses} =")
         lines += [
-            f"{INDENT}{losses} = {self.body.result}",
             f"{INDENT}{valid} = {self.body.mask}",
             f"{INDENT}return {self.form('where', valid, losses, self.form('zeros_like', losses))}, "
             f"{valid}",
         ]
         return lines
+
+    def body_lines(self, use: str) -> list[str]:
+        """The body's statements and `use` (`return`, `losses =`) of its result; with a
+        backward pass, the result comes from the target's custom gradient holding it."""
+        lines = indent_lines(self.body.statements, INDENT)
+        backward = self.body.backward
+        if backward is None:
+            return [*lines, f"{INDENT}{use} {self.body.result}"]
+        if self.target is TORCH:
+            call = f"{INDENT}{use} {self.backward_class}.apply"
+            return [*lines, *wrapped_call(call, self.torch_arguments(backward), "[0]", INDENT)]
+        custom = self.tensorflow_gradient if self.target is TENSORFLOW else self.jax_gradient
+        return lines + custom(backward, use)
+
+    def tensorflow_gradient(self, backward: BackwardPass, use: str) -> list[str]:
+        """One `tf.custom_gradient` whose backward function closes over the forward's
+        temporaries; y_true and the params are its constants (their gradient is None)."""
+        inner = INDENT * 2
+        held = [f"{INDENT}{self.y_true} = tf.stop_gradient({self.y_true})"]
+        held += [f"{INDENT}{p.argument} = {HELD}({p.argument})" for p in self.params]
+        return [
+            *held,
+            "",
+            f"{INDENT}@tf.custom_gradient",
+            f"{INDENT}def forward({self.y_pred}):",
+            *indent_lines(backward.forward, inner),
+            *([""] if backward.forward else []),
+            f"{inner}def backward(upstream):",
+            *indent_lines(backward.statements, INDENT * 3),
+            f"{INDENT * 3}return {backward.gradient}",
+            "",
+            f"{inner}return {self.body.result}, backward",
+            "",
+            f"{INDENT}{use} forward({self.y_pred})",
+        ]
+
+    @property
+    def backward_class(self) -> str:
+        return f"_{self.class_name}Backward"
+
+    def torch_arguments(self, backward: BackwardPass) -> list[str]:
+        """y_pred, then every name of the body the custom gradient reads (inputs, params,
+        locals, the mask's temporaries): a module-level class closes over none."""
+        inside = [*backward.forward, *backward.statements, self.body.result, backward.gradient]
+        read = set().union(*map(names_in, inside))
+        outer = [statement.split(" = ", 1)[0] for statement in self.body.statements]
+        candidates = [self.y_true, *(param.argument for param in self.params), *outer]
+        return [self.y_pred, *(name for name in candidates if name in read)]
+
+    def jax_arguments(self, backward: BackwardPass) -> list[str]:
+        """`torch_arguments` less the locals that hold no array (a custom VJP closes over
+        those, and over no traced array)."""
+        return [name for name in self.torch_arguments(backward) if name not in NON_ARRAY_LOCALS]
+
+    def torch_backward_class(self) -> list[str]:
+        """`_<Name>Backward`: the loss with its own backward pass, as torch.func asks
+        (`setup_context`, a generated vmap rule). The forward pass also returns the
+        temporaries the backward pass reads; `_save` keeps them with the inputs. The
+        other inputs get their gradients, where autograd asks for them, from
+        `_other_gradients`."""
+        backward = self.body.backward
+        assert backward is not None
+        arguments = self.torch_arguments(backward)
+        summary = "\n".join(
+            [
+                *function_summary(
+                    f"The `{self.checked.loss_name}` loss per element with its own backward pass."
+                ),
+                "",
+                *wrap(
+                    "In torch.func's form (`setup_context`, a generated vmap rule). The forward "
+                    "pass returns, after the value, the temporaries the backward pass reads.",
+                    LINE_LENGTH - len(INDENT),
+                ),
+            ]
+        )
+        read_back = names_in(backward.gradient).union(*map(names_in, backward.statements))
+        temporaries = [statement.split(" = ", 1)[0] for statement in backward.forward]
+        kept = [name for name in temporaries if name in read_back]
+        body = INDENT * 2
+        saved = [*arguments, *kept]
+        others = [self.backward_class, "ctx", "upstream"]
+        return [
+            f"class {self.backward_class}(torch.autograd.Function):",
+            *self.docstring(summary, INDENT, self.backward_class),
+            "",
+            f"{INDENT}generate_vmap_rule = True",
+            "",
+            f"{INDENT}@staticmethod",
+            *wrapped_call(f"{INDENT}def forward", arguments, ":", INDENT),
+            *indent_lines(backward.forward, body),
+            *wrapped_call(f"{body}saved = ", kept, "", body, tuple_of=True),
+            f"{body}return {self.body.result}, *saved",
+            "",
+            f"{INDENT}@staticmethod",
+            f"{INDENT}def setup_context(ctx, inputs, output):",
+            f"{body}_save(ctx, inputs, output[1:])",
+            "",
+            f"{INDENT}@staticmethod",
+            f"{INDENT}def backward(ctx, upstream, *_):",
+            *unpacking(saved, "_saved(ctx)", body),
+            *wrapped_call(f"{body}others = {OTHER_GRADIENTS}", others, "", body),
+            *indent_lines(backward.statements, body),
+            f"{body}return {backward.gradient}, *others",
+        ]
+
+    def jax_gradient(self, backward: BackwardPass, use: str) -> list[str]:
+        """One `jax.custom_vjp`, which may not close over traced arrays: y_true, the
+        params and the body's arrays it reads are arguments too, whose cotangents come from
+        jax.vjp of the forward function (`_other_cotangents`); the forward function
+        returns those arguments and the temporaries the backward function reads as its
+        residuals."""
+        inner = INDENT * 2
+        arguments = self.jax_arguments(backward)
+        arrays = arguments[1:]
+        read_back = names_in(backward.gradient).union(*map(names_in, backward.statements))
+        temporaries = [statement.split(" = ", 1)[0] for statement in backward.forward]
+        residuals = [self.y_pred, *arrays, *(t for t in temporaries if t in read_back)]
+        others = ["forward_and_residuals", "upstream", self.y_pred, *arrays]
+        return [
+            "",
+            f"{INDENT}@jax.custom_vjp",
+            *wrapped_call(f"{INDENT}def forward", arguments, ":", INDENT),
+            *wrapped_call(f"{inner}return forward_and_residuals", arguments, "[0]", inner),
+            "",
+            *wrapped_call(f"{INDENT}def forward_and_residuals", arguments, ":", INDENT),
+            *indent_lines(backward.forward, inner),
+            *wrapped_call(f"{inner}residuals = ", residuals, "", inner, tuple_of=True),
+            f"{inner}return {self.body.result}, residuals",
+            "",
+            f"{INDENT}def backward(residuals, upstream):",
+            *unpacking(residuals, "residuals", inner),
+            *wrapped_call(f"{inner}others = {OTHER_COTANGENTS}", others, "", inner),
+            *indent_lines(backward.statements, inner),
+            f"{inner}return {backward.gradient}, *others",
+            "",
+            f"{INDENT}forward.defvjp(forward_and_residuals, backward)",
+            *wrapped_call(f"{INDENT}{use} forward", arguments, "", INDENT),
+        ]
 
     def function_head(self, name: str, summary: str, note: str, returns: str) -> list[str]:
         """A traced function's decorator, signature and docstring (its args documented)."""
@@ -697,6 +845,17 @@ class ModuleWriter:
 
 
 # ---------------------------------------------------------------------- checks in __init__
+
+
+def unpacking(names: Sequence[str], value: str, indent: str) -> list[str]:
+    """`a, b = value` at `indent` (black's parenthesized form when too long; nothing for
+    no names)."""
+    if not names:
+        return []
+    single = f"{indent}{', '.join(names)}{',' if len(names) == 1 else ''} = {value}"
+    if len(single) <= LINE_LENGTH:
+        return [single]
+    return [f"{indent}(", *(f"{indent}{INDENT}{name}," for name in names), f"{indent}) = {value}"]
 
 
 def backend_check(target: Target) -> tuple[str, ...]:

@@ -33,6 +33,10 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.SoftplusPair: "softplus_pair",
     fn.ClippedLog: "clipped_log",
     fn.Huber: "huber",
+    fn.IntoChannels: "into_channels",
+    fn.CrossEntropyPair: "softmax_cross_entropy_and_gradient",
+    fn.PairItem: "item",
+    fn.Parenthesized: "",
 }
 """Functions no user writes, made by a stable rewrite (`rewrites.py`) or a target fusion
 (`codegen.fusions`), by the names their laws use; every other function is written as the
@@ -145,6 +149,10 @@ class SpecPrinter(StrPrinter):
         logits, labels = (self._print(arg) for arg in expr.args)
         return f"{MADE_NAMES[type(expr)]}({labels}, {logits})"
 
+    def _print_CrossEntropyBackprop(self, expr: fn.CrossEntropyBackprop) -> str:
+        """Its meaning, softmax(z) - y (which TensorFlow's kernel computes with the loss)."""
+        return f"({self._print(expr.definition())})"
+
     def _print_Gather(self, expr: fn.Gather) -> str:
         vector, index = expr.args
         return f"{self.parenthesize(vector, PRECEDENCE['Func'], True)}[{self._print(index)}]"
@@ -164,6 +172,9 @@ class SpecPrinter(StrPrinter):
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
         body = expr.args[0]
+        if isinstance(expr, fn.ReduceSum) and body == 1:  # the backward pass's counts
+            roles = ", ".join(role.value for role in ROLE_ORDER if role in expr.removed_roles)
+            return f"count[{roles}]"
         row = row_of(type(expr))
         assert row is not None, f"no built-in makes {type(expr).__name__}"
         name = row.name

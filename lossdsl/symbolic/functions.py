@@ -457,6 +457,22 @@ class Channels(LossFunction):
         return known("real", self.args[:1])
 
 
+class IntoChannels(LossFunction):
+    """into_channels(v, like, a, b): v at entries a to b - 1 of the class axis of `like`'s
+    size (bounds as `Channels`'), 0 at the others; what a channel selection passes back
+    to the values it selected from (`symbolic.backward`). Made for the backward pass only.
+    Roles: v's plus class.
+    """
+
+    nargs = 4
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[:1])
+
+
 class TakeClass(LossFunction):
     """x at the label's class, per element: sum over the classes of onehot(label) * x.
 
@@ -500,6 +516,68 @@ class SparseSoftmaxCrossEntropy(LossFunction):
     def definition(self) -> sympy.Expr:
         z, label = self.args
         return -TakeClass(LogSoftmax(z), label)
+
+
+class Parenthesized(LossFunction):
+    """x itself, computed apart from the product it is a factor of: the printer groups a
+    product's factors with fewer roles (numbers, params, the upstream gradient), so that
+    they multiply each other before the whole-shaped ones (`codegen.printer`)."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return self.args[0]
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args)
+
+
+class CrossEntropyBackprop(LossFunction):
+    """The gradient of a fused cross-entropy node (`SoftmaxCrossEntropy(y, z)` or
+    `SparseSoftmaxCrossEntropy(z, label)`) with respect to z: softmax(z) - y for rows of y
+    summing to 1, softmax(z) - onehot(label) for a label in [0, C) and 0 outside.
+
+    Made by the backward pass only (`symbolic.backward`): TensorFlow's kernels compute it
+    with the loss, so the printer takes it from them (`CrossEntropyPair`). Roles: z's.
+    """
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        node = self.args[0]
+        if isinstance(node, SoftmaxCrossEntropy):
+            y, z = node.args
+            return Softmax(z) - y
+        z, label = node.args
+        return (Softmax(z) - OneHot(label)) * ReduceSum(OneHot(label), CLASS_MASK)
+
+    def _eval_is_real(self) -> bool | None:
+        return True
+
+
+class CrossEntropyPair(LossFunction):
+    """A fused cross-entropy node's value and gradient from one TensorFlow kernel, as a
+    pair (`PairItem` 0 and 1); made by the printer for its own backward pass."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+
+class PairItem(LossFunction):
+    """Item 0 (the value, as the node's) or 1 (the gradient, `CrossEntropyBackprop`) of a
+    `CrossEntropyPair`."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        pair, item = self.args
+        node = pair.args[0]
+        return node if item == 0 else CrossEntropyBackprop(node)
+
+    def _eval_is_real(self) -> bool | None:
+        return True
 
 
 class PairDot(LossFunction):
@@ -677,6 +755,9 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     TakeClass: lambda roles, expr: gather_roles(roles[0], roles[1]),
     Channel: lambda roles, expr: _without_class(roles[0]),
     Channels: lambda roles, expr: roles[0],
+    IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
+    CrossEntropyBackprop: lambda roles, expr: roles[0] | {Role.CLASS},
+    PairItem: lambda roles, expr: roles[0] if expr.args[1] == 0 else roles[0] | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
     PairDot: lambda roles, expr: _without_class(roles[0] | roles[1]) | {expr.partner_role},
     SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),

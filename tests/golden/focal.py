@@ -45,6 +45,12 @@ def _clip(x, low, high):
     return clipped(x)
 
 
+def _held(value):
+    """`value` as a constant of the loss's own backward pass, which differentiates
+    y_pred alone: a tensor's (or variable's) gradient is None, a number stays one."""
+    return tf.stop_gradient(value) if tf.is_tensor(value) else value
+
+
 @tf.function(autograph=False)
 def focal(y, p, gamma=2.0, alpha=0.25):
     """The `focal` loss per element.
@@ -72,13 +78,30 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, p.dtype)
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
-    t0 = _clip(p, 1e-07, 0.9999999)
-    t1 = tf.math.reduce_sum(
-        tf.cast(y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),
-        axis=-1,
-        keepdims=True,
-    )
-    return tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)
+    y = tf.stop_gradient(y)
+    gamma = _held(gamma)
+    alpha = _held(alpha)
+
+    @tf.custom_gradient
+    def forward(p):
+        t0 = _clip(p, 1e-07, 0.9999999)
+        t1 = 1.0 - t0
+        t2 = tf.math.pow(t1, gamma)
+        t3 = tf.math.log(t0)
+        t4 = tf.math.reduce_sum(tf.cast(y * t2 * t3, sum_dtype), axis=-1, keepdims=True)
+
+        def backward(upstream):
+            upstream = tf.expand_dims(upstream, -1)
+            t5 = tf.math.logical_and(
+                tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
+            )
+            t6 = tf.math.pow(t1, gamma - 1.0)
+            t7 = upstream * (y * t2 * -alpha / t0 + y * t6 * t3 * (alpha * gamma))
+            return tf.where(t5, t7, tf.constant(0.0, p.dtype))
+
+        return tf.squeeze(-alpha * tf.cast(t4, p.dtype), axis=-1), backward
+
+    return forward(p)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

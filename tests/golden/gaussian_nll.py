@@ -41,6 +41,16 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
+def _into_channels(values, size, start, stop):
+    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
+    others: what selecting those channels passes back. Bounds below 0 count from the
+    end, a stop of None is the end."""
+    start = start if start >= 0 else size + start
+    stop = size if stop is None else stop if stop >= 0 else size + stop
+    paddings = [[0, 0]] * (len(values.shape) - 1) + [[start, size - stop]]
+    return tf.pad(values, paddings)
+
+
 @tf.function(autograph=False)
 def gaussian_nll(y, p):
     """The `gaussian_nll` loss per element.
@@ -67,10 +77,25 @@ def gaussian_nll(y, p):
     y = tf.cast(y, p.dtype)
     y = _check_channels(y, 1, "y_true", "y[0]")
     p = _check_channels(p, 2, "y_pred", "p[1]")
-    t0 = p[..., 1:2]
-    t1 = tf.math.square(-p[..., 0:1] + y[..., 0:1])
-    t2 = tf.math.exp(-t0)
-    return tf.squeeze(0.5 * (t1 * t2 + t0 + 1.8378770664093456), axis=-1)
+    y = tf.stop_gradient(y)
+
+    @tf.custom_gradient
+    def forward(p):
+        t0 = -p[..., 0:1] + y[..., 0:1]
+        t1 = tf.math.square(t0)
+        t2 = p[..., 1:2]
+        t3 = tf.math.exp(-t2)
+
+        def backward(upstream):
+            upstream = tf.expand_dims(upstream, -1)
+            t4 = _into_channels(
+                -0.5 * upstream * t1 * t3 + 0.5 * upstream, tf.shape(p)[-1], 1, 2
+            )
+            return _into_channels(-upstream * t0 * t3, tf.shape(p)[-1], 0, 1) + t4
+
+        return tf.squeeze(0.5 * (t1 * t3 + t2 + 1.8378770664093456), axis=-1), backward
+
+    return forward(p)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

@@ -22,6 +22,23 @@ import keras
 import tensorflow as tf
 
 
+def _sparse_softmax_cross_entropy_pair(labels, logits):
+    """tf.nn.sparse_softmax_cross_entropy_with_logits of int32 labels in [0, C) shaped
+    [..., 1], axis kept, and its gradient with respect to the logits,
+    softmax(logits) - onehot(labels), from the one kernel that computes both."""
+    shape = tf.shape(logits)
+    wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
+    loss, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+        features=tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide),
+        labels=tf.reshape(labels, [-1]),
+    )
+    kept = tf.concat([shape[:-1], [1]], 0)
+    return (
+        tf.cast(tf.reshape(loss, kept), logits.dtype),
+        tf.cast(tf.reshape(backprop, shape), logits.dtype),
+    )
+
+
 @tf.function(autograph=False)
 def _masked_ce_with_mask(y, z):
     """The `masked_ce` loss per element and its mask, from one conversion of the inputs.
@@ -46,17 +63,23 @@ def _masked_ce_with_mask(y, z):
     if y.shape.rank == z.shape.rank - 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
-    t0 = tf.where(
-        (y >= 0) & (y < tf.shape(z)[-1]),
-        tf.expand_dims(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1)[..., 0], logits=z
-            ),
-            -1,
-        ),
-        0.0,
-    )
-    losses = tf.squeeze(t0, axis=-1)
+    y = tf.stop_gradient(y)
+
+    @tf.custom_gradient
+    def forward(z):
+        t0 = _sparse_softmax_cross_entropy_pair(
+            tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1), z
+        )
+        t1 = tf.where((y >= 0) & (y < tf.shape(z)[-1]), t0[0], 0.0)
+
+        def backward(upstream):
+            upstream = tf.expand_dims(upstream, -1)
+            t2 = tf.shape(z)
+            return upstream * tf.where((y >= 0) & (y < t2[-1]), t0[1], 0.0)
+
+        return tf.squeeze(t1, axis=-1), backward
+
+    losses = forward(z)
     valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
     return tf.where(valid, losses, tf.zeros_like(losses)), valid
 

@@ -46,6 +46,12 @@ def _softplus_pair_same_shape(a, b, x):
     return value, gradient
 
 
+def _held(value):
+    """`value` as a constant of the loss's own backward pass, which differentiates
+    y_pred alone: a tensor's (or variable's) gradient is None, a number stays one."""
+    return tf.stop_gradient(value) if tf.is_tensor(value) else value
+
+
 @tf.function(autograph=False)
 def weighted_bce_logits(y, z, pos_weight=1.0):
     """The `weighted_bce_logits` loss per element.
@@ -71,13 +77,29 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     elif y.shape.rank == z.shape.rank - 1 and z.shape[-1] == 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, z.dtype)
+    num_classes = tf.cast(tf.shape(z)[-1], z.dtype)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
-    t0 = tf.math.reduce_mean(
-        tf.cast(_softplus_pair_same_shape(pos_weight * y, 1.0 - y, z), sum_dtype),
-        axis=-1,
-        keepdims=True,
-    )
-    return tf.squeeze(tf.cast(t0, z.dtype), axis=-1)
+    y = tf.stop_gradient(y)
+    pos_weight = _held(pos_weight)
+
+    @tf.custom_gradient
+    def forward(z):
+        t0 = 1.0 - y
+        t1 = tf.math.reduce_mean(
+            tf.cast(_softplus_pair_same_shape(pos_weight * y, t0, z), sum_dtype),
+            axis=-1,
+            keepdims=True,
+        )
+
+        def backward(upstream):
+            upstream = tf.expand_dims(upstream, -1)
+            t2 = tf.math.sigmoid(-z)
+            t3 = tf.math.sigmoid(z)
+            return (y * -pos_weight * t2 + t0 * t3) * (upstream / num_classes)
+
+        return tf.squeeze(tf.cast(t1, z.dtype), axis=-1), backward
+
+    return forward(z)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

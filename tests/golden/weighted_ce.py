@@ -56,6 +56,12 @@ def _per_class(values, y_pred, name):
     return values
 
 
+def _held(value):
+    """`value` as a constant of the loss's own backward pass, which differentiates
+    y_pred alone: a tensor's (or variable's) gradient is None, a number stays one."""
+    return tf.stop_gradient(value) if tf.is_tensor(value) else value
+
+
 @tf.function(autograph=False)
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
@@ -83,13 +89,30 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     y = tf.cast(y, p.dtype)
     w = _per_class(w, p, "w")
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
-    t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
-    t1 = tf.math.reduce_sum(
-        tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
-        axis=-1,
-        keepdims=True,
-    )
-    return tf.squeeze(-tf.gather(w, t0) * tf.cast(t1, p.dtype), axis=-1)
+    y = tf.stop_gradient(y)
+    w = _held(w)
+
+    @tf.custom_gradient
+    def forward(p):
+        t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
+        t1 = tf.gather(w, t0)
+        t2 = tf.math.reduce_sum(
+            tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
+            axis=-1,
+            keepdims=True,
+        )
+
+        def backward(upstream):
+            upstream = tf.expand_dims(upstream, -1)
+            t3 = tf.math.logical_and(
+                tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
+            )
+            t4 = tf.constant(0.0, p.dtype)
+            return tf.where(t3, y * (-upstream * t1) / p, t4)
+
+        return tf.squeeze(-t1 * tf.cast(t2, p.dtype), axis=-1), backward
+
+    return forward(p)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

@@ -49,6 +49,28 @@ def _clip(x, low, high):
     return clipped(x)
 
 
+def _other_cotangents(forward, upstream, y_pred, *others):
+    """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
+    jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
+    drops them where nothing uses them. Integer arrays (labels) get None. The loss's own
+    backward pass covers y_pred."""
+
+    def is_float(value):
+        return jnp.issubdtype(jnp.result_type(value), jnp.inexact)
+
+    floating = [i for i, value in enumerate(others) if is_float(value)]
+
+    def value(*chosen):
+        values = list(others)
+        for i, entry in zip(floating, chosen, strict=True):
+            values[i] = entry
+        return forward(y_pred, *values)[0]
+
+    _, pullback = jax.vjp(value, *(others[i] for i in floating))
+    found = dict(zip(floating, pullback(upstream), strict=True))
+    return tuple(found.get(i) for i in range(len(others)))
+
+
 def focal(y, p, gamma=2.0, alpha=0.25):
     """The `focal` loss per element.
 
@@ -75,13 +97,31 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         y = jnp.expand_dims(y, -1)
     y = jnp.asarray(y, p.dtype)
     sum_dtype = jnp.float32 if p.dtype in (jnp.float16, jnp.bfloat16) else p.dtype
-    t0 = _clip(p, 1e-07, 0.9999999)
-    t1 = jnp.sum(
-        jnp.asarray(y * jnp.power(1.0 - t0, gamma) * jnp.log(t0), sum_dtype),
-        axis=-1,
-        keepdims=True,
-    )
-    return jnp.squeeze(-alpha * jnp.asarray(t1, p.dtype), axis=-1)
+
+    @jax.custom_vjp
+    def forward(p, y, gamma, alpha):
+        return forward_and_residuals(p, y, gamma, alpha)[0]
+
+    def forward_and_residuals(p, y, gamma, alpha):
+        t0 = _clip(p, 1e-07, 0.9999999)
+        t1 = 1.0 - t0
+        t2 = jnp.power(t1, gamma)
+        t3 = jnp.log(t0)
+        t4 = jnp.sum(jnp.asarray(y * t2 * t3, sum_dtype), axis=-1, keepdims=True)
+        residuals = (p, y, gamma, alpha, t0, t1, t2, t3)
+        return jnp.squeeze(-alpha * jnp.asarray(t4, p.dtype), axis=-1), residuals
+
+    def backward(residuals, upstream):
+        p, y, gamma, alpha, t0, t1, t2, t3 = residuals
+        others = _other_cotangents(forward_and_residuals, upstream, p, y, gamma, alpha)
+        upstream = jnp.expand_dims(upstream, -1)
+        t5 = jnp.logical_and(jnp.greater_equal(p, 1e-07), jnp.less_equal(p, 0.9999999))
+        t6 = jnp.power(t1, gamma - 1.0)
+        t7 = upstream * (y * t2 * -alpha / t0 + y * t6 * t3 * (alpha * gamma))
+        return jnp.where(t5, t7, jnp.asarray(0.0, p.dtype)), *others
+
+    forward.defvjp(forward_and_residuals, backward)
+    return forward(p, y, gamma, alpha)
 
 
 try:

@@ -34,6 +34,38 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
+def _into_channels(values, size, start, stop):
+    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
+    others: what selecting those channels passes back. Bounds below 0 count from the
+    end, a stop of None is the end."""
+    start = start if start >= 0 else size + start
+    stop = size if stop is None else stop if stop >= 0 else size + stop
+    paddings = [(0, 0)] * (values.ndim - 1) + [(start, size - stop)]
+    return jnp.pad(values, paddings)
+
+
+def _other_cotangents(forward, upstream, y_pred, *others):
+    """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
+    jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
+    drops them where nothing uses them. Integer arrays (labels) get None. The loss's own
+    backward pass covers y_pred."""
+
+    def is_float(value):
+        return jnp.issubdtype(jnp.result_type(value), jnp.inexact)
+
+    floating = [i for i, value in enumerate(others) if is_float(value)]
+
+    def value(*chosen):
+        values = list(others)
+        for i, entry in zip(floating, chosen, strict=True):
+            values[i] = entry
+        return forward(y_pred, *values)[0]
+
+    _, pullback = jax.vjp(value, *(others[i] for i in floating))
+    found = dict(zip(floating, pullback(upstream), strict=True))
+    return tuple(found.get(i) for i in range(len(others)))
+
+
 def gaussian_nll(y, p):
     """The `gaussian_nll` loss per element.
 
@@ -59,10 +91,31 @@ def gaussian_nll(y, p):
     y = jnp.asarray(y, p.dtype)
     y = _check_channels(y, 1, "y_true", "y[0]")
     p = _check_channels(p, 2, "y_pred", "p[1]")
-    t0 = p[..., 1:2]
-    t1 = jnp.square(-p[..., 0:1] + y[..., 0:1])
-    t2 = jnp.exp(-t0)
-    return jnp.squeeze(0.5 * (t1 * t2 + t0 + 1.8378770664093456), axis=-1)
+
+    @jax.custom_vjp
+    def forward(p, y):
+        return forward_and_residuals(p, y)[0]
+
+    def forward_and_residuals(p, y):
+        t0 = -p[..., 0:1] + y[..., 0:1]
+        t1 = jnp.square(t0)
+        t2 = p[..., 1:2]
+        t3 = jnp.exp(-t2)
+        t4 = 0.5 * (t1 * t3 + t2 + 1.8378770664093456)
+        residuals = (p, y, t0, t1, t3)
+        return jnp.squeeze(t4, axis=-1), residuals
+
+    def backward(residuals, upstream):
+        p, y, t0, t1, t3 = residuals
+        others = _other_cotangents(forward_and_residuals, upstream, p, y)
+        upstream = jnp.expand_dims(upstream, -1)
+        t5 = _into_channels(
+            -0.5 * upstream * t1 * t3 + 0.5 * upstream, p.shape[-1], 1, 2
+        )
+        return _into_channels(-upstream * t0 * t3, p.shape[-1], 0, 1) + t5, *others
+
+    forward.defvjp(forward_and_residuals, backward)
+    return forward(p, y)
 
 
 try:

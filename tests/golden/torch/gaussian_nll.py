@@ -33,6 +33,86 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
+def _into_channels(values, size, start, stop):
+    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
+    others: what selecting those channels passes back. Bounds below 0 count from the
+    end, a stop of None is the end."""
+    start = start if start >= 0 else size + start
+    stop = size if stop is None else stop if stop >= 0 else size + stop
+    return torch.nn.functional.pad(values, (start, size - stop))
+
+
+def _save(ctx, inputs, temporaries):
+    """Keep a loss's inputs and forward temporaries for its own backward pass
+    (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
+    the temporaries, returned as outputs only to be kept, have no gradient."""
+    kept = [value for value in temporaries if torch.is_tensor(value)]
+    ctx.mark_non_differentiable(*kept)
+    values = (*inputs, *temporaries)
+    ctx.inputs = len(inputs)
+    ctx.save_for_backward(*(value for value in values if torch.is_tensor(value)))
+    ctx.kept = tuple(None if torch.is_tensor(value) else value for value in values)
+
+
+def _saved(ctx):
+    """What `_save` kept, in its order."""
+    tensors = iter(ctx.saved_tensors)
+    return tuple(next(tensors) if value is None else value for value in ctx.kept)
+
+
+def _other_gradients(function, ctx, upstream):
+    """The gradients of a loss's inputs after y_pred that autograd asks for (a soft
+    target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
+    on them and differentiated by autograd; None for the others. The loss's own backward
+    pass covers y_pred."""
+    inputs = _saved(ctx)[: ctx.inputs]
+    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
+    if not wanted:
+        return (None,) * (len(inputs) - 1)
+    with torch.enable_grad():
+        again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
+        for i in wanted:
+            again[i].requires_grad_(True)
+        value = function.forward(*again)[0]
+        chosen = [again[i] for i in wanted]
+        found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
+    gradients = dict(zip(wanted, found, strict=True))
+    return tuple(gradients.get(i) for i in range(1, len(inputs)))
+
+
+class _GaussianNllBackward(torch.autograd.Function):
+    """The `gaussian_nll` loss per element with its own backward pass.
+
+    In torch.func's form (`setup_context`, a generated vmap rule). The forward pass
+    returns, after the value, the temporaries the backward pass reads.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(p, y):
+        t0 = -p[..., 0:1] + y[..., 0:1]
+        t1 = torch.square(t0)
+        t2 = p[..., 1:2]
+        t3 = torch.exp(-t2)
+        saved = (t0, t1, t3)
+        return torch.squeeze(0.5 * (t1 * t3 + t2 + 1.8378770664093456), -1), *saved
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save(ctx, inputs, output[1:])
+
+    @staticmethod
+    def backward(ctx, upstream, *_):
+        p, y, t0, t1, t3 = _saved(ctx)
+        others = _other_gradients(_GaussianNllBackward, ctx, upstream)
+        upstream = torch.unsqueeze(upstream, -1)
+        t4 = _into_channels(
+            -0.5 * upstream * t1 * t3 + 0.5 * upstream, p.shape[-1], 1, 2
+        )
+        return _into_channels(-upstream * t0 * t3, p.shape[-1], 0, 1) + t4, *others
+
+
 def gaussian_nll(y, p):
     """The `gaussian_nll` loss per element.
 
@@ -58,9 +138,7 @@ def gaussian_nll(y, p):
     y = torch.as_tensor(y, dtype=p.dtype, device=p.device)
     y = _check_channels(y, 1, "y_true", "y[0]")
     p = _check_channels(p, 2, "y_pred", "p[1]")
-    t0 = p[..., 1:2]
-    t1 = torch.square(-p[..., 0:1] + y[..., 0:1])
-    return torch.squeeze(0.5 * (t1 * torch.exp(-t0) + t0 + 1.8378770664093456), -1)
+    return _GaussianNllBackward.apply(p, y)[0]
 
 
 class GaussianNllModule(torch.nn.Module):

@@ -1,0 +1,351 @@
+"""The backward pass: the gradient of sum(upstream * result) with respect to y_pred, in SymPy.
+
+Reverse mode over the expression's graph, in keepdims form (docs/ARCHITECTURE.md): the
+`UPSTREAM` symbol has the result's roles, and each node's adjoint (the derivative of
+sum(upstream * result) by that node's value, per element) is the sum of what its users
+pass down. A user passes down its adjoint times its partial derivative, summed over the
+roles the argument lacks (the argument was broadcast over them):
+
+- an elementwise function multiplies by its derivative (`fdiff`); a selector at a kink
+  (`where(c, 1, 0)`, from `clip`, `minimum`, `relu`...) becomes a select of the product,
+  `where(c, adjoint * rest, 0)`, so that an untaken branch that is not finite never
+  meets the 0;
+- a sum broadcasts its adjoint back, a mean divides it by the count of what it averaged,
+  a logsumexp weighs it by exp(x - result), a max or min shares it among the elements
+  equal to the result;
+- softmax s passes s * (A - sum_c(A * s)), log_softmax l passes A - exp(l) * sum_c(A),
+  both reusing the forward value;
+- a class gather passes A * onehot(label), a channel selection puts A back at its
+  channels (`IntoChannels`); class ids, one-hots and gathers of params pass nothing;
+- the fused nodes of the target fusions have their derivatives on paper: Huber's is
+  clip(x, -delta, delta), a softplus pair's b * sigmoid(x) - a * sigmoid(-x), a clipped
+  log's 1/x inside the clip, a softmax cross-entropy's softmax(z) - y, which
+  TensorFlow's kernel computes with the loss (`CrossEntropyBackprop`).
+
+Values at another sample (`other`, pair products) and cumulative sums have no rule:
+`backward` returns None for them and the module keeps the framework's autodiff. The
+forward nodes the gradient reuses (exp(l), s, the result of a logsumexp) are the same
+SymPy objects, so the printer's shared sub-expressions compute them once for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import sympy
+from sympy.core.relational import Relational
+from sympy.logic.boolalg import BooleanAtom, BooleanFunction
+
+from lossdsl.builtins import Sign, row_of
+from lossdsl.symbolic import functions as fn
+from lossdsl.typed import Role, Roles
+
+UPSTREAM = sympy.Symbol("upstream", real=True)
+"""The incoming gradient: d(objective)/d(result), with the result's roles."""
+
+NO_RULE: tuple[type, ...] = (fn.Other, fn.PairDot, fn.CumSum)
+"""Nodes whose gradient moves values between samples or positions: no rule here."""
+
+CONSTANT: tuple[type, ...] = (
+    fn.ClassId,
+    fn.OneHot,
+    fn.Gather,
+    fn.StopGradient,
+    Sign,
+)
+"""Nodes that are constant almost everywhere (or by definition) in their arguments."""
+
+
+def backward(
+    result: sympy.Expr,
+    y_pred: sympy.Symbol,
+    roles: Mapping[sympy.Symbol, Roles],
+    rows_summing_to_one: frozenset[sympy.Symbol] = frozenset(),
+) -> sympy.Expr | None:
+    """d sum(UPSTREAM * result) / d y_pred per element, or None where a node has no rule.
+
+    `roles` gives each symbol's roles, UPSTREAM's included (the result's);
+    `rows_summing_to_one` the inputs whose class rows sum to 1 (`onehot`).
+    """
+    return _Backward(y_pred, roles, rows_summing_to_one).gradient(result)
+
+
+CONDITIONS = (Relational, BooleanFunction, BooleanAtom)
+"""Conditions of selects, which have no derivative (a SymPy Symbol is a Boolean too)."""
+
+
+def selector(condition: sympy.Basic) -> sympy.Expr:
+    """1 where `condition` holds, else 0."""
+    return fn.Where(condition, sympy.S.One, sympy.S.Zero)
+
+
+def count(removed: Roles) -> sympy.Expr:
+    """The number of elements a reduction over `removed` combines (1 for none)."""
+    return fn.ReduceSum(sympy.S.One, fn.encode_roles(removed)) if removed else sympy.S.One
+
+
+def product(*factors: sympy.Expr) -> sympy.Expr:
+    """The product, with the selects `where(c, x, 0)` among the factors taken outside:
+    `where(c, x * rest, 0)`, so that the rest is never multiplied by the 0."""
+    selects = [f for f in factors if isinstance(f, fn.Where) and f.args[2] == 0]
+    if not selects:
+        return sympy.Mul(*factors)
+    first = selects[0]
+    rest = [f for f in factors if f is not first]
+    condition, taken, _ = first.args
+    return fn.Where(condition, product(taken, *rest), sympy.S.Zero)
+
+
+def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
+    """where(c, a, 0) + where(not c, b, 0) = where(c, a, b), at every sum: the two sides of
+    a branch (`where`, `abs`, `minimum`...) become one select."""
+
+    def merge(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        if not isinstance(rebuilt, sympy.Add):
+            return rebuilt
+        terms = list(rebuilt.args)
+        for i, first in enumerate(terms):
+            if not (isinstance(first, fn.Where) and first.args[2] == 0):
+                continue
+            for j in range(i + 1, len(terms)):
+                second = terms[j]
+                if (
+                    isinstance(second, fn.Where)
+                    and second.args[2] == 0
+                    and sympy.Not(first.args[0]) == second.args[0]
+                ):
+                    terms[i] = fn.Where(first.args[0], first.args[1], second.args[1])
+                    del terms[j]
+                    return merge(sympy.Add(*terms), list(sympy.Add(*terms).args))
+        return rebuilt
+
+    return fn.fold(gradient, merge)
+
+
+def upstream_outside(gradient: sympy.Expr) -> sympy.Expr:
+    """A sum whose terms all multiply UPSTREAM as UPSTREAM times the sum of the rest (one
+    product by the upstream gradient, not one per term); in the branches of a select too."""
+    if isinstance(gradient, fn.Where):
+        condition, taken, other = gradient.args
+        return fn.Where(condition, upstream_outside(taken), upstream_outside(other))
+    terms = sympy.Add.make_args(gradient)
+    if len(terms) < 2 or not all(UPSTREAM in sympy.Mul.make_args(term) for term in terms):
+        return gradient
+    return UPSTREAM * sympy.Add(*(term / UPSTREAM for term in terms))
+
+
+class _Backward:
+    """One backward pass: which nodes depend on y_pred, and their adjoints."""
+
+    def __init__(
+        self,
+        y_pred: sympy.Symbol,
+        roles: Mapping[sympy.Symbol, Roles],
+        rows_summing_to_one: frozenset[sympy.Symbol],
+    ) -> None:
+        self.y_pred = y_pred
+        self.rows_summing_to_one = rows_summing_to_one
+        self.symbol_roles = roles
+        self.role_memo: dict[sympy.Basic, Roles] = {}
+
+    def roles(self, expr: sympy.Basic) -> Roles:
+        return fn.roles_of(expr, self.symbol_roles, self.role_memo)
+
+    def gradient(self, result: sympy.Expr) -> sympy.Expr | None:
+        order = self.topological(result)
+        if result not in self.dependent:
+            return sympy.S.Zero
+        if any(isinstance(node, NO_RULE) for node in order):
+            return None
+        adjoints: dict[sympy.Basic, list[sympy.Expr]] = {result: [UPSTREAM]}
+        for node in reversed(order):
+            if node == self.y_pred:
+                continue
+            adjoint = sympy.Add(*adjoints.pop(node, []))
+            if adjoint == 0:
+                continue
+            for index, arg in enumerate(node.args):
+                if arg not in self.dependent:
+                    continue
+                passed = self.passed(node, index, adjoint)
+                if passed is None:
+                    return None
+                if passed != 0:
+                    adjoints.setdefault(arg, []).append(self.unbroadcast(passed, node, arg))
+        return upstream_outside(selects_merged(sympy.Add(*adjoints.get(self.y_pred, []))))
+
+    def topological(self, result: sympy.Expr) -> list[sympy.Basic]:
+        """The nodes that depend on y_pred, each after its arguments (`fold` combines the
+        arguments first, and its memo keeps that order)."""
+        depends: dict[sympy.Basic, bool] = {}
+
+        def reaches(node: sympy.Basic, args: list[bool]) -> bool:
+            return not isinstance(node, CONDITIONS) and (node == self.y_pred or any(args))
+
+        fn.fold(result, reaches, depends)
+        self.dependent = {node for node, value in depends.items() if value}
+        return [node for node in depends if node in self.dependent]
+
+    def unbroadcast(self, passed: sympy.Expr, node: sympy.Basic, arg: sympy.Basic) -> sympy.Expr:
+        """What `node` passes to `arg`, summed over the roles `arg` lacks: the passed value
+        has the node's roles at least (broadcast), so a role it lacks is a count of copies
+        (a `ReduceSum` over a role its operand lacks)."""
+        extra = (self.roles(passed) | self.roles(node)) - self.roles(arg)
+        return fn.ReduceSum(passed, fn.encode_roles(extra)) if extra else passed
+
+    def passed(self, node: sympy.Basic, index: int, adjoint: sympy.Expr) -> sympy.Expr | None:
+        """What `node` passes down to its argument `index`, given its adjoint."""
+        if isinstance(node, CONSTANT):
+            return sympy.S.Zero
+        if isinstance(node, sympy.Add):
+            return adjoint
+        if isinstance(node, sympy.Mul):
+            others = [arg for i, arg in enumerate(node.args) if i != index]
+            return product(adjoint, *others)
+        rule = _RULES.get(type(node)) or next(
+            (rule for kind, rule in _RULES.items() if isinstance(node, kind)), None
+        )
+        if rule is not None:
+            return rule(self, node, index, adjoint)
+        if isinstance(node, sympy.Function):
+            try:
+                partial = node.fdiff(index + 1)
+            except (sympy.ArgumentIndexError, NotImplementedError, AttributeError):
+                return None
+            return product(adjoint, partial) if _in_vocabulary(partial) else None
+        return None
+
+    # ------------------------------------------------------------ rules
+
+    def power(self, node: sympy.Pow, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        base, exponent = node.args
+        if index == 1:
+            return product(adjoint, node, sympy.log(base))
+        if exponent.is_number and not exponent.is_integer and exponent < 1:
+            return product(adjoint, exponent, node, 1 / base)  # sqrt: x / (2 sqrt(x)) reuses it
+        return product(adjoint, exponent, base ** (exponent - 1))
+
+    def absolute(self, node: sympy.Abs, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        return product(adjoint, Sign(node.args[0]))
+
+    def where(self, node: fn.Where, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        condition = node.args[0]
+        if index == 1:
+            return fn.Where(condition, adjoint, sympy.S.Zero)
+        return fn.Where(sympy.Not(condition), adjoint, sympy.S.Zero)
+
+    def reduce_sum(self, node: fn.ReduceSum, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        missing = node.removed_roles - self.roles(node.args[0])
+        return product(adjoint, count(missing))
+
+    def reduce_mean(
+        self, node: fn.ReduceMean, index: int, adjoint: sympy.Expr
+    ) -> sympy.Expr | None:
+        x = node.args[0]
+        present = node.removed_roles & self.roles(x)
+        if Role.CLASS in present and x.has(fn.Channels):
+            return None  # a mean over a slice of channels: `count` knows C, not the slice
+        return product(adjoint, 1 / count(present))
+
+    def log_sum_exp(self, node: fn.LogSumExp, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        x = node.args[0]
+        missing = node.removed_roles - self.roles(x)
+        return product(adjoint, sympy.exp(x - node), count(missing))
+
+    def extremum(self, node: fn.Reduction, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        x = node.args[0]
+        present = node.removed_roles & self.roles(x)
+        chosen = selector(sympy.Eq(x, node, evaluate=False))
+        ties = fn.ReduceSum(chosen, fn.encode_roles(present)) if present else sympy.S.One
+        return product(adjoint, chosen, 1 / ties)
+
+    def softmax(self, node: fn.Softmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        weighted = fn.ReduceSum(adjoint * node, fn.CLASS_MASK)
+        return node * (adjoint - weighted)
+
+    def log_softmax(self, node: fn.LogSoftmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        return adjoint - sympy.exp(node) * fn.ReduceSum(adjoint, fn.CLASS_MASK)
+
+    def take_class(self, node: fn.TakeClass, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        return adjoint * fn.OneHot(node.args[1]) if index == 0 else sympy.S.Zero
+
+    def channel(self, node: fn.Channel, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        x, position = node.args
+        stop = sympy.oo if position == -1 else position + 1
+        return fn.IntoChannels(adjoint, x, position, stop) if index == 0 else sympy.S.Zero
+
+    def channels(self, node: fn.Channels, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        x, start, stop = node.args
+        single = stop - start == 1 if stop != sympy.oo else start == -1
+        if single and Role.CLASS in self.roles(adjoint):  # one channel, broadcast over others
+            adjoint = fn.ReduceSum(adjoint, fn.CLASS_MASK)
+        return fn.IntoChannels(adjoint, x, start, stop) if index == 0 else sympy.S.Zero
+
+    def clipped_log(
+        self, node: fn.ClippedLog, index: int, adjoint: sympy.Expr
+    ) -> sympy.Expr | None:
+        x = node.args[0]
+        return product(adjoint, fn.Clip(*node.args).fdiff(1), 1 / x) if index == 0 else None
+
+    def huber(self, node: fn.Huber, index: int, adjoint: sympy.Expr) -> sympy.Expr | None:
+        x, delta = node.args
+        return product(adjoint, fn.Clip(x, -delta, delta)) if index == 0 else None
+
+    def softplus_pair(self, node: fn.SoftplusPair, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        a, b, x = node.args
+        partials = {
+            0: fn.Softplus(-x),
+            1: fn.Softplus(x),
+            2: b * fn.Sigmoid(x) - a * fn.Sigmoid(-x),
+        }
+        return product(adjoint, partials[index])
+
+    def cross_entropy(
+        self, node: sympy.Basic, index: int, adjoint: sympy.Expr
+    ) -> sympy.Expr | None:
+        """A fused cross-entropy passes its kernel's gradient (`CrossEntropyBackprop`) to
+        the logits; y or the label gets nothing from this rule."""
+        logits = 1 if isinstance(node, fn.SoftmaxCrossEntropy) else 0
+        if index != logits:
+            return None
+        summing_to_one = node.args[0] in self.rows_summing_to_one
+        if isinstance(node, fn.SoftmaxCrossEntropy) and not summing_to_one:
+            y, z = node.args
+            return product(adjoint, fn.Softmax(z) * fn.ReduceSum(y, fn.CLASS_MASK) - y)
+        return product(adjoint, fn.CrossEntropyBackprop(node))
+
+
+def _in_vocabulary(expr: sympy.Expr) -> bool:
+    """Whether every function of a derivative is the loss vocabulary's (a built-in's row or
+    a loss function), which every target prints; SymPy's own (polygamma, Derivative) are
+    not."""
+    return all(
+        isinstance(node, fn.LossFunction) or row_of(type(node)) is not None
+        for node in expr.atoms(sympy.Function, sympy.Derivative, sympy.Subs)
+    )
+
+
+_Rule = Callable[[_Backward, sympy.Basic, int, sympy.Expr], sympy.Expr | None]
+
+_RULES: dict[type, _Rule] = {
+    sympy.Pow: _Backward.power,
+    sympy.Abs: _Backward.absolute,
+    fn.Where: _Backward.where,
+    fn.ReduceSum: _Backward.reduce_sum,
+    fn.ReduceMean: _Backward.reduce_mean,
+    fn.LogSumExp: _Backward.log_sum_exp,
+    fn.ReduceMax: _Backward.extremum,
+    fn.ReduceMin: _Backward.extremum,
+    fn.Softmax: _Backward.softmax,
+    fn.LogSoftmax: _Backward.log_softmax,
+    fn.TakeClass: _Backward.take_class,
+    fn.Channel: _Backward.channel,
+    fn.Channels: _Backward.channels,
+    fn.ClippedLog: _Backward.clipped_log,
+    fn.Huber: _Backward.huber,
+    fn.SoftplusPair: _Backward.softplus_pair,
+    fn.SoftmaxCrossEntropy: _Backward.cross_entropy,
+    fn.SparseSoftmaxCrossEntropy: _Backward.cross_entropy,
+}
+"""The partial-derivative rules of the nodes that are not plain `fdiff` functions."""
