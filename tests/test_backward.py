@@ -22,6 +22,7 @@ from lossdsl.symbolic.lower import lower
 from lossdsl.typed import ALL_ROLES, PER_ELEMENT, PER_SAMPLE, Role
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.loss"))
+TARGETS = ("tensorflow", "jax", "torch")
 
 z = sympy.Symbol("z", real=True)  # y_pred
 y = sympy.Symbol("y", real=True)  # y_true, every role
@@ -152,28 +153,36 @@ def test_values_at_other_samples_or_positions_have_no_rule(node: type) -> None:
     assert backward(result, z, roles_with_upstream(PER_ELEMENT)) is None
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
-def test_every_example_has_its_own_backward_pass_unless_it_moves_values(path: Path) -> None:
+def test_every_example_has_its_own_backward_pass_unless_it_moves_values(
+    path: Path, target: str
+) -> None:
     """Only a y_pred that reaches `other` or `cumsum` keeps the framework's autodiff."""
     symbolic = lower(check_source(read_source(path.read_bytes(), path.name)))
     y_pred = symbolic.symbols[symbolic.checked.y_pred.name]
     moves_values = any(node.has(y_pred) for node in symbolic.result.atoms(*NO_RULE))
-    assert (print_body(symbolic).backward is None) == moves_values
+    assert (print_body(symbolic, target=target).backward is None) == moves_values
 
 
-def test_the_verifier_checks_the_backward_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A wrong rule makes every loss that uses it fail verification (E902), so every
-    backward pass that compiles was checked against the exact gradient."""
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_verifier_checks_the_backward_pass(
+    monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """A wrong rule makes every loss that uses it fail verification (E902) on every
+    target, so every backward pass that compiles was checked against the exact gradient."""
     import lossdsl
 
+    pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[target])
     right = backward_module._Backward.reduce_mean
 
     def doubled(self, node, index, adjoint):  # type: ignore[no-untyped-def]
         return 2 * right(self, node, index, adjoint)
 
     monkeypatch.setitem(backward_module._RULES, fn.ReduceMean, doubled)
+    spec = "input y: target\ninput p: real\nloss l = mean(square(p - y))\n"
     with pytest.raises(LossSpecError) as failure:
-        lossdsl.compile("input y: target\ninput p: real\nloss l = mean(square(p - y))\n")
+        lossdsl.compile(spec, target=target)
     assert "E902" in str(failure.value)
 
 

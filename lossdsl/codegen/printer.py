@@ -329,23 +329,11 @@ def regions(
     pass."""
     if not backward:
         return dict.fromkeys(shared, OUTER)
-    outer, forward = _reachable(masks), _reachable([result])
+    outer, forward = fn.nodes_of(masks), fn.nodes_of([result])
     return {
         expr: OUTER if expr in outer else FORWARD if expr in forward else BACKWARD
         for expr in shared
     }
-
-
-def _reachable(exprs: list[sympy.Basic]) -> set[sympy.Basic]:
-    """Every node of `exprs`, each visited once."""
-    seen: set[sympy.Basic] = set()
-    waiting = list(exprs)
-    while waiting:
-        node = waiting.pop()
-        if node not in seen:
-            seen.add(node)
-            waiting.extend(node.args)
-    return seen
 
 
 def layout_roles(paired: bool, partners: int) -> Roles:

@@ -306,30 +306,30 @@ def _held(value):
 def _softmax_cross_entropy_pair(labels, logits):
     """tf.nn.softmax_cross_entropy_with_logits, axis kept, and its gradient with respect
     to the logits, softmax(logits) - labels (rows of labels summing to 1), from the one
-    kernel that computes both; float16 in float32, as the tf.nn op computes it."""
-    shape = tf.shape(logits)
-    wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
-    loss, backprop = tf.raw_ops.SoftmaxCrossEntropyWithLogits(
-        features=tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide),
-        labels=tf.cast(tf.reshape(labels, [-1, shape[-1]]), wide),
-    )
-    kept = tf.concat([shape[:-1], [1]], 0)
-    return (
-        tf.cast(tf.reshape(loss, kept), logits.dtype),
-        tf.cast(tf.reshape(backprop, shape), logits.dtype),
-    )
+    kernel that computes both."""
+    flat_labels = tf.reshape(labels, [-1, tf.shape(logits)[-1]])
+    kernel = tf.raw_ops.SoftmaxCrossEntropyWithLogits
+    return _cross_entropy_kernel(kernel, flat_labels, logits)
 
 
 def _sparse_softmax_cross_entropy_pair(labels, logits):
     """tf.nn.sparse_softmax_cross_entropy_with_logits of int32 labels in [0, C) shaped
     [..., 1], axis kept, and its gradient with respect to the logits,
     softmax(logits) - onehot(labels), from the one kernel that computes both."""
+    flat_labels = tf.reshape(labels, [-1])
+    kernel = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits
+    return _cross_entropy_kernel(kernel, flat_labels, logits)
+
+
+def _cross_entropy_kernel(kernel, flat_labels, logits):
+    """A cross-entropy kernel's loss (axis kept) and gradient, for logits of any rank
+    (the kernels take matrices); float16 in float32, as the tf.nn ops compute it."""
     shape = tf.shape(logits)
     wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
-    loss, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
-        features=tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide),
-        labels=tf.reshape(labels, [-1]),
-    )
+    if flat_labels.dtype.is_floating:
+        flat_labels = tf.cast(flat_labels, wide)
+    features = tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide)
+    loss, backprop = kernel(features=features, labels=flat_labels)
     kept = tf.concat([shape[:-1], [1]], 0)
     return (
         tf.cast(tf.reshape(loss, kept), logits.dtype),

@@ -797,6 +797,18 @@ def fold(
     return done[expr]
 
 
+def nodes_of(roots: Iterable[sympy.Basic]) -> set[sympy.Basic]:
+    """Every distinct sub-expression of `roots` (each visited once, without recursion)."""
+    seen: set[sympy.Basic] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return seen
+
+
 def roles_of(
     expr: sympy.Basic,
     symbol_roles: Mapping[sympy.Symbol, Roles],

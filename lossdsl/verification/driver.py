@@ -164,11 +164,4 @@ def verification_plan(
 
 def distinct_nodes(roots: Iterable[sympy.Basic]) -> int:
     """How many distinct sub-expressions `roots` have (shared ones counted once)."""
-    seen: set[sympy.Basic] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(node.args)
-    return len(seen)
+    return len(functions.nodes_of(roots))
