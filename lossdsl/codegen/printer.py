@@ -180,7 +180,8 @@ def print_body(
     With `own_backward`, on a target that writes custom gradients, the result's gradient
     with respect to y_pred is the loss's own (`symbolic.backward`), fused by the same
     rules and sharing the forward pass's temporaries (`FunctionBody.backward`); where a
-    node has no rule the framework's autodiff stays.
+    node has no rule, or is a fused node whose helper's gradient the target keeps
+    (`Target.helper_gradients`), the framework's autodiff stays.
     """
     backend = target_named(target)
     jit_compile = jit_compile and backend is TENSORFLOW
@@ -202,7 +203,11 @@ def print_body(
     gradient = None
     if own_backward and backend.custom_gradient:
         fused, fusions = fuse(symbolic.result, context, OWN_BACKWARD_FUSIONS)
-        gradient = backward(fused, y_pred, context.roles, onehot)
+        helpers_differentiate = any(
+            type(node).__name__ in backend.helper_gradients for node in fn.nodes_of([fused])
+        )
+        if not helpers_differentiate:
+            gradient = backward(fused, y_pred, context.roles, onehot)
     if gradient is None or gradient == 0:  # the framework's autodiff
         gradient = None
         fused, fusions = fuse(symbolic.result, context)

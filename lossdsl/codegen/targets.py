@@ -30,6 +30,9 @@ class Target:
     empty_axes_reduce_all: bool  # whether a reduction over no axes reduces them all
     custom_gradient: bool  # whether its modules carry the loss's own backward pass
     backward_depths: tuple[int, int, int]  # the indentation of its body, forward, backward
+    # fused nodes whose helper's own gradient the target keeps: a loss with one of them
+    # is differentiated by the framework (measured faster there; benchmarks/README.md)
+    helper_gradients: frozenset[str]
     forms: Mapping[str, str]
 
     def form(self, operation: str, *operands: str, y_pred: str) -> str:
@@ -40,6 +43,14 @@ class Target:
         """Several axes of a reduction, as the backend takes them."""
         joined = ", ".join(axes)
         return f"[{joined}]" if self.name == "tensorflow" else f"({joined})"
+
+
+HELPER_GRADIENTS = frozenset(
+    {"SoftplusPair", "Huber", "ClippedLog", "SoftmaxCrossEntropy", "SparseSoftmaxCrossEntropy"}
+)
+"""The fused nodes (`symbolic.functions` classes) whose JAX and PyTorch helpers have a
+tuned gradient (`jax.custom_vjp`; in-place PyTorch ops, `F.huber_loss`,
+`F.cross_entropy`) that measured faster than the loss's own backward pass there."""
 
 
 TENSORFLOW = Target(
@@ -54,6 +65,7 @@ TENSORFLOW = Target(
     empty_axes_reduce_all=False,
     custom_gradient=True,
     backward_depths=(1, 2, 3),
+    helper_gradients=frozenset(),
     forms=MappingProxyType(
         {
             "prepare_pred": "tf.convert_to_tensor({0}, dtype_hint=keras.backend.floatx())",
@@ -137,6 +149,7 @@ JAX = Target(
     empty_axes_reduce_all=False,
     custom_gradient=True,
     backward_depths=(1, 2, 2),
+    helper_gradients=HELPER_GRADIENTS,
     forms=MappingProxyType(
         {
             "prepare_pred": "jnp.asarray({0})",
@@ -213,6 +226,7 @@ TORCH = Target(
     empty_axes_reduce_all=True,
     custom_gradient=True,
     backward_depths=(1, 2, 2),
+    helper_gradients=HELPER_GRADIENTS,
     forms=MappingProxyType(
         {
             "prepare_pred": "torch.as_tensor({0})",

@@ -54,28 +54,6 @@ def _sparse_softmax_cross_entropy(labels, logits):
     return (total - picked).astype(logits.dtype)
 
 
-def _other_cotangents(forward, upstream, y_pred, *others):
-    """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
-    jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
-    drops them where nothing uses them. Integer arrays (labels) get None. The loss's own
-    backward pass covers y_pred."""
-
-    def is_float(value):
-        return jnp.issubdtype(jnp.result_type(value), jnp.inexact)
-
-    floating = [i for i, value in enumerate(others) if is_float(value)]
-
-    def value(*chosen):
-        values = list(others)
-        for i, entry in zip(floating, chosen, strict=True):
-            values[i] = entry
-        return forward(y_pred, *values)[0]
-
-    _, pullback = jax.vjp(value, *(others[i] for i in floating))
-    found = dict(zip(floating, pullback(upstream), strict=True))
-    return tuple(found.get(i) for i in range(len(others)))
-
-
 def _masked_ce_per_sample_with_mask(y, z):
     """The `masked_ce_per_sample` loss per element and its mask, from one conversion of
     the inputs.
@@ -100,33 +78,8 @@ def _masked_ce_per_sample_with_mask(y, z):
     if y.ndim == z.ndim - 1:
         y = jnp.expand_dims(y, -1)
     y = y.astype(jnp.int32)
-    sum_dtype = jnp.float32 if z.dtype in (jnp.float16, jnp.bfloat16) else z.dtype
-
-    @jax.custom_vjp
-    def forward(z, y):
-        return forward_and_residuals(z, y)[0]
-
-    def forward_and_residuals(z, y):
-        t0 = jnp.where(
-            (y >= 0) & (y < z.shape[-1]),
-            _sparse_softmax_cross_entropy(jnp.clip(y, 0, z.shape[-1] - 1), z),
-            0.0,
-        )
-        residuals = (z, y)
-        return jnp.squeeze(t0, axis=-1), residuals
-
-    def backward(residuals, upstream):
-        z, y = residuals
-        others = _other_cotangents(forward_and_residuals, upstream, z, y)
-        upstream = jnp.expand_dims(upstream, -1)
-        t1 = jax.nn.one_hot(y[..., 0], z.shape[-1], dtype=z.dtype)
-        t2 = jnp.asarray(
-            jnp.sum(jnp.asarray(t1, sum_dtype), axis=-1, keepdims=True), z.dtype
-        )
-        return (-t1 + jax.nn.softmax(z, axis=-1)) * (upstream * t2), *others
-
-    forward.defvjp(forward_and_residuals, backward)
-    losses = forward(z, y)
+    t0 = _sparse_softmax_cross_entropy(jnp.clip(y, 0, z.shape[-1] - 1), z)
+    losses = jnp.squeeze(jnp.where((y >= 0) & (y < z.shape[-1]), t0, 0.0), axis=-1)
     valid = jnp.squeeze(jnp.not_equal(y, -1), axis=-1)
     return jnp.where(valid, losses, jnp.zeros_like(losses)), valid
 

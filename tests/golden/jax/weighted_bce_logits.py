@@ -55,28 +55,6 @@ def _softplus_pair_same_shape(a, b, x):
     return pair(a, b, x)
 
 
-def _other_cotangents(forward, upstream, y_pred, *others):
-    """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
-    jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
-    drops them where nothing uses them. Integer arrays (labels) get None. The loss's own
-    backward pass covers y_pred."""
-
-    def is_float(value):
-        return jnp.issubdtype(jnp.result_type(value), jnp.inexact)
-
-    floating = [i for i, value in enumerate(others) if is_float(value)]
-
-    def value(*chosen):
-        values = list(others)
-        for i, entry in zip(floating, chosen, strict=True):
-            values[i] = entry
-        return forward(y_pred, *values)[0]
-
-    _, pullback = jax.vjp(value, *(others[i] for i in floating))
-    found = dict(zip(floating, pullback(upstream), strict=True))
-    return tuple(found.get(i) for i in range(len(others)))
-
-
 def weighted_bce_logits(y, z, pos_weight=1.0):
     """The `weighted_bce_logits` loss per element.
 
@@ -101,40 +79,13 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     elif y.ndim == z.ndim - 1 and z.shape[-1] == 1:
         y = jnp.expand_dims(y, -1)
     y = jnp.asarray(y, z.dtype)
-    num_classes = jnp.asarray(z.shape[-1], z.dtype)
     sum_dtype = jnp.float32 if z.dtype in (jnp.float16, jnp.bfloat16) else z.dtype
-
-    @jax.custom_vjp
-    def forward(z, y, pos_weight, num_classes):
-        return forward_and_residuals(z, y, pos_weight, num_classes)[0]
-
-    def forward_and_residuals(z, y, pos_weight, num_classes):
-        t0 = 1.0 - y
-        t1 = jnp.mean(
-            jnp.asarray(_softplus_pair_same_shape(pos_weight * y, t0, z), sum_dtype),
-            axis=-1,
-            keepdims=True,
-        )
-        residuals = (z, y, pos_weight, num_classes, t0)
-        return jnp.squeeze(jnp.asarray(t1, z.dtype), axis=-1), residuals
-
-    def backward(residuals, upstream):
-        z, y, pos_weight, num_classes, t0 = residuals
-        others = _other_cotangents(
-            forward_and_residuals,
-            upstream,
-            z,
-            y,
-            pos_weight,
-            num_classes,
-        )
-        upstream = jnp.expand_dims(upstream, -1)
-        t2 = jax.nn.sigmoid(-z)
-        t3 = jax.nn.sigmoid(z)
-        return (y * -pos_weight * t2 + t0 * t3) * (upstream / num_classes), *others
-
-    forward.defvjp(forward_and_residuals, backward)
-    return forward(z, y, pos_weight, num_classes)
+    t0 = jnp.mean(
+        jnp.asarray(_softplus_pair_same_shape(pos_weight * y, 1.0 - y, z), sum_dtype),
+        axis=-1,
+        keepdims=True,
+    )
+    return jnp.squeeze(jnp.asarray(t0, z.dtype), axis=-1)
 
 
 try:

@@ -69,28 +69,6 @@ def _per_class(values, y_pred, name):
     return values
 
 
-def _other_cotangents(forward, upstream, y_pred, *others):
-    """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
-    jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
-    drops them where nothing uses them. Integer arrays (labels) get None. The loss's own
-    backward pass covers y_pred."""
-
-    def is_float(value):
-        return jnp.issubdtype(jnp.result_type(value), jnp.inexact)
-
-    floating = [i for i, value in enumerate(others) if is_float(value)]
-
-    def value(*chosen):
-        values = list(others)
-        for i, entry in zip(floating, chosen, strict=True):
-            values[i] = entry
-        return forward(y_pred, *values)[0]
-
-    _, pullback = jax.vjp(value, *(others[i] for i in floating))
-    found = dict(zip(floating, pullback(upstream), strict=True))
-    return tuple(found.get(i) for i in range(len(others)))
-
-
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
 
@@ -117,32 +95,13 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     y = jnp.asarray(y, p.dtype)
     w = _per_class(w, p, "w")
     sum_dtype = jnp.float32 if p.dtype in (jnp.float16, jnp.bfloat16) else p.dtype
-
-    @jax.custom_vjp
-    def forward(p, y, w):
-        return forward_and_residuals(p, y, w)[0]
-
-    def forward_and_residuals(p, y, w):
-        t0 = jnp.argmax(y, axis=-1, keepdims=True)
-        t1 = jnp.take(w, t0)
-        t2 = jnp.sum(
-            jnp.asarray(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
-            axis=-1,
-            keepdims=True,
-        )
-        residuals = (p, y, w, t1)
-        return jnp.squeeze(-t1 * jnp.asarray(t2, p.dtype), axis=-1), residuals
-
-    def backward(residuals, upstream):
-        p, y, w, t1 = residuals
-        others = _other_cotangents(forward_and_residuals, upstream, p, y, w)
-        upstream = jnp.expand_dims(upstream, -1)
-        t3 = jnp.logical_and(jnp.greater_equal(p, 1e-07), jnp.less_equal(p, 0.9999999))
-        t4 = jnp.asarray(0.0, p.dtype)
-        return jnp.where(t3, y * (-upstream * t1) / p, t4), *others
-
-    forward.defvjp(forward_and_residuals, backward)
-    return forward(p, y, w)
+    t0 = jnp.argmax(y, axis=-1, keepdims=True)
+    t1 = jnp.sum(
+        jnp.asarray(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
+        axis=-1,
+        keepdims=True,
+    )
+    return jnp.squeeze(-jnp.take(w, t0) * jnp.asarray(t1, p.dtype), axis=-1)
 
 
 try:

@@ -100,85 +100,6 @@ def _sparse_softmax_cross_entropy(labels, logits):
     return (total - torch.gather(wide, -1, labels)).to(logits.dtype)
 
 
-def _save(ctx, inputs, temporaries):
-    """Keep a loss's inputs and forward temporaries for its own backward pass
-    (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
-    the temporaries, returned as outputs only to be kept, have no gradient."""
-    kept = [value for value in temporaries if torch.is_tensor(value)]
-    ctx.mark_non_differentiable(*kept)
-    values = (*inputs, *temporaries)
-    ctx.inputs = len(inputs)
-    ctx.save_for_backward(*(value for value in values if torch.is_tensor(value)))
-    ctx.kept = tuple(None if torch.is_tensor(value) else value for value in values)
-
-
-def _saved(ctx):
-    """What `_save` kept, in its order."""
-    tensors = iter(ctx.saved_tensors)
-    return tuple(next(tensors) if value is None else value for value in ctx.kept)
-
-
-def _other_gradients(function, ctx, upstream):
-    """The gradients of a loss's inputs after y_pred that autograd asks for (a soft
-    target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
-    on them and differentiated by autograd; None for the others. The loss's own backward
-    pass covers y_pred."""
-    inputs = _saved(ctx)[: ctx.inputs]
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
-    if not wanted:
-        return (None,) * (len(inputs) - 1)
-    with torch.enable_grad():
-        again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
-        for i in wanted:
-            again[i].requires_grad_(True)
-        value = function.forward(*again)[0]
-        chosen = [again[i] for i in wanted]
-        found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
-    gradients = dict(zip(wanted, found, strict=True))
-    return tuple(gradients.get(i) for i in range(1, len(inputs)))
-
-
-class _MaskedCeBackward(torch.autograd.Function):
-    """The `masked_ce` loss per element with its own backward pass.
-
-    In torch.func's form (`setup_context`, a generated vmap rule). The forward pass
-    returns, after the value, the temporaries the backward pass reads.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(z, y, sum_dtype):
-        t0 = torch.where(
-            (y >= 0) & (y < z.shape[-1]),
-            _sparse_softmax_cross_entropy(torch.clamp(y, 0, z.shape[-1] - 1), z),
-            0.0,
-        )
-        saved = ()
-        return torch.squeeze(t0, -1), *saved
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _save(ctx, inputs, output[1:])
-
-    @staticmethod
-    def backward(ctx, upstream, *_):
-        z, y, sum_dtype = _saved(ctx)
-        others = _other_gradients(_MaskedCeBackward, ctx, upstream)
-        upstream = torch.unsqueeze(upstream, -1)
-        t1 = (y == torch.arange(z.shape[-1], device=z.device)).to(z.dtype)
-        t2 = torch.as_tensor(
-            torch.sum(
-                torch.as_tensor(t1, dtype=sum_dtype, device=z.device),
-                dim=-1,
-                keepdim=True,
-            ),
-            dtype=z.dtype,
-            device=z.device,
-        )
-        return (-t1 + torch.softmax(z, dim=-1)) * (upstream * t2), *others
-
-
 def _masked_ce_with_mask(y, z):
     """The `masked_ce` loss per element and its mask, from one conversion of the inputs.
 
@@ -202,8 +123,8 @@ def _masked_ce_with_mask(y, z):
     if y.ndim == z.ndim - 1:
         y = torch.unsqueeze(y, -1)
     y = y.long()
-    sum_dtype = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
-    losses = _MaskedCeBackward.apply(z, y, sum_dtype)[0]
+    t0 = _sparse_softmax_cross_entropy(torch.clamp(y, 0, z.shape[-1] - 1), z)
+    losses = torch.squeeze(torch.where((y >= 0) & (y < z.shape[-1]), t0, 0.0), -1)
     valid = torch.squeeze(y != -1, -1)
     return torch.where(valid, losses, torch.zeros_like(losses)), valid
 

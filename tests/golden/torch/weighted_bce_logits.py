@@ -79,86 +79,6 @@ def _softplus_pair_same_shape(a, b, x):
     return _SoftplusPair.apply(a, b, x)
 
 
-def _save(ctx, inputs, temporaries):
-    """Keep a loss's inputs and forward temporaries for its own backward pass
-    (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
-    the temporaries, returned as outputs only to be kept, have no gradient."""
-    kept = [value for value in temporaries if torch.is_tensor(value)]
-    ctx.mark_non_differentiable(*kept)
-    values = (*inputs, *temporaries)
-    ctx.inputs = len(inputs)
-    ctx.save_for_backward(*(value for value in values if torch.is_tensor(value)))
-    ctx.kept = tuple(None if torch.is_tensor(value) else value for value in values)
-
-
-def _saved(ctx):
-    """What `_save` kept, in its order."""
-    tensors = iter(ctx.saved_tensors)
-    return tuple(next(tensors) if value is None else value for value in ctx.kept)
-
-
-def _other_gradients(function, ctx, upstream):
-    """The gradients of a loss's inputs after y_pred that autograd asks for (a soft
-    target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
-    on them and differentiated by autograd; None for the others. The loss's own backward
-    pass covers y_pred."""
-    inputs = _saved(ctx)[: ctx.inputs]
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
-    if not wanted:
-        return (None,) * (len(inputs) - 1)
-    with torch.enable_grad():
-        again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
-        for i in wanted:
-            again[i].requires_grad_(True)
-        value = function.forward(*again)[0]
-        chosen = [again[i] for i in wanted]
-        found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
-    gradients = dict(zip(wanted, found, strict=True))
-    return tuple(gradients.get(i) for i in range(1, len(inputs)))
-
-
-class _WeightedBceLogitsBackward(torch.autograd.Function):
-    """The `weighted_bce_logits` loss per element with its own backward pass.
-
-    In torch.func's form (`setup_context`, a generated vmap rule). The forward pass
-    returns, after the value, the temporaries the backward pass reads.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(z, y, pos_weight, num_classes, sum_dtype):
-        t0 = 1.0 - y
-        t1 = torch.as_tensor(
-            torch.mean(
-                torch.as_tensor(
-                    _softplus_pair_same_shape(pos_weight * y, t0, z),
-                    dtype=sum_dtype,
-                    device=z.device,
-                ),
-                dim=-1,
-                keepdim=True,
-            ),
-            dtype=z.dtype,
-            device=z.device,
-        )
-        saved = (t0,)
-        return torch.squeeze(t1, -1), *saved
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _save(ctx, inputs, output[1:])
-
-    @staticmethod
-    def backward(ctx, upstream, *_):
-        z, y, pos_weight, num_classes, sum_dtype, t0 = _saved(ctx)
-        others = _other_gradients(_WeightedBceLogitsBackward, ctx, upstream)
-        upstream = torch.unsqueeze(upstream, -1)
-        t2 = torch.sigmoid(-z)
-        t3 = torch.sigmoid(z)
-        return (y * -pos_weight * t2 + t0 * t3) * (upstream / num_classes), *others
-
-
 def weighted_bce_logits(y, z, pos_weight=1.0):
     """The `weighted_bce_logits` loss per element.
 
@@ -183,9 +103,17 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     elif y.ndim == z.ndim - 1 and z.shape[-1] == 1:
         y = torch.unsqueeze(y, -1)
     y = torch.as_tensor(y, dtype=z.dtype, device=z.device)
-    num_classes = torch.as_tensor(z.shape[-1], dtype=z.dtype, device=z.device)
     sum_dtype = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
-    return _WeightedBceLogitsBackward.apply(z, y, pos_weight, num_classes, sum_dtype)[0]
+    t0 = torch.mean(
+        torch.as_tensor(
+            _softplus_pair_same_shape(pos_weight * y, 1.0 - y, z),
+            dtype=sum_dtype,
+            device=z.device,
+        ),
+        dim=-1,
+        keepdim=True,
+    )
+    return torch.squeeze(torch.as_tensor(t0, dtype=z.dtype, device=z.device), -1)
 
 
 class WeightedBceLogitsModule(torch.nn.Module):

@@ -56,87 +56,6 @@ def _per_class(values, y_pred, name):
     return values
 
 
-def _save(ctx, inputs, temporaries):
-    """Keep a loss's inputs and forward temporaries for its own backward pass
-    (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
-    the temporaries, returned as outputs only to be kept, have no gradient."""
-    kept = [value for value in temporaries if torch.is_tensor(value)]
-    ctx.mark_non_differentiable(*kept)
-    values = (*inputs, *temporaries)
-    ctx.inputs = len(inputs)
-    ctx.save_for_backward(*(value for value in values if torch.is_tensor(value)))
-    ctx.kept = tuple(None if torch.is_tensor(value) else value for value in values)
-
-
-def _saved(ctx):
-    """What `_save` kept, in its order."""
-    tensors = iter(ctx.saved_tensors)
-    return tuple(next(tensors) if value is None else value for value in ctx.kept)
-
-
-def _other_gradients(function, ctx, upstream):
-    """The gradients of a loss's inputs after y_pred that autograd asks for (a soft
-    target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
-    on them and differentiated by autograd; None for the others. The loss's own backward
-    pass covers y_pred."""
-    inputs = _saved(ctx)[: ctx.inputs]
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
-    if not wanted:
-        return (None,) * (len(inputs) - 1)
-    with torch.enable_grad():
-        again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
-        for i in wanted:
-            again[i].requires_grad_(True)
-        value = function.forward(*again)[0]
-        chosen = [again[i] for i in wanted]
-        found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
-    gradients = dict(zip(wanted, found, strict=True))
-    return tuple(gradients.get(i) for i in range(1, len(inputs)))
-
-
-class _WeightedCeBackward(torch.autograd.Function):
-    """The `weighted_ce` loss per element with its own backward pass.
-
-    In torch.func's form (`setup_context`, a generated vmap rule). The forward pass
-    returns, after the value, the temporaries the backward pass reads.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(p, y, w, sum_dtype):
-        t0 = torch.argmax(y, dim=-1, keepdim=True)
-        t1 = torch.take(w, t0)
-        t2 = torch.as_tensor(
-            torch.sum(
-                torch.as_tensor(
-                    y * _clipped_log(p, 1e-07, 0.9999999),
-                    dtype=sum_dtype,
-                    device=p.device,
-                ),
-                dim=-1,
-                keepdim=True,
-            ),
-            dtype=p.dtype,
-            device=p.device,
-        )
-        saved = (t1,)
-        return torch.squeeze(-t1 * t2, -1), *saved
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _save(ctx, inputs, output[1:])
-
-    @staticmethod
-    def backward(ctx, upstream, *_):
-        p, y, w, sum_dtype, t1 = _saved(ctx)
-        others = _other_gradients(_WeightedCeBackward, ctx, upstream)
-        upstream = torch.unsqueeze(upstream, -1)
-        t3 = torch.as_tensor(0.0, dtype=p.dtype, device=p.device)
-        t4 = torch.logical_and(p >= 1e-07, p <= 0.9999999)
-        return torch.where(t4, y * (-upstream * t1) / p, t3), *others
-
-
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
 
@@ -163,7 +82,19 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     y = torch.as_tensor(y, dtype=p.dtype, device=p.device)
     w = _per_class(w, p, "w")
     sum_dtype = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-    return _WeightedCeBackward.apply(p, y, w, sum_dtype)[0]
+    t0 = torch.argmax(y, dim=-1, keepdim=True)
+    t1 = torch.as_tensor(
+        torch.sum(
+            torch.as_tensor(
+                y * _clipped_log(p, 1e-07, 0.9999999), dtype=sum_dtype, device=p.device
+            ),
+            dim=-1,
+            keepdim=True,
+        ),
+        dtype=p.dtype,
+        device=p.device,
+    )
+    return torch.squeeze(-torch.take(w, t0) * t1, -1)
 
 
 class WeightedCeModule(torch.nn.Module):
