@@ -47,7 +47,7 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         "a mean divides by what it averaged",
         lambda: fn.ReduceMean(z, CLASS),
         PER_ELEMENT,
-        lambda: U / count(frozenset({Role.CLASS})),
+        lambda: U * fn.InverseCount(CLASS),
     ),
     (
         "a sum over a role the operand lacks counts its copies",
@@ -129,7 +129,7 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         "a per-sample upstream broadcasts over the sample's elements",
         lambda: fn.ReduceMean(z**2, fn.encode_roles(frozenset({Role.SPATIAL, Role.CLASS}))),
         PER_SAMPLE,
-        lambda: 2 * U * z / count(frozenset({Role.SPATIAL, Role.CLASS})),
+        lambda: 2 * U * z * fn.InverseCount(fn.encode_roles(frozenset({Role.SPATIAL, Role.CLASS}))),
     ),
 ]
 
@@ -212,3 +212,21 @@ def test_y_true_and_params_get_no_gradient_from_the_backward_pass() -> None:
     gradients = tape.gradient(value, [y_true, y_pred, k])
     assert gradients[0] is None and gradients[2] is None  # None, not a silent 0
     np.testing.assert_allclose(gradients[1].numpy(), -4.0 / 3.0 * np.ones((2, 3)), rtol=1e-6)
+
+
+def test_a_mean_over_more_elements_than_float16_counts_keeps_its_gradient() -> None:
+    """A mean over 90,000 elements in float16 (whose largest number is 65504): the count
+    the backward pass divides by is taken in float32, so the gradient is not 0."""
+    import tensorflow as tf
+
+    import lossdsl
+
+    spec = "input y: target\ninput p: real\nloss l = relu(mean(mean(square(p - y))))\n"
+    compiled = lossdsl.compile(spec)  # per sample: relu keeps the means out of Keras's
+    y_true = tf.zeros((1, 300, 300, 1), tf.float16)
+    y_pred = tf.fill((1, 300, 300, 1), tf.constant(100.0, tf.float16))
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        value = tf.reduce_sum(compiled.per_sample_function(y_true, y_pred))
+    gradient = tape.gradient(value, y_pred).numpy().astype(np.float64)
+    np.testing.assert_allclose(gradient, 200.0 / 90_000, rtol=1e-2)

@@ -571,6 +571,17 @@ class TensorFlowPrinter(PythonCodePrinter):
             self.use(NUM_CLASSES_LOCAL)
         return " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
 
+    def inverse_count(self, roles: Roles) -> str:
+        """1 / `count(roles)`, from the integer sizes in the accumulation dtype (float32
+        for half precision, whose largest number is 65504) and cast back."""
+        sizes = {
+            Role.BATCH: self.form("size", self.y_pred, "0"),
+            Role.SPATIAL: self.form("spatial_size"),
+            Role.CLASS: self.form("size", self.y_pred, "-1"),
+        }
+        product = " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
+        return self.cast(f"1.0 / {self.cast(product, self.use(SUM_DTYPE_LOCAL))}")
+
     def axes(self, roles: Roles) -> str:
         """The `axis=` of a reduction over `roles` (keepdims form)."""
         if roles == self.axis_roles:
@@ -861,6 +872,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         x, start, stop = expr.args
         bounds = f"{start}:{'' if stop is sympy.oo else stop}"
         return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[..., {bounds}]"
+
+    def _print_InverseCount(self, expr: fn.InverseCount) -> str:
+        return self.inverse_count(expr.removed_roles)
 
     def _print_Parenthesized(self, expr: fn.Parenthesized) -> str:
         return f"({self._print(expr.args[0])})"

@@ -10,7 +10,8 @@ roles the argument lacks (the argument was broadcast over them):
   (`where(c, 1, 0)`, from `clip`, `minimum`, `relu`...) becomes a select of the product,
   `where(c, adjoint * rest, 0)`, so that an untaken branch that is not finite never
   meets the 0;
-- a sum broadcasts its adjoint back, a mean divides it by the count of what it averaged,
+- a sum broadcasts its adjoint back, a mean multiplies it by 1 / the count of what it
+  averaged (`InverseCount`, taken in float32 for half precision, whose counts overflow),
   a logsumexp weighs it by exp(x - result), a max or min shares it among the elements
   equal to the result;
 - softmax s passes s * (A - sum_c(A * s)), log_softmax l passes A - exp(l) * sum_c(A),
@@ -245,8 +246,8 @@ class _Backward:
         x = node.args[0]
         present = node.removed_roles & self.roles(x)
         if Role.CLASS in present and x.has(fn.Channels):
-            return None  # a mean over a slice of channels: `count` knows C, not the slice
-        return product(adjoint, 1 / count(present))
+            return None  # a mean over a slice of channels: counts know C, not the slice
+        return product(adjoint, fn.InverseCount(fn.encode_roles(present)) if present else 1)
 
     def log_sum_exp(self, node: fn.LogSumExp, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         x = node.args[0]

@@ -153,6 +153,10 @@ class SpecPrinter(StrPrinter):
         """Its meaning, softmax(z) - y (which TensorFlow's kernel computes with the loss)."""
         return f"({self._print(expr.definition())})"
 
+    def _print_InverseCount(self, expr: fn.InverseCount) -> str:
+        roles = ", ".join(role.value for role in ROLE_ORDER if role in expr.removed_roles)
+        return f"1 / count[{roles}]"
+
     def _print_Gather(self, expr: fn.Gather) -> str:
         vector, index = expr.args
         return f"{self.parenthesize(vector, PRECEDENCE['Func'], True)}[{self._print(index)}]"

@@ -518,6 +518,25 @@ class SparseSoftmaxCrossEntropy(LossFunction):
         return -TakeClass(LogSoftmax(z), label)
 
 
+class InverseCount(LossFunction):
+    """1 / the number of elements a reduction over the roles in the bitmask `removed`
+    combines: what a mean passes back per element (`symbolic.backward`). Printed from
+    integer sizes in the accumulation dtype, so that a count beyond float16's range is
+    no infinity."""
+
+    nargs = 1
+
+    @property
+    def removed_roles(self) -> Roles:
+        return decode_roles(self.args[0])
+
+    def definition(self) -> sympy.Expr:
+        return 1 / ReduceSum(sympy.S.One, self.args[0])
+
+    def _eval_is_positive(self) -> bool | None:
+        return True
+
+
 class Parenthesized(LossFunction):
     """x itself, computed apart from the product it is a factor of: the printer groups a
     product's factors with fewer roles (numbers, params, the upstream gradient), so that

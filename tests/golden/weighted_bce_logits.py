@@ -77,7 +77,6 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     elif y.shape.rank == z.shape.rank - 1 and z.shape[-1] == 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, z.dtype)
-    num_classes = tf.cast(tf.shape(z)[-1], z.dtype)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
     y = tf.stop_gradient(y)
     pos_weight = _held(pos_weight)
@@ -93,9 +92,10 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t2 = tf.math.sigmoid(-z)
-            t3 = tf.math.sigmoid(z)
-            return (y * -pos_weight * t2 + t0 * t3) * (upstream / num_classes)
+            t2 = tf.cast(1.0 / tf.cast(tf.shape(z)[-1], sum_dtype), z.dtype)
+            t3 = tf.math.sigmoid(-z)
+            t4 = tf.math.sigmoid(z)
+            return (y * -pos_weight * t3 + t0 * t4) * (upstream * t2)
 
         return tf.squeeze(tf.cast(t1, z.dtype), axis=-1), backward
 
