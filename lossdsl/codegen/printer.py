@@ -319,9 +319,15 @@ def kernel_pairs(gradient: sympy.Basic) -> dict[sympy.Basic, sympy.Basic]:
     both, so the backward pass computes no softmax of its own."""
     replacements: dict[sympy.Basic, sympy.Basic] = {}
     for backprop in gradient.atoms(fn.CrossEntropyBackprop):
-        pair = fn.CrossEntropyPair(backprop.args[0])
-        replacements[backprop.args[0]] = fn.PairItem(pair, 0)
+        node = backprop.args[0]
+        pair = fn.CrossEntropyPair(node)
+        replacements[node] = fn.PairItem(pair, 0)
         replacements[backprop] = fn.PairItem(pair, 1)
+        if isinstance(node, fn.SparseSoftmaxCrossEntropy):  # 0 for a label outside [0, C):
+            label = node.args[1]  # a select of the value, a factor of the gradient that
+            in_range = sympy.And(label >= 0, label < fn.NUM_CLASSES)  # the upstream meets
+            replacements[node] = fn.Where(in_range, replacements[node], sympy.S.Zero)
+            replacements[backprop] *= fn.Where(in_range, sympy.S.One, sympy.S.Zero)
     return replacements
 
 
@@ -906,14 +912,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"{SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR}({safe}, {self._print(z)})"
 
     def _print_PairItem(self, expr: fn.PairItem) -> str:
-        """An item of the kernel's pair; for a label outside [0, C), 0."""
         pair, item = expr.args
-        printed = f"{self.parenthesize(pair, PRECEDENCE['Func'], True)}[{int(item)}]"
-        node = pair.args[0]
-        if isinstance(node, fn.SoftmaxCrossEntropy):
-            return printed
-        label, size = self.index(node.args[1]), self.form("size", self.y_pred, "-1")
-        return self.form("where", self._in_range(label, size), printed, "0.0")
+        return f"{self.parenthesize(pair, PRECEDENCE['Func'], True)}[{int(item)}]"
 
     def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
         if (helper := self.spelled(expr)) is not None:

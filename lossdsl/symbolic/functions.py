@@ -585,15 +585,22 @@ class CrossEntropyPair(LossFunction):
 
 
 class PairItem(LossFunction):
-    """Item 0 (the value, as the node's) or 1 (the gradient, `CrossEntropyBackprop`) of a
-    `CrossEntropyPair`."""
+    """Item 0 (the value) or 1 (the gradient) of a `CrossEntropyPair`: the node's and
+    `CrossEntropyBackprop`'s, except for a sparse node's label outside [0, C), where
+    they are the kernel's for the label clipped into range (the printer selects 0 for
+    the value there, and multiplies the gradient by 0 on the upstream gradient's side).
+    """
 
     nargs = 2
 
     def definition(self) -> sympy.Expr:
         pair, item = self.args
         node = pair.args[0]
-        return node if item == 0 else CrossEntropyBackprop(node)
+        if isinstance(node, SoftmaxCrossEntropy):
+            return node if item == 0 else CrossEntropyBackprop(node)
+        z, label = node.args
+        clipped = sympy.Min(sympy.Max(label, 0), NUM_CLASSES - 1)
+        return -LogSoftmax(z) if item == 0 else Softmax(z) - OneHot(clipped)
 
     def _eval_is_real(self) -> bool | None:
         return True

@@ -26,20 +26,24 @@ def _sparse_softmax_cross_entropy_pair(labels, logits):
     """tf.nn.sparse_softmax_cross_entropy_with_logits of int32 labels in [0, C) shaped
     [..., 1], axis kept, and its gradient with respect to the logits,
     softmax(logits) - onehot(labels), from the one kernel that computes both."""
-    flat_labels = tf.reshape(labels, [-1])
     kernel = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits
-    return _cross_entropy_kernel(kernel, flat_labels, logits)
+    return _cross_entropy_kernel(kernel, labels[..., 0], logits)
 
 
-def _cross_entropy_kernel(kernel, flat_labels, logits):
+def _cross_entropy_kernel(kernel, labels, logits):
     """A cross-entropy kernel's loss (axis kept) and gradient, for logits of any rank
-    (the kernels take matrices); float16 in float32, as the tf.nn ops compute it."""
-    shape = tf.shape(logits)
+    (the kernels take matrices: a row of labels, or a label, per row of logits); float16
+    in float32, as the tf.nn ops compute it."""
     wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
-    if flat_labels.dtype.is_floating:
-        flat_labels = tf.cast(flat_labels, wide)
+    if labels.dtype.is_floating:
+        labels = tf.cast(labels, wide)
+    if logits.shape.rank == 2:
+        loss, backprop = kernel(features=tf.cast(logits, wide), labels=labels)
+        return tf.cast(loss[:, None], logits.dtype), tf.cast(backprop, logits.dtype)
+    shape = tf.shape(logits)
+    rows = [-1, shape[-1]] if labels.dtype.is_floating else [-1]
     features = tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide)
-    loss, backprop = kernel(features=features, labels=flat_labels)
+    loss, backprop = kernel(features=features, labels=tf.reshape(labels, rows))
     kept = tf.concat([shape[:-1], [1]], 0)
     return (
         tf.cast(tf.reshape(loss, kept), logits.dtype),
@@ -71,21 +75,24 @@ def _masked_ce_with_mask(y, z):
     if y.shape.rank == z.shape.rank - 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
+    num_classes = tf.cast(tf.shape(z)[-1], z.dtype)
     y = tf.stop_gradient(y)
 
     @tf.custom_gradient
     def forward(z):
-        t0 = _sparse_softmax_cross_entropy_pair(
+        t0 = tf.math.logical_and(
+            tf.math.greater_equal(y, 0), tf.math.less(tf.cast(y, z.dtype), num_classes)
+        )
+        t1 = _sparse_softmax_cross_entropy_pair(
             tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1), z
         )
-        t1 = tf.where((y >= 0) & (y < tf.shape(z)[-1]), t0[0], 0.0)
+        t2 = tf.constant(0.0, z.dtype)
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t2 = tf.shape(z)
-            return upstream * tf.where((y >= 0) & (y < t2[-1]), t0[1], 0.0)
+            return t1[1] * (upstream * tf.cast(t0, z.dtype))
 
-        return tf.squeeze(t1, axis=-1), backward
+        return tf.squeeze(tf.where(t0, t1[0], t2), axis=-1), backward
 
     losses = forward(z)
     valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
