@@ -35,6 +35,7 @@ REQUIRED = {
     "_softmax_cross_entropy",
     "_sparse_softmax_cross_entropy",
     "_into_channels",
+    "_channels_joined",
 }
 """The helpers every backend defines: issue 16's list, TensorFlow's names."""
 

@@ -86,6 +86,9 @@ INTO_CHANNELS = "_into_channels"
 """Values put at some channels of a last axis, zeros at the others (a channel
 selection's backward pass)."""
 
+CHANNELS_JOINED = "_channels_joined"
+"""The gradients of several channel selections put back in one concatenation."""
+
 OVER_SPATIAL = "_over_spatial"
 """A reduction over the spatial axes, none when there are none (PyTorch, where a
 reduction over no axes reduces them all)."""

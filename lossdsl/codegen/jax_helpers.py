@@ -215,3 +215,20 @@ def _other_cotangents(forward, upstream, y_pred, *others):
     _, pullback = jax.vjp(value, *(others[i] for i in floating))
     found = dict(zip(floating, pullback(upstream), strict=True))
     return tuple(found.get(i) for i in range(len(others)))
+
+
+def _channels_joined(size, *pieces):
+    """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
+    channels of a last axis of `size` entries, sorted by start, as one concatenation:
+    zeros between them and after the last. The values have one shape but for their
+    last axis."""
+    parts = []
+    end = 0
+    for values, start, stop in pieces:
+        if start > end:
+            parts.append(jnp.zeros((*values.shape[:-1], start - end), values.dtype))
+        parts.append(values)
+        end = stop
+    last = pieces[-1][0]
+    parts.append(jnp.zeros((*last.shape[:-1], size - end), last.dtype))
+    return jnp.concatenate(parts, -1)

@@ -398,14 +398,21 @@ def _largest_operand(node: ast.expr) -> ast.expr | None:
     A chain of names only (`t0 + t1 + ... + t9`) has its first half hoisted.
     """
     operands = _operands(node)
-    worth = [c for c in map(_unsigned, operands) if not _is_atomic(c)]
-    if worth:
-        return max(worth, key=lambda candidate: len(_flat(candidate)))
+    items = [item for operand in operands for item in _tuple_items(operand)]
+    for candidates in (items, operands):  # a tuple's items first (`_channels_joined`'s)
+        worth = [c for c in map(_unsigned, candidates) if not _is_atomic(c)]
+        if worth:
+            return max(worth, key=lambda candidate: len(_flat(candidate)))
     chain = node
     for _ in range(len(operands) // 2 if len(operands) > 2 else 0):
         assert isinstance(chain, ast.BinOp)  # a chain of more than two operands
         chain = chain.left  # its first operands: a sub-expression of their own
     return None if chain is node else chain
+
+
+def _tuple_items(node: ast.expr) -> list[ast.expr]:
+    """A tuple's items; any other node itself."""
+    return list(node.elts) if isinstance(node, ast.Tuple) else [node]
 
 
 def _output_part(output: _Output) -> ast.expr | None:

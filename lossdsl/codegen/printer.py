@@ -71,6 +71,7 @@ from lossdsl.codegen.fusions import (
     xla_spelling,
 )
 from lossdsl.codegen.helpers import (
+    CHANNELS_JOINED,
     CLIP,
     CLIPPED_LOG,
     HELD,
@@ -884,6 +885,12 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_Parenthesized(self, expr: fn.Parenthesized) -> str:
         return f"({self._print(expr.args[0])})"
+
+    def _print_ChannelsJoined(self, expr: fn.ChannelsJoined) -> str:
+        self.helpers_used.add(CHANNELS_JOINED)
+        size = self.form("size", self._print(expr.args[0]), "-1")
+        pieces = [f"({self._print(v)}, {start}, {stop})" for v, start, stop in expr.pieces]
+        return f"{CHANNELS_JOINED}({', '.join([size, *pieces])})"
 
     def _print_IntoChannels(self, expr: fn.IntoChannels) -> str:
         """`_into_channels`: the values padded to `like`'s channels; values without the

@@ -338,3 +338,25 @@ def _cross_entropy_kernel(kernel, labels, logits):
         tf.cast(tf.reshape(loss, kept), logits.dtype),
         tf.cast(tf.reshape(backprop, shape), logits.dtype),
     )
+
+
+def _channels_joined(size, *pieces):
+    """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
+    channels of a last axis of `size` entries, sorted by start, as one concatenation:
+    zeros between them and after the last. The values have one shape but for their
+    last axis."""
+    parts = []
+    end = 0
+    for values, start, stop in pieces:
+        if start > end:
+            parts.append(_zeros_beside(values, start - end))
+        parts.append(values)
+        end = stop
+    parts.append(_zeros_beside(pieces[-1][0], size - end))
+    return tf.concat(parts, -1)
+
+
+def _zeros_beside(values, width):
+    """Zeros with `values`' shape but for a last axis of `width` entries."""
+    shape = tf.concat([tf.shape(values)[:-1], [width]], 0)
+    return tf.zeros(shape, values.dtype)

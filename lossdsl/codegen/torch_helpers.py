@@ -337,3 +337,20 @@ def _other_gradients(function, ctx, upstream):
         found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
     gradients = dict(zip(wanted, found, strict=True))
     return tuple(gradients.get(i) for i in range(1, len(inputs)))
+
+
+def _channels_joined(size, *pieces):
+    """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
+    channels of a last axis of `size` entries, sorted by start, as one concatenation:
+    zeros between them and after the last. The values have one shape but for their
+    last axis."""
+    parts = []
+    end = 0
+    for values, start, stop in pieces:
+        if start > end:
+            parts.append(values.new_zeros((*values.shape[:-1], start - end)))
+        parts.append(values)
+        end = stop
+    last = pieces[-1][0]
+    parts.append(last.new_zeros((*last.shape[:-1], size - end)))
+    return torch.cat(parts, -1)

@@ -31,6 +31,7 @@ SymPy objects, so the printer's shared sub-expressions compute them once for bot
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 
 import sympy
@@ -124,6 +125,46 @@ def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
     return fn.fold(gradient, merge)
 
 
+def channels_joined(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles]) -> sympy.Expr:
+    """The adjoints of several channel selections of one value, put back together: a sum
+    of `IntoChannels` of disjoint slices of numbers as one `ChannelsJoined` (one
+    concatenation, where each `IntoChannels` pads a whole array)."""
+
+    def join(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        if not isinstance(rebuilt, sympy.Add):
+            return rebuilt
+        groups: dict[tuple[sympy.Basic, Roles], list[fn.IntoChannels]] = {}
+        for term in rebuilt.args:
+            if isinstance(term, fn.IntoChannels) and _joinable(term, roles):
+                groups.setdefault((term.args[1], roles(term.args[0])), []).append(term)
+        joined = {key: terms for key, terms in groups.items() if _disjoint(terms)}
+        if not joined:
+            return rebuilt
+        merged = [term for terms in joined.values() for term in terms]
+        rest = [term for term in rebuilt.args if term not in merged]
+        for (like, _), terms in joined.items():
+            flat = [arg for term in terms for arg in (term.args[0], *term.args[2:])]
+            rest.append(fn.ChannelsJoined(like, *flat))
+        return sympy.Add(*rest)
+
+    return fn.fold(gradient, join)
+
+
+def _joinable(term: fn.IntoChannels, roles: Callable[[sympy.Basic], Roles]) -> bool:
+    """A slice of numbers from 0 on, its values with the class role or one channel wide."""
+    values, _, start, stop = term.args
+    if stop == sympy.oo or not (start.is_Integer and stop.is_Integer) or start < 0:
+        return False
+    return stop - start == 1 or Role.CLASS in roles(values)
+
+
+def _disjoint(terms: list[fn.IntoChannels]) -> bool:
+    """Whether two or more slices, none overlapping another."""
+    slices = sorted((int(term.args[2]), int(term.args[3])) for term in terms)
+    return len(slices) > 1 and all(a[1] <= b[0] for a, b in itertools.pairwise(slices))
+
+
 def upstream_outside(gradient: sympy.Expr) -> sympy.Expr:
     """A sum whose terms all multiply UPSTREAM as UPSTREAM times the sum of the rest (one
     product by the upstream gradient, not one per term); in the branches of a select too."""
@@ -174,7 +215,8 @@ class _Backward:
                     return None
                 if passed != 0:
                     adjoints.setdefault(arg, []).append(self.unbroadcast(passed, node, arg))
-        return upstream_outside(selects_merged(sympy.Add(*adjoints.get(self.y_pred, []))))
+        gradient = selects_merged(sympy.Add(*adjoints.get(self.y_pred, [])))
+        return upstream_outside(channels_joined(gradient, self.roles))
 
     def topological(self, result: sympy.Expr) -> list[sympy.Basic]:
         """The nodes that depend on y_pred, each after its arguments (`fold` combines the

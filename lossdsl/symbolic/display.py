@@ -34,6 +34,7 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.ClippedLog: "clipped_log",
     fn.Huber: "huber",
     fn.IntoChannels: "into_channels",
+    fn.ChannelsJoined: "channels_joined",
     fn.CrossEntropyPair: "softmax_cross_entropy_and_gradient",
     fn.PairItem: "item",
     fn.Parenthesized: "",

@@ -473,6 +473,30 @@ class IntoChannels(LossFunction):
         return known("real", self.args[:1])
 
 
+class ChannelsJoined(LossFunction):
+    """channels_joined(like, v1, a1, b1, v2, a2, b2, ...): the sum of
+    `IntoChannels(v_i, like, a_i, b_i)` for disjoint slices of numbers 0 <= a_i < b_i,
+    values of one set of roles each with the class role or a single channel; what a
+    selection of several channels passes back (`symbolic.backward`), printed as one
+    concatenation. Roles: the values' plus class.
+    """
+
+    def definition(self) -> sympy.Expr:
+        like, *flat = self.args
+        pieces = zip(flat[0::3], flat[1::3], flat[2::3], strict=True)
+        return sympy.Add(*(IntoChannels(v, like, a, b) for v, a, b in pieces))
+
+    @property
+    def pieces(self) -> list[tuple[sympy.Expr, int, int]]:
+        """(values, start, stop) of each slice, by start."""
+        flat = self.args[1:]
+        found = zip(flat[0::3], flat[1::3], flat[2::3], strict=True)
+        return sorted(((v, int(a), int(b)) for v, a, b in found), key=lambda piece: piece[1])
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[1::3])
+
+
 class TakeClass(LossFunction):
     """x at the label's class, per element: sum over the classes of onehot(label) * x.
 
@@ -782,6 +806,7 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     Channel: lambda roles, expr: _without_class(roles[0]),
     Channels: lambda roles, expr: roles[0],
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
+    ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},
     CrossEntropyBackprop: lambda roles, expr: roles[0] | {Role.CLASS},
     PairItem: lambda roles, expr: roles[0] if expr.args[1] == 0 else roles[0] | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),

@@ -41,14 +41,26 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
-def _into_channels(values, size, start, stop):
-    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
-    others: what selecting those channels passes back. Bounds below 0 count from the
-    end, a stop of None is the end."""
-    start = start if start >= 0 else size + start
-    stop = size if stop is None else stop if stop >= 0 else size + stop
-    paddings = [[0, 0]] * (len(values.shape) - 1) + [[start, size - stop]]
-    return tf.pad(values, paddings)
+def _channels_joined(size, *pieces):
+    """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
+    channels of a last axis of `size` entries, sorted by start, as one concatenation:
+    zeros between them and after the last. The values have one shape but for their
+    last axis."""
+    parts = []
+    end = 0
+    for values, start, stop in pieces:
+        if start > end:
+            parts.append(_zeros_beside(values, start - end))
+        parts.append(values)
+        end = stop
+    parts.append(_zeros_beside(pieces[-1][0], size - end))
+    return tf.concat(parts, -1)
+
+
+def _zeros_beside(values, width):
+    """Zeros with `values`' shape but for a last axis of `width` entries."""
+    shape = tf.concat([tf.shape(values)[:-1], [width]], 0)
+    return tf.zeros(shape, values.dtype)
 
 
 @tf.function(autograph=False)
@@ -88,10 +100,9 @@ def gaussian_nll(y, p):
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t4 = _into_channels(
-                -0.5 * upstream * t1 * t3 + 0.5 * upstream, tf.shape(p)[-1], 1, 2
-            )
-            return _into_channels(-upstream * t0 * t3, tf.shape(p)[-1], 0, 1) + t4
+            t4 = -0.5 * upstream * t1 * t3 + 0.5 * upstream
+            t5 = -upstream * t0 * t3
+            return _channels_joined(tf.shape(p)[-1], (t5, 0, 1), (t4, 1, 2))
 
         return tf.squeeze(0.5 * (t1 * t3 + t2 + 1.8378770664093456), axis=-1), backward
 

@@ -34,16 +34,6 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
-def _into_channels(values, size, start, stop):
-    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
-    others: what selecting those channels passes back. Bounds below 0 count from the
-    end, a stop of None is the end."""
-    start = start if start >= 0 else size + start
-    stop = size if stop is None else stop if stop >= 0 else size + stop
-    paddings = [(0, 0)] * (values.ndim - 1) + [(start, size - stop)]
-    return jnp.pad(values, paddings)
-
-
 def _other_cotangents(forward, upstream, y_pred, *others):
     """The cotangents of a loss's arguments after y_pred (a soft target, a param), by
     jax.vjp of its forward pass (`forward` returns the value first); under jit, XLA
@@ -64,6 +54,23 @@ def _other_cotangents(forward, upstream, y_pred, *others):
     _, pullback = jax.vjp(value, *(others[i] for i in floating))
     found = dict(zip(floating, pullback(upstream), strict=True))
     return tuple(found.get(i) for i in range(len(others)))
+
+
+def _channels_joined(size, *pieces):
+    """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
+    channels of a last axis of `size` entries, sorted by start, as one concatenation:
+    zeros between them and after the last. The values have one shape but for their
+    last axis."""
+    parts = []
+    end = 0
+    for values, start, stop in pieces:
+        if start > end:
+            parts.append(jnp.zeros((*values.shape[:-1], start - end), values.dtype))
+        parts.append(values)
+        end = stop
+    last = pieces[-1][0]
+    parts.append(jnp.zeros((*last.shape[:-1], size - end), last.dtype))
+    return jnp.concatenate(parts, -1)
 
 
 def gaussian_nll(y, p):
@@ -109,10 +116,9 @@ def gaussian_nll(y, p):
         p, y, t0, t1, t3 = residuals
         others = _other_cotangents(forward_and_residuals, upstream, p, y)
         upstream = jnp.expand_dims(upstream, -1)
-        t5 = _into_channels(
-            -0.5 * upstream * t1 * t3 + 0.5 * upstream, p.shape[-1], 1, 2
-        )
-        return _into_channels(-upstream * t0 * t3, p.shape[-1], 0, 1) + t5, *others
+        t5 = -0.5 * upstream * t1 * t3 + 0.5 * upstream
+        t6 = -upstream * t0 * t3
+        return _channels_joined(p.shape[-1], (t6, 0, 1), (t5, 1, 2)), *others
 
     forward.defvjp(forward_and_residuals, backward)
     return forward(p, y)

@@ -33,15 +33,6 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
-def _into_channels(values, size, start, stop):
-    """`values` at entries start to stop - 1 of a last axis of `size` entries, 0 at the
-    others: what selecting those channels passes back. Bounds below 0 count from the
-    end, a stop of None is the end."""
-    start = start if start >= 0 else size + start
-    stop = size if stop is None else stop if stop >= 0 else size + stop
-    return torch.nn.functional.pad(values, (start, size - stop))
-
-
 def _save(ctx, inputs, temporaries):
     """Keep a loss's inputs and forward temporaries for its own backward pass
     (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
@@ -80,6 +71,23 @@ def _other_gradients(function, ctx, upstream):
     return tuple(gradients.get(i) for i in range(1, len(inputs)))
 
 
+def _channels_joined(size, *pieces):
+    """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
+    channels of a last axis of `size` entries, sorted by start, as one concatenation:
+    zeros between them and after the last. The values have one shape but for their
+    last axis."""
+    parts = []
+    end = 0
+    for values, start, stop in pieces:
+        if start > end:
+            parts.append(values.new_zeros((*values.shape[:-1], start - end)))
+        parts.append(values)
+        end = stop
+    last = pieces[-1][0]
+    parts.append(last.new_zeros((*last.shape[:-1], size - end)))
+    return torch.cat(parts, -1)
+
+
 class _GaussianNllBackward(torch.autograd.Function):
     """The `gaussian_nll` loss per element with its own backward pass.
 
@@ -107,10 +115,9 @@ class _GaussianNllBackward(torch.autograd.Function):
         p, y, t0, t1, t3 = _saved(ctx)
         others = _other_gradients(_GaussianNllBackward, ctx, upstream)
         upstream = torch.unsqueeze(upstream, -1)
-        t4 = _into_channels(
-            -0.5 * upstream * t1 * t3 + 0.5 * upstream, p.shape[-1], 1, 2
-        )
-        return _into_channels(-upstream * t0 * t3, p.shape[-1], 0, 1) + t4, *others
+        t4 = -0.5 * upstream * t1 * t3 + 0.5 * upstream
+        t5 = -upstream * t0 * t3
+        return _channels_joined(p.shape[-1], (t5, 0, 1), (t4, 1, 2)), *others
 
 
 def gaussian_nll(y, p):
