@@ -120,6 +120,12 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         lambda: fn.IntoChannels(U * sympy.exp(fn.Channel(z, 1)), z, 1, 2),
     ),
     (
+        "several channel selections of one value are put back together",
+        lambda: sympy.exp(fn.Channel(z, 0)) + 2 * fn.Channel(z, 1),
+        PER_ELEMENT,
+        lambda: fn.ChannelsJoined(z, U * sympy.exp(fn.Channel(z, 0)), 0, 1, 2 * U, 1, 2),
+    ),
+    (
         "a class id passes nothing",
         lambda: fn.Gather(sympy.Symbol("w"), fn.ClassId(z)),
         PER_ELEMENT,

@@ -144,7 +144,8 @@ def channels_joined(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles])
         merged = [term for terms in joined.values() for term in terms]
         rest = [term for term in rebuilt.args if term not in merged]
         for (like, _), terms in joined.items():
-            flat = [arg for term in terms for arg in (term.args[0], *term.args[2:])]
+            ordered = sorted(terms, key=lambda term: int(term.args[2]))
+            flat = [arg for term in ordered for arg in (term.args[0], *term.args[2:])]
             rest.append(fn.ChannelsJoined(like, *flat))
         return sympy.Add(*rest)
 
