@@ -451,8 +451,9 @@ def backward_lines(
     """The backward pass the module computes: the loss's own, or the framework's autodiff."""
     if backward is None:
         return [
-            "TensorFlow's autodiff: the loss takes values at other samples or positions "
-            "(other, cumsum), which the compiler's backward pass has no rule for"
+            "TensorFlow's autodiff: the compiler's backward pass has no rule for a node of "
+            "this loss (values at other samples or positions: other, cumsum; a derivative "
+            "outside the vocabulary; a mean over a slice of channels)"
         ]
     return [
         "the loss's own (a custom gradient, verified like the value):",
