@@ -422,7 +422,7 @@ class ModuleWriter:
         locals, the mask's temporaries): a module-level class closes over none."""
         inside = [*backward.forward, *backward.statements, self.body.result, backward.gradient]
         read = set().union(*map(names_in, inside))
-        outer = [statement.split(" = ", 1)[0] for statement in self.body.statements]
+        outer = assigned_names(self.body.statements)
         candidates = [self.y_true, *(param.argument for param in self.params), *outer]
         return [self.y_pred, *(name for name in candidates if name in read)]
 
@@ -453,9 +453,7 @@ class ModuleWriter:
                 ),
             ]
         )
-        read_back = names_in(backward.gradient).union(*map(names_in, backward.statements))
-        temporaries = [statement.split(" = ", 1)[0] for statement in backward.forward]
-        kept = [name for name in temporaries if name in read_back]
+        kept = kept_temporaries(backward)
         body = INDENT * 2
         saved = [*arguments, *kept]
         others = [self.backward_class, "ctx", "upstream"]
@@ -492,9 +490,7 @@ class ModuleWriter:
         inner = INDENT * 2
         arguments = self.jax_arguments(backward)
         arrays = arguments[1:]
-        read_back = names_in(backward.gradient).union(*map(names_in, backward.statements))
-        temporaries = [statement.split(" = ", 1)[0] for statement in backward.forward]
-        residuals = [self.y_pred, *arrays, *(t for t in temporaries if t in read_back)]
+        residuals = [self.y_pred, *arrays, *kept_temporaries(backward)]
         others = ["forward_and_residuals", "upstream", self.y_pred, *arrays]
         return [
             "",
@@ -845,6 +841,18 @@ class ModuleWriter:
 
 
 # ---------------------------------------------------------------------- checks in __init__
+
+
+def assigned_names(statements: Sequence[str]) -> list[str]:
+    """The name each printed statement (`name = value`) assigns, in order."""
+    return [statement.split(" = ", 1)[0] for statement in statements]
+
+
+def kept_temporaries(backward: BackwardPass) -> list[str]:
+    """The forward pass's temporaries that the backward function reads, in order: what a
+    JAX or PyTorch custom gradient keeps (TensorFlow's closure keeps them itself)."""
+    read = names_in(backward.gradient).union(*map(names_in, backward.statements))
+    return [name for name in assigned_names(backward.forward) if name in read]
 
 
 def unpacking(names: Sequence[str], value: str, indent: str) -> list[str]:
