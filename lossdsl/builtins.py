@@ -472,7 +472,7 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
         "mean",
         "mean over the last role (or `axis=`)",
         fn.ReduceMean,
-        ("tf.math.reduce_mean", "jnp.mean", "torch.mean"),
+        ("tf.math.reduce_mean", "jnp.mean", "_mean"),
         r"\operatorname{mean}",
     ),
     _reduction(

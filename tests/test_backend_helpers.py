@@ -582,6 +582,102 @@ def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
     assert delta.grad is not None and float(delta.grad) == pytest.approx(3.0)
 
 
+def test_torch_sigmoid_cross_entropy_is_the_softplus_pair_with_weights_summing_to_one() -> None:
+    """`_sigmoid_cross_entropy(t, x)` = TensorFlow's `_softplus_pair(t, 1 - t, x)` in
+    float64 on the edge grid, value and gradients; the gradients to float64's resolution
+    of 1: sigmoid(x) - t is 0 where the exact one is below it, and -x of t is exact where
+    softplus(-x) - softplus(x) rounds to 0."""
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    rng = np.random.default_rng(3)
+    x = np.tile(EDGES, 3)
+    t = np.concatenate([np.zeros(10), np.ones(10), rng.uniform(0.0, 1.0, 10)])
+    upstream = rng.uniform(0.5, 2.0, x.shape)
+    case = Case("pair", lambda h, t, x: h._softplus_pair(t, 1.0 - t, x), (t, x), (0, 1))
+    expected_value, (expected_t, expected_x) = tensorflow_value_and_gradients(case, upstream)
+    t_tensor, x_tensor = (torch.tensor(a, requires_grad=True) for a in (t, x))
+    value = torch_helpers._sigmoid_cross_entropy(t_tensor, x_tensor)
+    got_t, got_x = torch.autograd.grad(value, [t_tensor, x_tensor], torch.tensor(upstream))
+    assert_close(as_float64(value), expected_value, FLOAT64, "value")
+    for got, expected in [(got_t, expected_t), (got_x, expected_x)]:
+        np.testing.assert_allclose(as_float64(got), expected, rtol=FLOAT64, atol=1e-15)
+
+
+def test_torch_sigmoid_cross_entropy_is_exact_in_both_tails_for_binary_targets() -> None:
+    """softplus(-30) = softplus(30) - 30 = 9.36e-14 for t = 1 at x = 30 and t = 0 at
+    x = -30 (and the same at 50), in float32: no sum of two large terms cancels; and
+    |x| where the target is wrong."""
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    x = torch.tensor([30.0, -30.0, 50.0, -50.0, 1e4, -1e4])
+    t = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    wrong = np.array([0.0, 0.0, 0.0, 0.0, 1e4, 1e4])
+    expected = wrong + np.log1p(np.exp(-np.abs(as_float64(x))))
+    got = as_float64(torch_helpers._sigmoid_cross_entropy(t, x))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dim", "keepdim"), [(None, False), (-1, True), (-1, False), ((1, 2), True), ([0, 2], False)]
+)
+def test_torch_mean_is_torch_mean_with_a_gradient_that_is_a_view(dim: Any, keepdim: bool) -> None:
+    """`_mean` = torch.mean, and its gradient is the upstream gradient expanded (a stride
+    of 0 along each reduced axis): no pass writes it."""
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    value = torch_helpers._mean(x, dim=dim, keepdim=keepdim)
+    expected = torch.mean(x) if dim is None else torch.mean(x, dim=dim, keepdim=keepdim)
+    torch.testing.assert_close(value, expected)
+    (gradient,) = torch.autograd.grad(value.sum(), x)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), x)
+    torch.testing.assert_close(gradient, expected_gradient)
+    reduced = range(3) if dim is None else [dim] if isinstance(dim, int) else dim
+    assert all(gradient.stride(axis) == 0 for axis in reduced)
+
+
+@pytest.mark.parametrize("delta", [1.5, "tensor"])
+def test_torch_huber_of_a_difference_is_the_huber_of_the_residual(delta: Any) -> None:
+    """`_huber(x, delta, target=y)` = `_huber(x - y, delta)`: values and the gradients of
+    x and y, for a number delta (F.huber_loss(x, y)) and a learned one (`_Huber`)."""
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    rng = np.random.default_rng(4)
+    x_values, y_values = rng.normal(0, 2, (2, 6, 5))
+
+    def value_and_gradients(of_difference: bool) -> list[Any]:
+        x, y = (torch.tensor(a, requires_grad=True) for a in (x_values, y_values))
+        d = torch.tensor(1.5, dtype=torch.float64) if delta == "tensor" else delta
+        if of_difference:
+            value = torch_helpers._huber(x, d, target=y)
+        else:
+            value = torch_helpers._huber(x - y, d)
+        return [value, *torch.autograd.grad(value.sum(), [x, y])]
+
+    for got, expected in zip(value_and_gradients(True), value_and_gradients(False), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_torch_sigmoid_cross_entropy_compiles_whole_and_takes_torch_func_grad() -> None:
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    x = torch.tensor(np.tile(EDGES, 2))
+    t = torch.tensor(np.repeat([0.0, 1.0], 10))
+    eager = torch_helpers._sigmoid_cross_entropy(t, x)
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        torch_helpers._sigmoid_cross_entropy, backend="aot_eager", fullgraph=True
+    )
+    torch.testing.assert_close(compiled(t, x), eager)
+    gradient = torch.func.grad(lambda x: torch_helpers._sigmoid_cross_entropy(t, x).sum())(x)
+    torch.testing.assert_close(gradient, torch.sigmoid(x) - t)
+
+
 TRANSFORMED = [
     "softplus_pair_same_shape",
     "huber_1.0",
@@ -645,6 +741,9 @@ OWN_HELPERS = {
     "torch_helpers": {
         "_over_spatial",
         "_SoftplusPair",
+        "_sigmoid_cross_entropy",
+        "_SigmoidCrossEntropy",
+        "_mean",
         "_Huber",
         "_SoftmaxCrossEntropy",
         "_save",
@@ -652,7 +751,8 @@ OWN_HELPERS = {
         "_other_gradients",
     },
 }
-"""Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, and
+"""Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
+eager mean and binary cross-entropy take fewer passes as their own helpers, and
 torch.compile traces only a module-level autograd.Function (whose residuals `_save` and
 `_saved` keep); the own backward pass's gradients of the other arguments come from each
 framework's autodiff (`_other_cotangents`, `_other_gradients`)."""

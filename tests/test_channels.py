@@ -192,7 +192,7 @@ def test_class_axes_of_other_sizes_meet_only_through_broadcasting() -> None:
     compiled = lossdsl.compile(REGRESSION + "loss = mean(sum(square(y - p)))", verify=False)
     ones = compiled.per_sample_function(np.ones((2, 1)), np.zeros((2, 3))).numpy()
     np.testing.assert_allclose(ones, [3.0, 3.0])
-    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="3 and 2"):
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"(3 and 2|2 and 3)"):
         compiled.per_sample_function(np.ones((2, 2)), np.zeros((2, 3)))
 
 

@@ -66,6 +66,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.ReduceSum(k * y * fn.LogSoftmax(z), ALL),
         lambda: fn.ReduceSum(-k * fn.SoftmaxCrossEntropy(y, z), fn.encode_roles(PER_ELEMENT)),
     ),
+    (  # label smoothing: y (1 - k) + k / C sums to 1 over the classes
+        "softmax_cross_entropy",
+        lambda: fn.ReduceSum((y * (1 - k) + k / fn.NUM_CLASSES) * fn.LogSoftmax(z), CLASS),
+        lambda: -fn.SoftmaxCrossEntropy(y * (1 - k) + k / fn.NUM_CLASSES, z),
+    ),
+    (  # -(y (1 - k) + k / C) sums to -1: its negation is the labels
+        "softmax_cross_entropy",
+        lambda: fn.ReduceSum((-y * (1 - k) - k / fn.NUM_CLASSES) * fn.LogSoftmax(z), CLASS),
+        lambda: fn.SoftmaxCrossEntropy(y * (1 - k) + k / fn.NUM_CLASSES, z),
+    ),
     (
         "sparse_softmax_cross_entropy",
         lambda: fn.TakeClass(fn.LogSoftmax(z), label),
@@ -137,6 +147,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
 # expressions no fusion changes: the conditions each law states
 UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum(t * fn.LogSoftmax(z), CLASS),  # t's rows need not sum to 1
+    lambda: fn.ReduceSum((y + k / fn.NUM_CLASSES) * fn.LogSoftmax(z), CLASS),  # sums to 1 + k
+    # sums to 1, but the fused node passes no gradient to labels that read y_pred
+    lambda: fn.ReduceSum(
+        (
+            y * fn.Sigmoid(fn.ReduceSum(z, CLASS))
+            + (1 - fn.Sigmoid(fn.ReduceSum(z, CLASS))) / fn.NUM_CLASSES
+        )
+        * fn.LogSoftmax(z),
+        CLASS,
+    ),
     lambda: t * fn.Softplus(-t) + (1 - t) * fn.Softplus(t),  # x does not depend on y_pred
     lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(2 * z),  # not one x
     lambda: sympy.log(fn.Clip(z, t, 1)),  # a bound that is no number

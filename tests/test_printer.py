@@ -746,7 +746,7 @@ def test_per_sample_and_scalar_results(shape: tuple[int, ...]) -> None:
         ),
         (
             "loss = mean(where(abs(y - p) < 2, (y - p)^2 / 2, 2 * (abs(y - p) - 1)))",
-            "_huber(-p + y, 2.0)",
+            "_huber(y - p, 2.0)",
         ),
     ],
 )

@@ -47,26 +47,39 @@ class FusionContext:
     def has_all_roles(self, expr: sympy.Basic) -> bool:
         return fn.roles_of(expr, self.roles) == ALL_ROLES
 
+    def class_sum(self, expr: sympy.Expr) -> sympy.Expr | None:
+        """`expr`'s sum over the class axis where it is affine in `onehot` inputs."""
+        return fn.class_sum(expr, self.rows_summing_to_one, self.roles)
+
 
 def softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
-    """sum_c(k * y * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(y, z), y `onehot`.
+    """sum_c(k * t * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(t, z), t's rows sum 1.
 
-    Equal in value for any y and any k without the class role. TensorFlow's gradient with
-    respect to z, softmax(z) - y, is the exact one, softmax(z) * sum(y) - y, because the
+    t is a `onehot` y, or affine in one (`functions.class_sum`), as label smoothing's
+    y * (1 - s) + s / C, and does not read y_pred; a factor summing to -1 is -t.
+
+    Equal in value for any t and any k without the class role. TensorFlow's gradient with
+    respect to z, softmax(z) - t, is the exact one, softmax(z) * sum(t) - t, because the
     rows of a `onehot` input sum to 1 (the kind's contract, which the verifier draws).
     """
     if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
         return None
     factors = list(sympy.Mul.make_args(node.args[0]))
-    labels = [f for f in factors if f in context.rows_summing_to_one]
     logits = [f for f in factors if isinstance(f, fn.LogSoftmax) and context.has_all_roles(f)]
-    if len(labels) != 1 or len(logits) != 1:
+    if len(logits) != 1:
         return None
-    factors.remove(labels[0])
     factors.remove(logits[0])
-    if any(Role.CLASS in fn.roles_of(factor, context.roles) for factor in factors):
+    rows = [f for f in factors if Role.CLASS in fn.roles_of(f, context.roles)]
+    if len(rows) != 1:
         return None
-    fused = -sympy.Mul(*factors) * fn.SoftmaxCrossEntropy(labels[0], logits[0].args[0])
+    factors.remove(rows[0])
+    sign = context.class_sum(rows[0])
+    if sign not in (1, -1):
+        return None
+    labels = sign * rows[0]
+    if labels.has(context.y_pred):  # the fused node passes no gradient to its labels
+        return None
+    fused = -sign * sympy.Mul(*factors) * fn.SoftmaxCrossEntropy(labels, logits[0].args[0])
     outer = node.removed_roles - {Role.CLASS}
     return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
 

@@ -732,6 +732,8 @@ class TensorFlowPrinter(PythonCodePrinter):
             if precedence(term) < PRECEDENCE["Add"]:
                 text = f"({text})"
             signed.append((sign, text))
+        first_added = next((i for i, (sign, _) in enumerate(signed) if sign == "+"), 0)
+        signed.insert(0, signed.pop(first_added))  # `1 - x`, not `-x + 1`: no negation pass
         return self.chain(signed, " ")
 
     def _print_Mul(self, expr: sympy.Mul) -> str:
@@ -797,8 +799,24 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_Huber(self, expr: fn.Huber) -> str:
         residual, delta = expr.args
+        sides = self.difference_sides(residual)
+        if sides is not None and "huber_of_difference" in self.target.forms:
+            prediction, target = (self.tensor(side) for side in sides)
+            return self.form("huber_of_difference", prediction, target, self._print(delta))
         self.helpers_used.add(HUBER)
         return f"{HUBER}({self.tensor(residual)}, {self._print(delta)})"
+
+    def difference_sides(self, expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+        """(a, b) for `expr` = a - b of two arrays of `expr`'s shape, else None."""
+        terms = sympy.Add.make_args(expr)
+        if len(terms) != 2:
+            return None
+        negated = [term for term in terms if term.could_extract_minus_sign()]
+        if len(negated) != 1:
+            return None
+        a, b = (terms[0] if terms[1] is negated[0] else terms[1]), -negated[0]
+        roles = self.roles(expr)
+        return (a, b) if self.roles(a) == roles == self.roles(b) else None
 
     def _print_Where(self, expr: fn.Where) -> str:
         condition, a, b = expr.args
@@ -954,8 +972,12 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"{PAIR_DOT}({self._print(a)}, {self._print(b)}, {int(partner)})"
 
     def _print_SoftplusPair(self, expr: fn.SoftplusPair) -> str:
-        """The helper's call; arguments with every role have y_pred's shape and dtype."""
+        """The helper's call; arguments with every role have y_pred's shape and dtype. A
+        pair with a + b = 1 is binary cross-entropy against the target a, on a target
+        with a form for it."""
         a, b, x = expr.args
+        if "sigmoid_cross_entropy" in self.target.forms and sympy.expand(a + b) == 1:
+            return self.form("sigmoid_cross_entropy", self._print(a), self.tensor(x))
         same_shape = all(self.roles(arg) == ALL_ROLES for arg in expr.args)
         helper = SOFTPLUS_PAIR_SAME_SHAPE if same_shape else SOFTPLUS_PAIR
         self.helpers_used.add(helper)
@@ -987,6 +1009,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         where a reduction over no axes reduces them all, `_over_spatial` does nothing when
         y_pred has none."""
         keywords = f"{self.target.keepdims}=True"
+        if op in HELPER_NAMES:
+            self.helpers_used.add(op)
         if roles == {Role.SPATIAL} and self.target.empty_axes_reduce_all:
             self.helpers_used.add(OVER_SPATIAL)
             return f"{OVER_SPATIAL}({op}, {value})"

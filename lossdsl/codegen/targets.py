@@ -45,6 +45,11 @@ class Target:
         return f"[{joined}]" if self.name == "tensorflow" else f"({joined})"
 
 
+OPTIONAL_FORMS = frozenset({"huber_of_difference", "sigmoid_cross_entropy"})
+"""Forms a target may lack: where it has one, the printer writes that node with it (a
+faster spelling on that backend); where not, with the helper every target defines."""
+
+
 HELPER_GRADIENTS = frozenset(
     {"SoftplusPair", "Huber", "ClippedLog", "SoftmaxCrossEntropy", "SparseSoftmaxCrossEntropy"}
 )
@@ -288,6 +293,14 @@ TORCH = Target(
             "softmax_cross_entropy": "torch.squeeze(_softmax_cross_entropy({0}, {1}), -1)",
             "softmax_cross_entropy_kept": "_softmax_cross_entropy({0}, {1})",
             "sparse_softmax_cross_entropy": "_sparse_softmax_cross_entropy({0}, {1})",
+            # the Huber loss of a residual a - b of two arrays, as F.huber_loss(a, b)
+            # takes it: no pass writes the residual (a target without this form
+            # passes the residual)
+            "huber_of_difference": "_huber({0}, {2}, target={1})",
+            # a softplus pair t * softplus(-x) + (1 - t) * softplus(x), as
+            # F.binary_cross_entropy_with_logits(x, t) computes it (a target without
+            # this form calls its softplus pair helper)
+            "sigmoid_cross_entropy": "_sigmoid_cross_entropy({0}, {1})",
         }
     ),
 )

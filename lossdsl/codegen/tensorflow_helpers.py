@@ -173,8 +173,9 @@ def _softmax_cross_entropy(labels, logits):
     logsumexp(logits) - sum(labels * logits), both sums as `_sum_over_classes` computes
     them over 256 classes or more (below, XLA's reductions measured faster here), in
     float32 for half-precision logits. XLA on the CPU computes it in fewer passes than
-    the fused op, with the same gradient, softmax(logits) - labels. With a GPU or TPU it
-    is the fused op.
+    the fused op, with the same gradients: softmax(logits) - labels, and
+    -log_softmax(logits) for the labels (the sum is taken as sum(labels * (logsumexp -
+    logits))). With a GPU or TPU it is the fused op.
     """
     if not _cpu_only():
         loss = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -184,7 +185,7 @@ def _softmax_cross_entropy(labels, logits):
     largest = tf.stop_gradient(tf.math.reduce_max(wide, axis=-1, keepdims=True))
     total = _sum_over_classes(tf.math.exp(wide - largest), 256)
     log_total = tf.math.log(total) + largest
-    return tf.cast(log_total - _sum_over_classes(labels * wide, 256), logits.dtype)
+    return tf.cast(_sum_over_classes(labels * (log_total - wide), 256), logits.dtype)
 
 
 def _class_of(y):

@@ -101,20 +101,70 @@ def _clipped_log(x, low, high):
     return torch.log(_clip(x, low, high))
 
 
-def _huber(x, delta):
-    """where(|x| <= delta, x**2 / 2, delta * (|x| - delta / 2)) for delta > 0, with
-    the gradients of that select.
+def _sigmoid_cross_entropy(t, x):
+    """t * softplus(-x) + (1 - t) * softplus(x): binary cross-entropy of the logits x
+    against the target t, a number or a tensor that broadcasts against x.
+
+    The softplus pair with a + b = 1, in fewer passes: `_SigmoidCrossEntropy`.
+    """
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return _SigmoidCrossEntropy.apply(*torch.broadcast_tensors(t, x))
+
+
+class _SigmoidCrossEntropy(torch.autograd.Function):
+    """`_sigmoid_cross_entropy` of tensors of one shape: the value relu(x) - t * x +
+    log1p(exp(-|x|)), exact in both tails for t of 0 or 1 (relu(x) - t * x is 0 or |x|
+    exactly there, before the small term is added), and the gradients sigmoid(x) - t
+    of x and -x of t.
+
+    The gradient of x is that of F.binary_cross_entropy_with_logits, in one pass: where
+    the exact gradient is below float's resolution of 1 (|x| past about 17 in float32,
+    t of 1 and x positive), it is 0, as every framework's is. Eagerly each temporary
+    after the first is written in place (a fresh tensor costs a pass of page faults on
+    the CPU); under torch.compile, which fuses the ops into one loop, the plain form.
+    A module-level autograd.Function with a generated vmap rule (torch.compile,
+    torch.func).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(t, x):
+        if torch.compiler.is_compiling():
+            return torch.relu(x) - t * x + torch.log1p(torch.exp(-torch.abs(x)))
+        tail = torch.abs(x).neg_().exp_().log1p_()
+        return torch.relu(x).addcmul_(t, x, value=-1).add_(tail)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        t, x = ctx.saved_tensors
+        need_t, need_x = ctx.needs_input_grad
+        slope = torch.sigmoid(x).sub_(t).mul_(upstream) if need_x else None
+        return (-x * upstream if need_t else None), slope
+
+
+def _huber(x, delta, target=None):
+    """where(|e| <= delta, e**2 / 2, delta * (|e| - delta / 2)) for delta > 0 and the
+    residual e = x - target (x itself without a target), with the gradients of that
+    select.
 
     delta is a number or a 0-d tensor (a param that may be learned). For a number it
-    is torch.nn.functional.huber_loss against zeros (a view, not an array): the same
-    value bit for bit, and its gradient clip(x, -delta, delta) in one fused kernel. A
-    tensor goes through `_Huber`, which also gives the gradient of delta.
+    is torch.nn.functional.huber_loss of x against the target (against zeros, a view,
+    not an array, without one): the same value bit for bit, and its gradient
+    clip(e, -delta, delta) in one fused kernel, with no pass to write e. A tensor goes
+    through `_Huber`, which also gives the gradient of delta.
     """
     if isinstance(delta, torch.Tensor):
-        return _Huber.apply(x, delta.to(x.dtype))
-    zeros = torch.zeros((), dtype=x.dtype, device=x.device).expand_as(x)
+        residual = x if target is None else x - target
+        return _Huber.apply(residual, delta.to(x.dtype))
+    if target is None:
+        target = torch.zeros((), dtype=x.dtype, device=x.device).expand_as(x)
     huber_loss = torch.nn.functional.huber_loss
-    return huber_loss(x, zeros, reduction="none", delta=float(delta))
+    return huber_loss(x, target, reduction="none", delta=float(delta))
 
 
 class _Huber(torch.autograd.Function):
@@ -154,7 +204,9 @@ def _softmax_cross_entropy(labels, logits):
 
     logsumexp(logits) - sum(labels * logits) over the last axis, in float32 for
     half-precision logits; its gradient with respect to the logits is
-    softmax(logits) - labels, with respect to the labels -logits. From 16 classes it
+    softmax(logits) - labels, with respect to the labels -log_softmax(logits) (the
+    exact one, as F.cross_entropy's: the value is taken as sum(labels * (logsumexp -
+    logits))). From 16 classes it
     is `_SoftmaxCrossEntropy`, on log_softmax's fused kernels; below, where PyTorch's
     CPU log_softmax measured three times slower than these few ops, the ops.
     """
@@ -164,14 +216,13 @@ def _softmax_cross_entropy(labels, logits):
     if wide.shape[-1] >= 16:
         return _SoftmaxCrossEntropy.apply(labels, wide)[0].to(logits.dtype)
     total = torch.logsumexp(wide, dim=-1, keepdim=True)
-    picked = torch.sum(labels * wide, dim=-1, keepdim=True)
-    return (total - picked).to(logits.dtype)
+    return torch.sum(labels * (total - wide), dim=-1, keepdim=True).to(logits.dtype)
 
 
 class _SoftmaxCrossEntropy(torch.autograd.Function):
     """`_softmax_cross_entropy` from log_softmax: the value -sum(labels * log_softmax)
     (logsumexp - sum(labels * logits) for rows that sum to 1), and the gradients
-    exp(log_softmax) - labels of the logits and -logits of the labels.
+    exp(log_softmax) - labels of the logits and -log_softmax of the labels.
 
     A module-level autograd.Function with a generated vmap rule (torch.compile,
     torch.func); log_softmax is a second output, not differentiable, for the backward
@@ -193,10 +244,10 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream, _):
-        labels, logits, log_softmax = ctx.saved_tensors
+        labels, _, log_softmax = ctx.saved_tensors
         need_labels, need_logits = ctx.needs_input_grad
         return (
-            -upstream * logits if need_labels else None,
+            -upstream * log_softmax if need_labels else None,
             torch.exp(log_softmax).sub_(labels).mul_(upstream) if need_logits else None,
         )
 
@@ -282,6 +333,21 @@ def _pair_dot(a, b, partner):
     shape = [a.shape[0]] + [1] * (rank - 1)
     shape[partner] = b.shape[0]
     return products.reshape(shape).to(a.dtype)
+
+
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
 
 
 def _over_spatial(reduce, x):

@@ -166,16 +166,37 @@ def _disjoint(terms: list[fn.IntoChannels]) -> bool:
     return len(slices) > 1 and all(a[1] <= b[0] for a, b in itertools.pairwise(slices))
 
 
-def upstream_outside(gradient: sympy.Expr) -> sympy.Expr:
-    """A sum whose terms all multiply UPSTREAM as UPSTREAM times the sum of the rest (one
-    product by the upstream gradient, not one per term); in the branches of a select too."""
+def common_factors_outside(
+    gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles]
+) -> sympy.Expr:
+    """Every sum whose terms share factors that are UPSTREAM or smaller than the sum (a
+    count, a param, a per-sample value; numbers aside) as those factors times the sum of
+    the rest: one product by each, not one per term. Through products and the branches
+    of selects: upstream * (c - c * y / x) is upstream * c * (1 - y / x), whose small
+    factors `small_factors_first` then multiplies first."""
     if isinstance(gradient, fn.Where):
         condition, taken, other = gradient.args
-        return fn.Where(condition, upstream_outside(taken), upstream_outside(other))
+        outside = (common_factors_outside(branch, roles) for branch in (taken, other))
+        return fn.Where(condition, *outside)
+    if isinstance(gradient, sympy.Mul):
+        return sympy.Mul(*(common_factors_outside(factor, roles) for factor in gradient.args))
     terms = sympy.Add.make_args(gradient)
-    if len(terms) < 2 or not all(UPSTREAM in sympy.Mul.make_args(term) for term in terms):
+    if len(terms) < 2:
         return gradient
-    return UPSTREAM * sympy.Add(*(term / UPSTREAM for term in terms))
+    whole = roles(gradient)
+    shared: set[sympy.Basic] | None = None
+    for term in terms:
+        factors = {
+            factor
+            for factor in sympy.Mul.make_args(term)
+            if not factor.is_Number and (factor == UPSTREAM or roles(factor) != whole)
+        }
+        shared = factors if shared is None else shared & factors
+    if not shared:
+        return gradient
+    common = sympy.Mul(*shared)
+    rest = common_factors_outside(sympy.Add(*(term / common for term in terms)), roles)
+    return common * rest
 
 
 class _Backward:
@@ -217,7 +238,7 @@ class _Backward:
                 if passed != 0:
                     adjoints.setdefault(arg, []).append(self.unbroadcast(passed, node, arg))
         gradient = selects_merged(sympy.Add(*adjoints.get(self.y_pred, [])))
-        return upstream_outside(channels_joined(gradient, self.roles))
+        return common_factors_outside(channels_joined(gradient, self.roles), self.roles)
 
     def topological(self, result: sympy.Expr) -> list[sympy.Basic]:
         """The nodes that depend on y_pred, each after its arguments (`fold` combines the
@@ -353,7 +374,8 @@ class _Backward:
         logits = 1 if isinstance(node, fn.SoftmaxCrossEntropy) else 0
         if index != logits:
             return None
-        summing_to_one = node.args[0] in self.rows_summing_to_one
+        sum_of_y = fn.class_sum(node.args[0], self.rows_summing_to_one, self.symbol_roles)
+        summing_to_one = sum_of_y == 1
         if isinstance(node, fn.SoftmaxCrossEntropy) and not summing_to_one:
             y, z = node.args
             return product(adjoint, fn.Softmax(z) * fn.ReduceSum(y, fn.CLASS_MASK) - y)

@@ -894,3 +894,22 @@ def _roles_from_args(
     if rule is not None:
         return rule(arg_roles, expr)
     return frozenset().union(*arg_roles)
+
+
+def class_sum(
+    expr: sympy.Expr,
+    rows_summing_to_one: frozenset[sympy.Symbol],
+    symbol_roles: Mapping[sympy.Symbol, Roles],
+) -> sympy.Expr | None:
+    """The sum of `expr` over the class axis, in closed form, where `expr` is affine in
+    inputs whose rows sum to 1: k * y sums to k and m to C * m, for k and m without the
+    class role (label smoothing's y * (1 - s) + s / C sums to 1). None otherwise."""
+    total = sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        factors = sympy.Mul.make_args(term)
+        rows = [f for f in factors if f in rows_summing_to_one]
+        rest = sympy.Mul(*(f for f in factors if f not in rows))
+        if len(rows) > 1 or Role.CLASS in roles_of(rest, symbol_roles):
+            return None
+        total += rest if rows else NUM_CLASSES * rest
+    return sympy.simplify(total)

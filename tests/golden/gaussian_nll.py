@@ -93,14 +93,14 @@ def gaussian_nll(y, p):
 
     @tf.custom_gradient
     def forward(p):
-        t0 = -p[..., 0:1] + y[..., 0:1]
+        t0 = y[..., 0:1] - p[..., 0:1]
         t1 = tf.math.square(t0)
         t2 = p[..., 1:2]
         t3 = tf.math.exp(-t2)
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t4 = -0.5 * upstream * t1 * t3 + 0.5 * upstream
+            t4 = 0.5 * upstream - 0.5 * upstream * t1 * t3
             t5 = -upstream * t0 * t3
             return _channels_joined(tf.shape(p)[-1], (t5, 0, 1), (t4, 1, 2))
 

@@ -104,7 +104,7 @@ def gaussian_nll(y, p):
         return forward_and_residuals(p, y)[0]
 
     def forward_and_residuals(p, y):
-        t0 = -p[..., 0:1] + y[..., 0:1]
+        t0 = y[..., 0:1] - p[..., 0:1]
         t1 = jnp.square(t0)
         t2 = p[..., 1:2]
         t3 = jnp.exp(-t2)
@@ -116,7 +116,7 @@ def gaussian_nll(y, p):
         p, y, t0, t1, t3 = residuals
         others = _other_cotangents(forward_and_residuals, upstream, p, y)
         upstream = jnp.expand_dims(upstream, -1)
-        t5 = -0.5 * upstream * t1 * t3 + 0.5 * upstream
+        t5 = 0.5 * upstream - 0.5 * upstream * t1 * t3
         t6 = -upstream * t0 * t3
         return _channels_joined(p.shape[-1], (t6, 0, 1), (t5, 1, 2)), *others
 

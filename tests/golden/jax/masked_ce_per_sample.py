@@ -30,14 +30,15 @@ def _softmax_cross_entropy(labels, logits):
     """Categorical cross-entropy on logits for labels whose rows sum to 1, axis kept.
 
     logsumexp(logits) - sum(labels * logits) over the last axis, in float32 for
-    half-precision logits; its gradient with respect to the logits is
-    softmax(logits) - labels.
+    half-precision logits, taken as sum(labels * (logsumexp - logits)): its gradient
+    with respect to the logits is softmax(logits) - labels, with respect to the labels
+    -log_softmax(logits), the exact one.
     """
     half = logits.dtype in (jnp.float16, jnp.bfloat16)
     wide = logits.astype(jnp.float32 if half else logits.dtype)
     total = jax.nn.logsumexp(wide, axis=-1, keepdims=True)
-    picked = jnp.sum(labels.astype(wide.dtype) * wide, axis=-1, keepdims=True)
-    return (total - picked).astype(logits.dtype)
+    terms = labels.astype(wide.dtype) * (total - wide)
+    return jnp.sum(terms, axis=-1, keepdims=True).astype(logits.dtype)
 
 
 def _sparse_softmax_cross_entropy(labels, logits):

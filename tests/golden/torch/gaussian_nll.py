@@ -99,7 +99,7 @@ class _GaussianNllBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(p, y):
-        t0 = -p[..., 0:1] + y[..., 0:1]
+        t0 = y[..., 0:1] - p[..., 0:1]
         t1 = torch.square(t0)
         t2 = p[..., 1:2]
         t3 = torch.exp(-t2)
@@ -115,7 +115,7 @@ class _GaussianNllBackward(torch.autograd.Function):
         p, y, t0, t1, t3 = _saved(ctx)
         others = _other_gradients(_GaussianNllBackward, ctx, upstream)
         upstream = torch.unsqueeze(upstream, -1)
-        t4 = -0.5 * upstream * t1 * t3 + 0.5 * upstream
+        t4 = 0.5 * upstream - 0.5 * upstream * t1 * t3
         t5 = -upstream * t0 * t3
         return _channels_joined(p.shape[-1], (t5, 0, 1), (t4, 1, 2)), *others
 

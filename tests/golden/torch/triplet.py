@@ -40,6 +40,21 @@ def _paired(y_true, y_pred, partners, name):
     return y_true[new_axes], y_pred[new_axes]
 
 
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
 def triplet(y, e, margin=1.0):
     """The `triplet` loss per sample.
 
@@ -83,7 +98,7 @@ def triplet(y, e, margin=1.0):
     t3 = torch.sqrt(t2 + 1e-07)
     t4 = torch.logical_and(t0 == y, _other(sample_index, 1) != sample_index)
     t5 = torch.as_tensor(
-        torch.mean(
+        _mean(
             torch.as_tensor(
                 torch.as_tensor(t4, dtype=e.dtype, device=e.device),
                 dtype=sum_dtype,
@@ -107,7 +122,7 @@ def triplet(y, e, margin=1.0):
         torch.as_tensor(0.0, dtype=e.dtype, device=e.device),
     )
     t7 = torch.as_tensor(
-        torch.mean(
+        _mean(
             torch.as_tensor(
                 torch.as_tensor(t1, dtype=e.dtype, device=e.device),
                 dtype=sum_dtype,

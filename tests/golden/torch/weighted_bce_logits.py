@@ -79,6 +79,21 @@ def _softplus_pair_same_shape(a, b, x):
     return _SoftplusPair.apply(a, b, x)
 
 
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
 def weighted_bce_logits(y, z, pos_weight=1.0):
     """The `weighted_bce_logits` loss per element.
 
@@ -104,7 +119,7 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
         y = torch.unsqueeze(y, -1)
     y = torch.as_tensor(y, dtype=z.dtype, device=z.device)
     sum_dtype = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
-    t0 = torch.mean(
+    t0 = _mean(
         torch.as_tensor(
             _softplus_pair_same_shape(pos_weight * y, 1.0 - y, z),
             dtype=sum_dtype,
