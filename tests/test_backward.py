@@ -236,3 +236,14 @@ def test_a_mean_over_more_elements_than_float16_counts_keeps_its_gradient() -> N
         value = tf.reduce_sum(compiled.per_sample_function(y_true, y_pred))
     gradient = tape.gradient(value, y_pred).numpy().astype(np.float64)
     np.testing.assert_allclose(gradient, 200.0 / 90_000, rtol=1e-2)
+
+
+def test_the_factors_every_term_shares_and_smaller_than_the_sum_go_outside_it() -> None:
+    """Poisson's mean(z - y * log(z)) passes upstream * InverseCount * (1 - y / z): one
+    product by each small factor, not one per term; a shared whole-shaped factor (y)
+    stays inside, where taking it out saves no pass."""
+    roles = roles_with_upstream(PER_ELEMENT)
+    poisson = backward(fn.ReduceMean(z - y * sympy.log(z), CLASS), z, roles)
+    assert poisson == U * fn.InverseCount(CLASS) * (1 - y / z)
+    shared_whole = backward(fn.ReduceMean(k * y * z + k * y * z**2, CLASS), z, roles)
+    assert shared_whole == k * U * fn.InverseCount(CLASS) * (y + 2 * y * z)
