@@ -293,6 +293,8 @@ def test_class_block_divides_large_class_counts() -> None:
     assert block(255, 256) is None and block(256, 256) == 256  # type: ignore[operator]
     assert block(2048, 9) == 2048  # type: ignore[operator]
     assert block(32000, 9) == 2000 and block(4099, 9) is None  # type: ignore[operator]
+    # without blocks, only a count that one product covers
+    assert block(2048, 9, False) == 2048 and block(32000, 9, False) is None  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])

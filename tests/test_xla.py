@@ -144,6 +144,11 @@ WIDE_SPECS = {
         "loss = mean(where(abs(p - y) <= 1, 0.5 * square(p - y), abs(p - y) - 0.5))",
         {},
     ),
+    "weighted_ce_classwise": (
+        "input y: onehot\ninput p: prob\nparam w: nonneg = [1.0]\n"
+        "loss = mean(-sum(w * y * log(clip(p))))",
+        {"w": list(np.linspace(0.5, 2.0, 4000))},
+    ),
 }
 
 
@@ -153,13 +158,16 @@ def test_xla_forms_over_many_classes_match_the_plain_module(name: str) -> None:
     text, params = WIDE_SPECS[name]
     rng = np.random.default_rng(6)
     logits = rng.normal(0, 3, (6, 4000)).astype(np.float32)
-    if name in ("ce_logits", "weighted_ce"):
+    if name in ("ce_logits", "weighted_ce", "weighted_ce_classwise"):
         y_true = np.eye(4000, dtype=np.float32)[rng.integers(0, 4000, 6)]
     else:
         y_true = (rng.random((6, 4000)) < 0.5).astype(np.float32)
-    y_pred = tf.nn.softmax(logits) if name == "weighted_ce" else tf.constant(logits)
+    probabilities = name.startswith("weighted_ce")
+    y_pred = tf.nn.softmax(logits) if probabilities else tf.constant(logits)
     module = compile_source(SourceFile.from_text(text), verify=False, jit_compile=True)
     assert "_over_classes(" in module.python_source
+    # a per-class vector in the sum: no blocks, which XLA computes slowly with it
+    assert ("blocks=False" in module.python_source) == (name == "weighted_ce_classwise")
     assert ("_class_of(" in module.python_source) == (name == "weighted_ce")
     xla = lossdsl.load(text, jit_compile=True, **params)
     plain = lossdsl.load(text, **params)

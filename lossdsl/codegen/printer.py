@@ -325,10 +325,10 @@ def kernel_pairs(gradient: sympy.Basic) -> dict[sympy.Basic, sympy.Basic]:
         replacements[node] = fn.PairItem(pair, 0)
         replacements[backprop] = fn.PairItem(pair, 1)
         if isinstance(node, fn.SparseSoftmaxCrossEntropy):  # 0 for a label outside [0, C):
-            label = node.args[1]  # a select of the value, a factor of the gradient that
-            in_range = sympy.And(label >= 0, label < fn.NUM_CLASSES)  # the upstream meets
-            replacements[node] = fn.Where(in_range, replacements[node], sympy.S.Zero)
-            replacements[backprop] *= fn.Where(in_range, sympy.S.One, sympy.S.Zero)
+            in_range = fn.label_in_range(node.args[1])  # a select of the value, a factor
+            condition = in_range.args[0]  # of the gradient that the upstream meets
+            replacements[node] = fn.Where(condition, replacements[node], sympy.S.Zero)
+            replacements[backprop] *= in_range
     return replacements
 
 
@@ -993,7 +993,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
             value = self.cast(value, self.use(SUM_DTYPE_LOCAL))
         if (class_helper := self.spelled(expr)) is not None:
-            value = f"{class_helper}({value})"
+            blocks = "" if self.no_per_class_vector(body) else ", blocks=False"
+            value = f"{class_helper}({value}{blocks})"
         elif present:
             value = self.reduced(reduction_op(type(expr), self.target), value, present)
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
@@ -1003,6 +1004,12 @@ class TensorFlowPrinter(PythonCodePrinter):
         if missing and isinstance(expr, fn.LogSumExp):
             return f"{value} + {elementwise_op(sympy.log, self.target)}({self.count(missing)})"
         return value
+
+    def no_per_class_vector(self, expr: sympy.Basic) -> bool:
+        """Whether no factor of `expr` is a per-class vector (a `w[c]` param broadcast over
+        the batch), which `_sum_over_classes` does not split into blocks."""
+        factors = sympy.Mul.make_args(expr)
+        return all(self.roles(factor) != {Role.CLASS} for factor in factors)
 
     def reduced(self, op: str, value: str, roles: Roles) -> str:
         """`op` over the axes of `roles`, kept. Over the spatial axes alone, on a target

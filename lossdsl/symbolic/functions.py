@@ -575,6 +575,12 @@ class Parenthesized(LossFunction):
         return known("real", self.args)
 
 
+def label_in_range(label: sympy.Expr) -> sympy.Expr:
+    """1 where a label is a class, in [0, C), else 0: per label, where sum(onehot(label))
+    over the classes would take a pass over them."""
+    return Where(sympy.And(label >= 0, label < NUM_CLASSES), sympy.S.One, sympy.S.Zero)
+
+
 class CrossEntropyBackprop(LossFunction):
     """The gradient of a fused cross-entropy node (`SoftmaxCrossEntropy(y, z)` or
     `SparseSoftmaxCrossEntropy(z, label)`) with respect to z: softmax(z) - y for rows of y
@@ -592,7 +598,7 @@ class CrossEntropyBackprop(LossFunction):
             y, z = node.args
             return Softmax(z) - y
         z, label = node.args
-        return (Softmax(z) - OneHot(label)) * ReduceSum(OneHot(label), CLASS_MASK)
+        return (Softmax(z) - OneHot(label)) * label_in_range(label)
 
     def _eval_is_real(self) -> bool | None:
         return True
