@@ -247,3 +247,28 @@ def test_the_factors_every_term_shares_and_smaller_than_the_sum_go_outside_it() 
     assert poisson == U * fn.InverseCount(CLASS) * (1 - y / z)
     shared_whole = backward(fn.ReduceMean(k * y * z + k * y * z**2, CLASS), z, roles)
     assert shared_whole == k * U * fn.InverseCount(CLASS) * (y + 2 * y * z)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+def test_the_backward_pass_reads_the_forward_passes_log_softmax(path: Path) -> None:
+    """A log_softmax runs once (every example has at most one): the backward function
+    reads the forward pass's. LDAM's logits s * (z - margins * onehot(y)) were grouped
+    differently in the two passes, and its cross-entropy ran twice."""
+    symbolic = lower(check_source(read_source(path.read_bytes(), path.name)))
+    body = print_body(symbolic)
+    passes = [*body.statements, body.result]
+    if body.backward is not None:
+        passes += [*body.backward.forward, *body.backward.statements, body.backward.gradient]
+    assert "\n".join(passes).count("log_softmax(") <= 1
+
+
+def test_a_class_sum_of_rows_that_sum_to_one_is_known_in_closed_form() -> None:
+    """Cross-entropy on logits with a `onehot` y: log_softmax's sum(A) for A = -upstream
+    * y is -upstream, so the gradient is upstream * (softmax(z) - y) with no pass over
+    the classes; without rows summing to 1 the sum stays."""
+    roles = roles_with_upstream(PER_ELEMENT)
+    result = fn.ReduceSum(-y * fn.LogSoftmax(z), CLASS)
+    gradient = backward(result, z, roles, frozenset({y}))
+    assert gradient is not None and not gradient.has(fn.ReduceSum)
+    assert sympy.expand(gradient - U * (sympy.exp(fn.LogSoftmax(z)) - y)) == 0
+    assert backward(result, z, roles).has(fn.ReduceSum)

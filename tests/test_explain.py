@@ -81,15 +81,14 @@ Rewrites:
         law: log(softmax(z)) = log_softmax(z).
 
 Target fusions:
-    softmax_cross_entropy: sum(y * log_softmax(z)) -> -softmax_cross_entropy_with_logits(y, z)
-        law: sum_c(k * t * log_softmax(z)) = -k * softmax_cross_entropy_with_logits(t, z), t's rows sum 1.
+    none fired
 
 Gradient with respect to z (one element):
     -y + sum(y) * softmax(z)
 
 Backward pass:
     the loss's own (a custom gradient, verified like the value):
-    d sum(upstream * loss) / d z = upstream * (-y + softmax(z))
+    d sum(upstream * loss) / d z = upstream * (-y + exp(log_softmax(z)))
 
 LaTeX:
     loss: \operatorname{mean}_{s}\left(- \sum_{c}\left(y \operatorname{log\_softmax}\left(z\right)\right)\right)

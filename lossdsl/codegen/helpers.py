@@ -61,12 +61,6 @@ PAIRED = "_paired"
 CLASS_OF = "_class_of"
 """The index of each row's largest entry, from two fast reductions (XLA modules only)."""
 
-SOFTMAX_CROSS_ENTROPY_PAIR = "_softmax_cross_entropy_pair"
-"""Categorical cross-entropy on logits and its gradient from TensorFlow's one kernel."""
-
-SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR = "_sparse_softmax_cross_entropy_pair"
-"""Sparse categorical cross-entropy on logits and its gradient from TensorFlow's kernel."""
-
 SAVE = "_save"
 """A PyTorch loss's inputs and temporaries kept for its own backward pass."""
 

@@ -85,10 +85,8 @@ from lossdsl.codegen.helpers import (
     PAIR_DOT,
     SAVE,
     SAVED,
-    SOFTMAX_CROSS_ENTROPY_PAIR,
     SOFTPLUS_PAIR,
     SOFTPLUS_PAIR_SAME_SHAPE,
-    SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR,
     target_helpers,
 )
 from lossdsl.codegen.layout import BACKWARD, FORWARD, OUTER, lay_out
@@ -102,7 +100,7 @@ from lossdsl.codegen.numbers import (
 )
 from lossdsl.codegen.targets import DEFAULT_TARGET, TENSORFLOW, TORCH, Target, target_named
 from lossdsl.symbolic import functions as fn
-from lossdsl.symbolic.backward import UPSTREAM, backward
+from lossdsl.symbolic.backward import UPSTREAM, backward, common_factors_outside
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
     ALL_ROLES,
@@ -202,8 +200,11 @@ def print_body(
         labels=labels,
     )
     gradient = None
+    own_fusions = OWN_BACKWARD_FUSIONS
+    if not jit_compile:  # the general form, where it measured faster than a fused kernel
+        own_fusions = tuple(f for f in own_fusions if f.name not in backend.kernels_slower)
     if own_backward and backend.custom_gradient:
-        fused, fusions = fuse(symbolic.result, context, OWN_BACKWARD_FUSIONS)
+        fused, fusions = fuse(symbolic.result, context, own_fusions)
         helpers_differentiate = any(
             type(node).__name__ in backend.helper_gradients for node in fn.nodes_of([fused])
         )
@@ -212,7 +213,7 @@ def print_body(
     if gradient is None or gradient == 0:  # the framework's autodiff
         gradient = None
         fused, fusions = fuse(symbolic.result, context)
-    fusion_rules = FUSIONS if gradient is None else OWN_BACKWARD_FUSIONS
+    fusion_rules = FUSIONS if gradient is None else own_fusions
     outputs = [fused]
     if symbolic.mask is not None:  # fused alike, so that it shares the result's temporaries
         fused_mask, mask_fusions = fuse(symbolic.mask, context, fusion_rules)
@@ -220,16 +221,15 @@ def print_body(
         fusions += tuple(step for step in mask_fusions if step not in fusions)
     derivative = gradient
     if gradient is not None:
-        gradient, gradient_fusions = fuse(gradient, context, OWN_BACKWARD_FUSIONS)
+        gradient, gradient_fusions = fuse(gradient, context, own_fusions)
+        gradient = common_factors_outside(gradient, lambda expr: fn.roles_of(expr, context.roles))
         fusions += tuple(step for step in gradient_fusions if step not in fusions)
         derivative = gradient
-        if backend is TENSORFLOW and not jit_compile:  # XLA spells `_softmax_cross_entropy`
-            kernels = kernel_pairs(gradient)
-            outputs = [output.xreplace(kernels) for output in outputs]
-            gradient = gradient.xreplace(kernels)
-        else:  # computed from the softmax, which the forward pass may share
-            backprops = gradient.atoms(fn.CrossEntropyBackprop)
-            gradient = gradient.xreplace({node: node.definition() for node in backprops})
+        backprops = gradient.atoms(fn.CrossEntropyBackprop)  # from the softmax, which
+        gradient = gradient.xreplace({node: node.definition() for node in backprops})
+        # one form for the passes' shared nodes (a cross-entropy's logits): the forward
+        # pass's products group their small factors as the gradient's do
+        outputs = [small_factors_first(output, context) for output in outputs]
         gradient = small_factors_first(gradient, context)
     shared = shared_subexpressions(outputs + ([gradient] if gradient is not None else []))
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
@@ -312,24 +312,6 @@ def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basi
         return sympy.Mul(fn.Parenthesized(sympy.Mul(*small)), *whole)
 
     return fn.fold(expr, group)
-
-
-def kernel_pairs(gradient: sympy.Basic) -> dict[sympy.Basic, sympy.Basic]:
-    """Each fused cross-entropy whose gradient the backward pass takes from TensorFlow's
-    kernel, and that gradient, as the items of one `CrossEntropyPair`: the kernel computes
-    both, so the backward pass computes no softmax of its own."""
-    replacements: dict[sympy.Basic, sympy.Basic] = {}
-    for backprop in gradient.atoms(fn.CrossEntropyBackprop):
-        node = backprop.args[0]
-        pair = fn.CrossEntropyPair(node)
-        replacements[node] = fn.PairItem(pair, 0)
-        replacements[backprop] = fn.PairItem(pair, 1)
-        if isinstance(node, fn.SparseSoftmaxCrossEntropy):  # 0 for a label outside [0, C):
-            in_range = fn.label_in_range(node.args[1])  # a select of the value, a factor
-            condition = in_range.args[0]  # of the gradient that the upstream meets
-            replacements[node] = fn.Where(condition, replacements[node], sympy.S.Zero)
-            replacements[backprop] *= in_range
-    return replacements
 
 
 def regions(
@@ -923,22 +905,6 @@ class TensorFlowPrinter(PythonCodePrinter):
         size = self.form("size", self._print(like), "-1")
         end = "None" if stop == sympy.oo else str(stop)
         return f"{INTO_CHANNELS}({printed}, {size}, {start}, {end})"
-
-    def _print_CrossEntropyPair(self, expr: fn.CrossEntropyPair) -> str:
-        node = expr.args[0]
-        if isinstance(node, fn.SoftmaxCrossEntropy):
-            self.helpers_used.add(SOFTMAX_CROSS_ENTROPY_PAIR)
-            y, z = (self._print(arg) for arg in node.args)
-            return f"{SOFTMAX_CROSS_ENTROPY_PAIR}({y}, {z})"
-        z, label_expr = node.args
-        label, size = self.index(label_expr), self.form("size", self.y_pred, "-1")
-        safe = self.form("clip_index", label, size)
-        self.helpers_used.add(SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR)
-        return f"{SPARSE_SOFTMAX_CROSS_ENTROPY_PAIR}({safe}, {self._print(z)})"
-
-    def _print_PairItem(self, expr: fn.PairItem) -> str:
-        pair, item = expr.args
-        return f"{self.parenthesize(pair, PRECEDENCE['Func'], True)}[{int(item)}]"
 
     def _print_SoftmaxCrossEntropy(self, expr: fn.SoftmaxCrossEntropy) -> str:
         if (helper := self.spelled(expr)) is not None:

@@ -33,6 +33,9 @@ class Target:
     # fused nodes whose helper's own gradient the target keeps: a loss with one of them
     # is differentiated by the framework (measured faster there; benchmarks/README.md)
     helper_gradients: frozenset[str]
+    # fusions into a library kernel that its own backward pass does without, unless
+    # compiled with XLA: the general form measured faster (benchmarks/README.md)
+    kernels_slower: frozenset[str]
     forms: Mapping[str, str]
 
     def form(self, operation: str, *operands: str, y_pred: str) -> str:
@@ -71,6 +74,7 @@ TENSORFLOW = Target(
     custom_gradient=True,
     backward_depths=(1, 2, 3),
     helper_gradients=frozenset(),
+    kernels_slower=frozenset({"softmax_cross_entropy", "sparse_softmax_cross_entropy"}),
     forms=MappingProxyType(
         {
             "prepare_pred": "tf.convert_to_tensor({0}, dtype_hint=keras.backend.floatx())",
@@ -155,6 +159,7 @@ JAX = Target(
     custom_gradient=True,
     backward_depths=(1, 2, 2),
     helper_gradients=HELPER_GRADIENTS,
+    kernels_slower=frozenset(),
     forms=MappingProxyType(
         {
             "prepare_pred": "jnp.asarray({0})",
@@ -232,6 +237,7 @@ TORCH = Target(
     custom_gradient=True,
     backward_depths=(1, 2, 2),
     helper_gradients=HELPER_GRADIENTS,
+    kernels_slower=frozenset(),
     forms=MappingProxyType(
         {
             "prepare_pred": "torch.as_tensor({0})",

@@ -309,43 +309,6 @@ def _held(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
 
 
-def _softmax_cross_entropy_pair(labels, logits):
-    """tf.nn.softmax_cross_entropy_with_logits, axis kept, and its gradient with respect
-    to the logits, softmax(logits) - labels (rows of labels summing to 1), from the one
-    kernel that computes both."""
-    kernel = tf.raw_ops.SoftmaxCrossEntropyWithLogits
-    return _cross_entropy_kernel(kernel, labels, logits)
-
-
-def _sparse_softmax_cross_entropy_pair(labels, logits):
-    """tf.nn.sparse_softmax_cross_entropy_with_logits of int32 labels in [0, C) shaped
-    [..., 1], axis kept, and its gradient with respect to the logits,
-    softmax(logits) - onehot(labels), from the one kernel that computes both."""
-    kernel = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits
-    return _cross_entropy_kernel(kernel, labels[..., 0], logits)
-
-
-def _cross_entropy_kernel(kernel, labels, logits):
-    """A cross-entropy kernel's loss (axis kept) and gradient, for logits of any rank
-    (the kernels take matrices: a row of labels, or a label, per row of logits); float16
-    in float32, as the tf.nn ops compute it."""
-    wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
-    if labels.dtype.is_floating:
-        labels = tf.cast(labels, wide)
-    if logits.shape.rank == 2:
-        loss, backprop = kernel(features=tf.cast(logits, wide), labels=labels)
-        return tf.cast(loss[:, None], logits.dtype), tf.cast(backprop, logits.dtype)
-    shape = tf.shape(logits)
-    rows = [-1, shape[-1]] if labels.dtype.is_floating else [-1]
-    features = tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide)
-    loss, backprop = kernel(features=features, labels=tf.reshape(labels, rows))
-    kept = tf.concat([shape[:-1], [1]], 0)
-    return (
-        tf.cast(tf.reshape(loss, kept), logits.dtype),
-        tf.cast(tf.reshape(backprop, shape), logits.dtype),
-    )
-
-
 def _channels_joined(size, *pieces):
     """The sum of `_into_channels` of (values, start, stop) pieces at disjoint
     channels of a last axis of `size` entries, sorted by start, as one concatenation:

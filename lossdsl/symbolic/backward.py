@@ -166,6 +166,27 @@ def _disjoint(terms: list[fn.IntoChannels]) -> bool:
     return len(slices) > 1 and all(a[1] <= b[0] for a, b in itertools.pairwise(slices))
 
 
+def class_sums_known(
+    gradient: sympy.Expr,
+    rows_summing_to_one: frozenset[sympy.Symbol],
+    roles: Mapping[sympy.Symbol, Roles],
+) -> sympy.Expr:
+    """Every sum over the class axis of a value affine in rows that sum to 1, in closed
+    form (`functions.class_sum`): log_softmax passes A - exp(l) * sum(A), and for
+    A = -upstream * y with a `onehot` y, sum(A) is -upstream, not a pass over the
+    classes."""
+
+    def known(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        if isinstance(rebuilt, fn.ReduceSum) and rebuilt.args[1] == fn.CLASS_MASK:
+            total = fn.class_sum(rebuilt.args[0], rows_summing_to_one, roles)
+            if total is not None and not total.has(fn.NUM_CLASSES):  # a count stays one,
+                return total  # printed from integer sizes (`count`)
+        return rebuilt
+
+    return fn.fold(gradient, known)
+
+
 def common_factors_outside(
     gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles]
 ) -> sympy.Expr:
@@ -238,6 +259,7 @@ class _Backward:
                 if passed != 0:
                     adjoints.setdefault(arg, []).append(self.unbroadcast(passed, node, arg))
         gradient = selects_merged(sympy.Add(*adjoints.get(self.y_pred, [])))
+        gradient = class_sums_known(gradient, self.rows_summing_to_one, self.symbol_roles)
         return common_factors_outside(channels_joined(gradient, self.roles), self.roles)
 
     def topological(self, result: sympy.Expr) -> list[sympy.Basic]:

@@ -35,8 +35,6 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.Huber: "huber",
     fn.IntoChannels: "into_channels",
     fn.ChannelsJoined: "channels_joined",
-    fn.CrossEntropyPair: "softmax_cross_entropy_and_gradient",
-    fn.PairItem: "item",
     fn.Parenthesized: "",
 }
 """Functions no user writes, made by a stable rewrite (`rewrites.py`) or a target fusion

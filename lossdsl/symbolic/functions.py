@@ -586,8 +586,9 @@ class CrossEntropyBackprop(LossFunction):
     `SparseSoftmaxCrossEntropy(z, label)`) with respect to z: softmax(z) - y for rows of y
     summing to 1, softmax(z) - onehot(label) for a label in [0, C) and 0 outside.
 
-    Made by the backward pass only (`symbolic.backward`): TensorFlow's kernels compute it
-    with the loss, so the printer takes it from them (`CrossEntropyPair`). Roles: z's.
+    Made by the backward pass only (`symbolic.backward`); the printer writes its
+    definition, from the softmax (shared with the forward pass where it has one). Roles:
+    z's.
     """
 
     nargs = 1
@@ -599,38 +600,6 @@ class CrossEntropyBackprop(LossFunction):
             return Softmax(z) - y
         z, label = node.args
         return (Softmax(z) - OneHot(label)) * label_in_range(label)
-
-    def _eval_is_real(self) -> bool | None:
-        return True
-
-
-class CrossEntropyPair(LossFunction):
-    """A fused cross-entropy node's value and gradient from one TensorFlow kernel, as a
-    pair (`PairItem` 0 and 1); made by the printer for its own backward pass."""
-
-    nargs = 1
-
-    def definition(self) -> sympy.Expr:
-        return self
-
-
-class PairItem(LossFunction):
-    """Item 0 (the value) or 1 (the gradient) of a `CrossEntropyPair`: the node's and
-    `CrossEntropyBackprop`'s, except for a sparse node's label outside [0, C), where
-    they are the kernel's for the label clipped into range (the printer selects 0 for
-    the value there, and multiplies the gradient by 0 on the upstream gradient's side).
-    """
-
-    nargs = 2
-
-    def definition(self) -> sympy.Expr:
-        pair, item = self.args
-        node = pair.args[0]
-        if isinstance(node, SoftmaxCrossEntropy):
-            return node if item == 0 else CrossEntropyBackprop(node)
-        z, label = node.args
-        clipped = sympy.Min(sympy.Max(label, 0), NUM_CLASSES - 1)
-        return -LogSoftmax(z) if item == 0 else Softmax(z) - OneHot(clipped)
 
     def _eval_is_real(self) -> bool | None:
         return True
@@ -726,6 +695,8 @@ class ReduceSum(Reduction):
 
     @classmethod
     def eval(cls, x: sympy.Expr, removed: sympy.Expr) -> sympy.Expr | None:
+        if isinstance(x, OneHot) and removed == CLASS_MASK:  # a select per label, not a
+            return label_in_range(x.args[0])  # pass over the classes
         return sympy.S.Zero if x.is_zero else None  # what cancelled (`sum(y - y)`)
 
     def _eval_is_nonnegative(self) -> bool | None:
@@ -814,7 +785,6 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
     ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},
     CrossEntropyBackprop: lambda roles, expr: roles[0] | {Role.CLASS},
-    PairItem: lambda roles, expr: roles[0] if expr.args[1] == 0 else roles[0] | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
     PairDot: lambda roles, expr: _without_class(roles[0] | roles[1]) | {expr.partner_role},
     SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),

@@ -15,40 +15,11 @@ Compiled from masked_ce.loss:
 
 Stable rewrites applied: gather_of_onehot_sum.
 
-Target fusions applied: sparse_softmax_cross_entropy.
+Target fusions applied: factors_outside_sums.
 """
 
 import keras
 import tensorflow as tf
-
-
-def _sparse_softmax_cross_entropy_pair(labels, logits):
-    """tf.nn.sparse_softmax_cross_entropy_with_logits of int32 labels in [0, C) shaped
-    [..., 1], axis kept, and its gradient with respect to the logits,
-    softmax(logits) - onehot(labels), from the one kernel that computes both."""
-    kernel = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits
-    return _cross_entropy_kernel(kernel, labels[..., 0], logits)
-
-
-def _cross_entropy_kernel(kernel, labels, logits):
-    """A cross-entropy kernel's loss (axis kept) and gradient, for logits of any rank
-    (the kernels take matrices: a row of labels, or a label, per row of logits); float16
-    in float32, as the tf.nn ops compute it."""
-    wide = tf.float32 if logits.dtype == tf.float16 else logits.dtype
-    if labels.dtype.is_floating:
-        labels = tf.cast(labels, wide)
-    if logits.shape.rank == 2:
-        loss, backprop = kernel(features=tf.cast(logits, wide), labels=labels)
-        return tf.cast(loss[:, None], logits.dtype), tf.cast(backprop, logits.dtype)
-    shape = tf.shape(logits)
-    rows = [-1, shape[-1]] if labels.dtype.is_floating else [-1]
-    features = tf.cast(tf.reshape(logits, [-1, shape[-1]]), wide)
-    loss, backprop = kernel(features=features, labels=tf.reshape(labels, rows))
-    kept = tf.concat([shape[:-1], [1]], 0)
-    return (
-        tf.cast(tf.reshape(loss, kept), logits.dtype),
-        tf.cast(tf.reshape(backprop, shape), logits.dtype),
-    )
 
 
 @tf.function(autograph=False)
@@ -80,19 +51,31 @@ def _masked_ce_with_mask(y, z):
 
     @tf.custom_gradient
     def forward(z):
-        t0 = tf.math.logical_and(
-            tf.math.greater_equal(y, 0), tf.math.less(tf.cast(y, z.dtype), num_classes)
+        t0 = tf.nn.log_softmax(z, axis=-1)
+        t1 = tf.where(
+            (y >= 0) & (y < tf.shape(z)[-1]),
+            tf.gather(
+                t0,
+                tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1),
+                axis=-1,
+                batch_dims=len(z.shape) - 1,
+            ),
+            0.0,
         )
-        t1 = _sparse_softmax_cross_entropy_pair(
-            tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1), z
-        )
-        t2 = tf.constant(0.0, z.dtype)
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            return t1[1] * (upstream * tf.cast(t0, z.dtype))
+            t2 = tf.cast(
+                tf.math.logical_and(
+                    tf.math.greater_equal(y, 0),
+                    tf.math.less(tf.cast(y, z.dtype), num_classes),
+                ),
+                z.dtype,
+            )
+            t3 = tf.one_hot(y[..., 0], tf.shape(z)[-1], dtype=z.dtype)
+            return upstream * (tf.math.exp(t0) * t2 - t3)
 
-        return tf.squeeze(tf.where(t0, t1[0], t2), axis=-1), backward
+        return tf.squeeze(-t1, axis=-1), backward
 
     losses = forward(z)
     valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
