@@ -272,3 +272,15 @@ def test_a_class_sum_of_rows_that_sum_to_one_is_known_in_closed_form() -> None:
     assert gradient is not None and not gradient.has(fn.ReduceSum)
     assert sympy.expand(gradient - U * (sympy.exp(fn.LogSoftmax(z)) - y)) == 0
     assert backward(result, z, roles).has(fn.ReduceSum)
+
+
+def test_selects_on_one_condition_merge_into_one() -> None:
+    """where(c, a, 0) + where(c, b, 0) = where(c, a + b, 0), and where(c, a, 0) +
+    where(not c, b, 0) = where(c, a, b): one select, not two and a sum."""
+    condition = z > 0
+    same = backward_module.selects_merged(fn.Where(condition, y, 0) + fn.Where(condition, k, 0))
+    assert same == fn.Where(condition, y + k, 0)
+    sides = backward_module.selects_merged(
+        fn.Where(condition, y, 0) + fn.Where(sympy.Not(condition), k, 0)
+    )
+    assert sides == fn.Where(condition, y, k)

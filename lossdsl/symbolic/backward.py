@@ -100,7 +100,9 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
 
 def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
     """where(c, a, 0) + where(not c, b, 0) = where(c, a, b), at every sum: the two sides of
-    a branch (`where`, `abs`, `minimum`...) become one select."""
+    a branch (`where`, `abs`, `minimum`...) become one select; and where(c, a, 0) +
+    where(c, b, 0) = where(c, a + b, 0): two paths through one branch (a hinge's max and
+    sum) are one select."""
 
     def merge(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
         rebuilt = node.func(*args) if args and tuple(args) != node.args else node
@@ -112,14 +114,17 @@ def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
                 continue
             for j in range(i + 1, len(terms)):
                 second = terms[j]
-                if (
-                    isinstance(second, fn.Where)
-                    and second.args[2] == 0
-                    and sympy.Not(first.args[0]) == second.args[0]
-                ):
-                    terms[i] = fn.Where(first.args[0], first.args[1], second.args[1])
-                    del terms[j]
-                    return merge(sympy.Add(*terms), list(sympy.Add(*terms).args))
+                if not (isinstance(second, fn.Where) and second.args[2] == 0):
+                    continue
+                condition, taken = first.args[0], first.args[1]
+                if sympy.Not(condition) == second.args[0]:
+                    terms[i] = fn.Where(condition, taken, second.args[1])
+                elif condition == second.args[0]:
+                    terms[i] = fn.Where(condition, taken + second.args[1], sympy.S.Zero)
+                else:
+                    continue
+                del terms[j]
+                return merge(sympy.Add(*terms), list(sympy.Add(*terms).args))
         return rebuilt
 
     return fn.fold(gradient, merge)
