@@ -240,6 +240,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no array of zeros for log_softmax's gradient
         ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
@@ -370,9 +371,11 @@ def _into_channels(values, size, start, stop):
 def _save(ctx, inputs, temporaries):
     """Keep a loss's inputs and forward temporaries for its own backward pass
     (`_saved`): tensors through `save_for_backward`, numbers, dtypes and axes on `ctx`;
-    the temporaries, returned as outputs only to be kept, have no gradient."""
+    the temporaries, returned as outputs only to be kept, have no gradient (and autograd
+    writes no arrays of zeros for them)."""
     kept = [value for value in temporaries if torch.is_tensor(value)]
     ctx.mark_non_differentiable(*kept)
+    ctx.set_materialize_grads(False)
     values = (*inputs, *temporaries)
     ctx.inputs = len(inputs)
     ctx.save_for_backward(*(value for value in values if torch.is_tensor(value)))

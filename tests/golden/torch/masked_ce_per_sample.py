@@ -66,6 +66,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no array of zeros for log_softmax's gradient
         ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
