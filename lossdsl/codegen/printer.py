@@ -225,8 +225,6 @@ def print_body(
         gradient = common_factors_outside(gradient, lambda expr: fn.roles_of(expr, context.roles))
         fusions += tuple(step for step in gradient_fusions if step not in fusions)
         derivative = gradient
-        backprops = gradient.atoms(fn.CrossEntropyBackprop)  # from the softmax, which
-        gradient = gradient.xreplace({node: node.definition() for node in backprops})
         # one form for the passes' shared nodes (a cross-entropy's logits): the forward
         # pass's products group their small factors as the gradient's do
         outputs = [small_factors_first(output, context) for output in outputs]

@@ -20,8 +20,9 @@ roles the argument lacks (the argument was broadcast over them):
   channels (`IntoChannels`); class ids, one-hots and gathers of params pass nothing;
 - the fused nodes of the target fusions have their derivatives on paper: Huber's is
   clip(x, -delta, delta), a softplus pair's b * sigmoid(x) - a * sigmoid(-x), a clipped
-  log's 1/x inside the clip, a softmax cross-entropy's softmax(z) - y, which
-  TensorFlow's kernel computes with the loss (`CrossEntropyBackprop`).
+  log's 1/x inside the clip, a softmax cross-entropy's softmax(z) * sum(y) - y
+  (softmax(z) - y where y's rows sum to 1, `class_sums_known`; a label's y is its
+  one-hot row, whose sum is 1 for a label in [0, C) and 0 outside).
 
 Values at another sample (`other`, pair products) and cumulative sums have no rule:
 `backward` returns None for them and the module keeps the framework's autodiff. The
@@ -396,17 +397,17 @@ class _Backward:
     def cross_entropy(
         self, node: sympy.Basic, index: int, adjoint: sympy.Expr
     ) -> sympy.Expr | None:
-        """A fused cross-entropy passes its kernel's gradient (`CrossEntropyBackprop`) to
-        the logits; y or the label gets nothing from this rule."""
-        logits = 1 if isinstance(node, fn.SoftmaxCrossEntropy) else 0
+        """A fused cross-entropy passes softmax(z) * sum(y) - y to the logits, y a label's
+        one-hot row for a sparse one; y or the label gets nothing from this rule."""
+        if isinstance(node, fn.SoftmaxCrossEntropy):
+            y, z = node.args
+            logits = 1
+        else:
+            (z, label), logits = node.args, 0
+            y = fn.OneHot(label)
         if index != logits:
             return None
-        sum_of_y = fn.class_sum(node.args[0], self.rows_summing_to_one, self.symbol_roles)
-        summing_to_one = sum_of_y == 1
-        if isinstance(node, fn.SoftmaxCrossEntropy) and not summing_to_one:
-            y, z = node.args
-            return product(adjoint, fn.Softmax(z) * fn.ReduceSum(y, fn.CLASS_MASK) - y)
-        return product(adjoint, fn.CrossEntropyBackprop(node))
+        return product(adjoint, fn.Softmax(z) * fn.ReduceSum(y, fn.CLASS_MASK) - y)
 
 
 def _in_vocabulary(expr: sympy.Expr) -> bool:

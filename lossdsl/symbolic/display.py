@@ -148,10 +148,6 @@ class SpecPrinter(StrPrinter):
         logits, labels = (self._print(arg) for arg in expr.args)
         return f"{MADE_NAMES[type(expr)]}({labels}, {logits})"
 
-    def _print_CrossEntropyBackprop(self, expr: fn.CrossEntropyBackprop) -> str:
-        """Its meaning, softmax(z) - y (which TensorFlow's kernel computes with the loss)."""
-        return f"({self._print(expr.definition())})"
-
     def _print_InverseCount(self, expr: fn.InverseCount) -> str:
         roles = ", ".join(role.value for role in ROLE_ORDER if role in expr.removed_roles)
         return f"1 / count[{roles}]"

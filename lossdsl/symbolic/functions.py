@@ -576,33 +576,9 @@ class Parenthesized(LossFunction):
 
 
 def label_in_range(label: sympy.Expr) -> sympy.Expr:
-    """1 where a label is a class, in [0, C), else 0: per label, where sum(onehot(label))
-    over the classes would take a pass over them."""
+    """1 where a label is a class, in [0, C), else 0: sum(onehot(label)) over the classes
+    (`ReduceSum.eval`), per label, not a pass over them."""
     return Where(sympy.And(label >= 0, label < NUM_CLASSES), sympy.S.One, sympy.S.Zero)
-
-
-class CrossEntropyBackprop(LossFunction):
-    """The gradient of a fused cross-entropy node (`SoftmaxCrossEntropy(y, z)` or
-    `SparseSoftmaxCrossEntropy(z, label)`) with respect to z: softmax(z) - y for rows of y
-    summing to 1, softmax(z) - onehot(label) for a label in [0, C) and 0 outside.
-
-    Made by the backward pass only (`symbolic.backward`); the printer writes its
-    definition, from the softmax (shared with the forward pass where it has one). Roles:
-    z's.
-    """
-
-    nargs = 1
-
-    def definition(self) -> sympy.Expr:
-        node = self.args[0]
-        if isinstance(node, SoftmaxCrossEntropy):
-            y, z = node.args
-            return Softmax(z) - y
-        z, label = node.args
-        return (Softmax(z) - OneHot(label)) * label_in_range(label)
-
-    def _eval_is_real(self) -> bool | None:
-        return True
 
 
 class PairDot(LossFunction):
@@ -784,7 +760,6 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     Channels: lambda roles, expr: roles[0],
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
     ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},
-    CrossEntropyBackprop: lambda roles, expr: roles[0] | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
     PairDot: lambda roles, expr: _without_class(roles[0] | roles[1]) | {expr.partner_role},
     SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),
