@@ -32,6 +32,9 @@ REQUIRED = {
     "_paired",
     "_check_channels",
     "_pair_dot",
+    "_pair_rows",
+    "_pair_result",
+    "_pair_squared_distance",
     "_softmax_cross_entropy",
     "_sparse_softmax_cross_entropy",
     "_into_channels",
@@ -95,6 +98,11 @@ def tensorflow_sparse(_: object, labels: tf.Tensor, logits: tf.Tensor) -> tf.Ten
     return tf.expand_dims(loss, -1)
 
 
+def direct_squared_distance(_: object, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """sum over the classes of (a - other(b))^2 as written, a [B, B', C] difference."""
+    return tf.reduce_sum(tf.square(a - tf.transpose(b, [1, 0, 2])), -1, keepdims=True)
+
+
 def make_cases() -> list[Case]:
     rng = np.random.default_rng(0)
     x = np.stack([EDGES, rng.normal(0, 20, 10), rng.normal(0, 1, 10)])
@@ -109,6 +117,9 @@ def make_cases() -> list[Case]:
     labels = np.array([[0.0], [6.0], [1.0], [5.0], [3.0]])  # as Keras converts y_true
     rows = rng.normal(0, 2, (4, 1, 6))
     other_rows = rng.normal(0, 2, (3, 1, 6))
+    # far from 0 and close together, one row twice: the norms that cancel are large
+    clustered_rows = 10.0 + rng.normal(0, 0.01, (5, 1, 6))
+    clustered_rows[4] = clustered_rows[1]
     cases = [
         Case(
             "softplus_pair",
@@ -154,6 +165,20 @@ def make_cases() -> list[Case]:
             lambda h, a, b: h._pair_dot(a[:, :, None], b[:, :, None], 2),
             (rows, other_rows),
             (0, 1),
+        ),
+        Case(
+            "pair_squared_distance",
+            lambda h, a, b: h._pair_squared_distance(a, b, 1),
+            (rows, other_rows),
+            (0, 1),
+            reference=direct_squared_distance,
+        ),
+        Case(
+            "pair_squared_distance_within",
+            lambda h, a: h._pair_squared_distance(a, None, 1),
+            (clustered_rows,),
+            (0,),
+            reference=lambda h, a: direct_squared_distance(h, a, a),
         ),
         Case("other", lambda h, x: h._other(x, 1), (rows,), (0,)),
         Case("other_partner_2", lambda h, x: h._other(x[:, :, None], 2), (rows,), (0,)),

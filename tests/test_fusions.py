@@ -107,6 +107,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.Huber(sympy.Abs(z - t).args[0], k),
     ),
     (
+        "pair_distances",
+        lambda: fn.ReduceSum((e - fn.Other(e, 1)) ** 2, CLASS),
+        lambda: fn.PairSquaredDistance(e, e, 1),
+    ),
+    (
+        "pair_distances",
+        lambda: fn.ReduceSum((e / w + 2 * fn.Other(e, 2)) ** 2, CLASS),
+        lambda: fn.PairSquaredDistance(e / w, -2 * e, 2),
+    ),
+    (
         "pair_products",
         lambda: fn.ReduceSum(e * fn.Other(e, 1), CLASS),
         lambda: fn.PairDot(e, e, 1),
@@ -164,6 +174,9 @@ UNCHANGED: list[Builder] = [
     lambda: fn.Where(sympy.Abs(z - t) <= t, (z - t) ** 2 / 2, t * sympy.Abs(z - t) - t**2 / 2),
     lambda: fn.Where(z > 0, z**2, 0),  # a branch that cannot be non-finite
     lambda: fn.ReduceSum(t * z, CLASS),  # every factor has the class role
+    lambda: fn.ReduceSum((e - fn.Other(e, 1)) ** 3, CLASS),  # no square
+    lambda: fn.ReduceSum((e - fn.Other(e, 1) - fn.Other(e, 2)) ** 2, CLASS),  # two partners
+    lambda: fn.ReduceSum((w - fn.Other(e, 1)) ** 2, CLASS),  # w is no row
 ]
 
 

@@ -263,3 +263,31 @@ def test_a_mask_shares_the_results_fused_temporaries() -> None:
     body = source.python_source.split("def _circle_with_mask(")[1].split("\ndef ")[0]
     assert body.count("tf.math.reduce_logsumexp(") == 2
     assert body.count("_pair_dot(") == 1 and "_other(e" not in body
+
+
+def test_a_distance_loss_takes_its_distances_from_one_matrix_product() -> None:
+    """triplet_batch_hard's `sum(square(e - other(e)))` is `_pair_squared_distance`, not a
+    [batch, batch, D] difference."""
+    spec = (EXAMPLES / "triplet_batch_hard.loss").read_text(encoding="utf-8")
+    body = compiled(spec, "triplet_batch_hard.loss").python_source.split("\ndef triplet")[1]
+    assert body.count("_pair_squared_distance(e, None, 1)") == 1 and "_other(e" not in body
+
+
+def test_pair_distances_keep_their_digits_far_from_the_origin() -> None:
+    """|a|^2 + |b|^2 - 2 a.b of rows at 10 + 0.01 N(0, 1) cancels norms of about 3200 to
+    distances of about 0.006: the helper moves the rows to their mean first. A row's
+    distance to itself is exactly 0, a duplicate row's about 0."""
+    from lossdsl.codegen import tensorflow_helpers
+
+    rng = np.random.default_rng(3)
+    rows = 10.0 + rng.normal(0.0, 0.01, (16, 1, 32))
+    rows[5] = rows[2]
+    rows = rows.astype(np.float32)
+    wide = rows.astype(np.float64)
+    exact = np.sum(np.square(wide - np.transpose(wide, [1, 0, 2])), axis=-1)
+    squared = tensorflow_helpers._pair_squared_distance(tf.constant(rows), None, 1)
+    squared = squared.numpy()[:, :, 0]
+    apart = exact > 0
+    assert np.max(np.abs(squared - exact)[apart] / exact[apart]) < ulps(np.float32, 100)
+    assert np.all(np.diag(squared) == 0.0)
+    assert squared[2, 5] < 1e-4 * np.min(exact[apart])

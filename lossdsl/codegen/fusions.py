@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
-from sympy.core.relational import Relational
 
 from lossdsl.codegen.helpers import (
     CLASS_OF,
@@ -285,6 +284,40 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
     return fn.Where(condition, guarded_a, guarded_b)
 
 
+def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum_c((a + k * other(b, n))^2) = pair_squared_distance(a, -k * b, n) for rows a and
+    b with the roles batch and class and a number k: the squared distances of every pair
+    of samples are |a|^2 + |b|^2 - 2 a.b, one matrix product [B, C] x [C, B] and two row
+    norms, not a [B, B, C] difference, its square and its sum.
+
+    Equal in exact arithmetic. In floating point two rows closer than their norms'
+    rounding lose digits to the cancellation (TensorFlow Addons' pairwise_distance and
+    torch.cdist compute it so too); the helper clamps the result at 0 and makes a row's
+    distance to itself exactly 0.
+    """
+    if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
+        return None
+    body = node.args[0]
+    if not (isinstance(body, sympy.Pow) and body.exp == 2 and isinstance(body.base, sympy.Add)):
+        return None
+    rows_roles = frozenset({Role.BATCH, Role.CLASS})
+    others = []
+    for term in sympy.Add.make_args(body.base):
+        k, rest = term.as_coeff_Mul()
+        if isinstance(rest, fn.Other) and fn.roles_of(rest.args[0], context.roles) == rows_roles:
+            others.append((term, k, rest))
+    if len(others) != 1:
+        return None
+    term, k, other = others[0]
+    a = body.base - term
+    if fn.roles_of(a, context.roles) != rows_roles:
+        return None
+    b, partner = other.args
+    fused = fn.PairSquaredDistance(a, -k * b, partner)
+    outer = node.removed_roles - {Role.CLASS}
+    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+
+
 def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """sum_c(k * a * other(b, n)) = k * pair_dot(a, b, n) for rows a and b with the roles
     batch and class and k without the class role: the inner products of every pair of
@@ -363,6 +396,7 @@ FUSIONS: tuple[Fusion, ...] = tuple(
         softplus_pair,
         clipped_log,
         huber,
+        pair_distances,
         pair_products,
         untaken_branches_guarded,
         factors_outside_sums,
@@ -382,14 +416,6 @@ the result and to its gradient: no autodiff runs through their selects, so the g
 which only protect autodiff, are left out."""
 
 
-def _rebuilt(node: sympy.Basic, args: tuple[sympy.Basic, ...]) -> sympy.Basic:
-    """`node` with new arguments; a comparison is kept as written (a mask's `loss > 0`,
-    whose sides SymPy cannot prove real where a branch is -inf, would be refused)."""
-    if isinstance(node, Relational):
-        return node.func(*args, evaluate=False)
-    return node.func(*args)
-
-
 def fuse(
     expr: sympy.Basic, context: FusionContext, fusions: tuple[Fusion, ...] = FUSIONS
 ) -> tuple[sympy.Basic, tuple[AppliedRewrite, ...]]:
@@ -401,7 +427,7 @@ def fuse(
     def visit(node: sympy.Basic) -> sympy.Basic:
         if node not in done:
             args = tuple(visit(arg) for arg in node.args)
-            current = node if args == node.args else _rebuilt(node, args)
+            current = fn.with_args(node, args)
             for fusion in fusions:
                 if (fused := fusion.apply(current, context)) is not None:
                     applied.append(AppliedRewrite(fusion.name, current, fused))

@@ -55,6 +55,10 @@ OTHER = "_other"
 PAIR_DOT = "_pair_dot"
 """The sums over the classes of the products of every pair of samples' rows: a matmul."""
 
+PAIR_SQUARED_DISTANCE = "_pair_squared_distance"
+"""The sums over the classes of the squared differences of every pair of samples' rows:
+a matmul and two row norms."""
+
 PAIRED = "_paired"
 """The inputs of a loss that pairs samples, y_pred's rank checked, partner axes added."""
 

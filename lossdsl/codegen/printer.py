@@ -28,7 +28,8 @@ Conventions of the printed code (the writer's prelude binds the names it uses):
 - Before printing, the target fusions (`codegen.fusions.FUSIONS`, named rules recorded
   in `FunctionBody.fusions`, applied to the result and to the mask alike, so that both
   share temporaries) replace cross-entropies TensorFlow has a fused op for, the inner
-  products of pairs of samples (`_pair_dot`, one matrix product),
+  products and squared distances of pairs of samples (`_pair_dot` and
+  `_pair_squared_distance`, one matrix product each),
   softplus pairs (binary cross-entropy on logits), the log of a clip and the Huber loss
   with a helper of the module's own, guard untaken branches that can be non-finite, and
   move factors out of sums. A clip between numbers is the helper `_clip`, whose
@@ -83,6 +84,7 @@ from lossdsl.codegen.helpers import (
     OTHER_GRADIENTS,
     OVER_SPATIAL,
     PAIR_DOT,
+    PAIR_SQUARED_DISTANCE,
     SAVE,
     SAVED,
     SOFTPLUS_PAIR,
@@ -225,10 +227,10 @@ def print_body(
         gradient = common_factors_outside(gradient, lambda expr: fn.roles_of(expr, context.roles))
         fusions += tuple(step for step in gradient_fusions if step not in fusions)
         derivative = gradient
-        # one form for the passes' shared nodes (a cross-entropy's logits): the forward
-        # pass's products group their small factors as the gradient's do
-        outputs = [small_factors_first(output, context) for output in outputs]
         gradient = small_factors_first(gradient, context)
+    # every product multiplies its small factors first; the forward and backward passes
+    # group them alike, so that the nodes they share (a cross-entropy's logits) are one
+    outputs = [small_factors_first(output, context) for output in outputs]
     shared = shared_subexpressions(outputs + ([gradient] if gradient is not None else []))
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     names[UPSTREAM] = UPSTREAM_LOCAL
@@ -299,7 +301,7 @@ def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basi
     memo: dict[sympy.Basic, Roles] = {}
 
     def group(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
-        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        rebuilt = fn.with_args(node, args)
         if not isinstance(rebuilt, sympy.Mul):
             return rebuilt
         roles = fn.roles_of(rebuilt, context.roles, memo)
@@ -362,6 +364,11 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
     for output in outputs:
         visit(output)
     return [node for node in order if counts[node] > 1]
+
+
+def _is_reciprocal(node: sympy.Basic) -> bool:
+    """Whether `node` is a power with a negative exponent, which SymPy prints as a division."""
+    return isinstance(node, sympy.Pow) and bool(node.exp.is_negative)
 
 
 def _root_of_reciprocal(node: sympy.Basic) -> sympy.Basic | None:
@@ -743,11 +750,32 @@ class TensorFlowPrinter(PythonCodePrinter):
                 return f"-{factors}" if coefficient < 0 else factors
             sign = "-" if coefficient < 0 else ""
             return f"{sign}{number_text(abs(float(coefficient)))}*{factors}"
+        if any(_is_reciprocal(f) and f in self.temporaries for f in expr.args):
+            return self.product_reading_reciprocals(expr)
         if not coefficient.is_Rational or coefficient.is_Integer or rest == 1:
             return str(super()._print_Mul(expr))
         sign = "-" if coefficient < 0 else ""
         factor = self.parenthesize(rest, PRECEDENCE["Mul"], strict=True)
         return f"{sign}{number_text(abs(float(coefficient)))}*{factor}"
+
+    def product_reading_reciprocals(self, expr: sympy.Mul) -> str:
+        """`expr` as numerator / denominator, where SymPy's printer would divide by the
+        base of a reciprocal that is a temporary (`x^(-1/2)`) instead of reading it."""
+        sign, numerator, denominator = "", [], []
+        for factor in expr.args:
+            if factor == -1:
+                sign = "-"
+            elif factor in self.temporaries:
+                numerator.append(self.temporaries[factor])
+            elif _is_reciprocal(factor):
+                base = sympy.Pow(factor.base, -factor.exp)
+                denominator.append(self.parenthesize(base, PRECEDENCE["Mul"], strict=True))
+            else:
+                numerator.append(self.parenthesize(factor, PRECEDENCE["Mul"], strict=True))
+        text = sign + "*".join(numerator)
+        if len(denominator) > 1:
+            return f"{text}/({'*'.join(denominator)})"
+        return f"{text}/{denominator[0]}" if denominator else text
 
     # ------------------------------------------------------------ functions
 
@@ -934,6 +962,13 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.helpers_used.add(PAIR_DOT)
         a, b, partner = expr.args
         return f"{PAIR_DOT}({self._print(a)}, {self._print(b)}, {int(partner)})"
+
+    def _print_PairSquaredDistance(self, expr: fn.PairSquaredDistance) -> str:
+        """The helper's call; b is None for a's rows to each other (`a == b`)."""
+        self.helpers_used.add(PAIR_SQUARED_DISTANCE)
+        a, b, partner = expr.args
+        other = "None" if b == a else self._print(b)
+        return f"{PAIR_SQUARED_DISTANCE}({self._print(a)}, {other}, {int(partner)})"
 
     def _print_SoftplusPair(self, expr: fn.SoftplusPair) -> str:
         """The helper's call; arguments with every role have y_pred's shape and dtype. A

@@ -283,18 +283,52 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
+def _pair_rows(x):
+    """Rows [B, 1, ..., C] of a loss that pairs samples as a matrix [B, C]; half
+    precision in float32, as other sums are."""
+    rows = (slice(None),) + (0,) * (len(x.shape) - 2)
+    exact = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
+    return tf.cast(x[rows], exact)
+
+
+def _pair_result(matrix, like, partner):
+    """A matrix [B, B'] of pairs of samples as [B, 1, ..., 1] with the B' samples on
+    axis `partner`, of rank and dtype `like`'s."""
+    shape = [tf.shape(matrix)[0]] + [1] * (len(like.shape) - 1)
+    shape[partner] = tf.shape(matrix)[1]
+    return tf.cast(tf.reshape(matrix, shape), like.dtype)
+
+
 def _pair_dot(a, b, partner):
     """The sum over the classes of a * other(b, partner) as one matrix product: a and b
     are rows [B, 1, ..., C], the result [B, 1, ..., 1] with b's samples on axis
-    `partner`. Half-precision rows are multiplied in float32, as other sums are."""
-    rank = len(a.shape)
-    rows = (slice(None),) + (0,) * (rank - 2)
-    exact = tf.float32 if a.dtype in (tf.float16, tf.bfloat16) else a.dtype
-    first, second = tf.cast(a[rows], exact), tf.cast(b[rows], exact)
+    `partner`."""
+    first, second = _pair_rows(a), _pair_rows(b)
+    return _pair_result(tf.linalg.matmul(first, second, transpose_b=True), a, partner)
+
+
+def _pair_squared_distance(a, b, partner):
+    """The sum over the classes of (a - other(b, partner))^2 as |a|^2 + |b|^2 - 2 a.b,
+    one matrix product and two row norms; rows and result as `_pair_dot`'s.
+
+    The rows are first moved by a's mean row, which leaves every distance as it is and
+    shrinks the norms that cancel to the batch's spread; rows closer than that spread's
+    rounding still lose digits (TensorFlow Addons' pairwise_distance and torch.cdist
+    move nothing), so the result is clamped at 0. b None means a's rows to each other,
+    each row's distance to itself exactly 0.
+    """
+    rows = _pair_rows(a)
+    center = tf.stop_gradient(tf.math.reduce_mean(rows, axis=0))
+    first = rows - center
+    second = first if b is None else _pair_rows(b) - center
+    norms = tf.reduce_sum(tf.square(first), axis=1)
+    other_norms = norms if b is None else tf.reduce_sum(tf.square(second), axis=1)
     products = tf.linalg.matmul(first, second, transpose_b=True)
-    shape = [tf.shape(a)[0]] + [1] * (rank - 1)
-    shape[partner] = tf.shape(b)[0]
-    return tf.cast(tf.reshape(products, shape), a.dtype)
+    squared = norms[:, None] + other_norms[None, :] - 2.0 * products
+    squared = tf.math.maximum(squared, 0.0)
+    if b is None:
+        squared = tf.linalg.set_diag(squared, tf.zeros_like(norms))
+    return _pair_result(squared, a, partner)
 
 
 def _into_channels(values, size, start, stop):

@@ -323,17 +323,52 @@ def _check_channels(x, needed, argument, selection):
     return x
 
 
+def _pair_rows(x):
+    """Rows [B, 1, ..., C] of a loss that pairs samples as a matrix [B, C]; half
+    precision in float32, as other sums are."""
+    rows = (slice(None),) + (0,) * (x.dim() - 2)
+    exact = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return x[rows].to(exact)
+
+
+def _pair_result(matrix, like, partner):
+    """A matrix [B, B'] of pairs of samples as [B, 1, ..., 1] with the B' samples on
+    axis `partner`, of rank and dtype `like`'s."""
+    shape = [matrix.shape[0]] + [1] * (like.dim() - 1)
+    shape[partner] = matrix.shape[1]
+    return matrix.reshape(shape).to(like.dtype)
+
+
 def _pair_dot(a, b, partner):
     """The sum over the classes of a * other(b, partner) as one matrix product: a and b
     are rows [B, 1, ..., C], the result [B, 1, ..., 1] with b's samples on axis
-    `partner`. Half-precision rows are multiplied in float32, as other sums are."""
-    rank = a.dim()
-    rows = (slice(None),) + (0,) * (rank - 2)
-    exact = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
-    products = a[rows].to(exact) @ b[rows].to(exact).T
-    shape = [a.shape[0]] + [1] * (rank - 1)
-    shape[partner] = b.shape[0]
-    return products.reshape(shape).to(a.dtype)
+    `partner`."""
+    first, second = _pair_rows(a), _pair_rows(b)
+    return _pair_result(first @ second.T, a, partner)
+
+
+def _pair_squared_distance(a, b, partner):
+    """The sum over the classes of (a - other(b, partner))^2 as |a|^2 + |b|^2 - 2 a.b,
+    one matrix product and two row norms; rows and result as `_pair_dot`'s.
+
+    The rows are first moved by a's mean row, which leaves every distance as it is and
+    shrinks the norms that cancel to the batch's spread; rows closer than that spread's
+    rounding still lose digits (TensorFlow Addons' pairwise_distance and torch.cdist
+    move nothing), so the result is clamped at 0. b None means a's rows to each other,
+    each row's distance to itself exactly 0.
+    """
+    rows = _pair_rows(a)
+    center = torch.mean(rows, dim=0).detach()
+    first = rows - center
+    second = first if b is None else _pair_rows(b) - center
+    norms = torch.sum(torch.square(first), dim=1)
+    other_norms = norms if b is None else torch.sum(torch.square(second), dim=1)
+    products = first @ second.T
+    squared = norms[:, None] + other_norms[None, :] - 2.0 * products
+    squared = torch.clamp_min(squared, 0.0)
+    if b is None:
+        squared = torch.diagonal_scatter(squared, torch.zeros_like(norms))
+    return _pair_result(squared, a, partner)
 
 
 def _mean(x, dim=None, keepdim=False):

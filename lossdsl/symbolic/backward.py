@@ -106,7 +106,7 @@ def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
     sum) are one select."""
 
     def merge(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
-        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        rebuilt = fn.with_args(node, args)
         if not isinstance(rebuilt, sympy.Add):
             return rebuilt
         terms = list(rebuilt.args)
@@ -137,7 +137,7 @@ def channels_joined(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles])
     concatenation, where each `IntoChannels` pads a whole array)."""
 
     def join(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
-        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        rebuilt = fn.with_args(node, args)
         if not isinstance(rebuilt, sympy.Add):
             return rebuilt
         groups: dict[tuple[sympy.Basic, Roles], list[fn.IntoChannels]] = {}
@@ -183,7 +183,7 @@ def class_sums_known(
     classes."""
 
     def known(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
-        rebuilt = node.func(*args) if args and tuple(args) != node.args else node
+        rebuilt = fn.with_args(node, args)
         if isinstance(rebuilt, fn.ReduceSum) and rebuilt.args[1] == fn.CLASS_MASK:
             total = fn.class_sum(rebuilt.args[0], rows_summing_to_one, roles)
             if total is not None and not total.has(fn.NUM_CLASSES):  # a count stays one,

@@ -29,6 +29,7 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.LogCosh: "logcosh",
     fn.SoftmaxCrossEntropy: "softmax_cross_entropy_with_logits",
     fn.PairDot: "pair_dot",
+    fn.PairSquaredDistance: "pair_squared_distance",
     fn.SparseSoftmaxCrossEntropy: "sparse_softmax_cross_entropy_with_logits",
     fn.SoftplusPair: "softplus_pair",
     fn.ClippedLog: "clipped_log",

@@ -24,12 +24,13 @@ Conventions shared by all the classes:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import sympy
 from mpmath.libmp import prec_to_dps
 from sympy.core.logic import fuzzy_and
+from sympy.core.relational import Relational
 from sympy.logic.boolalg import Boolean
 
 from lossdsl.typed import (
@@ -603,6 +604,22 @@ class PairDot(LossFunction):
         return known("real", self.args[:2])
 
 
+class PairSquaredDistance(PairDot):
+    """sum over the classes of (a - other(b, n))^2: the squared Euclidean distances of
+    each sample's row of a to every sample's row of b, [batch, partner n].
+
+    Made by the printer only, for one matrix product and two row norms
+    (`codegen.fusions.FUSIONS`). Roles: PairDot's.
+    """
+
+    def definition(self) -> sympy.Expr:
+        a, b, partner = self.args
+        return ReduceSum((a - Other(b, partner)) ** 2, CLASS_MASK)
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return known("real", self.args[:2])
+
+
 class SoftplusPair(Elementwise):
     """a * softplus(-x) + b * softplus(x): binary cross-entropy on logits and its kin.
 
@@ -750,6 +767,11 @@ def _without_class(roles: Roles) -> Roles:
     return roles - {Role.CLASS}
 
 
+def _pair_roles(roles: list[Roles], expr: sympy.Basic) -> Roles:
+    assert isinstance(expr, PairDot)
+    return _without_class(roles[0] | roles[1]) | {expr.partner_role}
+
+
 _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles]] = {
     Other: lambda roles, expr: roles[0] | {expr.partner_role},
     ClassId: lambda roles, expr: class_id_roles(roles[0]),
@@ -761,11 +783,23 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
     ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
-    PairDot: lambda roles, expr: _without_class(roles[0] | roles[1]) | {expr.partner_role},
+    PairDot: _pair_roles,
+    PairSquaredDistance: _pair_roles,
     SparseSoftmaxCrossEntropy: lambda roles, expr: gather_roles(roles[0], roles[1]),
 }
 """The role rules of the functions whose roles are not their arguments' union; the
 checker's class ids, one-hots and gathers use the same rules (`lossdsl.typed`)."""
+
+
+def with_args(node: sympy.Basic, args: Sequence[sympy.Basic]) -> sympy.Basic:
+    """`node` with the arguments `args`: itself where they are its own; a comparison is
+    kept as written (a mask's `loss > 0`, whose sides SymPy cannot prove real where a
+    branch is -inf, would be refused)."""
+    if not args or tuple(args) == node.args:
+        return node
+    if isinstance(node, Relational):
+        return node.func(*args, evaluate=False)
+    return node.func(*args)
 
 
 Folded = TypeVar("Folded")

@@ -14,6 +14,8 @@ Compiled from triplet.loss:
     let hardest_positive = max(d, where=other(y) == y and other(sample_index) != sample_index)
     let hardest_negative = min(d, where=other(y) != y)
     loss triplet = mean(relu(hardest_positive - hardest_negative + margin))
+
+Target fusions applied: pair_distances.
 """
 
 import keras
@@ -39,6 +41,46 @@ def _paired(y_true, y_pred, partners, name):
         )
     new_axes = (slice(None),) + (tf.newaxis,) * partners
     return y_true[new_axes], y_pred[new_axes]
+
+
+def _pair_rows(x):
+    """Rows [B, 1, ..., C] of a loss that pairs samples as a matrix [B, C]; half
+    precision in float32, as other sums are."""
+    rows = (slice(None),) + (0,) * (len(x.shape) - 2)
+    exact = tf.float32 if x.dtype in (tf.float16, tf.bfloat16) else x.dtype
+    return tf.cast(x[rows], exact)
+
+
+def _pair_result(matrix, like, partner):
+    """A matrix [B, B'] of pairs of samples as [B, 1, ..., 1] with the B' samples on
+    axis `partner`, of rank and dtype `like`'s."""
+    shape = [tf.shape(matrix)[0]] + [1] * (len(like.shape) - 1)
+    shape[partner] = tf.shape(matrix)[1]
+    return tf.cast(tf.reshape(matrix, shape), like.dtype)
+
+
+def _pair_squared_distance(a, b, partner):
+    """The sum over the classes of (a - other(b, partner))^2 as |a|^2 + |b|^2 - 2 a.b,
+    one matrix product and two row norms; rows and result as `_pair_dot`'s.
+
+    The rows are first moved by a's mean row, which leaves every distance as it is and
+    shrinks the norms that cancel to the batch's spread; rows closer than that spread's
+    rounding still lose digits (TensorFlow Addons' pairwise_distance and torch.cdist
+    move nothing), so the result is clamped at 0. b None means a's rows to each other,
+    each row's distance to itself exactly 0.
+    """
+    rows = _pair_rows(a)
+    center = tf.stop_gradient(tf.math.reduce_mean(rows, axis=0))
+    first = rows - center
+    second = first if b is None else _pair_rows(b) - center
+    norms = tf.reduce_sum(tf.square(first), axis=1)
+    other_norms = norms if b is None else tf.reduce_sum(tf.square(second), axis=1)
+    products = tf.linalg.matmul(first, second, transpose_b=True)
+    squared = norms[:, None] + other_norms[None, :] - 2.0 * products
+    squared = tf.math.maximum(squared, 0.0)
+    if b is None:
+        squared = tf.linalg.set_diag(squared, tf.zeros_like(norms))
+    return _pair_result(squared, a, partner)
 
 
 @tf.function(autograph=False)
@@ -69,32 +111,26 @@ def triplet(y, e, margin=1.0):
     sample_index = tf.reshape(tf.range(tf.shape(e)[0]), [-1] + [1] * (len(e.shape) - 1))
     t0 = _other(y, 1)
     t1 = tf.math.not_equal(t0, y)
-    t2 = tf.cast(
-        tf.math.reduce_sum(
-            tf.cast(tf.math.square(e - _other(e, 1)), sum_dtype), axis=-1, keepdims=True
-        ),
-        e.dtype,
-    )
-    t3 = tf.math.sqrt(t2 + 1e-07)
-    t4 = tf.math.logical_and(
+    t2 = tf.math.sqrt(_pair_squared_distance(e, None, 1) + 1e-07)
+    t3 = tf.math.logical_and(
         tf.math.equal(t0, y), tf.math.not_equal(_other(sample_index, 1), sample_index)
     )
-    t5 = tf.where(
+    t4 = tf.where(
         tf.math.greater(
             tf.cast(
                 tf.math.reduce_mean(
-                    tf.cast(tf.cast(t4, e.dtype), sum_dtype), axis=1, keepdims=True
+                    tf.cast(tf.cast(t3, e.dtype), sum_dtype), axis=1, keepdims=True
                 ),
                 e.dtype,
             ),
             0.0,
         ),
         tf.math.reduce_max(
-            tf.where(t4, t3, tf.constant(float("-inf"), e.dtype)), axis=1, keepdims=True
+            tf.where(t3, t2, tf.constant(float("-inf"), e.dtype)), axis=1, keepdims=True
         ),
         tf.constant(0.0, e.dtype),
     )
-    t6 = tf.where(
+    t5 = tf.where(
         tf.math.greater(
             tf.cast(
                 tf.math.reduce_mean(
@@ -105,11 +141,11 @@ def triplet(y, e, margin=1.0):
             0.0,
         ),
         tf.math.reduce_min(
-            tf.where(t1, t3, tf.constant(float("inf"), e.dtype)), axis=1, keepdims=True
+            tf.where(t1, t2, tf.constant(float("inf"), e.dtype)), axis=1, keepdims=True
         ),
         tf.constant(0.0, e.dtype),
     )
-    return tf.reshape(tf.nn.relu(margin + t5 - t6), [-1])
+    return tf.reshape(tf.nn.relu(margin + t4 - t5), [-1])
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

@@ -16,6 +16,8 @@ Compiled from triplet.loss:
     let hardest_positive = max(d, where=other(y) == y and other(sample_index) != sample_index)
     let hardest_negative = min(d, where=other(y) != y)
     loss triplet = mean(relu(hardest_positive - hardest_negative + margin))
+
+Target fusions applied: pair_distances.
 """
 
 import jax
@@ -39,6 +41,46 @@ def _paired(y_true, y_pred, partners, name):
         )
     new_axes = (slice(None),) + (None,) * partners
     return y_true[new_axes], y_pred[new_axes]
+
+
+def _pair_rows(x):
+    """Rows [B, 1, ..., C] of a loss that pairs samples as a matrix [B, C]; half
+    precision in float32, as other sums are."""
+    rows = (slice(None),) + (0,) * (x.ndim - 2)
+    exact = jnp.float32 if x.dtype in (jnp.float16, jnp.bfloat16) else x.dtype
+    return x[rows].astype(exact)
+
+
+def _pair_result(matrix, like, partner):
+    """A matrix [B, B'] of pairs of samples as [B, 1, ..., 1] with the B' samples on
+    axis `partner`, of rank and dtype `like`'s."""
+    shape = [matrix.shape[0]] + [1] * (like.ndim - 1)
+    shape[partner] = matrix.shape[1]
+    return matrix.reshape(shape).astype(like.dtype)
+
+
+def _pair_squared_distance(a, b, partner):
+    """The sum over the classes of (a - other(b, partner))^2 as |a|^2 + |b|^2 - 2 a.b,
+    one matrix product and two row norms; rows and result as `_pair_dot`'s.
+
+    The rows are first moved by a's mean row, which leaves every distance as it is and
+    shrinks the norms that cancel to the batch's spread; rows closer than that spread's
+    rounding still lose digits (TensorFlow Addons' pairwise_distance and torch.cdist
+    move nothing), so the result is clamped at 0. b None means a's rows to each other,
+    each row's distance to itself exactly 0.
+    """
+    rows = _pair_rows(a)
+    center = jax.lax.stop_gradient(jnp.mean(rows, axis=0))
+    first = rows - center
+    second = first if b is None else _pair_rows(b) - center
+    norms = jnp.sum(jnp.square(first), axis=1)
+    other_norms = norms if b is None else jnp.sum(jnp.square(second), axis=1)
+    products = first @ second.T
+    squared = norms[:, None] + other_norms[None, :] - 2.0 * products
+    squared = jnp.maximum(squared, 0.0)
+    if b is None:
+        squared = jnp.where(jnp.eye(squared.shape[0], dtype=bool), 0.0, squared)
+    return _pair_result(squared, a, partner)
 
 
 def triplet(y, e, margin=1.0):
@@ -68,21 +110,15 @@ def triplet(y, e, margin=1.0):
     sample_index = jnp.arange(e.shape[0]).reshape((-1,) + (1,) * (e.ndim - 1))
     t0 = _other(y, 1)
     t1 = jnp.not_equal(t0, y)
-    t2 = jnp.asarray(
-        jnp.sum(
-            jnp.asarray(jnp.square(e - _other(e, 1)), sum_dtype), axis=-1, keepdims=True
-        ),
-        e.dtype,
-    )
-    t3 = jnp.sqrt(t2 + 1e-07)
-    t4 = jnp.logical_and(
+    t2 = jnp.sqrt(_pair_squared_distance(e, None, 1) + 1e-07)
+    t3 = jnp.logical_and(
         jnp.equal(t0, y), jnp.not_equal(_other(sample_index, 1), sample_index)
     )
-    t5 = jnp.where(
+    t4 = jnp.where(
         jnp.greater(
             jnp.asarray(
                 jnp.mean(
-                    jnp.asarray(jnp.asarray(t4, e.dtype), sum_dtype),
+                    jnp.asarray(jnp.asarray(t3, e.dtype), sum_dtype),
                     axis=1,
                     keepdims=True,
                 ),
@@ -91,13 +127,13 @@ def triplet(y, e, margin=1.0):
             0.0,
         ),
         jnp.max(
-            jnp.where(t4, t3, jnp.asarray(float("-inf"), e.dtype)),
+            jnp.where(t3, t2, jnp.asarray(float("-inf"), e.dtype)),
             axis=1,
             keepdims=True,
         ),
         jnp.asarray(0.0, e.dtype),
     )
-    t6 = jnp.where(
+    t5 = jnp.where(
         jnp.greater(
             jnp.asarray(
                 jnp.mean(
@@ -110,11 +146,11 @@ def triplet(y, e, margin=1.0):
             0.0,
         ),
         jnp.min(
-            jnp.where(t1, t3, jnp.asarray(float("inf"), e.dtype)), axis=1, keepdims=True
+            jnp.where(t1, t2, jnp.asarray(float("inf"), e.dtype)), axis=1, keepdims=True
         ),
         jnp.asarray(0.0, e.dtype),
     )
-    return jnp.reshape(jax.nn.relu(margin + t5 - t6), (-1,))
+    return jnp.reshape(jax.nn.relu(margin + t4 - t5), (-1,))
 
 
 try:

@@ -16,6 +16,8 @@ Compiled from triplet.loss:
     let hardest_positive = max(d, where=other(y) == y and other(sample_index) != sample_index)
     let hardest_negative = min(d, where=other(y) != y)
     loss triplet = mean(relu(hardest_positive - hardest_negative + margin))
+
+Target fusions applied: pair_distances.
 """
 
 import torch
@@ -38,6 +40,46 @@ def _paired(y_true, y_pred, partners, name):
         )
     new_axes = (slice(None),) + (None,) * partners
     return y_true[new_axes], y_pred[new_axes]
+
+
+def _pair_rows(x):
+    """Rows [B, 1, ..., C] of a loss that pairs samples as a matrix [B, C]; half
+    precision in float32, as other sums are."""
+    rows = (slice(None),) + (0,) * (x.dim() - 2)
+    exact = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return x[rows].to(exact)
+
+
+def _pair_result(matrix, like, partner):
+    """A matrix [B, B'] of pairs of samples as [B, 1, ..., 1] with the B' samples on
+    axis `partner`, of rank and dtype `like`'s."""
+    shape = [matrix.shape[0]] + [1] * (like.dim() - 1)
+    shape[partner] = matrix.shape[1]
+    return matrix.reshape(shape).to(like.dtype)
+
+
+def _pair_squared_distance(a, b, partner):
+    """The sum over the classes of (a - other(b, partner))^2 as |a|^2 + |b|^2 - 2 a.b,
+    one matrix product and two row norms; rows and result as `_pair_dot`'s.
+
+    The rows are first moved by a's mean row, which leaves every distance as it is and
+    shrinks the norms that cancel to the batch's spread; rows closer than that spread's
+    rounding still lose digits (TensorFlow Addons' pairwise_distance and torch.cdist
+    move nothing), so the result is clamped at 0. b None means a's rows to each other,
+    each row's distance to itself exactly 0.
+    """
+    rows = _pair_rows(a)
+    center = torch.mean(rows, dim=0).detach()
+    first = rows - center
+    second = first if b is None else _pair_rows(b) - center
+    norms = torch.sum(torch.square(first), dim=1)
+    other_norms = norms if b is None else torch.sum(torch.square(second), dim=1)
+    products = first @ second.T
+    squared = norms[:, None] + other_norms[None, :] - 2.0 * products
+    squared = torch.clamp_min(squared, 0.0)
+    if b is None:
+        squared = torch.diagonal_scatter(squared, torch.zeros_like(norms))
+    return _pair_result(squared, a, partner)
 
 
 def _mean(x, dim=None, keepdim=False):
@@ -84,23 +126,12 @@ def triplet(y, e, margin=1.0):
     )
     t0 = _other(y, 1)
     t1 = t0 != y
-    t2 = torch.as_tensor(
-        torch.sum(
-            torch.as_tensor(
-                torch.square(e - _other(e, 1)), dtype=sum_dtype, device=e.device
-            ),
-            dim=-1,
-            keepdim=True,
-        ),
-        dtype=e.dtype,
-        device=e.device,
-    )
-    t3 = torch.sqrt(t2 + 1e-07)
-    t4 = torch.logical_and(t0 == y, _other(sample_index, 1) != sample_index)
-    t5 = torch.as_tensor(
+    t2 = torch.sqrt(_pair_squared_distance(e, None, 1) + 1e-07)
+    t3 = torch.logical_and(t0 == y, _other(sample_index, 1) != sample_index)
+    t4 = torch.as_tensor(
         _mean(
             torch.as_tensor(
-                torch.as_tensor(t4, dtype=e.dtype, device=e.device),
+                torch.as_tensor(t3, dtype=e.dtype, device=e.device),
                 dtype=sum_dtype,
                 device=e.device,
             ),
@@ -110,18 +141,18 @@ def triplet(y, e, margin=1.0):
         dtype=e.dtype,
         device=e.device,
     )
-    t6 = torch.where(
-        t5 > 0.0,
+    t5 = torch.where(
+        t4 > 0.0,
         torch.amax(
             torch.where(
-                t4, t3, torch.as_tensor(float("-inf"), dtype=e.dtype, device=e.device)
+                t3, t2, torch.as_tensor(float("-inf"), dtype=e.dtype, device=e.device)
             ),
             dim=1,
             keepdim=True,
         ),
         torch.as_tensor(0.0, dtype=e.dtype, device=e.device),
     )
-    t7 = torch.as_tensor(
+    t6 = torch.as_tensor(
         _mean(
             torch.as_tensor(
                 torch.as_tensor(t1, dtype=e.dtype, device=e.device),
@@ -134,18 +165,18 @@ def triplet(y, e, margin=1.0):
         dtype=e.dtype,
         device=e.device,
     )
-    t8 = torch.where(
-        t7 > 0.0,
+    t7 = torch.where(
+        t6 > 0.0,
         torch.amin(
             torch.where(
-                t1, t3, torch.as_tensor(float("inf"), dtype=e.dtype, device=e.device)
+                t1, t2, torch.as_tensor(float("inf"), dtype=e.dtype, device=e.device)
             ),
             dim=1,
             keepdim=True,
         ),
         torch.as_tensor(0.0, dtype=e.dtype, device=e.device),
     )
-    return torch.reshape(torch.relu(margin + t6 - t8), (-1,))
+    return torch.reshape(torch.relu(margin + t5 - t7), (-1,))
 
 
 class TripletModule(torch.nn.Module):
