@@ -110,15 +110,17 @@ def reduce_where(
 
     if name == "sum":
         return reduce("sum", chosen(value, 0.0), reduced)
-    share = reduce("mean", chosen(TConst(1.0, span), 0.0), reduced)  # of the elements taken
     if name == "mean":
+        share = reduce("mean", chosen(TConst(1.0, span), 0.0), reduced)  # of those taken
         total = reduce("mean", chosen(value, 0.0), reduced)
         count = when_selected(share, 1.0, share)
         return TMul((total, count), (False, True), span, roles - reduced)
     if name == "logsumexp":
         return reduce("logsumexp", chosen(value, -math.inf), reduced)
     neutral = -math.inf if name == "max" else math.inf
-    return when_selected(reduce(name, chosen(value, neutral), reduced), 0.0, share)
+    # whether any is taken: their count, which is what a spec writes for it, computed once
+    taken = reduce("sum", chosen(TConst(1.0, span), 0.0), reduced)
+    return when_selected(reduce(name, chosen(value, neutral), reduced), 0.0, taken)
 
 
 @dataclass(frozen=True)

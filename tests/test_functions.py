@@ -127,3 +127,9 @@ def test_roles_of() -> None:
     assert fn.roles_of(fn.SoftmaxCrossEntropy(t, x), roles) == PER_ELEMENT
     assert fn.roles_of(fn.SparseSoftmaxCrossEntropy(x, y), roles) == PER_ELEMENT
     assert fn.roles_of(fn.NUM_CLASSES, roles) == NO_ROLES
+
+
+def test_a_select_inside_a_select_on_its_condition_is_its_taken_branch() -> None:
+    assert fn.Where(x > a, fn.Where(x > a, x, b), 1) == fn.Where(x > a, x, 1)
+    assert fn.Where(x > a, 1, fn.Where(x > a, x, b)) == fn.Where(x > a, 1, b)
+    assert fn.Where(x > a, fn.Where(x > b, x, b), 1).args[1] == fn.Where(x > b, x, b)

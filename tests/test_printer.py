@@ -772,3 +772,24 @@ def test_other_selects_on_a_residual_stay_selects(line: str) -> None:
     _, body = compiled(f"input y: target\ninput p: real\n{line}\n")
     code = "\n".join([*body.statements, body.result])
     assert "tf.where(" in code and "_huber" not in code
+
+
+def test_any_taken_is_one_boolean_reduction_unless_the_count_is_a_number_too() -> None:
+    """`max(x, where=c)` tests whether any c holds with `tf.math.reduce_any`, not a cast
+    and a sum; a count the spec also uses as a number is read, not reduced again."""
+    maximum = "input y: binary\ninput p: real\nloss = mean(max(p, where=y > 0.5))\n"
+    _, body = compiled(maximum)
+    code = "\n".join([*body.statements, body.result])
+    assert code.count("tf.math.reduce_any(t0, axis=-1, keepdims=True)") == 1
+    assert "reduce_sum" not in code and "reduce_mean" not in code
+    y_true = np.array([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    y_pred = np.array([[5.0, -2.0, -1.0], [1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(run(maximum, y_true, y_pred)[0], [-1.0, 0.0])
+    counted = (
+        "input y: binary\ninput p: real\nlet n = sum(where(y > 0.5, 1, 0))\n"
+        "loss = mean(n * max(p, where=y > 0.5))\n"
+    )
+    _, body = compiled(counted)
+    code = "\n".join([*body.statements, body.result])
+    assert "reduce_any" not in code and code.count("reduce_sum") == 1
+    np.testing.assert_array_equal(run(counted, y_true, y_pred)[0], [-2.0, 0.0])

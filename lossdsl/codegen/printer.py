@@ -1031,6 +1031,8 @@ class TensorFlowPrinter(PythonCodePrinter):
     # ------------------------------------------------------------ conditions
 
     def _print_Relational(self, expr: sympy.core.relational.Relational) -> str:
+        if (taken := self.any_taken(expr)) is not None:
+            return taken
         left, right = expr.args
         integer_valued = [
             _is_integer_valued(side, self.integers) or side.is_Integer for side in (left, right)
@@ -1044,6 +1046,22 @@ class TensorFlowPrinter(PythonCodePrinter):
         else:  # numbers, scalar params, num_classes
             sides = [self.tensor(left), self.tensor(right)]
         return self.form(expr.rel_op, sides[0], sides[1])
+
+    def any_taken(self, expr: sympy.core.relational.Relational) -> str | None:
+        """`sum(where(c, 1, 0)) > 0`, a count compared with 0 (as a spec writes it, and as
+        `max(x, where=c)` desugars), as whether any c holds: one boolean reduction, not a
+        cast and a sum (half the time at [256, 256, 256] in TensorFlow). None for other
+        comparisons, and for a count that is a temporary, which is computed anyway."""
+        count, zero = expr.args
+        if not isinstance(expr, sympy.StrictGreaterThan) or zero != 0 or count in self.temporaries:
+            return None
+        if not isinstance(count, fn.ReduceSum) or not isinstance(count.args[0], fn.Where):
+            return None
+        condition, taken, other = count.args[0].args
+        present = count.removed_roles & self.roles(condition)
+        if (taken, other) != (1, 0) or not present:
+            return None
+        return self.reduced(self.target.forms["any"], self._print(condition), present)
 
     def _print_And(self, expr: sympy.And) -> str:
         return self._logical("and", expr.args)

@@ -294,6 +294,10 @@ class Where(Elementwise):
             return a
         if condition is sympy.false:
             return b
+        if isinstance(a, Where) and a.args[0] == condition:  # the inner select is taken
+            return Where(condition, a.args[1], b)
+        if isinstance(b, Where) and b.args[0] == condition:
+            return Where(condition, a, b.args[2])
         return None
 
 

@@ -107,7 +107,6 @@ def triplet(y, e, margin=1.0):
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
     y, e = _paired(y, e, 1, "triplet")
-    sum_dtype = tf.float32 if e.dtype in (tf.float16, tf.bfloat16) else e.dtype
     sample_index = tf.reshape(tf.range(tf.shape(e)[0]), [-1] + [1] * (len(e.shape) - 1))
     t0 = _other(y, 1)
     t1 = tf.math.not_equal(t0, y)
@@ -116,30 +115,14 @@ def triplet(y, e, margin=1.0):
         tf.math.equal(t0, y), tf.math.not_equal(_other(sample_index, 1), sample_index)
     )
     t4 = tf.where(
-        tf.math.greater(
-            tf.cast(
-                tf.math.reduce_mean(
-                    tf.cast(tf.cast(t3, e.dtype), sum_dtype), axis=1, keepdims=True
-                ),
-                e.dtype,
-            ),
-            0.0,
-        ),
+        tf.math.reduce_any(t3, axis=1, keepdims=True),
         tf.math.reduce_max(
             tf.where(t3, t2, tf.constant(float("-inf"), e.dtype)), axis=1, keepdims=True
         ),
         tf.constant(0.0, e.dtype),
     )
     t5 = tf.where(
-        tf.math.greater(
-            tf.cast(
-                tf.math.reduce_mean(
-                    tf.cast(tf.cast(t1, e.dtype), sum_dtype), axis=1, keepdims=True
-                ),
-                e.dtype,
-            ),
-            0.0,
-        ),
+        tf.math.reduce_any(t1, axis=1, keepdims=True),
         tf.math.reduce_min(
             tf.where(t1, t2, tf.constant(float("inf"), e.dtype)), axis=1, keepdims=True
         ),

@@ -106,7 +106,6 @@ def triplet(y, e, margin=1.0):
         y = jnp.expand_dims(y, -1)
     y = y.astype(jnp.int32)
     y, e = _paired(y, e, 1, "triplet")
-    sum_dtype = jnp.float32 if e.dtype in (jnp.float16, jnp.bfloat16) else e.dtype
     sample_index = jnp.arange(e.shape[0]).reshape((-1,) + (1,) * (e.ndim - 1))
     t0 = _other(y, 1)
     t1 = jnp.not_equal(t0, y)
@@ -115,17 +114,7 @@ def triplet(y, e, margin=1.0):
         jnp.equal(t0, y), jnp.not_equal(_other(sample_index, 1), sample_index)
     )
     t4 = jnp.where(
-        jnp.greater(
-            jnp.asarray(
-                jnp.mean(
-                    jnp.asarray(jnp.asarray(t3, e.dtype), sum_dtype),
-                    axis=1,
-                    keepdims=True,
-                ),
-                e.dtype,
-            ),
-            0.0,
-        ),
+        jnp.any(t3, axis=1, keepdims=True),
         jnp.max(
             jnp.where(t3, t2, jnp.asarray(float("-inf"), e.dtype)),
             axis=1,
@@ -134,17 +123,7 @@ def triplet(y, e, margin=1.0):
         jnp.asarray(0.0, e.dtype),
     )
     t5 = jnp.where(
-        jnp.greater(
-            jnp.asarray(
-                jnp.mean(
-                    jnp.asarray(jnp.asarray(t1, e.dtype), sum_dtype),
-                    axis=1,
-                    keepdims=True,
-                ),
-                e.dtype,
-            ),
-            0.0,
-        ),
+        jnp.any(t1, axis=1, keepdims=True),
         jnp.min(
             jnp.where(t1, t2, jnp.asarray(float("inf"), e.dtype)), axis=1, keepdims=True
         ),

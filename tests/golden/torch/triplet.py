@@ -82,21 +82,6 @@ def _pair_squared_distance(a, b, partner):
     return _pair_result(squared, a, partner)
 
 
-def _mean(x, dim=None, keepdim=False):
-    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
-    their size.
-
-    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
-    and divided; a sum's backward is a view of the upstream gradient, here already
-    divided, so the gradient reaches the op before it without a pass over memory.
-    """
-    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
-    count = 1
-    for axis in axes:
-        count *= x.shape[axis]
-    return torch.sum(x, dim=dim, keepdim=keepdim) / count
-
-
 def triplet(y, e, margin=1.0):
     """The `triplet` loss per sample.
 
@@ -120,7 +105,6 @@ def triplet(y, e, margin=1.0):
         y = torch.unsqueeze(y, -1)
     y = y.long()
     y, e = _paired(y, e, 1, "triplet")
-    sum_dtype = torch.float32 if e.dtype in (torch.float16, torch.bfloat16) else e.dtype
     sample_index = torch.arange(e.shape[0], device=e.device).reshape(
         (-1,) + (1,) * (e.ndim - 1)
     )
@@ -128,21 +112,8 @@ def triplet(y, e, margin=1.0):
     t1 = t0 != y
     t2 = torch.sqrt(_pair_squared_distance(e, None, 1) + 1e-07)
     t3 = torch.logical_and(t0 == y, _other(sample_index, 1) != sample_index)
-    t4 = torch.as_tensor(
-        _mean(
-            torch.as_tensor(
-                torch.as_tensor(t3, dtype=e.dtype, device=e.device),
-                dtype=sum_dtype,
-                device=e.device,
-            ),
-            dim=1,
-            keepdim=True,
-        ),
-        dtype=e.dtype,
-        device=e.device,
-    )
-    t5 = torch.where(
-        t4 > 0.0,
+    t4 = torch.where(
+        torch.any(t3, dim=1, keepdim=True),
         torch.amax(
             torch.where(
                 t3, t2, torch.as_tensor(float("-inf"), dtype=e.dtype, device=e.device)
@@ -152,21 +123,8 @@ def triplet(y, e, margin=1.0):
         ),
         torch.as_tensor(0.0, dtype=e.dtype, device=e.device),
     )
-    t6 = torch.as_tensor(
-        _mean(
-            torch.as_tensor(
-                torch.as_tensor(t1, dtype=e.dtype, device=e.device),
-                dtype=sum_dtype,
-                device=e.device,
-            ),
-            dim=1,
-            keepdim=True,
-        ),
-        dtype=e.dtype,
-        device=e.device,
-    )
-    t7 = torch.where(
-        t6 > 0.0,
+    t5 = torch.where(
+        torch.any(t1, dim=1, keepdim=True),
         torch.amin(
             torch.where(
                 t1, t2, torch.as_tensor(float("inf"), dtype=e.dtype, device=e.device)
@@ -176,7 +134,7 @@ def triplet(y, e, margin=1.0):
         ),
         torch.as_tensor(0.0, dtype=e.dtype, device=e.device),
     )
-    return torch.reshape(torch.relu(margin + t5 - t7), (-1,))
+    return torch.reshape(torch.relu(margin + t4 - t5), (-1,))
 
 
 class TripletModule(torch.nn.Module):
