@@ -67,3 +67,20 @@ def test_a_module_uses_only_its_own_framework(target: str) -> None:
         assert not (used | imported) & others, spec.name
         modules = used & {"jnp", "jax", "torch", "math", "keras"}
         assert modules <= imported, (spec.name, modules - imported)
+
+
+@pytest.mark.parametrize(
+    ("spec", "form"),
+    [
+        ("binary_crossentropy_logits", "_sigmoid_cross_entropy("),
+        ("huber", "_huber(p, delta, target=y)"),
+    ],
+)
+def test_a_target_writes_a_node_with_its_optional_form(spec: str, form: str) -> None:
+    """PyTorch's forms of binary cross-entropy (weights that sum to 1, label smoothing's
+    included) and of the Huber loss of a difference, where every other target writes the
+    shared helper."""
+    path = EXAMPLES[0].parent / f"{spec}.loss"
+    source = read_source(path.read_bytes(), path.name)
+    assert form in generate(source, target="torch").python_source
+    assert form not in generate(source, target="jax").python_source

@@ -763,8 +763,10 @@ class TensorFlowPrinter(PythonCodePrinter):
         base of a reciprocal that is a temporary (`x^(-1/2)`) instead of reading it."""
         sign, numerator, denominator = "", [], []
         for factor in expr.args:
-            if factor == -1:
-                sign = "-"
+            if factor.is_Number:  # as_coeff_Mul's: the one number of a product
+                sign = "-" if factor < 0 else ""
+                if abs(factor) != 1:
+                    numerator.append(number_text(abs(float(factor))))
             elif factor in self.temporaries:
                 numerator.append(self.temporaries[factor])
             elif _is_reciprocal(factor):
@@ -975,7 +977,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         pair with a + b = 1 is binary cross-entropy against the target a, on a target
         with a form for it."""
         a, b, x = expr.args
-        if "sigmoid_cross_entropy" in self.target.forms and sympy.expand(a + b) == 1:
+        weights = (a + b).replace(fn.Parenthesized, lambda grouped: grouped)
+        if "sigmoid_cross_entropy" in self.target.forms and sympy.expand(weights) == 1:
             return self.form("sigmoid_cross_entropy", self._print(a), self.tensor(x))
         same_shape = all(self.roles(arg) == ALL_ROLES for arg in expr.args)
         helper = SOFTPLUS_PAIR_SAME_SHAPE if same_shape else SOFTPLUS_PAIR
