@@ -274,6 +274,17 @@ def test_a_class_sum_of_rows_that_sum_to_one_is_known_in_closed_form() -> None:
     assert backward(result, z, roles).has(fn.ReduceSum)
 
 
+def test_a_class_mean_in_a_known_class_sum_cancels_the_count() -> None:
+    """Label smoothing as a mean: -(1 - k) * sum(y * l) - k * mean(l) for l = log_softmax(z).
+    The mean passes upstream * k / C per class, whose sum over the C classes is k: the
+    gradient needs no pass over the classes."""
+    roles = roles_with_upstream(PER_ELEMENT)
+    log_q = fn.LogSoftmax(z)
+    result = -(1 - k) * fn.ReduceSum(y * log_q, CLASS) - k * fn.ReduceMean(log_q, CLASS)
+    gradient = backward(result, z, roles, frozenset({y}))
+    assert gradient is not None and not gradient.has(fn.ReduceSum)
+
+
 def test_selects_on_one_condition_merge_into_one() -> None:
     """where(c, a, 0) + where(c, b, 0) = where(c, a + b, 0), and where(c, a, 0) +
     where(not c, b, 0) = where(c, a, b): one select, not two and a sum."""

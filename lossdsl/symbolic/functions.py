@@ -892,7 +892,9 @@ def class_sum(
 ) -> sympy.Expr | None:
     """The sum of `expr` over the class axis, in closed form, where `expr` is affine in
     inputs whose rows sum to 1: k * y sums to k and m to C * m, for k and m without the
-    class role (label smoothing's y * (1 - s) + s / C sums to 1). None otherwise."""
+    class role (label smoothing's y * (1 - s) + s / C sums to 1; a mean's 1 / C, the
+    backward pass's `InverseCount`, cancels the C). None otherwise."""
+    per_class = InverseCount(CLASS_MASK)
     total = sympy.Integer(0)
     for term in sympy.Add.make_args(sympy.expand(expr)):
         factors = sympy.Mul.make_args(term)
@@ -900,5 +902,10 @@ def class_sum(
         rest = sympy.Mul(*(f for f in factors if f not in rows))
         if len(rows) > 1 or Role.CLASS in roles_of(rest, symbol_roles):
             return None
-        total += rest if rows else NUM_CLASSES * rest
+        if rows:
+            total += rest
+        elif per_class in factors:
+            total += rest / per_class
+        else:
+            total += NUM_CLASSES * rest
     return sympy.simplify(total)
