@@ -117,6 +117,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.PairSquaredDistance(e / w, -2 * e, 2),
     ),
     (
+        "pair_distances",
+        lambda: fn.ReduceSum(k * (e - fn.Other(e, 1)) ** 2 / 9, CLASS),
+        lambda: k * fn.PairSquaredDistance(e, e, 1) / 9,
+    ),
+    (
         "pair_products",
         lambda: fn.ReduceSum(e * fn.Other(e, 1), CLASS),
         lambda: fn.PairDot(e, e, 1),
@@ -177,6 +182,7 @@ UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum((e - fn.Other(e, 1)) ** 3, CLASS),  # no square
     lambda: fn.ReduceSum((e - fn.Other(e, 1) - fn.Other(e, 2)) ** 2, CLASS),  # two partners
     lambda: fn.ReduceSum((w - fn.Other(e, 1)) ** 2, CLASS),  # w is no row
+    lambda: fn.ReduceSum(e * (e - fn.Other(e, 1)) ** 2, CLASS),  # a factor with classes
 ]
 
 

@@ -285,10 +285,11 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
 
 
 def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
-    """sum_c((a + k * other(b, n))^2) = pair_squared_distance(a, -k * b, n) for rows a and
-    b with the roles batch and class and a number k: the squared distances of every pair
-    of samples are |a|^2 + |b|^2 - 2 a.b, one matrix product [B, C] x [C, B] and two row
-    norms, not a [B, B, C] difference, its square and its sum.
+    """sum_c(m * (a + k * other(b, n))^2) = m * pair_squared_distance(a, -k * b, n) for
+    rows a and b with the roles batch and class, a number k and m without the class
+    role: the squared distances of every pair of samples are |a|^2 + |b|^2 - 2 a.b, one
+    matrix product [B, C] x [C, B] and two row norms, not a [B, B, C] difference, its
+    square and its sum.
 
     Equal in exact arithmetic. In floating point two rows closer than their norms'
     rounding lose digits to the cancellation (TensorFlow Addons' pairwise_distance and
@@ -297,8 +298,12 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
     """
     if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
         return None
-    body = node.args[0]
-    if not (isinstance(body, sympy.Pow) and body.exp == 2 and isinstance(body.base, sympy.Add)):
+    factors = sympy.Mul.make_args(node.args[0])
+    squares = [f for f in factors if isinstance(f, sympy.Pow) and f.exp == 2]
+    if len(squares) != 1 or not isinstance(squares[0].base, sympy.Add):
+        return None
+    body, scale = squares[0], sympy.Mul(*(f for f in factors if f is not squares[0]))
+    if Role.CLASS in fn.roles_of(scale, context.roles):
         return None
     rows_roles = frozenset({Role.BATCH, Role.CLASS})
     others = []
@@ -313,7 +318,7 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
     if fn.roles_of(a, context.roles) != rows_roles:
         return None
     b, partner = other.args
-    fused = fn.PairSquaredDistance(a, -k * b, partner)
+    fused = scale * fn.PairSquaredDistance(a, -k * b, partner)
     outer = node.removed_roles - {Role.CLASS}
     return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
 
