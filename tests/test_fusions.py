@@ -118,6 +118,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
     ),
     (
         "pair_distances",
+        lambda: fn.ReduceSum((fn.Other(e, 1) - e) ** 2, CLASS),
+        lambda: fn.PairSquaredDistance(e, e, 1),
+    ),
+    (
+        "pair_distances",
         lambda: fn.ReduceSum(k * (e - fn.Other(e, 1)) ** 2 / 9, CLASS),
         lambda: k * fn.PairSquaredDistance(e, e, 1) / 9,
     ),

@@ -318,7 +318,10 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
     if fn.roles_of(a, context.roles) != rows_roles:
         return None
     b, partner = other.args
-    fused = scale * fn.PairSquaredDistance(a, -k * b, partner)
+    b = -k * b
+    if a.could_extract_minus_sign():  # (other(e) - e)^2: the distance of e to e
+        a, b = -a, -b
+    fused = scale * fn.PairSquaredDistance(a, b, partner)
     outer = node.removed_roles - {Role.CLASS}
     return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
 
