@@ -133,8 +133,13 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
     ),
     (
         "pair_products",
-        lambda: fn.ReduceSum(k * e * fn.Other(e / w, 2), CLASS),
-        lambda: k * fn.PairDot(e, e / w, 2),
+        lambda: fn.ReduceSum(2 * k * e * fn.Other(e / w, 2), CLASS),
+        lambda: 2 * fn.PairDot(k * e, e / w, 2),
+    ),
+    (
+        "pair_products",
+        lambda: fn.ReduceSum(e / w * fn.Other(e / w, 1), CLASS),
+        lambda: fn.PairDot(e / w, e / w, 1),
     ),
     (
         "untaken_branches_guarded",

@@ -328,8 +328,11 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
 
 def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """sum_c(k * a * other(b, n)) = k * pair_dot(a, b, n) for rows a and b with the roles
-    batch and class and k without the class role: the inner products of every pair of
-    samples are one matrix product [B, C] x [C, B], not a [B, B, C] product and its sum.
+    batch and class, every factor of a without a partner role (a per-sample scale, a
+    param) and k a number or a factor with a partner role: the inner products of every
+    pair of samples are one matrix product [B, C] x [C, B], not a [B, B, C] product and
+    its sum. A per-sample scale scales a's rows, not the [B, B] products, whose gradient
+    would then take a sum over the pairs.
 
     Equal in value (the same terms summed in another order); TensorFlow's gradient of the
     matrix product is the exact one.
@@ -346,9 +349,9 @@ def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | No
     if len(others) != 1:
         return None
     rest = [f for f in factors if f is not others[0]]
-    rows = [f for f in rest if Role.CLASS in fn.roles_of(f, context.roles)]
+    rows = [f for f in rest if fn.roles_of(f, context.roles) <= rows_roles and not f.is_number]
     row = sympy.Mul(*rows)
-    if not rows or fn.roles_of(row, context.roles) != rows_roles:
+    if fn.roles_of(row, context.roles) != rows_roles:
         return None
     outside = sympy.Mul(*(f for f in rest if f not in rows))
     fused = outside * fn.PairDot(row, others[0].args[0], others[0].args[1])
