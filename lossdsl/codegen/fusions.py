@@ -284,6 +284,21 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
     return fn.Where(condition, guarded_a, guarded_b)
 
 
+ROWS: Roles = frozenset({Role.BATCH, Role.CLASS})
+"""The roles of a row of a spec that pairs samples: [batch, C]."""
+
+
+def _other_row(expr: sympy.Basic, context: FusionContext) -> bool:
+    """Whether `expr` is other(x, n) for a row x."""
+    return isinstance(expr, fn.Other) and fn.roles_of(expr.args[0], context.roles) == ROWS
+
+
+def _summed_over_the_rest(fused: sympy.Expr, node: fn.ReduceSum) -> sympy.Expr:
+    """A pair fusion of the class sum `node`, summed over the other roles `node` removes."""
+    outer = node.removed_roles - {Role.CLASS}
+    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+
+
 def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """sum_c(m * (a + k * other(b, n))^2) = m * pair_squared_distance(a, -k * b, n) for
     rows a and b with the roles batch and class, a number k and m without the class
@@ -305,25 +320,22 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
     body, scale = squares[0], sympy.Mul(*(f for f in factors if f is not squares[0]))
     if Role.CLASS in fn.roles_of(scale, context.roles):
         return None
-    rows_roles = frozenset({Role.BATCH, Role.CLASS})
     others = []
     for term in sympy.Add.make_args(body.base):
         k, rest = term.as_coeff_Mul()
-        if isinstance(rest, fn.Other) and fn.roles_of(rest.args[0], context.roles) == rows_roles:
+        if _other_row(rest, context):
             others.append((term, k, rest))
     if len(others) != 1:
         return None
     term, k, other = others[0]
     a = body.base - term
-    if fn.roles_of(a, context.roles) != rows_roles:
+    if fn.roles_of(a, context.roles) != ROWS:
         return None
     b, partner = other.args
     b = -k * b
     if a.could_extract_minus_sign():  # (other(e) - e)^2: the distance of e to e
         a, b = -a, -b
-    fused = scale * fn.PairSquaredDistance(a, b, partner)
-    outer = node.removed_roles - {Role.CLASS}
-    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+    return _summed_over_the_rest(scale * fn.PairSquaredDistance(a, b, partner), node)
 
 
 def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
@@ -339,24 +351,18 @@ def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | No
     """
     if not isinstance(node, fn.ReduceSum) or Role.CLASS not in node.removed_roles:
         return None
-    rows_roles = frozenset({Role.BATCH, Role.CLASS})
     factors = list(sympy.Mul.make_args(node.args[0]))
-    others = [
-        f
-        for f in factors
-        if isinstance(f, fn.Other) and fn.roles_of(f.args[0], context.roles) == rows_roles
-    ]
+    others = [f for f in factors if _other_row(f, context)]
     if len(others) != 1:
         return None
     rest = [f for f in factors if f is not others[0]]
-    rows = [f for f in rest if fn.roles_of(f, context.roles) <= rows_roles and not f.is_number]
+    rows = [f for f in rest if fn.roles_of(f, context.roles) <= ROWS and not f.is_number]
     row = sympy.Mul(*rows)
-    if fn.roles_of(row, context.roles) != rows_roles:
+    if fn.roles_of(row, context.roles) != ROWS:
         return None
     outside = sympy.Mul(*(f for f in rest if f not in rows))
     fused = outside * fn.PairDot(row, others[0].args[0], others[0].args[1])
-    outer = node.removed_roles - {Role.CLASS}
-    return fn.ReduceSum(fused, fn.encode_roles(outer)) if outer else fused
+    return _summed_over_the_rest(fused, node)
 
 
 def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:

@@ -760,16 +760,15 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def product_reading_reciprocals(self, expr: sympy.Mul) -> str:
         """`expr` as numerator / denominator, where SymPy's printer would divide by the
-        base of a reciprocal that is a temporary (`x^(-1/2)`) instead of reading it."""
+        base of a reciprocal that is a temporary (`x^(-1/2)`) instead of reading it: such
+        a reciprocal is a factor of the numerator, printed as its temporary's name."""
         sign, numerator, denominator = "", [], []
         for factor in expr.args:
             if factor.is_Number:  # as_coeff_Mul's: the one number of a product
                 sign = "-" if factor < 0 else ""
                 if abs(factor) != 1:
                     numerator.append(number_text(abs(float(factor))))
-            elif factor in self.temporaries:
-                numerator.append(self.temporaries[factor])
-            elif _is_reciprocal(factor):
+            elif _is_reciprocal(factor) and factor not in self.temporaries:
                 base = sympy.Pow(factor.base, -factor.exp)
                 denominator.append(self.parenthesize(base, PRECEDENCE["Mul"], strict=True))
             else:
