@@ -674,6 +674,40 @@ def test_torch_mean_is_torch_mean_with_a_gradient_that_is_a_view(dim: Any, keepd
     assert all(gradient.stride(axis) == 0 for axis in reduced)
 
 
+@pytest.mark.parametrize(
+    ("scale", "shift"),
+    [(1.0, 0.0), (1, 0), (0.9, 0.0), (1.0, 0.05), (0.9, 0.05), ("tensor", 0.05), (0.9, "tensor")],
+)
+def test_torch_affine_is_x_times_scale_plus_shift_and_x_itself_at_neutral_numbers(
+    scale: Any, shift: Any
+) -> None:
+    """`_affine(x, scale, shift)` = x * scale + shift, values and the gradients of x and of
+    a learned scale or shift; for the numbers 1 and 0 it is a view of x (no pass over
+    memory), which for a tensor 1 or 0 it is not: its value is not known without reading
+    it."""
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    def value_and_gradients(affine: bool) -> list[Any]:
+        x = torch.linspace(-2.0, 2.0, 12, dtype=torch.float64).reshape(3, 4).requires_grad_()
+        learned = {
+            name: torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+            for name, value in (("scale", scale), ("shift", shift))
+            if value == "tensor"
+        }
+        a, b = learned.get("scale", scale), learned.get("shift", shift)
+        value = torch_helpers._affine(x, a, b) if affine else x * a + b
+        return [value, *torch.autograd.grad(value.sum(), [x, *learned.values()])]
+
+    for got, expected in zip(value_and_gradients(True), value_and_gradients(False), strict=True):
+        torch.testing.assert_close(got, expected)
+    if "tensor" not in (scale, shift):
+        x = torch.ones(2, 3)
+        neutral = scale == 1 and shift == 0
+        assert (torch_helpers._affine(x, scale, shift)._base is x) == neutral
+        assert torch_helpers._affine(x, torch.tensor(1.0), shift)._base is None
+
+
 @pytest.mark.parametrize("delta", [1.5, "tensor"])
 def test_torch_huber_of_a_difference_is_the_huber_of_the_residual(delta: Any) -> None:
     """`_huber(x, delta, target=y)` = `_huber(x - y, delta)`: values and the gradients of
@@ -784,10 +818,12 @@ OWN_HELPERS = {
         "_save",
         "_saved",
         "_other_gradients",
+        "_affine",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
-eager mean and binary cross-entropy take fewer passes as their own helpers, and
+eager mean, binary cross-entropy and scaled and shifted labels take fewer passes as
+their own helpers, and
 torch.compile traces only a module-level autograd.Function (whose residuals `_save` and
 `_saved` keep); the own backward pass's gradients of the other arguments come from each
 framework's autodiff (`_other_cotangents`, `_other_gradients`)."""

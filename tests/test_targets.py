@@ -74,12 +74,17 @@ def test_a_module_uses_only_its_own_framework(target: str) -> None:
     [
         ("binary_crossentropy_logits", "_sigmoid_cross_entropy("),
         ("huber", "_huber(p, delta, target=y)"),
+        (
+            "categorical_crossentropy_logits",
+            "_affine(y, 1.0 - label_smoothing, label_smoothing * 1.0 / num_classes)",
+        ),
     ],
 )
 def test_a_target_writes_a_node_with_its_optional_form(spec: str, form: str) -> None:
     """PyTorch's forms of binary cross-entropy (weights that sum to 1, label smoothing's
-    included) and of the Huber loss of a difference, where every other target writes the
-    shared helper."""
+    included), of the Huber loss of a difference and of labels scaled and shifted by
+    params (`num_classes` a Python int there), where every other target writes the shared
+    helper or the products and sums."""
     path = EXAMPLES[0].parent / f"{spec}.loss"
     source = read_source(path.read_bytes(), path.name)
     assert form in generate(source, target="torch").python_source

@@ -498,7 +498,11 @@ class TensorFlowPrinter(PythonCodePrinter):
     def locals_used(self) -> list[tuple[str, str]]:
         """The locals the printed code used and their definitions, in a fixed order."""
         definitions = {
-            NUM_CLASSES_LOCAL: self.size(-1),
+            NUM_CLASSES_LOCAL: (
+                self.form("size", self.y_pred, "-1")
+                if self.target.num_classes_number
+                else self.size(-1)
+            ),
             SPATIAL_AXES_LOCAL: self.form("spatial_axes"),
             SUM_DTYPE_LOCAL: (f"{self.form('float32')} if {self.form('half')} else {self.dtype}"),
             SAMPLE_INDEX_LOCAL: self.form("sample_index"),
@@ -528,7 +532,9 @@ class TensorFlowPrinter(PythonCodePrinter):
     def tensor(self, expr: sympy.Basic) -> str:
         """`expr` as an op's argument: a role-less value is cast to y_pred's dtype."""
         printed = self._print(expr)
-        if self.roles(expr) or expr is fn.NUM_CLASSES or _is_count(expr):
+        if self.roles(expr) or _is_count(expr):
+            return printed
+        if expr is fn.NUM_CLASSES and not self.target.num_classes_number:
             return printed
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
         if literal_value(expr) is not None:
@@ -559,7 +565,11 @@ class TensorFlowPrinter(PythonCodePrinter):
             Role.PARTNER: batch,
             Role.PARTNER2: batch,
             Role.SPATIAL: self.cast(self.form("spatial_size")),
-            Role.CLASS: NUM_CLASSES_LOCAL,
+            Role.CLASS: (
+                self.cast(NUM_CLASSES_LOCAL)
+                if self.target.num_classes_number
+                else NUM_CLASSES_LOCAL
+            ),
         }
         if Role.CLASS in roles:
             self.use(NUM_CLASSES_LOCAL)
@@ -700,15 +710,19 @@ class TensorFlowPrinter(PythonCodePrinter):
             sympy.Integer(-2): lambda x: f"1.0 / {self.form('square', x)}",
         }
         if exponent in forms:
+            python_size = base is fn.NUM_CLASSES and self.target.num_classes_number
             argument = (
                 self.tensor(base)
-                if exponent != -1 or not self.roles(base)
+                if exponent != -1 or not (self.roles(base) or python_size)
                 else self.parenthesize(base, PRECEDENCE["Mul"] + 1)
             )
             return forms[exponent](argument)
         return self.form("pow", self.tensor(base), self._print(exponent))
 
     def _print_Add(self, expr: sympy.Add, order: str | None = None) -> str:
+        if "affine" in self.target.forms and (parts := self.affine_parts(expr)) is not None:
+            array, scale, shift = parts
+            return self.form("affine", self._print(array), self._print(scale), self._print(shift))
         # SymPy's printing order sorts slowly; a long sum keeps SymPy's canonical order.
         terms = self._as_ordered_terms(expr, order) if len(expr.args) <= MAX_CHAIN else expr.args
         signed = []
@@ -722,6 +736,23 @@ class TensorFlowPrinter(PythonCodePrinter):
         first_added = next((i for i, (sign, _) in enumerate(signed) if sign == "+"), 0)
         signed.insert(0, signed.pop(first_added))  # `1 - x`, not `-x + 1`: no negation pass
         return self.chain(signed, " ")
+
+    def affine_parts(self, expr: sympy.Add) -> tuple[sympy.Basic, sympy.Basic, sympy.Basic] | None:
+        """(x, scale, shift) of a sum x * scale + shift of one array x, a scale computed
+        from scalar params (not a number alone) and a shift from numbers, scalar params
+        and `num_classes`, as label smoothing's y (1 - s) + s / C; else None. At a
+        param's neutral value (s = 0) the product and the sum are copies of x."""
+        arrays = [term for term in expr.args if self.roles(term)]
+        if len(arrays) != 1:
+            return None
+        # a temporary is read as it is, not taken apart
+        factors = (arrays[0],) if arrays[0] in self.temporaries else sympy.Mul.make_args(arrays[0])
+        scale = sympy.Mul(*(f for f in factors if not self.roles(f)))
+        shift = sympy.Add(*(term for term in expr.args if not self.roles(term)))
+        scalars = scale.free_symbols | shift.free_symbols
+        if scale.is_number or any(self.roles(symbol) for symbol in scalars):
+            return None
+        return sympy.Mul(*(f for f in factors if self.roles(f))), scale, shift
 
     def _print_Mul(self, expr: sympy.Mul) -> str:
         if len(expr.args) > MAX_CHAIN:
@@ -850,7 +881,7 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_LogSoftmax(self, expr: fn.LogSoftmax) -> str:
         if Role.CLASS not in self.roles(expr.args[0]):
-            return f"-{elementwise_op(sympy.log, self.target)}({self.use(NUM_CLASSES_LOCAL)})"
+            return f"-{elementwise_op(sympy.log, self.target)}({self.tensor(fn.NUM_CLASSES)})"
         return self.form("log_softmax", self._print(expr.args[0]))
 
     def _print_CumSum(self, expr: fn.CumSum) -> str:

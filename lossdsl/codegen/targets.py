@@ -29,6 +29,9 @@ class Target:
     tensor_arguments: bool  # whether every argument of a call must be a tensor
     empty_axes_reduce_all: bool  # whether a reduction over no axes reduces them all
     custom_gradient: bool  # whether its modules carry the loss's own backward pass
+    # whether `num_classes` is a Python int, so that arithmetic of it and the scalar
+    # params runs in Python (a param's neutral value then folds: `_affine`), not a tensor
+    num_classes_number: bool
     backward_depths: tuple[int, int, int]  # the indentation of its body, forward, backward
     # fused nodes whose helper's own gradient the target keeps: a loss with one of them
     # is differentiated by the framework (measured faster there; benchmarks/README.md)
@@ -48,7 +51,7 @@ class Target:
         return f"[{joined}]" if self.name == "tensorflow" else f"({joined})"
 
 
-OPTIONAL_FORMS = frozenset({"huber_of_difference", "sigmoid_cross_entropy"})
+OPTIONAL_FORMS = frozenset({"affine", "huber_of_difference", "sigmoid_cross_entropy"})
 """Forms a target may lack: where it has one, the printer writes that node with it (a
 faster spelling on that backend); where not, with the helper every target defines."""
 
@@ -72,6 +75,7 @@ TENSORFLOW = Target(
     tensor_arguments=False,
     empty_axes_reduce_all=False,
     custom_gradient=True,
+    num_classes_number=False,
     backward_depths=(1, 2, 3),
     helper_gradients=frozenset(),
     kernels_slower=frozenset({"softmax_cross_entropy", "sparse_softmax_cross_entropy"}),
@@ -158,6 +162,7 @@ JAX = Target(
     tensor_arguments=False,
     empty_axes_reduce_all=False,
     custom_gradient=True,
+    num_classes_number=False,
     backward_depths=(1, 2, 2),
     helper_gradients=HELPER_GRADIENTS,
     kernels_slower=frozenset(),
@@ -237,6 +242,7 @@ TORCH = Target(
     tensor_arguments=True,
     empty_axes_reduce_all=True,
     custom_gradient=True,
+    num_classes_number=True,
     backward_depths=(1, 2, 2),
     helper_gradients=HELPER_GRADIENTS,
     kernels_slower=frozenset(),
@@ -310,6 +316,11 @@ TORCH = Target(
             # F.binary_cross_entropy_with_logits(x, t) computes it (a target without
             # this form calls its softplus pair helper)
             "sigmoid_cross_entropy": "_sigmoid_cross_entropy({0}, {1})",
+            # x * scale + shift for an array x and a scale and shift computed from
+            # scalar params (label smoothing's y (1 - s) + s / C): x itself for a param
+            # at its neutral value, else one fresh tensor (a target without this form
+            # prints the products and sums as they are)
+            "affine": "_affine({0}, {1}, {2})",
         }
     ),
 )

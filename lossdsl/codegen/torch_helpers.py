@@ -371,6 +371,27 @@ def _pair_squared_distance(a, b, partner):
     return _pair_result(squared, a, partner)
 
 
+def _affine(x, scale, shift):
+    """x * scale + shift, for a scale and shift that are the same for every element:
+    numbers, or scalar tensors (a learned param).
+
+    Eagerly each op is a pass over memory, and PyTorch folds no constants: where the
+    scale is the number 1 or the shift the number 0 (a param at its neutral value, as
+    label_smoothing=0), that op is left out, and for both the result is a view of x
+    (which an autograd.Function may return and save, where x itself it may not);
+    otherwise the shift is added in place to the one fresh tensor.
+    """
+    scale_is_one = isinstance(scale, (int, float)) and scale == 1
+    shift_is_zero = isinstance(shift, (int, float)) and shift == 0
+    if scale_is_one:
+        return x.view_as(x) if shift_is_zero else x + shift
+    if shift_is_zero:
+        return x * scale
+    if torch.compiler.is_compiling():
+        return x * scale + shift
+    return torch.mul(x, scale).add_(shift)
+
+
 def _mean(x, dim=None, keepdim=False):
     """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
     their size.
