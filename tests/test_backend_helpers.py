@@ -819,11 +819,14 @@ OWN_HELPERS = {
         "_saved",
         "_other_gradients",
         "_affine",
+        "_reduced",
+        "_class_reduced",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
 eager mean, binary cross-entropy and scaled and shifted labels take fewer passes as
-their own helpers, and
+their own helpers, its functions take `torch.nn`'s `reduction` (`_reduced`, and
+`_class_reduced` in one reduction with the classes'), and
 torch.compile traces only a module-level autograd.Function (whose residuals `_save` and
 `_saved` keep); the own backward pass's gradients of the other arguments come from each
 framework's autodiff (`_other_cotangents`, `_other_gradients`)."""

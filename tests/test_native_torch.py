@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from backend_modules import generated, module
+from backend_modules import SPECS, generated, inputs, module
 from tolerances import ulps
 
 from lossdsl.codegen.names import function_names
@@ -171,6 +171,43 @@ def test_weight_multiplies_the_values_before_the_reduction(case: Case, reduction
     expected, expected_gradient = value_and_gradient(expected_loss, input)
     assert_close(value, expected)
     assert_close(gradient, expected_gradient)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_the_function_takes_reduction_as_torch_nn_functional_does(spec: str) -> None:
+    """`<name>(y_true, y_pred, reduction=...)` for every example: "mean" and "sum" are
+    the mean (over the elements that count, with a mask) and the sum of what "none"
+    gives, values and gradients, whether the function reduces in one step with the
+    classes (`_class_reduced`) or reduces its values (`_reduced`); another value is
+    torch.nn's ValueError."""
+    names = function_names(generated(spec, "torch").checked.loss_name)
+    generated_module = module(spec, "torch")
+    function, mask_function = getattr(generated_module, names[0]), None
+    if generated(spec, "torch").symbolic.mask is not None:
+        mask_function = getattr(generated_module, names[1])
+    y_true, y_pred = (torch.as_tensor(array) for array in inputs(spec, seed=7))
+
+    def value_and_gradient_of(loss: Callable[[Any], Any]) -> tuple[Any, Any]:
+        x = y_pred.detach().clone().requires_grad_(True)
+        value = loss(x)
+        (gradient,) = torch.autograd.grad(value, x)
+        return value.detach(), gradient
+
+    values = function(y_true, y_pred)
+    counted = values.numel() if mask_function is None else mask_function(y_true, y_pred).sum()
+    for reduction, divisor in (("sum", 1), ("mean", counted)):
+        value, gradient = value_and_gradient_of(
+            lambda x, reduction=reduction: function(y_true, x, reduction=reduction)
+        )
+        expected, expected_gradient = value_and_gradient_of(
+            lambda x, divisor=divisor: function(y_true, x).sum() / divisor
+        )
+        assert value.shape == () and value.dtype == y_pred.dtype
+        for got, wanted in ((value, expected), (gradient, expected_gradient)):
+            # NaN both where no pair of the draw counts (0 / 0, as with ignore_index)
+            torch.testing.assert_close(got, wanted, rtol=1e-12, atol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="'batchmean' is not a valid value for reduction"):
+        function(y_true, y_pred, reduction="batchmean")
 
 
 def test_a_mask_that_keeps_nothing_means_nan_with_zero_gradient_as_ignore_index() -> None:

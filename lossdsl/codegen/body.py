@@ -8,6 +8,9 @@ import sympy
 
 from lossdsl.symbolic.loss import AppliedRewrite
 
+REDUCTION = "reduction"
+"""The PyTorch function's argument that takes `torch.nn`'s `reduction`."""
+
 
 @dataclass(frozen=True)
 class BackwardPass:
@@ -37,7 +40,8 @@ class FunctionBody:
     `fusions` are the target fusions that fired (`codegen.fusions.FUSIONS`), `spellings`
     the names of the XLA spellings the statements use (`codegen.fusions.XLA_SPELLINGS`).
     With a `backward` pass, `statements` are what precedes the custom gradient (the locals
-    and what the mask needs) and `result` is computed inside it.
+    and what the mask needs) and `result` is computed inside it. `reduced` says that
+    `result` applies the PyTorch function's `reduction` argument (`REDUCTION`) itself.
     """
 
     statements: tuple[str, ...]
@@ -47,6 +51,7 @@ class FunctionBody:
     fusions: tuple[AppliedRewrite, ...] = ()
     spellings: tuple[str, ...] = ()
     backward: BackwardPass | None = None
+    reduced: bool = False
 
     @property
     def target_rules(self) -> tuple[str, ...]:

@@ -87,6 +87,9 @@ selection's backward pass)."""
 CHANNELS_JOINED = "_channels_joined"
 """The gradients of several channel selections put back in one concatenation."""
 
+REDUCED = "_reduced"
+"""A PyTorch loss's values reduced as `torch.nn`'s `reduction` asks."""
+
 OVER_SPATIAL = "_over_spatial"
 """A reduction over the spatial axes, none when there are none (PyTorch, where a
 reduction over no axes reduces them all)."""

@@ -62,7 +62,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.builtins import RoleRule, row_of
-from lossdsl.codegen.body import FunctionBody
+from lossdsl.codegen.body import REDUCTION, FunctionBody
 from lossdsl.codegen.fusions import (
     FUSIONS,
     OWN_BACKWARD_FUSIONS,
@@ -255,7 +255,10 @@ def print_body(
         definitions += [*groups, (temporaries[expr], value)]
         regions_defined += [region_of[expr]] * (len(groups) + 1)
     result_roles = checked.result.roles
-    result = printer.keras_shaped(outputs[0], result_roles)
+    reduced = None
+    if gradient is None and symbolic.mask is None:
+        reduced = printer.class_reduced(outputs[0], result_roles)
+    result = reduced if reduced is not None else printer.keras_shaped(outputs[0], result_roles)
     result_groups = printer.take_groups()
     mask = printer.keras_shaped(outputs[1], result_roles) if symbolic.mask is not None else None
     mask_groups = printer.take_groups()
@@ -287,6 +290,7 @@ def print_body(
         body = replace_field(body, backward=replace_field(body.backward, derivative=derivative))
     return replace_field(
         body,
+        reduced=reduced is not None,
         helpers=tuple(helper for helper in helpers.sources if helper in used),
         fusions=fusions,
         spellings=tuple(dict.fromkeys(printer.spellings_used)),
@@ -633,6 +637,23 @@ class TensorFlowPrinter(PythonCodePrinter):
         raise ValueError(
             f"a result must not keep the class role: {sorted(r.value for r in target)}"
         )
+
+    def class_reduced(self, expr: sympy.Basic, target: Roles) -> str | None:
+        """A result that is the mean or sum over the classes of whole-shaped terms, with
+        the PyTorch function's `reduction` applied in the same reduction (the target's
+        "class_reduced" form), or None: a target without the form, or another result."""
+        if (
+            "class_reduced" not in self.target.forms
+            or not isinstance(expr, fn.ReduceSum | fn.ReduceMean)
+            or expr in self.temporaries
+            or expr.removed_roles != frozenset({Role.CLASS})
+            or self.roles(expr.args[0]) != target | {Role.CLASS}
+            or target != PER_ELEMENT
+        ):
+            return None
+        terms = self.cast(self._print(expr.args[0]), self.use(SUM_DTYPE_LOCAL))
+        over_classes = '"mean"' if isinstance(expr, fn.ReduceMean) else '"sum"'
+        return self.form("class_reduced", terms, over_classes, REDUCTION)
 
     def upstream_in_keepdims_form(self, result_roles: Roles) -> tuple[str, str]:
         """The backward function's first statement: the upstream gradient, in Keras's

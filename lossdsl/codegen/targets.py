@@ -51,7 +51,9 @@ class Target:
         return f"[{joined}]" if self.name == "tensorflow" else f"({joined})"
 
 
-OPTIONAL_FORMS = frozenset({"affine", "huber_of_difference", "sigmoid_cross_entropy"})
+OPTIONAL_FORMS = frozenset(
+    {"affine", "class_reduced", "huber_of_difference", "sigmoid_cross_entropy"}
+)
 """Forms a target may lack: where it has one, the printer writes that node with it (a
 faster spelling on that backend); where not, with the helper every target defines."""
 
@@ -321,6 +323,11 @@ TORCH = Target(
             # at its neutral value, else one fresh tensor (a target without this form
             # prints the products and sums as they are)
             "affine": "_affine({0}, {1}, {2})",
+            # a loss whose last step is the mean ({1} "mean") or sum ("sum") of its
+            # terms {0} over the classes, with the function's `reduction` argument {2}
+            # applied in the same reduction (a target without this form returns the
+            # values per element)
+            "class_reduced": "_class_reduced({0}, {1}, {2}, {dtype})",
         }
     ),
 )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossdsl.channels import requirements
-from lossdsl.codegen.body import BackwardPass, FunctionBody
+from lossdsl.codegen.body import REDUCTION, BackwardPass, FunctionBody
 from lossdsl.codegen.helpers import (
     CHECK_CHANNELS,
     HELD,
@@ -29,6 +29,7 @@ from lossdsl.codegen.helpers import (
     OTHER_GRADIENTS,
     PAIRED,
     PER_CLASS,
+    REDUCED,
     target_helpers,
 )
 from lossdsl.codegen.names import function_names, python_names
@@ -243,6 +244,8 @@ class ModuleWriter:
             needed.add(CHECK_CHANNELS)
         if self.checked.paired:
             needed.add(PAIRED)
+        if self.target is TORCH:
+            needed.update({REDUCED, *self.helper_set.dependencies(REDUCED, self.jit_compile)})
         return [name for name in self.helper_set.sources if name in needed]
 
     def check(self, text: str) -> None:
@@ -298,7 +301,9 @@ class ModuleWriter:
             usage = (
                 f"`{self.module_class_name}` is a `torch.nn.Module` loss, called as "
                 "`loss(input, target)` with `reduction=` and `weight=` as `torch.nn`'s losses; "
-                f"`{self.function}(y_true, y_pred, ...)` computes the unreduced values. Where "
+                f"`{self.function}(y_true, y_pred, ...)` computes the unreduced values, or "
+                'with `reduction="mean"` or `"sum"` their mean or sum, as '
+                "`torch.nn.functional`'s losses. Where "
                 f"Keras is installed, `{self.class_name}` is a `keras.losses.Loss` for Keras's "
                 "PyTorch backend."
             )
@@ -328,28 +333,37 @@ class ModuleWriter:
         return arguments
 
     def per_sample_function(self) -> list[str]:
-        """`<name>`: the prelude and the body; with a mask, the values of `_<name>_with_mask`."""
+        """`<name>`: the prelude and the body; with a mask, the values of `_<name>_with_mask`.
+        PyTorch's also takes `torch.nn`'s `reduction` (`REDUCTION`), "none" by default."""
         per, shape = RESULT_DOCS[self.checked.result.roles & PER_ELEMENT]
         returns = f"The loss {per}, shape {shape}."
         if self.body.mask is not None:
             returns += " Elements outside the mask are 0."
+        if self.target is TORCH:
+            returns += ' A scalar for `reduction` "mean" or "sum".'
         lines = self.function_head(
             self.function,
             f"The `{self.checked.loss_name}` loss {per}.",
             "Keras applies sample weights and the reduction to what this returns.",
             returns,
+            reduction=self.target is TORCH,
         )
         if self.body.mask is None:
             lines += self.prelude()
-            lines += self.body_lines("return")
-            return lines
+            if self.target is not TORCH or self.body.reduced:
+                return lines + self.body_lines("return")
+            lines += self.body_lines("losses =")
+            return [*lines, f"{INDENT}return {REDUCED}(losses, {REDUCTION})"]
+        values = "losses, valid" if self.target is TORCH else "losses, _"
         lines += wrapped_call(
-            f"{INDENT}losses, _ = {self.with_mask_function}",
+            f"{INDENT}{values} = {self.with_mask_function}",
             self.argument_names(),
             "",
             INDENT,
             outer=len(INDENT),
         )
+        if self.target is TORCH:
+            return [*lines, f"{INDENT}return {REDUCED}(losses, {REDUCTION}, valid)"]
         lines.append(f"{INDENT}return losses")
         return lines
 
@@ -513,16 +527,23 @@ class ModuleWriter:
             *wrapped_call(f"{INDENT}{use} forward", arguments, "", INDENT),
         ]
 
-    def function_head(self, name: str, summary: str, note: str, returns: str) -> list[str]:
-        """A traced function's decorator, signature and docstring (its args documented)."""
+    def function_head(
+        self, name: str, summary: str, note: str, returns: str, reduction: bool = False
+    ) -> list[str]:
+        """A traced function's decorator, signature and docstring (its args documented);
+        with `reduction`, the keyword argument that takes `torch.nn`'s `reduction`."""
         lines = [*self.decorators]
-        lines += wrapped_call(f"def {name}", self.signature_arguments(), ":", "")
+        arguments, docs = self.signature_arguments(), self.argument_docs()
+        if reduction:
+            arguments += ["*", f'{REDUCTION}="none"']
+            docs.append(FUNCTION_REDUCTION_DOC)
+        lines += wrapped_call(f"def {name}", arguments, ":", "")
         doc = [
             *function_summary(summary),
             "",
             *wrap(note, LINE_LENGTH - len(INDENT)),
             "",
-            *doc_section("Args", self.argument_docs(), len(INDENT)),
+            *doc_section("Args", docs, len(INDENT)),
             "",
             *doc_section("Returns", [returns], len(INDENT)),
         ]
@@ -723,39 +744,31 @@ class ModuleWriter:
         return lines
 
     def forward(self) -> list[str]:
-        """`forward(input, target)`: the values, weighted, reduced as `reduction` asks."""
+        """`forward(input, target)`: without a weight, the function reduces the values as
+        `reduction` asks; with one, they are weighted first (`_reduced`)."""
         arguments = ["target", "input", *(f"self.{param.attribute}" for param in self.params)]
-        lines = ["def forward(self, input, target):"]
+        lines = ["def forward(self, input, target):", f"{INDENT}if self.weight is None:"]
+        lines += wrapped_call(
+            f"{INDENT * 2}return {self.function}",
+            [*arguments, f"{REDUCTION}=self.{REDUCTION}"],
+            "",
+            INDENT * 2,
+            outer=len(INDENT),
+        )
         if self.body.mask is None:
-            lines += wrapped_call(
-                f"{INDENT}losses = {self.function}", arguments, "", INDENT, outer=len(INDENT)
-            )
-            mean = "torch.mean(losses)"
+            values, function, mask = "losses", self.function, ""
         else:
-            lines += wrapped_call(
-                f"{INDENT}losses, mask = {self.with_mask_function}",
-                arguments,
-                "",
-                INDENT,
-                outer=len(INDENT),
-            )
-            mean = "torch.sum(losses) / torch.sum(mask)"
-        lines += [
-            f"{INDENT}if self.weight is not None:",
-            f"{INDENT * 2}losses = losses * torch.as_tensor(",
-            f"{INDENT * 3}self.weight, dtype=losses.dtype, device=losses.device",
-            f"{INDENT * 2})",
-            f'{INDENT}if self.reduction == "none":',
-            f"{INDENT * 2}return losses",
-            f'{INDENT}if self.reduction == "sum":',
-            f"{INDENT * 2}return torch.sum(losses)",
+            values, function, mask = "losses, mask", self.with_mask_function, ", mask"
+        lines += wrapped_call(
+            f"{INDENT}{values} = {function}", arguments, "", INDENT, outer=len(INDENT)
+        )
+        return [
+            *lines,
+            f"{INDENT}losses = losses * torch.as_tensor(",
+            f"{INDENT * 2}self.weight, dtype=losses.dtype, device=losses.device",
+            f"{INDENT})",
+            f"{INDENT}return {REDUCED}(losses, self.{REDUCTION}{mask})",
         ]
-        if self.body.mask is not None:
-            lines.append(
-                f"{INDENT}# as torch.nn's ignore_index: the mean of the elements that count"
-            )
-        lines.append(f"{INDENT}return {mean}")
-        return lines
 
     def call_method(self) -> list[str]:
         arguments = ["y_true", "y_pred", *(f"self.{param.attribute}" for param in self.params)]
@@ -886,6 +899,13 @@ REDUCTION_CHECK = (
     f'{INDENT}raise ValueError(f"{{reduction!r}} is not a valid value for reduction")',
 )
 """A `torch.nn` loss's check of `reduction`, with its message."""
+
+FUNCTION_REDUCTION_DOC = (
+    f'{REDUCTION}: "none" (the default) for the values as Keras takes them, "mean" or '
+    '"sum" for their mean or sum, as `torch.nn.functional`\'s losses take it. With a '
+    "mask, the mean is over the elements that count, as with `ignore_index`."
+)
+"""The PyTorch function's `reduction` argument, documented."""
 
 TORCH_ARGUMENT_DOCS = (
     'reduction: "mean" (the default), "sum" or "none", as for `torch.nn` losses. With '

@@ -4,8 +4,9 @@ The leading comment block becomes the loss's docstring.
 
 `FocalModule` is a `torch.nn.Module` loss, called as `loss(input, target)` with
 `reduction=` and `weight=` as `torch.nn`'s losses; `focal(y_true, y_pred, ...)` computes
-the unreduced values. Where Keras is installed, `Focal` is a `keras.losses.Loss` for
-Keras's PyTorch backend.
+the unreduced values, or with `reduction="mean"` or `"sum"` their mean or sum, as
+`torch.nn.functional`'s losses. Where Keras is installed, `Focal` is a
+`keras.losses.Loss` for Keras's PyTorch backend.
 
 Compiled from focal.loss:
 
@@ -33,6 +34,36 @@ def _clip(x, low, high):
     writes it out.
     """
     return torch.clamp(x, low, high)
+
+
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
+def _reduced(losses, reduction, mask=None):
+    """The loss's values reduced as `torch.nn`'s losses take `reduction`: "none" as they
+    are, "sum" their sum, "mean" their mean; with a mask (a spec's `where`), the mean of
+    the values that count, as with `ignore_index`."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return torch.sum(losses)
+    if mask is not None:
+        return torch.sum(losses) / torch.sum(mask)
+    return _mean(losses)
 
 
 def _save(ctx, inputs, temporaries):
@@ -118,7 +149,7 @@ class _FocalBackward(torch.autograd.Function):
         return torch.where(t6, t8, t5), *others
 
 
-def focal(y, p, gamma=2.0, alpha=0.25):
+def focal(y, p, gamma=2.0, alpha=0.25, *, reduction="none"):
     """The `focal` loss per element.
 
     Keras applies sample weights and the reduction to what this returns.
@@ -128,9 +159,13 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         p: y_pred, `prob` values of shape [batch, ..., C].
         gamma: A value in [0, inf). Defaults to 2.0.
         alpha: A value in [0, 1]. Defaults to 0.25.
+        reduction: "none" (the default) for the values as Keras takes them, "mean" or
+            "sum" for their mean or sum, as `torch.nn.functional`'s losses take it. With
+            a mask, the mean is over the elements that count, as with `ignore_index`.
 
     Returns:
-        The loss per element, shape [batch, ...].
+        The loss per element, shape [batch, ...]. A scalar for `reduction` "mean" or
+            "sum".
     """
     p = torch.as_tensor(p)
     if not p.is_floating_point():
@@ -144,7 +179,8 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         y = torch.unsqueeze(y, -1)
     y = torch.as_tensor(y, dtype=p.dtype, device=p.device)
     sum_dtype = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-    return _FocalBackward.apply(p, y, gamma, alpha, sum_dtype)[0]
+    losses = _FocalBackward.apply(p, y, gamma, alpha, sum_dtype)[0]
+    return _reduced(losses, reduction)
 
 
 class FocalModule(torch.nn.Module):
@@ -184,16 +220,19 @@ class FocalModule(torch.nn.Module):
         self.weight = weight
 
     def forward(self, input, target):
-        losses = focal(target, input, self.gamma, self.alpha)
-        if self.weight is not None:
-            losses = losses * torch.as_tensor(
-                self.weight, dtype=losses.dtype, device=losses.device
+        if self.weight is None:
+            return focal(
+                target,
+                input,
+                self.gamma,
+                self.alpha,
+                reduction=self.reduction,
             )
-        if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return torch.sum(losses)
-        return torch.mean(losses)
+        losses = focal(target, input, self.gamma, self.alpha)
+        losses = losses * torch.as_tensor(
+            self.weight, dtype=losses.dtype, device=losses.device
+        )
+        return _reduced(losses, self.reduction)
 
     @staticmethod
     def _number(value):

@@ -7,7 +7,8 @@ y_true has one, the target y:
 
 `GaussianNllModule` is a `torch.nn.Module` loss, called as `loss(input, target)` with
 `reduction=` and `weight=` as `torch.nn`'s losses; `gaussian_nll(y_true, y_pred, ...)`
-computes the unreduced values. Where Keras is installed, `GaussianNll` is a
+computes the unreduced values, or with `reduction="mean"` or `"sum"` their mean or sum,
+as `torch.nn.functional`'s losses. Where Keras is installed, `GaussianNll` is a
 `keras.losses.Loss` for Keras's PyTorch backend.
 
 Compiled from gaussian_nll.loss:
@@ -31,6 +32,36 @@ def _check_channels(x, needed, argument, selection):
             f"{needed} entries on the last axis, received shape {tuple(x.shape)}."
         )
     return x
+
+
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
+def _reduced(losses, reduction, mask=None):
+    """The loss's values reduced as `torch.nn`'s losses take `reduction`: "none" as they
+    are, "sum" their sum, "mean" their mean; with a mask (a spec's `where`), the mean of
+    the values that count, as with `ignore_index`."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return torch.sum(losses)
+    if mask is not None:
+        return torch.sum(losses) / torch.sum(mask)
+    return _mean(losses)
 
 
 def _save(ctx, inputs, temporaries):
@@ -122,7 +153,7 @@ class _GaussianNllBackward(torch.autograd.Function):
         return _channels_joined(p.shape[-1], (t5, 0, 1), (t4, 1, 2)), *others
 
 
-def gaussian_nll(y, p):
+def gaussian_nll(y, p, *, reduction="none"):
     """The `gaussian_nll` loss per element.
 
     Keras applies sample weights and the reduction to what this returns.
@@ -130,9 +161,13 @@ def gaussian_nll(y, p):
     Args:
         y: y_true, `target` values of shape [batch, ..., channels], at least 1 channel.
         p: y_pred, `real` values of shape [batch, ..., channels], at least 2 channels.
+        reduction: "none" (the default) for the values as Keras takes them, "mean" or
+            "sum" for their mean or sum, as `torch.nn.functional`'s losses take it. With
+            a mask, the mean is over the elements that count, as with `ignore_index`.
 
     Returns:
-        The loss per element, shape [batch, ...].
+        The loss per element, shape [batch, ...]. A scalar for `reduction` "mean" or
+            "sum".
     """
     p = torch.as_tensor(p)
     if not p.is_floating_point():
@@ -147,7 +182,8 @@ def gaussian_nll(y, p):
     y = torch.as_tensor(y, dtype=p.dtype, device=p.device)
     y = _check_channels(y, 1, "y_true", "y[0]")
     p = _check_channels(p, 2, "y_pred", "p[1]")
-    return _GaussianNllBackward.apply(p, y)[0]
+    losses = _GaussianNllBackward.apply(p, y)[0]
+    return _reduced(losses, reduction)
 
 
 class GaussianNllModule(torch.nn.Module):
@@ -172,16 +208,13 @@ class GaussianNllModule(torch.nn.Module):
         self.weight = weight
 
     def forward(self, input, target):
+        if self.weight is None:
+            return gaussian_nll(target, input, reduction=self.reduction)
         losses = gaussian_nll(target, input)
-        if self.weight is not None:
-            losses = losses * torch.as_tensor(
-                self.weight, dtype=losses.dtype, device=losses.device
-            )
-        if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return torch.sum(losses)
-        return torch.mean(losses)
+        losses = losses * torch.as_tensor(
+            self.weight, dtype=losses.dtype, device=losses.device
+        )
+        return _reduced(losses, self.reduction)
 
 
 try:

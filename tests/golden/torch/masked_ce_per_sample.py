@@ -5,7 +5,8 @@ the unmasked elements.
 
 `MaskedCePerSampleModule` is a `torch.nn.Module` loss, called as `loss(input, target)`
 with `reduction=` and `weight=` as `torch.nn`'s losses; `masked_ce_per_sample(y_true,
-y_pred, ...)` computes the unreduced values. Where Keras is installed,
+y_pred, ...)` computes the unreduced values, or with `reduction="mean"` or `"sum"` their
+mean or sum, as `torch.nn.functional`'s losses. Where Keras is installed,
 `MaskedCePerSample` is a `keras.losses.Loss` for Keras's PyTorch backend.
 `masked_ce_per_sample_mask` gives the elements that count.
 
@@ -103,6 +104,36 @@ def _sparse_softmax_cross_entropy(labels, logits):
     return (total - torch.gather(wide, -1, labels)).to(logits.dtype)
 
 
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
+def _reduced(losses, reduction, mask=None):
+    """The loss's values reduced as `torch.nn`'s losses take `reduction`: "none" as they
+    are, "sum" their sum, "mean" their mean; with a mask (a spec's `where`), the mean of
+    the values that count, as with `ignore_index`."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return torch.sum(losses)
+    if mask is not None:
+        return torch.sum(losses) / torch.sum(mask)
+    return _mean(losses)
+
+
 def _masked_ce_per_sample_with_mask(y, z):
     """The `masked_ce_per_sample` loss per element and its mask, from one conversion of
     the inputs.
@@ -133,7 +164,7 @@ def _masked_ce_per_sample_with_mask(y, z):
     return torch.where(valid, losses, torch.zeros_like(losses)), valid
 
 
-def masked_ce_per_sample(y, z):
+def masked_ce_per_sample(y, z, *, reduction="none"):
     """The `masked_ce_per_sample` loss per element.
 
     Keras applies sample weights and the reduction to what this returns.
@@ -141,12 +172,16 @@ def masked_ce_per_sample(y, z):
     Args:
         y: y_true, `label` values of shape [batch, ...].
         z: y_pred, `logits` values of shape [batch, ..., C].
+        reduction: "none" (the default) for the values as Keras takes them, "mean" or
+            "sum" for their mean or sum, as `torch.nn.functional`'s losses take it. With
+            a mask, the mean is over the elements that count, as with `ignore_index`.
 
     Returns:
-        The loss per element, shape [batch, ...]. Elements outside the mask are 0.
+        The loss per element, shape [batch, ...]. Elements outside the mask are 0. A
+            scalar for `reduction` "mean" or "sum".
     """
-    losses, _ = _masked_ce_per_sample_with_mask(y, z)
-    return losses
+    losses, valid = _masked_ce_per_sample_with_mask(y, z)
+    return _reduced(losses, reduction, valid)
 
 
 def masked_ce_per_sample_mask(y, z):
@@ -186,17 +221,13 @@ class MaskedCePerSampleModule(torch.nn.Module):
         self.weight = weight
 
     def forward(self, input, target):
+        if self.weight is None:
+            return masked_ce_per_sample(target, input, reduction=self.reduction)
         losses, mask = _masked_ce_per_sample_with_mask(target, input)
-        if self.weight is not None:
-            losses = losses * torch.as_tensor(
-                self.weight, dtype=losses.dtype, device=losses.device
-            )
-        if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return torch.sum(losses)
-        # as torch.nn's ignore_index: the mean of the elements that count
-        return torch.sum(losses) / torch.sum(mask)
+        losses = losses * torch.as_tensor(
+            self.weight, dtype=losses.dtype, device=losses.device
+        )
+        return _reduced(losses, self.reduction, mask)
 
 
 try:

@@ -4,7 +4,8 @@ lossdsl: allow W301
 
 `TripletModule` is a `torch.nn.Module` loss, called as `loss(input, target)` with
 `reduction=` and `weight=` as `torch.nn`'s losses; `triplet(y_true, y_pred, ...)`
-computes the unreduced values. Where Keras is installed, `Triplet` is a
+computes the unreduced values, or with `reduction="mean"` or `"sum"` their mean or sum,
+as `torch.nn.functional`'s losses. Where Keras is installed, `Triplet` is a
 `keras.losses.Loss` for Keras's PyTorch backend.
 
 Compiled from triplet.loss:
@@ -82,7 +83,37 @@ def _pair_squared_distance(a, b, partner):
     return _pair_result(squared, a, partner)
 
 
-def triplet(y, e, margin=1.0):
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
+def _reduced(losses, reduction, mask=None):
+    """The loss's values reduced as `torch.nn`'s losses take `reduction`: "none" as they
+    are, "sum" their sum, "mean" their mean; with a mask (a spec's `where`), the mean of
+    the values that count, as with `ignore_index`."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return torch.sum(losses)
+    if mask is not None:
+        return torch.sum(losses) / torch.sum(mask)
+    return _mean(losses)
+
+
+def triplet(y, e, margin=1.0, *, reduction="none"):
     """The `triplet` loss per sample.
 
     Keras applies sample weights and the reduction to what this returns.
@@ -91,9 +122,12 @@ def triplet(y, e, margin=1.0):
         y: y_true, `label` values of shape [batch].
         e: y_pred, `real` values of shape [batch, C].
         margin: A value in (0, inf). Defaults to 1.0.
+        reduction: "none" (the default) for the values as Keras takes them, "mean" or
+            "sum" for their mean or sum, as `torch.nn.functional`'s losses take it. With
+            a mask, the mean is over the elements that count, as with `ignore_index`.
 
     Returns:
-        The loss per sample, shape [batch].
+        The loss per sample, shape [batch]. A scalar for `reduction` "mean" or "sum".
     """
     e = torch.as_tensor(e)
     if not e.is_floating_point():
@@ -134,7 +168,8 @@ def triplet(y, e, margin=1.0):
         ),
         torch.as_tensor(0.0, dtype=e.dtype, device=e.device),
     )
-    return torch.reshape(torch.relu(margin + t4 - t5), (-1,))
+    losses = torch.reshape(torch.relu(margin + t4 - t5), (-1,))
+    return _reduced(losses, reduction)
 
 
 class TripletModule(torch.nn.Module):
@@ -165,16 +200,13 @@ class TripletModule(torch.nn.Module):
         self.weight = weight
 
     def forward(self, input, target):
+        if self.weight is None:
+            return triplet(target, input, self.margin, reduction=self.reduction)
         losses = triplet(target, input, self.margin)
-        if self.weight is not None:
-            losses = losses * torch.as_tensor(
-                self.weight, dtype=losses.dtype, device=losses.device
-            )
-        if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return torch.sum(losses)
-        return torch.mean(losses)
+        losses = losses * torch.as_tensor(
+            self.weight, dtype=losses.dtype, device=losses.device
+        )
+        return _reduced(losses, self.reduction)
 
     @staticmethod
     def _number(value):

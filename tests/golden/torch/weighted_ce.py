@@ -5,7 +5,8 @@ Same as keras.losses.CategoricalCrossentropy with class_weight={c: w[c]} in fit(
 
 `WeightedCeModule` is a `torch.nn.Module` loss, called as `loss(input, target)` with
 `reduction=` and `weight=` as `torch.nn`'s losses; `weighted_ce(y_true, y_pred, ...)`
-computes the unreduced values. Where Keras is installed, `WeightedCe` is a
+computes the unreduced values, or with `reduction="mean"` or `"sum"` their mean or sum,
+as `torch.nn.functional`'s losses. Where Keras is installed, `WeightedCe` is a
 `keras.losses.Loss` for Keras's PyTorch backend.
 
 Compiled from weighted_ce.loss:
@@ -56,7 +57,37 @@ def _per_class(values, y_pred, name):
     return values
 
 
-def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
+def _mean(x, dim=None, keepdim=False):
+    """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
+    their size.
+
+    Eagerly, torch.mean's backward writes a full array, the upstream gradient expanded
+    and divided; a sum's backward is a view of the upstream gradient, here already
+    divided, so the gradient reaches the op before it without a pass over memory.
+    """
+    axes = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else dim
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return torch.sum(x, dim=dim, keepdim=keepdim) / count
+
+
+def _reduced(losses, reduction, mask=None):
+    """The loss's values reduced as `torch.nn`'s losses take `reduction`: "none" as they
+    are, "sum" their sum, "mean" their mean; with a mask (a spec's `where`), the mean of
+    the values that count, as with `ignore_index`."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return torch.sum(losses)
+    if mask is not None:
+        return torch.sum(losses) / torch.sum(mask)
+    return _mean(losses)
+
+
+def weighted_ce(y, p, w=(1.0, 2.5, 4.0), *, reduction="none"):
     """The `weighted_ce` loss per element.
 
     Keras applies sample weights and the reduction to what this returns.
@@ -65,9 +96,13 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
         y: y_true, `onehot` values of shape [batch, ..., C].
         p: y_pred, `prob` values of shape [batch, ..., C].
         w: One value in [0, inf) per class. Defaults to (1.0, 2.5, 4.0).
+        reduction: "none" (the default) for the values as Keras takes them, "mean" or
+            "sum" for their mean or sum, as `torch.nn.functional`'s losses take it. With
+            a mask, the mean is over the elements that count, as with `ignore_index`.
 
     Returns:
-        The loss per element, shape [batch, ...].
+        The loss per element, shape [batch, ...]. A scalar for `reduction` "mean" or
+            "sum".
     """
     p = torch.as_tensor(p)
     if not p.is_floating_point():
@@ -94,7 +129,8 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
         dtype=p.dtype,
         device=p.device,
     )
-    return torch.squeeze(-torch.take(w, t0) * t1, -1)
+    losses = torch.squeeze(-torch.take(w, t0) * t1, -1)
+    return _reduced(losses, reduction)
 
 
 class WeightedCeModule(torch.nn.Module):
@@ -127,16 +163,13 @@ class WeightedCeModule(torch.nn.Module):
         self.weight = weight
 
     def forward(self, input, target):
+        if self.weight is None:
+            return weighted_ce(target, input, self.w, reduction=self.reduction)
         losses = weighted_ce(target, input, self.w)
-        if self.weight is not None:
-            losses = losses * torch.as_tensor(
-                self.weight, dtype=losses.dtype, device=losses.device
-            )
-        if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return torch.sum(losses)
-        return torch.mean(losses)
+        losses = losses * torch.as_tensor(
+            self.weight, dtype=losses.dtype, device=losses.device
+        )
+        return _reduced(losses, self.reduction)
 
     @staticmethod
     def _number(value):
