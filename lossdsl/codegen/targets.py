@@ -319,7 +319,7 @@ TORCH = Target(
             # this form calls its softplus pair helper)
             "sigmoid_cross_entropy": "_sigmoid_cross_entropy({0}, {1})",
             # x * scale + shift for an array x and a scale and shift computed from
-            # scalar params (label smoothing's y (1 - s) + s / C): x itself for a param
+            # scalar params (label smoothing's y (1 - s) + s / C): a view of x for a param
             # at its neutral value, else one fresh tensor (a target without this form
             # prints the products and sums as they are)
             "affine": "_affine({0}, {1}, {2})",
