@@ -607,6 +607,23 @@ def test_torch_numbers_become_tensors_on_the_inputs_device_and_dtype() -> None:
     assert (values.dtype, values.device.type) == (torch.bfloat16, "meta")
 
 
+def test_torch_functions_bind_their_arguments_to_a_signature_computed_once() -> None:
+    """Every module-level autograd.Function's `forward` carries its `__signature__`
+    (`_bound_once`), which `Function.apply` would otherwise compute on every call."""
+    torch = TorchBackend().torch
+    from lossdsl.codegen import torch_helpers
+
+    functions = [
+        value
+        for value in vars(torch_helpers).values()
+        if isinstance(value, type) and issubclass(value, torch.autograd.Function)
+    ]
+    assert len(functions) == 4
+    for function in functions:
+        forward = vars(function)["forward"].__func__
+        assert vars(forward)["__signature__"] == inspect.signature(forward, follow_wrapped=False)
+
+
 def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
     torch = TorchBackend().torch
     from lossdsl.codegen import torch_helpers
@@ -821,15 +838,17 @@ OWN_HELPERS = {
         "_affine",
         "_reduced",
         "_class_reduced",
+        "_bound_once",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
 eager mean, binary cross-entropy and scaled and shifted labels take fewer passes as
 their own helpers, its functions take `torch.nn`'s `reduction` (`_reduced`, and
-`_class_reduced` in one reduction with the classes'), and
-torch.compile traces only a module-level autograd.Function (whose residuals `_save` and
-`_saved` keep); the own backward pass's gradients of the other arguments come from each
-framework's autodiff (`_other_cotangents`, `_other_gradients`)."""
+`_class_reduced` in one reduction with the classes'), and torch.compile traces only a
+module-level autograd.Function (whose residuals `_save` and `_saved` keep, and whose
+`forward` `_bound_once` binds fast); the own backward pass's gradients of the other
+arguments come from each framework's autodiff (`_other_cotangents`,
+`_other_gradients`)."""
 
 
 @pytest.mark.parametrize(
@@ -850,7 +869,7 @@ def test_each_module_defines_the_tensorflow_names_with_its_framework_only(
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert imported == framework
+    assert imported - {"inspect"} == framework  # the standard library's, for `_bound_once`
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     frameworks = {"tf", "tensorflow", "np", "numpy", "keras", "jax", "jnp", "torch"}
     assert names & frameworks == framework
@@ -864,8 +883,8 @@ def embedded(backend: Backend) -> SimpleNamespace:
     scope: dict[str, object] = {}
     if backend.name == "jax":
         scope.update(jax=importlib.import_module("jax"), jnp=importlib.import_module("jax.numpy"))
-    else:
-        scope.update(torch=importlib.import_module("torch"))
+    else:  # and the standard library's inspect, which a module imports for `_bound_once`
+        scope.update(torch=importlib.import_module("torch"), inspect=inspect)
     for source in module_functions(backend.helpers.__name__).values():
         exec(compile(source, "<generated helper>", "exec"), scope)  # package source
     return SimpleNamespace(**{name: scope[name] for name in REQUIRED})

@@ -87,6 +87,9 @@ selection's backward pass)."""
 CHANNELS_JOINED = "_channels_joined"
 """The gradients of several channel selections put back in one concatenation."""
 
+BOUND_ONCE = "_bound_once"
+"""An autograd.Function's `forward` with its signature computed once (PyTorch)."""
+
 REDUCED = "_reduced"
 """A PyTorch loss's values reduced as `torch.nn`'s `reduction` asks."""
 

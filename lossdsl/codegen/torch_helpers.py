@@ -13,7 +13,22 @@ Constants are made on the input's device. Shapes are static in PyTorch, so check
 when the loss is called.
 """
 
+import inspect
+
 import torch
+
+
+def _bound_once(forward):
+    """The `forward` of an autograd.Function, its signature computed once.
+
+    Where a Function defines `setup_context` (as torch.func asks), `Function.apply`
+    binds its arguments to `forward`'s signature on every call, and `inspect.signature`
+    then reads the function anew (about 10 µs a call on the CPU, against 24 µs for all
+    of `F.mse_loss` with its gradient at 8x10); a function's `__signature__` is what
+    `inspect.signature` returns.
+    """
+    forward.__signature__ = inspect.signature(forward)
+    return forward
 
 
 def _softplus_pair(a, b, x):
@@ -46,6 +61,7 @@ class _SoftplusPair(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(a, b, x):
         if torch.compiler.is_compiling():
             log_term = torch.log1p(torch.exp(-torch.abs(x)))
@@ -129,6 +145,7 @@ class _SigmoidCrossEntropy(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(t, x):
         if torch.compiler.is_compiling():
             return torch.relu(x) - t * x + torch.log1p(torch.exp(-torch.abs(x)))
@@ -179,6 +196,7 @@ class _Huber(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(x, delta):
         size = torch.abs(x)
         inside = torch.minimum(size, delta)
@@ -232,6 +250,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(labels, logits):
         log_softmax = torch.log_softmax(logits, dim=-1)
         value = torch.sum(labels * log_softmax, dim=-1, keepdim=True).neg_()

@@ -23,6 +23,7 @@ from pathlib import Path
 from lossdsl.channels import requirements
 from lossdsl.codegen.body import REDUCTION, BackwardPass, FunctionBody
 from lossdsl.codegen.helpers import (
+    BOUND_ONCE,
     CHECK_CHANNELS,
     HELD,
     OTHER_COTANGENTS,
@@ -213,7 +214,8 @@ class ModuleWriter:
             if self.body.backward is not None:
                 functions.insert(0, self.torch_backward_class())
         code = "\n".join("\n".join(lines) for lines in helpers + functions)
-        imports = [*(["import math"] if MATH_USE.search(code) else []), *self.target.imports]
+        standard = [f"import {name}" for name, use in STANDARD_USES.items() if use.search(code)]
+        imports = [*standard, *self.target.imports]
         head = [
             header_line(self.spec_file),
             *self.docstring(self.module_docstring(), "", "module"),
@@ -246,6 +248,8 @@ class ModuleWriter:
             needed.add(PAIRED)
         if self.target is TORCH:
             needed.update({REDUCED, *self.helper_set.dependencies(REDUCED, self.jit_compile)})
+            if self.body.backward is not None:
+                needed.add(BOUND_ONCE)
         return [name for name in self.helper_set.sources if name in needed]
 
     def check(self, text: str) -> None:
@@ -478,6 +482,7 @@ class ModuleWriter:
             f"{INDENT}generate_vmap_rule = True",
             "",
             f"{INDENT}@staticmethod",
+            f"{INDENT}@{BOUND_ONCE}",
             *wrapped_call(f"{INDENT}def forward", arguments, ":", INDENT),
             *indent_lines(backward.forward, body),
             *wrapped_call(f"{body}saved = ", kept, "", body, tuple_of=True),
@@ -931,8 +936,9 @@ OPTIONAL_KERAS = (
 """How a JAX or PyTorch module imports Keras: its Keras class is defined where Keras is
 installed, and its native API works without."""
 
-MATH_USE = re.compile(r"(?<![\w.])math\.")
-"""Code that calls Python's `math` module (a JAX or PyTorch module's spatial sizes)."""
+STANDARD_USES = {name: re.compile(rf"(?<![\w.]){name}\.") for name in ("inspect", "math")}
+"""The standard modules a generated module imports where its code calls them: `math`
+for a JAX or PyTorch module's spatial sizes, `inspect` for PyTorch's `_bound_once`."""
 
 
 def condition(domain: ParamDomain, value: str) -> str:

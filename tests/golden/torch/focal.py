@@ -23,7 +23,21 @@ Compiled from focal.loss:
 Target fusions applied: factors_outside_sums.
 """
 
+import inspect
 import torch
+
+
+def _bound_once(forward):
+    """The `forward` of an autograd.Function, its signature computed once.
+
+    Where a Function defines `setup_context` (as torch.func asks), `Function.apply`
+    binds its arguments to `forward`'s signature on every call, and `inspect.signature`
+    then reads the function anew (about 10 µs a call on the CPU, against 24 µs for all
+    of `F.mse_loss` with its gradient at 8x10); a function's `__signature__` is what
+    `inspect.signature` returns.
+    """
+    forward.__signature__ = inspect.signature(forward)
+    return forward
 
 
 def _clip(x, low, high):
@@ -116,6 +130,7 @@ class _FocalBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(p, y, gamma, alpha, sum_dtype):
         t0 = _clip(p, 1e-07, 0.9999999)
         t1 = 1.0 - t0

@@ -20,7 +20,21 @@ Compiled from gaussian_nll.loss:
     loss gaussian_nll = mean(0.5 * (log_var + square(y[0] - mu) * exp(-log_var) + log(2 * pi)))
 """
 
+import inspect
 import torch
+
+
+def _bound_once(forward):
+    """The `forward` of an autograd.Function, its signature computed once.
+
+    Where a Function defines `setup_context` (as torch.func asks), `Function.apply`
+    binds its arguments to `forward`'s signature on every call, and `inspect.signature`
+    then reads the function anew (about 10 µs a call on the CPU, against 24 µs for all
+    of `F.mse_loss` with its gradient at 8x10); a function's `__signature__` is what
+    `inspect.signature` returns.
+    """
+    forward.__signature__ = inspect.signature(forward)
+    return forward
 
 
 def _check_channels(x, needed, argument, selection):
@@ -131,6 +145,7 @@ class _GaussianNllBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(p, y):
         t0 = y[..., 0:1] - p[..., 0:1]
         t1 = torch.square(t0)

@@ -23,7 +23,21 @@ Stable rewrites applied: gather_of_onehot_sum.
 Target fusions applied: sparse_softmax_cross_entropy.
 """
 
+import inspect
 import torch
+
+
+def _bound_once(forward):
+    """The `forward` of an autograd.Function, its signature computed once.
+
+    Where a Function defines `setup_context` (as torch.func asks), `Function.apply`
+    binds its arguments to `forward`'s signature on every call, and `inspect.signature`
+    then reads the function anew (about 10 µs a call on the CPU, against 24 µs for all
+    of `F.mse_loss` with its gradient at 8x10); a function's `__signature__` is what
+    `inspect.signature` returns.
+    """
+    forward.__signature__ = inspect.signature(forward)
+    return forward
 
 
 def _softmax_cross_entropy(labels, logits):
@@ -59,6 +73,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(labels, logits):
         log_softmax = torch.log_softmax(logits, dim=-1)
         value = torch.sum(labels * log_softmax, dim=-1, keepdim=True).neg_()

@@ -23,7 +23,21 @@ Stable rewrites applied: softplus_of_log_one_minus_sigmoid, softplus_of_log_sigm
 Target fusions applied: softplus_pair.
 """
 
+import inspect
 import torch
+
+
+def _bound_once(forward):
+    """The `forward` of an autograd.Function, its signature computed once.
+
+    Where a Function defines `setup_context` (as torch.func asks), `Function.apply`
+    binds its arguments to `forward`'s signature on every call, and `inspect.signature`
+    then reads the function anew (about 10 µs a call on the CPU, against 24 µs for all
+    of `F.mse_loss` with its gradient at 8x10); a function's `__signature__` is what
+    `inspect.signature` returns.
+    """
+    forward.__signature__ = inspect.signature(forward)
+    return forward
 
 
 class _SoftplusPair(torch.autograd.Function):
@@ -44,6 +58,7 @@ class _SoftplusPair(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
+    @_bound_once
     def forward(a, b, x):
         if torch.compiler.is_compiling():
             log_term = torch.log1p(torch.exp(-torch.abs(x)))
