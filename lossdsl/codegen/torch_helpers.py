@@ -505,10 +505,10 @@ def _other_gradients(function, ctx, upstream):
     target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
     on them and differentiated by autograd; None for the others. The loss's own backward
     pass covers y_pred."""
-    inputs = _saved(ctx)[: ctx.inputs]
     wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
     if not wanted:
-        return (None,) * (len(inputs) - 1)
+        return (None,) * (ctx.inputs - 1)
+    inputs = _saved(ctx)[: ctx.inputs]
     with torch.enable_grad():
         again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
         for i in wanted:
