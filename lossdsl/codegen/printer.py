@@ -581,13 +581,18 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def inverse_count(self, roles: Roles) -> str:
         """1 / `count(roles)`, from the integer sizes in the accumulation dtype (float32
-        for half precision, whose largest number is 65504) and cast back."""
+        for half precision, whose largest number is 65504) and cast back. 1 / C is a
+        Python float where `num_classes` is a Python int (`Target.num_classes_number`):
+        exact, and no op; a count with the batch's size stays a tensor, since an empty
+        batch makes it 0."""
         sizes = {
             Role.BATCH: self.form("size", self.y_pred, "0"),
             Role.SPATIAL: self.form("spatial_size"),
             Role.CLASS: self.form("size", self.y_pred, "-1"),
         }
         product = " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
+        if self.target.num_classes_number and roles == {Role.CLASS}:
+            return f"(1.0 / {product})"  # parenthesized: a factor of products
         return self.cast(f"1.0 / {self.cast(product, self.use(SUM_DTYPE_LOCAL))}")
 
     def axes(self, roles: Roles) -> str:
