@@ -836,6 +836,7 @@ OWN_HELPERS = {
         "_saved",
         "_other_gradients",
         "_affine",
+        "_check_reduction",
         "_reduced",
         "_class_reduced",
         "_bound_once",

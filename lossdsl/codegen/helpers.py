@@ -90,6 +90,9 @@ CHANNELS_JOINED = "_channels_joined"
 BOUND_ONCE = "_bound_once"
 """An autograd.Function's `forward` with its signature computed once (PyTorch)."""
 
+CHECK_REDUCTION = "_check_reduction"
+"""`torch.nn`'s check of a `reduction` argument, with its message (PyTorch)."""
+
 REDUCED = "_reduced"
 """A PyTorch loss's values reduced as `torch.nn`'s `reduction` asks."""
 

@@ -25,6 +25,7 @@ from lossdsl.codegen.body import REDUCTION, BackwardPass, FunctionBody
 from lossdsl.codegen.helpers import (
     BOUND_ONCE,
     CHECK_CHANNELS,
+    CHECK_REDUCTION,
     HELD,
     OTHER_COTANGENTS,
     OTHER_GRADIENTS,
@@ -741,7 +742,7 @@ class ModuleWriter:
         ]
         arguments += ['reduction="mean"', "weight=None"]
         init = wrapped_call("def __init__", arguments, ":", "", outer=len(INDENT))
-        init += [f"{INDENT}super().__init__()", *indent_lines(REDUCTION_CHECK, INDENT)]
+        init += [f"{INDENT}super().__init__()", f"{INDENT}{CHECK_REDUCTION}(reduction)"]
         init += indent_lines(self.param_checks(), INDENT)
         init += [f"{INDENT}self.reduction = reduction", f"{INDENT}self.weight = weight"]
         lines += ["", *indent_lines(init, INDENT), "", *indent_lines(self.forward(), INDENT)]
@@ -898,12 +899,6 @@ def backend_check(target: Target) -> tuple[str, ...]:
         f"{INDENT})",
     )
 
-
-REDUCTION_CHECK = (
-    'if reduction not in ("mean", "sum", "none"):',
-    f'{INDENT}raise ValueError(f"{{reduction!r}} is not a valid value for reduction")',
-)
-"""A `torch.nn` loss's check of `reduction`, with its message."""
 
 FUNCTION_REDUCTION_DOC = (
     f'{REDUCTION}: "none" (the default) for the values as Keras takes them, "mean" or '

@@ -98,12 +98,17 @@ def _mean(x, dim=None, keepdim=False):
     return torch.sum(x, dim=dim, keepdim=keepdim) / count
 
 
+def _check_reduction(reduction):
+    """`torch.nn`'s check of a `reduction` argument: "mean", "sum" or "none"."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+
+
 def _reduced(losses, reduction, mask=None):
     """The loss's values reduced as `torch.nn`'s losses take `reduction`: "none" as they
     are, "sum" their sum, "mean" their mean; with a mask (a spec's `where`), the mean of
     the values that count, as with `ignore_index`."""
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"{reduction!r} is not a valid value for reduction")
+    _check_reduction(reduction)
     if reduction == "none":
         return losses
     if reduction == "sum":
@@ -186,8 +191,7 @@ class TripletModule(torch.nn.Module):
 
     def __init__(self, margin=1.0, reduction="mean", weight=None):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"{reduction!r} is not a valid value for reduction")
+        _check_reduction(reduction)
         if not 0.0 < self._number(margin) < float("inf"):
             raise ValueError(
                 "Invalid value for argument `margin`. "
