@@ -235,31 +235,35 @@ def make_cases() -> list[Case]:
 
 
 def many_classes_cases() -> list[Case]:
-    """The cross-entropies over 20 classes, where PyTorch's helpers take log_softmax's
-    fused kernels (below 16 classes, other ops): both forms must agree with TensorFlow."""
+    """The cross-entropies over 20 and 70 classes, where PyTorch's helpers take
+    log_softmax's fused kernels (from 16 classes) and JAX's take jax.nn.logsumexp (from
+    64): each form must agree with TensorFlow."""
     rng = np.random.default_rng(4)
-    logits = rng.normal(0, 3, (4, 20))
-    logits[0, :7] = [1e4, -1e4, 0.0, 20.0, -20.0, 100.0, -100.0]
-    logits[1, :7] = [-1e4, 0.0, 1e-30, 1.0, -1.0, 1e4, 1e4]
-    soft_labels = rng.dirichlet(np.ones(20), 4)
-    soft_labels[2] = np.eye(20)[13]
-    labels = np.array([[0.0], [19.0], [13.0], [5.0]])
-    return [
-        Case(
-            "softmax_cross_entropy_20_classes",
-            lambda h, labels, logits: h._softmax_cross_entropy(labels, logits),
-            (soft_labels, logits),
-            (0, 1),
-            reference=tensorflow_dense,
-        ),
-        Case(
-            "sparse_softmax_cross_entropy_20_classes",
-            lambda h, labels, logits: h._sparse_softmax_cross_entropy(labels, logits),
-            (labels, logits),
-            (1,),
-            reference=tensorflow_sparse,
-        ),
-    ]
+    cases = []
+    for classes in (20, 70):
+        logits = rng.normal(0, 3, (4, classes))
+        logits[0, :7] = [1e4, -1e4, 0.0, 20.0, -20.0, 100.0, -100.0]
+        logits[1, :7] = [-1e4, 0.0, 1e-30, 1.0, -1.0, 1e4, 1e4]
+        soft_labels = rng.dirichlet(np.ones(classes), 4)
+        soft_labels[2] = np.eye(classes)[13]
+        labels = np.array([[0.0], [classes - 1.0], [13.0], [5.0]])
+        cases += [
+            Case(
+                f"softmax_cross_entropy_{classes}_classes",
+                lambda h, labels, logits: h._softmax_cross_entropy(labels, logits),
+                (soft_labels, logits),
+                (0, 1),
+                reference=tensorflow_dense,
+            ),
+            Case(
+                f"sparse_softmax_cross_entropy_{classes}_classes",
+                lambda h, labels, logits: h._sparse_softmax_cross_entropy(labels, logits),
+                (labels, logits),
+                (1,),
+                reference=tensorflow_sparse,
+            ),
+        ]
+    return cases
 
 
 CASES = make_cases()

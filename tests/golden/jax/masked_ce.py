@@ -31,12 +31,19 @@ def _softmax_cross_entropy(labels, logits):
     logsumexp(logits) - sum(labels * logits) over the last axis, in float32 for
     half-precision logits, taken as sum(labels * (logsumexp - logits)): its gradient
     with respect to the logits is softmax(logits) - labels, with respect to the labels
-    -log_softmax(logits), the exact one.
+    -log_softmax(logits), the exact one. Below 64 classes it is -sum(labels *
+    log_softmax(logits)), as optax computes it: XLA on the CPU runs jax.nn.logsumexp's
+    guards for infinite rows there as separate small kernels (1.2-1.4 times optax's
+    time at 4096x10 and 4096x32), and from 64 classes it computes the logsumexp form
+    faster (0.43 of optax's time at 256x32000).
     """
     half = logits.dtype in (jnp.float16, jnp.bfloat16)
     wide = logits.astype(jnp.float32 if half else logits.dtype)
-    total = jax.nn.logsumexp(wide, axis=-1, keepdims=True)
-    terms = labels.astype(wide.dtype) * (total - wide)
+    labels = labels.astype(wide.dtype)
+    if wide.shape[-1] < 64:
+        terms = labels * -jax.nn.log_softmax(wide, axis=-1)
+    else:
+        terms = labels * (jax.nn.logsumexp(wide, axis=-1, keepdims=True) - wide)
     return jnp.sum(terms, axis=-1, keepdims=True).astype(logits.dtype)
 
 
@@ -46,11 +53,20 @@ def _sparse_softmax_cross_entropy(labels, logits):
 
     logsumexp(logits) - the logit at the label, in float32 for half-precision logits;
     its gradient with respect to the logits is softmax(logits) - one_hot(labels).
+    Below 64 classes both terms are taken from the logits less their row's largest,
+    without jax.nn.logsumexp's guards for infinite rows, which XLA on the CPU runs as
+    separate small kernels there (0.82-0.87 of optax's time at 4096x10 and 4096x32,
+    against 0.98-1.03); from 64 classes jax.nn.logsumexp measured faster.
     """
     half = logits.dtype in (jnp.float16, jnp.bfloat16)
     wide = logits.astype(jnp.float32 if half else logits.dtype)
-    total = jax.nn.logsumexp(wide, axis=-1, keepdims=True)
-    picked = jnp.take_along_axis(wide, labels.astype(jnp.int32), axis=-1)
+    labels = labels.astype(jnp.int32)
+    if wide.shape[-1] < 64:
+        wide = wide - jax.lax.stop_gradient(jnp.max(wide, axis=-1, keepdims=True))
+        total = jnp.log(jnp.sum(jnp.exp(wide), axis=-1, keepdims=True))
+    else:
+        total = jax.nn.logsumexp(wide, axis=-1, keepdims=True)
+    picked = jnp.take_along_axis(wide, labels, axis=-1)
     return (total - picked).astype(logits.dtype)
 
 
