@@ -62,6 +62,14 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         lambda: U * y - sympy.exp(fn.LogSoftmax(z)) * fn.ReduceSum(U * y, CLASS),
     ),
     (
+        "log_softmax: softmax is the forward's own where the loss computes one",
+        lambda: fn.ReduceSum(y * fn.LogSoftmax(z) + fn.Softmax(z), CLASS),
+        PER_ELEMENT,
+        lambda: U * y
+        - fn.Softmax(z) * fn.ReduceSum(U * y, CLASS)
+        + fn.Softmax(z) * (U - fn.ReduceSum(U * fn.Softmax(z), CLASS)),
+    ),
+    (
         "softmax reuses its forward value",
         lambda: fn.ReduceSum(y * fn.Softmax(z), CLASS),
         PER_ELEMENT,

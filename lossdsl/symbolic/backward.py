@@ -15,7 +15,8 @@ roles the argument lacks (the argument was broadcast over them):
   a logsumexp weighs it by exp(x - result), a max or min shares it among the elements
   equal to the result;
 - softmax s passes s * (A - sum_c(A * s)), log_softmax l passes A - exp(l) * sum_c(A),
-  both reusing the forward value;
+  both reusing the forward value (exp(l) is the forward's softmax of the same logits
+  where the loss computes one);
 - a class gather passes A * onehot(label), a channel selection puts A back at its
   channels (`IntoChannels`); class ids, one-hots and gathers of params pass nothing;
 - the fused nodes of the target fusions have their derivatives on paper: Huber's is
@@ -358,7 +359,9 @@ class _Backward:
         return node * (adjoint - weighted)
 
     def log_softmax(self, node: fn.LogSoftmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
-        return adjoint - sympy.exp(node) * fn.ReduceSum(adjoint, fn.CLASS_MASK)
+        softmax = fn.Softmax(*node.args)
+        probabilities = softmax if softmax in self.dependent else sympy.exp(node)
+        return adjoint - probabilities * fn.ReduceSum(adjoint, fn.CLASS_MASK)
 
     def take_class(self, node: fn.TakeClass, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         return adjoint * fn.OneHot(node.args[1]) if index == 0 else sympy.S.Zero
