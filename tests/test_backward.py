@@ -257,6 +257,17 @@ def test_the_factors_every_term_shares_and_smaller_than_the_sum_go_outside_it() 
     assert shared_whole == k * U * fn.InverseCount(CLASS) * (y + 2 * y * z)
 
 
+def test_terms_that_share_a_whole_shaped_factor_multiply_by_it_once() -> None:
+    """y * exp(z) + y * z^2 + z passes upstream * (y * (exp(z) + 2 z) + 1): one product
+    by y where there were two, the term without y left outside; the factor most terms
+    share goes first."""
+    roles = roles_with_upstream(ALL_ROLES)
+    gradient = backward(y * sympy.exp(z) + y * z**2 + z, z, roles)
+    assert gradient == U * (y * (sympy.exp(z) + 2 * z) + 1)
+    both = backward(y * sympy.exp(z) + y * k * z**2 + y * z * sympy.exp(z), z, roles)
+    assert both == U * y * (sympy.exp(z) * (2 + z) + 2 * k * z)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
 def test_the_backward_pass_reads_the_forward_passes_log_softmax(path: Path) -> None:
     """A log_softmax runs once (every example has at most one): the backward function

@@ -54,7 +54,7 @@ Gradient with respect to p (one element):
 
 Backward pass:
     the loss's own (a custom gradient, verified like the value):
-    d sum(upstream * loss) / d p = where(p >= eps and p <= 1 - eps, alpha * upstream * (-y * (1 - clip(p))^gamma / clip(p) + gamma * y * (1 - clip(p))^(-1 + gamma) * log(clip(p))), 0)
+    d sum(upstream * loss) / d p = where(p >= eps and p <= 1 - eps, alpha * upstream * y * (-(1 - clip(p))^gamma / clip(p) + gamma * (1 - clip(p))^(-1 + gamma) * log(clip(p))), 0)
 
 LaTeX:
     loss: \operatorname{mean}_{s}\left(\sum_{c}\left(- \alpha y \left(1 - \operatorname{clip}\left(p\right)\right)^{\gamma} \log{\left(\operatorname{clip}\left(p\right) \right)}\right)\right)

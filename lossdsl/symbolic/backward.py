@@ -201,7 +201,9 @@ def common_factors_outside(
     count, a param, a per-sample value; numbers aside) as those factors times the sum of
     the rest: one product by each, not one per term. Through products and the branches
     of selects: upstream * (c - c * y / x) is upstream * c * (1 - y / x), whose small
-    factors `small_factors_first` then multiplies first."""
+    factors `small_factors_first` then multiplies first. Where no factor is shared by
+    every term, the terms that share a whole-shaped one are collected
+    (`_whole_factors_collected`)."""
     if isinstance(gradient, fn.Where):
         condition, taken, other = gradient.args
         outside = (common_factors_outside(branch, roles) for branch in (taken, other))
@@ -221,10 +223,49 @@ def common_factors_outside(
         }
         shared = factors if shared is None else shared & factors
     if not shared:
-        return gradient
+        return _whole_factors_collected(terms, whole, roles)
     common = sympy.Mul(*shared)
     rest = common_factors_outside(sympy.Add(*(term / common for term in terms)), roles)
     return common * rest
+
+
+def _whole_factors_collected(
+    terms: tuple[sympy.Expr, ...], whole: Roles, roles: Callable[[sympy.Basic], Roles]
+) -> sympy.Expr:
+    """A sum whose terms share no factor throughout, with the terms that share a
+    whole-shaped factor f as f times the sum of their rest: f * a + f * b + c is
+    f * (a + b) + c, one product by f where there were two. Only where two of those
+    rests are more than a sign: f + f * b takes as many passes as f * (1 + b). The
+    factor most terms share goes first; a select is left where it is (`product`)."""
+    counts: dict[sympy.Basic, int] = {}
+    for term in terms:
+        factors = sympy.Mul.make_args(term)
+        for factor in set(factors):
+            if factor.is_Number or isinstance(factor, fn.Where) or roles(factor) != whole:
+                continue
+            if abs(sympy.Mul(*_without(factors, factor))) != 1:
+                counts[factor] = counts.get(factor, 0) + 1
+    candidates = [factor for factor, n in counts.items() if n > 1]
+    if not candidates:
+        return sympy.Add(*terms)
+    factor = max(candidates, key=lambda f: (counts[f], sympy.default_sort_key(f)))
+    sharing = [term for term in terms if factor in sympy.Mul.make_args(term)]
+    others = [term for term in terms if term not in sharing]
+    rests = [sympy.Mul(*_without(sympy.Mul.make_args(term), factor)) for term in sharing]
+    collected = factor * common_factors_outside(sympy.Add(*rests), roles)
+    if not others:
+        return collected
+    # fewer terms, which may share factors now: in upstream * y * exp(z) + (upstream * y
+    # * z + upstream * y) * exp(z) + 2 * k * upstream * y * z, once exp(z) is collected,
+    # the two terms left share upstream and y
+    rest = common_factors_outside(sympy.Add(*others), roles)
+    return common_factors_outside(collected + rest, roles)
+
+
+def _without(factors: tuple[sympy.Basic, ...], factor: sympy.Basic) -> list[sympy.Basic]:
+    """`factors` less one occurrence of `factor`."""
+    index = factors.index(factor)
+    return [*factors[:index], *factors[index + 1 :]]
 
 
 class _Backward:

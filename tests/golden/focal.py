@@ -96,7 +96,7 @@ def focal(y, p, gamma=2.0, alpha=0.25):
                 tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
             )
             t6 = tf.math.pow(t1, gamma - 1.0)
-            t7 = (gamma * y * t6 * t3 - y * t2 / t0) * (alpha * upstream)
+            t7 = y * (gamma * t6 * t3 - t2 / t0) * (alpha * upstream)
             return tf.where(t5, t7, tf.constant(0.0, p.dtype))
 
         return tf.squeeze(-alpha * tf.cast(t4, p.dtype), axis=-1), backward

@@ -117,7 +117,7 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         upstream = jnp.expand_dims(upstream, -1)
         t5 = jnp.logical_and(jnp.greater_equal(p, 1e-07), jnp.less_equal(p, 0.9999999))
         t6 = jnp.power(t1, gamma - 1.0)
-        t7 = (gamma * y * t6 * t3 - y * t2 / t0) * (alpha * upstream)
+        t7 = y * (gamma * t6 * t3 - t2 / t0) * (alpha * upstream)
         return jnp.where(t5, t7, jnp.asarray(0.0, p.dtype)), *others
 
     forward.defvjp(forward_and_residuals, backward)

@@ -165,7 +165,7 @@ class _FocalBackward(torch.autograd.Function):
         t5 = torch.as_tensor(0.0, dtype=p.dtype, device=p.device)
         t6 = torch.logical_and(p >= 1e-07, p <= 0.9999999)
         t7 = torch.pow(t1, gamma - 1.0)
-        t8 = (gamma * y * t7 * t3 - y * t2 / t0) * (alpha * upstream)
+        t8 = y * (gamma * t7 * t3 - t2 / t0) * (alpha * upstream)
         return torch.where(t6, t8, t5), *others
 
 
