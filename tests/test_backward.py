@@ -65,9 +65,11 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         "log_softmax: softmax is the forward's own where the loss computes one",
         lambda: fn.ReduceSum(y * fn.LogSoftmax(z) + fn.Softmax(z), CLASS),
         PER_ELEMENT,
-        lambda: U * y
-        - fn.Softmax(z) * fn.ReduceSum(U * y, CLASS)
-        + fn.Softmax(z) * (U - fn.ReduceSum(U * fn.Softmax(z), CLASS)),
+        lambda: (
+            U * y
+            - fn.Softmax(z) * fn.ReduceSum(U * y, CLASS)
+            + fn.Softmax(z) * (U - fn.ReduceSum(U * fn.Softmax(z), CLASS))
+        ),
     ),
     (
         "softmax reuses its forward value",
@@ -314,3 +316,17 @@ def test_selects_on_one_condition_merge_into_one() -> None:
         fn.Where(condition, y, 0) + fn.Where(sympy.Not(condition), k, 0)
     )
     assert sides == fn.Where(condition, y, k)
+
+
+def test_a_product_with_a_select_merges_with_another_select_of_its_condition() -> None:
+    """Balanced L1's gradient, b * where(c, a / b + a * l / b, 0) + where(c, -a, g), is
+    where(c, a * l, g): the product counts as a select, and the merged branch is taken
+    distributed, which is shorter; quantile's -where(c, a, 0) - where(not c, b, 0) is
+    where(c, -a, -b). Two sides of different conditions stay apart."""
+    c, b, log1p = z < 1, sympy.Symbol("b", positive=True), sympy.Function("log1p")(z)
+    balanced = b * fn.Where(c, k / b + k * log1p / b, 0) + fn.Where(c, -k, y)
+    assert backward_module.selects_merged(balanced) == fn.Where(c, k * log1p, y)
+    quantile = -fn.Where(c, k, 0) - fn.Where(sympy.Not(c), y, 0)
+    assert backward_module.selects_merged(quantile) == fn.Where(c, -k, -y)
+    apart = b * fn.Where(c, k, 0) + fn.Where(z > 2, y, 0)
+    assert backward_module.selects_merged(apart) == apart

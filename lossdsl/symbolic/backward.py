@@ -101,35 +101,59 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
 
 
 def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
-    """where(c, a, 0) + where(not c, b, 0) = where(c, a, b), at every sum: the two sides of
-    a branch (`where`, `abs`, `minimum`...) become one select; and where(c, a, 0) +
-    where(c, b, 0) = where(c, a + b, 0): two paths through one branch (a hinge's max and
-    sum) are one select."""
+    """The selects of one condition in a sum as one, at every sum (`one_select_per_condition`)."""
+    return fn.fold(gradient, lambda node, args: one_select_per_condition(fn.with_args(node, args)))
 
-    def merge(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
-        rebuilt = fn.with_args(node, args)
-        if not isinstance(rebuilt, sympy.Add):
-            return rebuilt
-        terms = list(rebuilt.args)
-        for i, first in enumerate(terms):
-            if not (isinstance(first, fn.Where) and first.args[2] == 0):
-                continue
-            for j in range(i + 1, len(terms)):
-                second = terms[j]
-                if not (isinstance(second, fn.Where) and second.args[2] == 0):
-                    continue
-                condition, taken = first.args[0], first.args[1]
-                if sympy.Not(condition) == second.args[0]:
-                    terms[i] = fn.Where(condition, taken, second.args[1])
-                elif condition == second.args[0]:
-                    terms[i] = fn.Where(condition, taken + second.args[1], sympy.S.Zero)
-                else:
-                    continue
-                del terms[j]
-                return merge(sympy.Add(*terms), list(sympy.Add(*terms).args))
-        return rebuilt
 
-    return fn.fold(gradient, merge)
+def one_select_per_condition(expr: sympy.Expr) -> sympy.Expr:
+    """A sum's selects of one condition as one select of their branches' sums:
+    where(c, a, b) + where(c, x, y) is where(c, a + x, b + y), and where(not c, x, y) is
+    where(c, y, x). The two sides of a branch (`where`, `abs`, `minimum`...) become one
+    select, and so do two paths through one branch (a hinge's max and sum). A product
+    with a select where(c, a, 0) among its factors counts as where(c, product, 0)
+    (`product`) where it merges. A merged branch has its products distributed where
+    that takes fewer operations (`_cheaper`): Balanced L1's select passes
+    b * where(c, a / b + a * l / b, 0) + where(c, -a, g), which is where(c, a * l, g)."""
+    if not isinstance(expr, sympy.Add):
+        return expr
+    branches: dict[sympy.Basic, list[tuple[sympy.Basic, sympy.Expr, sympy.Expr]]] = {}
+    for term in expr.args:
+        select = term if isinstance(term, fn.Where) else product(*sympy.Mul.make_args(term))
+        if not isinstance(select, fn.Where):
+            continue
+        condition, taken, other = select.args
+        if condition not in branches and sympy.Not(condition) in branches:
+            condition, taken, other = sympy.Not(condition), other, taken
+        branches.setdefault(condition, []).append((term, taken, other))
+    merged = {condition: pairs for condition, pairs in branches.items() if len(pairs) > 1}
+    if not merged:
+        return expr
+    selects = [
+        fn.Where(
+            condition,
+            _cheaper(sympy.Add(*(taken for _, taken, _ in terms))),
+            _cheaper(sympy.Add(*(other for _, _, other in terms))),
+        )
+        for condition, terms in merged.items()
+    ]
+    taken_apart = {id(term) for terms in merged.values() for term, _, _ in terms}
+    kept = [term for term in expr.args if id(term) not in taken_apart]
+    return sympy.Add(*kept, *selects)
+
+
+def _cheaper(expr: sympy.Expr) -> sympy.Expr:
+    """`expr` with the products in its sums and products distributed over their sums
+    (not inside other functions), where that takes fewer operations."""
+
+    def distributed(node: sympy.Expr) -> sympy.Expr:
+        if isinstance(node, sympy.Add):
+            return sympy.Add(*(distributed(term) for term in node.args))
+        if isinstance(node, sympy.Mul):
+            return sympy.expand_mul(sympy.Mul(*(distributed(f) for f in node.args)), deep=False)
+        return node
+
+    expanded = distributed(expr)
+    return expanded if sympy.count_ops(expanded) < sympy.count_ops(expr) else expr
 
 
 def channels_joined(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles]) -> sympy.Expr:
