@@ -106,6 +106,25 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         lambda: U * z / sympy.sqrt(z**2 + k),
     ),
     (
+        "a power of a base at least a positive number reuses the power",
+        lambda: (z**2 / sympy.Abs(k - 2) + 1) ** k,
+        ALL_ROLES,
+        lambda: (
+            2
+            * k
+            * U
+            * z
+            * (z**2 / sympy.Abs(k - 2) + 1) ** k
+            / (sympy.Abs(k - 2) * (z**2 / sympy.Abs(k - 2) + 1))
+        ),
+    ),
+    (
+        "a power of a base that may reach 0 takes the power less one: no 0 / 0",
+        lambda: (z**2 + y) ** k,
+        ALL_ROLES,
+        lambda: 2 * k * U * z * (z**2 + y) ** (k - 1),
+    ),
+    (
         "abs passes its sign",
         lambda: sympy.Abs(z),
         ALL_ROLES,

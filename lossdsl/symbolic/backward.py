@@ -286,6 +286,31 @@ def _whole_factors_collected(
     return common_factors_outside(collected + rest, roles)
 
 
+def _at_least_a_positive_number(base: sympy.Expr) -> bool:
+    """Whether `base` is a positive number plus terms that are never negative (Barron's
+    x^2 / |a - 2| + 1): x^e / x is then x^(e - 1) in floating point too, where a base
+    that may reach 0 gives 0 / 0."""
+    terms = sympy.Add.make_args(base)
+    numbers = [term for term in terms if term.is_Number]
+    return (
+        len(numbers) == 1
+        and numbers[0] > 0
+        and all(_never_negative(term) for term in terms if not term.is_Number)
+    )
+
+
+def _never_negative(expr: sympy.Expr) -> bool:
+    """Whether `expr` is >= 0 wherever it is a number: SymPy's nonnegative, or a product
+    or power of such (1 / |a - 2|, which SymPy leaves open because of a = 2)."""
+    if expr.is_nonnegative:
+        return True
+    if isinstance(expr, sympy.Mul):
+        return all(_never_negative(factor) for factor in expr.args)
+    if isinstance(expr, sympy.Pow):
+        return _never_negative(expr.base) and bool(expr.exp.is_real)
+    return False
+
+
 def _without(factors: tuple[sympy.Basic, ...], factor: sympy.Basic) -> list[sympy.Basic]:
     """`factors` less one occurrence of `factor`."""
     index = factors.index(factor)
@@ -383,6 +408,8 @@ class _Backward:
             return product(adjoint, node, sympy.log(base))
         if exponent.is_number and not exponent.is_integer and exponent < 1:
             return product(adjoint, exponent, node, 1 / base)  # sqrt: x / (2 sqrt(x)) reuses it
+        if not exponent.is_integer and _at_least_a_positive_number(base):
+            return product(adjoint, exponent, node / base)  # one division, not a second power
         return product(adjoint, exponent, base ** (exponent - 1))
 
     def absolute(self, node: sympy.Abs, index: int, adjoint: sympy.Expr) -> sympy.Expr:
