@@ -325,6 +325,20 @@ def test_a_class_mean_in_a_known_class_sum_cancels_the_count() -> None:
     assert gradient is not None and not gradient.has(fn.ReduceSum)
 
 
+def test_a_value_without_the_class_role_sums_to_the_count_times_itself() -> None:
+    """NCE's sum(y * l) / sum(l) passes upstream * (y / s - t / s^2) per class to l, whose
+    class sum is upstream * (1 / s - C * t / s^2) with a `onehot` y: the count times the
+    per-sample term (`count`, printed from integer sizes), not a pass over an array it
+    is broadcast to."""
+    roles = roles_with_upstream(PER_ELEMENT)
+    log_q = fn.LogSoftmax(z)
+    result = fn.ReduceSum(y * log_q, CLASS) / fn.ReduceSum(log_q, CLASS)
+    gradient = backward(result, z, roles, frozenset({y}))
+    assert gradient is not None
+    forward_sums = {fn.ReduceSum(y * log_q, CLASS), fn.ReduceSum(log_q, CLASS)}
+    assert gradient.atoms(fn.ReduceSum) == forward_sums | {count(frozenset({Role.CLASS}))}
+
+
 def test_selects_on_one_condition_merge_into_one() -> None:
     """where(c, a, 0) + where(c, b, 0) = where(c, a + b, 0), and where(c, a, 0) +
     where(not c, b, 0) = where(c, a, b): one select, not two and a sum."""

@@ -205,14 +205,15 @@ def class_sums_known(
     """Every sum over the class axis of a value affine in rows that sum to 1, in closed
     form (`functions.class_sum`): log_softmax passes A - exp(l) * sum(A), and for
     A = -upstream * y with a `onehot` y, sum(A) is -upstream, not a pass over the
-    classes."""
+    classes; a value without the class role sums to C times itself (`count`), not to a
+    pass over an array it is broadcast to."""
 
     def known(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
         rebuilt = fn.with_args(node, args)
         if isinstance(rebuilt, fn.ReduceSum) and rebuilt.args[1] == fn.CLASS_MASK:
             total = fn.class_sum(rebuilt.args[0], rows_summing_to_one, roles)
-            if total is not None and not total.has(fn.NUM_CLASSES):  # a count stays one,
-                return total  # printed from integer sizes (`count`)
+            if total is not None:  # a count stays one, printed from integer sizes
+                return total.xreplace({fn.NUM_CLASSES: count(frozenset({Role.CLASS}))})
         return rebuilt
 
     return fn.fold(gradient, known)
