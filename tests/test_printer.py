@@ -394,6 +394,17 @@ def test_factors_without_the_summed_roles_multiply_the_sum() -> None:
     assert body.result == "tf.squeeze(-2.0 * tf.gather(w, t0) * tf.cast(t1, p.dtype), axis=-1)"
 
 
+def test_terms_without_the_sums_roles_are_added_first() -> None:
+    """1 - y * (1 - s) - s / 2 adds the two numbers and params first, then one pass over
+    y's shape: label smoothing's coefficient is one product and one sum of arrays."""
+    _, body = compiled(
+        "input y: binary\ninput p: prob\nparam s: unit = 0.1\n"
+        "loss = mean((1 - y * (1 - s) - s / 2) * log(clip(p)))"
+    )
+    code = "\n".join([*body.statements, body.result])
+    assert "y * (s - 1.0) + (1.0 - 0.5 * s)" in code
+
+
 def test_weights_at_a_label_keep_the_range_check_the_class_of_y_needs_none() -> None:
     gathers = {}
     for kind, index in (("label", "y"), ("onehot", "t0")):

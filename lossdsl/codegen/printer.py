@@ -298,22 +298,22 @@ def print_body(
 
 
 def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
-    """Every product of whole-shaped factors and several smaller ones (numbers, params,
-    per-sample values such as the upstream gradient) with the smaller ones multiplied
-    first (`Parenthesized`): one pass over the whole shape per whole-shaped factor,
-    however many small ones there are."""
+    """Every product (and sum) of whole-shaped operands and several smaller ones
+    (numbers, params, per-sample values such as the upstream gradient) with the smaller
+    ones multiplied (added) first (`Parenthesized`): one pass over the whole shape per
+    whole-shaped operand, however many small ones there are."""
     memo: dict[sympy.Basic, Roles] = {}
 
     def group(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
         rebuilt = fn.with_args(node, args)
-        if not isinstance(rebuilt, sympy.Mul):
+        if not isinstance(rebuilt, (sympy.Mul, sympy.Add)):
             return rebuilt
         roles = fn.roles_of(rebuilt, context.roles, memo)
         small = [f for f in rebuilt.args if fn.roles_of(f, context.roles, memo) != roles]
         if len(small) < 2 or len(small) == len(rebuilt.args) or all(f.is_number for f in small):
             return rebuilt
         whole = [f for f in rebuilt.args if f not in small]
-        return sympy.Mul(fn.Parenthesized(sympy.Mul(*small)), *whole)
+        return rebuilt.func(fn.Parenthesized(rebuilt.func(*small)), *whole)
 
     return fn.fold(expr, group)
 
