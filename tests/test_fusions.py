@@ -167,6 +167,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.ReduceMean(-k * t * z, CLASS),
         lambda: -k * fn.ReduceMean(t * z, CLASS),
     ),
+    (
+        "factors_outside_sums",
+        lambda: fn.ReduceSum(-t * z - fn.Softplus(z), CLASS),
+        lambda: -fn.ReduceSum(t * z + fn.Softplus(z), CLASS),
+    ),
+    (
+        "classes_from",
+        lambda: 1 - fn.CumSum(fn.OneHot(label)),
+        lambda: 1 - fn.ClassesFrom(label),
+    ),
 ]
 
 # expressions no fusion changes: the conditions each law states
@@ -193,6 +203,8 @@ UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum((e - fn.Other(e, 1) - fn.Other(e, 2)) ** 2, CLASS),  # two partners
     lambda: fn.ReduceSum((w - fn.Other(e, 1)) ** 2, CLASS),  # w is no row
     lambda: fn.ReduceSum(e * (e - fn.Other(e, 1)) ** 2, CLASS),  # a factor with classes
+    lambda: fn.CumSum(t),  # no one-hot row
+    lambda: fn.ReduceSum(t * z - fn.Softplus(z), CLASS),  # a term that is not negated
 ]
 
 

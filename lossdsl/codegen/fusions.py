@@ -380,17 +380,34 @@ def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     role the reduction removes (numbers, scalar params, per-sample weights).
 
     `-sum(y * log(p))` then negates one value per sample, not every element, and its
-    gradient multiplies one array fewer.
+    gradient multiplies one array fewer. A sum of negated terms is one negated sum:
+    sum(-a - b) = -sum(a + b).
     """
     if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
         return None
     body, removed = node.args
+    terms = sympy.Add.make_args(body)
+    if len(terms) > 1 and all(term.could_extract_minus_sign() for term in terms):
+        return -node.func(-body, removed)
     factors = sympy.Mul.make_args(body)
     outside = [f for f in factors if not fn.roles_of(f, context.roles) & node.removed_roles]
     if not outside or len(outside) == len(factors):
         return None
     inside = sympy.Mul(*(f for f in factors if f not in outside))
     return sympy.Mul(*outside) * node.func(inside, removed)
+
+
+def classes_from(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """cumsum(onehot(i)) = classes_from(i): 1 at the classes c >= i for i in [0, C), 0
+    everywhere for i outside.
+
+    One comparison of the class positions with the label, where TensorFlow's cumulative
+    sum scans the classes (CORAL's levels, 1 - cumsum(onehot(y))); both are constants of
+    the gradient.
+    """
+    if isinstance(node, fn.CumSum) and isinstance(node.args[0], fn.OneHot):
+        return fn.ClassesFrom(node.args[0].args[0])
+    return None
 
 
 @dataclass(frozen=True)
@@ -410,6 +427,7 @@ FUSIONS: tuple[Fusion, ...] = tuple(
     for function in (
         softmax_cross_entropy,
         sparse_softmax_cross_entropy,
+        classes_from,
         softplus_pair,
         clipped_log,
         huber,

@@ -924,6 +924,9 @@ class TensorFlowPrinter(PythonCodePrinter):
     def _print_OneHot(self, expr: fn.OneHot) -> str:
         return self.form("one_hot", self.index(expr.args[0]))
 
+    def _print_ClassesFrom(self, expr: fn.ClassesFrom) -> str:
+        return self.form("classes_from", self.index(expr.args[0]))
+
     def _in_range(self, label: str, size: str) -> str:
         return f"({label} >= 0) & ({label} < {size})"
 

@@ -134,6 +134,9 @@ TENSORFLOW = Target(
             "cumsum": "tf.math.cumsum({0}, axis=-1)",
             "class_of": "tf.expand_dims(tf.math.argmax({0}, axis=-1, output_type=tf.int32), -1)",
             "one_hot": "tf.one_hot({0}[..., 0], tf.shape({y_pred})[-1], dtype={dtype})",
+            "classes_from": (
+                "tf.cast(({0} >= 0) & ({0} <= tf.range(tf.shape({y_pred})[-1])), {dtype})"
+            ),
             "vector_size": "tf.size({0})",
             "entries": "tf.gather({0}, {1})",
             "clip_index": "tf.clip_by_value({0}, 0, {1} - 1)",
@@ -220,6 +223,9 @@ JAX = Target(
             "cumsum": "jnp.cumsum({0}, axis=-1)",
             "class_of": "jnp.argmax({0}, axis=-1, keepdims=True)",
             "one_hot": "jax.nn.one_hot({0}[..., 0], {y_pred}.shape[-1], dtype={dtype})",
+            "classes_from": (
+                "(({0} >= 0) & ({0} <= jnp.arange({y_pred}.shape[-1]))).astype({dtype})"
+            ),
             "vector_size": "{0}.size",
             "entries": "jnp.take({0}, {1})",
             "clip_index": "jnp.clip({0}, 0, {1} - 1)",
@@ -302,6 +308,10 @@ TORCH = Target(
             "class_of": "torch.argmax({0}, dim=-1, keepdim=True)",
             "one_hot": (
                 "({0} == torch.arange({y_pred}.shape[-1], device={y_pred}.device)).to({dtype})"
+            ),
+            "classes_from": (
+                "(({0} >= 0) & ({0} <= torch.arange({y_pred}.shape[-1], device={y_pred}.device)))"
+                ".to({dtype})"
             ),
             "vector_size": "{0}.numel()",
             "entries": "torch.take({0}, {1})",

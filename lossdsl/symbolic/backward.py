@@ -53,6 +53,7 @@ NO_RULE: tuple[type, ...] = (fn.Other, fn.PairDot, fn.CumSum)
 CONSTANT: tuple[type, ...] = (
     fn.ClassId,
     fn.OneHot,
+    fn.ClassesFrom,
     fn.Gather,
     fn.StopGradient,
     Sign,

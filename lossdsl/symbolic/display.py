@@ -33,6 +33,7 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.SparseSoftmaxCrossEntropy: "sparse_softmax_cross_entropy_with_logits",
     fn.SoftplusPair: "softplus_pair",
     fn.ClippedLog: "clipped_log",
+    fn.ClassesFrom: "classes_from",
     fn.Huber: "huber",
     fn.IntoChannels: "into_channels",
     fn.ChannelsJoined: "channels_joined",

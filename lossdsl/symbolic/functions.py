@@ -407,6 +407,22 @@ class OneHot(LossFunction):
         return self
 
 
+class ClassesFrom(LossFunction):
+    """cumsum(onehot(y)) at class c: 1 if c >= the label y, for y in [0, C); 0 for a
+    label outside (its one-hot row is zeros).
+
+    Made by the printer only, one comparison with the class positions where a cumulative
+    sum scans the classes (`codegen.fusions.FUSIONS`). Roles: the label's plus class.
+    """
+
+    nargs = 1
+    is_integer = True
+    is_nonnegative = True
+
+    def definition(self) -> sympy.Expr:
+        return CumSum(OneHot(self.args[0]))
+
+
 class Gather(LossFunction):
     """w[index]: the entry of the per-class `vector` at each element's class id (0 outside).
 
@@ -780,6 +796,7 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     Other: lambda roles, expr: roles[0] | {expr.partner_role},
     ClassId: lambda roles, expr: class_id_roles(roles[0]),
     OneHot: lambda roles, expr: one_hot_roles(roles[0]),
+    ClassesFrom: lambda roles, expr: one_hot_roles(roles[0]),
     Gather: lambda roles, expr: gather_roles(roles[0], roles[1]),
     TakeClass: lambda roles, expr: gather_roles(roles[0], roles[1]),
     Channel: lambda roles, expr: _without_class(roles[0]),
