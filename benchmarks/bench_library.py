@@ -1,7 +1,9 @@
 """Every example spec beside hand-written TensorFlow and its Keras built-in: loss + gradient time.
 
-Each spec in examples/ (found by glob: a spec without a hand-written version below stops the
-script) is loaded with `lossdsl.load` and timed against the same formula written by hand in
+Each spec in examples/ and in benchmarks/specs/literature/ (losses from the literature the
+compiler was not tuned for when they were written; found by glob: a spec without a
+hand-written version below stops the script) is loaded with `lossdsl.load` and timed
+against the same formula written by hand in
 plain TensorFlow, differentiated by `tf.GradientTape`, and against the Keras built-in where
 one computes the same function. Every variant computes the loss and its gradient with
 respect to y_pred inside one `tf.function`, without and with `jit_compile=True`, interleaved
@@ -51,6 +53,8 @@ from bench_losses import (
 import lossdsl
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+LITERATURE = Path(__file__).resolve().parent / "specs" / "literature"
+"""Losses from the literature, apart from examples/: the set that stands for unseen losses."""
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_library.json"
 EPS = 1e-7  # Keras's epsilon, the specs' `eps`
 AGREEMENT = 1e-4  # relative, float32: hand-written and Keras values against the spec's
@@ -58,6 +62,7 @@ AGREEMENT = 1e-4  # relative, float32: hand-written and Keras values against the
 COMPILED = "lossdsl"
 HAND_WRITTEN = "hand-written"
 KERAS = "keras"
+LITERATURE_SET = "literature"  # the summary's row: hand-written, the literature set alone
 
 ELEMENT, CHANNELS, CLASS, ORDINAL = "element", "channels", "class", "ordinal"
 PAIRS, TRIPLETS = "pairs", "triplets"
@@ -538,6 +543,74 @@ def weighted_sparse_ce(y: tf.Tensor, p: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(-tf.gather(w, y) * tf.math.log(at_label(clip(p), y)))
 
 
+# ---------------------------------------------- hand-written: losses from the literature
+
+
+def balanced_l1(y: tf.Tensor, p: tf.Tensor, alpha: float, gamma: float) -> tf.Tensor:
+    x = tf.abs(p - y)
+    b = math.exp(gamma / alpha) - 1
+    inside = alpha / b * (b * x + 1) * tf.math.log(b * x + 1) - alpha * x
+    return tf.reduce_mean(tf.where(x < 1, inside, gamma * x + gamma / b - alpha))
+
+
+def barron(y: tf.Tensor, p: tf.Tensor, alpha: float, c: float) -> tf.Tensor:
+    x = (p - y) / c
+    a = abs(alpha - 2)
+    return tf.reduce_mean(a / alpha * (tf.pow(tf.square(x) / a + 1, alpha / 2) - 1))
+
+
+def bootstrap(y: tf.Tensor, p: tf.Tensor, beta: float) -> tf.Tensor:
+    q = clip(p)
+    return mean_of_sums(-(beta * y + (1 - beta) * q) * tf.math.log(q))
+
+
+def charbonnier(y: tf.Tensor, p: tf.Tensor, eps2: float) -> tf.Tensor:
+    return tf.reduce_mean(tf.sqrt(tf.square(p - y) + eps2))
+
+
+def distill_kl(y: tf.Tensor, z: tf.Tensor, t: float) -> tf.Tensor:
+    return t * t * mean_of_sums(y * (tf.math.log(clip(y)) - tf.nn.log_softmax(z / t)))
+
+
+def focal_tversky(y: tf.Tensor, p: tf.Tensor, alpha: float, gamma: float) -> tf.Tensor:
+    tp = tf.reduce_sum(y * p, axis=-1)
+    fn = tf.reduce_sum(y * (1 - p), axis=-1)
+    fp = tf.reduce_sum((1 - y) * p, axis=-1)
+    index = (tp + 1) / (tp + alpha * fn + (1 - alpha) * fp + 1)
+    return tf.reduce_mean(tf.pow(1 - index, gamma))
+
+
+def log_cosh_dice(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    overlap = tf.reduce_sum(y * p, axis=-1)
+    dice = 1 - (2 * overlap + 1) / (tf.reduce_sum(y, axis=-1) + tf.reduce_sum(p, axis=-1) + 1)
+    return tf.reduce_mean(tf.math.log(tf.math.cosh(dice)))
+
+
+def nce_rce(y: tf.Tensor, z: tf.Tensor, alpha: float, beta: float) -> tf.Tensor:
+    log_q = tf.nn.log_softmax(z)
+    nce = tf.reduce_sum(y * log_q, axis=-1) / tf.reduce_sum(log_q, axis=-1)
+    rce = -tf.reduce_sum(tf.nn.softmax(z) * tf.math.log(clip(y, 1e-4, 1.0)), axis=-1)
+    return tf.reduce_mean(alpha * nce + beta * rce)
+
+
+def symmetric_ce(y: tf.Tensor, z: tf.Tensor, alpha: float, beta: float) -> tf.Tensor:
+    ce = tf.nn.softmax_cross_entropy_with_logits(y, z)
+    rce = -tf.reduce_sum(tf.nn.softmax(z) * tf.math.log(clip(y, 1e-4, 1.0)), axis=-1)
+    return tf.reduce_mean(alpha * ce + beta * rce)
+
+
+def tweedie(y: tf.Tensor, p: tf.Tensor, rho: float) -> tf.Tensor:
+    log_p = tf.math.log(p + EPS)
+    deviance = -y * tf.exp((1 - rho) * log_p) / (1 - rho) + tf.exp((2 - rho) * log_p) / (2 - rho)
+    return tf.reduce_mean(deviance)
+
+
+def wing(y: tf.Tensor, p: tf.Tensor, w: float, e: float) -> tf.Tensor:
+    x = tf.abs(p - y)
+    outside = x - (w - w * math.log(1 + w / e))
+    return tf.reduce_mean(tf.where(x < w, w * tf.math.log(1 + x / e), outside))
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -917,6 +990,18 @@ CASES: dict[str, Case] = {
             label_probabilities,
             per_class_weights,
         ),
+        # Losses from the literature (benchmarks/specs/literature/).
+        Case(balanced_l1, ELEMENT, regression, fixed(alpha=0.5, gamma=1.5)),
+        Case(barron, ELEMENT, regression, fixed(alpha=1.5, c=1.0)),
+        Case(charbonnier, ELEMENT, regression, fixed(eps2=0.001)),
+        Case(tweedie, ELEMENT, counts_and_rates, fixed(rho=1.5)),
+        Case(wing, ELEMENT, regression, fixed(w=10.0, e=2.0)),
+        Case(focal_tversky, ELEMENT, binary_probabilities, fixed(alpha=0.7, gamma=0.75)),
+        Case(log_cosh_dice, ELEMENT, binary_probabilities),
+        Case(bootstrap, CLASS, onehot_probabilities, fixed(beta=0.95)),
+        Case(distill_kl, CLASS, onehot_logits, fixed(t=4.0)),
+        Case(nce_rce, CLASS, onehot_logits, fixed(alpha=1.0, beta=1.0)),
+        Case(symmetric_ce, CLASS, onehot_logits, fixed(alpha=0.1, beta=1.0)),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
@@ -942,9 +1027,9 @@ CASES: dict[str, Case] = {
 
 
 def example_specs() -> dict[str, Path]:
-    """Every spec under examples/, by its file's stem."""
+    """Every spec under examples/ and the literature set, by its file's stem."""
     specs: dict[str, Path] = {}
-    for path in sorted(EXAMPLES.rglob("*.loss")):
+    for path in [*sorted(EXAMPLES.rglob("*.loss")), *sorted(LITERATURE.glob("*.loss"))]:
         if path.stem in specs:
             raise SystemExit(f"error: two example specs named {path.stem}: {specs[path.stem]}")
         specs[path.stem] = path
@@ -986,6 +1071,7 @@ class Group:
     family: str
     shape: tuple[int, int]
     jit_compile: bool
+    literature: bool  # a spec of the literature set, not of examples/
     median_ms: dict[str, float]
     ratio_to_hand_written: float  # median over rounds of lossdsl / hand-written, same round
     ratio_to_keras: float | None  # the same against the Keras built-in; None without one
@@ -1101,6 +1187,7 @@ def benchmark_group(
         family=case.family,
         shape=shape,
         jit_compile=jit_compile,
+        literature=path.parent == LITERATURE,
         median_ms={name: 1e3 * statistics.median(times) for name, times in seconds.items()},
         ratio_to_hand_written=paired_ratio(seconds[COMPILED], seconds[HAND_WRITTEN]),
         ratio_to_keras=None
@@ -1133,16 +1220,22 @@ TABLE_HEADER = (
 
 
 def summary(groups: Sequence[Group]) -> dict[str, dict[str, Any]]:
-    """Per mode: the median and the worst (largest) ratio to each peer, with where."""
+    """Per mode: the median and the worst (largest) ratio to each peer, with where; and to
+    the hand-written versions of the literature set alone (`LITERATURE_SET`)."""
     result: dict[str, dict[str, Any]] = {}
     for jit_compile in sorted({group.jit_compile for group in groups}):
         in_mode = [group for group in groups if group.jit_compile == jit_compile]
         per_peer: dict[str, Any] = {}
-        for peer, ratio in (
+        ratios: tuple[tuple[str, Callable[[Group], float | None]], ...] = (
             (HAND_WRITTEN, lambda group: group.ratio_to_hand_written),
             (KERAS, lambda group: group.ratio_to_keras),
-        ):
-            rated = [(ratio(group), group) for group in in_mode if ratio(group) is not None]
+            (
+                LITERATURE_SET,
+                lambda group: group.ratio_to_hand_written if group.literature else None,
+            ),
+        )
+        for peer, ratio in ratios:
+            rated = [(value, group) for group in in_mode if (value := ratio(group)) is not None]
             if not rated:
                 continue
             worst_ratio, worst = max(rated, key=lambda pair: pair[0])

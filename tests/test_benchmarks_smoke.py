@@ -111,6 +111,22 @@ def test_bench_library_times_each_peer_in_both_modes_and_writes_ratios(
     assert "lossdsl time / peer time" in capsys.readouterr().out
 
 
+def test_bench_library_reports_the_literature_set_apart(tmp_path: Path) -> None:
+    """The specs of benchmarks/specs/literature/ (losses the compiler was not tuned for)
+    are timed like the examples and summarised again on their own."""
+    bench = load_script("bench_library")
+    out = tmp_path / "library.json"
+    arguments = ["--quick", "--cases", "wing,huber", "--shapes", "8x4", "--repeats", "2"]
+    assert bench.main([*arguments, "--modes", "graph", "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert {row["case"]: row["literature"] for row in report["groups"]} == {
+        "wing": True,
+        "huber": False,
+    }
+    assert report["summary"]["graph"]["hand-written"]["groups"] == 2
+    assert report["summary"]["graph"]["literature"]["groups"] == 1
+
+
 def test_every_example_spec_has_a_hand_written_version() -> None:
     bench = load_script("bench_library")
     missing = bench.missing_cases()
