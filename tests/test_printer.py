@@ -539,6 +539,17 @@ def test_long_calls_are_split_and_long_sums_get_temporaries() -> None:
     )
 
 
+def test_a_hoisted_part_is_computed_once_where_a_statement_repeats_it() -> None:
+    count = "tf.cast(1.0 / tf.cast(tf.shape(p)[-1], sum_dtype), p.dtype)"
+    body = lay_out(
+        [("t0", "tf.math.less(a, b)")],
+        f"tf.where(t0, upstream * (-a_scale * {count}), upstream * (-b_scale * {count}))",
+        None,
+    )
+    assert body.statements == ("t0 = tf.math.less(a, b)", f"t1 = {count}")
+    assert body.result == "tf.where(t0, upstream * (-a_scale * t1), upstream * (-b_scale * t1))"
+
+
 def code_lines(module: str) -> list[str]:
     """The module's lines that hold no part of a string literal (docstrings, messages)."""
     in_strings = {

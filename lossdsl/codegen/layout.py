@@ -55,9 +55,10 @@ def lay_out(
     arguments on one line if they fit, else one per line with a trailing comma, calls
     among them split the same way); any other part that does not fit (a long sum or
     product, an argument that is no call) gets its largest operand hoisted into a new
-    temporary just before the statement. `result` and `mask` stay on one line with the
-    writer's text around them (`OUTPUT_RESERVED`), their largest calls hoisted. A hoisted
-    temporary used once is put back where the line it is used in fits with it.
+    temporary just before the statement, which reads it at every place that computes the
+    same value. `result` and `mask` stay on one line with the writer's text around them
+    (`OUTPUT_RESERVED`), their largest calls hoisted. A hoisted temporary used once is
+    put back where the line it is used in fits with it.
     Temporaries are numbered in the order they are defined. The text is generated code,
     never spec text.
 
@@ -206,17 +207,17 @@ class _BodyLayout:
 
     def hoist(self, index: int, node: ast.expr, region: int) -> None:
         """Compute `node` in a new temporary just before assignment `index` (or, at the end
-        of `region`, its outputs)."""
+        of `region`, its outputs), which reads it wherever they compute the same value."""
         name = f"${len(self.assignments)}"  # provisional names so far are all below this
-        reader = ast.Name(name, ast.Load())
-        self.readers[name] = [reader]
-        replace = _Replace(node, reader)
+        replace = _ReplaceEqual(node, name)
         if index < len(self.assignments) and self.assignments[index].region == region:
             user = self.assignments[index]
             self.assignments[index] = replace_field(user, value=replace.expression(user.value))
         else:
             for output in self.outputs:
-                output.tree = replace.expression(output.tree)
+                if output.region == region:
+                    output.tree = replace.expression(output.tree)
+        self.readers[name] = replace.readers
         hoisted = _Assignment(name, node, hoisted=True, region=region, depth=self.depths[region])
         self.assignments.insert(index, hoisted)
 
@@ -319,6 +320,22 @@ class _Replace(_Transformer):
 
     def visit(self, node: ast.AST) -> ast.AST:
         return self.new if node is self.old else super().visit(node)
+
+
+class _ReplaceEqual(_Transformer):
+    """Replaces every sub-expression equal to `old` (the same syntax tree) by a read of
+    the variable `name`; `readers` holds the reads. The printed code has no side
+    effects, so equal expressions have equal values."""
+
+    def __init__(self, old: ast.expr, name: str) -> None:
+        self.old, self.name = ast.dump(old), name
+        self.readers: list[ast.Name] = []
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, ast.expr) and ast.dump(node) == self.old:
+            self.readers.append(ast.Name(self.name, ast.Load()))
+            return self.readers[-1]
+        return super().visit(node)
 
 
 class _Rename(_Transformer):
