@@ -228,8 +228,9 @@ def test_the_verifier_checks_the_backward_pass(
     assert "E902" in str(failure.value)
 
 
-def test_y_true_and_params_get_no_gradient_from_the_backward_pass() -> None:
-    """The documented choice: the loss's own backward pass differentiates y_pred only."""
+def test_y_true_and_tensor_params_get_no_gradient_from_the_backward_pass() -> None:
+    """The documented choice: the loss's own backward pass differentiates y_pred, and
+    the tf.Variables among the params (tests/test_learned_params.py), not tensors."""
     import tensorflow as tf
 
     import lossdsl

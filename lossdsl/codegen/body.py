@@ -18,12 +18,15 @@ class BackwardPass:
     gradient: `forward` computes the result (which is `FunctionBody.result`), `statements`
     run in the backward function, whose argument `upstream` they first bring to keepdims
     form, and `gradient` is the gradient with respect to y_pred, `derivative` before
-    printing."""
+    printing. On TensorFlow, `constants` are the params the custom gradient holds
+    constant: the vectors, converted before it, and those the mask reads before it; the
+    others it reads inside, where a tf.Variable gets its gradient (`_custom_gradient`)."""
 
     forward: tuple[str, ...]
     statements: tuple[str, ...]
     gradient: str
     derivative: sympy.Basic = sympy.S.Zero  # the gradient as SymPy, fused, for `explain`
+    constants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,9 @@ from lossdsl.codegen.helpers import (
     CHANNELS_JOINED,
     CLIP,
     CLIPPED_LOG,
+    CUSTOM_GRADIENT,
     HELD,
+    HELD_UNLESS_VARIABLE,
     HELPER_NAMES,
     HUBER,
     INTO_CHANNELS,
@@ -101,6 +103,7 @@ from lossdsl.codegen.numbers import (
     representable_factors,
 )
 from lossdsl.codegen.targets import DEFAULT_TARGET, TENSORFLOW, TORCH, Target, target_named
+from lossdsl.codegen.text import names_in
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.backward import UPSTREAM, backward, common_factors_outside
 from lossdsl.symbolic.loss import SymbolicLoss
@@ -276,8 +279,15 @@ def print_body(
         gradient=gradient_text,
         depths=backend.backward_depths,
     )
-    if gradient is not None and checked.params and backend is TENSORFLOW:
-        printer.helpers_used.add(HELD)
+    if body.backward is not None and backend is TENSORFLOW:
+        captured = read_from_outside(body)
+        params = [(identifiers[param.name], param.is_vector) for param in checked.params]
+        constants = tuple(name for name, vector in params if vector or name in captured)
+        body = replace_field(body, backward=replace_field(body.backward, constants=constants))
+        printer.helpers_used.update(
+            {HELD} if constants else set(),
+            {HELD_UNLESS_VARIABLE, CUSTOM_GRADIENT} if len(constants) < len(params) else set(),
+        )
     if gradient is not None and backend is not TENSORFLOW:
         printer.helpers_used.update(
             {SAVE, SAVED, OTHER_GRADIENTS} if backend is TORCH else {OTHER_COTANGENTS}
@@ -295,6 +305,23 @@ def print_body(
         fusions=fusions,
         spellings=tuple(dict.fromkeys(printer.spellings_used)),
     )
+
+
+def read_from_outside(body: FunctionBody) -> set[str]:
+    """The names the statements before a custom gradient read to compute what it reads:
+    a param among them reaches it as a computed tensor, which the custom gradient
+    cannot differentiate with respect to that param."""
+    backward = body.backward
+    assert backward is not None
+    inside = [*backward.forward, *backward.statements, body.result, backward.gradient]
+    needed = set().union(*map(names_in, inside))
+    read = set()
+    for statement in reversed(body.statements):
+        target, value = statement.split(" = ", 1)
+        if target in needed:
+            read |= names_in(value)
+            needed |= names_in(value)
+    return read
 
 
 def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:

@@ -92,21 +92,24 @@ def _huber(x, delta):
     gradient in one op.
 
     The gradient is clip(x, -delta, delta), the same as differentiating both branches
-    and the select, which takes two selects, zeros, a sign and four products.
+    and the select, which takes two selects, zeros, a sign and four products. delta (a
+    number, or a scalar param that may be learned: a tensor or tf.Variable) gets
+    relu(|x| - delta), summed; in a graph, only where something asks for it.
     """
 
     @tf.custom_gradient
-    def huber(x):
+    def huber(x, delta):
         size = tf.math.abs(x)
         inside = 0.5 * tf.math.square(x)
         value = tf.where(size <= delta, inside, delta * (size - 0.5 * delta))
 
         def gradient(upstream):
-            return upstream * tf.clip_by_value(x, -delta, delta)
+            slope = upstream * tf.clip_by_value(x, -delta, delta)
+            return slope, tf.math.reduce_sum(upstream * tf.nn.relu(size - delta))
 
         return value, gradient
 
-    return huber(x)
+    return huber(x, tf.cast(tf.convert_to_tensor(delta, dtype_hint=x.dtype), x.dtype))
 
 
 def _log1p(x):
@@ -345,6 +348,36 @@ def _held(value):
     """`value` as a constant of the loss's own backward pass, which differentiates
     y_pred alone: a tensor's (or variable's) gradient is None, a number stays one."""
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
+
+
+def _held_unless_variable(value):
+    """A scalar param the loss's own backward pass reads inside its custom gradient: a
+    tf.Variable as it is, which `_custom_gradient` differentiates, else `_held`."""
+    return value if isinstance(value, tf.Variable) else _held(value)
+
+
+def _custom_gradient(forward):
+    """tf.custom_gradient of `forward`, y_pred -> (value, backward function), whose
+    backward function gives y_pred's gradient; the tf.Variables `forward` reads (a param
+    learned in a custom training loop) also get theirs, from TensorFlow's autodiff of
+    `forward` run again. Without variables, it is tf.custom_gradient itself."""
+
+    @tf.custom_gradient
+    def loss(y_pred):
+        value, backward = forward(y_pred)
+
+        def gradient(upstream, variables=None):
+            if not variables:
+                return backward(upstream)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(variables)
+                again, _ = forward(y_pred)
+            found = tape.gradient(again, variables, output_gradients=upstream)
+            return backward(upstream), found
+
+        return value, gradient
+
+    return loss
 
 
 def _channels_joined(size, *pieces):

@@ -26,7 +26,9 @@ from lossdsl.codegen.helpers import (
     BOUND_ONCE,
     CHECK_CHANNELS,
     CHECK_REDUCTION,
+    CUSTOM_GRADIENT,
     HELD,
+    HELD_UNLESS_VARIABLE,
     OTHER_COTANGENTS,
     OTHER_GRADIENTS,
     PAIRED,
@@ -411,15 +413,20 @@ class ModuleWriter:
         return lines + custom(backward, use)
 
     def tensorflow_gradient(self, backward: BackwardPass, use: str) -> list[str]:
-        """One `tf.custom_gradient` whose backward function closes over the forward's
-        temporaries; y_true and the params are its constants (their gradient is None)."""
+        """One custom gradient whose backward function closes over the forward's
+        temporaries; y_true and the params held before it are its constants (their
+        gradient is None), the tf.Variables among the others get their gradients
+        (`_custom_gradient`)."""
         inner = INDENT * 2
         held = [f"{INDENT}{self.y_true} = tf.stop_gradient({self.y_true})"]
-        held += [f"{INDENT}{p.argument} = {HELD}({p.argument})" for p in self.params]
+        for name in (param.argument for param in self.params):
+            holder = HELD if name in backward.constants else HELD_UNLESS_VARIABLE
+            held.append(f"{INDENT}{name} = {holder}({name})")
+        learned = len(backward.constants) < len(self.params)
         return [
             *held,
             "",
-            f"{INDENT}@tf.custom_gradient",
+            f"{INDENT}@{CUSTOM_GRADIENT if learned else 'tf.custom_gradient'}",
             f"{INDENT}def forward({self.y_pred}):",
             *indent_lines(backward.forward, inner),
             *([""] if backward.forward else []),

@@ -51,6 +51,36 @@ def _held(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
 
 
+def _held_unless_variable(value):
+    """A scalar param the loss's own backward pass reads inside its custom gradient: a
+    tf.Variable as it is, which `_custom_gradient` differentiates, else `_held`."""
+    return value if isinstance(value, tf.Variable) else _held(value)
+
+
+def _custom_gradient(forward):
+    """tf.custom_gradient of `forward`, y_pred -> (value, backward function), whose
+    backward function gives y_pred's gradient; the tf.Variables `forward` reads (a param
+    learned in a custom training loop) also get theirs, from TensorFlow's autodiff of
+    `forward` run again. Without variables, it is tf.custom_gradient itself."""
+
+    @tf.custom_gradient
+    def loss(y_pred):
+        value, backward = forward(y_pred)
+
+        def gradient(upstream, variables=None):
+            if not variables:
+                return backward(upstream)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(variables)
+                again, _ = forward(y_pred)
+            found = tape.gradient(again, variables, output_gradients=upstream)
+            return backward(upstream), found
+
+        return value, gradient
+
+    return loss
+
+
 @tf.function(autograph=False)
 def focal(y, p, gamma=2.0, alpha=0.25):
     """The `focal` loss per element.
@@ -79,10 +109,10 @@ def focal(y, p, gamma=2.0, alpha=0.25):
     y = tf.cast(y, p.dtype)
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     y = tf.stop_gradient(y)
-    gamma = _held(gamma)
-    alpha = _held(alpha)
+    gamma = _held_unless_variable(gamma)
+    alpha = _held_unless_variable(alpha)
 
-    @tf.custom_gradient
+    @_custom_gradient
     def forward(p):
         t0 = _clip(p, 1e-07, 0.9999999)
         t1 = 1.0 - t0

@@ -52,6 +52,36 @@ def _held(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
 
 
+def _held_unless_variable(value):
+    """A scalar param the loss's own backward pass reads inside its custom gradient: a
+    tf.Variable as it is, which `_custom_gradient` differentiates, else `_held`."""
+    return value if isinstance(value, tf.Variable) else _held(value)
+
+
+def _custom_gradient(forward):
+    """tf.custom_gradient of `forward`, y_pred -> (value, backward function), whose
+    backward function gives y_pred's gradient; the tf.Variables `forward` reads (a param
+    learned in a custom training loop) also get theirs, from TensorFlow's autodiff of
+    `forward` run again. Without variables, it is tf.custom_gradient itself."""
+
+    @tf.custom_gradient
+    def loss(y_pred):
+        value, backward = forward(y_pred)
+
+        def gradient(upstream, variables=None):
+            if not variables:
+                return backward(upstream)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(variables)
+                again, _ = forward(y_pred)
+            found = tape.gradient(again, variables, output_gradients=upstream)
+            return backward(upstream), found
+
+        return value, gradient
+
+    return loss
+
+
 @tf.function(autograph=False)
 def weighted_bce_logits(y, z, pos_weight=1.0):
     """The `weighted_bce_logits` loss per element.
@@ -79,9 +109,9 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     y = tf.cast(y, z.dtype)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
     y = tf.stop_gradient(y)
-    pos_weight = _held(pos_weight)
+    pos_weight = _held_unless_variable(pos_weight)
 
-    @tf.custom_gradient
+    @_custom_gradient
     def forward(z):
         t0 = 1.0 - y
         t1 = tf.math.reduce_mean(

@@ -1,0 +1,138 @@
+"""Params learned in a TensorFlow custom training loop: a tf.Variable given for a scalar
+param gets its gradient through the loss's own backward pass, as autodiff would give it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from backend_modules import SPECS, generated, inputs
+
+from lossdsl.codegen.names import function_names
+from lossdsl.compiler import generate
+from lossdsl.parser import read_source
+
+Function = Callable[..., Any]
+
+SCALAR_PARAMS = [
+    (spec, param.name)
+    for spec in SPECS
+    for param in generated(spec, "tensorflow").checked.params
+    if not param.is_vector
+]
+SCALAR_IDS = [f"{spec}-{param}" for spec, param in SCALAR_PARAMS]
+
+
+def default(spec: str, param: str) -> float:
+    """The default value of `spec`'s scalar param."""
+    params = generated(spec, "tensorflow").checked.params
+    return float(next(p.default for p in params if p.name == param))
+
+
+def tensorflow_function(text: str, name: str, jit_compile: bool = False) -> Function:
+    """The per-element function of the TensorFlow module of spec `text`."""
+    source = generate(read_source(text.encode(), f"{name}.loss"), jit_compile=jit_compile)
+    namespace: dict[str, object] = {}
+    exec(compile(source.python_source, f"{name}.py", "exec"), namespace)  # generated code
+    function = namespace[function_names(source.checked.loss_name)[0]]
+    assert callable(function)
+    return function
+
+
+def example_function(spec: str, jit_compile: bool = False) -> Function:
+    return tensorflow_function(generated(spec, "tensorflow").source.text, spec, jit_compile)
+
+
+def variable_gradient(function: Function, spec: str, param: str, value: float) -> object:
+    """d sum(loss) / d param at `value`, the param a float64 tf.Variable."""
+    y_true, y_pred = (tf.constant(array) for array in inputs(spec, seed=1))
+    variable = tf.Variable(value, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(function(y_true, y_pred, **{param: variable}))
+    return tape.gradient(total, variable)
+
+
+def central_difference(function: Function, spec: str, param: str, value: float) -> float:
+    y_true, y_pred = (tf.constant(array) for array in inputs(spec, seed=1))
+    step = 1e-6 * max(1.0, abs(value))
+    totals = [
+        float(tf.reduce_sum(function(y_true, y_pred, **{param: value + sign * step})))
+        for sign in (1, -1)
+    ]
+    return (totals[0] - totals[1]) / (2 * step)
+
+
+@pytest.mark.parametrize(("spec", "param"), SCALAR_PARAMS, ids=SCALAR_IDS)
+def test_a_variable_param_gets_the_gradient_central_differences_give(spec: str, param: str) -> None:
+    """None where the param has no path to the value (a margin that only selects pairs)."""
+    function = example_function(spec)
+    value = default(spec, param)
+    found = variable_gradient(function, spec, param, value)
+    expected = central_difference(function, spec, param, value)
+    if found is None:
+        assert expected == 0.0
+    else:
+        np.testing.assert_allclose(float(found), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("spec", "param"), [("huber", "delta"), ("focal", "gamma")])
+def test_a_variable_param_gets_its_gradient_under_xla(spec: str, param: str) -> None:
+    value = default(spec, param)
+    plain = variable_gradient(example_function(spec), spec, param, value)
+    compiled = variable_gradient(example_function(spec, jit_compile=True), spec, param, value)
+    np.testing.assert_allclose(float(compiled), float(plain), rtol=1e-9)
+
+
+def test_a_param_that_reaches_the_custom_gradient_computed_is_a_constant() -> None:
+    """`t * mean(y)` is computed before the custom gradient for the mask and read inside
+    it: the custom gradient cannot differentiate it with respect to t, so t is held, and
+    its gradient is None rather than part of it."""
+    text = (
+        "input y: target\ninput p: real\nparam t: positive = 0.5\n"
+        "let s = log(1 + exp(t * mean(y)))\nmask s > 0.2\nloss l = s * mean(square(p - y))\n"
+    )
+    function = tensorflow_function(text, "l")
+    rng = np.random.default_rng(0)
+    y_true, y_pred = tf.constant(rng.uniform(size=(4, 3))), tf.constant(rng.normal(size=(4, 3)))
+    variable = tf.Variable(0.5, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(function(y_true, y_pred, variable))
+    assert tape.gradient(total, variable) is None
+
+
+def test_a_vector_param_is_a_constant() -> None:
+    """Vector params are converted to y_pred's dtype before the custom gradient."""
+    function = example_function("weighted_ce")
+    y_true, y_pred = (tf.constant(array) for array in inputs("weighted_ce", seed=1))
+    weights = tf.Variable(np.ones(y_pred.shape[-1]))
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(function(y_true, y_pred, weights))
+    assert tape.gradient(total, weights) is None
+
+
+def test_a_custom_training_loop_learns_a_keras_variable_through_its_value() -> None:
+    """docs/KERAS.md's recipe: a keras.Variable's `.value`, the tf.Variable beneath it,
+    is learned with the model's weights."""
+    import keras
+
+    import lossdsl
+
+    huber = lossdsl.compile_file("examples/huber.loss").per_sample_function
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(16, 4)).astype("float32")
+    y_true = (3 * x[:, :2]).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    delta = keras.Variable(1.0)
+    with tf.GradientTape() as tape:
+        residuals = y_true - model(x)
+        loss = tf.reduce_mean(huber(y_true, model(x), delta.value))
+    gradients = tape.gradient(loss, [*model.trainable_variables, delta])
+    expected = np.mean(np.maximum(np.abs(residuals.numpy()) - 1.0, 0.0))
+    np.testing.assert_allclose(float(gradients[-1]), expected, rtol=1e-5)
+    keras.optimizers.SGD(0.1).apply_gradients(
+        zip(gradients, [*model.trainable_variables, delta], strict=True)
+    )
+    np.testing.assert_allclose(float(delta.numpy()), 1.0 - 0.1 * expected, rtol=1e-5)
