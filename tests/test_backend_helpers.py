@@ -839,6 +839,8 @@ OWN_HELPERS = {
         "_save",
         "_saved",
         "_other_gradients",
+        "_autograd_gradients",
+        "_differentiated_twice",
         "_affine",
         "_check_reduction",
         "_reduced",
@@ -853,7 +855,9 @@ their own helpers, its functions take `torch.nn`'s `reduction` (`_reduced`, and
 module-level autograd.Function (whose residuals `_save` and `_saved` keep, and whose
 `forward` `_bound_once` binds fast); the own backward pass's gradients of the other
 arguments come from each framework's autodiff (`_other_cotangents`,
-`_other_gradients`)."""
+`_other_gradients`), and so do PyTorch's second derivatives (`_autograd_gradients`,
+`_differentiated_twice`), where JAX differentiates a custom VJP's backward function
+itself."""
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,11 @@ SAVED = "_saved"
 """What `_save` kept."""
 
 OTHER_GRADIENTS = "_other_gradients"
-"""A PyTorch loss's gradients with respect to its inputs after y_pred, where asked for."""
+"""A PyTorch loss's gradients with respect to its inputs after y_pred, where asked for, or
+all of them by autograd for a second derivative."""
+
+DIFFERENTIATED_TWICE = "_differentiated_twice"
+"""Whether PyTorch runs a backward pass to differentiate it again (`create_graph=True`)."""
 
 OTHER_COTANGENTS = "_other_cotangents"
 """A JAX loss's cotangents of its arguments after y_pred, by jax.vjp of its forward pass."""

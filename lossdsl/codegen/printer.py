@@ -76,6 +76,7 @@ from lossdsl.codegen.helpers import (
     CLIP,
     CLIPPED_LOG,
     CUSTOM_GRADIENT,
+    DIFFERENTIATED_TWICE,
     HELD,
     HELD_UNLESS_VARIABLE,
     HELPER_NAMES,
@@ -290,7 +291,9 @@ def print_body(
         )
     if gradient is not None and backend is not TENSORFLOW:
         printer.helpers_used.update(
-            {SAVE, SAVED, OTHER_GRADIENTS} if backend is TORCH else {OTHER_COTANGENTS}
+            {SAVE, SAVED, OTHER_GRADIENTS, DIFFERENTIATED_TWICE}
+            if backend is TORCH
+            else {OTHER_COTANGENTS}
         )
     helpers = target_helpers(backend.name)
     used = printer.helpers_used.union(

@@ -27,6 +27,7 @@ from lossdsl.codegen.helpers import (
     CHECK_CHANNELS,
     CHECK_REDUCTION,
     CUSTOM_GRADIENT,
+    DIFFERENTIATED_TWICE,
     HELD,
     HELD_UNLESS_VARIABLE,
     OTHER_COTANGENTS,
@@ -502,6 +503,10 @@ class ModuleWriter:
             "",
             f"{INDENT}@staticmethod",
             f"{INDENT}def backward(ctx, upstream, *_):",
+            f"{body}if {DIFFERENTIATED_TWICE}():",
+            *wrapped_call(
+                f"{body}{INDENT}return {OTHER_GRADIENTS}", [*others, "0"], "", body + INDENT
+            ),
             *unpacking(saved, "_saved(ctx)", body),
             *wrapped_call(f"{body}others = {OTHER_GRADIENTS}", others, "", body),
             *indent_lines(backward.statements, body),

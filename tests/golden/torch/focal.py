@@ -105,24 +105,48 @@ def _saved(ctx):
     return tuple(next(tensors) if value is None else value for value in ctx.kept)
 
 
-def _other_gradients(function, ctx, upstream):
-    """The gradients of a loss's inputs after y_pred that autograd asks for (a soft
-    target, a learnable param: `ctx.needs_input_grad`), from the forward pass run again
-    on them and differentiated by autograd; None for the others. The loss's own backward
-    pass covers y_pred."""
-    wanted = [i for i, needed in enumerate(ctx.needs_input_grad) if needed and i > 0]
-    if not wanted:
-        return (None,) * (ctx.inputs - 1)
+def _differentiated_twice():
+    """Whether autograd runs a backward pass to differentiate it again
+    (`create_graph=True`): under grad mode, outside torch.func's transforms, which run
+    every backward pass under grad mode and differentiate it themselves."""
+    return torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+
+
+def _other_gradients(function, ctx, upstream, first=1):
+    """The gradients that autograd asks for (`ctx.needs_input_grad`) of the inputs of a
+    loss's own autograd.Function from `first` on (`_autograd_gradients`): after y_pred,
+    a soft target or a learnable param, which its own backward pass does not cover; all
+    of them (`first` 0) for a second derivative (`_differentiated_twice`)."""
     inputs = _saved(ctx)[: ctx.inputs]
+    return _autograd_gradients(function, inputs, ctx.needs_input_grad, upstream, first)
+
+
+def _autograd_gradients(function, inputs, needs, upstream, first=0):
+    """The gradients of an autograd.Function's inputs from `first` on that `needs`
+    asks for, from its forward pass run again on them and differentiated by autograd;
+    None for the others.
+
+    For a second derivative the own backward passes will not do: they are once
+    differentiable (their temporaries have no gradient, and they write in place). Then
+    the inputs keep their graph, autograd's gradient is differentiable again, and the
+    helpers' forward passes, under grad mode, take their plain forms, without writes in
+    place.
+    """
+    twice = _differentiated_twice()
+    wanted = [i for i, needed in enumerate(needs) if needed and i >= first]
+    if not wanted:
+        return (None,) * (len(inputs) - first)
     with torch.enable_grad():
-        again = [x.detach() if torch.is_tensor(x) else x for x in inputs]
+        again = [x.detach() if torch.is_tensor(x) and not twice else x for x in inputs]
         for i in wanted:
             again[i].requires_grad_(True)
-        value = function.forward(*again)[0]
+        value = function.forward(*again)
+        value = value[0] if isinstance(value, tuple) else value
         chosen = [again[i] for i in wanted]
-        found = torch.autograd.grad(value, chosen, upstream, allow_unused=True)
+        grad = torch.autograd.grad
+        found = grad(value, chosen, upstream, allow_unused=True, create_graph=twice)
     gradients = dict(zip(wanted, found, strict=True))
-    return tuple(gradients.get(i) for i in range(1, len(inputs)))
+    return tuple(gradients.get(i) for i in range(first, len(inputs)))
 
 
 class _FocalBackward(torch.autograd.Function):
@@ -159,6 +183,8 @@ class _FocalBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream, *_):
+        if _differentiated_twice():
+            return _other_gradients(_FocalBackward, ctx, upstream, 0)
         p, y, gamma, alpha, sum_dtype, t0, t1, t2, t3 = _saved(ctx)
         others = _other_gradients(_FocalBackward, ctx, upstream)
         upstream = torch.unsqueeze(upstream, -1)

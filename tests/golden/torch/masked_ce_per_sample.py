@@ -87,6 +87,10 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream, _):
+        if _differentiated_twice():
+            inputs = ctx.saved_tensors[:2]
+            needs = ctx.needs_input_grad
+            return _autograd_gradients(_SoftmaxCrossEntropy, inputs, needs, upstream)
         labels, _, log_softmax = ctx.saved_tensors
         need_labels, need_logits = ctx.needs_input_grad
         return (
@@ -152,6 +156,41 @@ def _reduced(losses, reduction, mask=None):
     if mask is not None:
         return torch.sum(losses) / torch.sum(mask)
     return _mean(losses)
+
+
+def _differentiated_twice():
+    """Whether autograd runs a backward pass to differentiate it again
+    (`create_graph=True`): under grad mode, outside torch.func's transforms, which run
+    every backward pass under grad mode and differentiate it themselves."""
+    return torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+
+
+def _autograd_gradients(function, inputs, needs, upstream, first=0):
+    """The gradients of an autograd.Function's inputs from `first` on that `needs`
+    asks for, from its forward pass run again on them and differentiated by autograd;
+    None for the others.
+
+    For a second derivative the own backward passes will not do: they are once
+    differentiable (their temporaries have no gradient, and they write in place). Then
+    the inputs keep their graph, autograd's gradient is differentiable again, and the
+    helpers' forward passes, under grad mode, take their plain forms, without writes in
+    place.
+    """
+    twice = _differentiated_twice()
+    wanted = [i for i, needed in enumerate(needs) if needed and i >= first]
+    if not wanted:
+        return (None,) * (len(inputs) - first)
+    with torch.enable_grad():
+        again = [x.detach() if torch.is_tensor(x) and not twice else x for x in inputs]
+        for i in wanted:
+            again[i].requires_grad_(True)
+        value = function.forward(*again)
+        value = value[0] if isinstance(value, tuple) else value
+        chosen = [again[i] for i in wanted]
+        grad = torch.autograd.grad
+        found = grad(value, chosen, upstream, allow_unused=True, create_graph=twice)
+    gradients = dict(zip(wanted, found, strict=True))
+    return tuple(gradients.get(i) for i in range(first, len(inputs)))
 
 
 def _masked_ce_per_sample_with_mask(y, z):

@@ -60,7 +60,7 @@ class _SoftplusPair(torch.autograd.Function):
     @staticmethod
     @_bound_once
     def forward(a, b, x):
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.is_grad_enabled():
             log_term = torch.log1p(torch.exp(-torch.abs(x)))
             return (a + b) * log_term + a * torch.relu(-x) + b * torch.relu(x)
         up = torch.nn.functional.softplus(x, threshold=40.0).mul_(b)
@@ -72,6 +72,10 @@ class _SoftplusPair(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream):
+        if _differentiated_twice():
+            inputs = ctx.saved_tensors[:3]
+            needs = ctx.needs_input_grad
+            return _autograd_gradients(_SoftplusPair, inputs, needs, upstream)
         a, b, x = ctx.saved_tensors
         need_a, need_b, need_x = ctx.needs_input_grad
         slope = None
@@ -150,6 +154,41 @@ def _class_reduced(terms, over_classes, reduction, dtype):
     elif over_classes == "mean" and reduction == "sum":
         total = total / terms.shape[-1]
     return total.to(dtype)
+
+
+def _differentiated_twice():
+    """Whether autograd runs a backward pass to differentiate it again
+    (`create_graph=True`): under grad mode, outside torch.func's transforms, which run
+    every backward pass under grad mode and differentiate it themselves."""
+    return torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+
+
+def _autograd_gradients(function, inputs, needs, upstream, first=0):
+    """The gradients of an autograd.Function's inputs from `first` on that `needs`
+    asks for, from its forward pass run again on them and differentiated by autograd;
+    None for the others.
+
+    For a second derivative the own backward passes will not do: they are once
+    differentiable (their temporaries have no gradient, and they write in place). Then
+    the inputs keep their graph, autograd's gradient is differentiable again, and the
+    helpers' forward passes, under grad mode, take their plain forms, without writes in
+    place.
+    """
+    twice = _differentiated_twice()
+    wanted = [i for i, needed in enumerate(needs) if needed and i >= first]
+    if not wanted:
+        return (None,) * (len(inputs) - first)
+    with torch.enable_grad():
+        again = [x.detach() if torch.is_tensor(x) and not twice else x for x in inputs]
+        for i in wanted:
+            again[i].requires_grad_(True)
+        value = function.forward(*again)
+        value = value[0] if isinstance(value, tuple) else value
+        chosen = [again[i] for i in wanted]
+        grad = torch.autograd.grad
+        found = grad(value, chosen, upstream, allow_unused=True, create_graph=twice)
+    gradients = dict(zip(wanted, found, strict=True))
+    return tuple(gradients.get(i) for i in range(first, len(inputs)))
 
 
 def weighted_bce_logits(y, z, pos_weight=1.0, *, reduction="none"):
