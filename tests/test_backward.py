@@ -228,9 +228,9 @@ def test_the_verifier_checks_the_backward_pass(
     assert "E902" in str(failure.value)
 
 
-def test_y_true_and_tensor_params_get_no_gradient_from_the_backward_pass() -> None:
+def test_y_true_gets_no_gradient_and_a_tensor_param_its_own() -> None:
     """The documented choice: the loss's own backward pass differentiates y_pred, and
-    the tf.Variables among the params (tests/test_learned_params.py), not tensors."""
+    the params given as tensors or tf.Variables (tests/test_learned_params.py)."""
     import tensorflow as tf
 
     import lossdsl
@@ -246,8 +246,9 @@ def test_y_true_and_tensor_params_get_no_gradient_from_the_backward_pass() -> No
         tape.watch([y_true, y_pred, k])
         value = tf.reduce_sum(compiled.per_sample_function(y_true, y_pred, k))
     gradients = tape.gradient(value, [y_true, y_pred, k])
-    assert gradients[0] is None and gradients[2] is None  # None, not a silent 0
+    assert gradients[0] is None  # None, not a silent 0
     np.testing.assert_allclose(gradients[1].numpy(), -4.0 / 3.0 * np.ones((2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(gradients[2].numpy(), 2.0, rtol=1e-6)  # sum of means of 1
 
 
 def test_a_mean_over_more_elements_than_float16_counts_keeps_its_gradient() -> None:

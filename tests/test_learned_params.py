@@ -1,5 +1,6 @@
-"""Params learned in a TensorFlow custom training loop: a tf.Variable given for a scalar
-param gets its gradient through the loss's own backward pass, as autodiff would give it."""
+"""Params learned in a TensorFlow custom training loop: a tf.Variable (or a tensor) given
+for a scalar param gets its gradient through the loss's own backward pass, as autodiff
+would give it, on every call of the traced function and in y_pred's dtype."""
 
 from __future__ import annotations
 
@@ -113,9 +114,8 @@ def test_a_vector_param_is_a_constant() -> None:
     assert tape.gradient(total, weights) is None
 
 
-def test_a_custom_training_loop_learns_a_keras_variable_through_its_value() -> None:
-    """docs/KERAS.md's recipe: a keras.Variable's `.value`, the tf.Variable beneath it,
-    is learned with the model's weights."""
+def test_a_custom_training_loop_learns_a_keras_variable() -> None:
+    """docs/KERAS.md's recipe: a keras.Variable is learned with the model's weights."""
     import keras
 
     import lossdsl
@@ -128,7 +128,7 @@ def test_a_custom_training_loop_learns_a_keras_variable_through_its_value() -> N
     delta = keras.Variable(1.0)
     with tf.GradientTape() as tape:
         residuals = y_true - model(x)
-        loss = tf.reduce_mean(huber(y_true, model(x), delta.value))
+        loss = tf.reduce_mean(huber(y_true, model(x), delta))
     gradients = tape.gradient(loss, [*model.trainable_variables, delta])
     expected = np.mean(np.maximum(np.abs(residuals.numpy()) - 1.0, 0.0))
     np.testing.assert_allclose(float(gradients[-1]), expected, rtol=1e-5)
@@ -136,3 +136,52 @@ def test_a_custom_training_loop_learns_a_keras_variable_through_its_value() -> N
         zip(gradients, [*model.trainable_variables, delta], strict=True)
     )
     np.testing.assert_allclose(float(delta.numpy()), 1.0 - 0.1 * expected, rtol=1e-5)
+
+
+def test_each_variable_gets_its_own_gradient_from_one_traced_function() -> None:
+    """A tf.function traced once takes other variables of the same type on later calls:
+    each gets the gradient at its own value (tf.custom_gradient's `variables` would give
+    every later one the first one's)."""
+    function = example_function("focal")
+    for gamma in (1.0, 2.0, 3.0):
+        found = variable_gradient(function, "focal", "gamma", gamma)
+        expected = central_difference(function, "focal", "gamma", gamma)
+        np.testing.assert_allclose(float(found), expected, rtol=1e-5)
+
+
+def test_a_masked_loss_takes_a_new_variable_on_each_call() -> None:
+    """A masked spec's function computes its values through `_<name>_with_mask`, traced
+    inside it: another tf.function called from it would keep the first call's variable
+    (and fail once that variable is deleted)."""
+    text = (
+        "input y: label\ninput z: logits\nparam s: positive = 1.0\nmask y != -1\n"
+        "loss l = mean(-sum(onehot(y) * log_softmax(s * z)))\n"
+    )
+    function = tensorflow_function(text, "l")
+    rng = np.random.default_rng(3)
+    labels = tf.constant(rng.integers(-1, 3, size=(6,)), tf.int32)
+    logits = tf.constant(rng.normal(size=(6, 3)))
+    for scale in (1.0, 2.0, 3.0):
+        variable = tf.Variable(scale, dtype=tf.float64)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(function(labels, logits, variable))
+        step = 1e-6
+        totals = [float(tf.reduce_sum(function(labels, logits, scale + d))) for d in (step, -step)]
+        expected = (totals[0] - totals[1]) / (2 * step)
+        np.testing.assert_allclose(float(tape.gradient(total, variable)), expected, rtol=1e-5)
+        del variable
+
+
+def test_a_float32_variable_is_learned_with_float16_predictions() -> None:
+    """Mixed precision: the variable is cast to y_pred's dtype inside, its gradient
+    back to its own."""
+    function = example_function("huber")
+    y_true, y_pred = (tf.constant(array, tf.float16) for array in inputs("huber", seed=1))
+    delta = tf.Variable(1.0)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(tf.cast(function(y_true, y_pred, delta), tf.float32))
+    found = tape.gradient(total, delta)
+    assert found.dtype == tf.float32
+    residual = np.abs(np.float32(y_pred.numpy()) - np.float32(y_true.numpy()))
+    expected = np.sum(np.maximum(residual - 1.0, 0.0)) / residual.shape[-1]
+    np.testing.assert_allclose(float(found), expected, rtol=1e-2)

@@ -20,7 +20,8 @@ class BackwardPass:
     form, and `gradient` is the gradient with respect to y_pred, `derivative` before
     printing. On TensorFlow, `constants` are the params the custom gradient holds
     constant: the vectors, converted before it, and those the mask reads before it; the
-    others it reads inside, where a tf.Variable gets its gradient (`_custom_gradient`)."""
+    others are arguments of its forward function, and get their gradients where they
+    are given as tensors or tf.Variables (`_custom_gradient`)."""
 
     forward: tuple[str, ...]
     statements: tuple[str, ...]

@@ -84,12 +84,9 @@ OTHER_COTANGENTS = "_other_cotangents"
 HELD = "_held"
 """A param as a constant of the loss's own backward pass (a tensor's gradient is None)."""
 
-HELD_UNLESS_VARIABLE = "_held_unless_variable"
-"""A scalar param as `_held` holds it, unless it is a tf.Variable (`_custom_gradient`)."""
-
 CUSTOM_GRADIENT = "_custom_gradient"
-"""A TensorFlow loss's own backward pass that also gives the tf.Variables among its
-params their gradients."""
+"""A TensorFlow loss's own backward pass that also gives the params given as tensors or
+tf.Variables their gradients."""
 
 INTO_CHANNELS = "_into_channels"
 """Values put at some channels of a last axis, zeros at the others (a channel

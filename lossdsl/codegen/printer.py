@@ -78,7 +78,6 @@ from lossdsl.codegen.helpers import (
     CUSTOM_GRADIENT,
     DIFFERENTIATED_TWICE,
     HELD,
-    HELD_UNLESS_VARIABLE,
     HELPER_NAMES,
     HUBER,
     INTO_CHANNELS,
@@ -287,7 +286,7 @@ def print_body(
         body = replace_field(body, backward=replace_field(body.backward, constants=constants))
         printer.helpers_used.update(
             {HELD} if constants else set(),
-            {HELD_UNLESS_VARIABLE, CUSTOM_GRADIENT} if len(constants) < len(params) else set(),
+            {CUSTOM_GRADIENT} if len(constants) < len(params) else set(),
         )
     if gradient is not None and backend is not TENSORFLOW:
         printer.helpers_used.update(

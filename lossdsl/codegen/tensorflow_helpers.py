@@ -350,34 +350,38 @@ def _held(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
 
 
-def _held_unless_variable(value):
-    """A scalar param the loss's own backward pass reads inside its custom gradient: a
-    tf.Variable as it is, which `_custom_gradient` differentiates, else `_held`."""
-    return value if isinstance(value, tf.Variable) else _held(value)
+def _custom_gradient(forward, y_pred, *params):
+    """`forward(y_pred, *params)`, which returns the loss's value and its backward
+    function (y_pred's gradient), as one tf.custom_gradient.
 
-
-def _custom_gradient(forward):
-    """tf.custom_gradient of `forward`, y_pred -> (value, backward function), whose
-    backward function gives y_pred's gradient; the tf.Variables `forward` reads (a param
-    learned in a custom training loop) also get theirs, from TensorFlow's autodiff of
-    `forward` run again. Without variables, it is tf.custom_gradient itself."""
+    The params given as tensors or tf.Variables (what a custom training loop learns)
+    are its inputs too, cast to y_pred's dtype, and get their gradients from
+    TensorFlow's autodiff of `forward` run again, which a graph runs only where
+    something asks for them; numbers stay numbers. (tf.custom_gradient's own
+    `variables` would keep, in a tf.function traced once, the variables of its first
+    call.)
+    """
+    learned = [i for i, param in enumerate(params) if tf.is_tensor(param)]
 
     @tf.custom_gradient
-    def loss(y_pred):
-        value, backward = forward(y_pred)
+    def loss(y_pred, *tensors):
+        given = list(params)
+        for i, tensor in zip(learned, tensors, strict=True):
+            given[i] = tensor
+        result, backward = forward(y_pred, *given)
 
-        def gradient(upstream, variables=None):
-            if not variables:
+        def gradient(upstream):
+            if not tensors:
                 return backward(upstream)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(variables)
-                again, _ = forward(y_pred)
-            found = tape.gradient(again, variables, output_gradients=upstream)
-            return backward(upstream), found
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                again, _ = forward(y_pred, *given)
+            found = tape.gradient(again, tensors, output_gradients=upstream)
+            return backward(upstream), *found
 
-        return value, gradient
+        return result, gradient
 
-    return loss
+    return loss(y_pred, *(tf.cast(params[i], y_pred.dtype) for i in learned))
 
 
 def _channels_joined(size, *pieces):

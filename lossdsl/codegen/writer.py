@@ -29,7 +29,6 @@ from lossdsl.codegen.helpers import (
     CUSTOM_GRADIENT,
     DIFFERENTIATED_TWICE,
     HELD,
-    HELD_UNLESS_VARIABLE,
     OTHER_COTANGENTS,
     OTHER_GRADIENTS,
     PAIRED,
@@ -363,8 +362,11 @@ class ModuleWriter:
             lines += self.body_lines("losses =")
             return [*lines, f"{INDENT}return {REDUCED}(losses, {REDUCTION})"]
         values = "losses, valid" if self.target is TORCH else "losses, _"
+        # TensorFlow's: traced inside this tf.function rather than called as another,
+        # which would keep a variable given as a param from its first trace
+        with_mask = self.with_mask_function + (".python_function" if self.decorators else "")
         lines += wrapped_call(
-            f"{INDENT}{values} = {self.with_mask_function}",
+            f"{INDENT}{values} = {with_mask}",
             self.argument_names(),
             "",
             INDENT,
@@ -415,20 +417,20 @@ class ModuleWriter:
 
     def tensorflow_gradient(self, backward: BackwardPass, use: str) -> list[str]:
         """One custom gradient whose backward function closes over the forward's
-        temporaries; y_true and the params held before it are its constants (their
-        gradient is None), the tf.Variables among the others get their gradients
-        (`_custom_gradient`)."""
+        temporaries. y_true and the params held before it are its constants (their
+        gradient is None); the others are arguments of its forward function, and those
+        given as tensors or tf.Variables get their gradients (`_custom_gradient`)."""
         inner = INDENT * 2
         held = [f"{INDENT}{self.y_true} = tf.stop_gradient({self.y_true})"]
-        for name in (param.argument for param in self.params):
-            holder = HELD if name in backward.constants else HELD_UNLESS_VARIABLE
-            held.append(f"{INDENT}{name} = {holder}({name})")
-        learned = len(backward.constants) < len(self.params)
+        held += [f"{INDENT}{name} = {HELD}({name})" for name in backward.constants]
+        arguments = [self.y_pred]
+        arguments += [p.argument for p in self.params if p.argument not in backward.constants]
+        learned = len(arguments) > 1
         return [
             *held,
             "",
-            f"{INDENT}@{CUSTOM_GRADIENT if learned else 'tf.custom_gradient'}",
-            f"{INDENT}def forward({self.y_pred}):",
+            *([] if learned else [f"{INDENT}@tf.custom_gradient"]),
+            *wrapped_call(f"{INDENT}def forward", arguments, ":", INDENT),
             *indent_lines(backward.forward, inner),
             *([""] if backward.forward else []),
             f"{inner}def backward(upstream):",
@@ -437,7 +439,13 @@ class ModuleWriter:
             "",
             f"{inner}return {self.body.result}, backward",
             "",
-            f"{INDENT}{use} forward({self.y_pred})",
+            *(
+                wrapped_call(
+                    f"{INDENT}{use} {CUSTOM_GRADIENT}", ["forward", *arguments], "", INDENT
+                )
+                if learned
+                else [f"{INDENT}{use} forward({self.y_pred})"]
+            ),
         ]
 
     @property

@@ -95,7 +95,7 @@ def masked_ce(y, z):
     Returns:
         The loss per element, shape [batch, ...]. Elements outside the mask are 0.
     """
-    losses, _ = _masked_ce_with_mask(y, z)
+    losses, _ = _masked_ce_with_mask.python_function(y, z)
     return losses
 
 

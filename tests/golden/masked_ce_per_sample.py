@@ -98,7 +98,7 @@ def masked_ce_per_sample(y, z):
     Returns:
         The loss per element, shape [batch, ...]. Elements outside the mask are 0.
     """
-    losses, _ = _masked_ce_per_sample_with_mask(y, z)
+    losses, _ = _masked_ce_per_sample_with_mask.python_function(y, z)
     return losses
 
 

@@ -46,40 +46,38 @@ def _softplus_pair_same_shape(a, b, x):
     return value, gradient
 
 
-def _held(value):
-    """`value` as a constant of the loss's own backward pass, which differentiates
-    y_pred alone: a tensor's (or variable's) gradient is None, a number stays one."""
-    return tf.stop_gradient(value) if tf.is_tensor(value) else value
+def _custom_gradient(forward, y_pred, *params):
+    """`forward(y_pred, *params)`, which returns the loss's value and its backward
+    function (y_pred's gradient), as one tf.custom_gradient.
 
-
-def _held_unless_variable(value):
-    """A scalar param the loss's own backward pass reads inside its custom gradient: a
-    tf.Variable as it is, which `_custom_gradient` differentiates, else `_held`."""
-    return value if isinstance(value, tf.Variable) else _held(value)
-
-
-def _custom_gradient(forward):
-    """tf.custom_gradient of `forward`, y_pred -> (value, backward function), whose
-    backward function gives y_pred's gradient; the tf.Variables `forward` reads (a param
-    learned in a custom training loop) also get theirs, from TensorFlow's autodiff of
-    `forward` run again. Without variables, it is tf.custom_gradient itself."""
+    The params given as tensors or tf.Variables (what a custom training loop learns)
+    are its inputs too, cast to y_pred's dtype, and get their gradients from
+    TensorFlow's autodiff of `forward` run again, which a graph runs only where
+    something asks for them; numbers stay numbers. (tf.custom_gradient's own
+    `variables` would keep, in a tf.function traced once, the variables of its first
+    call.)
+    """
+    learned = [i for i, param in enumerate(params) if tf.is_tensor(param)]
 
     @tf.custom_gradient
-    def loss(y_pred):
-        value, backward = forward(y_pred)
+    def loss(y_pred, *tensors):
+        given = list(params)
+        for i, tensor in zip(learned, tensors, strict=True):
+            given[i] = tensor
+        result, backward = forward(y_pred, *given)
 
-        def gradient(upstream, variables=None):
-            if not variables:
+        def gradient(upstream):
+            if not tensors:
                 return backward(upstream)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(variables)
-                again, _ = forward(y_pred)
-            found = tape.gradient(again, variables, output_gradients=upstream)
-            return backward(upstream), found
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                again, _ = forward(y_pred, *given)
+            found = tape.gradient(again, tensors, output_gradients=upstream)
+            return backward(upstream), *found
 
-        return value, gradient
+        return result, gradient
 
-    return loss
+    return loss(y_pred, *(tf.cast(params[i], y_pred.dtype) for i in learned))
 
 
 @tf.function(autograph=False)
@@ -109,10 +107,8 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     y = tf.cast(y, z.dtype)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
     y = tf.stop_gradient(y)
-    pos_weight = _held_unless_variable(pos_weight)
 
-    @_custom_gradient
-    def forward(z):
+    def forward(z, pos_weight):
         t0 = 1.0 - y
         t1 = tf.math.reduce_mean(
             tf.cast(_softplus_pair_same_shape(pos_weight * y, t0, z), sum_dtype),
@@ -129,7 +125,7 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
 
         return tf.squeeze(tf.cast(t1, z.dtype), axis=-1), backward
 
-    return forward(z)
+    return _custom_gradient(forward, z, pos_weight)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
