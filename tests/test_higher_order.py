@@ -14,15 +14,14 @@ from backend_modules import SPECS, inputs, loss_function
 Array = np.ndarray
 
 NOT_FINITE = {
-    "giou": (
-        "degenerate boxes make the forward pass's 1 / width infinite where the select takes "
-        "0, and a derivative of it is 0 * inf (docs/LANGUAGE_NOTES.md, 'Higher derivatives')"
+    "circle": (
+        "JAX differentiates the pair distances' square root at 0 twice: inf times 0 "
+        "(docs/LANGUAGE_NOTES.md, 'Higher derivatives')"
     ),
-    "circle": "the pair distances' square root at 0, as in giou (docs/LANGUAGE_NOTES.md)",
 }
 """Specs whose second derivative is NaN at the drawn points, per framework below."""
 
-KNOWN = {"tensorflow": {"giou"}, "jax": {"giou", "circle"}, "torch": {"giou"}}
+KNOWN: dict[str, set[str]] = {"tensorflow": set(), "jax": {"circle"}, "torch": set()}
 
 
 def tensorflow_derivatives(spec: str) -> tuple[Callable[..., Array], Callable[..., Array]]:

@@ -139,6 +139,20 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: (p - 2 * x) / p + t,
     ),
     (
+        "safe_divisor_in_guarded_branch",  # iou: where(union != 0, overlap / union, 0)
+        lambda: fn.Where(sympy.Ne(p + t, 0), x / (p + t), 0),
+        lambda: fn.Where(sympy.Ne(p + t, 0), x / fn.Where(sympy.Ne(p + t, 0), p + t, 1), 0),
+    ),
+    (
+        "safe_divisor_in_guarded_branch",  # giou: the enclosing box's width times height
+        lambda: fn.Where(sympy.Ne(p * t, 0), x / (p * t) + x, z),
+        lambda: fn.Where(
+            sympy.Ne(p * t, 0),
+            x / (fn.Where(sympy.Ne(p * t, 0), p, 1) * fn.Where(sympy.Ne(p * t, 0), t, 1)) + x,
+            z,
+        ),
+    ),
+    (
         "sigmoid_of_reciprocal",
         lambda: 1 - 1 / (1 + sympy.exp(-z)),
         lambda: fn.Sigmoid(-z),
@@ -208,6 +222,8 @@ UNCHANGED: list[Builder] = [
     lambda: 1 + x / p,
     lambda: 1 - x / 3,
     lambda: 1 - 1 / p,
+    lambda: fn.Where(sympy.Ne(p, 0), x / t, 0),  # t is no factor of the guarded value
+    lambda: fn.Where(p > 0, x / p, 0),  # only `!= 0` guards a division
 ]
 
 

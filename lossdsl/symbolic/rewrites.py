@@ -3,7 +3,8 @@
 Each rule is one function whose docstring states its law; it looks at the direct
 structure of one node and returns the replacement, or None. Every law holds on the
 whole domain, and no rule looks through `Clip`, `Where`, `Minimum` or `Maximum`, so a
-clipped `log(clip(softmax(z)))` keeps its clip. `rewrite` applies the rules at every
+clipped `log(clip(softmax(z)))` keeps its clip (`safe_divisor_in_guarded_branch` looks at a
+`Where` itself: a division its own condition guards). `rewrite` applies the rules at every
 node (before and after its children are rewritten) until nothing changes, simplifies
 cheaply, and applies them again. Lowering is `lower.py`'s; printing is the printer's.
 """
@@ -205,6 +206,30 @@ def one_minus_ratio(expr: sympy.Basic) -> sympy.Basic | None:
     return None
 
 
+def safe_divisor_in_guarded_branch(expr: sympy.Basic) -> sympy.Basic | None:
+    """where(d != 0, e, f) with 1 / b in e, b a factor of d, = the same with
+    1 / where(d != 0, b, 1): b itself wherever e is taken.
+
+    Where d is 0 the select takes f, but e is still computed, 1 / b as inf; the select's
+    value and first derivative leave it out, but a derivative of that temporary (a
+    second derivative, or TensorFlow's first under an outer tape) is 0 * inf, NaN.
+    """
+    if not isinstance(expr, Where):
+        return None
+    condition, taken, other = expr.args
+    if not (isinstance(condition, sympy.Ne) and condition.rhs == 0):
+        return None
+    factors = {factor for factor in sympy.Mul.make_args(condition.lhs) if not factor.is_number}
+    divisions = {
+        node: sympy.Pow(Where(condition, node.base, sympy.S.One), node.exp)
+        for node in sympy.preorder_traversal(taken)
+        if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base in factors
+    }
+    if not divisions:
+        return None
+    return Where(condition, taken.xreplace(divisions), other)
+
+
 def sigmoid_of_reciprocal(expr: sympy.Basic) -> sympy.Basic | None:
     """1 / (1 + exp(-x)) = sigmoid(x)."""
     is_reciprocal = isinstance(expr, sympy.Pow) and expr.exp == -1
@@ -288,6 +313,7 @@ RULES: tuple[Rule, ...] = tuple(
         expm1_of_exp_minus_one,
         one_minus_sigmoid,
         one_minus_ratio,
+        safe_divisor_in_guarded_branch,
         sigmoid_of_reciprocal,
         softmax_of_exp_ratio,
         gather_of_onehot_sum,
