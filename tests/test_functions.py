@@ -133,3 +133,14 @@ def test_a_select_inside_a_select_on_its_condition_is_its_taken_branch() -> None
     assert fn.Where(x > a, fn.Where(x > a, x, b), 1) == fn.Where(x > a, x, 1)
     assert fn.Where(x > a, 1, fn.Where(x > a, x, b)) == fn.Where(x > a, 1, b)
     assert fn.Where(x > a, fn.Where(x > b, x, b), 1).args[1] == fn.Where(x > b, x, b)
+
+
+def test_a_function_of_a_select_is_a_commutative_real_scalar() -> None:
+    """A relational (a select's condition) has no commutativity in SymPy; the functions
+    are scalars by declaration, so a product of one is real and its minimum differentiates."""
+    lam = sympy.Symbol("lam", real=True)
+    p = sympy.Symbol("p", real=True)
+    tail = fn.Where(lam < 8, sympy.log(sympy.erfc(fn.Minimum(lam, 8))), lam + 1)
+    product = p * fn.Maximum(sympy.erf(tail), p)
+    assert tail.is_commutative and product.is_commutative and product.is_real is not False
+    assert fn.Minimum(product, p).fdiff(1) == fn.Where(sympy.LessThan(product, p), 1, 0)

@@ -37,6 +37,7 @@ import itertools
 from collections.abc import Callable, Mapping
 
 import sympy
+from sympy.core.function import ArgumentIndexError
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
@@ -397,7 +398,7 @@ class _Backward:
         if isinstance(node, sympy.Function):
             try:
                 partial = node.fdiff(index + 1)
-            except (sympy.ArgumentIndexError, NotImplementedError, AttributeError):
+            except (ArgumentIndexError, NotImplementedError, AttributeError):
                 return None
             return product(adjoint, partial) if _in_vocabulary(partial) else None
         return None

@@ -91,7 +91,15 @@ def known(fact: str, args: Iterable[sympy.Basic]) -> bool | None:
 
 
 class LossFunction(sympy.Function):
-    """An opaque function of the loss vocabulary; `definition()` gives its meaning."""
+    """An opaque function of the loss vocabulary; `definition()` gives its meaning.
+
+    Every one is a scalar, so commutative by declaration: SymPy would take it from its
+    arguments, and a relational argument (a select's condition) has no answer, which made
+    a product with a select in a sub-expression non-commutative, so not real, and its
+    comparisons (the derivative of a min or max of it) an error.
+    """
+
+    is_commutative = True
 
     def definition(self) -> sympy.Expr:
         """The expression's meaning in standard SymPy or in the primitives."""
