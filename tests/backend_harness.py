@@ -16,6 +16,18 @@ import numpy as np
 EXAMPLES = Path(__file__).parent.parent / "examples"
 FOCAL_FILE = EXAMPLES / "focal.loss"
 
+PADDED_LOG = """\
+input y: label
+input p: prob
+
+mask y != -1
+loss padded_log = mean(-sum(log(p)))
+"""
+"""A masked loss that overflows at a padded element (log(0)): the gradient there is 0."""
+PADDED_LABELS = np.array([[1, -1]], dtype="int32")
+PADDED_P = np.array([[[0.5, 0.5], [0.0, 1.0]]], dtype="float32")
+PADDED_GRADIENT = np.array([[[-2.0, -2.0], [0.0, 0.0]]], dtype="float32")
+"""The per-element losses' gradient: -1 / p inside the mask, 0 outside (not 0 * inf)."""
 Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype="float32")
 P = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]], dtype="float32")
 SAMPLE_WEIGHT = np.array([1.0, 0.5], dtype="float32")

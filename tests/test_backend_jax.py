@@ -13,11 +13,22 @@ import pytest
 jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
-from backend_harness import FOCAL_FILE, P, Y, check_the_workflow_against_tensorflow  # noqa: E402
+from backend_harness import (  # noqa: E402
+    FOCAL_FILE,
+    PADDED_GRADIENT,
+    PADDED_LABELS,
+    PADDED_LOG,
+    PADDED_P,
+    P,
+    Y,
+    check_the_workflow_against_tensorflow,
+)
 from test_verify import EPS, FOCAL, codes  # noqa: E402
 
 import lossdsl  # noqa: E402
 from lossdsl import cache, cli, runtime  # noqa: E402
+from lossdsl.compiler import compile_source  # noqa: E402
+from lossdsl.source import SourceFile  # noqa: E402
 from lossdsl.verification.driver import eager_function, verify_module  # noqa: E402
 
 
@@ -94,6 +105,12 @@ def test_load_for_jax_gives_the_function_with_its_params_bound() -> None:
     assert gradient.shape == P.shape and bool(jnp.all(jnp.isfinite(gradient)))
     with pytest.raises(ValueError, match="Did you mean `gamma`"):
         lossdsl.load(FOCAL_FILE, framework="jax", gamma_=3.0)
+
+
+def test_a_padded_element_whose_loss_overflows_gets_a_zero_gradient() -> None:
+    loss = compile_source(SourceFile.from_text(PADDED_LOG), target="jax").per_sample_function
+    gradient = jax.grad(lambda p: jnp.sum(loss(PADDED_LABELS, p)))(jnp.asarray(PADDED_P))
+    np.testing.assert_array_equal(np.asarray(gradient), PADDED_GRADIENT)
 
 
 def test_a_jax_module_keras_class_needs_keras_on_jax() -> None:

@@ -13,11 +13,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backend_harness import FOCAL_FILE, P, Y, check_the_workflow_against_tensorflow  # noqa: E402
+from backend_harness import (  # noqa: E402
+    FOCAL_FILE,
+    PADDED_GRADIENT,
+    PADDED_LABELS,
+    PADDED_LOG,
+    PADDED_P,
+    P,
+    Y,
+    check_the_workflow_against_tensorflow,
+)
 from test_verify import EPS, FOCAL, codes  # noqa: E402
 
 import lossdsl  # noqa: E402
 from lossdsl import cli, runtime  # noqa: E402
+from lossdsl.compiler import compile_source  # noqa: E402
+from lossdsl.source import SourceFile  # noqa: E402
 from lossdsl.verification.driver import eager_function, verify_module  # noqa: E402
 
 
@@ -93,6 +104,13 @@ def test_load_for_torch_gives_the_module_with_torch_reductions() -> None:
     np.testing.assert_allclose(unreduced(y_pred, y_true).detach().numpy(), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="Invalid value for argument `gamma`"):
         lossdsl.load(FOCAL_FILE, framework="torch", gamma=-1.0)
+
+
+def test_a_padded_element_whose_loss_overflows_gets_a_zero_gradient() -> None:
+    loss = compile_source(SourceFile.from_text(PADDED_LOG), target="torch").per_sample_function
+    p = torch.tensor(PADDED_P, requires_grad=True)
+    torch.sum(loss(torch.tensor(PADDED_LABELS), p)).backward()
+    np.testing.assert_array_equal(p.grad.numpy(), PADDED_GRADIENT)
 
 
 def test_a_torch_module_keras_class_needs_keras_on_torch() -> None:

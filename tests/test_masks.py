@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from backend_harness import PADDED_GRADIENT, PADDED_LABELS, PADDED_LOG, PADDED_P
 
 import lossdsl
 from lossdsl import cli
@@ -189,6 +190,17 @@ def test_the_gradient_is_the_ignore_class_gradient() -> None:
         gradients.append(tape.gradient(value, z).numpy())
     assert np.all(gradients[0][labels == -1] == 0.0)
     np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-5, atol=1e-7)
+
+
+def test_a_padded_element_whose_loss_overflows_gets_a_zero_gradient() -> None:
+    """Not 0 * inf = NaN: the gradient outside the mask is 0, whatever the loss is there."""
+    loss = compile_source(SourceFile.from_text(PADDED_LOG)).per_sample_function
+    p = tf.constant(PADDED_P)
+    with tf.GradientTape() as tape:
+        tape.watch(p)
+        values = loss(PADDED_LABELS, p)
+    np.testing.assert_allclose(values.numpy(), [[np.log(4.0), 0.0]], rtol=1e-6)
+    np.testing.assert_array_equal(tape.gradient(values, p).numpy(), PADDED_GRADIENT)
 
 
 def test_the_verifier_covers_the_masked_per_sample_values() -> None:

@@ -215,6 +215,10 @@ def print_body(
         )
         if not helpers_differentiate:
             gradient = backward(fused, y_pred, context.roles, onehot)
+        if symbolic.mask is not None and gradient is not None and gradient != 0:
+            # 0 outside the mask exactly: the upstream gradient is 0 there, and 0 times
+            # what the loss's formula gives at a padded element (an overflow) is NaN
+            gradient = fn.Where(symbolic.mask, gradient, sympy.S.Zero)
     if gradient is None or gradient == 0:  # the framework's autodiff
         gradient = None
         fused, fusions = fuse(symbolic.result, context)

@@ -50,15 +50,16 @@ def _masked_ce_per_sample_with_mask(y, z):
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
     num_classes = tf.cast(tf.shape(z)[-1], z.dtype)
+    t0 = tf.math.not_equal(y, -1)
     y = tf.stop_gradient(y)
 
     @tf.custom_gradient
     def forward(z):
-        t0 = tf.nn.log_softmax(z, axis=-1)
-        t1 = tf.where(
+        t1 = tf.nn.log_softmax(z, axis=-1)
+        t2 = tf.where(
             (y >= 0) & (y < tf.shape(z)[-1]),
             tf.gather(
-                t0,
+                t1,
                 tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1),
                 axis=-1,
                 batch_dims=len(z.shape) - 1,
@@ -68,20 +69,21 @@ def _masked_ce_per_sample_with_mask(y, z):
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t2 = tf.cast(
+            t3 = tf.cast(
                 tf.math.logical_and(
                     tf.math.greater_equal(y, 0),
                     tf.math.less(tf.cast(y, z.dtype), num_classes),
                 ),
                 z.dtype,
             )
-            t3 = tf.one_hot(y[..., 0], tf.shape(z)[-1], dtype=z.dtype)
-            return upstream * (tf.math.exp(t0) * t2 - t3)
+            t4 = tf.one_hot(y[..., 0], tf.shape(z)[-1], dtype=z.dtype)
+            t5 = tf.constant(0.0, z.dtype)
+            return tf.where(t0, upstream * (tf.math.exp(t1) * t3 - t4), t5)
 
-        return tf.squeeze(-t1, axis=-1), backward
+        return tf.squeeze(-t2, axis=-1), backward
 
     losses = forward(z)
-    valid = tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
+    valid = tf.squeeze(t0, axis=-1)
     return tf.where(valid, losses, tf.zeros_like(losses)), valid
 
 
@@ -117,7 +119,8 @@ def masked_ce_per_sample_mask(y, z):
     if y.shape.rank == z.shape.rank - 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
-    return tf.squeeze(tf.math.not_equal(y, -1), axis=-1)
+    t0 = tf.math.not_equal(y, -1)
+    return tf.squeeze(t0, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
