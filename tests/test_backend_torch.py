@@ -113,6 +113,21 @@ def test_a_padded_element_whose_loss_overflows_gets_a_zero_gradient() -> None:
     np.testing.assert_array_equal(p.grad.numpy(), PADDED_GRADIENT)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "input y: onehot\ninput p: prob\n"
+        "loss = mean(where(2 >= 2 and p > 0.5, p, 1 - p) + where(num_classes == 3, 0.5, 0.25))\n",
+        "input y: label\ninput z: logits\nmask 2 > 1\n"
+        "loss = mean(-sum(onehot(y) * log_softmax(z)))\n",
+    ],
+    ids=["select", "mask"],
+)
+def test_a_condition_of_numbers_alone_is_a_tensor(text: str) -> None:
+    """torch.where and torch.broadcast_to take no Python bool (found by fuzzing)."""
+    compile_source(SourceFile.from_text(text), target="torch")  # verified: it ran
+
+
 def test_a_torch_module_keras_class_needs_keras_on_torch() -> None:
     compiled = lossdsl.compile_file(FOCAL_FILE, target="torch", verify=False)
     message = "generated for Keras's 'torch' backend, but Keras uses 'tensorflow'"

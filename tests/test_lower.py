@@ -124,3 +124,28 @@ def test_latex_uses_readable_names() -> None:
         r"_{c = y}",
     ):
         assert fragment in text
+
+
+@pytest.mark.parametrize(
+    ("condition", "folded"),
+    [
+        ("2 >= 2", sympy.true),
+        ("1 > 2", sympy.false),
+        ("not 1 > 2", sympy.true),
+        ("2 >= 2 and p > 0.5", sympy.StrictGreaterThan(sympy.Symbol("p"), sympy.Rational(1, 2))),
+        ("1 > 2 or p > 0.5", sympy.StrictGreaterThan(sympy.Symbol("p"), sympy.Rational(1, 2))),
+        ("1 > 2 and p > 0.5", sympy.false),
+    ],
+)
+def test_a_comparison_of_numbers_is_a_truth_value(condition: str, folded: sympy.Basic) -> None:
+    symbolic = lowered(f"input y: target\ninput p: real\nloss = mean(where({condition}, p, y))\n")
+    p, y = sympy.Symbol("p", real=True), sympy.Symbol("y", real=True)
+    assert (symbolic.symbols["p"], symbolic.symbols["y"]) == (p, y)
+    assert symbolic.result.args[0] == fn.Where(folded.subs(sympy.Symbol("p"), p), p, y)
+
+
+def test_a_comparison_of_an_input_with_itself_stays_as_written() -> None:
+    """`x == x` is False at NaN: only numbers fold."""
+    symbolic = lowered("input y: target\ninput p: real\nloss = mean(where(p == p, p, y))\n")
+    p = symbolic.symbols["p"]
+    assert sympy.Eq(p, p, evaluate=False) in sympy.preorder_traversal(symbolic.result)

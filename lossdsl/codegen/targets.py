@@ -296,7 +296,11 @@ TORCH = Target(
             "==": "({0} == {1})",
             "!=": "({0} != {1})",
             "zeros_like": "torch.zeros_like({0})",
-            "like_one_class": "torch.broadcast_to({0}, {y_pred}[..., :1].shape)",
+            # a mask of fewer roles than the result, True itself for `mask 1 > 0`
+            "like_one_class": (
+                "torch.broadcast_to(torch.as_tensor({0}, device={y_pred}.device), "
+                "{y_pred}[..., :1].shape)"
+            ),
             "squeeze": "torch.squeeze({0}, -1)",
             "expand": "torch.unsqueeze({0}, -1)",
             "flatten": "torch.reshape({0}, (-1,))",

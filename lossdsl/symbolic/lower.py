@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 
 import sympy
+from sympy.logic.boolalg import BooleanAtom
 
 from lossdsl.builtins import BUILTINS, CONSTANT_LIST
 from lossdsl.kinds import KINDS
@@ -166,13 +167,22 @@ class _Lowering:
                 return -self.expr(operand)
             case TPow(base=base, exponent=exponent):
                 return sympy.Pow(self.expr(base), self.expr(exponent))
+            # Conditions stay as written (`x == x` is False at NaN), but a comparison of
+            # two numbers is a truth value, and a connective of one folds, as `2 + 2`
+            # does: a condition of numbers alone has no tensor to become (torch.where
+            # takes no Python bool).
             case TCompare(op=op, left=left, right=right):
-                return RELATIONS[op](self.expr(left), self.expr(right), evaluate=False)
+                sides = self.expr(left), self.expr(right)
+                numbers = all(side.is_Number for side in sides)
+                return RELATIONS[op](*sides, evaluate=numbers)
             case TLogic(op="not", operands=(operand,)):
-                return sympy.Not(self.expr(operand), evaluate=False)
+                negated = self.expr(operand)
+                return sympy.Not(negated, evaluate=isinstance(negated, BooleanAtom))
             case TLogic(op=op, operands=operands):
                 connective = sympy.And if op == "and" else sympy.Or
-                return connective(*(self.expr(o) for o in operands), evaluate=False)
+                joined = [self.expr(o) for o in operands]
+                folds = any(isinstance(o, BooleanAtom) for o in joined)
+                return connective(*joined, evaluate=folds)
             case TGather(vector=vector, index=index) if vector.roles == CLASS_ONLY:
                 return fn.Gather(self.expr(vector), self.expr(index))
             case TGather(vector=values, index=index):  # a per-element row: x[class(y)]
