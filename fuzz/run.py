@@ -4,10 +4,12 @@ Usage (from the checkout's root, with the project's virtualenv):
 
     .venv/bin/python fuzz/run.py front-end --inputs 300000 --seconds 1500
     .venv/bin/python fuzz/run.py valid --inputs 1000 --seconds 1500
+    .venv/bin/python fuzz/run.py valid --target torch --inputs 1000 --seconds 1500
 
 `front-end` feeds grammar-built text and mutations of it and of `examples/*.loss` to the
 parser, the checks and the domain analysis (what `lossdsl check` runs before TensorFlow).
-`valid` compiles well-typed random specs (`fuzz/specgen.py`) with verification.
+`valid` compiles well-typed random specs (`fuzz/specgen.py`) with verification, for
+`--target` (TensorFlow by default; `jax` and `torch` verify that backend's module).
 
 Counted as failures:
 
@@ -54,6 +56,7 @@ from fuzz.specgen import (  # noqa: E402
     paired_spec,
     typed_spec,
 )
+from lossdsl.codegen.targets import DEFAULT_TARGET, TARGETS  # noqa: E402
 from lossdsl.compiler import check_source, compile_source, domain_warnings  # noqa: E402
 from lossdsl.diagnostics import LossSpecError  # noqa: E402
 from lossdsl.parser import read_source  # noqa: E402
@@ -193,7 +196,7 @@ def front_end(data: bytes) -> None:
     domain_warnings(checked)
 
 
-def make_input(mode: str, seed: int) -> tuple[bytes, Callable[[], object]]:
+def make_input(mode: str, seed: int, target: str) -> tuple[bytes, Callable[[], object]]:
     """Input `seed` of a run in `mode`, and what to do with it."""
     if mode == "front-end":
         data = front_end_input(seed)
@@ -202,17 +205,17 @@ def make_input(mode: str, seed: int) -> tuple[bytes, Callable[[], object]]:
     generator = paired_spec if seed % 5 == 4 else typed_spec  # one in five pairs samples
     data = generator(chooser).encode("utf-8")
     source = read_source(data, FILE_NAME)
-    return data, lambda: compile_source(source)
+    return data, lambda: compile_source(source, target=target)
 
 
-def run(mode: str, inputs: int, seconds: float, seed: int, timeout: float) -> Tally:
+def run(mode: str, inputs: int, seconds: float, seed: int, timeout: float, target: str) -> Tally:
     tally = Tally(mode)
     start = time.monotonic()
     next_report = start + 60
     for index in range(inputs):
         if time.monotonic() - start > seconds:
             break
-        data, action = make_input(mode, seed + index)
+        data, action = make_input(mode, seed + index, target)
         run_one(tally, data, action, timeout, seed + index)
         if time.monotonic() > next_report:
             next_report += 60
@@ -248,13 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first seed (input i uses seed + i)")
     parser.add_argument("--timeout", type=float, default=0, help="per-input limit (s)")
     parser.add_argument("--crashes", type=Path, default=ROOT / "fuzz" / "crashes")
+    parser.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET, help="`valid`'s")
     options = parser.parse_args(argv)
     timeout = options.timeout or (20.0 if options.mode == "front-end" else 180.0)
-    tally = run(options.mode, options.inputs, options.seconds, options.seed, timeout)
+    tally = run(
+        options.mode, options.inputs, options.seconds, options.seed, timeout, options.target
+    )
     saved = save_reproducers(tally, options.crashes.resolve())
     seconds = tally.outcomes.pop("seconds")
     summary = {
         "mode": tally.mode,
+        "target": options.target,
         "seeds": [options.seed, options.seed + tally.inputs - 1],
         "inputs": tally.inputs,
         "seconds": seconds,

@@ -8,7 +8,7 @@ examples every time and a failure shrinks to a small spec.
   parsing, the checks and the domain analysis.
 - Lowering and code writing: well-typed random specs through the whole pipeline but
   verification; the module must parse and define the loss class.
-- A few well-typed specs compiled with verification.
+- A few well-typed specs compiled with verification, for every target.
 
 Every outcome must be a result or a `LossSpecError` whose diagnostics each render as
 `fuzz.loss:LINE:COL: severity[CODE]: message`, and never E9xx ("a bug in lossdsl") for a
@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -168,6 +169,21 @@ def test_well_typed_specs_lower_and_write_a_module(text: str) -> None:
 def test_well_typed_specs_compile_with_verification(text: str) -> None:
     try:
         compile_source(SourceFile.from_text(text, FILE_NAME), verify=True)
+    except LossSpecError as failure:
+        assert_located_diagnostics(failure, valid_spec=True)
+
+
+@pytest.mark.parametrize("target", ["jax", "torch"])
+@fuzz_settings(4, shrink=False)
+@given(text=typed_text())
+def test_well_typed_specs_compile_with_verification_for_every_target(
+    target: str, text: str
+) -> None:
+    """The same specs through each backend's printer, verified on that backend (a Python
+    bool where torch.where wants a tensor was found this way)."""
+    pytest.importorskip(target)
+    try:
+        compile_source(SourceFile.from_text(text, FILE_NAME), target=target)
     except LossSpecError as failure:
         assert_located_diagnostics(failure, valid_spec=True)
 
