@@ -120,8 +120,10 @@ def test_a_padded_element_whose_loss_overflows_gets_a_zero_gradient() -> None:
         "loss = mean(where(2 >= 2 and p > 0.5, p, 1 - p) + where(num_classes == 3, 0.5, 0.25))\n",
         "input y: label\ninput z: logits\nmask 2 > 1\n"
         "loss = mean(-sum(onehot(y) * log_softmax(z)))\n",
+        # sum(y) of one-hot rows is 1: the backward pass's condition is 1 < 2
+        "input y: onehot\ninput p: real\nloss = mean(where(sum(y) < 2, p, -p))\n",
     ],
-    ids=["select", "mask"],
+    ids=["select", "mask", "decided_by_the_rows"],
 )
 def test_a_condition_of_numbers_alone_is_a_tensor(text: str) -> None:
     """torch.where and torch.broadcast_to take no Python bool (found by fuzzing)."""

@@ -820,14 +820,22 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
 checker's class ids, one-hots and gathers use the same rules (`lossdsl.typed`)."""
 
 
+def comparison(relation: type[Relational], left: sympy.Expr, right: sympy.Expr) -> Boolean:
+    """`relation(left, right)` kept as written (`x == x` is False at NaN; a mask's
+    `loss > 0`, whose sides SymPy cannot prove real where a branch is -inf, would be
+    refused), but a truth value where both sides are numbers (`1 < 2`), as arithmetic of
+    numbers folds: printed as written it would be a Python bool, which no framework's
+    select takes as a tensor."""
+    return relation(left, right, evaluate=bool(left.is_Number and right.is_Number))
+
+
 def with_args(node: sympy.Basic, args: Sequence[sympy.Basic]) -> sympy.Basic:
-    """`node` with the arguments `args`: itself where they are its own; a comparison is
-    kept as written (a mask's `loss > 0`, whose sides SymPy cannot prove real where a
-    branch is -inf, would be refused)."""
+    """`node` with the arguments `args`: itself where they are its own; a comparison as
+    `comparison` builds it."""
     if not args or tuple(args) == node.args:
         return node
     if isinstance(node, Relational):
-        return node.func(*args, evaluate=False)
+        return comparison(node.func, *args)
     return node.func(*args)
 
 

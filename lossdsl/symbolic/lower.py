@@ -10,9 +10,9 @@ printing is left to `codegen.printer`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import sympy
+from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom
 
 from lossdsl.builtins import BUILTINS, CONSTANT_LIST
@@ -45,7 +45,7 @@ from lossdsl.typed import (
     TSelect,
 )
 
-RELATIONS: dict[str, Callable[..., sympy.Basic]] = {
+RELATIONS: dict[str, type[Relational]] = {
     "<": sympy.StrictLessThan,
     "<=": sympy.LessThan,
     ">": sympy.StrictGreaterThan,
@@ -167,14 +167,10 @@ class _Lowering:
                 return -self.expr(operand)
             case TPow(base=base, exponent=exponent):
                 return sympy.Pow(self.expr(base), self.expr(exponent))
-            # Conditions stay as written (`x == x` is False at NaN), but a comparison of
-            # two numbers is a truth value, and a connective of one folds, as `2 + 2`
-            # does: a condition of numbers alone has no tensor to become (torch.where
-            # takes no Python bool).
             case TCompare(op=op, left=left, right=right):
-                sides = self.expr(left), self.expr(right)
-                numbers = all(side.is_Number for side in sides)
-                return RELATIONS[op](*sides, evaluate=numbers)
+                return fn.comparison(RELATIONS[op], self.expr(left), self.expr(right))
+            # unevaluated (`not x > 0` is not `x <= 0` at NaN), but a connective of a
+            # truth value (`2 >= 2 and c`) folds, as the comparison did
             case TLogic(op="not", operands=(operand,)):
                 negated = self.expr(operand)
                 return sympy.Not(negated, evaluate=isinstance(negated, BooleanAtom))
