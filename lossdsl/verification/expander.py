@@ -16,6 +16,7 @@ from lossdsl.codegen.names import python_name
 from lossdsl.kinds import KINDS
 from lossdsl.symbolic import functions
 from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.lower import number
 from lossdsl.typed import Role, Roles
 from lossdsl.verification.layouts import Layout, Position
 
@@ -280,11 +281,13 @@ class Expander:
             if KINDS[checked.y_true.kind].class_ids:
                 return sympy.Integer(int(value))
             return _exact(value)
+        # a param's value is the number its text spells, as a literal's is (`b = 1e-3`
+        # and `1e-3` are one number, compared equal, as the generated code sees them)
         param = self.params[name]
         if isinstance(param, tuple):
             assert position.klass is not None, f"vector param {name} read without a class"
-            return _exact(param[position.klass])
-        return _exact(param)
+            return number(float(param[position.klass]))
+        return number(float(param))
 
     def element_indices(self) -> dict[sympy.Basic, tuple[int, ...]]:
         """The y_pred index of every element symbol and frozen copy made so far."""
