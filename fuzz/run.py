@@ -239,7 +239,7 @@ def save_reproducers(tally: Tally, directory: Path) -> dict[str, str]:
         path = directory / f"{tally.mode}-{digest}.loss"
         path.write_bytes(found.reproducer)
         path.with_suffix(".txt").write_text(f"{key}\n\n{found.detail}", encoding="utf-8")
-        saved[key] = str(path.relative_to(ROOT))
+        saved[key] = str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     return saved
 
 
