@@ -112,8 +112,17 @@ class Elementwise(LossFunction):
     def _eval_is_real(self) -> bool | None:
         return known("real", self.args)
 
-    def _eval_evalf(self, prec: int) -> sympy.Expr:
+    def _eval_evalf(self, prec: int) -> sympy.Expr | None:
+        if any(_without_value(arg) for arg in self.args):
+            return None  # SymPy's "no numeric value", as for a free symbol
         return _definition_value(self, prec_to_dps(prec))
+
+
+def _without_value(arg: sympy.Basic) -> bool:
+    """Whether `arg` is a constant with no number to evaluate to: a reduction over an axis
+    whose size only a tensor knows (`sum(log_softmax(0))`), which SymPy's Min and Max in a
+    definition refuse (`equals`, inside `simplify`, evaluates at numbers)."""
+    return isinstance(arg, sympy.Expr) and bool(arg.is_number) and arg.is_comparable is False
 
 
 @functools.lru_cache(maxsize=4096)
