@@ -270,7 +270,9 @@ def _whole_factors_collected(
         for factor in set(factors):
             if factor.is_Number or isinstance(factor, fn.Where) or roles(factor) != whole:
                 continue
-            if abs(sympy.Mul(*_without(factors, factor))) != 1:
+            # more than a sign: compared as written (SymPy's Abs expands its argument,
+            # exponential in a nested polynomial like log(erfc(x))'s tail)
+            if sympy.Mul(*_without(factors, factor)) not in (sympy.S.One, sympy.S.NegativeOne):
                 counts[factor] = counts.get(factor, 0) + 1
     candidates = [factor for factor, n in counts.items() if n > 1]
     if not candidates:
