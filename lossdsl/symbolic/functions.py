@@ -840,11 +840,15 @@ def comparison(relation: type[Relational], left: sympy.Expr, right: sympy.Expr) 
 
 def with_args(node: sympy.Basic, args: Sequence[sympy.Basic]) -> sympy.Basic:
     """`node` with the arguments `args`: itself where they are its own; a comparison as
-    `comparison` builds it."""
+    `comparison` builds it, and |x| of an x SymPy cannot prove real as |x|."""
     if not args or tuple(args) == node.args:
         return node
     if isinstance(node, Relational):
         return comparison(node.func, *args)
+    if isinstance(node, sympy.Abs) and args[0].is_extended_real is None:
+        # a value of the language is real (or NaN); SymPy would take one it cannot
+        # prove real for complex, and write sqrt(x * conjugate(x)), expanded
+        return sympy.Abs(args[0], evaluate=False)
     return node.func(*args)
 
 

@@ -36,6 +36,7 @@ from lossdsl.symbolic.functions import (
     Where,
     decode_roles,
     encode_roles,
+    with_args,
 )
 from lossdsl.symbolic.loss import AppliedRewrite
 from lossdsl.typed import Role
@@ -359,7 +360,7 @@ class _Pass:
             current = self.at_node(node)
             args = tuple(self.visit(arg) for arg in current.args)
             if args != current.args:
-                current = self.at_node(current.func(*args))
+                current = self.at_node(with_args(current, args))
             self.done[node] = current
         return self.done[node]
 
