@@ -611,9 +611,12 @@ def test_torch_numbers_become_tensors_on_the_inputs_device_and_dtype() -> None:
     assert (values.dtype, values.device.type) == (torch.bfloat16, "meta")
 
 
-def test_torch_functions_bind_their_arguments_to_a_signature_computed_once() -> None:
-    """Every module-level autograd.Function's `forward` carries its `__signature__`
-    (`_bound_once`), which `Function.apply` would otherwise compute on every call."""
+def test_torch_functions_are_applied_without_binding_their_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every module-level autograd.Function derives from `_AutogradFunction`, whose `apply`
+    does not bind its arguments to `forward`'s signature, as `Function.apply` does on
+    every call (20-30 µs); inside torch.func's transforms it is `Function.apply`."""
     torch = TorchBackend().torch
     from lossdsl.codegen import torch_helpers
 
@@ -622,10 +625,23 @@ def test_torch_functions_bind_their_arguments_to_a_signature_computed_once() -> 
         for value in vars(torch_helpers).values()
         if isinstance(value, type) and issubclass(value, torch.autograd.Function)
     ]
-    assert len(functions) == 4
-    for function in functions:
-        forward = vars(function)["forward"].__func__
-        assert vars(forward)["__signature__"] == inspect.signature(forward, follow_wrapped=False)
+    assert len(functions) == 5
+    assert all(issubclass(function, torch_helpers._AutogradFunction) for function in functions)
+    x = torch.tensor([-30.0, 0.5, 2.0], requires_grad=True)
+    t = torch.tensor([1.0, 0.0, 1.0])
+
+    def bind(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Signature bind called")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(inspect.Signature, "bind", bind)
+        (gradient,) = torch.autograd.grad(torch_helpers._sigmoid_cross_entropy(t, x).sum(), x)
+        with pytest.raises(AssertionError, match="Signature bind"):
+            torch.func.grad(lambda z: torch_helpers._sigmoid_cross_entropy(t, z).sum())(x)
+    expected = torch.sigmoid(x.detach()) - t
+    assert torch.equal(gradient, expected)
+    through_func = torch.func.grad(lambda z: torch_helpers._sigmoid_cross_entropy(t, z).sum())
+    assert torch.equal(through_func(x.detach()), expected)
 
 
 def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
@@ -845,7 +861,7 @@ OWN_HELPERS = {
         "_check_reduction",
         "_reduced",
         "_class_reduced",
-        "_bound_once",
+        "_AutogradFunction",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
@@ -853,7 +869,7 @@ eager mean, binary cross-entropy and scaled and shifted labels take fewer passes
 their own helpers, its functions take `torch.nn`'s `reduction` (`_reduced`, and
 `_class_reduced` in one reduction with the classes'), and torch.compile traces only a
 module-level autograd.Function (whose residuals `_save` and `_saved` keep, and whose
-`forward` `_bound_once` binds fast); the own backward pass's gradients of the other
+base `_AutogradFunction` applies it fast); the own backward pass's gradients of the other
 arguments come from each framework's autodiff (`_other_cotangents`,
 `_other_gradients`), and so do PyTorch's second derivatives (`_autograd_gradients`,
 `_differentiated_twice`), where JAX differentiates a custom VJP's backward function
@@ -878,7 +894,7 @@ def test_each_module_defines_the_tensorflow_names_with_its_framework_only(
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert imported - {"inspect"} == framework  # the standard library's, for `_bound_once`
+    assert imported == framework
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     frameworks = {"tf", "tensorflow", "np", "numpy", "keras", "jax", "jnp", "torch"}
     assert names & frameworks == framework
@@ -892,8 +908,8 @@ def embedded(backend: Backend) -> SimpleNamespace:
     scope: dict[str, object] = {}
     if backend.name == "jax":
         scope.update(jax=importlib.import_module("jax"), jnp=importlib.import_module("jax.numpy"))
-    else:  # and the standard library's inspect, which a module imports for `_bound_once`
-        scope.update(torch=importlib.import_module("torch"), inspect=inspect)
+    else:
+        scope.update(torch=importlib.import_module("torch"))
     for source in module_functions(backend.helpers.__name__).values():
         exec(compile(source, "<generated helper>", "exec"), scope)  # package source
     return SimpleNamespace(**{name: scope[name] for name in REQUIRED})

@@ -34,8 +34,7 @@ IMPORTS = {
     "jax": ["jax", "jax.numpy", "keras"],
     "torch": ["keras", "torch"],
 }
-"""What each target's modules import (`math` too, where they take a product of sizes, and
-`inspect` for a PyTorch module's autograd.Function)."""
+"""What each target's modules import (`math` too, where they take a product of sizes)."""
 
 
 def generate(spec_path: Path, target: str = "tensorflow") -> str:
@@ -66,7 +65,7 @@ def test_generated_module_imports_only_its_framework_and_keras(
     imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
     assert all(isinstance(node, ast.Import) for node in imports)
     imported = sorted(alias.name for node in imports for alias in node.names)
-    assert [name for name in imported if name not in ("inspect", "math")] == IMPORTS[target]
+    assert [name for name in imported if name != "math"] == IMPORTS[target]
     calls = {
         node.func.id
         for node in ast.walk(tree)

@@ -95,8 +95,9 @@ selection's backward pass)."""
 CHANNELS_JOINED = "_channels_joined"
 """The gradients of several channel selections put back in one concatenation."""
 
-BOUND_ONCE = "_bound_once"
-"""An autograd.Function's `forward` with its signature computed once (PyTorch)."""
+AUTOGRAD_FUNCTION = "_AutogradFunction"
+"""The base of a PyTorch module's autograd.Functions: torch.func's form, applied without
+binding the arguments anew on each call."""
 
 CHECK_REDUCTION = "_check_reduction"
 """`torch.nn`'s check of a `reduction` argument, with its message (PyTorch)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from lossdsl.channels import requirements
 from lossdsl.codegen.body import REDUCTION, BackwardPass, FunctionBody
 from lossdsl.codegen.helpers import (
-    BOUND_ONCE,
+    AUTOGRAD_FUNCTION,
     CHECK_CHANNELS,
     CHECK_REDUCTION,
     CUSTOM_GRADIENT,
@@ -252,7 +252,7 @@ class ModuleWriter:
         if self.target is TORCH:
             needed.update({REDUCED, *self.helper_set.dependencies(REDUCED, self.jit_compile)})
             if self.body.backward is not None:
-                needed.add(BOUND_ONCE)
+                needed.add(AUTOGRAD_FUNCTION)
         return [name for name in self.helper_set.sources if name in needed]
 
     def check(self, text: str) -> None:
@@ -493,13 +493,10 @@ class ModuleWriter:
         saved = [*arguments, *kept]
         others = [self.backward_class, "ctx", "upstream"]
         return [
-            f"class {self.backward_class}(torch.autograd.Function):",
+            f"class {self.backward_class}({AUTOGRAD_FUNCTION}):",
             *self.docstring(summary, INDENT, self.backward_class),
             "",
-            f"{INDENT}generate_vmap_rule = True",
-            "",
             f"{INDENT}@staticmethod",
-            f"{INDENT}@{BOUND_ONCE}",
             *wrapped_call(f"{INDENT}def forward", arguments, ":", INDENT),
             *indent_lines(backward.forward, body),
             *wrapped_call(f"{body}saved = ", kept, "", body, tuple_of=True),
@@ -951,9 +948,9 @@ OPTIONAL_KERAS = (
 """How a JAX or PyTorch module imports Keras: its Keras class is defined where Keras is
 installed, and its native API works without."""
 
-STANDARD_USES = {name: re.compile(rf"(?<![\w.]){name}\.") for name in ("inspect", "math")}
+STANDARD_USES = {name: re.compile(rf"(?<![\w.]){name}\.") for name in ("math",)}
 """The standard modules a generated module imports where its code calls them: `math`
-for a JAX or PyTorch module's spatial sizes, `inspect` for PyTorch's `_bound_once`."""
+for a JAX or PyTorch module's spatial sizes."""
 
 
 def condition(domain: ParamDomain, value: str) -> str:

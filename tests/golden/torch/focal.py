@@ -23,21 +23,29 @@ Compiled from focal.loss:
 Target fusions applied: factors_outside_sums.
 """
 
-import inspect
 import torch
 
 
-def _bound_once(forward):
-    """The `forward` of an autograd.Function, its signature computed once.
+class _AutogradFunction(torch.autograd.Function):
+    """A `torch.autograd.Function` in torch.func's form (`setup_context`, a generated
+    vmap rule), applied without binding its arguments to `forward`'s signature anew.
 
-    Where a Function defines `setup_context` (as torch.func asks), `Function.apply`
-    binds its arguments to `forward`'s signature on every call, and `inspect.signature`
-    then reads the function anew (about 10 µs a call on the CPU, against 24 µs for all
-    of `F.mse_loss` with its gradient at 8x10); a function's `__signature__` is what
-    `inspect.signature` returns.
+    `Function.apply` binds the arguments of a Function with `setup_context` to its
+    `forward`'s signature on every call, for default values, which these forwards do
+    not have: 20-30 µs a call on the CPU, against 55 µs for all of
+    `F.binary_cross_entropy_with_logits` with its gradient at 8x10. Outside torch.func's
+    transforms, `apply` here does what `Function.apply` does after that; inside them
+    it is `Function.apply`. torch.compile traces `apply` as a Function's, not this code.
     """
-    forward.__signature__ = inspect.signature(forward)
-    return forward
+
+    generate_vmap_rule = True
+
+    @classmethod
+    def apply(cls, *args):
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        args = torch._functorch.utils.unwrap_dead_wrappers(args)
+        return super(torch.autograd.Function, cls).apply(*args)  # type: ignore[misc]
 
 
 def _clip(x, low, high):
@@ -149,17 +157,14 @@ def _autograd_gradients(function, inputs, needs, upstream, first=0):
     return tuple(gradients.get(i) for i in range(first, len(inputs)))
 
 
-class _FocalBackward(torch.autograd.Function):
+class _FocalBackward(_AutogradFunction):
     """The `focal` loss per element with its own backward pass.
 
     In torch.func's form (`setup_context`, a generated vmap rule). The forward pass
     returns, after the value, the temporaries the backward pass reads.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
-    @_bound_once
     def forward(p, y, gamma, alpha, sum_dtype):
         t0 = _clip(p, 1e-07, 0.9999999)
         t1 = 1.0 - t0
