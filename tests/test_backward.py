@@ -291,6 +291,22 @@ def test_terms_that_share_a_whole_shaped_factor_multiply_by_it_once() -> None:
     assert both == U * y * (sympy.exp(z) * (2 + z) + 2 * k * z)
 
 
+def test_a_small_common_factor_goes_into_the_whole_shaped_terms_that_have_one() -> None:
+    """sum(y * z) * sum(z) passes upstream * (y * sum(z) + sum(y * z)) as
+    y * (upstream * sum(z)) + upstream * sum(y * z): two passes over the whole shape,
+    not three. A whole-shaped term with no smaller factor (exp(z), or -y) keeps the
+    common factor outside, where taking it in would cost a product of its own."""
+    roles = roles_with_upstream(PER_SAMPLE)
+    inner, total = fn.ReduceSum(y * z, CLASS), fn.ReduceSum(z, CLASS)
+    gradient = backward(inner * total, z, roles)
+    assert gradient == y * (U * total) + U * inner
+    assert isinstance(gradient, sympy.Add)
+    with_exp = backward(inner * total + fn.ReduceSum(sympy.exp(z), CLASS), z, roles)
+    assert with_exp == U * (y * total + sympy.exp(z) + inner)
+    scaled = backward(k * fn.ReduceSum(sympy.exp(z) - y * z, CLASS), z, roles)
+    assert scaled == k * U * (sympy.exp(z) - y)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.stem for path in EXAMPLES])
 def test_the_backward_pass_reads_the_forward_passes_log_softmax(path: Path) -> None:
     """A log_softmax runs once (every example has at most one): the backward function

@@ -34,6 +34,7 @@ from lossdsl.codegen.writer import write_module
 from lossdsl.compiler import check_source
 from lossdsl.parser import read_source
 from lossdsl.source import SourceFile
+from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.symbolic.lower import lower
 
@@ -465,6 +466,14 @@ def test_shared_subexpressions_come_before_their_users() -> None:
     outer = sympy.log(1 + inner)
     shared = shared_subexpressions([outer * inner + outer, -x * inner])
     assert shared == [inner, outer]
+
+
+def test_a_group_of_small_factors_that_is_a_negated_name_stays_inline() -> None:
+    """-alpha grouped apart from a product's whole-shaped factors (`Parenthesized`) is
+    written where it is used, as -alpha is, not as a temporary `t8 = -alpha`."""
+    x, alpha = sympy.Symbol("x", real=True), sympy.Symbol("alpha", positive=True)
+    negated = fn.Parenthesized(-alpha)
+    assert shared_subexpressions([negated * sympy.exp(x) + negated * x]) == []
 
 
 def test_output_does_not_depend_on_hash_seeds() -> None:

@@ -418,9 +418,12 @@ def _root_of_reciprocal(node: sympy.Basic) -> sympy.Basic | None:
 
 
 def _inline(node: sympy.Basic) -> bool:
-    """Whether `node` is printed where it is used, never as a temporary."""
+    """Whether `node` is printed where it is used, never as a temporary (a group of
+    small factors that is one of those, -alpha, too)."""
     if node.is_Atom or (isinstance(node, sympy.Expr) and node.is_number) or _is_count(node):
         return True
+    if isinstance(node, fn.Parenthesized):
+        return _inline(node.args[0])
     return (
         isinstance(node, sympy.Mul)
         and len(node.args) == 2

@@ -253,7 +253,29 @@ def common_factors_outside(
         return _whole_factors_collected(terms, whole, roles)
     common = sympy.Mul(*shared)
     rest = common_factors_outside(sympy.Add(*(term / common for term in terms)), roles)
-    return common * rest
+    return _small_factor_inside(common, rest, roles)
+
+
+def _small_factor_inside(
+    common: sympy.Expr, rest: sympy.Expr, roles: Callable[[sympy.Basic], Roles]
+) -> sympy.Expr:
+    """common * rest, with a common factor smaller than the sum multiplied into each of
+    its whole-shaped terms where each of those has a smaller factor already, and into
+    the sum of the others: upstream * (y * a + b) is y * (upstream * a) + upstream * b,
+    two passes over the whole shape where there were three (the product with y, the
+    sum, the product with upstream). A whole-shaped term with no smaller factor would
+    take a product of its own (upstream * (exp(z) - y) stays)."""
+    terms = sympy.Add.make_args(rest)
+    whole = roles(rest)
+    large = [term for term in terms if roles(term) == whole]
+    if len(terms) < 2 or roles(common) == whole:
+        return common * rest
+    for term in large:
+        factors = sympy.Mul.make_args(term)
+        if not any(not factor.is_Number and roles(factor) != whole for factor in factors):
+            return common * rest
+    small = [term for term in terms if roles(term) != whole]
+    return sympy.Add(*(common * term for term in large), common * sympy.Add(*small))
 
 
 def _whole_factors_collected(
