@@ -406,7 +406,9 @@ CONSTANT_OVERFLOW = _code(
     Stage.DOMAINS,
     "a constant beyond float64's range (`1e308 * 10`, `p * 2^1e5`, or params and constants "
     "at the params' defaults: `a * a` with `param a = 1e308`): no float holds it, so the "
-    "loss is not the spec's for any input",
+    "loss is not the spec's for any input; also a constant factor whose product is 0 "
+    "whatever it multiplies (`p * 0.5^2200`), and one too small to compute exactly "
+    "(below 2^-65536)",
 )
 INFINITE_AT_ZERO_OR_POLE = _code(
     "W401",

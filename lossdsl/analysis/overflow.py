@@ -47,6 +47,15 @@ EXACT_MAGNITUDE_LIMIT = 2**20
 """Constants above 2^(2^20) in magnitude are not computed further (`2^2^1e5` would take
 memory without end); they are reported as too large."""
 
+SMALLEST_EXACT_MAGNITUDE = 2**16
+"""Constants below 2^-(2^16) in magnitude (0 aside) are reported as too small (E407): SymPy
+folds constants exactly, and one with a denominator of millions of bits took minutes in
+each later step (`0.5^(1 / eps)`, 2^-10000000); every float holds them as 0."""
+
+SMALLEST_FACTOR = mpmath.mpf(2) ** -1074 / FLOAT64_MAX
+"""A constant factor smaller than this in magnitude makes its product 0 in float64
+whatever the other factors hold: the smallest subnormal over the largest value."""
+
 OVERFLOW_INPUT_LIMIT = 2.0
 """The overflow search takes inputs of at most this size: inputs of unbounded kinds make
 `exp`, `cosh` or a power overflow when large enough whatever the spec (the model's range,
@@ -102,7 +111,7 @@ class OverflowCheck:
         if fixed:
             self.exact(node)  # in post order, so its arguments' values are known
         if fixed and any(node is root for root in self.roots):
-            self._judge(node, [node], [False])
+            self._judge(node, [node], [False], factor=False)
         if fixed and not self.is_constant(node):
             self._check_range(node)  # params take every value of their domains
         if fixed:
@@ -112,11 +121,14 @@ class OverflowCheck:
         if isinstance(node, TAdd | TMul) and sum(combined) >= 2:
             inverse = node.inverted if isinstance(node, TMul) else node.negated
             parts = [(op, inv) for op, inv, c in zip(operands, inverse, combined, strict=True) if c]
-            self._judge(node, [op for op, _ in parts], [inv for _, inv in parts])
+            factor = isinstance(node, TMul)
+            self._judge(node, [op for op, _ in parts], [inv for _, inv in parts], factor)
         else:
-            for operand, is_constant in zip(operands, combined, strict=True):
+            inverted = node.inverted if isinstance(node, TMul) else [False] * len(operands)
+            for operand, is_constant, divides in zip(operands, combined, inverted, strict=True):
                 if is_constant:
-                    self._judge(operand, [operand], [False])
+                    factor = isinstance(node, TMul) and not divides
+                    self._judge(operand, [operand], [False], factor)
         self._check_range(node)
 
     def is_constant(self, node: TExpr) -> bool:
@@ -174,9 +186,12 @@ class OverflowCheck:
         self._exact[id(node)] = value
         return value
 
-    def _judge(self, node: TExpr, constants: Sequence[TExpr], inverse: Sequence[bool]) -> None:
+    def _judge(
+        self, node: TExpr, constants: Sequence[TExpr], inverse: Sequence[bool], factor: bool
+    ) -> None:
         """Report the value of `constants` combined into one number (a product's factors
-        when `node` is a product, else a sum's terms) as `node`'s generated code holds it."""
+        when `node` is a product, else a sum's terms) as `node`'s generated code holds it;
+        a `factor` multiplies values that read inputs."""
         if id(node) in self._judged or isinstance(node, TParam):
             return  # a param on its own: `_check_param` covers its default and domain
         self._judged.add(id(node))
@@ -203,6 +218,10 @@ class OverflowCheck:
                 )
         if not _within(combined, FLOAT64_MAX):
             self._report_float64(node, _scientific(combined), what)
+        elif factor and combined != 0 and abs(combined) < SMALLEST_FACTOR:
+            self._report_tiny(node, _tiny(combined), what, factor=True)
+        elif combined != 0 and mpmath.mag(combined) < -SMALLEST_EXACT_MAGNITUDE:
+            self._report_tiny(node, _tiny(combined), what, factor=False)
         elif not _within(combined, FLOAT32_MAX):
             shown = f" ({what})" if what else ""
             self._report_float32(node, f"{shown} is {_scientific(combined)}")
@@ -271,6 +290,29 @@ class OverflowCheck:
             )
         )
 
+    def _report_tiny(self, node: TExpr, value: str, what: str, factor: bool) -> None:
+        """E407 for a constant too small for floats: a factor whose product is 0 in
+        float64 whatever it multiplies, or one too small to compute exactly anywhere."""
+        subject = f"`{source_text(self.source, node.span)}`" + (f" ({what})" if what else "")
+        if factor:
+            message = (
+                f"{subject} is {value}, so small that its product with any float64 value "
+                "is 0: the loss differs from the spec for every input"
+            )
+            label = "too small for any float"
+            hint = (
+                "use a larger constant, or write the formula so that the small factors "
+                "cancel before they are computed"
+            )
+        else:
+            message = (
+                f"{subject} is {value}, too small to compute exactly (below 2^-65536), "
+                "and every float holds it as 0"
+            )
+            label = "too small to compute"
+            hint = "write 0, or a constant within float64's range (at least 4.9e-324)"
+        self.diagnostics.append(error(CONSTANT_OVERFLOW, message, node.span, label, hint))
+
     def _report_float32(self, node: TExpr, what: str, *help_lines: str) -> None:
         self.diagnostics.append(
             warning(
@@ -308,6 +350,14 @@ def _within(value: float | mpmath.mpf, limit: float) -> bool:
 
 def _scientific(value: mpmath.mpf) -> str:
     return str(mpmath.nstr(value, 2, min_fixed=0, max_fixed=0)).replace("e+", "e")
+
+
+def _tiny(value: mpmath.mpf) -> str:
+    """A value below float64's range as the diagnostic shows it: in scientific notation,
+    or below 2^-(2^32) as that bound (`exp(-1e300)`'s exponent alone has 300 digits)."""
+    if mpmath.mag(value) < -(2**32):
+        return f"below 2^-{2**32}"
+    return _scientific(value)
 
 
 def _pole_free(node: TExpr, ranges: RangeAnalysis) -> bool:
