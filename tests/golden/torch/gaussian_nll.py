@@ -123,8 +123,11 @@ def _other_gradients(function, ctx, upstream, first=1):
     loss's own autograd.Function from `first` on (`_autograd_gradients`): after y_pred,
     a soft target or a learnable param, which its own backward pass does not cover; all
     of them (`first` 0) for a second derivative (`_differentiated_twice`)."""
+    needs = ctx.needs_input_grad
+    if not any(needs[first:]):  # y_pred's alone, as a loss is mostly used
+        return (None,) * (len(needs) - first)
     inputs = _saved(ctx)[: ctx.inputs]
-    return _autograd_gradients(function, inputs, ctx.needs_input_grad, upstream, first)
+    return _autograd_gradients(function, inputs, needs, upstream, first)
 
 
 def _autograd_gradients(function, inputs, needs, upstream, first=0):
