@@ -143,9 +143,10 @@ class _SigmoidCrossEntropy(_AutogradFunction):
 
     The gradient of x is that of F.binary_cross_entropy_with_logits, in one pass: where
     the exact gradient is below float's resolution of 1 (|x| past about 17 in float32,
-    t of 1 and x positive), it is 0, as every framework's is. Eagerly each temporary
-    after the first is written in place (a fresh tensor costs a pass of page faults on
-    the CPU); under torch.compile, which fuses the ops into one loop, the plain form.
+    t of 1 and x positive), it is 0, as every framework's is. Eagerly log1p(exp(-|x|))
+    is -logsigmoid(|x|), one kernel for three, and each temporary after the first is
+    written in place (a fresh tensor costs a pass of page faults on the CPU); under
+    torch.compile, which fuses the ops into one loop, the plain form.
     A module-level autograd.Function with a generated vmap rule (torch.compile,
     torch.func).
     """
