@@ -196,6 +196,21 @@ def test_points_near_a_kink_are_moved_away() -> None:
     assert not exact.skipped_gradient
 
 
+def test_a_tie_that_rounding_alone_decides_is_not_compared() -> None:
+    """logsumexp over one class of w = [1] is 1, a tie with y = 1: at 50 digits
+    log(exp(1)) is not exactly 1, in float32 it is, and no redraw of y_pred moves a
+    condition on y_true and params, so the samples at the tie are not compared (they
+    were E901 on every target). Exact ties of data (`y == 1`, the masks' `y != -1`)
+    are still decided, by the tests of masks and selects."""
+    tie = (
+        "input y: binary\ninput p: real\nparam w: nonneg = [1]\n"
+        "loss = mean(max(where(logsumexp(w) < y, 0.5, 0.1) + square(p)))\n"
+    )
+    compile_source(SourceFile.from_text(tie))
+    exact_tie = tie.replace("logsumexp(w) < y", "y == 1")
+    compile_source(SourceFile.from_text(exact_tie))
+
+
 def test_worst_mismatch_tolerances_and_non_finite_values() -> None:
     expected = np.array([1.0, np.inf, np.nan, 1e-22])
     assert worst_mismatch(expected, np.array([1 + 1e-9, np.inf, 5.0, 0.0]), frozenset()) is None

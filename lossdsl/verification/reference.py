@@ -318,7 +318,10 @@ def free_symbols(
 def near_kinks(
     graph: ReferenceGraph, order: Sequence[sympy.Basic], elements: Mapping[sympy.Basic, Any]
 ) -> list[Kink]:
-    """The conditions of taken branches that depend on y_pred and nearly flip at the point."""
+    """The conditions of taken branches that nearly flip at the point: those that depend
+    on y_pred, which a redraw moves, and those that do not but whose sides differ by
+    rounding alone (log(exp(1)) < 1: not 0 at 50 digits, 0 in float32), whose side no
+    exact value decides."""
     kinks = []
     symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
     with mpmath.workdps(DIGITS):
@@ -326,10 +329,11 @@ def near_kinks(
             if not isinstance(node, Select):
                 continue
             condition = node.args[0]
-            if not any(_nearly_flips(graph, comparison) for comparison in comparisons(condition)):
+            gaps = [_gap(graph, comparison) for comparison in comparisons(condition)]
+            if not any(gap is not None for gap in gaps):
                 continue  # first, since it is the cheaper test and seldom passes
             symbols = free_symbols(condition, symbols_of) & elements.keys()
-            if symbols:
+            if symbols or any(gap for gap in gaps):
                 kinks.append(Kink(condition, symbols))
     return kinks
 
@@ -343,12 +347,14 @@ def comparisons(condition: sympy.Basic) -> Iterator[Relational]:
             yield from comparisons(arg)
 
 
-def _nearly_flips(graph: ReferenceGraph, comparison: Relational) -> bool:
-    """Whether lhs - rhs is 0 up to KINK_DISTANCE (relative to its terms) at the point."""
+def _gap(graph: ReferenceGraph, comparison: Relational) -> Any:
+    """lhs - rhs at the point where it is 0 up to KINK_DISTANCE (relative to its terms),
+    else None."""
     lhs, rhs = comparison.args
     terms = [graph.value(term) for term in sympy.Add.make_args(lhs)]
     terms += [-graph.value(term) for term in sympy.Add.make_args(rhs)]
-    return bool(abs(mpmath.fsum(terms)) <= KINK_DISTANCE * mpmath.fsum(map(abs, terms)))
+    gap = mpmath.fsum(terms)
+    return gap if abs(gap) <= KINK_DISTANCE * mpmath.fsum(map(abs, terms)) else None
 
 
 @dataclass(frozen=True)
@@ -394,9 +400,9 @@ def reference(
         graph = ReferenceGraph(expander.point(draw.y_pred))
         order = graph.order(list(outputs.values()))
         kinks = near_kinks(graph, order, elements)
-        if not kinks or rounds_left == 0:
-            break
         near = sorted({elements[symbol] for kink in kinks for symbol in kink.symbols})
+        if not near or rounds_left == 0:  # a tie of rounding alone no redraw moves
+            break
         moved = redraw_elements(rng, symbolic.checked.y_pred.kind, draw.y_pred, near)
         draw = replace(draw, y_pred=moved)
 
