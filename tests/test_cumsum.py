@@ -71,6 +71,25 @@ def test_coral_ordinal_levels_match_numpy(dtype: str) -> None:
     np.testing.assert_allclose(gradient, slope, rtol=RTOL[dtype], atol=RTOL[dtype])
 
 
+@pytest.mark.parametrize("target", ["tensorflow", "jax", "torch"])
+def test_cumsum_of_a_value_simplification_frees_of_the_class_axis(target: str) -> None:
+    """abs(p - p) < k is 0 < k after simplification: the cumsum's argument, a select of
+    numbers, no longer has the class axis. At class c the running sum is c + 1 times it,
+    in the exact reference (which raised "cumsum expanded without a class", fuzzing seed
+    70,466) and in every target's code (a cumsum of a [batch, 1] value would be it)."""
+    text = (
+        "input y: target\ninput p: real\nparam k = 0.5\n"
+        "loss = mean(sum(cumsum(where(abs(p - p) < k, 1.0, 2.0)) * p))\n"
+    )
+    compile_source(SourceFile.from_text(text, "spec.loss"), target=target)  # verified
+    loss = compiled(text)
+    pred = np.array([[1.0, 10.0, 100.0], [-1.0, 0.5, 2.0]])
+    value, gradient = value_and_gradient(loss, np.zeros_like(pred), pred, "float64")
+    counts = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(value, (pred * counts).sum(axis=-1), rtol=RTOL["float64"])
+    np.testing.assert_allclose(gradient, np.broadcast_to(counts, pred.shape))
+
+
 def test_cumsum_of_a_per_sample_value_is_a_role_error() -> None:
     text = "input y: onehot\ninput p: prob\nloss = mean(cumsum(sum(p * y, axis=sample)))\n"
     with pytest.raises(LossSpecError) as failure:

@@ -947,7 +947,14 @@ class TensorFlowPrinter(PythonCodePrinter):
         return self.form("log_softmax", self._print(expr.args[0]))
 
     def _print_CumSum(self, expr: fn.CumSum) -> str:
-        return self.form("cumsum", self._print(expr.args[0]))
+        """The running sum over the classes; of a value without the class role (what
+        simplification left of `cumsum(where(abs(p - p) < k, a, b))`), c + 1 times it at
+        class c."""
+        operand = expr.args[0]
+        if Role.CLASS not in self.roles(operand):
+            counts = self.form("class_counts")
+            return f"{self.parenthesize(operand, PRECEDENCE['Mul'])} * {counts}"
+        return self.form("cumsum", self._print(operand))
 
     def _print_ClassId(self, expr: fn.ClassId) -> str:
         y = expr.args[0]

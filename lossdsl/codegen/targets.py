@@ -132,6 +132,7 @@ TENSORFLOW = Target(
             "softmax": "tf.nn.softmax({0}, axis=-1)",
             "log_softmax": "tf.nn.log_softmax({0}, axis=-1)",
             "cumsum": "tf.math.cumsum({0}, axis=-1)",
+            "class_counts": "tf.range(1, tf.shape({y_pred})[-1] + 1, dtype={dtype})",
             "class_of": "tf.expand_dims(tf.math.argmax({0}, axis=-1, output_type=tf.int32), -1)",
             "one_hot": "tf.one_hot({0}[..., 0], tf.shape({y_pred})[-1], dtype={dtype})",
             "classes_from": (
@@ -221,6 +222,7 @@ JAX = Target(
             "softmax": "jax.nn.softmax({0}, axis=-1)",
             "log_softmax": "jax.nn.log_softmax({0}, axis=-1)",
             "cumsum": "jnp.cumsum({0}, axis=-1)",
+            "class_counts": "jnp.arange(1, {y_pred}.shape[-1] + 1, dtype={dtype})",
             "class_of": "jnp.argmax({0}, axis=-1, keepdims=True)",
             "one_hot": "jax.nn.one_hot({0}[..., 0], {y_pred}.shape[-1], dtype={dtype})",
             "classes_from": (
@@ -309,6 +311,9 @@ TORCH = Target(
             "softmax": "torch.softmax({0}, dim=-1)",
             "log_softmax": "torch.log_softmax({0}, dim=-1)",
             "cumsum": "torch.cumsum({0}, dim=-1)",
+            "class_counts": (
+                "torch.arange(1, {y_pred}.shape[-1] + 1, dtype={dtype}, device={y_pred}.device)"
+            ),
             "class_of": "torch.argmax({0}, dim=-1, keepdim=True)",
             "one_hot": (
                 "({0} == torch.arange({y_pred}.shape[-1], device={y_pred}.device)).to({dtype})"

@@ -818,6 +818,7 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     TakeClass: lambda roles, expr: gather_roles(roles[0], roles[1]),
     Channel: lambda roles, expr: _without_class(roles[0]),
     Channels: lambda roles, expr: roles[0],
+    CumSum: lambda roles, expr: roles[0] | {Role.CLASS},  # a running count of a constant too
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
     ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
