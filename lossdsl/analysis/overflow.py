@@ -275,9 +275,12 @@ class OverflowCheck:
 
         return condition
 
+    def _subject(self, node: TExpr, what: str) -> str:
+        """A judged constant as a diagnostic names it: its text, and what was combined."""
+        return f"`{source_text(self.source, node.span)}`" + (f" ({what})" if what else "")
+
     def _report_float64(self, node: TExpr, value: str, what: str = "") -> None:
-        text = source_text(self.source, node.span)
-        subject = f"`{text}`" + (f" ({what})" if what else "")
+        subject = self._subject(node, what)
         self.diagnostics.append(
             error(
                 CONSTANT_OVERFLOW,
@@ -293,7 +296,7 @@ class OverflowCheck:
     def _report_tiny(self, node: TExpr, value: str, what: str, factor: bool) -> None:
         """E407 for a constant too small for floats: a factor whose product is 0 in
         float64 whatever it multiplies, or one too small to compute exactly anywhere."""
-        subject = f"`{source_text(self.source, node.span)}`" + (f" ({what})" if what else "")
+        subject = self._subject(node, what)
         if factor:
             message = (
                 f"{subject} is {value}, so small that its product with any float64 value "

@@ -268,13 +268,14 @@ def _small_factor_inside(
     terms = sympy.Add.make_args(rest)
     whole = roles(rest)
     large = [term for term in terms if roles(term) == whole]
-    if len(terms) < 2 or roles(common) == whole:
-        return common * rest
-    for term in large:
-        factors = sympy.Mul.make_args(term)
-        if not any(not factor.is_Number and roles(factor) != whole for factor in factors):
-            return common * rest
     small = [term for term in terms if roles(term) != whole]
+
+    def has_a_smaller_factor(term: sympy.Expr) -> bool:
+        factors = sympy.Mul.make_args(term)
+        return any(not factor.is_Number and roles(factor) != whole for factor in factors)
+
+    if len(terms) < 2 or roles(common) == whole or not all(map(has_a_smaller_factor, large)):
+        return common * rest
     return sympy.Add(*(common * term for term in large), common * sympy.Add(*small))
 
 
