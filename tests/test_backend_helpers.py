@@ -644,6 +644,37 @@ def test_torch_functions_are_applied_without_binding_their_arguments(
     assert torch.equal(through_func(x.detach()), expected)
 
 
+@pytest.mark.parametrize("exponent", [0.75, -1.5, 1 / 3])
+def test_torch_power_takes_exp_and_log_where_autograd_records_nothing(
+    exponent: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a loss's own forward pass (no autograd) a number that is not whole or +-0.5
+    is exp(exponent * log(x)), torch.pow's values; where autograd records, torch.pow,
+    whose gradient is finite at 0 for exponents above 1 (exp and log give NaN there)."""
+    torch = pytest.importorskip("torch")
+    from lossdsl.codegen import torch_helpers
+
+    points = [-2.0, -0.0, 0.0, 1e-30, 1e-3, 0.5, 1.0, 3.0, 1e3, float("inf"), float("nan")]
+    x = torch.tensor(points, dtype=torch.float64)
+    expected = torch.pow(x, exponent)
+    pow_calls = []
+    original_pow = torch.pow
+    monkeypatch.setattr(torch, "pow", lambda *a: pow_calls.append(a) or original_pow(*a))
+    with torch.no_grad():
+        value = torch_helpers._power(x, exponent)
+    assert not pow_calls
+    torch.testing.assert_close(value, expected, rtol=1e-13, atol=0, equal_nan=True)
+    with torch.no_grad():
+        torch_helpers._power(x.to(torch.float16), exponent)
+        torch_helpers._power(x, 2.5 - 0.5)
+    assert len(pow_calls) == 2
+
+    recorded = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(torch_helpers._power(recorded, exponent + 1).sum(), recorded)
+    assert len(pow_calls) == 3
+    assert gradient[2] == 0.0 or exponent + 1 < 1
+
+
 def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
     torch = TorchBackend().torch
     from lossdsl.codegen import torch_helpers
@@ -862,6 +893,7 @@ OWN_HELPERS = {
         "_reduced",
         "_class_reduced",
         "_AutogradFunction",
+        "_power",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
@@ -873,7 +905,9 @@ base `_AutogradFunction` applies it fast); the own backward pass's gradients of 
 arguments come from each framework's autodiff (`_other_cotangents`,
 `_other_gradients`), and so do PyTorch's second derivatives (`_autograd_gradients`,
 `_differentiated_twice`), where JAX differentiates a custom VJP's backward function
-itself."""
+itself. TensorFlow's and PyTorch's pow are slow at exponents that are not whole numbers
+(`_power`); inside a JAX custom VJP a param exponent is a tracer, so its modules call
+jnp.power."""
 
 
 @pytest.mark.parametrize(

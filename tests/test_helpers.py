@@ -19,6 +19,7 @@ from lossdsl.codegen.helpers import (
     HUBER,
     LOG1P,
     MEAN_OVER_CLASSES,
+    POWER,
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
     SUM_OVER_CLASSES,
@@ -176,6 +177,56 @@ def test_log1p_matches_tensorflow_at_the_edges_too(dtype: str) -> None:
     got = np.asarray(value, np.float64)[: len(points)]
     relative = np.abs(got[accurate] - exact[accurate]) / np.abs(exact[accurate])
     assert relative.max() < 4 * np.finfo(dtype).eps
+
+
+POWER_POINTS = [-2.0, -1.0, -0.0, 0.0, 1e-30, 1e-3, 0.5, 1.0, 3.0, 1e3]
+"""Bases of `_power`: negative ones (NaN), zeros of both signs, and the rest."""
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("exponent", [0.75, -1.5, 2.5, 1 / 3, -0.2])
+def test_power_matches_tensorflows_pow_and_its_gradient(dtype: str, exponent: float) -> None:
+    """exp(exponent * log(x)), with the gradient written out, at the edges too: NaN
+    below 0, 0 or inf at 0, where autodiff of exp(exponent * log(x)) gives NaN."""
+    power = helper_namespace()[POWER]
+    x = tf.constant([*POWER_POINTS, float("inf"), float("nan")], dtype)
+    upstream = tf.constant(np.linspace(0.5, 2.0, len(POWER_POINTS) + 2), dtype)
+
+    @tf.function
+    def value_and_gradient(function: object) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = function(x, exponent)  # type: ignore[operator]
+        return value, tape.gradient(value, x, output_gradients=upstream)
+
+    # exp(t) of a t = exponent * log(x) rounded to an ulp is |t| ulps off; pow is exact
+    logs = np.abs(np.log([point for point in POWER_POINTS if point > 0]))
+    tolerance = ulps(dtype, 4 + max(abs(exponent), abs(exponent - 1)) * logs.max())
+    for got, expected in zip(
+        value_and_gradient(power), value_and_gradient(tf.math.pow), strict=True
+    ):
+        np.testing.assert_allclose(got, expected, rtol=tolerance)
+
+
+@pytest.mark.parametrize(
+    ("exponent", "pow_kernels"),
+    [(0.75, 0), (-1.5, 0), (2.0, 1), (0.5, 1), (-1, 1), (4, 1), ("tensor", 1)],
+)
+def test_power_takes_exp_and_log_for_numbers_that_are_not_whole_or_half(
+    exponent: float | str, pow_kernels: int
+) -> None:
+    """TensorFlow's Pow kernel is several times slower than exp and log except where
+    Grappler or XLA rewrite it (benchmarks/README.md); a tensor exponent (a learned
+    param) keeps it, and with it its gradient."""
+    power = helper_namespace()[POWER]
+    given = tf.constant(0.75) if exponent == "tensor" else exponent
+    graph = (
+        tf.function(lambda x: power(x, given))  # type: ignore[operator]
+        .get_concrete_function(tf.TensorSpec([None], tf.float32))
+        .graph
+    )
+    kernels = [operation.type for operation in graph.get_operations()]
+    assert kernels.count("Pow") == pow_kernels
 
 
 @pytest.mark.parametrize("xla_forms", [False, True])

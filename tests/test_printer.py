@@ -261,13 +261,13 @@ def test_focal_loss_shares_the_clipped_probability_and_scales_the_sum() -> None:
         "sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype",
         "t0 = _clip(p, 1e-07, 0.9999999)",
         "t1 = tf.math.reduce_sum(\n"
-        "    tf.cast(y * tf.math.pow(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),\n"
+        "    tf.cast(y * _power(1.0 - t0, gamma) * tf.math.log(t0), sum_dtype),\n"
         "    axis=-1,\n"
         "    keepdims=True,\n"
         ")",
     )
     assert body.result == "tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)"
-    assert body.helpers == ("_clip",)
+    assert body.helpers == ("_clip", "_power")
 
 
 def test_the_log_of_a_clipped_probability_is_one_helper() -> None:

@@ -58,6 +58,31 @@ def _clip(x, low, high):
     return torch.clamp(x, low, high)
 
 
+def _power(x, exponent):
+    """torch.pow(x, exponent), fast for every number.
+
+    PyTorch's pow has fast kernels for whole numbers up to 3 and +-0.5, and is several
+    times slower than exp and log elsewhere. For a finite exponent that is not a whole
+    number, exp(exponent * log(x)) has pow's values at every x (NaN below 0, 0 or inf
+    at 0), so such a Python number is taken that way here where autograd records
+    nothing (a loss's own forward pass). Where it records (a second derivative, y_true's
+    gradient) pow stays, whose gradient is 0 or inf at x = 0 where autograd of
+    exp(exponent * log(x)) gives NaN; so do whole numbers, +-0.5, tensor exponents, and
+    float16 and bfloat16, where exp and log would be |exponent * log(x)| ulps, percents,
+    from pow.
+    """
+    if (
+        not isinstance(exponent, (int, float))
+        or not abs(exponent) < float("inf")
+        or float(exponent).is_integer()
+        or abs(exponent) == 0.5
+        or x.dtype in (torch.float16, torch.bfloat16)
+        or torch.is_grad_enabled()
+    ):
+        return torch.pow(x, exponent)
+    return torch.exp(exponent * torch.log(x))
+
+
 def _mean(x, dim=None, keepdim=False):
     """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
     their size.
@@ -171,7 +196,7 @@ class _FocalBackward(_AutogradFunction):
     def forward(p, y, gamma, alpha, sum_dtype):
         t0 = _clip(p, 1e-07, 0.9999999)
         t1 = 1.0 - t0
-        t2 = torch.pow(t1, gamma)
+        t2 = _power(t1, gamma)
         t3 = torch.log(t0)
         t4 = torch.as_tensor(
             torch.sum(
@@ -198,9 +223,8 @@ class _FocalBackward(_AutogradFunction):
         upstream = torch.unsqueeze(upstream, -1)
         t5 = torch.as_tensor(0.0, dtype=p.dtype, device=p.device)
         t6 = torch.logical_and(p >= 1e-07, p <= 0.9999999)
-        t7 = torch.pow(t1, gamma - 1.0)
-        t8 = y * (gamma * t7 * t3 - t2 / t0) * (alpha * upstream)
-        return torch.where(t6, t8, t5), *others
+        t7 = y * (gamma * _power(t1, gamma - 1.0) * t3 - t2 / t0) * (alpha * upstream)
+        return torch.where(t6, t7, t5), *others
 
 
 def focal(y, p, gamma=2.0, alpha=0.25, *, reduction="none"):
