@@ -675,6 +675,24 @@ def test_torch_power_takes_exp_and_log_where_autograd_records_nothing(
     assert gradient[2] == 0.0 or exponent + 1 < 1
 
 
+def test_torch_power_of_a_whole_number_from_4_to_16_is_products() -> None:
+    """Products of x: torch.pow's values and, by autograd, its gradient, with no pow."""
+    torch = pytest.importorskip("torch")
+    from lossdsl.codegen import torch_helpers
+
+    points = [-2.0, -0.0, 0.0, 1e-30, 1e-3, 0.5, 1.0, 3.0, 1e3, float("inf"), float("nan")]
+    for exponent in (4, 5.0, 11, 16):
+        x = torch.tensor(points, dtype=torch.float64, requires_grad=True)
+        value = torch_helpers._power(x, exponent)
+        (gradient,) = torch.autograd.grad(value.sum(), x)
+        assert "Pow" not in type(value.grad_fn).__name__
+        y = x.detach().clone().requires_grad_(True)
+        expected = torch.pow(y, exponent)
+        (expected_gradient,) = torch.autograd.grad(expected.sum(), y)
+        torch.testing.assert_close(value, expected, rtol=1e-14, atol=0, equal_nan=True)
+        torch.testing.assert_close(gradient, expected_gradient, rtol=1e-14, atol=0, equal_nan=True)
+
+
 def test_torch_learned_delta_keeps_its_gradient_when_cast() -> None:
     torch = TorchBackend().torch
     from lossdsl.codegen import torch_helpers
@@ -894,6 +912,7 @@ OWN_HELPERS = {
         "_class_reduced",
         "_AutogradFunction",
         "_power",
+        "_whole_power",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its

@@ -184,10 +184,11 @@ POWER_POINTS = [-2.0, -1.0, -0.0, 0.0, 1e-30, 1e-3, 0.5, 1.0, 3.0, 1e3]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("exponent", [0.75, -1.5, 2.5, 1 / 3, -0.2])
+@pytest.mark.parametrize("exponent", [0.75, -1.5, 2.5, 1 / 3, -0.2, 4, 5.0, 11, 16])
 def test_power_matches_tensorflows_pow_and_its_gradient(dtype: str, exponent: float) -> None:
-    """exp(exponent * log(x)), with the gradient written out, at the edges too: NaN
-    below 0, 0 or inf at 0, where autodiff of exp(exponent * log(x)) gives NaN."""
+    """exp(exponent * log(x)), with the gradient written out, or products of x, at the
+    edges too: NaN below 0 (or a signed product), 0 or inf at 0, where autodiff of
+    exp(exponent * log(x)) gives NaN."""
     power = helper_namespace()[POWER]
     x = tf.constant([*POWER_POINTS, float("inf"), float("nan")], dtype)
     upstream = tf.constant(np.linspace(0.5, 2.0, len(POWER_POINTS) + 2), dtype)
@@ -210,9 +211,20 @@ def test_power_matches_tensorflows_pow_and_its_gradient(dtype: str, exponent: fl
 
 @pytest.mark.parametrize(
     ("exponent", "pow_kernels"),
-    [(0.75, 0), (-1.5, 0), (2.0, 1), (0.5, 1), (-1, 1), (4, 1), ("tensor", 1)],
+    [
+        (0.75, 0),
+        (-1.5, 0),
+        (4, 0),
+        (16.0, 0),
+        (2.0, 1),
+        (0.5, 1),
+        (-1, 1),
+        (-4, 1),
+        (17, 1),
+        ("tensor", 1),
+    ],
 )
-def test_power_takes_exp_and_log_for_numbers_that_are_not_whole_or_half(
+def test_power_avoids_the_pow_kernel_where_it_is_slow(
     exponent: float | str, pow_kernels: int
 ) -> None:
     """TensorFlow's Pow kernel is several times slower than exp and log except where

@@ -426,26 +426,39 @@ def _affine(x, scale, shift):
 def _power(x, exponent):
     """torch.pow(x, exponent), fast for every number.
 
-    PyTorch's pow has fast kernels for whole numbers up to 3 and +-0.5, and is several
-    times slower than exp and log elsewhere. For a finite exponent that is not a whole
-    number, exp(exponent * log(x)) has pow's values at every x (NaN below 0, 0 or inf
-    at 0), so such a Python number is taken that way here where autograd records
-    nothing (a loss's own forward pass). Where it records (a second derivative, y_true's
-    gradient) pow stays, whose gradient is 0 or inf at x = 0 where autograd of
-    exp(exponent * log(x)) gives NaN; so do whole numbers, +-0.5, tensor exponents, and
-    float16 and bfloat16, where exp and log would be |exponent * log(x)| ulps, percents,
-    from pow.
+    PyTorch's pow has fast kernels for whole numbers from -2 to 3 and +-0.5, and is
+    several times slower than exp and log elsewhere. Of a Python number exponent:
+    - a whole number from 4 to 16 is products of x (`_whole_power`);
+    - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
+      which has pow's values at every x (NaN below 0, 0 or inf at 0), where autograd
+      records nothing (a loss's own forward pass). Where it records (a second
+      derivative, y_true's gradient) pow stays, whose gradient is 0 or inf at x = 0
+      where autograd of exp(exponent * log(x)) gives NaN.
+    Those are a few ulps (products) or percents (exp and log) off in float16 and
+    bfloat16, which keep torch.pow, as do the other numbers and tensor exponents.
     """
-    if (
-        not isinstance(exponent, (int, float))
-        or not abs(exponent) < float("inf")
-        or float(exponent).is_integer()
-        or abs(exponent) == 0.5
-        or x.dtype in (torch.float16, torch.bfloat16)
-        or torch.is_grad_enabled()
-    ):
+    number = isinstance(exponent, (int, float)) and abs(exponent) < float("inf")
+    if not number or abs(exponent) == 0.5 or x.dtype in (torch.float16, torch.bfloat16):
+        return torch.pow(x, exponent)
+    if float(exponent).is_integer():
+        if 4 <= exponent <= 16:
+            return _whole_power(x, int(exponent))
+        return torch.pow(x, exponent)
+    if torch.is_grad_enabled():
         return torch.pow(x, exponent)
     return torch.exp(exponent * torch.log(x))
+
+
+def _whole_power(x, n):
+    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
+    result = None
+    while n:
+        if n % 2:
+            result = x if result is None else result * x
+        n //= 2
+        if n:
+            x = x * x
+    return result
 
 
 def _mean(x, dim=None, keepdim=False):

@@ -49,22 +49,25 @@ def _power(x, exponent):
     """tf.math.pow(x, exponent), fast for every number.
 
     TensorFlow's pow is fast where Grappler and XLA rewrite it (whole numbers up to 3,
-    and +-0.5) and several times slower than exp and log elsewhere. For a finite
-    exponent that is not a whole number, exp(exponent * log(x)) has pow's values at
-    every x (NaN below 0, 0 or inf at 0), so such a Python number is taken that way
-    here, with pow's gradient, exponent * x ** (exponent - 1), written the same way
-    (autodiff of exp(exponent * log(x)) gives NaN at x = 0). It is |exponent * log(x)|
-    ulps from pow's value, which in float16 and bfloat16 would be percents: those keep
-    tf.math.pow, as do whole numbers, +-0.5 and tensor exponents (a learned param, with
-    its gradient).
+    and +-0.5) and several times slower than exp and log elsewhere. Of a Python
+    number exponent:
+    - a whole number from 4 to 16 is products of x (`_whole_power`), whose gradient
+      autodiff takes exactly;
+    - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
+      which has pow's values at every x (NaN below 0, 0 or inf at 0), with pow's
+      gradient, exponent * x ** (exponent - 1), written the same way (autodiff of
+      exp(exponent * log(x)) gives NaN at x = 0). It is |exponent * log(x)| ulps from
+      pow's value.
+    Those are a few ulps (products) or percents (exp and log) off in float16 and
+    bfloat16, which keep tf.math.pow, as do the other numbers and tensor exponents (a
+    learned param, with its gradient).
     """
-    if (
-        not isinstance(exponent, (int, float))
-        or not abs(exponent) < float("inf")
-        or float(exponent).is_integer()
-        or abs(exponent) == 0.5
-        or x.dtype in (tf.float16, tf.bfloat16)
-    ):
+    number = isinstance(exponent, (int, float)) and abs(exponent) < float("inf")
+    if not number or abs(exponent) == 0.5 or x.dtype in (tf.float16, tf.bfloat16):
+        return tf.math.pow(x, exponent)
+    if float(exponent).is_integer():
+        if 4 <= exponent <= 16:
+            return _whole_power(x, int(exponent))
         return tf.math.pow(x, exponent)
 
     @tf.custom_gradient
@@ -77,6 +80,18 @@ def _power(x, exponent):
         return tf.math.exp(exponent * log_x), gradient
 
     return power(x)
+
+
+def _whole_power(x, n):
+    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
+    result = None
+    while n:
+        if n % 2:
+            result = x if result is None else result * x
+        n //= 2
+        if n:
+            x = x * x
+    return result
 
 
 def _custom_gradient(forward, y_pred, *params):
