@@ -16,7 +16,12 @@ import pytest
 import tensorflow as tf
 
 from lossdsl.codegen import tensorflow_helpers
-from lossdsl.codegen.helpers import HELPERS, module_functions
+from lossdsl.codegen.helpers import (
+    COMMON_HELPERS_MODULE,
+    HELPERS,
+    module_functions,
+    target_helpers,
+)
 
 CODEGEN = Path(__file__).resolve().parents[1] / "lossdsl" / "codegen"
 LINE_LENGTH = 88
@@ -912,7 +917,6 @@ OWN_HELPERS = {
         "_class_reduced",
         "_AutogradFunction",
         "_power",
-        "_whole_power",
     },
 }
 """Helpers one target alone needs: PyTorch reduces every axis for an empty `dim`, its
@@ -947,12 +951,24 @@ def test_each_module_defines_the_tensorflow_names_with_its_framework_only(
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert imported == framework
+    assert imported - set(module_functions(COMMON_HELPERS_MODULE)) == framework
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     frameworks = {"tf", "tensorflow", "np", "numpy", "keras", "jax", "jnp", "torch"}
     assert names & frameworks == framework
     assert "tf." not in source
     assert max(len(line) for line in source.splitlines()) <= LINE_LENGTH
+
+
+def test_the_common_helpers_use_no_framework_and_every_target_has_them() -> None:
+    """Written once (`codegen.common_helpers`), embedded by every target."""
+    source = (CODEGEN / "common_helpers.py").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    assert not [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    common = module_functions(COMMON_HELPERS_MODULE)
+    assert common
+    for target in ("tensorflow", "jax", "torch"):
+        sources = target_helpers(target).sources
+        assert all(sources[name] == text for name, text in common.items())
 
 
 def embedded(backend: Backend) -> SimpleNamespace:

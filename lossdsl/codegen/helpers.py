@@ -176,15 +176,22 @@ class HelperSet:
         return tuple(helper for helper in self.sources if helper in found)
 
 
+COMMON_HELPERS_MODULE = "lossdsl.codegen.common_helpers"
+"""Where the helpers that use no framework are written, once for every target."""
+
+
 @functools.cache
 def target_helpers(target: str) -> HelperSet:
-    """The helpers of `target`'s modules (`codegen.targets.TARGETS`), read once."""
+    """The helpers of `target`'s modules (`codegen.targets.TARGETS`), its own and the
+    common ones, read once."""
     xla_forms = module_functions("lossdsl.codegen.xla_helpers") if target == "tensorflow" else {}
-    return HelperSet(module_functions(TARGETS[target].helpers_module), xla_forms)
+    own = module_functions(TARGETS[target].helpers_module)
+    return HelperSet({**own, **module_functions(COMMON_HELPERS_MODULE)}, xla_forms)
 
 
 HELPERS: dict[str, str] = target_helpers("tensorflow").sources
-"""Each TensorFlow helper's source, from `codegen.tensorflow_helpers`; it uses only `tf`."""
+"""Each TensorFlow helper's source, from `codegen.tensorflow_helpers` (it uses only `tf`)
+and `codegen.common_helpers`."""
 
 HELPER_NAMES: frozenset[str] = frozenset().union(
     *(target_helpers(name).sources for name in TARGETS)

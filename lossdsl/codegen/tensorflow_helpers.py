@@ -7,6 +7,8 @@ forms a module compiled with XLA defines instead.
 
 import tensorflow as tf
 
+from lossdsl.codegen.common_helpers import _whole_power
+
 
 def _softplus_pair(a, b, x):
     """a * softplus(-x) + b * softplus(x), with its exact gradient in one pass.
@@ -147,18 +149,6 @@ def _power(x, exponent):
         return tf.math.exp(exponent * log_x), gradient
 
     return power(x)
-
-
-def _whole_power(x, n):
-    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
-    result = None
-    while n:
-        if n % 2:
-            result = x if result is None else result * x
-        n //= 2
-        if n:
-            x = x * x
-    return result
 
 
 def _log1p(x):

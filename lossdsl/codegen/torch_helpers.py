@@ -15,6 +15,8 @@ when the loss is called.
 
 import torch
 
+from lossdsl.codegen.common_helpers import _whole_power
+
 
 class _AutogradFunction(torch.autograd.Function):
     """A `torch.autograd.Function` in torch.func's form (`setup_context`, a generated
@@ -447,18 +449,6 @@ def _power(x, exponent):
     if torch.is_grad_enabled():
         return torch.pow(x, exponent)
     return torch.exp(exponent * torch.log(x))
-
-
-def _whole_power(x, n):
-    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
-    result = None
-    while n:
-        if n % 2:
-            result = x if result is None else result * x
-        n //= 2
-        if n:
-            x = x * x
-    return result
 
 
 def _mean(x, dim=None, keepdim=False):

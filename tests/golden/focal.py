@@ -82,18 +82,6 @@ def _power(x, exponent):
     return power(x)
 
 
-def _whole_power(x, n):
-    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
-    result = None
-    while n:
-        if n % 2:
-            result = x if result is None else result * x
-        n //= 2
-        if n:
-            x = x * x
-    return result
-
-
 def _custom_gradient(forward, y_pred, *params):
     """`forward(y_pred, *params)`, which returns the loss's value and its backward
     function (y_pred's gradient), as one tf.custom_gradient.
@@ -126,6 +114,18 @@ def _custom_gradient(forward, y_pred, *params):
         return result, gradient
 
     return loss(y_pred, *(tf.cast(params[i], y_pred.dtype) for i in learned))
+
+
+def _whole_power(x, n):
+    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
+    result = None
+    while n:
+        if n % 2:
+            result = x if result is None else result * x
+        n //= 2
+        if n:
+            x = x * x
+    return result
 
 
 @tf.function(autograph=False)

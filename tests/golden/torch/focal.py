@@ -84,18 +84,6 @@ def _power(x, exponent):
     return torch.exp(exponent * torch.log(x))
 
 
-def _whole_power(x, n):
-    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
-    result = None
-    while n:
-        if n % 2:
-            result = x if result is None else result * x
-        n //= 2
-        if n:
-            x = x * x
-    return result
-
-
 def _mean(x, dim=None, keepdim=False):
     """torch.mean(x, dim, keepdim): the sum over those axes (all for None) divided by
     their size.
@@ -196,6 +184,18 @@ def _autograd_gradients(function, inputs, needs, upstream, first=0):
         found = grad(value, chosen, upstream, allow_unused=True, create_graph=twice)
     gradients = dict(zip(wanted, found, strict=True))
     return tuple(gradients.get(i) for i in range(first, len(inputs)))
+
+
+def _whole_power(x, n):
+    """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
+    result = None
+    while n:
+        if n % 2:
+            result = x if result is None else result * x
+        n //= 2
+        if n:
+            x = x * x
+    return result
 
 
 class _FocalBackward(_AutogradFunction):
