@@ -38,8 +38,8 @@ LOG1P = "_log1p"
 """tf.math.log1p in the form XLA on the CPU computes fastest (XLA modules only)."""
 
 POWER = "_power"
-"""x ** exponent as exp(exponent * log(x)) for a number that is not whole or +-0.5, where
-TensorFlow's and PyTorch's pow are slow."""
+"""x ** exponent where TensorFlow's and PyTorch's pow are slow: exp(exponent * log(x)) for
+a number that is not whole or +-0.5, products by squaring for a whole one from 4 to 16."""
 
 CHECK_CHANNELS = "_check_channels"
 """An input checked to have the channels the spec selects (LANGUAGE.md 6.2)."""
