@@ -280,6 +280,19 @@ def test_the_factors_every_term_shares_and_smaller_than_the_sum_go_outside_it() 
     assert shared_whole == k * U * fn.InverseCount(CLASS) * (y + 2 * y * z)
 
 
+def test_the_values_put_back_at_channels_take_their_shared_factors_outside() -> None:
+    """c0 * exp(-c1) + c1 passes upstream * (1 - c0 * exp(-c1)) back to channel 1, one
+    product by upstream, not upstream - upstream * c0 * exp(-c1): the channel losses'
+    gradients (gaussian_nll's, gaussian_crps') are values put back at channels."""
+    c0, c1 = fn.Channel(z, 0), fn.Channel(z, 1)
+    gradient = backward(c0 * sympy.exp(-c1) + c1, z, roles_with_upstream(PER_ELEMENT))
+    assert gradient == fn.ChannelsJoined(
+        z, U * sympy.exp(-c1), 0, 1, U * (1 - c0 * sympy.exp(-c1)), 1, 2
+    )
+    single = backward(c1 - c1 * sympy.exp(-c1), z, roles_with_upstream(PER_ELEMENT))
+    assert single == fn.IntoChannels(U * (1 - sympy.exp(-c1) + c1 * sympy.exp(-c1)), z, 1, 2)
+
+
 def test_terms_that_share_a_whole_shaped_factor_multiply_by_it_once() -> None:
     """y * exp(z) + y * z^2 + z passes upstream * (y * (exp(z) + 2 z) + 1): one product
     by y where there were two, the term without y left outside; the factor most terms

@@ -226,15 +226,24 @@ def common_factors_outside(
 ) -> sympy.Expr:
     """Every sum whose terms share factors that are UPSTREAM or smaller than the sum (a
     count, a param, a per-sample value; numbers aside) as those factors times the sum of
-    the rest: one product by each, not one per term. Through products and the branches
-    of selects: upstream * (c - c * y / x) is upstream * c * (1 - y / x), whose small
-    factors `small_factors_first` then multiplies first. Where no factor is shared by
-    every term, the terms that share a whole-shaped one are collected
-    (`_whole_factors_collected`)."""
+    the rest: one product by each, not one per term. Through products, the branches of
+    selects and the values put back at channels: upstream * (c - c * y / x) is
+    upstream * c * (1 - y / x), whose small factors `small_factors_first` then
+    multiplies first. Where no factor is shared by every term, the terms that share a
+    whole-shaped one are collected (`_whole_factors_collected`)."""
     if isinstance(gradient, fn.Where):
         condition, taken, other = gradient.args
         outside = (common_factors_outside(branch, roles) for branch in (taken, other))
         return fn.Where(condition, *outside)
+    if isinstance(gradient, fn.IntoChannels | fn.ChannelsJoined):
+        values = range(1, len(gradient.args), 3) if gradient.func is fn.ChannelsJoined else [0]
+        return fn.with_args(
+            gradient,
+            [
+                common_factors_outside(arg, roles) if index in values else arg
+                for index, arg in enumerate(gradient.args)
+            ],
+        )
     if isinstance(gradient, sympy.Mul):
         return sympy.Mul(*(common_factors_outside(factor, roles) for factor in gradient.args))
     terms = sympy.Add.make_args(gradient)

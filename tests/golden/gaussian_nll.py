@@ -100,7 +100,7 @@ def gaussian_nll(y, p):
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t4 = 0.5 * upstream - 0.5 * upstream * t1 * t3
+            t4 = upstream * (0.5 - 0.5 * t1 * t3)
             t5 = -upstream * t0 * t3
             return _channels_joined(tf.shape(p)[-1], (t5, 0, 1), (t4, 1, 2))
 

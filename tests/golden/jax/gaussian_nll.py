@@ -116,7 +116,7 @@ def gaussian_nll(y, p):
         p, y, t0, t1, t3 = residuals
         others = _other_cotangents(forward_and_residuals, upstream, p, y)
         upstream = jnp.expand_dims(upstream, -1)
-        t5 = 0.5 * upstream - 0.5 * upstream * t1 * t3
+        t5 = upstream * (0.5 - 0.5 * t1 * t3)
         t6 = -upstream * t0 * t3
         return _channels_joined(p.shape[-1], (t6, 0, 1), (t5, 1, 2)), *others
 

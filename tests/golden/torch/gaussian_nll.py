@@ -202,7 +202,7 @@ class _GaussianNllBackward(_AutogradFunction):
         p, y, t0, t1, t3 = _saved(ctx)
         others = _other_gradients(_GaussianNllBackward, ctx, upstream)
         upstream = torch.unsqueeze(upstream, -1)
-        t4 = 0.5 * upstream - 0.5 * upstream * t1 * t3
+        t4 = upstream * (0.5 - 0.5 * t1 * t3)
         t5 = -upstream * t0 * t3
         return _channels_joined(p.shape[-1], (t5, 0, 1), (t4, 1, 2)), *others
 
