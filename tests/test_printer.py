@@ -267,7 +267,7 @@ def test_focal_loss_shares_the_clipped_probability_and_scales_the_sum() -> None:
         ")",
     )
     assert body.result == "tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)"
-    assert body.helpers == ("_clip", "_power", "_whole_power")
+    assert body.helpers == ("_clip", "_power", "_power_form", "_whole_power")
 
 
 def test_the_log_of_a_clipped_probability_is_one_helper() -> None:

@@ -6,6 +6,17 @@ modules whose code calls it; plain Python operators on tensors of any framework.
 """
 
 
+def _power_form(exponent):
+    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
+    from 4 to 16, "logs" (exp(exponent * log(x))) for a finite number that is neither
+    whole nor +-0.5, and None (the framework's pow) for the rest and for tensors."""
+    if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
+        return None
+    if float(exponent).is_integer():
+        return "products" if 4 <= exponent <= 16 else None
+    return None if abs(exponent) == 0.5 else "logs"
+
+
 def _whole_power(x, n):
     """x ** n for a whole n >= 1, by squaring: at most 2 * log2(n) products."""
     result = None

@@ -7,7 +7,7 @@ forms a module compiled with XLA defines instead.
 
 import tensorflow as tf
 
-from lossdsl.codegen.common_helpers import _whole_power
+from lossdsl.codegen.common_helpers import _power_form, _whole_power
 
 
 def _softplus_pair(a, b, x):
@@ -119,7 +119,7 @@ def _power(x, exponent):
 
     TensorFlow's pow is fast where Grappler and XLA rewrite it (whole numbers up to 3,
     and +-0.5) and several times slower than exp and log elsewhere. Of a Python
-    number exponent:
+    number exponent (`_power_form`):
     - a whole number from 4 to 16 is products of x (`_whole_power`), whose gradient
       autodiff takes exactly;
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
@@ -131,12 +131,10 @@ def _power(x, exponent):
     bfloat16, which keep tf.math.pow, as do the other numbers and tensor exponents (a
     learned param, with its gradient).
     """
-    number = isinstance(exponent, (int, float)) and abs(exponent) < float("inf")
-    if not number or abs(exponent) == 0.5 or x.dtype in (tf.float16, tf.bfloat16):
-        return tf.math.pow(x, exponent)
-    if float(exponent).is_integer():
-        if 4 <= exponent <= 16:
-            return _whole_power(x, int(exponent))
+    form = None if x.dtype in (tf.float16, tf.bfloat16) else _power_form(exponent)
+    if form == "products":
+        return _whole_power(x, int(exponent))
+    if form is None:
         return tf.math.pow(x, exponent)
 
     @tf.custom_gradient

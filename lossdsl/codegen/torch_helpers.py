@@ -15,7 +15,7 @@ when the loss is called.
 
 import torch
 
-from lossdsl.codegen.common_helpers import _whole_power
+from lossdsl.codegen.common_helpers import _power_form, _whole_power
 
 
 class _AutogradFunction(torch.autograd.Function):
@@ -429,7 +429,8 @@ def _power(x, exponent):
     """torch.pow(x, exponent), fast for every number.
 
     PyTorch's pow has fast kernels for whole numbers from -2 to 3 and +-0.5, and is
-    several times slower than exp and log elsewhere. Of a Python number exponent:
+    several times slower than exp and log elsewhere. Of a Python number exponent
+    (`_power_form`):
     - a whole number from 4 to 16 is products of x (`_whole_power`);
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), where autograd
@@ -439,14 +440,10 @@ def _power(x, exponent):
     Those are a few ulps (products) or percents (exp and log) off in float16 and
     bfloat16, which keep torch.pow, as do the other numbers and tensor exponents.
     """
-    number = isinstance(exponent, (int, float)) and abs(exponent) < float("inf")
-    if not number or abs(exponent) == 0.5 or x.dtype in (torch.float16, torch.bfloat16):
-        return torch.pow(x, exponent)
-    if float(exponent).is_integer():
-        if 4 <= exponent <= 16:
-            return _whole_power(x, int(exponent))
-        return torch.pow(x, exponent)
-    if torch.is_grad_enabled():
+    form = None if x.dtype in (torch.float16, torch.bfloat16) else _power_form(exponent)
+    if form == "products":
+        return _whole_power(x, int(exponent))
+    if form is None or torch.is_grad_enabled():
         return torch.pow(x, exponent)
     return torch.exp(exponent * torch.log(x))
 

@@ -62,7 +62,8 @@ def _power(x, exponent):
     """torch.pow(x, exponent), fast for every number.
 
     PyTorch's pow has fast kernels for whole numbers from -2 to 3 and +-0.5, and is
-    several times slower than exp and log elsewhere. Of a Python number exponent:
+    several times slower than exp and log elsewhere. Of a Python number exponent
+    (`_power_form`):
     - a whole number from 4 to 16 is products of x (`_whole_power`);
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), where autograd
@@ -72,14 +73,10 @@ def _power(x, exponent):
     Those are a few ulps (products) or percents (exp and log) off in float16 and
     bfloat16, which keep torch.pow, as do the other numbers and tensor exponents.
     """
-    number = isinstance(exponent, (int, float)) and abs(exponent) < float("inf")
-    if not number or abs(exponent) == 0.5 or x.dtype in (torch.float16, torch.bfloat16):
-        return torch.pow(x, exponent)
-    if float(exponent).is_integer():
-        if 4 <= exponent <= 16:
-            return _whole_power(x, int(exponent))
-        return torch.pow(x, exponent)
-    if torch.is_grad_enabled():
+    form = None if x.dtype in (torch.float16, torch.bfloat16) else _power_form(exponent)
+    if form == "products":
+        return _whole_power(x, int(exponent))
+    if form is None or torch.is_grad_enabled():
         return torch.pow(x, exponent)
     return torch.exp(exponent * torch.log(x))
 
@@ -184,6 +181,17 @@ def _autograd_gradients(function, inputs, needs, upstream, first=0):
         found = grad(value, chosen, upstream, allow_unused=True, create_graph=twice)
     gradients = dict(zip(wanted, found, strict=True))
     return tuple(gradients.get(i) for i in range(first, len(inputs)))
+
+
+def _power_form(exponent):
+    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
+    from 4 to 16, "logs" (exp(exponent * log(x))) for a finite number that is neither
+    whole nor +-0.5, and None (the framework's pow) for the rest and for tensors."""
+    if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
+        return None
+    if float(exponent).is_integer():
+        return "products" if 4 <= exponent <= 16 else None
+    return None if abs(exponent) == 0.5 else "logs"
 
 
 def _whole_power(x, n):
