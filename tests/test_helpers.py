@@ -23,6 +23,7 @@ from lossdsl.codegen.helpers import (
     SOFTMAX_CROSS_ENTROPY,
     SOFTPLUS_PAIR,
     SUM_OVER_CLASSES,
+    WHERE_ZERO,
     target_helpers,
 )
 
@@ -122,6 +123,54 @@ def test_clip_helpers_match_tensorflow_forms_at_the_bounds_too(
     np.testing.assert_allclose(gradient, expected_gradient, rtol=ulps(dtype))
     inside = [low <= point <= high for point in points]
     assert np.all((np.asarray(gradient) != 0) == inside)  # NaN included: gradient 0
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("helper", [CLIP, CLIPPED_LOG])
+def test_clip_helpers_with_low_above_high_are_constant(helper: str, jit_compile: bool) -> None:
+    written_out = helper_namespace()[helper]
+    x = tf.constant([-1.0, 1e-3, 0.5, 0.75, 2.0, float("nan")], tf.float64)
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient() -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = written_out(x, 0.75, 1e-3)  # type: ignore[operator]
+        return value, tape.gradient(value, x)
+
+    value, gradient = value_and_gradient()
+    high = np.log(1e-3) if helper == CLIPPED_LOG else 1e-3
+    np.testing.assert_array_equal(value, [high] * 5 + [float("nan")])  # NaN stays NaN
+    np.testing.assert_array_equal(gradient, np.zeros(6))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_where_zero_is_tf_where_bit_for_bit(dtype: str, jit_compile: bool) -> None:
+    where_zero = helper_namespace()[WHERE_ZERO]
+    special = [0.0, -0.0, 1.5, -2.0, float("inf"), -float("inf"), float("nan")]
+    x = tf.constant([special, special[::-1]], dtype)
+    condition = tf.constant([[True, False, True, False, False, True, False]] * 2)
+    row = tf.constant([[float("nan")], [-0.0]], dtype)  # one value per row, broadcast
+    upstream = tf.constant([[1.0, float("inf"), -0.0, 2.0, float("nan"), 3.0, 1.0]] * 2, dtype)
+
+    @tf.function(jit_compile=jit_compile)
+    def both(select: object, value: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(value)
+            result = select(condition, value)  # type: ignore[operator]
+        return result, tape.gradient(result, value, output_gradients=upstream)
+
+    def tensorflow_where(condition: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+        return tf.where(condition, value, tf.constant(0.0, value.dtype))
+
+    for value in (x, row):
+        pairs = zip(both(where_zero, value), both(tensorflow_where, value), strict=True)
+        for got, expected in pairs:
+            bits = f"uint{8 * got.dtype.size}"
+            np.testing.assert_array_equal(
+                tf.bitcast(got, bits).numpy(), tf.bitcast(expected, bits).numpy()
+            )
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

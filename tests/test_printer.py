@@ -104,18 +104,15 @@ def test_sparse_categorical_crossentropy_with_ignored_label() -> None:
     assert body.target_rules == ("sparse_softmax_cross_entropy",)
     assert replace(body, fusions=()) == FunctionBody(
         statements=(
-            "t0 = tf.where(\n"
-            "    (y >= 0) & (y < tf.shape(z)[-1]),\n"
-            "    tf.expand_dims(\n"
-            "        tf.nn.sparse_softmax_cross_entropy_with_logits(\n"
-            "            labels=tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1)[..., 0], logits=z\n"
-            "        ),\n"
-            "        -1,\n"
+            "t0 = tf.expand_dims(\n"
+            "    tf.nn.sparse_softmax_cross_entropy_with_logits(\n"
+            "        labels=tf.clip_by_value(y, 0, tf.shape(z)[-1] - 1)[..., 0], logits=z\n"
             "    ),\n"
-            "    0.0,\n"
+            "    -1,\n"
             ")",
         ),
-        result="tf.squeeze(t0, axis=-1)",
+        result="tf.squeeze(_where_zero((y >= 0) & (y < tf.shape(z)[-1]), t0), axis=-1)",
+        helpers=("_where_zero",),
         mask="tf.squeeze(tf.math.not_equal(y, -1), axis=-1)",
     )
 
@@ -238,10 +235,12 @@ def test_class_sums_of_xla_modules_are_products_with_ones() -> None:
         )
     )
     plain = print_body(symbolic, own_backward=False)
-    assert plain.helpers == ("_clipped_log",)
+    assert plain.helpers == ("_clipped_log", "_inside", "_where_zero")
     xla = print_body(symbolic, jit_compile=True, own_backward=False)
     assert xla.helpers == (
         "_clipped_log",
+        "_inside",
+        "_where_zero",
         "_sum_over_classes",
         "_class_block",
         "_mean_over_classes",
@@ -267,7 +266,14 @@ def test_focal_loss_shares_the_clipped_probability_and_scales_the_sum() -> None:
         ")",
     )
     assert body.result == "tf.squeeze(-alpha * tf.cast(t1, p.dtype), axis=-1)"
-    assert body.helpers == ("_clip", "_power", "_power_form", "_whole_power")
+    assert body.helpers == (
+        "_clip",
+        "_inside",
+        "_where_zero",
+        "_power",
+        "_power_form",
+        "_whole_power",
+    )
 
 
 def test_the_log_of_a_clipped_probability_is_one_helper() -> None:
@@ -279,7 +285,7 @@ def test_the_log_of_a_clipped_probability_is_one_helper() -> None:
         "    keepdims=True,\n"
         ")"
     )
-    assert body.helpers == ("_clipped_log",)
+    assert body.helpers == ("_clipped_log", "_inside", "_where_zero")
 
 
 def test_a_clip_without_y_pred_is_no_clipped_log_and_param_bounds_stay_min_max() -> None:
@@ -290,7 +296,7 @@ def test_a_clip_without_y_pred_is_no_clipped_log_and_param_bounds_stay_min_max()
     code = "\n".join([*body.statements, body.result])
     assert "_clip(y, 0.5, 1.5)" in code and "_clipped_log" not in code
     assert "tf.math.minimum(tf.math.maximum(p, 0.0), hi)" in code
-    assert body.helpers == ("_clip",)
+    assert body.helpers == ("_clip", "_inside", "_where_zero")
 
 
 def test_a_clip_whose_bounds_are_reversed_is_its_upper_bound_as_in_numpy() -> None:
@@ -414,7 +420,7 @@ def test_weights_at_a_label_keep_the_range_check_the_class_of_y_needs_none() -> 
             "loss = mean(w[class(y)] * sum(p))"
         )
         code = "\n".join([*body.statements, body.result])
-        gathers[kind] = "tf.where(" in code, f"tf.gather(w, {index})" in code
+        gathers[kind] = "_where_zero(" in code, f"tf.gather(w, {index})" in code
     assert gathers == {"label": (True, False), "onehot": (False, True)}
 
 

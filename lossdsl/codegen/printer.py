@@ -926,7 +926,19 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self.cast(self._print(condition))
         if (a, b) == (0, 1):
             return self.cast(self.form("not", self._print(condition)))
+        if "where_zero" in self.target.forms and b == 0:
+            return self.form("where_zero", self._print(condition), self.tensor(a))
+        if "where_zero" in self.target.forms and a == 0:
+            return self.form("where_zero", self.form("not", self._print(condition)), self.tensor(b))
         return self.form("where", self._print(condition), self.tensor(a), self.tensor(b))
+
+    def where_zero(self, condition: str, value: str) -> str:
+        """The printed `value` where the printed `condition` holds, else 0: the target's
+        "where_zero" form where it has one (TensorFlow's CPU select is slow), else its
+        select."""
+        if "where_zero" in self.target.forms:
+            return self.form("where_zero", condition, value)
+        return self.form("where", condition, value, "0.0")
 
     def _print_LogCosh(self, expr: fn.LogCosh) -> str:
         x = expr.args[0]
@@ -982,7 +994,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         size = self.form("vector_size", vector)
         safe = self.form("clip_index", index, size)
         taken = self.form("entries", vector, safe)
-        return self.form("where", self._in_range(index, size), taken, "0.0")
+        return self.where_zero(self._in_range(index, size), taken)
 
     def _print_TakeClass(self, expr: fn.TakeClass) -> str:
         x, label_expr = expr.args
@@ -991,13 +1003,13 @@ class TensorFlowPrinter(PythonCodePrinter):
         if roles == frozenset({Role.CLASS}):
             return self._print_Gather(fn.Gather(x, label_expr))
         if Role.CLASS not in roles:
-            return self.form("where", self._in_range(label, size), self.tensor(x), "0.0")
+            return self.where_zero(self._in_range(label, size), self.tensor(x))
         values = self._print(x)
         if roles != ALL_ROLES:  # a gather's batch dimensions do not broadcast
             zeros = self.form("zeros_like", self.y_pred)
             values = f"{self.parenthesize(x, PRECEDENCE['Add'])} + {zeros}"
         taken = self.form("take_class", values, self.form("clip_index", label, size))
-        return self.form("where", self._in_range(label, size), taken, "0.0")
+        return self.where_zero(self._in_range(label, size), taken)
 
     def _print_Channel(self, expr: fn.Channel) -> str:
         """`x[..., k:k + 1]`: entry k kept as an axis of size 1 (keepdims form)."""
@@ -1053,7 +1065,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         label, size = self.index(label_expr), self.form("size", self.y_pred, "-1")
         safe = self.form("clip_index", label, size)
         loss = self.form("sparse_softmax_cross_entropy", safe, self._print(z))
-        return self.form("where", self._in_range(label, size), loss, "0.0")
+        return self.where_zero(self._in_range(label, size), loss)
 
     def _print_Other(self, expr: fn.Other) -> str:
         self.helpers_used.add(OTHER)

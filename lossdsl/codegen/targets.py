@@ -52,10 +52,11 @@ class Target:
 
 
 OPTIONAL_FORMS = frozenset(
-    {"affine", "class_reduced", "huber_of_difference", "sigmoid_cross_entropy"}
+    {"affine", "class_reduced", "huber_of_difference", "sigmoid_cross_entropy", "where_zero"}
 )
 """Forms a target may lack: where it has one, the printer writes that node with it (a
-faster spelling on that backend); where not, with the helper every target defines."""
+faster spelling on that backend); where not, in the general way (the helper every target
+defines, or a plain select for "where_zero")."""
 
 
 HELPER_GRADIENTS = frozenset(
@@ -113,6 +114,7 @@ TENSORFLOW = Target(
             "any": "tf.math.reduce_any",
             "pow": "_power({0}, {1})",
             "where": "tf.where({0}, {1}, {2})",
+            "where_zero": "_where_zero({0}, {1})",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",
             "or": "tf.math.logical_or({0}, {1})",

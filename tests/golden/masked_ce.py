@@ -22,6 +22,18 @@ import keras
 import tensorflow as tf
 
 
+def _where_zero(condition, x):
+    """tf.where(condition, x, 0.0), bit for bit, with the same gradients: x where the
+    condition holds (inf and NaN too), +0 elsewhere.
+
+    It is multiply_no_nan(x, cast(condition)), whose product with 0 is 0 even for an
+    infinite or NaN x. TensorFlow's CPU select broadcasting a number costs several
+    products: at [4096, 10], 120 against 20 us (benchmarks/README.md). XLA compiles
+    both to the same loop.
+    """
+    return tf.math.multiply_no_nan(x, tf.cast(condition, x.dtype))
+
+
 @tf.function(autograph=False)
 def _masked_ce_with_mask(y, z):
     """The `masked_ce` loss per element and its mask, from one conversion of the inputs.
@@ -53,7 +65,7 @@ def _masked_ce_with_mask(y, z):
     @tf.custom_gradient
     def forward(z):
         t1 = tf.nn.log_softmax(z, axis=-1)
-        t2 = tf.where(
+        t2 = _where_zero(
             (y >= 0) & (y < tf.shape(z)[-1]),
             tf.gather(
                 t1,
@@ -61,7 +73,6 @@ def _masked_ce_with_mask(y, z):
                 axis=-1,
                 batch_dims=len(z.shape) - 1,
             ),
-            0.0,
         )
 
         def backward(upstream):
@@ -74,8 +85,7 @@ def _masked_ce_with_mask(y, z):
                 z.dtype,
             )
             t4 = tf.one_hot(y[..., 0], tf.shape(z)[-1], dtype=z.dtype)
-            t5 = tf.constant(0.0, z.dtype)
-            return tf.where(t0, upstream * (tf.math.exp(t1) * t3 - t4), t5)
+            return _where_zero(t0, upstream * (tf.math.exp(t1) * t3 - t4))
 
         return tf.squeeze(-t2, axis=-1), backward
 
