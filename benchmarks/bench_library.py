@@ -121,6 +121,18 @@ def onehot_scores(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     return f32(np.eye(width)[ids(rng, batch, width)]), f32(rng.normal(0, 1, (batch, width)))
 
 
+def soft_labels_and_logits(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Target distributions softmax(N(0, 1)) and logits N(0, 3^2)."""
+    targets = softmax64(rng.normal(0, 1, (batch, width)))
+    return f32(targets), f32(rng.normal(0, 3, (batch, width)))
+
+
+def log_rates(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Poisson counts of mean 2 and log-rates N(log 2, 0.5^2)."""
+    counts = rng.poisson(2.0, (batch, width))
+    return f32(counts), f32(rng.normal(math.log(2.0), 0.5, (batch, width)))
+
+
 def label_probabilities(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     return ids(rng, batch, width), f32(softmax64(rng.normal(0, 2, (batch, width))))
 
@@ -564,6 +576,10 @@ def bootstrap(y: tf.Tensor, p: tf.Tensor, beta: float) -> tf.Tensor:
     return mean_of_sums(-(beta * y + (1 - beta) * q) * tf.math.log(q))
 
 
+def cauchy(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
+    return tf.reduce_mean(tf.math.log(1 + tf.square((p - y) / c)))
+
+
 def charbonnier(y: tf.Tensor, p: tf.Tensor, eps2: float) -> tf.Tensor:
     return tf.reduce_mean(tf.sqrt(tf.square(p - y) + eps2))
 
@@ -580,6 +596,19 @@ def focal_tversky(y: tf.Tensor, p: tf.Tensor, alpha: float, gamma: float) -> tf.
     return tf.reduce_mean(tf.pow(1 - index, gamma))
 
 
+def geman_mcclure(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
+    r = tf.square((p - y) / c)
+    return tf.reduce_mean(2 * r / (r + 4))
+
+
+def js_divergence(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    q = tf.nn.softmax(z)
+    m = 0.5 * (y + q)
+    to_y = tf.reduce_sum(y * tf.math.log(clip(y) / clip(m)), axis=-1)
+    to_q = tf.reduce_sum(q * tf.math.log(clip(q) / clip(m)), axis=-1)
+    return tf.reduce_mean(0.5 * to_y + 0.5 * to_q)
+
+
 def log_cosh_dice(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
     overlap = tf.reduce_sum(y * p, axis=-1)
     dice = 1 - (2 * overlap + 1) / (tf.reduce_sum(y, axis=-1) + tf.reduce_sum(p, axis=-1) + 1)
@@ -593,6 +622,14 @@ def nce_rce(y: tf.Tensor, z: tf.Tensor, alpha: float, beta: float) -> tf.Tensor:
     return tf.reduce_mean(alpha * nce + beta * rce)
 
 
+def poisson_log(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.exp(z) - y * z)
+
+
+def smape(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(2 * tf.abs(p - y) / (tf.abs(p) + tf.abs(y) + 1e-7))
+
+
 def symmetric_ce(y: tf.Tensor, z: tf.Tensor, alpha: float, beta: float) -> tf.Tensor:
     ce = tf.nn.softmax_cross_entropy_with_logits(y, z)
     rce = -tf.reduce_sum(tf.nn.softmax(z) * tf.math.log(clip(y, 1e-4, 1.0)), axis=-1)
@@ -603,6 +640,10 @@ def tweedie(y: tf.Tensor, p: tf.Tensor, rho: float) -> tf.Tensor:
     log_p = tf.math.log(p + EPS)
     deviance = -y * tf.exp((1 - rho) * log_p) / (1 - rho) + tf.exp((2 - rho) * log_p) / (2 - rho)
     return tf.reduce_mean(deviance)
+
+
+def welsch(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
+    return tf.reduce_mean(1 - tf.exp(-0.5 * tf.square((p - y) / c)))
 
 
 def wing(y: tf.Tensor, p: tf.Tensor, w: float, e: float) -> tf.Tensor:
@@ -1002,6 +1043,12 @@ CASES: dict[str, Case] = {
         Case(distill_kl, CLASS, onehot_logits, fixed(t=4.0)),
         Case(nce_rce, CLASS, onehot_logits, fixed(alpha=1.0, beta=1.0)),
         Case(symmetric_ce, CLASS, onehot_logits, fixed(alpha=0.1, beta=1.0)),
+        Case(cauchy, ELEMENT, regression, fixed(c=1.0)),
+        Case(geman_mcclure, ELEMENT, regression, fixed(c=1.0)),
+        Case(welsch, ELEMENT, regression, fixed(c=1.0)),
+        Case(smape, ELEMENT, regression),
+        Case(poisson_log, ELEMENT, log_rates),
+        Case(js_divergence, CLASS, soft_labels_and_logits),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
