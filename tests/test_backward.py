@@ -293,6 +293,21 @@ def test_the_values_put_back_at_channels_take_their_shared_factors_outside() -> 
     assert single == fn.IntoChannels(U * (1 - sympy.exp(-c1) + c1 * sympy.exp(-c1)), z, 1, 2)
 
 
+def test_quotient_rule_terms_cancel_over_their_common_denominator() -> None:
+    """2 r / (r + 4), r = z^2 (Geman-McClure's), passes upstream * 16 z / (z^2 + 4)^2:
+    the quotient rule's 2 / (r + 4) - 2 r / (r + 4)^2 over (r + 4)^2 cancels to 8.
+    Where the numerator would not cancel, or the powers are more than one apart, the
+    terms stay as they are."""
+    roles = roles_with_upstream(ALL_ROLES)
+    gradient = backward(2 * z**2 / (z**2 + 4), z, roles)
+    assert gradient == 16 * U * z / (z**2 + 4) ** 2
+    assert backward(z / (z + y), z, roles) == U * y / (y + z) ** 2
+    no_cancelling = U * y / (z + y) - U * k / (z + y) ** 2
+    assert backward_module.quotients_combined(no_cancelling) == no_cancelling
+    two_apart = U / (z + 1) - U * z / (z + 1) ** 3
+    assert backward_module.quotients_combined(two_apart) == two_apart
+
+
 def test_terms_that_share_a_whole_shaped_factor_multiply_by_it_once() -> None:
     """y * exp(z) + y * z^2 + z passes upstream * (y * (exp(z) + 2 z) + 1): one product
     by y where there were two, the term without y left outside; the factor most terms

@@ -102,6 +102,46 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
     return fn.Where(condition, product(taken, *rest), sympy.S.Zero)
 
 
+def quotients_combined(adjoint: sympy.Expr) -> sympy.Expr:
+    """A sum whose every term divides by a power of one sum b, over b's highest power
+    where the numerator then cancels to fewer operations: the quotient rule's
+    a' / b - a b' / b^2 of 2 r / (r + 4) is 2 / (r + 4) - 2 r / (r + 4)^2, which is
+    8 / (r + 4)^2, one term where there were two, and exact where the two terms are
+    large and nearly equal. Only powers one apart are brought together (b's terms
+    distributed once); anything else stays as it was."""
+    terms = sympy.Add.make_args(adjoint)
+    if len(terms) < 2:
+        return adjoint
+    powers = [_powers_of_sums(term) for term in terms]
+    for base in sorted(set.intersection(*map(set, powers)), key=sympy.default_sort_key):
+        highest = max(power[base] for power in powers)
+        if any(highest - power[base] > 1 for power in powers):
+            continue
+        numerator: list[sympy.Expr] = []
+        for term, power in zip(terms, powers, strict=True):
+            rest = term * base ** power[base]
+            if power[base] == highest:
+                numerator.append(rest)
+            else:
+                numerator.extend(rest * part for part in base.args)
+        combined = sympy.Add(*numerator) / base**highest
+        if sympy.count_ops(combined) < sympy.count_ops(adjoint):
+            return combined
+    return adjoint
+
+
+def _powers_of_sums(term: sympy.Expr) -> dict[sympy.Basic, int]:
+    """The sums a term divides by, with the power of each (1 / (r + 4)^2: r + 4, 2)."""
+    return {
+        factor.base: -int(factor.exp)
+        for factor in sympy.Mul.make_args(term)
+        if isinstance(factor, sympy.Pow)
+        and isinstance(factor.base, sympy.Add)
+        and factor.exp.is_Integer
+        and factor.exp < 0
+    }
+
+
 def selects_merged(gradient: sympy.Expr) -> sympy.Expr:
     """The selects of one condition in a sum as one, at every sum (`one_select_per_condition`)."""
     return fn.fold(gradient, lambda node, args: one_select_per_condition(fn.with_args(node, args)))
@@ -381,7 +421,7 @@ class _Backward:
         for node in reversed(order):
             if node == self.y_pred:
                 continue
-            adjoint = sympy.Add(*adjoints.pop(node, []))
+            adjoint = quotients_combined(sympy.Add(*adjoints.pop(node, [])))
             if adjoint == 0:
                 continue
             for index, arg in enumerate(node.args):
@@ -392,7 +432,7 @@ class _Backward:
                     return None
                 if passed != 0:
                     adjoints.setdefault(arg, []).append(self.unbroadcast(passed, node, arg))
-        gradient = selects_merged(sympy.Add(*adjoints.get(self.y_pred, [])))
+        gradient = selects_merged(quotients_combined(sympy.Add(*adjoints.get(self.y_pred, []))))
         gradient = class_sums_known(gradient, self.rows_summing_to_one, self.symbol_roles)
         return common_factors_outside(channels_joined(gradient, self.roles), self.roles)
 
