@@ -392,7 +392,7 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
         if counts[node] > (2 if forced else 1):
             return
         position = _REPEATED_ARGUMENTS.get(type(node))
-        for i, arg in enumerate(node.args):
+        for i, arg in enumerate(_operands(node)):
             visit(arg, forced=i == position)
         if (root := _root_of_reciprocal(node)) is not None:
             visit(root)  # printed as its reciprocal: 1 / sqrt(x) shares sqrt(x)
@@ -401,6 +401,18 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
     for output in outputs:
         visit(output)
     return [node for node in order if counts[node] > 1]
+
+
+def _operands(node: sympy.Basic) -> tuple[sympy.Basic, ...]:
+    """`node`'s operands as the printer reads them: a product with a number it writes
+    apart (a fraction, or one beyond float64) is that number times the product of the
+    rest, which may be a temporary (`0.5 * t3`), so it is computed first."""
+    if isinstance(node, sympy.Mul):
+        coefficient, rest = node.as_coeff_Mul()
+        apart = not coefficient.is_Integer or not float_representable(coefficient)
+        if coefficient.is_Rational and apart and isinstance(rest, sympy.Mul):
+            return coefficient, rest
+    return node.args
 
 
 def _is_reciprocal(node: sympy.Basic) -> bool:
