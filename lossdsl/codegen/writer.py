@@ -34,6 +34,7 @@ from lossdsl.codegen.helpers import (
     PAIRED,
     PER_CLASS,
     REDUCED,
+    WHERE_ZERO,
     target_helpers,
 )
 from lossdsl.codegen.names import function_names, python_names
@@ -240,8 +241,8 @@ class ModuleWriter:
         return text
 
     def helpers(self) -> list[str]:
-        """The helpers the module defines: the body's, `_per_class` for vector params and
-        `_paired` for a spec that pairs samples."""
+        """The helpers the module defines: the body's, `_per_class` for vector params,
+        `_paired` for a spec that pairs samples and `_where_zero` for a mask's zeros."""
         needed = set(self.body.helpers)
         if any(param.info.is_vector for param in self.params):
             needed.add(PER_CLASS)
@@ -249,6 +250,8 @@ class ModuleWriter:
             needed.add(CHECK_CHANNELS)
         if self.checked.paired:
             needed.add(PAIRED)
+        if self.body.mask is not None and "where_zero" in self.target.forms:
+            needed.add(WHERE_ZERO)
         if self.target is TORCH:
             needed.update({REDUCED, *self.helper_set.dependencies(REDUCED, self.jit_compile)})
             if self.body.backward is not None:
@@ -395,12 +398,11 @@ class ModuleWriter:
         losses = free_name("losses", taken)
         valid = free_name("valid", taken | {losses})
         lines += self.body_lines(f"{losses} =")
-        lines += [
-            f"{INDENT}{valid} = {self.body.mask}",
-            f"{INDENT}return {self.form('where', valid, losses, self.form('zeros_like', losses))}, "
-            f"{valid}",
-        ]
-        return lines
+        if "where_zero" in self.target.forms:
+            kept = self.form("where_zero", valid, losses)
+        else:
+            kept = self.form("where", valid, losses, self.form("zeros_like", losses))
+        return [*lines, f"{INDENT}{valid} = {self.body.mask}", f"{INDENT}return {kept}, {valid}"]
 
     def body_lines(self, use: str) -> list[str]:
         """The body's statements and `use` (`return`, `losses =`) of its result; with a

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 def _where_zero(condition, x):
     """tf.where(condition, x, 0.0), bit for bit, with the same gradients: x where the
-    condition holds (inf and NaN too), +0 elsewhere.
+    condition holds (inf and NaN too), a positive 0.0 elsewhere.
 
     It is multiply_no_nan(x, cast(condition)), whose product with 0 is 0 even for an
     infinite or NaN x. TensorFlow's CPU select broadcasting a number costs several
@@ -94,7 +94,7 @@ def _masked_ce_per_sample_with_mask(y, z):
 
     losses = forward(z)
     valid = tf.squeeze(t0, axis=-1)
-    return tf.where(valid, losses, tf.zeros_like(losses)), valid
+    return _where_zero(valid, losses), valid
 
 
 @tf.function(autograph=False)

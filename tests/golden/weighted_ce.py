@@ -51,7 +51,7 @@ def _inside(x, clipped, low, high):
 
 def _where_zero(condition, x):
     """tf.where(condition, x, 0.0), bit for bit, with the same gradients: x where the
-    condition holds (inf and NaN too), +0 elsewhere.
+    condition holds (inf and NaN too), a positive 0.0 elsewhere.
 
     It is multiply_no_nan(x, cast(condition)), whose product with 0 is 0 even for an
     infinite or NaN x. TensorFlow's CPU select broadcasting a number costs several
