@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import sys
 import tempfile
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -485,12 +486,17 @@ def import_tensorflow_quietly() -> None:
     TensorFlow's C++ logging writes those lines before `TF_CPP_MIN_LOG_LEVEL` takes effect,
     so the process's stderr is pointed at a temporary file during the import; if the import
     fails, what it wrote is passed on, so no real error is hidden.
+
+    TensorFlow Lite's converter imports JAX, where it is installed, for its JAX models
+    (`tensorflow.lite.python.util`): half a second of the CLI's start-up, for a converter
+    the CLI never runs. So JAX is kept out of that import (`_not_imported`); a JAX target
+    imports it afterwards as usual.
     """
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
     saved_stderr = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
+    with tempfile.TemporaryFile() as captured, _not_imported("jax"):
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
@@ -502,6 +508,21 @@ def import_tensorflow_quietly() -> None:
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
+
+
+@contextlib.contextmanager
+def _not_imported(module: str) -> Iterator[None]:
+    """Within the block, `import module` raises ImportError, as if it were not installed
+    (unless it is imported already); afterwards it imports as before."""
+    if module in sys.modules:
+        yield
+        return
+    sys.modules[module] = None  # type: ignore[assignment]  # the import system's "absent"
+    try:
+        yield
+    finally:
+        if sys.modules.get(module) is None:
+            sys.modules.pop(module, None)
 
 
 def read_spec(path: Path) -> SourceFile:
