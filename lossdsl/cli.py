@@ -487,16 +487,18 @@ def import_tensorflow_quietly() -> None:
     so the process's stderr is pointed at a temporary file during the import; if the import
     fails, what it wrote is passed on, so no real error is hidden.
 
-    TensorFlow Lite's converter imports JAX, where it is installed, for its JAX models
-    (`tensorflow.lite.python.util`): half a second of the CLI's start-up, for a converter
-    the CLI never runs. So JAX is kept out of that import (`_not_imported`); a JAX target
-    imports it afterwards as usual.
+    Two optional imports of that import are kept out of it (`_not_imported`), for
+    features the CLI never uses: TensorFlow Lite's converter imports JAX where it is
+    installed, for its JAX models (`tensorflow.lite.python.util`; with jaxlib's native
+    libraries, about 3 s of `lossdsl check examples/*.loss`), and Keras's image gallery
+    imports matplotlib's pyplot (`keras.src.visualization`; about 0.6 s). A JAX target, or
+    `lossdsl plot`, imports them afterwards as usual.
     """
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
     saved_stderr = os.dup(2)
-    with tempfile.TemporaryFile() as captured, _not_imported("jax"):
+    with tempfile.TemporaryFile() as captured, _not_imported("jax", "matplotlib"):
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
@@ -511,18 +513,18 @@ def import_tensorflow_quietly() -> None:
 
 
 @contextlib.contextmanager
-def _not_imported(module: str) -> Iterator[None]:
-    """Within the block, `import module` raises ImportError, as if it were not installed
-    (unless it is imported already); afterwards it imports as before."""
-    if module in sys.modules:
-        yield
-        return
-    sys.modules[module] = None  # type: ignore[assignment]  # the import system's "absent"
+def _not_imported(*modules: str) -> Iterator[None]:
+    """Within the block, importing one of `modules` raises ImportError, as if it were not
+    installed (unless it is imported already); afterwards it imports as before."""
+    kept_out = [module for module in modules if module not in sys.modules]
+    for module in kept_out:
+        sys.modules[module] = None  # type: ignore[assignment]  # the import system's "absent"
     try:
         yield
     finally:
-        if sys.modules.get(module) is None:
-            sys.modules.pop(module, None)
+        for module in kept_out:
+            if sys.modules.get(module) is None:
+                sys.modules.pop(module, None)
 
 
 def read_spec(path: Path) -> SourceFile:

@@ -184,7 +184,7 @@ def test_the_command_keeps_tensorflow_start_up_chatter_off_stderr(specs, tmp_pat
 def test_a_module_kept_out_of_an_import_imports_as_before_afterwards(
     tmp_path, monkeypatch
 ) -> None:
-    """`import_tensorflow_quietly` keeps JAX out of TensorFlow's import this way."""
+    """`import_tensorflow_quietly` keeps JAX and matplotlib out of TensorFlow's import so."""
     import importlib
     import sys
 
