@@ -181,18 +181,15 @@ def test_the_command_keeps_tensorflow_start_up_chatter_off_stderr(specs, tmp_pat
     assert checked.stderr == ""
 
 
-def test_a_module_kept_out_of_an_import_imports_as_before_afterwards(
-    tmp_path, monkeypatch
-) -> None:
+def test_a_module_kept_out_of_an_import_imports_as_before_afterwards(tmp_path, monkeypatch) -> None:
     """`import_tensorflow_quietly` keeps JAX and matplotlib out of TensorFlow's import so."""
     import importlib
     import sys
 
     (tmp_path / "lossdsl_kept_out.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with cli._not_imported("lossdsl_kept_out"):
-        with pytest.raises(ImportError):
-            importlib.import_module("lossdsl_kept_out")
+    with cli._not_imported("lossdsl_kept_out"), pytest.raises(ImportError):
+        importlib.import_module("lossdsl_kept_out")
     assert importlib.import_module("lossdsl_kept_out").VALUE == 1
     with cli._not_imported("lossdsl_kept_out"):  # imported already: left as it is
         assert importlib.import_module("lossdsl_kept_out").VALUE == 1
