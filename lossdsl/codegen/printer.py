@@ -360,7 +360,7 @@ def regions(
     pass."""
     if not backward:
         return dict.fromkeys(shared, OUTER)
-    outer, forward = fn.nodes_of(masks), fn.nodes_of([result])
+    outer, forward = _printed_nodes(masks), _printed_nodes([result])
     return {
         expr: OUTER if expr in outer else FORWARD if expr in forward else BACKWARD
         for expr in shared
@@ -392,15 +392,34 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
         if counts[node] > (2 if forced else 1):
             return
         position = _REPEATED_ARGUMENTS.get(type(node))
-        for i, arg in enumerate(_operands(node)):
+        for i, arg in enumerate(_reads(node)):
             visit(arg, forced=i == position)
-        if (root := _root_of_reciprocal(node)) is not None:
-            visit(root)  # printed as its reciprocal: 1 / sqrt(x) shares sqrt(x)
         order.append(node)
 
     for output in outputs:
         visit(output)
     return [node for node in order if counts[node] > 1]
+
+
+def _printed_nodes(roots: list[sympy.Basic]) -> set[sympy.Basic]:
+    """Every sub-expression printing `roots` reads (`_reads`), each visited once."""
+    seen: set[sympy.Basic] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(_reads(node))
+    return seen
+
+
+def _reads(node: sympy.Basic) -> tuple[sympy.Basic, ...]:
+    """What printing `node` reads: its operands as the printer reads them (`_operands`),
+    and for a root's reciprocal, printed as a division by it, the root (1 / sqrt(x)
+    reads sqrt(x)). The shared sub-expressions are ordered by it, and each is computed
+    in the region whose outputs read it (`regions`)."""
+    root = _root_of_reciprocal(node)
+    return _operands(node) + (() if root is None else (root,))
 
 
 def _operands(node: sympy.Basic) -> tuple[sympy.Basic, ...]:
