@@ -308,6 +308,18 @@ def test_quotient_rule_terms_cancel_over_their_common_denominator() -> None:
     assert backward_module.quotients_combined(two_apart) == two_apart
 
 
+def test_a_quotient_s_terms_divide_by_its_denominator_once() -> None:
+    """|z - y| / d, d = |z| + |y| + 1 (sMAPE's), passes upstream * (s - |y - z| sign(z)
+    / d) / d, s the sign of z - y: the quotient rule's s / d - |y - z| sign(z) / d^2
+    with 1 / d^2 taken as two reciprocals, one of them shared by both terms. So
+    d^2 is never computed, and the forward pass's 1 / d serves both divisions."""
+    roles = roles_with_upstream(ALL_ROLES)
+    d = sympy.Abs(z) + sympy.Abs(y) + 1
+    gradient = backward(sympy.Abs(z - y) / d, z, roles)
+    assert gradient == U * (-Sign(y - z) - sympy.Abs(y - z) * Sign(z) / d) / d
+    assert not any(power.exp == -2 for power in gradient.atoms(sympy.Pow))
+
+
 def test_terms_that_share_a_whole_shaped_factor_multiply_by_it_once() -> None:
     """y * exp(z) + y * z^2 + z passes upstream * (y * (exp(z) + 2 z) + 1): one product
     by y where there were two, the term without y left outside; the factor most terms

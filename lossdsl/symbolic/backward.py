@@ -335,10 +335,13 @@ def _whole_factors_collected(
     whole-shaped factor f as f times the sum of their rest: f * a + f * b + c is
     f * (a + b) + c, one product by f where there were two. Only where two of those
     rests are more than a sign: f + f * b takes as many passes as f * (1 + b). The
-    factor most terms share goes first; a select is left where it is (`product`)."""
+    factor most terms share goes first; a select is left where it is (`product`). A
+    reciprocal's power counts as that many reciprocals (`_factors`): the quotient rule's
+    a' / b - a b' / b^2 is (a' - a b' / b) / b, two divisions where there were a square
+    and two (and one division by b only, where the forward pass has 1 / b already)."""
     counts: dict[sympy.Basic, int] = {}
     for term in terms:
-        factors = sympy.Mul.make_args(term)
+        factors = _factors(term)
         for factor in set(factors):
             if factor.is_Number or isinstance(factor, fn.Where) or roles(factor) != whole:
                 continue
@@ -350,9 +353,9 @@ def _whole_factors_collected(
     if not candidates:
         return sympy.Add(*terms)
     factor = max(candidates, key=lambda f: (counts[f], sympy.default_sort_key(f)))
-    sharing = [term for term in terms if factor in sympy.Mul.make_args(term)]
+    sharing = [term for term in terms if factor in _factors(term)]
     others = [term for term in terms if term not in sharing]
-    rests = [sympy.Mul(*_without(sympy.Mul.make_args(term), factor)) for term in sharing]
+    rests = [sympy.Mul(*_without(_factors(term), factor)) for term in sharing]
     collected = factor * common_factors_outside(sympy.Add(*rests), roles)
     if not others:
         return collected
@@ -386,6 +389,18 @@ def _never_negative(expr: sympy.Expr) -> bool:
     if isinstance(expr, sympy.Pow):
         return _never_negative(expr.base) and bool(expr.exp.is_real)
     return False
+
+
+def _factors(term: sympy.Expr) -> tuple[sympy.Basic, ...]:
+    """A product's factors, with a reciprocal's integer power as that many reciprocals:
+    a / b^2 is a, 1 / b, 1 / b."""
+    factors: list[sympy.Basic] = []
+    for factor in sympy.Mul.make_args(term):
+        if isinstance(factor, sympy.Pow) and factor.exp.is_Integer and factor.exp < -1:
+            factors.extend([1 / factor.base] * -int(factor.exp))
+        else:
+            factors.append(factor)
+    return tuple(factors)
 
 
 def _without(factors: tuple[sympy.Basic, ...], factor: sympy.Basic) -> list[sympy.Basic]:
