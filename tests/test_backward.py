@@ -320,6 +320,36 @@ def test_a_quotient_s_terms_divide_by_its_denominator_once() -> None:
     assert not any(power.exp == -2 for power in gradient.atoms(sympy.Pow))
 
 
+def test_a_select_is_factored_alike_wherever_the_gradient_reads_it() -> None:
+    """A select read by the gradient and by a class sum inside it (the clipped logs of a
+    Jensen-Shannon divergence): its branch (upstream * y * s + upstream * z * s) / s^2
+    is upstream * (y + z) / s in both places, one node, one division."""
+    roles = roles_with_upstream(ALL_ROLES)
+    s = fn.Sigmoid(z)
+    select = fn.Where(z > 0, (y * s * U + s * U * z) / s**2, 0)
+    gradient = select + fn.ReduceSum(select * z, CLASS)
+    factored = backward_module.common_factors_outside(
+        gradient, lambda expr: fn.roles_of(expr, roles)
+    )
+    assert factored.atoms(fn.Where) == {fn.Where(z > 0, U * (y + z) / s, 0)}
+
+
+def test_a_number_every_term_of_a_factor_shares_joins_the_product_s_numbers() -> None:
+    """2 |z - y| / d (sMAPE's) passes upstream (-2 s - 2 |y - z| sign(z) / d) / d; taken
+    apart (`common_factors_outside`) the 2 multiplies upstream, once, not each term. A
+    sum whose terms' numbers differ keeps them."""
+    roles = roles_with_upstream(ALL_ROLES)
+    d = sympy.Abs(z) + sympy.Abs(y) + 1
+    gradient = backward(2 * sympy.Abs(z - y) / d, z, roles)
+    factored = backward_module.common_factors_outside(
+        gradient, lambda expr: fn.roles_of(expr, roles)
+    )
+    inner = -Sign(y - z) - sympy.Abs(y - z) * Sign(z) / d
+    assert factored.args == sympy.Mul(2, U, inner, 1 / d).args
+    mixed = U * sympy.exp(z) * (2 * y - 3 * z)
+    assert backward_module.common_factors_outside(mixed, lambda expr: ALL_ROLES) == mixed
+
+
 def test_terms_that_share_a_whole_shaped_factor_multiply_by_it_once() -> None:
     """y * exp(z) + y * z^2 + z passes upstream * (y * (exp(z) + 2 z) + 1): one product
     by y where there were two, the term without y left outside; the factor most terms

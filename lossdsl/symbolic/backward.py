@@ -270,22 +270,38 @@ def common_factors_outside(
     selects and the values put back at channels: upstream * (c - c * y / x) is
     upstream * c * (1 - y / x), whose small factors `small_factors_first` then
     multiplies first. Where no factor is shared by every term, the terms that share a
-    whole-shaped one are collected (`_whole_factors_collected`)."""
+    whole-shaped one are collected (`_whole_factors_collected`).
+
+    Every select is taken so where it is, inside sums over the classes too (`fn.fold`:
+    one result per distinct select), so that a select the gradient reads in two places
+    stays one node: the ratio of a clipped log, in a select that a class sum reads too,
+    divides by its base once."""
+
+    def select_factored(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+        rebuilt = fn.with_args(node, args)
+        return _factored(rebuilt, roles) if isinstance(rebuilt, fn.Where) else rebuilt
+
+    return _factored(fn.fold(gradient, select_factored), roles)
+
+
+def _factored(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles]) -> sympy.Expr:
+    """`common_factors_outside` of `gradient` from the top down."""
     if isinstance(gradient, fn.Where):
         condition, taken, other = gradient.args
-        outside = (common_factors_outside(branch, roles) for branch in (taken, other))
+        outside = (_factored(branch, roles) for branch in (taken, other))
         return fn.Where(condition, *outside)
     if isinstance(gradient, fn.IntoChannels | fn.ChannelsJoined):
         values = range(1, len(gradient.args), 3) if gradient.func is fn.ChannelsJoined else [0]
         return fn.with_args(
             gradient,
             [
-                common_factors_outside(arg, roles) if index in values else arg
+                _factored(arg, roles) if index in values else arg
                 for index, arg in enumerate(gradient.args)
             ],
         )
     if isinstance(gradient, sympy.Mul):
-        return sympy.Mul(*(common_factors_outside(factor, roles) for factor in gradient.args))
+        factored = (_factored(factor, roles) for factor in gradient.args)
+        return sympy.Mul(*itertools.chain.from_iterable(map(_number_apart, factored)))
     terms = sympy.Add.make_args(gradient)
     if len(terms) < 2:
         return gradient
@@ -301,8 +317,21 @@ def common_factors_outside(
     if not shared:
         return _whole_factors_collected(terms, whole, roles)
     common = sympy.Mul(*shared)
-    rest = common_factors_outside(sympy.Add(*(term / common for term in terms)), roles)
+    rest = _factored(sympy.Add(*(term / common for term in terms)), roles)
     return _small_factor_inside(common, rest, roles)
+
+
+def _number_apart(factor: sympy.Expr) -> tuple[sympy.Expr, ...]:
+    """A sum whose terms all have one number as their coefficient (up to sign) as that
+    number and the sum of the rest, a factor of a product with others (where SymPy keeps
+    the number apart): s * (2 a - 2 b) is 2 s (a - b), and the 2 joins the product's
+    other numbers and small factors, where it took a product per term."""
+    if not isinstance(factor, sympy.Add):
+        return (factor,)
+    sizes = {abs(term.as_coeff_Mul()[0]) for term in factor.args}
+    if len(sizes) > 1 or not (number := sizes.pop()).is_Rational or number == 1:
+        return (factor,)
+    return (number, sympy.Add(*(term / number for term in factor.args)))
 
 
 def _small_factor_inside(
@@ -356,14 +385,14 @@ def _whole_factors_collected(
     sharing = [term for term in terms if factor in _factors(term)]
     others = [term for term in terms if term not in sharing]
     rests = [sympy.Mul(*_without(_factors(term), factor)) for term in sharing]
-    collected = factor * common_factors_outside(sympy.Add(*rests), roles)
+    collected = factor * _factored(sympy.Add(*rests), roles)
     if not others:
         return collected
     # fewer terms, which may share factors now: in upstream * y * exp(z) + (upstream * y
     # * z + upstream * y) * exp(z) + 2 * k * upstream * y * z, once exp(z) is collected,
     # the two terms left share upstream and y
-    rest = common_factors_outside(sympy.Add(*others), roles)
-    return common_factors_outside(collected + rest, roles)
+    rest = _factored(sympy.Add(*others), roles)
+    return _factored(collected + rest, roles)
 
 
 def _at_least_a_positive_number(base: sympy.Expr) -> bool:
