@@ -474,6 +474,15 @@ def test_shared_subexpressions_come_before_their_users() -> None:
     assert shared == [inner, outer]
 
 
+def test_a_negated_product_reads_the_product_it_negates() -> None:
+    """1 - a * exp(b) beside a * exp(b): the printer writes the negated product as minus
+    the product (`1.0 - t0`), so the product is the temporary both read, not computed
+    twice (gaussian_nll's backward pass reads its forward pass's e^2 exp(-s) so)."""
+    a, b = sympy.symbols("a b", real=True)
+    product = a * sympy.exp(b)
+    assert shared_subexpressions([product + b, 1 - product]) == [product]
+
+
 def test_a_group_of_small_factors_that_is_a_negated_name_stays_inline() -> None:
     """-alpha grouped apart from a product's whole-shaped factors (`Parenthesized`) is
     written where it is used, as -alpha is, not as a temporary `t8 = -alpha`."""

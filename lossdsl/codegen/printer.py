@@ -429,7 +429,7 @@ def _operands(node: sympy.Basic) -> tuple[sympy.Basic, ...]:
     if isinstance(node, sympy.Mul):
         coefficient, rest = node.as_coeff_Mul()
         apart = not coefficient.is_Integer or not float_representable(coefficient)
-        if coefficient.is_Rational and apart and isinstance(rest, sympy.Mul):
+        if coefficient.is_Rational and (apart or coefficient == -1) and isinstance(rest, sympy.Mul):
             return coefficient, rest
     return node.args
 
@@ -864,6 +864,8 @@ class TensorFlowPrinter(PythonCodePrinter):
             for scale in scales:
                 text = f"{number_text(scale)}*({text})"
             return text
+        if coefficient == -1 and rest in self.temporaries:
+            return f"-{self.temporaries[rest]}"
         if not self.roles(expr) and any(divides_by_a_value(f) for f in expr.args):
             # `_print_Pow`'s tensor reciprocal: Python's `a / k` raises where k is 0
             factors = "*".join(

@@ -94,17 +94,17 @@ def gaussian_nll(y, p):
     @tf.custom_gradient
     def forward(p):
         t0 = y[..., 0:1] - p[..., 0:1]
-        t1 = tf.math.square(t0)
-        t2 = p[..., 1:2]
-        t3 = tf.math.exp(-t2)
+        t1 = p[..., 1:2]
+        t2 = tf.math.exp(-t1)
+        t3 = tf.math.square(t0) * t2
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t4 = 0.5 * upstream * (1.0 - t1 * t3)
-            t5 = -upstream * t0 * t3
+            t4 = 0.5 * upstream * (1.0 - t3)
+            t5 = -upstream * t0 * t2
             return _channels_joined(tf.shape(p)[-1], (t5, 0, 1), (t4, 1, 2))
 
-        return tf.squeeze(0.5 * (t1 * t3 + t2 + 1.8378770664093456), axis=-1), backward
+        return tf.squeeze(0.5 * (t3 + t1 + 1.8378770664093456), axis=-1), backward
 
     return forward(p)
 

@@ -105,20 +105,19 @@ def gaussian_nll(y, p):
 
     def forward_and_residuals(p, y):
         t0 = y[..., 0:1] - p[..., 0:1]
-        t1 = jnp.square(t0)
-        t2 = p[..., 1:2]
-        t3 = jnp.exp(-t2)
-        t4 = 0.5 * (t1 * t3 + t2 + 1.8378770664093456)
-        residuals = (p, y, t0, t1, t3)
-        return jnp.squeeze(t4, axis=-1), residuals
+        t1 = p[..., 1:2]
+        t2 = jnp.exp(-t1)
+        t3 = jnp.square(t0) * t2
+        residuals = (p, y, t0, t2, t3)
+        return jnp.squeeze(0.5 * (t3 + t1 + 1.8378770664093456), axis=-1), residuals
 
     def backward(residuals, upstream):
-        p, y, t0, t1, t3 = residuals
+        p, y, t0, t2, t3 = residuals
         others = _other_cotangents(forward_and_residuals, upstream, p, y)
         upstream = jnp.expand_dims(upstream, -1)
-        t5 = 0.5 * upstream * (1.0 - t1 * t3)
-        t6 = -upstream * t0 * t3
-        return _channels_joined(p.shape[-1], (t6, 0, 1), (t5, 1, 2)), *others
+        t4 = 0.5 * upstream * (1.0 - t3)
+        t5 = -upstream * t0 * t2
+        return _channels_joined(p.shape[-1], (t5, 0, 1), (t4, 1, 2)), *others
 
     forward.defvjp(forward_and_residuals, backward)
     return forward(p, y)

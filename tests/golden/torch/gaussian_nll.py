@@ -185,11 +185,11 @@ class _GaussianNllBackward(_AutogradFunction):
     @staticmethod
     def forward(p, y):
         t0 = y[..., 0:1] - p[..., 0:1]
-        t1 = torch.square(t0)
-        t2 = p[..., 1:2]
-        t3 = torch.exp(-t2)
-        saved = (t0, t1, t3)
-        return torch.squeeze(0.5 * (t1 * t3 + t2 + 1.8378770664093456), -1), *saved
+        t1 = p[..., 1:2]
+        t2 = torch.exp(-t1)
+        t3 = torch.square(t0) * t2
+        saved = (t0, t2, t3)
+        return torch.squeeze(0.5 * (t3 + t1 + 1.8378770664093456), -1), *saved
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -199,11 +199,11 @@ class _GaussianNllBackward(_AutogradFunction):
     def backward(ctx, upstream, *_):
         if _differentiated_twice():
             return _other_gradients(_GaussianNllBackward, ctx, upstream, 0)
-        p, y, t0, t1, t3 = _saved(ctx)
+        p, y, t0, t2, t3 = _saved(ctx)
         others = _other_gradients(_GaussianNllBackward, ctx, upstream)
         upstream = torch.unsqueeze(upstream, -1)
-        t4 = 0.5 * upstream * (1.0 - t1 * t3)
-        t5 = -upstream * t0 * t3
+        t4 = 0.5 * upstream * (1.0 - t3)
+        t5 = -upstream * t0 * t2
         return _channels_joined(p.shape[-1], (t5, 0, 1), (t4, 1, 2)), *others
 
 
