@@ -99,6 +99,7 @@ class ReferenceGraph:
     overflowed: set[sympy.Basic] = field(default_factory=set)
     """Nodes too large for mpmath itself, taken as +inf (and as beyond float64)."""
     _values: dict[sympy.Basic, Any] = field(default_factory=dict)
+    _magnitudes: dict[sympy.Basic, Any] = field(default_factory=dict)
     _children: dict[sympy.Basic, tuple[sympy.Basic, ...]] = field(default_factory=dict)
 
     def floats(self, exprs: Sequence[sympy.Basic]) -> list[float]:
@@ -154,6 +155,27 @@ class ReferenceGraph:
                 return mpmath.mpf(sympy.Float(expr, DIGITS)._mpf_)
             case _:
                 return exact_value(expr.func, [self.value(arg) for arg in expr.args])
+
+    def magnitude(self, expr: sympy.Basic) -> Any:
+        """The size of the values floating point computes `expr` from, which its rounding
+        errors are relative to: a sum's terms' magnitudes added, a product's factors'
+        multiplied, a select's taken branch's; any other node its own size (a function
+        is computed to its own relative precision). log_softmax(z) at the largest logit
+        z_c = 0.21 is z_c - logsumexp(z), about -1e-22 beside a logit of -50, from two
+        terms of 0.21: its magnitude is 0.43."""
+        known = self._magnitudes.get(expr)
+        if known is None:
+            match expr:
+                case sympy.Add():
+                    known = mpmath.fsum(self.magnitude(term) for term in expr.args)
+                case sympy.Mul():
+                    known = mpmath.fprod(self.magnitude(factor) for factor in expr.args)
+                case Select():
+                    known = self.magnitude(self._taken(expr))
+                case _:
+                    known = abs(self.value(expr))
+            self._magnitudes[expr] = known
+        return known
 
     def _taken(self, where: sympy.Basic) -> sympy.Basic:
         condition, a, b = where.args
@@ -348,13 +370,14 @@ def comparisons(condition: sympy.Basic) -> Iterator[Relational]:
 
 
 def _gap(graph: ReferenceGraph, comparison: Relational) -> Any:
-    """lhs - rhs at the point where it is 0 up to KINK_DISTANCE (relative to its terms),
-    else None."""
+    """lhs - rhs at the point where it is 0 up to KINK_DISTANCE relative to the sides'
+    magnitudes (`ReferenceGraph.magnitude`: a side computed with cancellation, as
+    log_softmax at its largest logit, is as uncertain as the values it cancels), else
+    None."""
     lhs, rhs = comparison.args
-    terms = [graph.value(term) for term in sympy.Add.make_args(lhs)]
-    terms += [-graph.value(term) for term in sympy.Add.make_args(rhs)]
-    gap = mpmath.fsum(terms)
-    return gap if abs(gap) <= KINK_DISTANCE * mpmath.fsum(map(abs, terms)) else None
+    gap = mpmath.fsum([graph.value(lhs), -graph.value(rhs)])
+    scale = mpmath.fsum([graph.magnitude(lhs), graph.magnitude(rhs)])
+    return gap if abs(gap) <= KINK_DISTANCE * scale else None
 
 
 @dataclass(frozen=True)
