@@ -360,7 +360,7 @@ def regions(
     pass."""
     if not backward:
         return dict.fromkeys(shared, OUTER)
-    outer, forward = _printed_nodes(masks), _printed_nodes([result])
+    outer, forward = fn.nodes_of(masks, _reads), fn.nodes_of([result], _reads)
     return {
         expr: OUTER if expr in outer else FORWARD if expr in forward else BACKWARD
         for expr in shared
@@ -399,18 +399,6 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
     for output in outputs:
         visit(output)
     return [node for node in order if counts[node] > 1]
-
-
-def _printed_nodes(roots: list[sympy.Basic]) -> set[sympy.Basic]:
-    """Every sub-expression printing `roots` reads (`_reads`), each visited once."""
-    seen: set[sympy.Basic] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(_reads(node))
-    return seen
 
 
 def _reads(node: sympy.Basic) -> tuple[sympy.Basic, ...]:

@@ -884,15 +884,20 @@ def fold(
     return done[expr]
 
 
-def nodes_of(roots: Iterable[sympy.Basic]) -> set[sympy.Basic]:
-    """Every distinct sub-expression of `roots` (each visited once, without recursion)."""
+def nodes_of(
+    roots: Iterable[sympy.Basic],
+    children: Callable[[sympy.Basic], Iterable[sympy.Basic]] = lambda node: node.args,
+) -> set[sympy.Basic]:
+    """Every distinct sub-expression of `roots` (each visited once, without recursion),
+    reached through `children` (a node's arguments, unless the caller reads nodes
+    otherwise, as the printer does)."""
     seen: set[sympy.Basic] = set()
     stack = list(roots)
     while stack:
         node = stack.pop()
         if node not in seen:
             seen.add(node)
-            stack.extend(node.args)
+            stack.extend(children(node))
     return seen
 
 
