@@ -320,6 +320,14 @@ def test_a_quotient_s_terms_divide_by_its_denominator_once() -> None:
     assert not any(power.exp == -2 for power in gradient.atoms(sympy.Pow))
 
 
+def test_a_reciprocal_power_is_taken_apart_only_up_to_a_bound() -> None:
+    """a / b^2 is a, 1 / b, 1 / b to the collection of shared factors; a power beyond
+    RECIPROCALS_SPLIT (a spec may write b^-20000) stays one factor."""
+    b = z + 1
+    assert sorted(backward_module._factors(y / b**2), key=str) == sorted([y, 1 / b, 1 / b], key=str)
+    assert backward_module._factors(y * b**-20000) == (y, b**-20000)
+
+
 def test_a_select_is_factored_alike_wherever_the_gradient_reads_it() -> None:
     """A select read by the gradient and by a class sum inside it (the clipped logs of a
     Jensen-Shannon divergence): its branch (upstream * y * s + upstream * z * s) / s^2

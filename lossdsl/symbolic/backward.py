@@ -420,13 +420,18 @@ def _never_negative(expr: sympy.Expr) -> bool:
     return False
 
 
+RECIPROCALS_SPLIT = 8
+"""The highest power of a reciprocal `_factors` takes apart (a spec may write b^-10000)."""
+
+
 def _factors(term: sympy.Expr) -> tuple[sympy.Basic, ...]:
-    """A product's factors, with a reciprocal's integer power as that many reciprocals:
-    a / b^2 is a, 1 / b, 1 / b."""
+    """A product's factors, with a reciprocal's integer power (up to RECIPROCALS_SPLIT) as
+    that many reciprocals: a / b^2 is a, 1 / b, 1 / b."""
     factors: list[sympy.Basic] = []
     for factor in sympy.Mul.make_args(term):
-        if isinstance(factor, sympy.Pow) and factor.exp.is_Integer and factor.exp < -1:
-            factors.extend([1 / factor.base] * -int(factor.exp))
+        exponent = factor.exp if isinstance(factor, sympy.Pow) else None
+        if exponent is not None and exponent.is_Integer and -RECIPROCALS_SPLIT <= exponent < -1:
+            factors.extend([1 / factor.base] * -int(exponent))
         else:
             factors.append(factor)
     return tuple(factors)
