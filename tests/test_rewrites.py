@@ -94,6 +94,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.LogSumExp(2 * z, ALL),
     ),
     (
+        "log_of_one_minus_exp",
+        lambda: sympy.log(1 - sympy.exp(-sympy.exp(z))),
+        lambda: sympy.log(-expm1(-sympy.exp(z))),
+    ),
+    (
+        "log_of_one_minus_exp",
+        lambda: t * log1p(-sympy.exp(-p)),
+        lambda: t * sympy.log(-expm1(-p)),
+    ),
+    (
         "log1p_of_one_plus",
         lambda: sympy.log(1 + p),
         lambda: log1p(p),

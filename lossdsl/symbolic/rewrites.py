@@ -153,6 +153,25 @@ def log_erfc_tail(expr: sympy.Basic) -> sympy.Basic | None:
     return Where(sympy.StrictLessThan(x, ERFC_TAIL_FROM), head, tail)
 
 
+def log_of_one_minus_exp(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(1 - exp(x)) = log(-expm1(x)) (also written log1p(-exp(x))).
+
+    Where x is close to 0 from below, exp(x) rounds to 1 and 1 - exp(x) to 0: the log is
+    -inf and its gradient divides by 0 (the complementary log-log likelihood
+    log(1 - exp(-exp(z))) at z = -50, whose value is -50). expm1 keeps those digits.
+    """
+    if isinstance(expr, sympy.log):
+        rest = _one_plus(expr.args[0])
+    elif isinstance(expr, log1p):
+        rest = expr.args[0]
+    else:
+        return None
+    power = _negated(rest)
+    if not isinstance(power, sympy.exp):
+        return None
+    return sympy.log(-expm1(power.args[0], evaluate=False), evaluate=False)
+
+
 def log1p_of_one_plus(expr: sympy.Basic) -> sympy.Basic | None:
     """log(1 + x) = log1p(x)."""
     if isinstance(expr, sympy.log) and (rest := _one_plus(expr.args[0])) is not None:
@@ -310,6 +329,7 @@ RULES: tuple[Rule, ...] = tuple(
         logsumexp_of_log_sum_exp,
         stable_log_cosh,
         log_erfc_tail,
+        log_of_one_minus_exp,
         log1p_of_one_plus,
         expm1_of_exp_minus_one,
         one_minus_sigmoid,
