@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sympy
 import tensorflow as tf
+from sympy.codegen.cfunctions import log1p
 
 from lossdsl import builtins
 from lossdsl.compiler import compile_source
@@ -22,7 +23,7 @@ from lossdsl.verification.compare import BUG_HELP, worst_mismatch
 from lossdsl.verification.driver import verify_module
 from lossdsl.verification.expander import select
 from lossdsl.verification.layouts import Draw, Layout
-from lossdsl.verification.reference import ReferenceGraph, reference
+from lossdsl.verification.reference import ReferenceGraph, reference, underflow_followed
 
 SPAN = Span.point(1, 1)
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -430,3 +431,22 @@ def test_the_reference_leaves_out_what_float64_cannot_compute() -> None:
     root = sympy.sqrt(flat, evaluate=False)  # sqrt(relu(p - 1)) at p = 0.5: 0 * inf
     adjoints = graph.gradient({root: 1.0})
     assert adjoints.get(p, 0) == 0 and root in graph.singular
+
+
+def test_an_underflow_that_float64_follows_is_compared() -> None:
+    """exp(-exp(50)) is 2^(-7e21): below float64's normal numbers, so a root computed from
+    it was left out, and with it every other element of its row (a complementary log-log
+    loss was inf at a logit of -50 beside one of 50, and passed). Flushed to 0, the value
+    and gradient are the same in float64: such a root is compared. log(p * 1e-320) is not
+    followed: flushed, it is -inf."""
+    p, q = sympy.Symbol("p_0", real=True), sympy.Symbol("p_1", real=True)
+    graph = ReferenceGraph({p: 50.0, q: 50.0})
+    with sympy.evaluate(False):
+        followed = log1p(-sympy.exp(-sympy.exp(p))) + p
+        lost = sympy.log(q * sympy.Rational(1, 10**320))
+    roots = {followed, lost}
+    seeds = {root: 1.0 for root in roots}
+    assert graph.overflowing(list(roots)) == roots
+    assert not graph.overflowed  # a tiny argument is computed, not taken as overflowing
+    adjoints = graph.gradient(seeds)
+    assert underflow_followed(graph, roots, seeds, adjoints, [p, q]) == {followed}

@@ -42,6 +42,8 @@ EXPONENT_LIMIT = 2**20
 exp(exp(exp(50))) reduces an argument of 2^(7e21) modulo log(2), computing log(2) to
 7e21 bits; such a value is far beyond every float type, so its callers (the verifier's
 reference) take it as overflowing and leave it out, as they do any value beyond float64.
+A value as small (exp(-exp(50)), 2^(-7e21)) costs no more than any other: a function of
+it is computed: log1p(-exp(-exp(50))), about -2^(-7e21), is not taken as overflowing.
 """
 
 
@@ -49,20 +51,19 @@ def _beyond_exponents(value: Any) -> bool:
     return (
         isinstance(value, mpmath.mpf)
         and mpmath.isfinite(value)
-        and value != 0
-        and abs(mpmath.mag(value)) > EXPONENT_LIMIT
+        and mpmath.mag(value) > EXPONENT_LIMIT
     )
 
 
 def _real_only(function: Callable[..., Any]) -> Callable[..., Any]:
     """`function` with a complex result, or an argument outside its domain, as NaN.
 
-    An argument beyond EXPONENT_LIMIT is an OverflowError, as mpmath's own overflows are.
+    An argument above 2^EXPONENT_LIMIT in size is an OverflowError, as mpmath's own overflows are.
     """
 
     def real(*args: Any) -> Any:
         if any(_beyond_exponents(arg) for arg in args):
-            raise OverflowError(f"an argument of {function.__name__} beyond 2^(+-2^20)")
+            raise OverflowError(f"an argument of {function.__name__} beyond 2^(2^20)")
         try:
             result = function(*args)
         except (ZeroDivisionError, ValueError):

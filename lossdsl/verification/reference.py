@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,6 +94,9 @@ class ReferenceGraph:
     """
 
     point: Mapping[sympy.Basic, float]
+    flush_underflow: bool = False
+    """Whether a nonzero value below float64's normal numbers is taken as 0, as TensorFlow's
+    CPU kernels and float64 itself end up computing it (`underflow_followed`)."""
     singular: set[sympy.Basic] = field(default_factory=set)
     """Nodes reached by `gradient` with an infinite or undefined partial derivative."""
     overflowed: set[sympy.Basic] = field(default_factory=set)
@@ -122,6 +125,8 @@ class ReferenceGraph:
         except OverflowError:  # beyond mpmath's exponents (exp(exp(exp(50))))
             self.overflowed.add(expr)
             value = mpmath.inf
+        if self.flush_underflow and isinstance(value, mpmath.mpf) and abs(value) < FLOAT64_TINY:
+            value = mpmath.mpf(0)
         self._values[expr] = value
         return value
 
@@ -322,6 +327,43 @@ class Kink:
     symbols: frozenset[sympy.Basic]  # the y_pred element symbols the condition reads
 
 
+def underflow_followed(
+    graph: ReferenceGraph,
+    roots: set[sympy.Basic],
+    seeds: Mapping[sympy.Basic, float],
+    adjoints: Mapping[sympy.Basic, Any],
+    elements: Iterable[sympy.Basic],
+) -> set[sympy.Basic]:
+    """The roots among `roots` (computed from a value beyond float64's range or below its
+    normal numbers) computed from no value beyond float64's range, and whose value and
+    elements' gradients are the same, in float64, when every value below float64's normal
+    numbers is flushed to 0: a float64 program follows such an underflow. exp(-exp(50))
+    is 0 in float64, and log1p(-exp(-exp(50))) with it: a row of a complementary log-log
+    loss holding a logit of 50 is compared, not left out."""
+    flushed = ReferenceGraph(graph.point, flush_underflow=True)
+    order = flushed.order(list(seeds))
+    flushed_adjoints = flushed.gradient(seeds, order)
+    roots = roots - flushed.overflowing(list(roots), order)  # beyond float64's range
+    symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
+    read = {root: free_symbols(root, symbols_of) & set(elements) for root in roots}
+    with mpmath.workdps(DIGITS):
+        return {
+            root
+            for root in roots
+            if _same_float(graph.value(root), flushed.value(root))
+            and all(
+                _same_float(adjoints.get(symbol, 0), flushed_adjoints.get(symbol, 0))
+                for symbol in read[root]
+            )
+        }
+
+
+def _same_float(exact: Any, flushed: Any) -> bool:
+    """Whether two values round to float64 numbers that agree to 1e-12, both finite."""
+    a, b = _to_float(exact), _to_float(flushed)
+    return math.isfinite(a) and math.isclose(a, b, rel_tol=1e-12, abs_tol=float(FLOAT64_TINY))
+
+
 def free_symbols(
     expr: sympy.Basic, memo: dict[sympy.Basic, frozenset[sympy.Basic]]
 ) -> frozenset[sympy.Basic]:
@@ -435,6 +477,8 @@ def reference(
         seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
     adjoints = graph.gradient(seeds, order)
     too_large = graph.overflowing(list(outputs.values()), order)
+    if too_large:
+        too_large -= underflow_followed(graph, too_large, seeds, adjoints, elements.keys())
     overflowing = {output for output, value in outputs.items() if value in too_large}
     unrepresentable = [outputs[output] for output in overflowing] + list(graph.singular)
     values = np.zeros(draw.cotangent.shape)
