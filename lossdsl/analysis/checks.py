@@ -142,12 +142,14 @@ class DomainChecker:
         witness = self.search.find([argument], equal(argument, rule.edge))
         at = witness.describe() if witness else f"`{shown}` = {format_number(rule.edge)}"
         if rule.at_edge is not None:
-            fix = (
-                f"use `{call.builtin}(clip({shown}))` (values in [eps, 1 - eps]), or take "
-                "logits as y_pred and use `log_softmax` or `softplus`"
-                if rule.edge == 0
-                else rule.help
-            )
+            fix = rule.help
+            if rule.edge == 0 and self.ranges.range_of(argument).high <= 1:
+                fix = (
+                    f"use `{call.builtin}(clip({shown}))` (values in [eps, 1 - eps]), or take "
+                    "logits as y_pred and use `log_softmax` or `softplus`"
+                )
+            elif rule.edge == 0:  # clip's 1 - eps would change values above it
+                fix = f"use `{call.builtin}(maximum({shown}, eps))` (values of at least eps)"
             self.diagnostics.append(
                 warning(
                     INFINITE_AT_ZERO_OR_POLE,
