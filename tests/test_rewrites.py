@@ -58,14 +58,24 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: -t * sympy.log(fn.Sigmoid(2 * z)),
         lambda: t * fn.Softplus(-2 * z),
     ),
-    (
-        "softplus_of_log_one_minus_sigmoid",
+    (  # 1 - sigmoid(z) first, as sigmoid(-z): children are rewritten before their parent
+        "softplus_of_log_sigmoid",
         lambda: sympy.log(1 - fn.Sigmoid(z)),
         lambda: -fn.Softplus(z),
     ),
     (
-        "softplus_of_log_one_minus_sigmoid",
+        "one_minus_sigmoid",
         lambda: -(t * sympy.log(fn.Sigmoid(z)) + (1 - t) * sympy.log(1 - fn.Sigmoid(z))),
+        lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z),
+    ),
+    (  # the sigmoid written out: log1p_of_one_plus would take the outer log(1 - ...) first
+        "sigmoid_of_reciprocal",
+        lambda: (
+            -(
+                t * sympy.log(1 / (1 + sympy.exp(-z)))
+                + (1 - t) * sympy.log(1 - 1 / (1 + sympy.exp(-z)))
+            )
+        ),
         lambda: t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z),
     ),
     (

@@ -74,14 +74,6 @@ def _negated(expr: sympy.Basic | None) -> sympy.Expr | None:
     return None
 
 
-def softplus_of_log_one_minus_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
-    """log(1 - sigmoid(z)) = -softplus(z)."""
-    rest = _one_plus(expr.args[0]) if isinstance(expr, sympy.log) else None
-    if isinstance(sigmoid := _negated(rest), Sigmoid):
-        return -Softplus(sigmoid.args[0])
-    return None
-
-
 def softplus_of_log_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
     """log(sigmoid(z)) = -softplus(-z)."""
     if isinstance(expr, sympy.log) and isinstance(expr.args[0], Sigmoid):
@@ -322,7 +314,6 @@ class Rule:
 RULES: tuple[Rule, ...] = tuple(
     Rule(function.__name__, function)
     for function in (
-        softplus_of_log_one_minus_sigmoid,
         softplus_of_log_sigmoid,
         softplus_of_log_one_plus_exp,
         log_softmax_of_log_softmax,
@@ -369,7 +360,9 @@ def apply_rules(expr: sympy.Basic, applied: list[AppliedRewrite]) -> sympy.Basic
 
 
 class _Pass:
-    """One pass over a tree: rules at each node before and after its children."""
+    """One pass over a tree: rules at each node after its children, so that a rule sees its
+    arguments in stable form (log(1 - 1 / (1 + exp(-z))) is log(sigmoid(-z)), then
+    -softplus(z), before `log1p_of_one_plus` could take the log as it is written)."""
 
     def __init__(self, applied: list[AppliedRewrite]) -> None:
         self.applied = applied
@@ -377,11 +370,8 @@ class _Pass:
 
     def visit(self, node: sympy.Basic) -> sympy.Basic:
         if node not in self.done:
-            current = self.at_node(node)
-            args = tuple(self.visit(arg) for arg in current.args)
-            if args != current.args:
-                current = self.at_node(with_args(current, args))
-            self.done[node] = current
+            args = tuple(self.visit(arg) for arg in node.args)
+            self.done[node] = self.at_node(with_args(node, args) if args != node.args else node)
         return self.done[node]
 
     def at_node(self, node: sympy.Basic) -> sympy.Basic:

@@ -18,7 +18,7 @@ Compiled from weighted_bce_logits.loss:
 
     loss weighted_bce_logits = mean(-(pos_weight * y * log(sigmoid(z)) + (1 - y) * log(1 - sigmoid(z))))
 
-Stable rewrites applied: softplus_of_log_one_minus_sigmoid, softplus_of_log_sigmoid.
+Stable rewrites applied: one_minus_sigmoid, softplus_of_log_sigmoid.
 
 Target fusions applied: softplus_pair.
 """
