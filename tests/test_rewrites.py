@@ -104,6 +104,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.LogSumExp(2 * z, ALL),
     ),
     (
+        "log_of_exp",
+        lambda: sympy.log(sympy.exp(-sympy.exp(z), evaluate=False), evaluate=False),
+        lambda: -sympy.exp(z),
+    ),
+    (
         "log_of_one_minus_exp",
         lambda: sympy.log(1 - sympy.exp(-sympy.exp(z))),
         lambda: sympy.log(-expm1(-sympy.exp(z))),
@@ -132,6 +137,56 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         "expm1_of_exp_minus_one",
         lambda: sympy.exp(x) - 1 + t,
         lambda: expm1(x) + t,
+    ),
+    (
+        "sigmoid_of_one_plus_tanh",
+        lambda: sympy.log((1 + sympy.tanh(z)) / 2),
+        lambda: -fn.Softplus(-2 * z),
+    ),
+    (
+        "sigmoid_of_one_plus_tanh",
+        lambda: t + 1 - sympy.tanh(x),
+        lambda: t + 2 * fn.Sigmoid(-2 * x),
+    ),
+    (
+        "erfc_of_one_plus_erf",
+        lambda: t * (1 + sympy.erf(x)),
+        lambda: t * sympy.erfc(-x, evaluate=False),
+    ),
+    (
+        "erfc_of_one_plus_erf",
+        lambda: t + 1 - sympy.erf(x),
+        lambda: t + sympy.erfc(x),
+    ),
+    (
+        "erfc_of_one_minus_half_erfc",
+        lambda: 1 - sympy.erfc(x) / 2,
+        lambda: sympy.erfc(-x, evaluate=False) / 2,
+    ),
+    (
+        "log_of_scaled",
+        lambda: t + sympy.log(fn.Sigmoid(z) / 2),
+        lambda: t - fn.Softplus(-z) - sympy.log(2),
+    ),
+    (
+        "log_of_scaled",
+        lambda: sympy.log(3 * p),
+        lambda: sympy.log(3) + sympy.log(p),
+    ),
+    (
+        "softplus_of_log_two_exps",
+        lambda: sympy.log(sympy.exp(z) + sympy.exp(-z)),
+        lambda: z + fn.Softplus(-2 * z),
+    ),
+    (
+        "sigmoid_of_exp_ratio",
+        lambda: t * sympy.exp(z) / (1 + sympy.exp(z)),
+        lambda: t * fn.Sigmoid(z),
+    ),
+    (
+        "sigmoid_of_exp_ratio",
+        lambda: sympy.log(1 - sympy.exp(-z) / (1 + sympy.exp(-z))),
+        lambda: -fn.Softplus(-z),
     ),
     (
         "stable_log_cosh",

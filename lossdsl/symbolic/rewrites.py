@@ -92,6 +92,18 @@ def softplus_of_log_one_plus_exp(expr: sympy.Basic) -> sympy.Basic | None:
     return Softplus(power.args[0]) if isinstance(power, sympy.exp) else None
 
 
+def softplus_of_log_two_exps(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(exp(a) + exp(b)) = a + softplus(b - a): the exps overflow from a or b = 89 in
+    float32 (a margin or ranking loss over two scores, log(2 cosh(x)) written out)."""
+    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], sympy.Add):
+        return None
+    terms = expr.args[0].args
+    if len(terms) != 2 or not all(isinstance(term, sympy.exp) for term in terms):
+        return None
+    a, b = (term.args[0] for term in terms)
+    return a + Softplus(b - a)
+
+
 def log_softmax_of_log_softmax(expr: sympy.Basic) -> sympy.Basic | None:
     """log(softmax(z)) = log_softmax(z)."""
     if isinstance(expr, sympy.log) and isinstance(expr.args[0], Softmax):
@@ -145,6 +157,18 @@ def log_erfc_tail(expr: sympy.Basic) -> sympy.Basic | None:
     return Where(sympy.StrictLessThan(x, ERFC_TAIL_FROM), head, tail)
 
 
+def log_of_exp(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(exp(x)) = x.
+
+    SymPy's own functions are built unevaluated (`builtins`), so a log of an exp stays
+    one: log(exp(-exp(z))) is -inf in float32 from z = 4.5 (its value is -exp(z)), as
+    log(1 - p) is for p = 1 - exp(-exp(z)) written as a let.
+    """
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], sympy.exp):
+        return expr.args[0].args[0]
+    return None
+
+
 def log_of_one_minus_exp(expr: sympy.Basic) -> sympy.Basic | None:
     """log(1 - exp(x)) = log(-expm1(x)) (also written log1p(-exp(x))).
 
@@ -171,26 +195,78 @@ def log1p_of_one_plus(expr: sympy.Basic) -> sympy.Basic | None:
     return None
 
 
-def expm1_of_exp_minus_one(expr: sympy.Basic) -> sympy.Basic | None:
-    """exp(x) - 1 = expm1(x) (inside a longer sum too)."""
+def _beside_one(
+    expr: sympy.Basic, constant: int, function: type[sympy.Function], scale: sympy.Expr
+) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(the other terms, x) for a sum `constant + f(x) / scale + others` with f `function`
+    (scale -1: `constant - f(x)`), else None."""
     if not isinstance(expr, sympy.Add):
         return None
-    constant, rest = expr.as_coeff_Add()
-    powers = [term for term in sympy.Add.make_args(rest) if isinstance(term, sympy.exp)]
-    if constant != -1 or not powers:
+    found, rest = expr.as_coeff_Add()
+    if found != constant:
         return None
-    return rest - powers[0] + expm1(powers[0].args[0], evaluate=False)
+    for term in sympy.Add.make_args(rest):
+        if isinstance(applied := term * scale, function):
+            return rest - term, applied.args[0]
+    return None
+
+
+def expm1_of_exp_minus_one(expr: sympy.Basic) -> sympy.Basic | None:
+    """exp(x) - 1 = expm1(x) (inside a longer sum too)."""
+    if (found := _beside_one(expr, -1, sympy.exp, sympy.S.One)) is None:
+        return None
+    others, x = found
+    return others + expm1(x, evaluate=False)
 
 
 def one_minus_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
     """1 - sigmoid(z) = sigmoid(-z) (inside a longer sum too)."""
-    if not isinstance(expr, sympy.Add):
+    if (found := _beside_one(expr, 1, Sigmoid, sympy.S.NegativeOne)) is None:
         return None
-    constant, rest = expr.as_coeff_Add()
-    negated = [term for term in sympy.Add.make_args(rest) if isinstance(-term, Sigmoid)]
-    if constant != 1 or not negated:
+    others, z = found
+    return others + Sigmoid(-z)
+
+
+def sigmoid_of_one_plus_tanh(expr: sympy.Basic) -> sympy.Basic | None:
+    """1 + tanh(x) = 2 sigmoid(2x) and 1 - tanh(x) = 2 sigmoid(-2x) (inside a longer sum
+    too): at x = -20 the first is 0 in float32, log((1 + tanh(x)) / 2) -inf where it is
+    -40."""
+    for sign in (sympy.S.One, sympy.S.NegativeOne):
+        if (found := _beside_one(expr, 1, sympy.tanh, sign)) is not None:
+            others, x = found
+            return others + 2 * Sigmoid(2 * sign * x)
+    return None
+
+
+def erfc_of_one_plus_erf(expr: sympy.Basic) -> sympy.Basic | None:
+    """1 + erf(x) = erfc(-x) and 1 - erf(x) = erfc(x) (inside a longer sum too): the
+    normal distribution's CDF written (1 + erf(z / sqrt(2))) / 2 is 0 in float64 from
+    z = -8.3 (its log, through `log_erfc_tail`, is finite down to -1e154)."""
+    for sign in (sympy.S.One, sympy.S.NegativeOne):
+        if (found := _beside_one(expr, 1, sympy.erf, sign)) is not None:
+            others, x = found
+            return others + sympy.erfc(-sign * x, evaluate=False)
+    return None
+
+
+def erfc_of_one_minus_half_erfc(expr: sympy.Basic) -> sympy.Basic | None:
+    """1 - erfc(x) / 2 = erfc(-x) / 2 (inside a longer sum too): one minus the normal
+    distribution's CDF written erfc(-z / sqrt(2)) / 2."""
+    if (found := _beside_one(expr, 1, sympy.erfc, sympy.Integer(-2))) is None:
         return None
-    return rest - negated[0] + Sigmoid(-(-negated[0]).args[0])
+    others, x = found
+    return others + sympy.erfc(-x, evaluate=False) / 2
+
+
+def log_of_scaled(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(k x) = log(k) + log(x) for a number k > 0, so that the rules for log(x) apply
+    (log(erfc(-z / sqrt(2)) / 2), the log of the normal distribution's CDF)."""
+    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], sympy.Mul):
+        return None
+    k, x = expr.args[0].as_coeff_Mul()
+    if k == 1 or not k.is_positive or x.is_number:
+        return None
+    return sympy.log(k) + sympy.log(x, evaluate=False)
 
 
 def one_minus_ratio(expr: sympy.Basic) -> sympy.Basic | None:
@@ -247,6 +323,20 @@ def sigmoid_of_reciprocal(expr: sympy.Basic) -> sympy.Basic | None:
     is_reciprocal = isinstance(expr, sympy.Pow) and expr.exp == -1
     if is_reciprocal and isinstance(power := _one_plus(expr.base), sympy.exp):
         return Sigmoid(-power.args[0])
+    return None
+
+
+def sigmoid_of_exp_ratio(expr: sympy.Basic) -> sympy.Basic | None:
+    """exp(x) / (1 + exp(x)) = sigmoid(x) (the denominator is sigmoid(-x) by then,
+    `sigmoid_of_reciprocal`: exp(x) * sigmoid(-x), inf * 0 at x = 1e4)."""
+    if not isinstance(expr, sympy.Mul):
+        return None
+    factors = list(expr.args)
+    for power in factors:
+        if isinstance(power, sympy.exp) and (partner := Sigmoid(-power.args[0])) in factors:
+            factors.remove(power)
+            factors.remove(partner)
+            return sympy.Mul(*factors) * Sigmoid(power.args[0])
     return None
 
 
@@ -316,17 +406,24 @@ RULES: tuple[Rule, ...] = tuple(
     for function in (
         softplus_of_log_sigmoid,
         softplus_of_log_one_plus_exp,
+        softplus_of_log_two_exps,
         log_softmax_of_log_softmax,
         logsumexp_of_log_sum_exp,
         stable_log_cosh,
         log_erfc_tail,
+        log_of_exp,
         log_of_one_minus_exp,
         log1p_of_one_plus,
         expm1_of_exp_minus_one,
         one_minus_sigmoid,
+        sigmoid_of_one_plus_tanh,
+        erfc_of_one_plus_erf,
+        erfc_of_one_minus_half_erfc,
+        log_of_scaled,
         one_minus_ratio,
         safe_divisor_in_guarded_branch,
         sigmoid_of_reciprocal,
+        sigmoid_of_exp_ratio,
         softmax_of_exp_ratio,
         gather_of_onehot_sum,
     )

@@ -1,0 +1,69 @@
+"""Losses written the way they read on paper compile to forms finite in float32 at the edges.
+
+Each spec in `tests/stable_forms/` writes a literature loss naively (a sigmoid or the
+normal CDF spelled out, a probability as a let whose complement is taken): the rewrites
+must give a form whose float32 value and gradient are finite at logits of +-1e4, where the
+exact values are (they are compiled with verification, against the exact reference in
+float64, first). The float32 values must also agree with the float64 ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lossdsl
+
+SPECS = sorted((Path(__file__).parent / "stable_forms").glob("*.loss"))
+LOGITS = (-50.0, -20.0, -5.0, 0.0, 5.0, 20.0, 50.0)
+LABELS = (0.0, 1.0)
+LARGEST_LOGIT = 1e4
+ONLY_UP_TO_50 = {"cloglog_through_a_let"}
+"""Specs tested at logits of +-50 only: the complementary log-log loss is exp(z) at y = 0,
+beyond float32 from z = 89, and at z = -1e4 exp(z) is below every float's range."""
+
+
+def edge_grid(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """y_true and y_pred: every logit under each label, one a sample."""
+    largest = () if path.stem in ONLY_UP_TO_50 else (-LARGEST_LOGIT, LARGEST_LOGIT)
+    logits = LOGITS + largest
+    return np.repeat(LABELS, len(logits))[:, None], np.array(logits * len(LABELS))[:, None]
+
+
+@functools.cache
+def compiled(path: Path) -> Any:
+    with warnings.catch_warnings():  # W402: exp(z) / (1 + exp(z)) is not proven below 1
+        warnings.simplefilter("ignore", lossdsl.LossSpecWarning)
+        return lossdsl.load(path)
+
+
+def value_and_gradient(
+    loss: Any, y_true: np.ndarray, y_pred: np.ndarray, dtype: tf.DType
+) -> tuple[np.ndarray, np.ndarray]:
+    y, p = tf.constant(y_true, dtype), tf.constant(y_pred, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(p)
+        value = loss.call(y, p)
+    return value.numpy(), tape.gradient(value, p).numpy()
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[path.stem for path in SPECS])
+def test_a_loss_written_on_paper_is_finite_in_float32_at_the_edges(path: Path) -> None:
+    y_true, y_pred = edge_grid(path)
+    value, gradient = value_and_gradient(compiled(path), y_true, y_pred, tf.float32)
+    assert np.all(np.isfinite(value)), y_pred[~np.isfinite(value)]
+    assert np.all(np.isfinite(gradient)), y_pred[~np.isfinite(gradient)]
+    exact_value, exact_gradient = value_and_gradient(compiled(path), y_true, y_pred, tf.float64)
+    scale = max(1.0, float(np.max(np.abs(exact_gradient))))
+    np.testing.assert_allclose(value, exact_value, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gradient, exact_gradient, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_there_is_a_spec_per_family_of_naive_forms() -> None:
+    assert len(SPECS) >= 7
