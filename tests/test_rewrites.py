@@ -164,14 +164,24 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.erfc(-x, evaluate=False) / 2,
     ),
     (
-        "log_of_scaled",
+        "log_of_product",
         lambda: t + sympy.log(fn.Sigmoid(z) / 2),
         lambda: t - fn.Softplus(-z) - sympy.log(2),
     ),
     (
-        "log_of_scaled",
-        lambda: sympy.log(3 * p),
-        lambda: sympy.log(3) + sympy.log(p),
+        "log_of_product",
+        lambda: sympy.log(3 * sympy.exp(p)),
+        lambda: p + sympy.log(3),
+    ),
+    (
+        "log_of_product",
+        lambda: t * sympy.log(fn.Sigmoid(z) ** 2 * (1 - fn.Sigmoid(z)) ** (1 - t)),
+        lambda: t * (-2 * fn.Softplus(-z) - (1 - t) * fn.Softplus(z)),
+    ),
+    (
+        "log_of_product",
+        lambda: sympy.log(sympy.exp(-(x**2) / 2) / (fn.Sigmoid(z) * sympy.sqrt(2 * sympy.pi))),
+        lambda: -(x**2) / 2 + fn.Softplus(-z) + sympy.log(1 / sympy.sqrt(2 * sympy.pi)),
     ),
     (
         "softplus_of_log_two_exps",

@@ -258,15 +258,38 @@ def erfc_of_one_minus_half_erfc(expr: sympy.Basic) -> sympy.Basic | None:
     return others + sympy.erfc(-x, evaluate=False) / 2
 
 
-def log_of_scaled(expr: sympy.Basic) -> sympy.Basic | None:
-    """log(k x) = log(k) + log(x) for a number k > 0, so that the rules for log(x) apply
-    (log(erfc(-z / sqrt(2)) / 2), the log of the normal distribution's CDF)."""
-    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], sympy.Mul):
+def log_of_product(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(a x) = log(a) + log(x) and log(a^b) = b log(a) for a > 0, so that the rules for
+    log(a) apply: a density's log written log(exp(-e^2 / 2) / (s sqrt(2 pi))), a likelihood's
+    log(sigmoid(z)^y (1 - sigmoid(z))^(1 - y)), half an erfc (the normal distribution's CDF).
+    """
+    if not isinstance(expr, sympy.log):
         return None
-    k, x = expr.args[0].as_coeff_Mul()
-    if k == 1 or not k.is_positive or x.is_number:
+    argument = expr.args[0]
+    if all(isinstance(node, sympy.Symbol) or node.is_number for node in _factors_of(argument)):
+        return None  # no rule for its factors' logs: log(2 pi), log(nu pi) stay one log
+    if isinstance(argument, sympy.Pow) and argument.base.is_positive:
+        return argument.exp * sympy.log(argument.base, evaluate=False)
+    if not isinstance(argument, sympy.Mul):
         return None
-    return sympy.log(k) + sympy.log(x, evaluate=False)
+    factors = sympy.Mul.make_args(argument)
+    number = sympy.Mul(*[factor for factor in factors if factor.is_number])
+    positive = [factor for factor in factors if not factor.is_number and factor.is_positive]
+    rest = [factor for factor in factors if not factor.is_number and not factor.is_positive]
+    if not number.is_positive or (number == 1 and not positive):
+        return None
+    return sympy.Add(
+        *([sympy.log(number)] if number != 1 else []),
+        *[sympy.log(factor, evaluate=False) for factor in positive],
+        *([sympy.log(sympy.Mul(*rest), evaluate=False)] if rest else []),
+    )
+
+
+def _factors_of(expr: sympy.Expr) -> tuple[sympy.Basic, ...]:
+    """The factors of a product, the base of a power, else the expression itself."""
+    if isinstance(expr, sympy.Mul):
+        return expr.args
+    return (expr.base,) if isinstance(expr, sympy.Pow) else (expr,)
 
 
 def one_minus_ratio(expr: sympy.Basic) -> sympy.Basic | None:
@@ -419,7 +442,7 @@ RULES: tuple[Rule, ...] = tuple(
         sigmoid_of_one_plus_tanh,
         erfc_of_one_plus_erf,
         erfc_of_one_minus_half_erfc,
-        log_of_scaled,
+        log_of_product,
         one_minus_ratio,
         safe_divisor_in_guarded_branch,
         sigmoid_of_reciprocal,
