@@ -67,6 +67,13 @@ def _one_plus(expr: sympy.Basic) -> sympy.Expr | None:
     return None
 
 
+def _log_of_one_plus(expr: sympy.Basic) -> sympy.Expr | None:
+    """x for log(1 + x) or log1p(x), else None."""
+    if isinstance(expr, sympy.log):
+        return _one_plus(expr.args[0])
+    return expr.args[0] if isinstance(expr, log1p) else None
+
+
 def _negated(expr: sympy.Basic | None) -> sympy.Expr | None:
     """x for a product -1 * x, else None."""
     if isinstance(expr, sympy.Mul) and expr.args[0] == -1:
@@ -83,12 +90,7 @@ def softplus_of_log_sigmoid(expr: sympy.Basic) -> sympy.Basic | None:
 
 def softplus_of_log_one_plus_exp(expr: sympy.Basic) -> sympy.Basic | None:
     """log(1 + exp(x)) = log1p(exp(x)) = softplus(x)."""
-    if isinstance(expr, sympy.log):
-        power = _one_plus(expr.args[0])
-    elif isinstance(expr, log1p):
-        power = expr.args[0]
-    else:
-        return None
+    power = _log_of_one_plus(expr)
     return Softplus(power.args[0]) if isinstance(power, sympy.exp) else None
 
 
@@ -176,13 +178,7 @@ def log_of_one_minus_exp(expr: sympy.Basic) -> sympy.Basic | None:
     -inf and its gradient divides by 0 (the complementary log-log likelihood
     log(1 - exp(-exp(z))) at z = -50, whose value is -50). expm1 keeps those digits.
     """
-    if isinstance(expr, sympy.log):
-        rest = _one_plus(expr.args[0])
-    elif isinstance(expr, log1p):
-        rest = expr.args[0]
-    else:
-        return None
-    power = _negated(rest)
+    power = _negated(_log_of_one_plus(expr))
     if not isinstance(power, sympy.exp):
         return None
     return sympy.log(-expm1(power.args[0], evaluate=False), evaluate=False)
