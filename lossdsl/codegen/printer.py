@@ -515,7 +515,22 @@ class TensorFlowPrinter(PythonCodePrinter):
     def parenthesize(self, item: sympy.Basic, level: int, strict: bool = False) -> str:
         if item in self.temporaries:
             return self.temporaries[item]
-        return str(super().parenthesize(item, level, strict))
+        printed = self._print(item)
+        below = self.precedence_of(item) < level
+        return (
+            f"({printed})"
+            if below or (not strict and self.precedence_of(item) <= level)
+            else printed
+        )
+
+    def precedence_of(self, item: sympy.Basic) -> int:
+        """SymPy's precedence of `item` as this printer writes it: a sum or logsumexp over a
+        role its operand lacks is a product `C * x` or a sum `x + log(C)`, not a call (its
+        negation was `2.0 - 2.0 + tf.math.log(num_classes)`, found by fuzzing)."""
+        infix = isinstance(item, (fn.ReduceSum, fn.LogSumExp)) and not _is_count(item)
+        if infix and item.removed_roles - self.roles(item.args[0]):
+            return PRECEDENCE["Mul"] if isinstance(item, fn.ReduceSum) else PRECEDENCE["Add"]
+        return precedence(item)
 
     def definition(self, expr: sympy.Basic) -> str:
         """The right-hand side of a temporary: `expr` itself, its parts by their names."""
@@ -676,7 +691,7 @@ class TensorFlowPrinter(PythonCodePrinter):
                 printed = self.form("like_one_class", printed)
         elif self.roles(expr) != target:
             broadcast = self.form("zeros_like", f"{self.y_pred}[..., :1]")
-            if expr not in self.temporaries and precedence(expr) <= PRECEDENCE["Add"]:
+            if expr not in self.temporaries and self.precedence_of(expr) <= PRECEDENCE["Add"]:
                 printed = f"({printed})"
             printed = f"{printed} + {broadcast}"
         if (
@@ -727,7 +742,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         printed = self._print(expr)
         if self.roles(expr) == self.axis_roles:
             return printed
-        if expr not in self.temporaries and precedence(expr) <= PRECEDENCE["Add"]:
+        if expr not in self.temporaries and self.precedence_of(expr) <= PRECEDENCE["Add"]:
             printed = f"({printed})"
         return f"{printed} + {self.form('zeros_like', self.y_pred)}"
 
@@ -811,7 +826,7 @@ class TensorFlowPrinter(PythonCodePrinter):
             text = self._print(term)
             sign = "-" if text.startswith("-") else "+"
             text = text.removeprefix("-")
-            if precedence(term) < PRECEDENCE["Add"]:
+            if self.precedence_of(term) < PRECEDENCE["Add"]:
                 text = f"({text})"
             signed.append((sign, text))
         first_added = next((i for i, (sign, _) in enumerate(signed) if sign == "+"), 0)
