@@ -192,14 +192,7 @@ class Expander:
             case sympy.Symbol():
                 return self._element(expr, position)
             case functions.StopGradient():
-                value = self.expand(expr.args[0], position)
-                return value.xreplace(
-                    {
-                        symbol: self._frozen(index)
-                        for index, symbol in self.pred_symbols.items()
-                        if symbol in value.free_symbols
-                    }
-                )
+                return self._frozen_copy(self.expand(expr.args[0], position))
             case functions.Reduction() if type(expr) in REDUCERS:
                 return self._reduce(expr, position)
             case functions.Other():
@@ -298,6 +291,20 @@ class Expander:
     def point(self, y_pred: np.ndarray) -> dict[sympy.Basic, float]:
         """The values of the element symbols (and frozen copies) in `y_pred`."""
         return {symbol: float(y_pred[index]) for symbol, index in self.element_indices().items()}
+
+    def _frozen_copy(self, value: sympy.Basic) -> sympy.Basic:
+        """`value` with its y_pred symbols replaced by their frozen copies, each shared
+        sub-expression rebuilt once (SymPy's `free_symbols` and `xreplace` follow every
+        path: a stop_gradient of nested selects took minutes, found by fuzzing)."""
+        indices = {symbol: index for index, symbol in self.pred_symbols.items()}
+
+        def frozen(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+            if node in indices:
+                return self._frozen(indices[node])
+            unchanged = all(new is old for new, old in zip(args, node.args, strict=True))
+            return node if unchanged else node.func(*args)
+
+        return functions.fold(value, frozen)
 
     def _frozen(self, index: tuple[int, ...]) -> sympy.Symbol:
         if index not in self.frozen_symbols:
