@@ -32,26 +32,27 @@ EDGES: dict[str, tuple[float, ...]] = {
 
 
 @functools.cache
-def generated(spec: str, target: str) -> GeneratedSource:
-    """examples/`spec`.loss compiled for `target` (once per test process)."""
-    path = EXAMPLES / f"{spec}.loss"
+def generated(spec: str, target: str, directory: Path = EXAMPLES) -> GeneratedSource:
+    """`directory`/`spec`.loss (an example's) compiled for `target`, once per process."""
+    path = directory / f"{spec}.loss"
     return generate(read_source(path.read_bytes(), path.name), target=target)
 
 
 @functools.cache
-def module(spec: str, target: str) -> types.ModuleType:
+def module(spec: str, target: str, directory: Path = EXAMPLES) -> types.ModuleType:
     """The generated module of `spec` for `target`, executed as `lossdsl.runtime` does."""
     module = types.ModuleType(f"{spec}_{target}")
-    code = compile(generated(spec, target).python_source, f"{spec}_{target}.py", "exec")
+    source = generated(spec, target, directory).python_source
+    code = compile(source, f"{spec}_{target}.py", "exec")
     exec(code, module.__dict__)  # the compiler's own output, not spec text
     return module
 
 
-def loss_function(spec: str, target: str) -> types.FunctionType:
+def loss_function(spec: str, target: str, directory: Path = EXAMPLES) -> types.FunctionType:
     """The per-element function `<name>(y_true, y_pred, *params)` of a generated module."""
-    checked = generated(spec, target).checked
+    checked = generated(spec, target, directory).checked
     function: types.FunctionType = getattr(
-        module(spec, target), function_names(checked.loss_name)[0]
+        module(spec, target, directory), function_names(checked.loss_name)[0]
     )
     return function
 
