@@ -447,6 +447,18 @@ def test_a_share_of_a_sum_of_nonnegative_terms_is_in_the_unit_interval() -> None
     assert range_of(text, "p / (p + y)") == Range(0.0, 1.0, True, True)
 
 
+def test_a_share_written_out_reads_its_terms_by_what_they_compute() -> None:
+    # Two `exp(z)` written apart are one atom, as a `let` would make them: the sigmoid as
+    # exp(z) / (1 + exp(z)) is a share, and log(1 - p) has no W402.
+    text = "input y: binary\ninput z: logits\nloss = mean(-log(1 - exp(z) / (1 + exp(z))))"
+    assert range_of(text, "exp(z) / (1 + exp(z))") == Range(0.0, 1.0, False, False)
+    assert codes(text) == []
+    spelled_apart = (
+        "input y: binary\ninput z: logits\nloss = mean(-log(1 - exp(z) / (1 + exp(2 * z))))"
+    )
+    assert "W402" in codes(spelled_apart)
+
+
 def test_a_share_needs_its_terms_in_the_divisor_and_the_rest_nonnegative() -> None:
     text = (
         "input y: target\ninput p: prob\nloss = mean(sqrt(1 - p / (p + y)) + sqrt(1 - p / (y + 1)))"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -249,14 +251,49 @@ AtomKey = tuple[bool, object]  # (is a divisor, `atom_identity` of the node)
 
 
 def atom_identity(node: TExpr) -> object:
-    """What makes two atoms the same: the name an input or param reference reads (each
-    reference is its own node), else the node object (a let's body is shared)."""
-    match node:
-        case TInput(info=info) | TParam(info=info):
-            return info.name
-        case TSelect(operand=TInput(info=info) | TParam(info=info)):
-            return (info.name, node.written)
-    return id(node)
+    """What makes two atoms the same: what they compute. An input or param reference is
+    the name it reads (each reference is its own node); any other node its structure
+    without spans, so that `exp(z) / (1 + exp(z))` written out is a share of one atom, as
+    it is with `let e = exp(z)`."""
+    known = _IDENTITIES.get(node)
+    if known is not None:
+        return known
+    stack = [node]
+    while stack:  # children first, without recursion: chains of lets are deep
+        current = stack[-1]
+        pending = [child for child in _children(current) if child not in _IDENTITIES]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        _IDENTITIES[current] = _identity(current)
+    return _IDENTITIES[node]
+
+
+_IDENTITIES: weakref.WeakKeyDictionary[Any, object] = weakref.WeakKeyDictionary()
+"""`atom_identity` of the nodes seen, while they live."""
+
+
+def _children(node: TExpr) -> list[TExpr]:
+    if isinstance(node, TInput | TParam):
+        return []
+    values = [getattr(node, field.name) for field in dataclasses.fields(node)]
+    flat = [item for value in values for item in (value if isinstance(value, tuple) else (value,))]
+    return [item for item in flat if isinstance(item, TExpr)]
+
+
+def _identity(node: TExpr) -> object:
+    """`atom_identity` of a node whose children's are known."""
+    if isinstance(node, TInput | TParam):
+        return node.info.name
+
+    def key(value: object) -> object:
+        if isinstance(value, tuple):
+            return tuple(key(item) for item in value)
+        return _IDENTITIES[value] if isinstance(value, TExpr) else value
+
+    fields = dataclasses.fields(node)
+    return (type(node).__name__, *(key(getattr(node, f.name)) for f in fields if f.name != "span"))
 
 
 MAX_CORNER_ATOMS = 8
