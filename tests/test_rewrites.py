@@ -104,6 +104,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.LogSumExp(2 * z, ALL),
     ),
     (
+        "logsumexp_of_log_sum_exp",
+        lambda: sympy.log(fn.ReduceMean(sympy.exp(z), CLASS)),
+        lambda: fn.LogSumExp(z, CLASS) - sympy.log(fn.ReduceSum(1, CLASS), evaluate=False),
+    ),
+    (
         "log_of_exp",
         lambda: sympy.log(sympy.exp(-sympy.exp(z), evaluate=False), evaluate=False),
         lambda: -sympy.exp(z),

@@ -114,11 +114,18 @@ def log_softmax_of_log_softmax(expr: sympy.Basic) -> sympy.Basic | None:
 
 
 def logsumexp_of_log_sum_exp(expr: sympy.Basic) -> sympy.Basic | None:
-    """log(sum(exp(x), r)) = logsumexp(x, r)."""
-    if not isinstance(expr, sympy.log) or not isinstance(total := expr.args[0], ReduceSum):
+    """log(sum(exp(x), r)) = logsumexp(x, r), and log(mean(exp(x), r)) = logsumexp(x, r) -
+    log(n) for the n elements the mean takes (`sum(1, r)`, a count)."""
+    if not isinstance(expr, sympy.log):
+        return None
+    total = expr.args[0]
+    if not isinstance(total, ReduceSum | ReduceMean) or not isinstance(total.args[0], sympy.exp):
         return None
     body, removed = total.args
-    return LogSumExp(body.args[0], removed) if isinstance(body, sympy.exp) else None
+    result = LogSumExp(body.args[0], removed)
+    if isinstance(total, ReduceMean):
+        return result - sympy.log(ReduceSum(sympy.S.One, removed), evaluate=False)
+    return result
 
 
 def stable_log_cosh(expr: sympy.Basic) -> sympy.Basic | None:
