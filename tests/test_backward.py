@@ -119,10 +119,12 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         ),
     ),
     (
-        "a power of a base that may reach 0 takes the power less one: no 0 / 0",
+        "a power of a base that may reach 0 takes the power less one, 0 where that is inf",
         lambda: (z**2 + y) ** k,
         ALL_ROLES,
-        lambda: 2 * k * U * z * (z**2 + y) ** (k - 1),
+        lambda: fn.Where(
+            sympy.Or(z**2 + y > 0, k - 1 >= 0), 2 * k * U * z * (z**2 + y) ** (k - 1), sympy.S.Zero
+        ),
     ),
     (
         "abs passes its sign",
@@ -459,3 +461,35 @@ def test_a_product_with_a_select_merges_with_another_select_of_its_condition() -
     assert backward_module.selects_merged(quantile) == fn.Where(c, -k, -y)
     apart = b * fn.Where(c, k, 0) + fn.Where(z > 2, y, 0)
     assert backward_module.selects_merged(apart) == apart
+
+
+def test_a_power_by_a_param_at_a_base_of_zero_has_a_finite_derivative() -> None:
+    """sigmoid(-z)^gamma at z = 1e4: the base is 0 in float32 and the power rule's
+    gamma * 0^(gamma - 1) * 0 was NaN for gamma below 1 (gamma = 0, the asymmetric loss's
+    default, is plain cross-entropy), where the whole's derivative is 0. A base that a clip
+    keeps at eps or more (1 - clip(p)) needs no select."""
+    import tensorflow as tf
+
+    import lossdsl
+
+    spec = (
+        "input y: binary\ninput z: logits\nparam gamma: nonneg = 0.0\n"
+        "loss = mean(sigmoid(-z)^gamma * softplus(-z))\n"
+    )
+    z = tf.constant([[1e4, -1e4, 30.0, 0.3]])
+    y = tf.constant([[1.0, 0.0, 1.0, 0.0]])
+    for gamma in (0.0, 0.5, 1.0, 2.0):
+        loss = lossdsl.load(spec, gamma=gamma)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = loss.call(y, z)
+        gradient = tape.gradient(value, z).numpy()
+        assert np.all(np.isfinite(gradient)), (gamma, gradient)
+        assert gradient[0, 0] == 0.0 and gradient[0, 1] < 0.0
+    clipped = (
+        b"input y: onehot\ninput p: prob\nparam gamma: nonneg = 2.0\n"
+        b"loss = mean(sum(-(1 - clip(p))^gamma * y * log(clip(p))))\n"
+    )
+    body = print_body(lower(check_source(read_source(clipped, "focal.loss"))))
+    assert body.backward is not None
+    assert "logical_or" not in "\n".join([*body.backward.statements, body.backward.gradient])

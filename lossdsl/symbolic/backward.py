@@ -395,6 +395,20 @@ def _whole_factors_collected(
     return _factored(collected + rest, roles)
 
 
+def _power_of_a_param(base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
+    """base^exponent in the derivative of base^(exponent + 1), the exponent a param's: 0
+    at base 0 for an exponent below 0, where 0^exponent is inf (the base is >= 0 there,
+    E405). A focal factor (1 - p_t)^gamma at a logit of 1e4 has base 0 in float32, and
+    its chain product gamma * 0^(gamma - 1) * 0 was NaN for gamma below 1 (gamma = 0 is
+    plain cross-entropy) where the whole's derivative is 0. For gamma in (0, 1) the
+    factor's own derivative at base 0 is infinite (W405); 0^0 = 1 and 0^(> 0) = 0 stay."""
+    finite = sympy.Or(
+        fn.comparison(sympy.StrictGreaterThan, base, sympy.S.Zero),
+        fn.comparison(sympy.GreaterThan, exponent, sympy.S.Zero),
+    )
+    return fn.Where(finite, base**exponent, sympy.S.Zero)
+
+
 def _at_least_a_positive_number(base: sympy.Expr) -> bool:
     """Whether `base` is a positive number plus terms that are never negative (Barron's
     x^2 / |a - 2| + 1): x^e / x is then x^(e - 1) in floating point too, where a base
@@ -406,6 +420,24 @@ def _at_least_a_positive_number(base: sympy.Expr) -> bool:
         and numbers[0] > 0
         and all(_never_negative(term) for term in terms if not term.is_Number)
     )
+
+
+def _floored(expr: sympy.Expr) -> bool:
+    """Whether `expr` is at least a positive number in floating point too: a positive
+    number, a clip whose lower bound is one, a number less a clip whose upper bound is below
+    it (1 - clip(p), at least eps), a positive number plus terms never negative, or a
+    product of such. (sigmoid(z) is positive, but 0 in float32 at z = -1e4.)"""
+    if expr.is_Number:
+        return bool(expr > 0)
+    if isinstance(expr, fn.Clip):
+        return _floored(expr.args[1])
+    if isinstance(expr, sympy.Mul):
+        return all(_floored(factor) for factor in expr.args)
+    if isinstance(expr, sympy.Add) and _at_least_a_positive_number(expr):
+        return True
+    number, rest = expr.as_coeff_Add()
+    scale, clip = (-rest).as_coeff_Mul()
+    return isinstance(clip, fn.Clip) and bool(scale > 0 and (number - scale * clip.args[2]) > 0)
 
 
 def _never_negative(expr: sympy.Expr) -> bool:
@@ -536,6 +568,8 @@ class _Backward:
             return product(adjoint, exponent, node, 1 / base)  # sqrt: x / (2 sqrt(x)) reuses it
         if not exponent.is_integer and _at_least_a_positive_number(base):
             return product(adjoint, exponent, node / base)  # one division, not a second power
+        if not exponent.is_number and not _floored(base):
+            return product(adjoint, exponent, _power_of_a_param(base, exponent - 1))
         return product(adjoint, exponent, base ** (exponent - 1))
 
     def absolute(self, node: sympy.Abs, index: int, adjoint: sympy.Expr) -> sympy.Expr:
