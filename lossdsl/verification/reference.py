@@ -414,12 +414,13 @@ def comparisons(condition: sympy.Basic) -> Iterator[Relational]:
 def _gap(graph: ReferenceGraph, comparison: Relational) -> Any:
     """lhs - rhs at the point where it is 0 up to KINK_DISTANCE relative to the sides'
     magnitudes (`ReferenceGraph.magnitude`: a side computed with cancellation, as
-    log_softmax at its largest logit, is as uncertain as the values it cancels), else
-    None."""
+    log_softmax at its largest logit, is as uncertain as the values it cancels), or below
+    float64's normal numbers (erfc(54) != 0: about 1e-1250 against 0, equal in float64),
+    else None."""
     lhs, rhs = comparison.args
     gap = mpmath.fsum([graph.value(lhs), -graph.value(rhs)])
     scale = mpmath.fsum([graph.magnitude(lhs), graph.magnitude(rhs)])
-    return gap if abs(gap) <= KINK_DISTANCE * scale else None
+    return gap if abs(gap) <= max(KINK_DISTANCE * scale, FLOAT64_TINY) else None
 
 
 @dataclass(frozen=True)
