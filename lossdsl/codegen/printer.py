@@ -515,13 +515,9 @@ class TensorFlowPrinter(PythonCodePrinter):
     def parenthesize(self, item: sympy.Basic, level: int, strict: bool = False) -> str:
         if item in self.temporaries:
             return self.temporaries[item]
-        printed = self._print(item)
-        below = self.precedence_of(item) < level
-        return (
-            f"({printed})"
-            if below or (not strict and self.precedence_of(item) <= level)
-            else printed
-        )
+        printed, item_level = self._print(item), self.precedence_of(item)
+        below = item_level < level or (not strict and item_level == level)
+        return f"({printed})" if below else printed
 
     def precedence_of(self, item: sympy.Basic) -> int:
         """SymPy's precedence of `item` as this printer writes it: a sum or logsumexp over a

@@ -494,7 +494,7 @@ class _Pass:
     def visit(self, node: sympy.Basic) -> sympy.Basic:
         if node not in self.done:
             args = tuple(self.visit(arg) for arg in node.args)
-            self.done[node] = self.at_node(with_args(node, args) if args != node.args else node)
+            self.done[node] = self.at_node(with_args(node, args))
         return self.done[node]
 
     def at_node(self, node: sympy.Basic) -> sympy.Basic:

@@ -299,10 +299,9 @@ class Expander:
         indices = {symbol: index for index, symbol in self.pred_symbols.items()}
 
         def frozen(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
-            if node in indices:
-                return self._frozen(indices[node])
-            unchanged = all(new is old for new, old in zip(args, node.args, strict=True))
-            return node if unchanged else node.func(*args)
+            return (
+                self._frozen(indices[node]) if node in indices else functions.with_args(node, args)
+            )
 
         return functions.fold(value, frozen)
 
