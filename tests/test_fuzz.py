@@ -1,8 +1,8 @@
 """Grammar-aware fuzzing in the suite: any input ends in a result or located diagnostics.
 
 The generators live in `fuzz/specgen.py` (shared with the long run `fuzz/run.py`); here
-hypothesis draws their choices, derandomized and without a database, so CI runs the same
-examples every time and a failure shrinks to a small spec.
+hypothesis draws their choices, the same on every run (tests/conftest.py), and a failure
+shrinks to a small spec.
 
 - Front end: grammar-built text, and mutations of it and of the example specs, through
   parsing, the checks and the domain analysis.
@@ -59,7 +59,7 @@ UNLOCATED_CODES = frozenset({"E100", "E117"})
 
 
 def fuzz_settings(examples: int, *, shrink: bool = True) -> settings:
-    """Reproducible settings: the same examples on every run, no example database.
+    """Settings for `examples` draws (the same on every run: tests/conftest.py).
 
     Without `shrink`, a failing example is reported as generated: shrinking a spec that
     is verified costs minutes, and the generated specs are small already.
@@ -68,8 +68,6 @@ def fuzz_settings(examples: int, *, shrink: bool = True) -> settings:
     return settings(
         max_examples=examples,
         deadline=None,
-        derandomize=True,
-        database=None,
         phases=phases,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )

@@ -49,7 +49,6 @@ SPECS = st.builds(
 @settings(
     max_examples=12,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(SPECS)
