@@ -27,7 +27,7 @@ from sympy.core.cache import clear_cache
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.helpers import HELPERS
-from lossdsl.codegen.layout import lay_out
+from lossdsl.codegen.layout import BACKWARD, FORWARD, lay_out
 from lossdsl.codegen.names import python_name
 from lossdsl.codegen.printer import print_body, shared_subexpressions
 from lossdsl.codegen.writer import write_module
@@ -572,6 +572,27 @@ def test_a_hoisted_part_is_computed_once_where_a_statement_repeats_it() -> None:
     )
     assert body.statements == ("t0 = tf.math.less(a, b)", f"t1 = {count}")
     assert body.result == "tf.where(t0, upstream * (-a_scale * t1), upstream * (-b_scale * t1))"
+
+
+def test_an_output_reads_the_part_a_statement_hoisted_before_it() -> None:
+    """binary_focal_logits' backward pass computed `1.0 / C` in two temporaries: a long
+    statement hoisted it, then the gradient, too long as well, hoisted it again."""
+    count = "tf.cast(1.0 / tf.cast(tf.shape(z)[-1], sum_dtype), z.dtype)"
+    select = f"_where_zero(tf.math.greater(t1, 0.0), t1 * gamma_scale * upstream * {count})"
+    body = lay_out(
+        [("t0", "tf.math.sigmoid(z)"), ("t1", "t0 - margin"), ("t2", select)],
+        "t1",
+        None,
+        regions=[FORWARD, FORWARD, BACKWARD],
+        gradient=f"t0 * first_factor * (upstream * {count}) + t2 * second_factor_of_the_gradient",
+    )
+    assert body.backward is not None
+    assert body.backward.statements == (
+        f"t2 = {count}",
+        f"t3 = {select.replace(count, 't2')}",
+        "t4 = t0 * first_factor * (upstream * t2)",
+    )
+    assert body.backward.gradient == "t4 + t3 * second_factor_of_the_gradient"
 
 
 def code_lines(module: str) -> list[str]:

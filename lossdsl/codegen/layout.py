@@ -188,7 +188,8 @@ class _BodyLayout:
                     parts = (_output_part(o) for o in self.outputs if o.region == region)
                     if (part := next((p for p in parts if p is not None), None)) is None:
                         break
-                    self.hoist(index, part, region)
+                    if not self.hoist(index, part, region):
+                        continue  # an earlier temporary read instead: the outputs again
                 assignment = self.assignments[index]
                 target = assignment.target
                 if target.startswith("$"):
@@ -205,10 +206,19 @@ class _BodyLayout:
                     self.assignments[index] = replace_field(assignment, target=target)
                 index += 1
 
-    def hoist(self, index: int, node: ast.expr, region: int) -> None:
+    def hoist(self, index: int, node: ast.expr, region: int) -> bool:
         """Compute `node` in a new temporary just before assignment `index` (or, at the end
-        of `region`, its outputs), which reads it wherever they compute the same value."""
-        name = f"${len(self.assignments)}"  # provisional names so far are all below this
+        of `region`, its outputs), which reads it wherever they compute the same value. A
+        temporary hoisted before it with the same value, in this region or one around it, is
+        read instead of a second one. Whether a new one was inserted."""
+        earlier = (
+            a.target
+            for a in self.assignments[:index]
+            if a.hoisted and a.region <= region and ast.dump(a.value) == ast.dump(node)
+        )
+        reused = next(earlier, None)
+        # provisional names so far are all below len(self.assignments)
+        name = reused or f"${len(self.assignments)}"
         replace = _ReplaceEqual(node, name)
         if index < len(self.assignments) and self.assignments[index].region == region:
             user = self.assignments[index]
@@ -217,9 +227,12 @@ class _BodyLayout:
             for output in self.outputs:
                 if output.region == region:
                     output.tree = replace.expression(output.tree)
+        if reused is not None:
+            return False  # laid out already: its name is final
         self.readers[name] = replace.readers
         hoisted = _Assignment(name, node, hoisted=True, region=region, depth=self.depths[region])
         self.assignments.insert(index, hoisted)
+        return True
 
     def inline_single_uses(self) -> None:
         """Put each hoisted temporary used once back where it is used, if that still fits.
