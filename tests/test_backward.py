@@ -3,6 +3,7 @@ that the verifier checks every backward pass it emits."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -472,24 +473,41 @@ def test_a_power_by_a_param_at_a_base_of_zero_has_a_finite_derivative() -> None:
 
     import lossdsl
 
-    spec = (
-        "input y: binary\ninput z: logits\nparam gamma: nonneg = 0.0\n"
-        "loss = mean(sigmoid(-z)^gamma * softplus(-z))\n"
-    )
+    header = "input y: binary\ninput z: logits\nparam gamma: nonneg = 0.0\n"
+    focal = header + "loss = mean(sigmoid(-z)^gamma * softplus(-z))\n"
+    # erfc(z) is 0 in float32 at z = 1e4, and its derivative has no factor erfc(z)
+    tail = header + "loss = mean(erfc(z)^gamma)\n"
     z = tf.constant([[1e4, -1e4, 30.0, 0.3]])
     y = tf.constant([[1.0, 0.0, 1.0, 0.0]])
-    for gamma in (0.0, 0.5, 1.0, 2.0):
+    for spec, gamma in itertools.product((focal, tail), (0.0, 0.5, 1.0, 2.0)):
         loss = lossdsl.load(spec, gamma=gamma)
         with tf.GradientTape() as tape:
             tape.watch(z)
             value = loss.call(y, z)
         gradient = tape.gradient(value, z).numpy()
-        assert np.all(np.isfinite(gradient)), (gamma, gradient)
-        assert gradient[0, 0] == 0.0 and gradient[0, 1] < 0.0
+        assert np.all(np.isfinite(gradient)), (spec, gamma, gradient)
+        if spec == focal:
+            assert gradient[0, 0] == 0.0 and gradient[0, 1] < 0.0
     clipped = (
         b"input y: onehot\ninput p: prob\nparam gamma: nonneg = 2.0\n"
         b"loss = mean(sum(-(1 - clip(p))^gamma * y * log(clip(p))))\n"
     )
-    body = print_body(lower(check_source(read_source(clipped, "focal.loss"))))
-    assert body.backward is not None
-    assert "logical_or" not in "\n".join([*body.backward.statements, body.backward.gradient])
+    for spec, select in ((clipped, False), (focal.encode(), False), (tail.encode(), True)):
+        body = print_body(lower(check_source(read_source(spec, "focal.loss"))))
+        assert body.backward is not None
+        backward_text = "\n".join([*body.backward.statements, body.backward.gradient])
+        assert ("logical_or" in backward_text) == select, spec
+
+
+def test_a_power_by_a_param_times_its_base_is_the_forward_passs_power() -> None:
+    """gamma sigmoid(-z)^(gamma - 1) times sigmoid's derivative sigmoid(-z) (1 - sigmoid(-z))
+    is gamma sigmoid(-z)^gamma (1 - sigmoid(-z)), with no select for the base 0: the
+    forward pass's own power, not a second one."""
+    gamma = sympy.Symbol("gamma")
+    x = fn.Sigmoid(-z)
+    roles = {z: ALL_ROLES, gamma: frozenset(), UPSTREAM: ALL_ROLES}
+    gradient = backward(x**gamma, z, roles)
+    assert gradient is not None and not gradient.has(fn.Where)
+    assert sympy.expand(gradient - UPSTREAM * gamma * x**gamma * (x - 1)) == 0
+    # without the factor gamma (the exponent's e + 1), 0^0 = 1 would be no 0: the select stays
+    assert backward_module.product(backward_module._power_of_a_param(x, gamma - 1), x).has(fn.Where)

@@ -99,6 +99,9 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
     first = selects[0]
     rest = [f for f in factors if f is not first]
     condition, taken, _ = first.args
+    joined = _power_joined_with_its_base(condition, taken, rest)
+    if joined is not None:
+        return product(*joined)
     return fn.Where(condition, product(taken, *rest), sympy.S.Zero)
 
 
@@ -402,11 +405,42 @@ def _power_of_a_param(base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
     its chain product gamma * 0^(gamma - 1) * 0 was NaN for gamma below 1 (gamma = 0 is
     plain cross-entropy) where the whole's derivative is 0. For gamma in (0, 1) the
     factor's own derivative at base 0 is infinite (W405); 0^0 = 1 and 0^(> 0) = 0 stay."""
-    finite = sympy.Or(
+    return fn.Where(_finite_power(base, exponent), base**exponent, sympy.S.Zero)
+
+
+def _finite_power(base: sympy.Expr, exponent: sympy.Expr) -> sympy.Basic:
+    """Where base^exponent is finite, for a base >= 0: base > 0 or exponent >= 0."""
+    return sympy.Or(
         fn.comparison(sympy.StrictGreaterThan, base, sympy.S.Zero),
         fn.comparison(sympy.GreaterThan, exponent, sympy.S.Zero),
     )
-    return fn.Where(finite, base**exponent, sympy.S.Zero)
+
+
+def _power_joined_with_its_base(
+    condition: sympy.Basic, taken: sympy.Expr, rest: list[sympy.Expr]
+) -> list[sympy.Expr] | None:
+    """The factors of `where(condition, taken, 0) * rest` with no select, where the select
+    is `_power_of_a_param`'s, its power x^e meets a factor x of the rest and the product
+    has e + 1 as a factor: then the select's product is (e + 1) x^(e + 1) ..., which is 0
+    where the select gives 0 (x = 0 and e in [-1, 0): 0^(e + 1) is 0, or 1 times e + 1 =
+    0; below -1 the forward pass's x^(e + 1) is infinite itself), and reads the forward
+    pass's own x^(e + 1). The chain rule of a focal factor sigmoid(-z)^gamma
+    multiplies gamma sigmoid(-z)^(gamma - 1) by sigmoid's derivative, which has the
+    factor sigmoid(-z). None where the factors do not meet so."""
+    factors = list(sympy.Mul.make_args(taken))
+    others = [factor for f in rest for factor in sympy.Mul.make_args(f)]
+    for power in factors:
+        if not isinstance(power, sympy.Pow) or power.base not in others:
+            continue
+        base, exponent = power.args
+        if condition != _finite_power(base, exponent):
+            continue
+        whole = exponent + 1
+        if not all(f in factors for f in sympy.Mul.make_args(whole) if not f.is_Number):
+            continue
+        others.remove(base)
+        return [*_without(tuple(factors), power), base**whole, *others]
+    return None
 
 
 def _at_least_a_positive_number(base: sympy.Expr) -> bool:
