@@ -97,6 +97,16 @@ def test_sqrt_of_difference_is_an_error_with_its_witness() -> None:
     assert diagnostic.message == "`sqrt(p - y)` is NaN at p = 0, y = 1"
 
 
+def test_a_repeated_factor_is_its_square() -> None:
+    """A cosine similarity's norm `sqrt(sum(p * p))` of real values: p * p is p^2, never
+    negative (two factors the same value, not two independent reals), so the root is
+    no W402 ("could not prove"), only its infinite gradient at 0 (W404)."""
+    spec = "input y: target\ninput p: real\nloss = mean({})"
+    assert range_of(spec.format("sum(p * p)"), "p * p").low == 0.0
+    diagnostic = only(spec.format("sqrt(sum(p * p))"), "W404")
+    assert diagnostic.message == "`sqrt(sum(p * p))` has an infinite gradient at p = [0, 0]"
+
+
 def test_division_by_sum_warns() -> None:
     diagnostic = only("loss = mean(y / sum(p))", "W403")
     assert diagnostic.message == "division by `sum(p)`, which is 0 at p = [0, 0]"

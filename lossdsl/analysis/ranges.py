@@ -415,9 +415,17 @@ class RangeAnalysis:
         )
 
     def product(self, operands: Sequence[TExpr], inverted: Sequence[bool]) -> Range:
-        result = Range.point(1.0)
+        """The product's range, a factor repeated (`y * y`) taken as its power, which is
+        never negative for an even one: the same value each time, not two independent
+        ones."""
+        powers: dict[tuple[bool, object], tuple[TExpr, int]] = {}
         for operand, divides in zip(operands, inverted, strict=True):
-            factor = self.range_of(operand)
+            key = (divides, atom_identity(operand))
+            _, count = powers.get(key, (operand, 0))
+            powers[key] = (operand, count + 1)
+        result = Range.point(1.0)
+        for (divides, _), (operand, count) in powers.items():
+            factor = intervals.integer_power(self.range_of(operand), count)
             result = intervals.multiply(result, intervals.reciprocal(factor) if divides else factor)
         return result
 
