@@ -491,6 +491,17 @@ def test_a_group_of_small_factors_that_is_a_negated_name_stays_inline() -> None:
     assert shared_subexpressions([negated * sympy.exp(x) + negated * x]) == []
 
 
+def test_a_term_with_a_negated_group_of_small_factors_is_subtracted() -> None:
+    """A sum subtracts `p * y * (beta * gamma)`: it added `p * y * (-beta * gamma)`, which
+    reads as a sign slip (`+ -smoothing * t0` in label-smoothed cross-entropies)."""
+    spec = (
+        "param beta: nonneg = 0.5\nparam gamma: nonneg = 0.5\n"
+        "loss = mean(square(p - y) - beta * gamma * y * p)"
+    )
+    body = print_body(lower(check_source(SourceFile.from_text(spec))), own_backward=False)
+    assert "tf.math.square(p - y) - p * y * (beta * gamma)" in body.statements[-1]
+
+
 def test_output_does_not_depend_on_hash_seeds() -> None:
     script = (
         "from lossdsl.compiler import check_source\n"

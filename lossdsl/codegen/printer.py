@@ -819,8 +819,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         terms = self._as_ordered_terms(expr, order) if len(expr.args) <= MAX_CHAIN else expr.args
         signed = []
         for term in terms:
+            negated, term = self.negation_apart(term)
             text = self._print(term)
-            sign = "-" if text.startswith("-") else "+"
+            sign = "-" if text.startswith("-") != negated else "+"
             text = text.removeprefix("-")
             if self.precedence_of(term) < PRECEDENCE["Add"]:
                 text = f"({text})"
@@ -828,6 +829,18 @@ class TensorFlowPrinter(PythonCodePrinter):
         first_added = next((i for i, (sign, _) in enumerate(signed) if sign == "+"), 0)
         signed.insert(0, signed.pop(first_added))  # `1 - x`, not `-x + 1`: no negation pass
         return self.chain(signed, " ")
+
+    def negation_apart(self, term: sympy.Basic) -> tuple[bool, sympy.Basic]:
+        """Whether a term of a sum is a product whose group of small factors
+        (`small_factors_first`) is negated, and the term with that group's negation: the
+        sum subtracts `beta * t0`, where it would add `-beta * t0`."""
+        if not isinstance(term, sympy.Mul) or term in self.temporaries:
+            return False, term
+        for factor in term.args:
+            if isinstance(factor, fn.Parenthesized) and factor.args[0].could_extract_minus_sign():
+                group = fn.Parenthesized(-factor.args[0])
+                return True, sympy.Mul(*(group if f is factor else f for f in term.args))
+        return False, term
 
     def affine_parts(self, expr: sympy.Add) -> tuple[sympy.Basic, sympy.Basic, sympy.Basic] | None:
         """(x, scale, shift) of a sum x * scale + shift of one array x, a scale computed

@@ -121,7 +121,7 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
             t2 = tf.cast(1.0 / tf.cast(tf.shape(z)[-1], sum_dtype), z.dtype)
             t3 = tf.math.sigmoid(-z)
             t4 = tf.math.sigmoid(z)
-            return (y * -pos_weight * t3 + t0 * t4) * (upstream * t2)
+            return (t0 * t4 - y * pos_weight * t3) * (upstream * t2)
 
         return tf.squeeze(tf.cast(t1, z.dtype), axis=-1), backward
 
