@@ -93,6 +93,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.log(fn.Softmax(z)),
         lambda: fn.LogSoftmax(z),
     ),
+    (  # Poly-1's -log(p_t) with p_t = sum(t * softmax(z)), soft labels t
+        "logsumexp_of_log_of_weighted_softmax",
+        lambda: -sympy.log(fn.ReduceSum(t * fn.Softmax(z), CLASS)),
+        lambda: -fn.LogSumExp(fn.LogSoftmax(z) + sympy.log(t), CLASS),
+    ),
+    (
+        "logsumexp_of_log_of_weighted_softmax",
+        lambda: sympy.log(fn.ReduceSum(gamma * t * fn.Softmax(2 * z), CLASS)),
+        lambda: fn.LogSumExp(fn.LogSoftmax(2 * z) + sympy.log(gamma * t), CLASS),
+    ),
     (
         "logsumexp_of_log_sum_exp",
         lambda: sympy.log(fn.ReduceSum(sympy.exp(z), CLASS)) - fn.ReduceSum(t * z, CLASS),
@@ -314,6 +324,8 @@ UNCHANGED: list[Builder] = [
     lambda: 1 - 1 / p,
     lambda: fn.Where(sympy.Ne(p, 0), x / t, 0),  # t is no factor of the guarded value
     lambda: fn.Where(p > 0, x / p, 0),  # only `!= 0` guards a division
+    lambda: sympy.log(fn.ReduceSum(x * fn.Softmax(z), CLASS)),  # x may be negative
+    lambda: sympy.log(fn.ReduceSum(t * fn.Softmax(z), ALL)),  # not over the classes alone
 ]
 
 

@@ -21,6 +21,8 @@ import tensorflow as tf
 from backend_modules import loss_function
 
 import lossdsl
+from lossdsl.compiler import check_source
+from lossdsl.source import SourceFile
 
 SPECS = sorted((Path(__file__).parent / "stable_forms").glob("*.loss"))
 LOGITS = (-50.0, -20.0, -5.0, 0.0, 5.0, 20.0, 50.0)
@@ -31,10 +33,18 @@ ONLY_UP_TO_50 = {"cloglog_through_a_let"}
 beyond float32 from z = 89, and at z = -1e4 exp(z) is below every float's range."""
 
 
+SOFT_LABELS = ((1.0, 0.0), (0.0, 1.0), (0.25, 0.75))
+"""The labels of a spec with `onehot` labels, over two classes."""
+
+
 def edge_grid(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """y_true and y_pred: every logit under each label, one a sample."""
+    """y_true and y_pred: every logit under each label, one a sample. For `onehot`
+    labels two classes, the logits (l, -l), each under every row of SOFT_LABELS."""
     largest = () if path.stem in ONLY_UP_TO_50 else (-LARGEST_LOGIT, LARGEST_LOGIT)
     logits = LOGITS + largest
+    if check_source(SourceFile.from_text(path.read_text())).y_true.kind == "onehot":
+        rows = [(label, (logit, -logit)) for label in SOFT_LABELS for logit in logits]
+        return np.array([label for label, _ in rows]), np.array([pair for _, pair in rows])
     return np.repeat(LABELS, len(logits))[:, None], np.array(logits * len(LABELS))[:, None]
 
 

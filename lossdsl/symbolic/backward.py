@@ -629,9 +629,16 @@ class _Backward:
         return product(adjoint, fn.InverseCount(fn.encode_roles(present)) if present else 1)
 
     def log_sum_exp(self, node: fn.LogSumExp, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        """softmax(x), as exp(x - logsumexp(x)), which reads the forward pass's value. SymPy
+        takes a log out of an exp, so for x = z + log(w) that is w exp(z - logsumexp(x)),
+        0 * inf where w is 0 and z far above the weighted logits: there (over the classes)
+        softmax(x) itself."""
         x = node.args[0]
         missing = node.removed_roles - self.roles(x)
-        return product(adjoint, sympy.exp(x - node), count(missing))
+        derivative = sympy.exp(x - node)
+        if not isinstance(derivative, sympy.exp) and node.args[1] == fn.CLASS_MASK:
+            derivative = fn.Softmax(x)
+        return product(adjoint, derivative, count(missing))
 
     def extremum(self, node: fn.Reduction, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         x = node.args[0]

@@ -113,6 +113,26 @@ def log_softmax_of_log_softmax(expr: sympy.Basic) -> sympy.Basic | None:
     return None
 
 
+def logsumexp_of_log_of_weighted_softmax(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(sum(w * softmax(z), class)) = logsumexp(log_softmax(z) + log(w)), for weights
+    w >= 0 (soft labels): the likelihood of a mixture, or Poly-1's -log(p_t) with p_t =
+    sum(y * softmax(z)). softmax(z) underflows to 0 at the weighted classes where the
+    logits are far apart, and the sum's log is -inf there. (logsumexp(z + log(w)) -
+    logsumexp(z) is the same, but subtracts two values as large as the logits.)"""
+    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], ReduceSum):
+        return None
+    body, removed = expr.args[0].args
+    factors = sympy.Mul.make_args(body)
+    softmaxes = [factor for factor in factors if isinstance(factor, Softmax)]
+    if removed != CLASS_MASK or len(softmaxes) != 1:
+        return None
+    weight = sympy.Mul(*(factor for factor in factors if factor is not softmaxes[0]))
+    if not weight.is_nonnegative or weight.is_number:
+        return None
+    z = softmaxes[0].args[0]
+    return LogSumExp(LogSoftmax(z) + sympy.log(weight), CLASS_MASK)
+
+
 def logsumexp_of_log_sum_exp(expr: sympy.Basic) -> sympy.Basic | None:
     """log(sum(exp(x), r)) = logsumexp(x, r), and log(mean(exp(x), r)) = logsumexp(x, r) -
     log(n) for the n elements the mean takes (`sum(1, r)`, a count)."""
@@ -434,6 +454,7 @@ RULES: tuple[Rule, ...] = tuple(
         softplus_of_log_one_plus_exp,
         softplus_of_log_two_exps,
         log_softmax_of_log_softmax,
+        logsumexp_of_log_of_weighted_softmax,
         logsumexp_of_log_sum_exp,
         stable_log_cosh,
         log_erfc_tail,
