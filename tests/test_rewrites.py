@@ -19,6 +19,7 @@ p = sympy.Symbol("p", real=True, nonnegative=True)
 t = sympy.Symbol("t", real=True, nonnegative=True)
 y = sympy.Symbol("y", integer=True)
 gamma = sympy.Symbol("gamma", real=True, nonnegative=True)
+RATE = sympy.Symbol("r", positive=True)
 EPS = sympy.Rational(1, 10**7)
 CLASS = fn.CLASS_MASK
 ALL = fn.encode_roles(frozenset(fn.ROLE_BITS))
@@ -87,6 +88,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         "softplus_of_log_one_plus_exp",
         lambda: log1p(sympy.exp(z)),
         lambda: fn.Softplus(z),
+    ),
+    (  # a negative binomial's log(r + exp(s)), r > 0
+        "softplus_of_log_two_exps",
+        lambda: sympy.log(RATE + sympy.exp(z)),
+        lambda: sympy.log(RATE) + fn.Softplus(z - sympy.log(RATE)),
     ),
     (
         "log_softmax_of_log_softmax",
@@ -324,6 +330,7 @@ UNCHANGED: list[Builder] = [
     lambda: 1 - 1 / p,
     lambda: fn.Where(sympy.Ne(p, 0), x / t, 0),  # t is no factor of the guarded value
     lambda: fn.Where(p > 0, x / p, 0),  # only `!= 0` guards a division
+    lambda: sympy.log(gamma + sympy.exp(z)),  # gamma may be 0, and log(gamma) -inf
     lambda: sympy.log(fn.ReduceSum(x * fn.Softmax(z), CLASS)),  # x may be negative
     lambda: sympy.log(fn.ReduceSum(t * fn.Softmax(z), ALL)),  # not over the classes alone
 ]
@@ -357,8 +364,8 @@ def test_log_of_clipped_softmax_keeps_its_clip() -> None:
 
 
 ELEMENTWISE_POINTS = [
-    {z: -3.5, x: 0.7, p: 0.25, t: 0.6, gamma: 1.5},
-    {z: 2.0, x: -1.2, p: 0.9, t: 0.1, gamma: 2.0},
+    {z: -3.5, x: 0.7, p: 0.25, t: 0.6, gamma: 1.5, RATE: 3.0},
+    {z: 2.0, x: -1.2, p: 0.9, t: 0.1, gamma: 2.0, RATE: 0.5},
 ]
 
 

@@ -95,14 +95,22 @@ def softplus_of_log_one_plus_exp(expr: sympy.Basic) -> sympy.Basic | None:
 
 
 def softplus_of_log_two_exps(expr: sympy.Basic) -> sympy.Basic | None:
-    """log(exp(a) + exp(b)) = a + softplus(b - a): the exps overflow from a or b = 89 in
-    float32 (a margin or ranking loss over two scores, log(2 cosh(x)) written out)."""
+    """log(exp(a) + exp(b)) = a + softplus(b - a), and log(c + exp(b)) = log(c) +
+    softplus(b - log(c)) for c > 0: the exps overflow from a or b = 89 in float32 (a
+    margin or ranking loss over two scores, log(2 cosh(x)) written out, a negative
+    binomial's log(r + exp(s)))."""
     if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], sympy.Add):
         return None
     terms = expr.args[0].args
-    if len(terms) != 2 or not all(isinstance(term, sympy.exp) for term in terms):
+    exps = [term for term in terms if isinstance(term, sympy.exp)]
+    if len(terms) != 2 or not exps:
         return None
-    a, b = (term.args[0] for term in terms)
+    if len(exps) == 2:
+        a, b = (term.args[0] for term in terms)
+    elif (other := next(term for term in terms if term is not exps[0])).is_positive:
+        a, b = sympy.log(other), exps[0].args[0]
+    else:
+        return None
     return a + Softplus(b - a)
 
 
