@@ -1150,7 +1150,11 @@ class TensorFlowPrinter(PythonCodePrinter):
         body = expr.args[0]
         body_roles = self.roles(body)
         present, missing = expr.removed_roles & body_roles, expr.removed_roles - body_roles
-        value = self._print(body)
+        if present:
+            value = self._print(body)
+        else:  # the operand of `C * x` or `x + log(C)` below (`precedence_of`)
+            infix = PRECEDENCE["Mul"] if isinstance(expr, fn.ReduceSum) else PRECEDENCE["Add"]
+            value = self.parenthesize(body, infix, strict=True)
         if present and isinstance(expr, ACCUMULATING_REDUCTIONS):
             value = self.cast(value, self.use(SUM_DTYPE_LOCAL))
         if (class_helper := self.spelled(expr)) is not None:
