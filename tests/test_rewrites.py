@@ -114,6 +114,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.log(fn.ReduceSum(sympy.exp(z), CLASS)) - fn.ReduceSum(t * z, CLASS),
         lambda: fn.LogSumExp(z, CLASS) - fn.ReduceSum(t * z, CLASS),
     ),
+    (  # a masked sum (`where=`): the masked elements at -inf
+        "logsumexp_of_log_sum_exp",
+        lambda: sympy.log(fn.ReduceSum(fn.Where(z > x, sympy.exp(z), 0), CLASS)),
+        lambda: fn.LogSumExp(fn.Where(z > x, z, -sympy.oo), CLASS),
+    ),
     (
         "logsumexp_of_log_sum_exp",
         lambda: sympy.log(fn.ReduceSum(sympy.exp(2 * z), ALL)),
@@ -331,6 +336,7 @@ UNCHANGED: list[Builder] = [
     lambda: fn.Where(sympy.Ne(p, 0), x / t, 0),  # t is no factor of the guarded value
     lambda: fn.Where(p > 0, x / p, 0),  # only `!= 0` guards a division
     lambda: sympy.log(gamma + sympy.exp(z)),  # gamma may be 0, and log(gamma) -inf
+    lambda: sympy.log(fn.ReduceSum(fn.Where(z > x, sympy.exp(z), 1), CLASS)),  # no mask
     lambda: sympy.log(fn.ReduceSum(x * fn.Softmax(z), CLASS)),  # x may be negative
     lambda: sympy.log(fn.ReduceSum(t * fn.Softmax(z), ALL)),  # not over the classes alone
 ]

@@ -143,14 +143,22 @@ def logsumexp_of_log_of_weighted_softmax(expr: sympy.Basic) -> sympy.Basic | Non
 
 def logsumexp_of_log_sum_exp(expr: sympy.Basic) -> sympy.Basic | None:
     """log(sum(exp(x), r)) = logsumexp(x, r), and log(mean(exp(x), r)) = logsumexp(x, r) -
-    log(n) for the n elements the mean takes (`sum(1, r)`, a count)."""
+    log(n) for the n elements the mean takes (`sum(1, r)`, a count); a masked sum of
+    exp(x) (`where=`, InfoNCE's positives) is the logsumexp of x with -inf outside the
+    mask."""
     if not isinstance(expr, sympy.log):
         return None
     total = expr.args[0]
-    if not isinstance(total, ReduceSum | ReduceMean) or not isinstance(total.args[0], sympy.exp):
+    if not isinstance(total, ReduceSum | ReduceMean):
         return None
     body, removed = total.args
-    result = LogSumExp(body.args[0], removed)
+    if isinstance(body, Where) and body.args[2] == 0 and isinstance(body.args[1], sympy.exp):
+        exponent = Where(body.args[0], body.args[1].args[0], -sympy.oo)  # a masked sum
+    elif isinstance(body, sympy.exp):
+        exponent = body.args[0]
+    else:
+        return None
+    result = LogSumExp(exponent, removed)
     if isinstance(total, ReduceMean):
         return result - sympy.log(ReduceSum(sympy.S.One, removed), evaluate=False)
     return result
