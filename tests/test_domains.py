@@ -387,6 +387,21 @@ def test_overflow_of_large_inputs_and_of_values_only_a_log_takes_is_not_warned()
     assert codes("input y: onehot\ninput z: logits\nloss = mean(log(sum(exp(z))) - sum(y*z))") == []
 
 
+def test_exps_of_a_log_of_a_ratio_of_masked_sums_are_not_warned() -> None:
+    """InfoNCE's log(sum(exp(s), where=...) / sum(exp(s))): the rewrites take the log of
+    each sum, a masked one as a logsumexp too, and exp(s) is never formed (no W408 for
+    t = 0.001, where s reaches 1000)."""
+    spec = (
+        "# lossdsl: allow W301\ninput y: label\ninput e: real\n"
+        "param t: positive = 0.1\nlet s = sum(e * other(e)) / t\n"
+        "loss = mean(-log({} / sum(exp(s), axis=sample)))"
+    )
+    masked = "sum(exp(s), axis=sample, where=other(y) == y)"
+    assert "W408" not in codes(spec.format(masked))
+    # a select whose other branch is no 0 is no mask: its exp(s) is a value of the sum
+    assert "W408" in codes(spec.format("sum(where(other(y) == y, exp(s), 1), axis=sample)"))
+
+
 # ---------------------------------------------------------------- y_pred that cancels
 
 

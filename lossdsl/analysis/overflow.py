@@ -10,7 +10,7 @@ import numpy as np
 from lossdsl.analysis.evaluate import Evaluator, is_channel_leaf
 from lossdsl.analysis.intervals import Array
 from lossdsl.analysis.paths import GuardedSearch
-from lossdsl.analysis.ranges import RangeAnalysis
+from lossdsl.analysis.ranges import RangeAnalysis, constant_value
 from lossdsl.analysis.report import format_number, source_text
 from lossdsl.analysis.witness import Condition, WitnessSearch, param_values
 from lossdsl.builtins import BUILTINS
@@ -332,19 +332,30 @@ class OverflowCheck:
 
 
 def _under_log(roots: Sequence[TExpr]) -> set[int]:
-    """Nodes whose value only a `log` takes, directly or as a term of a sum: the stable
-    rewrites compute `log(cosh(x))`, `log(sum(exp(x)))` and `log(exp(x))` without forming
-    the value, so its overflow is not the loss's."""
+    """Nodes whose value only a `log` takes, directly, as a term of a sum or as a factor
+    (or a factor's term) of a product: the stable rewrites compute `log(cosh(x))`,
+    `log(sum(exp(x)))`, `log(exp(x))` and the log of a product of positive factors
+    (InfoNCE's `log(sum(exp(s), where=...) / sum(exp(s)))`) without forming the value, so
+    its overflow is not the loss's."""
     found: set[int] = set()
     for node in walk(roots):
         if isinstance(node, TCall) and node.builtin in ("log", "log1p"):
             (argument,) = node.args
-            found.add(id(argument))
-            if isinstance(argument, TAdd) or (
-                isinstance(argument, TCall) and argument.builtin in ("sum", "logsumexp")
-            ):
-                found.update(id(term) for term in children(argument))
+            factors = argument.operands if isinstance(argument, TMul) else (argument,)
+            for factor in (argument, *factors):
+                found.add(id(factor))
+                if isinstance(factor, TAdd) or (
+                    isinstance(factor, TCall) and factor.builtin in ("sum", "logsumexp")
+                ):
+                    found.update(id(term) for term in map(_unmasked, children(factor)))
     return found
+
+
+def _unmasked(term: TExpr) -> TExpr:
+    """The value a masked term `where(mask, x, 0)` (a sum's `where=`) takes where it counts."""
+    if isinstance(term, TCall) and term.builtin == "where" and constant_value(term.args[2]) == 0:
+        return term.args[1]
+    return term
 
 
 def _within(value: float | mpmath.mpf, limit: float) -> bool:
