@@ -122,3 +122,30 @@ def test_a_loss_written_on_paper_is_finite_in_float32_at_the_edges(path: Path, r
         gradient_atol = max(gradient_atol, atol * float(np.max(np.abs(y_pred))))
     np.testing.assert_allclose(value, exact_value, rtol=1e-5, atol=atol)
     np.testing.assert_allclose(gradient, exact_gradient, rtol=1e-4, atol=gradient_atol)
+
+
+MIXTURE = Path(__file__).parent / "stable_forms" / "channels" / "mixture_density_network.loss"
+MIXTURE_INPUTS = (
+    np.array([[0.0], [5.0], [1e3], [-1e3], [0.5]]),
+    np.array(
+        [  # the mixture's logits, means, log standard deviations
+            [0, 0, 0, 0, 1, 2, 0, 0, 0],
+            [50, -50, 0, 0, 1, -30, -10, -20, 10],
+            [0, 0, 0, 0, 0, 0, -5, -5, -5],
+            [1e4, 0, -1e4, 0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0.5, 0.5, 0.5, -40, -40, -40],
+        ]
+    ),
+)
+"""y far from every mean in units of sigma (1e3 at sigma e^-5): each density underflows."""
+
+
+@pytest.mark.parametrize("run", [run_tensorflow, run_jax, run_torch], ids=["tf", "jax", "torch"])
+def test_a_mixture_density_networks_likelihood_is_finite_far_from_its_means(run: Any) -> None:
+    y_true, y_pred = MIXTURE_INPUTS
+    value, gradient = run(MIXTURE, y_true, y_pred)
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(gradient))
+    exact_value, exact_gradient = value_and_gradient(compiled(MIXTURE), y_true, y_pred, tf.float64)
+    np.testing.assert_allclose(value, exact_value, rtol=1e-5)
+    scale = float(np.max(np.abs(exact_gradient)))
+    np.testing.assert_allclose(gradient, exact_gradient, rtol=1e-4, atol=1e-6 * scale)
