@@ -943,14 +943,15 @@ def class_sum(
     symbol_roles: Mapping[sympy.Symbol, Roles],
 ) -> sympy.Expr | None:
     """The sum of `expr` over the class axis, in closed form, where `expr` is affine in
-    inputs whose rows sum to 1: k * y sums to k and m to C * m, for k and m without the
-    class role (label smoothing's y * (1 - s) + s / C sums to 1; a mean's 1 / C, the
-    backward pass's `InverseCount`, cancels the C). None otherwise."""
+    inputs whose rows sum to 1 and softmaxes: k * y sums to k and m to C * m, for k and m
+    without the class role (label smoothing's y * (1 - s) + s / C sums to 1; a mean's
+    1 / C, the backward pass's `InverseCount`, cancels the C; a logsumexp's derivative
+    softmax(x) sums to 1). None otherwise."""
     per_class = InverseCount(CLASS_MASK)
     total = sympy.Integer(0)
     for term in sympy.Add.make_args(sympy.expand(expr)):
         factors = sympy.Mul.make_args(term)
-        rows = [f for f in factors if f in rows_summing_to_one]
+        rows = [f for f in factors if f in rows_summing_to_one or isinstance(f, Softmax)]
         rest = sympy.Mul(*(f for f in factors if f not in rows))
         if len(rows) > 1 or Role.CLASS in roles_of(rest, symbol_roles):
             return None
