@@ -145,6 +145,9 @@ class _BodyLayout:
         self.assignments = assignments
         self.outputs = outputs
         self.readers: dict[str, list[ast.Name]] = {}
+        self.laid_out_parts: dict[str, str] = {}
+        """The hoisted temporaries laid out so far, by their value (`ast.dump`): the first
+        of each value, which the regions after its own see too."""
 
     def formatted(self, backward: bool) -> FunctionBody:
         statements: dict[int, list[str]] = {OUTER: [], FORWARD: [], BACKWARD: []}
@@ -204,6 +207,8 @@ class _BodyLayout:
                     for reader in self.readers.pop(assignment.target, []):
                         reader.id = target
                     self.assignments[index] = replace_field(assignment, target=target)
+                if assignment.hoisted:
+                    self.laid_out_parts.setdefault(ast.dump(assignment.value), target)
                 index += 1
 
     def hoist(self, index: int, node: ast.expr, region: int) -> bool:
@@ -211,12 +216,7 @@ class _BodyLayout:
         of `region`, its outputs), which reads it wherever they compute the same value. A
         temporary hoisted before it with the same value, in this region or one around it, is
         read instead of a second one. Whether a new one was inserted."""
-        earlier = (
-            a.target
-            for a in self.assignments[:index]
-            if a.hoisted and a.region <= region and ast.dump(a.value) == ast.dump(node)
-        )
-        reused = next(earlier, None)
+        reused = self.laid_out_parts.get(ast.dump(node))
         # provisional names so far are all below len(self.assignments)
         name = reused or f"${len(self.assignments)}"
         replace = _ReplaceEqual(node, name)
