@@ -94,6 +94,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.log(RATE + sympy.exp(z)),
         lambda: sympy.log(RATE) + fn.Softplus(z - sympy.log(RATE)),
     ),
+    (  # log1p_of_one_plus takes log(1 + r + exp(z)) first: log1p(r + exp(z))
+        "softplus_of_log_two_exps",
+        lambda: sympy.log(1 + RATE + sympy.exp(z)),
+        lambda: log1p(RATE) + fn.Softplus(z - log1p(RATE)),
+    ),
     (
         "log_softmax_of_log_softmax",
         lambda: sympy.log(fn.Softmax(z)),

@@ -96,19 +96,21 @@ def softplus_of_log_one_plus_exp(expr: sympy.Basic) -> sympy.Basic | None:
 
 def softplus_of_log_two_exps(expr: sympy.Basic) -> sympy.Basic | None:
     """log(exp(a) + exp(b)) = a + softplus(b - a), and log(c + exp(b)) = log(c) +
-    softplus(b - log(c)) for c > 0: the exps overflow from a or b = 89 in float32 (a
-    margin or ranking loss over two scores, log(2 cosh(x)) written out, a negative
-    binomial's log(r + exp(s)))."""
-    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], sympy.Add):
+    softplus(b - log(c)) for c > 0, a log1p(c + exp(b)) as log(1 + c + exp(b)): the exps
+    overflow from a or b = 89 in float32 (a margin or ranking loss over two scores,
+    log(2 cosh(x)) written out, a negative binomial's log(r + exp(s)))."""
+    if isinstance(expr, log1p):
+        total = 1 + expr.args[0]
+    elif isinstance(expr, sympy.log):
+        total = expr.args[0]
+    else:
         return None
-    terms = expr.args[0].args
+    terms = sympy.Add.make_args(total)
     exps = [term for term in terms if isinstance(term, sympy.exp)]
-    if len(terms) != 2 or not exps:
-        return None
-    if len(exps) == 2:
+    if len(terms) == 2 and len(exps) == 2:
         a, b = (term.args[0] for term in terms)
-    elif (other := next(term for term in terms if term is not exps[0])).is_positive:
-        a, b = sympy.log(other), exps[0].args[0]
+    elif len(exps) == 1 and (rest := total - exps[0]).is_positive:
+        a, b = sympy.log(rest), exps[0].args[0]
     else:
         return None
     return a + Softplus(b - a)
