@@ -261,7 +261,7 @@ def atom_identity(node: TExpr) -> object:
     stack = [node]
     while stack:  # children first, without recursion: chains of lets are deep
         current = stack[-1]
-        pending = [child for child in _children(current) if child not in _IDENTITIES]
+        pending = [child for child in children(current) if child not in _IDENTITIES]
         if pending:
             stack.extend(pending)
             continue
@@ -272,14 +272,6 @@ def atom_identity(node: TExpr) -> object:
 
 _IDENTITIES: weakref.WeakKeyDictionary[Any, object] = weakref.WeakKeyDictionary()
 """`atom_identity` of the nodes seen, while they live."""
-
-
-def _children(node: TExpr) -> list[TExpr]:
-    if isinstance(node, TInput | TParam):
-        return []
-    values = [getattr(node, field.name) for field in dataclasses.fields(node)]
-    flat = [item for value in values for item in (value if isinstance(value, tuple) else (value,))]
-    return [item for item in flat if isinstance(item, TExpr)]
 
 
 def _identity(node: TExpr) -> object:

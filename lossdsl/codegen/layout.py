@@ -217,8 +217,7 @@ class _BodyLayout:
         temporary hoisted before it with the same value, in this region or one around it, is
         read instead of a second one. Whether a new one was inserted."""
         reused = self.laid_out_parts.get(ast.dump(node))
-        # provisional names so far are all below len(self.assignments)
-        name = reused or f"${len(self.assignments)}"
+        name = reused or f"${len(self.assignments)}"  # provisional names so far are below
         replace = _ReplaceEqual(node, name)
         if index < len(self.assignments) and self.assignments[index].region == region:
             user = self.assignments[index]
