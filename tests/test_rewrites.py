@@ -99,6 +99,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.log(1 + RATE + sympy.exp(z)),
         lambda: log1p(RATE) + fn.Softplus(z - log1p(RATE)),
     ),
+    (  # the N-pair loss's log(1 + sum(exp(s), where=m)): a masked sum of exps
+        "softplus_of_log_two_exps",
+        lambda: sympy.log(1 + fn.ReduceSum(fn.Where(z > x, sympy.exp(z), 0), CLASS)),
+        lambda: fn.Softplus(fn.LogSumExp(fn.Where(z > x, z, -sympy.oo), CLASS)),
+    ),
+    (  # an exp beside a sum of exps (a background class's score)
+        "softplus_of_log_two_exps",
+        lambda: sympy.log(sympy.exp(x) + fn.ReduceSum(sympy.exp(z), CLASS)),
+        lambda: fn.LogSumExp(z, CLASS) + fn.Softplus(x - fn.LogSumExp(z, CLASS)),
+    ),
     (
         "log_softmax_of_log_softmax",
         lambda: sympy.log(fn.Softmax(z)),
@@ -341,6 +351,8 @@ UNCHANGED: list[Builder] = [
     lambda: fn.Where(sympy.Ne(p, 0), x / t, 0),  # t is no factor of the guarded value
     lambda: fn.Where(p > 0, x / p, 0),  # only `!= 0` guards a division
     lambda: sympy.log(gamma + sympy.exp(z)),  # gamma may be 0, and log(gamma) -inf
+    lambda: sympy.log(gamma + fn.ReduceSum(sympy.exp(z), CLASS)),  # the same, with a sum
+    lambda: sympy.log(2 + fn.ReduceSum(t * sympy.exp(z), CLASS)),  # not a sum of exps alone
     lambda: sympy.log(fn.ReduceSum(fn.Where(z > x, sympy.exp(z), 1), CLASS)),  # no mask
     lambda: sympy.log(fn.ReduceSum(x * fn.Softmax(z), CLASS)),  # x may be negative
     lambda: sympy.log(fn.ReduceSum(t * fn.Softmax(z), ALL)),  # not over the classes alone

@@ -28,11 +28,18 @@ SPECS = sorted((Path(__file__).parent / "stable_forms").glob("*.loss"))
 LOGITS = (-50.0, -20.0, -5.0, 0.0, 5.0, 20.0, 50.0)
 LABELS = (0.0, 1.0)
 LARGEST_LOGIT = 1e4
-ONLY_UP_TO_50 = {"cloglog_through_a_let", "infonce_with_a_masked_sum"}
+ONLY_UP_TO_50 = {
+    "cloglog_through_a_let",
+    "infonce_with_a_masked_sum",
+    "npair_with_one_plus_a_masked_sum",
+}
 """Specs tested at logits of +-50 only: the complementary log-log loss is exp(z) at y = 0,
 beyond float32 from z = 89, and at z = -1e4 exp(z) is below every float's range; pairs'
 similarities are products of two values (2500 at 50, exp of it far beyond float32)."""
-LARGEST_INTERMEDIATE = {"infonce_with_a_masked_sum": 50.0**2}
+LARGEST_INTERMEDIATE = {
+    "infonce_with_a_masked_sum": 50.0**2,
+    "npair_with_one_plus_a_masked_sum": 2 * 50.0**2,
+}
 """Specs whose value is a difference of values larger than the logits (logsumexps of
 similarities): float32 holds it to about that size times its epsilon, not to 1e-5."""
 

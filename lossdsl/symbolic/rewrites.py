@@ -96,9 +96,10 @@ def softplus_of_log_one_plus_exp(expr: sympy.Basic) -> sympy.Basic | None:
 
 def softplus_of_log_two_exps(expr: sympy.Basic) -> sympy.Basic | None:
     """log(exp(a) + exp(b)) = a + softplus(b - a), and log(c + exp(b)) = log(c) +
-    softplus(b - log(c)) for c > 0, a log1p(c + exp(b)) as log(1 + c + exp(b)): the exps
-    overflow from a or b = 89 in float32 (a margin or ranking loss over two scores,
-    log(2 cosh(x)) written out, a negative binomial's log(r + exp(s)))."""
+    softplus(b - log(c)) for c > 0, a log1p(c + exp(b)) as log(1 + c + exp(b)), where
+    either exp may be a sum of exps, exp(logsumexp(x)): the exps overflow from a or b = 89
+    in float32 (a margin or ranking loss over two scores, log(2 cosh(x)) written out, a
+    negative binomial's log(r + exp(s)), the N-pair loss's log(1 + sum(exp(s), where=m)))."""
     if isinstance(expr, log1p):
         total = 1 + expr.args[0]
     elif isinstance(expr, sympy.log):
@@ -106,11 +107,11 @@ def softplus_of_log_two_exps(expr: sympy.Basic) -> sympy.Basic | None:
     else:
         return None
     terms = sympy.Add.make_args(total)
-    exps = [term for term in terms if isinstance(term, sympy.exp)]
-    if len(terms) == 2 and len(exps) == 2:
-        a, b = (term.args[0] for term in terms)
-    elif len(exps) == 1 and (rest := total - exps[0]).is_positive:
-        a, b = sympy.log(rest), exps[0].args[0]
+    exponents = {term: exponent for term in terms if (exponent := _exponent(term)) is not None}
+    if len(terms) == 2 and len(exponents) == 2:
+        a, b = exponents.values()
+    elif len(exponents) == 1 and (rest := total - next(iter(exponents))).is_positive:
+        a, b = sympy.log(rest), next(iter(exponents.values()))
     else:
         return None
     return a + Softplus(b - a)
@@ -148,12 +149,20 @@ def logsumexp_of_log_sum_exp(expr: sympy.Basic) -> sympy.Basic | None:
     log(n) for the n elements the mean takes (`sum(1, r)`, a count); a masked sum of
     exp(x) (`where=`, InfoNCE's positives) is the logsumexp of x with -inf outside the
     mask."""
-    if not isinstance(expr, sympy.log):
+    if isinstance(expr, sympy.log) and isinstance(expr.args[0], ReduceSum | ReduceMean):
+        return _exponent(expr.args[0])
+    return None
+
+
+def _exponent(term: sympy.Basic) -> sympy.Expr | None:
+    """b for exp(b); for a sum of exp(x) over the roles r, logsumexp(x, r), with x at -inf
+    where a mask (a `Where` with a 0 branch) leaves an element out; for their mean over n
+    elements, logsumexp(x, r) - log(n). None for any other term."""
+    if isinstance(term, sympy.exp):
+        return term.args[0]
+    if not isinstance(term, ReduceSum | ReduceMean):
         return None
-    total = expr.args[0]
-    if not isinstance(total, ReduceSum | ReduceMean):
-        return None
-    body, removed = total.args
+    body, removed = term.args
     if isinstance(body, Where) and body.args[2] == 0 and isinstance(body.args[1], sympy.exp):
         exponent = Where(body.args[0], body.args[1].args[0], -sympy.oo)  # a masked sum
     elif isinstance(body, sympy.exp):
@@ -161,7 +170,7 @@ def logsumexp_of_log_sum_exp(expr: sympy.Basic) -> sympy.Basic | None:
     else:
         return None
     result = LogSumExp(exponent, removed)
-    if isinstance(total, ReduceMean):
+    if isinstance(term, ReduceMean):
         return result - sympy.log(ReduceSum(sympy.S.One, removed), evaluate=False)
     return result
 
