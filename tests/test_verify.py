@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import mpmath
 import numpy as np
 import pytest
 import sympy
@@ -351,6 +352,11 @@ ONCE_REJECTED = [
 """Valid specs that verification once rejected as a bug in lossdsl ("E9xx")."""
 
 EXTREME = [
+    pytest.param(  # k + r is -50 in float64 at k = -50, r = exp(-50): a pole of lgamma
+        "input y: target\ninput p: real\nlet r = exp(-p[1])\n"
+        "loss = mean(lgamma(r) - lgamma(y[0] + r) + r * softplus(p[0] + p[1]))",
+        id="lgamma-beside-a-pole-float64-cannot-tell-apart",
+    ),
     pytest.param(
         "param g: real = 10\nloss = mean(square(p - y) * g ^ 1000)", id="param-power-overflows"
     ),
@@ -431,6 +437,20 @@ def test_the_reference_leaves_out_what_float64_cannot_compute() -> None:
     root = sympy.sqrt(flat, evaluate=False)  # sqrt(relu(p - 1)) at p = 0.5: 0 * inf
     adjoints = graph.gradient({root: 1.0})
     assert adjoints.get(p, 0) == 0 and root in graph.singular
+
+
+def test_a_pole_float64_cannot_tell_the_argument_from_is_left_out() -> None:
+    """lgamma(k + exp(-s)) at k = -50, s = 50: exp(-50) is below float64's resolution at
+    50, so a float64 program computes lgamma(-50), a pole, where the exact value and its
+    derivative are finite (a negative binomial NLL at the verifier's edge points stopped
+    with E902). At s = 1 the argument is 0.37 from the pole, and is compared."""
+    k, s = sympy.Symbol("y_0", real=True), sympy.Symbol("p_0", real=True)
+    with sympy.evaluate(False):
+        beside = builtins.Lgamma(k + sympy.exp(-s))
+    for at, left_out in ((50.0, True), (1.0, False)):
+        graph = ReferenceGraph({k: -50.0, s: at})
+        assert mpmath.isfinite(graph.value(beside))
+        assert (graph.overflowing([beside]) == {beside}) is left_out
 
 
 def test_an_underflow_that_float64_follows_is_compared() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import sympy
 from sympy.core.relational import Relational
 
+from lossdsl.builtins import row_of
 from lossdsl.symbolic import functions, numeric
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.verification.expander import COMPARISONS, Expander, Select, select
@@ -34,6 +35,9 @@ _UNKNOWN = object()
 
 FLOAT64_MAX = mpmath.mpf(np.finfo(np.float64).max)
 """Exact values beyond this are inf in float64: the reference is not compared there."""
+
+FLOAT64_EPSILON = mpmath.mpf(np.finfo(np.float64).eps)
+"""float64's resolution relative to a value's magnitude."""
 
 FLOAT64_TINY = mpmath.mpf(np.finfo(np.float64).tiny)
 """Nonzero exact values below this are subnormal in float64, which TensorFlow's CPU
@@ -248,18 +252,33 @@ class ReferenceGraph:
                     adjoints[child] = adjoints.get(child, 0) + adjoint * partial
             return adjoints
 
+    def _beside_a_pole(self, node: sympy.Basic) -> bool:
+        """Whether `node` is a function with poles at 0, -1, -2, ... (lgamma, digamma) whose
+        argument is nearer one than float64 resolves at the argument's magnitude: a float64
+        program may compute the pole itself there (lgamma(k + r) at k = -50 and r = 1e-22,
+        -50 exactly in float64), where the exact value and derivative are finite."""
+        if not _has_poles(node):
+            return False
+        (argument,) = node.args
+        value = self.value(argument)
+        nearest = mpmath.nint(value)
+        return nearest <= 0 and abs(value - nearest) <= FLOAT64_EPSILON * self.magnitude(argument)
+
     def overflowing(
         self, roots: Sequence[sympy.Basic], order: Sequence[sympy.Basic] | None = None
     ) -> set[sympy.Basic]:
         """The roots computed from a value (through taken branches, not conditions) that is
-        finite but beyond float64's range, or nonzero and below its normal numbers, so that
-        no float64 program can follow them (`order`: the roots' `order`, if known)."""
+        finite but beyond float64's range, or nonzero and below its normal numbers, or
+        beside a pole float64 cannot tell it from (`_beside_a_pole`), so that no float64
+        program can follow them (`order`: the roots' `order`, if known)."""
         over: dict[sympy.Basic, bool] = {}
         with mpmath.workdps(DIGITS):
             for node in self.order(roots) if order is None else order:
                 value = self.value(node)
-                outside = node in self.overflowed or (
-                    isinstance(value, mpmath.mpf) and _beyond_float64(value)
+                outside = (
+                    node in self.overflowed
+                    or (isinstance(value, mpmath.mpf) and _beyond_float64(value))
+                    or self._beside_a_pole(node)
                 )
                 over[node] = outside or any(over[child] for child in self._operands(node))
         return {root for root in roots if over[root]}
@@ -379,6 +398,15 @@ def free_symbols(
     return functions.fold(expr, symbols, memo)
 
 
+def _has_poles(node: sympy.Basic) -> bool:
+    """Whether `node` is made by a built-in with poles (`Domain.poles`): a special function,
+    looked up when used, as every stage reads `BUILTINS`."""
+    if not isinstance(node, functions.Special):
+        return False
+    row = row_of(type(node))
+    return row is not None and row.domain is not None and row.domain.poles
+
+
 def near_kinks(
     graph: ReferenceGraph, order: Sequence[sympy.Basic], elements: Mapping[sympy.Basic, Any]
 ) -> list[Kink]:
@@ -448,7 +476,8 @@ def reference(
     what stays near a kink is left out of the comparison: an output's value, and the
     gradients of the y_pred elements it reads. So is what no float64 program
     can compute as the spec writes it, which the domain checks warn about: a result
-    computed from an exact value beyond float64's range or below its normal numbers, with
+    computed from an exact value beyond float64's range or below its normal numbers, or
+    beside a pole of lgamma or digamma nearer than float64 resolves its argument, with
     the y_pred elements it reads, and the elements read by a node whose partial derivative
     is infinite or undefined there (sqrt(relu(p)) at p < 0: 0 exactly, 0 * inf in floating
     point).
