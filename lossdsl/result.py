@@ -116,7 +116,8 @@ def check_mask(report: Report, mask_decl: nodes.MaskDecl, mask: TCondition, resu
                 span,
                 f"roles {describe_roles(mask.roles)}",
                 "a mask selects elements, not classes: compare a `label` or a "
-                "per-element value, as in `mask y != -1`",
+                "per-element value, as in `mask y != -1`; to leave classes out, give "
+                "their reduction `where=`, as in `mean(x, where=y != -1)`",
             )
         )
     elif not result.roles:
