@@ -5,9 +5,9 @@ Each spec's modules run on the inputs `backend_modules.inputs` draws for it (the
 verifier's kinds and shapes; on the edge grid half of y_pred exactly 0 and 1, or +-1e4,
 or the verifier's tails): TensorFlow's and PyTorch's eagerly, JAX's under jax.jit. The
 gradient is that of sum(cotangent * values) with respect to y_pred. Values and gradients
-are compared with TensorFlow's at random inputs only: on the edge grid, derivatives at
-the kinks (y_pred == y_true) are conventions that differ between the frameworks, and a
-logit of 1e4 leaves a float32 softmax few significant digits.
+are compared with TensorFlow's at random inputs only: on the edge grid a logit of 1e4
+leaves a float32 softmax few significant digits. (The kinks at y_pred == y_true take
+TensorFlow's derivatives on every backend: `test_backend_helpers.py`.)
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from backend_modules import generated, loss_function
 
+from lossdsl.builtins import BUILTINS
 from lossdsl.codegen import tensorflow_helpers
 from lossdsl.codegen.helpers import (
     COMMON_HELPERS_MODULE,
@@ -453,6 +455,72 @@ def test_clip_gradients_select_the_bounds_and_not_nan(backend: Backend) -> None:
         np.testing.assert_array_equal(value, np.clip(points, low, high))
         inside = (points >= low) & (points <= high)
         np.testing.assert_array_equal(gradient, np.where(inside, upstream, 0.0))
+
+
+TIES = (
+    np.array([0.0, 1.0, -2.0, 3.0, 0.5, -0.0, 1e4]),
+    np.array([0.0, 1.0, 1.0, -1.0, 0.5, 0.0, 1e4]),
+)
+"""Pairs that tie (and zeros, where abs has its kink) beside pairs that do not."""
+
+
+@pytest.mark.parametrize(
+    ("builtin", "arity"), [("abs", 1), ("maximum", 2), ("minimum", 2)], ids=str
+)
+def test_kinks_are_differentiated_as_tensorflow_differentiates_them(
+    backend: Backend, builtin: str, arity: int
+) -> None:
+    """The call a generated module makes for the built-in (its row's, a helper or the
+    framework's own function) has TensorFlow's value and gradient at ties and at 0: a
+    module that its framework differentiates (no own backward pass) meets them wherever
+    y_pred equals y_true, or a hinge sits at its margin."""
+    call_text = getattr(BUILTINS[builtin].calls, backend.name)
+    module, _, function_name = call_text.rpartition(".")
+    owner = backend.helpers if not module else importlib.import_module(FRAMEWORKS[module])
+    function = getattr(owner, function_name)
+    tensorflow_function = getattr(tf.math, builtin)
+    case = Case(
+        builtin,
+        lambda _, *args: function(*args),
+        TIES[:arity],
+        tuple(range(arity)),
+        reference=lambda _, *args: tensorflow_function(*args),
+    )
+    expected_value, expected_gradients = tensorflow_value_and_gradients(case)
+    value, gradients = backend.value_and_gradients(case, "float64", upstream_for(expected_value))
+    np.testing.assert_array_equal(value, expected_value)
+    for gradient, expected in zip(gradients, expected_gradients, strict=True):
+        np.testing.assert_array_equal(gradient, expected)
+
+
+def test_a_module_its_framework_differentiates_takes_tensorflows_kinks(backend: Backend) -> None:
+    """`backend_specs/huber_beside_kinks.loss` at y_pred == y_true, where a Keras test of a
+    zero loss puts it: JAX and PyTorch differentiate the module themselves (its Huber
+    helper keeps its own gradient), through the calls above."""
+    spec = "huber_beside_kinks"
+    assert "_huber(" in generated(spec, backend.name, BACKEND_SPECS).python_source
+    y_true = np.array([[0.0, 1.0, -2.0], [0.5, 3.0, -0.25]])
+    y_pred = y_true + np.array([[0.0, 0.0, 0.0], [1.0, -0.5, 0.0]])  # ties, and a few not
+    own = loss_function(spec, backend.name, BACKEND_SPECS)
+    tensorflow_function = loss_function(spec, "tensorflow", BACKEND_SPECS)
+    case = Case(
+        spec,
+        lambda _, y, p: own(y, p),
+        (y_true, y_pred),
+        (1,),
+        reference=lambda _, y, p: tensorflow_function(y, p),
+    )
+    expected_value, (expected_gradient,) = tensorflow_value_and_gradients(case)
+    value, (gradient,) = backend.value_and_gradients(case, "float64", upstream_for(expected_value))
+    np.testing.assert_allclose(value, expected_value, rtol=FLOAT64)
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=FLOAT64)
+
+
+BACKEND_SPECS = Path(__file__).resolve().parent / "backend_specs"
+
+
+FRAMEWORKS = {"jnp": "jax.numpy", "torch": "torch"}
+"""The modules a built-in's call names, by the name a generated module imports them as."""
 
 
 # ---------------------------------------------------------------------- low precision
@@ -897,8 +965,10 @@ def test_torch_helpers_compile_whole_and_take_torch_func_transforms(name: str) -
 
 
 OWN_HELPERS = {
-    "jax_helpers": {"_other_cotangents"},
+    "jax_helpers": {"_other_cotangents", "_abs", "_maximum", "_minimum", "_tie_to_first"},
     "torch_helpers": {
+        "_maximum",
+        "_minimum",
         "_over_spatial",
         "_SoftplusPair",
         "_sigmoid_cross_entropy",
@@ -930,7 +1000,9 @@ arguments come from each framework's autodiff (`_other_cotangents`,
 `_differentiated_twice`), where JAX differentiates a custom VJP's backward function
 itself. TensorFlow's and PyTorch's pow are slow at exponents that are not whole numbers
 (`_power`); inside a JAX custom VJP a param exponent is a tracer, so its modules call
-jnp.power."""
+jnp.power. JAX's and PyTorch's autodiff split the gradient of a maximum or minimum in
+halves at a tie, and JAX's of abs is 1 at 0, where TensorFlow's goes to the first
+argument and is 0 (`_maximum`, `_minimum`, JAX's `_abs`)."""
 
 
 @pytest.mark.parametrize(

@@ -918,10 +918,18 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     # ------------------------------------------------------------ functions
 
-    def _print_Function(self, expr: sympy.Function) -> str:
-        op = elementwise_op(type(expr), self.target)
+    def call(self, function: type) -> str:
+        """The target's call of the built-in that makes the SymPy class `function`; a
+        helper it names (JAX's `_abs`) is recorded as used."""
+        op = elementwise_op(function, self.target)
         if op is None:
-            raise TypeError(f"no {self.target.title} form for {type(expr).__name__}")
+            raise TypeError(f"no {self.target.title} form for {function.__name__}")
+        if op in HELPER_NAMES:
+            self.helpers_used.add(op)
+        return op
+
+    def _print_Function(self, expr: sympy.Function) -> str:
+        op = self.call(type(expr))
         first, *rest = expr.args
         return f"{op}({', '.join([self.tensor(first), *(self.argument(a) for a in rest)])})"
 
@@ -936,8 +944,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         if low.is_number and high.is_number:
             self.helpers_used.add(CLIP)
             return f"{CLIP}({self.tensor(x)}, {self._print(low)}, {self._print(high)})"
-        above = f"{elementwise_op(fn.Maximum, self.target)}({self.tensor(x)}, {self.argument(low)})"
-        return f"{elementwise_op(fn.Minimum, self.target)}({above}, {self.argument(high)})"
+        above = f"{self.call(fn.Maximum)}({self.tensor(x)}, {self.argument(low)})"
+        return f"{self.call(fn.Minimum)}({above}, {self.argument(high)})"
 
     def _print_ClippedLog(self, expr: fn.ClippedLog) -> str:
         x, low, high = expr.args
@@ -990,7 +998,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         doubled = f"-2.0*{self.parenthesize(x, PRECEDENCE['Mul'])}"
         if not self.roles(x):
             doubled = self.cast(doubled)
-        softplus = elementwise_op(fn.Softplus, self.target)
+        softplus = self.call(fn.Softplus)
         return f"{self._print(x)} + {softplus}({doubled}) - {number_text(math.log(2.0))}"
 
     def _print_Softmax(self, expr: fn.Softmax) -> str:
@@ -1000,7 +1008,7 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_LogSoftmax(self, expr: fn.LogSoftmax) -> str:
         if Role.CLASS not in self.roles(expr.args[0]):
-            return f"-{elementwise_op(sympy.log, self.target)}({self.tensor(fn.NUM_CLASSES)})"
+            return f"-{self.call(sympy.log)}({self.tensor(fn.NUM_CLASSES)})"
         return self.form("log_softmax", self._print(expr.args[0]))
 
     def _print_CumSum(self, expr: fn.CumSum) -> str:
@@ -1167,7 +1175,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         if missing and isinstance(expr, fn.ReduceSum):
             return f"{self.count(missing)} * {value}"
         if missing and isinstance(expr, fn.LogSumExp):
-            return f"{value} + {elementwise_op(sympy.log, self.target)}({self.count(missing)})"
+            return f"{value} + {self.call(sympy.log)}({self.count(missing)})"
         return value
 
     def no_per_class_vector(self, expr: sympy.Basic) -> bool:

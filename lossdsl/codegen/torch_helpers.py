@@ -108,6 +108,27 @@ def _softplus_pair_same_shape(a, b, x):
     return _SoftplusPair.apply(a, b, x)
 
 
+def _maximum(a, b):
+    """torch.maximum(a, b), differentiated as TensorFlow differentiates it: the
+    gradient goes to a where a >= b and to b elsewhere, where torch.maximum's splits it
+    in halves at a tie (a hinge at its margin, a relu written as maximum(x, 0) at 0).
+    Without grad mode (an autograd.Function's forward, inference) it is torch.maximum
+    alone."""
+    larger = torch.maximum(a, b)
+    if not torch.is_grad_enabled():
+        return larger
+    return torch.where(a >= b, a, larger)
+
+
+def _minimum(a, b):
+    """torch.minimum(a, b), differentiated as TensorFlow differentiates it: the gradient
+    goes to a where a <= b and to b elsewhere (`_maximum`'s ties)."""
+    smaller = torch.minimum(a, b)
+    if not torch.is_grad_enabled():
+        return smaller
+    return torch.where(a <= b, a, smaller)
+
+
 def _clip(x, low, high):
     """minimum(maximum(x, low), high) for numbers low and high: torch.clamp.
 
