@@ -173,6 +173,23 @@ def test_multi_affine_refinement_proves_pt_in_unit_interval() -> None:
         assert values.high == pytest.approx(1 - EPSILON) and values.high_closed
 
 
+def test_multi_affine_refinement_follows_an_atom_along_a_half_line() -> None:
+    """Evidential learning's alpha_t = y + (1 - y) * alpha with alpha = exp(z) + 1 is at
+    least 1 (W402 said lgamma(alpha_t) might reach a pole: interval arithmetic gave [0,
+    inf)). Along each half-line the node is affine: it rises to +inf, falls to -inf, or
+    stays where the other atoms hold it."""
+    text = (
+        "input y: binary\ninput z: logits\nparam c: nonneg = 1\n"
+        "let alpha = exp(z) + 1\nlet alpha_t = y + (1 - y) * alpha\n"
+        "loss = mean(lgamma(alpha_t) + (1 - y * c) * (y * (0 - c)) * ((1 - y) * exp(z)) + z)"
+    )
+    assert range_of(text, "y + (1 - y) * alpha") == Range(1, math.inf)
+    assert range_of(text, "1 - y * c") == Range(-math.inf, 1)
+    assert range_of(text, "y * (0 - c)") == Range(-math.inf, 0)
+    assert range_of(text, "(1 - y) * exp(z)") == Range(0, math.inf, True, False)
+    assert "W402" not in codes(text)
+
+
 def test_combined_sums_are_bounded_as_one_sum() -> None:
     text = (
         "input y: binary\ninput p: prob\n"

@@ -8,7 +8,7 @@ import itertools
 import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sympy
@@ -295,6 +295,26 @@ MAX_CORNER_DEPTH = 64
 """... and on arithmetic at most this deep (it is evaluated recursively)."""
 
 
+class _Corners(NamedTuple):
+    """A multi-affine node at the corners of its atoms' box (`RangeAnalysis._corners`)."""
+
+    choice: np.ndarray  # [corner, atom]: whether the atom is at its high end
+    values: np.ndarray
+    attained: np.ndarray
+
+
+def _range_of(values: np.ndarray, attained: np.ndarray) -> Range:
+    """The range between the smallest and largest corner value, each end closed where a
+    corner attains it."""
+    low, high = float(values.min()), float(values.max())
+    return Range(
+        low,
+        high,
+        bool(np.any(attained & (values == low))),
+        bool(np.any(attained & (values == high))),
+    )
+
+
 class RangeAnalysis:
     """Value ranges of the nodes of one typed tree, memoised by node identity."""
 
@@ -504,8 +524,54 @@ class RangeAnalysis:
             return None
         keys = list(degrees)
         ranges = [self._atom_range(key) for key in keys]
-        if not all(math.isfinite(r.low) and math.isfinite(r.high) for r in ranges):
+        rays = [i for i, r in enumerate(ranges) if math.isinf(r.low) or math.isinf(r.high)]
+        if not rays:
+            corners = self._corners(node, keys, ranges)
+            return None if corners is None else _range_of(corners.values, corners.attained)
+        if len(rays) > 1 or (math.isinf(ranges[rays[0]].low) and math.isinf(ranges[rays[0]].high)):
             return None
+        return self._ray_range(node, keys, ranges, rays[0])
+
+    def _ray_range(
+        self, node: TExpr, keys: list[AtomKey], ranges: list[Range], ray: int
+    ) -> Range | None:
+        """The range of a multi-affine `node` whose atom `ray` ranges over a half-line: at
+        each corner of the other atoms, node is a + b x in that atom x, so over x >= l it
+        runs from a + b l to +inf (b > 0), -inf (b < 0), or is a + b l alone (b = 0).
+        `y + (1 - y) * alpha` with y in [0, 1] and alpha = exp(z) + 1 is at least 1."""
+        half_line = ranges[ray]
+        rising = math.isfinite(half_line.low)  # x in [l, inf), else in (-inf, h]
+        end = half_line.low if rising else half_line.high
+        end_closed = half_line.low_closed if rising else half_line.high_closed
+        step = 1.0 if rising else -1.0
+        segment = ranges.copy()  # x at its end and one step inside, to read b
+        segment[ray] = (
+            Range(end, end + step, end_closed, True)
+            if rising
+            else Range(end + step, end, True, end_closed)
+        )
+        corners = self._corners(node, keys, segment)
+        if corners is None:
+            return None
+        at_end = corners.choice[:, ray] != rising  # the choice of the end: low, or high
+        values, attained = corners.values[at_end], corners.attained[at_end]
+        slopes = corners.values[~at_end] - values  # along the half-line, away from its end
+        scale = max(1.0, float(np.max(np.abs(values))))
+        slopes[np.abs(slopes) <= 1e-12 * scale] = 0.0
+        lows = np.where(slopes < 0, -math.inf, values)
+        highs = np.where(slopes > 0, math.inf, values)
+        low, high = float(lows.min()), float(highs.max())
+        return Range(
+            low,
+            high,
+            bool(np.any(attained & (lows == low))),
+            bool(np.any(attained & (highs == high))),
+        )
+
+    def _corners(self, node: TExpr, keys: list[AtomKey], ranges: list[Range]) -> _Corners | None:
+        """`node` at every corner of the box of its atoms' finite ranges, and whether each
+        value is attained (at closed ends, or unchanged a little inside an open one);
+        None if a value is not finite."""
         choice = np.array(list(itertools.product((0, 1), repeat=len(keys))), dtype=bool)
         lows = np.array([r.low for r in ranges])
         highs = np.array([r.high for r in ranges])
@@ -520,14 +586,8 @@ class RangeAnalysis:
             return None  # overflow at a corner: the naive range (with its infinities) stands
         scale = max(1.0, float(np.max(np.abs(values))))
         values[np.abs(values) <= 1e-12 * scale] = 0.0
-        low, high = float(values.min()), float(values.max())
         attained = np.all(closed, axis=1) | np.isclose(nudged_values, values, rtol=0, atol=0)
-        return Range(
-            low,
-            high,
-            bool(np.any(attained & (values == low))),
-            bool(np.any(attained & (values == high))),
-        )
+        return _Corners(choice, values, attained)
 
     def _polynomial(self, node: TExpr, atoms: dict[AtomKey, Array]) -> Array:
         """`node` evaluated with its atoms replaced by the given values (see `degrees`)."""
