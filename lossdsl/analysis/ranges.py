@@ -303,15 +303,15 @@ class _Corners(NamedTuple):
     attained: np.ndarray
 
 
-def _range_of(values: np.ndarray, attained: np.ndarray) -> Range:
-    """The range between the smallest and largest corner value, each end closed where a
-    corner attains it."""
-    low, high = float(values.min()), float(values.max())
+def _range_of(lows: np.ndarray, highs: np.ndarray, attained: np.ndarray) -> Range:
+    """From the smallest of the corners' lows to the largest of their highs (each corner's
+    value, or where it leads along a half-line), an end closed where a corner attains it."""
+    low, high = float(lows.min()), float(highs.max())
     return Range(
         low,
         high,
-        bool(np.any(attained & (values == low))),
-        bool(np.any(attained & (values == high))),
+        bool(np.any(attained & (lows == low))),
+        bool(np.any(attained & (highs == high))),
     )
 
 
@@ -527,7 +527,9 @@ class RangeAnalysis:
         rays = [i for i, r in enumerate(ranges) if math.isinf(r.low) or math.isinf(r.high)]
         if not rays:
             corners = self._corners(node, keys, ranges)
-            return None if corners is None else _range_of(corners.values, corners.attained)
+            if corners is None:
+                return None
+            return _range_of(corners.values, corners.values, corners.attained)
         if len(rays) > 1 or (math.isinf(ranges[rays[0]].low) and math.isinf(ranges[rays[0]].high)):
             return None
         return self._ray_range(node, keys, ranges, rays[0])
@@ -560,13 +562,7 @@ class RangeAnalysis:
         slopes[np.abs(slopes) <= 1e-12 * scale] = 0.0
         lows = np.where(slopes < 0, -math.inf, values)
         highs = np.where(slopes > 0, math.inf, values)
-        low, high = float(lows.min()), float(highs.max())
-        return Range(
-            low,
-            high,
-            bool(np.any(attained & (lows == low))),
-            bool(np.any(attained & (highs == high))),
-        )
+        return _range_of(lows, highs, attained)
 
     def _corners(self, node: TExpr, keys: list[AtomKey], ranges: list[Range]) -> _Corners | None:
         """`node` at every corner of the box of its atoms' finite ranges, and whether each
