@@ -24,7 +24,12 @@ from lossdsl.verification.compare import BUG_HELP, worst_mismatch
 from lossdsl.verification.driver import verify_module
 from lossdsl.verification.expander import select
 from lossdsl.verification.layouts import Draw, Layout
-from lossdsl.verification.reference import ReferenceGraph, reference, underflow_followed
+from lossdsl.verification.reference import (
+    ReferenceGraph,
+    near_kinks,
+    reference,
+    underflow_followed,
+)
 
 SPAN = Span.point(1, 1)
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -451,6 +456,22 @@ def test_a_pole_float64_cannot_tell_the_argument_from_is_left_out() -> None:
         graph = ReferenceGraph({k: -50.0, s: at})
         assert mpmath.isfinite(graph.value(beside))
         assert (graph.overflowing([beside]) == {beside}) is left_out
+
+
+def test_a_sign_of_a_value_float64_computes_as_0_is_a_kink() -> None:
+    """sign(clip(square(log_softmax(z)[0]), -4, 4)) at logits (0.735, -50, -50): the log
+    softmax is -2.6e-22 exactly, 0 in float64 (two terms of 0.735 cancel), so the sign is
+    1 exactly and 0 as computed (fuzzing, JAX, seed 95198: E901). Its argument's
+    magnitude follows the square's derivative and the clip it passes: a kink, whose y_pred
+    elements are drawn again, as a comparison's."""
+    z = [sympy.Symbol(f"p_{i}", real=True) for i in range(3)]
+    with sympy.evaluate(False):
+        log_softmax = z[0] - sympy.log(sympy.Add(*(sympy.exp(x) for x in z)))
+        jump = builtins.Sign(fn.Clip(log_softmax**2, -4, 4))
+    for point, kinked in (((0.735, -50.0, -50.0), True), ((0.735, -1.0, -1.0), False)):
+        graph = ReferenceGraph(dict(zip(z, point, strict=True)))
+        kinks = near_kinks(graph, graph.order([jump]), {x: i for i, x in enumerate(z)})
+        assert [kink.condition for kink in kinks] == ([jump] if kinked else [])
 
 
 def test_an_underflow_that_float64_follows_is_compared() -> None:

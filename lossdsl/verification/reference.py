@@ -12,7 +12,7 @@ import numpy as np
 import sympy
 from sympy.core.relational import Relational
 
-from lossdsl.builtins import row_of
+from lossdsl.builtins import Sign, row_of
 from lossdsl.symbolic import functions, numeric
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.verification.expander import COMPARISONS, Expander, Select, select
@@ -168,10 +168,12 @@ class ReferenceGraph:
     def magnitude(self, expr: sympy.Basic) -> Any:
         """The size of the values floating point computes `expr` from, which its rounding
         errors are relative to: a sum's terms' magnitudes added, a product's factors'
-        multiplied, a select's taken branch's; any other node its own size (a function
-        is computed to its own relative precision). log_softmax(z) at the largest logit
-        z_c = 0.21 is z_c - logsumexp(z), about -1e-22 beside a logit of -50, from two
-        terms of 0.21: its magnitude is 0.43."""
+        multiplied, a select's taken branch's, a clip's argument's where it passes it;
+        a whole power x^k (k >= 1) carries x's error times its derivative, k x^(k - 1);
+        any other node its own size (a function is computed to its own relative
+        precision). log_softmax(z) at the largest logit z_c = 0.21 is z_c - logsumexp(z),
+        about -1e-22 beside a logit of -50, from two terms of 0.21: its magnitude is 0.43,
+        and its square's 2 * 1e-22 * 0.43, not 1e-44."""
         known = self._magnitudes.get(expr)
         if known is None:
             match expr:
@@ -181,10 +183,21 @@ class ReferenceGraph:
                     known = mpmath.fprod(self.magnitude(factor) for factor in expr.args)
                 case Select():
                     known = self.magnitude(self._taken(expr))
+                case sympy.Pow() if expr.exp.is_Integer and expr.exp >= 1:
+                    power = int(expr.exp)
+                    carried = power * abs(self.value(expr.base)) ** (power - 1)
+                    known = max(abs(self.value(expr)), carried * self.magnitude(expr.base))
+                case functions.Clip() if self._passes(expr):
+                    known = self.magnitude(expr.args[0])
                 case _:
                     known = abs(self.value(expr))
             self._magnitudes[expr] = known
         return known
+
+    def _passes(self, clip: sympy.Basic) -> bool:
+        """Whether a clip's argument lies within its bounds, so that it is the value."""
+        x, low, high = (self.value(arg) for arg in clip.args)
+        return bool(low <= x <= high)
 
     def _taken(self, where: sympy.Basic) -> sympy.Basic:
         condition, a, b = where.args
@@ -340,9 +353,10 @@ def _to_float(value: Any) -> float:
 
 @dataclass(frozen=True)
 class Kink:
-    """A taken branch whose condition nearly flips: lhs - rhs is 0 up to KINK_DISTANCE."""
+    """A taken branch whose condition nearly flips: lhs - rhs is 0 up to KINK_DISTANCE; or
+    a sign, which jumps at 0, of an argument that is 0 up to KINK_DISTANCE."""
 
-    condition: sympy.Basic  # a comparison, or comparisons joined by `and`, `or`, `not`
+    condition: sympy.Basic  # a comparison, or comparisons joined by `and`, `or`, `not`; a sign
     symbols: frozenset[sympy.Basic]  # the y_pred element symbols the condition reads
 
 
@@ -410,18 +424,23 @@ def _has_poles(node: sympy.Basic) -> bool:
 def near_kinks(
     graph: ReferenceGraph, order: Sequence[sympy.Basic], elements: Mapping[sympy.Basic, Any]
 ) -> list[Kink]:
-    """The conditions of taken branches that nearly flip at the point: those that depend
-    on y_pred, which a redraw moves, and those that do not but whose sides differ by
-    rounding alone (log(exp(1)) < 1: not 0 at 50 digits, 0 in float32), whose side no
-    exact value decides."""
+    """The conditions of taken branches, and the signs, that nearly flip at the point:
+    those that depend on y_pred, which a redraw moves, and those that do not but whose
+    sides differ by rounding alone (log(exp(1)) < 1: not 0 at 50 digits, 0 in float32),
+    whose side no exact value decides. sign(log_softmax(z)[y]) at logits (0.7, -50, -50)
+    is sign(-2.6e-22) exactly, and sign(0) in float64."""
     kinks = []
     symbols_of: dict[sympy.Basic, frozenset[sympy.Basic]] = {}
     with mpmath.workdps(DIGITS):
         for node in order:
-            if not isinstance(node, Select):
+            if isinstance(node, Sign):
+                condition = node
+                gaps = [_gap(graph, sympy.Eq(node.args[0], 0, evaluate=False))]
+            elif isinstance(node, Select):
+                condition = node.args[0]
+                gaps = [_gap(graph, comparison) for comparison in comparisons(condition)]
+            else:
                 continue
-            condition = node.args[0]
-            gaps = [_gap(graph, comparison) for comparison in comparisons(condition)]
             if not any(gap is not None for gap in gaps):
                 continue  # first, since it is the cheaper test and seldom passes
             symbols = free_symbols(condition, symbols_of) & elements.keys()
@@ -520,8 +539,10 @@ def reference(
     kinked = {kink.condition for kink in kinks}
     near_kink: dict[sympy.Basic, bool] = {}
     for node in order if kinked else ():  # each node after its children
-        near_kink[node] = (isinstance(node, Select) and node.args[0] in kinked) or any(
-            near_kink[child] for child in graph.children(node)
+        near_kink[node] = (
+            node in kinked
+            or (isinstance(node, Select) and node.args[0] in kinked)
+            or any(near_kink[child] for child in graph.children(node))
         )
     # an output near a kink is left out, and so are the gradients of the elements it reads:
     # a tie of data (cosh(eps^2) > y at y = 1, 1 exactly in float64) selects one branch
