@@ -178,6 +178,9 @@ def huber(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
 NON_FINITE_PRONE: tuple[type, ...] = (sympy.exp, sympy.log, log1p, expm1, sympy.cosh)
 """Functions whose value or derivative can be infinite at a finite argument."""
 
+OVERFLOWING: tuple[type, ...] = (sympy.exp, expm1, sympy.cosh)
+"""Those of them that are infinite at large finite arguments: they overflow."""
+
 
 def _non_finite_prone(expr: sympy.Basic) -> bool:
     """Whether `expr` can be infinite or have an infinite derivative where its argument
@@ -234,13 +237,38 @@ def _guarded(
     if not branch.has(p) or not _non_finite_prone(branch):
         return branch
     if _coupled_roles(branch, p) & fn.roles_of(condition, context.roles):
-        return branch  # a value of the branch reads elements whose conditions differ
+        # a value of the branch reads elements whose conditions differ: gate the
+        # arguments of its exps instead, where each element has its own condition
+        return _exponents_gated(branch, condition, taken, context)
     branch_size, reads = _tree_size(branch, p)
     if branch_size + reads * (_tree_size(condition, p)[0] + 3) > GUARD_TREE_LIMIT:
         return branch  # nested guards: each copies its condition into every read of p
     frozen = fn.StopGradient(p)
     gate = fn.Where(condition, p, frozen) if taken else fn.Where(condition, frozen, p)
     return branch.xreplace({p: gate})
+
+
+def _exponents_gated(
+    branch: sympy.Basic, condition: sympy.Basic, taken: bool, context: FusionContext
+) -> sympy.Basic:
+    """`branch` with the argument u of each exp (or expm1, cosh) that reads y_pred and has
+    every role of `condition` read only where the branch is `taken` (elsewhere a
+    stop_gradient copy); its value is unchanged. A pair loss's exp(s_an - s_ap) under
+    `where=` reads its pair's similarities, which no gate on y_pred holds apart, but each
+    element of u has its own pair's condition, and u overflows exp where it is left out."""
+    condition_roles = fn.roles_of(condition, context.roles)
+
+    def gated(node: sympy.Basic) -> sympy.Basic:
+        (u,) = node.args
+        if not u.has(context.y_pred) or not condition_roles <= fn.roles_of(u, context.roles):
+            return node
+        frozen = fn.StopGradient(u)
+        return node.func(
+            fn.Where(condition, u, frozen) if taken else fn.Where(condition, frozen, u)
+        )
+
+    exps = [node for node in sympy.preorder_traversal(branch) if isinstance(node, OVERFLOWING)]
+    return branch.xreplace({node: gated(node) for node in exps})
 
 
 def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
@@ -254,7 +282,8 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
     y_pred gated by a select, the NaN goes to the stop_gradient copy and is dropped (the
     "double where"). Only branches that can be non-finite (`_non_finite_prone`) are
     gated, and only where each of their values reads y_pred at elements that share one
-    condition (no reduction or class-axis function over the condition's roles).
+    condition (no reduction or class-axis function over the condition's roles); where
+    they do not (pairs of samples), the arguments of their exps are (`_exponents_gated`).
     """
     if isinstance(node, fn.Where):
         condition, a, b = node.args
