@@ -157,6 +157,21 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             1,
         ),
     ),
+    (  # a value that reads other elements under the condition: its exp's argument gated
+        "untaken_branches_guarded",
+        lambda: fn.Where(z > 0, sympy.exp(fn.ReduceSum(z, CLASS) - z), 0),
+        lambda: fn.Where(
+            z > 0,
+            sympy.exp(
+                fn.Where(
+                    z > 0,
+                    fn.ReduceSum(z, CLASS) - z,
+                    fn.StopGradient(fn.ReduceSum(z, CLASS) - z),
+                )
+            ),
+            0,
+        ),
+    ),
     (
         "factors_outside_sums",
         lambda: fn.ReduceSum(w * t * z, CLASS),
