@@ -129,8 +129,13 @@ def _without_value(arg: sympy.Basic) -> bool:
 def _definition_value(expr: Elementwise, digits: int) -> sympy.Expr:
     """`expr`'s definition evaluated to `digits` digits, once: SymPy compares the arguments
     of a Min or Max by evaluating them again and again, which for nested clips of
-    constants (`clip(log(clip(c, a, b)), ...)`) took time exponential in the nesting."""
-    return expr.definition().evalf(digits)
+    constants (`clip(log(clip(c, a, b)), ...)`) took time exponential in the nesting. The
+    definition is built unevaluated, so numbers are evaluated in floating point: SymPy
+    evaluates polygamma(0, 10000002), `digamma(1 / eps + 2)`, as an exact harmonic number
+    of ten million terms (minutes), and gamma of it as a factorial."""
+    with sympy.evaluate(False):
+        definition = expr.definition()
+    return definition.evalf(digits)
 
 
 class Special(Elementwise):
