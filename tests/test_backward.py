@@ -279,6 +279,23 @@ def test_the_factors_every_term_shares_and_smaller_than_the_sum_go_outside_it() 
     assert shared_whole == k * U * fn.InverseCount(CLASS) * (y + 2 * y * z)
 
 
+def test_a_shared_power_by_a_param_is_taken_out_once() -> None:
+    """The terms of (1 - d)^(1 / k)'s derivative share x^(1/k - 1), with x = 1 - d. Taken
+    out by SymPy's division, x^(1/k - 1) * x^(1 - 1/k) stayed a product of two powers
+    (SymPy merges exponents whose terms are the same), which every level took out again
+    with doubled exponents: a RecursionError, E900, for a focal Dice loss."""
+    x = sympy.Symbol("x", positive=True)  # a per-sample value
+    shared = x ** (1 / k - 1)
+    gradient = U * shared * y / k + U * shared * z / k
+
+    def roles(expr: sympy.Basic) -> frozenset[Role]:
+        return ALL_ROLES if expr.has(y, z) else PER_SAMPLE
+
+    factored = backward_module.common_factors_outside(gradient, roles)
+    assert sympy.simplify(factored - gradient) == 0
+    assert factored.count(sympy.Pow) == gradient.count(sympy.Pow) // 2
+
+
 def test_the_values_put_back_at_channels_take_their_shared_factors_outside() -> None:
     """c0 * exp(-c1) + c1 passes upstream * (1 - c0 * exp(-c1)) back to channel 1, one
     product by upstream, not upstream - upstream * c0 * exp(-c1): the channel losses'
