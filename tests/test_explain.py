@@ -155,6 +155,20 @@ def test_every_example_has_a_closed_form_gradient(spec: Path, capsys) -> None:
     assert gradient.strip() and not any(name in gradient for name in ("Clip(", "Reduce"))
 
 
+def test_abs_of_a_channel_has_a_closed_form_gradient(tmp_path: Path, capsys) -> None:
+    """A Laplace NLL's abs(y[0] - p[0]): the channel stood for by a dummy that SymPy took
+    as complex, so abs differentiated through re() and im(), and putting the channel
+    back failed (E900, "Can't calculate derivative wrt Channel(p, 0)")."""
+    spec = tmp_path / "laplace_nll.loss"
+    spec.write_text(
+        "input y: target\ninput p: real\n"
+        "loss laplace_nll = mean(p[1] + abs(y[0] - p[0]) * exp(-p[1]))\n"
+    )
+    gradient = explain(capsys, spec).split("(one element):\n")[-1].split("\n")[0]
+    assert "sign(" in gradient
+    assert not any(name in gradient for name in ("Derivative(", "re(", "im("))
+
+
 @pytest.mark.parametrize(
     "spec",
     [spec for spec in sorted(EXAMPLES.glob("*.loss")) if pairs_samples(spec)],

@@ -94,7 +94,8 @@ class _Gradient:
     def summed(self, body: sympy.Basic, over_classes: bool) -> sympy.Expr:
         """The derivative of `body` (summed over the classes when `over_classes`)."""
         inner = _maximal_nonlocal(body, self.y_pred)
-        dummies = {node: sympy.Dummy(f"u{i}") for i, node in enumerate(inner)}
+        # real, as every value of a loss is: abs and sign differentiate as they do on reals
+        dummies = {node: sympy.Dummy(f"u{i}", real=True) for i, node in enumerate(inner)}
         local = body.xreplace(dummies)
         total = local.diff(self.y_pred)
         for node, dummy in dummies.items():
