@@ -296,6 +296,21 @@ def test_a_shared_power_by_a_param_is_taken_out_once() -> None:
     assert factored.count(sympy.Pow) == gradient.count(sympy.Pow) // 2
 
 
+def test_a_power_of_the_true_class_probability_meets_its_base() -> None:
+    """d p_t^q / dz for p_t = softmax(z)[label] is q p_t^q (onehot - softmax): softmax
+    times a one-hot row is the row times p_t, and a class sum of the row times softmax
+    is p_t, so p_t^(q - 1) meets p_t. The chain rule as it came, q p_t^(q - 1) *
+    softmax * (onehot - p_t), was infinity times 0 where p_t is 0 (an underflow, or a
+    label outside [0, C)): E902 for a class-balanced generalized cross-entropy."""
+    roles = roles_with_upstream(PER_ELEMENT)
+    p_t = fn.TakeClass(fn.Softmax(z), label)
+    gce = backward((1 - p_t ** sympy.Rational(7, 10)) * sympy.Rational(10, 7), z, roles)
+    assert gce == U * (fn.Softmax(z) - fn.OneHot(label)) * p_t ** sympy.Rational(7, 10)
+    summed = fn.ReduceSum(fn.OneHot(label) * fn.Softmax(z), CLASS)
+    root = backward(sympy.sqrt(summed), z, roles)
+    assert sympy.expand(root - U * (fn.OneHot(label) - fn.Softmax(z)) * sympy.sqrt(p_t) / 2) == 0
+
+
 def test_the_values_put_back_at_channels_take_their_shared_factors_outside() -> None:
     """c0 * exp(-c1) + c1 passes upstream * (1 - c0 * exp(-c1)) back to channel 1, one
     product by upstream, not upstream - upstream * c0 * exp(-c1): the channel losses'

@@ -50,11 +50,14 @@ SOFT_LABELS = ((1.0, 0.0), (0.0, 1.0), (0.25, 0.75))
 
 def edge_grid(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """y_true and y_pred: every logit under each label, one a sample. For `onehot`
-    labels two classes, the logits (l, -l), each under every row of SOFT_LABELS."""
+    labels two classes, the logits (l, -l), each under every row of SOFT_LABELS; for
+    `label`s the same logits under the class ids 0 and 1."""
     largest = () if path.stem in ONLY_UP_TO_50 else (-LARGEST_LOGIT, LARGEST_LOGIT)
     logits = LOGITS + largest
-    if check_source(SourceFile.from_text(path.read_text())).y_true.kind == "onehot":
-        rows = [(label, (logit, -logit)) for label in SOFT_LABELS for logit in logits]
+    kind = check_source(SourceFile.from_text(path.read_text())).y_true.kind
+    if kind in ("onehot", "label"):
+        labels = SOFT_LABELS if kind == "onehot" else ((0.0,), (1.0,))
+        rows = [(label, (logit, -logit)) for label in labels for logit in logits]
         return np.array([label for label, _ in rows]), np.array([pair for _, pair in rows])
     return np.repeat(LABELS, len(logits))[:, None], np.array(logits * len(LABELS))[:, None]
 

@@ -658,8 +658,19 @@ class _Backward:
         return product(adjoint, chosen, 1 / ties)
 
     def softmax(self, node: fn.Softmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        """s * (A - sum(A * s)) for s = softmax(z) and the adjoint A. Where a term of A has
+        a label's one-hot row, s times it is s at the label times it (onehot(y) * s is
+        onehot(y) * s[y]), the forward pass's probability pt of the true class, as
+        `functions.picked_class` takes the sum. So the chain rule of pt^q is
+        q pt^(q - 1) * pt * (onehot(y) - s), which is q pt^q (onehot(y) - s): 0 where pt
+        is 0 (a label outside [0, C), or an underflow), where q pt^(q - 1) * s *
+        (onehot(y) - pt) was infinity times 0."""
         weighted = fn.ReduceSum(adjoint * node, fn.CLASS_MASK)
-        return node * (adjoint - weighted)
+        terms = sympy.Add.make_args(adjoint)
+        at_labels = [_at_its_label(node, term) for term in terms]
+        if at_labels == [node * term for term in terms]:
+            return node * (adjoint - weighted)
+        return sympy.Add(*at_labels) - node * weighted
 
     def log_softmax(self, node: fn.LogSoftmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         softmax = fn.Softmax(*node.args)
@@ -714,6 +725,15 @@ class _Backward:
         if index != logits:
             return None
         return product(adjoint, fn.Softmax(z) * fn.ReduceSum(y, fn.CLASS_MASK) - y)
+
+
+def _at_its_label(x: sympy.Expr, term: sympy.Expr) -> sympy.Expr:
+    """x * term, with x taken at the label's class where term has that label's one-hot
+    row (and only one): onehot(y) * x is onehot(y) * x[y]."""
+    rows = [factor for factor in sympy.Mul.make_args(term) if isinstance(factor, fn.OneHot)]
+    if len(rows) != 1:
+        return x * term
+    return fn.TakeClass(x, rows[0].args[0]) * term
 
 
 def _in_vocabulary(expr: sympy.Expr) -> bool:

@@ -942,6 +942,26 @@ def _roles_from_args(
     return frozenset().union(*arg_roles)
 
 
+def picked_class(
+    factors: tuple[sympy.Basic, ...], symbol_roles: Mapping[sympy.Symbol, Roles]
+) -> sympy.Expr | None:
+    """The sum over the classes of the product of `factors`, where one of them is a label's
+    one-hot row and others have the class role: those others at the label's class (the
+    gather `TakeClass`, 0 for a label outside [0, C), as the row is) times the rest.
+    sum(a * onehot(y) * softmax(z)) is a * softmax(z)[y], the forward pass's own
+    probability of the true class. None without exactly one one-hot row, or without a
+    factor to gather (a sum of a * onehot(y) alone is whether y is a class)."""
+    rows = [factor for factor in factors if isinstance(factor, OneHot)]
+    if len(rows) != 1:
+        return None
+    others = [factor for factor in factors if factor is not rows[0]]
+    per_class = [factor for factor in others if Role.CLASS in roles_of(factor, symbol_roles)]
+    if not per_class:
+        return None
+    rest = [factor for factor in others if factor not in per_class]
+    return sympy.Mul(*rest) * TakeClass(sympy.Mul(*per_class), rows[0].args[0])
+
+
 def class_sum(
     expr: sympy.Expr,
     rows_summing_to_one: frozenset[sympy.Symbol],
@@ -956,6 +976,9 @@ def class_sum(
     total = sympy.Integer(0)
     for term in sympy.Add.make_args(sympy.expand(expr)):
         factors = sympy.Mul.make_args(term)
+        if (picked := picked_class(factors, symbol_roles)) is not None:
+            total += picked
+            continue
         rows = [f for f in factors if f in rows_summing_to_one or isinstance(f, Softmax)]
         rest = sympy.Mul(*(f for f in factors if f not in rows))
         if len(rows) > 1 or Role.CLASS in roles_of(rest, symbol_roles):
