@@ -114,6 +114,13 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.log(fn.Softmax(z)),
         lambda: fn.LogSoftmax(z),
     ),
+    (  # -log(p_t) with p_t = sum(onehot(y) * softmax(z)), a label y
+        "log_softmax_of_log_of_gathered_softmax",
+        lambda: -sympy.log(fn.ReduceSum(fn.OneHot(y) * fn.Softmax(z), CLASS)),
+        lambda: sympy.Mul(
+            -1, fn.TakeClass(fn.LogSoftmax(z), y) + sympy.log(fn.TakeClass(1, y)), evaluate=False
+        ),
+    ),
     (  # Poly-1's -log(p_t) with p_t = sum(t * softmax(z)), soft labels t
         "logsumexp_of_log_of_weighted_softmax",
         lambda: -sympy.log(fn.ReduceSum(t * fn.Softmax(z), CLASS)),
@@ -356,6 +363,7 @@ UNCHANGED: list[Builder] = [
     lambda: sympy.log(fn.ReduceSum(fn.Where(z > x, sympy.exp(z), 1), CLASS)),  # no mask
     lambda: sympy.log(fn.ReduceSum(x * fn.Softmax(z), CLASS)),  # x may be negative
     lambda: sympy.log(fn.ReduceSum(t * fn.Softmax(z), ALL)),  # not over the classes alone
+    lambda: sympy.log(fn.TakeClass(fn.Clip(fn.Softmax(z), EPS, 1 - EPS), y)),  # clipped
 ]
 
 

@@ -124,6 +124,21 @@ def log_softmax_of_log_softmax(expr: sympy.Basic) -> sympy.Basic | None:
     return None
 
 
+def log_softmax_of_log_of_gathered_softmax(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(softmax(z)[y]) = log_softmax(z)[y] + log(1[y]): the true class's log-probability
+    of a label, -log(p_t) written with p_t = sum(onehot(y) * softmax(z)). softmax(z)[y]
+    underflows to 0 where the logits are far apart, and its log is -inf there. The
+    gather of 1 is 1 for a label in [0, C) and 0 outside, so a label that selects
+    nothing still gives log(0), as it did."""
+    if not isinstance(expr, sympy.log) or not isinstance(expr.args[0], TakeClass):
+        return None
+    probabilities, label = expr.args[0].args
+    if not isinstance(probabilities, Softmax):
+        return None
+    selected = TakeClass(sympy.S.One, label)
+    return TakeClass(LogSoftmax(probabilities.args[0]), label) + sympy.log(selected)
+
+
 def logsumexp_of_log_of_weighted_softmax(expr: sympy.Basic) -> sympy.Basic | None:
     """log(sum(w * softmax(z), class)) = logsumexp(log_softmax(z) + log(w)), for weights
     w >= 0 (soft labels): the likelihood of a mixture, or Poly-1's -log(p_t) with p_t =
@@ -481,6 +496,7 @@ RULES: tuple[Rule, ...] = tuple(
         softplus_of_log_one_plus_exp,
         softplus_of_log_two_exps,
         log_softmax_of_log_softmax,
+        log_softmax_of_log_of_gathered_softmax,
         logsumexp_of_log_of_weighted_softmax,
         logsumexp_of_log_sum_exp,
         stable_log_cosh,
