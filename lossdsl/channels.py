@@ -171,6 +171,28 @@ def requirements(roots: Sequence[TExpr], source: SourceFile) -> dict[Argument, R
     return found
 
 
+def agreements(roots: Sequence[TExpr]) -> dict[Argument, int]:
+    """Per input, the class count it must have where its class axis, of a size known only
+    at run time, meets one of a literal size other than 1 in an elementwise combination:
+    `p[0:2] - y` runs only where y has 2 classes (or 1, broadcast: the equal count is
+    taken), `onehot(y) * softmax(z[..., 0:3])` only where z has 3. The first combination
+    found wins; the verifier draws inputs so."""
+    widths = Widths()
+    found: dict[Argument, int] = {}
+    for node in walk(roots):
+        if isinstance(node, TSelect):
+            continue
+        sizes = [widths.of(child) for child in children(node) if Role.CLASS in child.roles]
+        literal = {width.literal for width in sizes if width.literal not in (None, 1)}
+        if len(literal) != 1:
+            continue
+        (size,) = literal
+        for width in sizes:
+            if width.count is not None:
+                found.setdefault(width.count, size - width.offset)
+    return found
+
+
 def whole_uses(roots: Sequence[TExpr], argument: Argument) -> bool:
     """Whether the input bound to `argument` is read other than through selections."""
 

@@ -15,8 +15,8 @@ from lossdsl.kinds import KINDS
 from lossdsl.parser import read_source
 from lossdsl.symbolic import functions
 from lossdsl.typed import Roles
-from lossdsl.verification.driver import class_counts
-from lossdsl.verification.layouts import Layout, draw_inputs, verify_layouts
+from lossdsl.verification.driver import verification_layouts
+from lossdsl.verification.layouts import Layout, draw_inputs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SPECS = sorted(path.stem for path in EXAMPLES.glob("*.loss"))
@@ -60,12 +60,7 @@ def loss_function(spec: str, target: str, directory: Path = EXAMPLES) -> types.F
 def layout(spec: str) -> Layout:
     """The second of the shapes the compiler verifies `spec` at: [2, 5, C], or [2, C]
     for a spec that pairs samples."""
-    symbolic = generated(spec, "tensorflow").symbolic
-    lengths = {len(p.default) for p in symbolic.checked.params if isinstance(p.default, tuple)}
-    fewest, true_classes = class_counts(symbolic)
-    return verify_layouts(
-        min(lengths, default=None), fewest, true_classes, paired=symbolic.checked.paired
-    )[1]
+    return verification_layouts(generated(spec, "tensorflow").symbolic)[0][1]
 
 
 def roles(spec: str) -> Roles:

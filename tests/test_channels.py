@@ -21,7 +21,7 @@ from lossdsl.source import SourceFile
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.lower import lower
 from lossdsl.typed import PER_ELEMENT, Role, TSelect, typed_text, walk
-from lossdsl.verification.driver import class_counts
+from lossdsl.verification.driver import ClassCounts, class_counts
 
 REGRESSION = "input y: target\ninput p: real\n"
 
@@ -212,10 +212,36 @@ def test_a_rank_one_y_true_is_one_channel() -> None:
 
 
 def test_verification_draws_y_true_with_the_channels_it_selects() -> None:
-    assert class_counts(lower(checked(REGRESSION + "loss = mean(square(y[0] - p[3]))"))) == (4, 1)
-    assert class_counts(lower(checked(REGRESSION + "loss = mean(square(y[-2] - p[0]))"))) == (1, 2)
+    counts = class_counts(lower(checked(REGRESSION + "loss = mean(square(y[0] - p[3]))")))
+    assert counts == ClassCounts(fewest=4, true_classes=1)
+    counts = class_counts(lower(checked(REGRESSION + "loss = mean(square(y[-2] - p[0]))")))
+    assert counts == ClassCounts(fewest=1, true_classes=2)
     whole = REGRESSION + "loss = mean(sum(square(y - p)) + y[5])"
-    assert class_counts(lower(checked(whole))) == (6, None)
+    assert class_counts(lower(checked(whole))) == ClassCounts(fewest=6, true_classes=None)
+
+
+@pytest.mark.parametrize(
+    ("source", "counts"),
+    [
+        (REGRESSION + "loss = mean(square(p[0:2] - y))", ClassCounts(2, 2)),
+        (REGRESSION + "loss = mean(square(p[1:3] - y[0:2]) + y)", ClassCounts(3, 2)),
+        (
+            "input y: label\ninput z: logits\n"
+            "loss = mean(-log(sum(onehot(y) * softmax(z[..., 0:3]))))",
+            ClassCounts(3, None, exact=3),
+        ),
+    ],
+)
+def test_verification_draws_the_classes_a_slice_of_literal_width_meets(
+    source: str, counts: ClassCounts
+) -> None:
+    """A whole input's class axis that meets a slice of literal width must have that many
+    classes (LANGUAGE.md 6.2: class axes of different sizes meet only through a selection
+    or a size of 1): the verifier drew y_true, or y_pred, with y_pred's count, and its
+    reference indexed the slice outside itself (E900, IndexError). The spec then compiles
+    with verification."""
+    assert class_counts(lower(checked(source))) == counts
+    lossdsl.compile(source)
 
 
 def test_verification_catches_a_wrong_channel(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sympy
 
-from lossdsl.channels import requirements, whole_uses
+from lossdsl.channels import agreements, requirements, whole_uses
 from lossdsl.codegen.names import python_names
 from lossdsl.codegen.targets import DEFAULT_TARGET
 from lossdsl.diagnostics import Diagnostic
@@ -54,17 +54,14 @@ def verify_module(
     selects_by_label = any(
         expr is not None and expr.has(*LABEL_SELECTORS) for expr in (symbolic.result, symbolic.mask)
     )
-    vector_lengths = {len(value) for value in params.values() if isinstance(value, tuple)}
-    fewest, true_classes = class_counts(symbolic)
+    layouts, least_classes = verification_layouts(symbolic)
     plan = verification_plan(
-        verify_layouts(
-            min(vector_lengths, default=None), fewest, true_classes, paired=checked.paired
-        ),
+        layouts,
         distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None)
         * PAIR_COST**checked.partners,
         per_sample_function,
         eager_function(per_sample_function, target),
-        None if vector_lengths else max(LEAST_CLASSES, fewest),
+        least_classes,
     )
     rng = np.random.default_rng(SEED)
     found: dict[str, Diagnostic] = {}
@@ -91,10 +88,36 @@ def eager_function(function: Callable[..., Any], target: str) -> Callable[..., A
     return function
 
 
-def class_counts(symbolic: SymbolicLoss) -> tuple[int, int | None]:
-    """The fewest classes y_pred needs for the spec's selections of it, and y_true's class
-    count: the fewest its selections need where they are its only use, else (None) y_pred's.
-    """
+def verification_layouts(
+    symbolic: SymbolicLoss,
+) -> tuple[tuple[Layout, Layout, Layout], int | None]:
+    """The layouts `symbolic` is verified at, and the fewest classes its largest results
+    may be verified with: None where its class count is fixed, by a vector param's length
+    or by a class axis of literal size that y_pred's must match (`ClassCounts.exact`)."""
+    lengths = {len(p.default) for p in symbolic.checked.params if isinstance(p.default, tuple)}
+    counts = class_counts(symbolic)
+    fixed = min(lengths, default=counts.exact)
+    layouts = verify_layouts(
+        fixed, counts.fewest, counts.true_classes, paired=symbolic.checked.paired
+    )
+    return layouts, None if fixed else max(LEAST_CLASSES, counts.fewest)
+
+
+class ClassCounts(NamedTuple):
+    """The class counts a spec's inputs are drawn with."""
+
+    fewest: int
+    """The fewest classes y_pred needs for the spec's selections of it."""
+    true_classes: int | None
+    """y_true's: the count a combination with a class axis of literal size needs
+    (`channels.agreements`), else the fewest its selections need where they are its only
+    use, else (None) y_pred's."""
+    exact: int | None = None
+    """y_pred's where a combination needs it to be that count."""
+
+
+def class_counts(symbolic: SymbolicLoss) -> ClassCounts:
+    """The class counts of `symbolic`'s inputs (`ClassCounts`)."""
     checked = symbolic.checked
     roots = [checked.result, *([checked.mask] if checked.mask is not None else [])]
     needs = {
@@ -103,7 +126,8 @@ def class_counts(symbolic: SymbolicLoss) -> tuple[int, int | None]:
     fewest, true_classes = needs.get("y_pred", 1), needs.get("y_true")
     if true_classes is not None and whole_uses(roots, "y_true"):
         fewest, true_classes = max(fewest, true_classes), None
-    return fewest, true_classes
+    agreed = agreements(roots)
+    return ClassCounts(fewest, agreed.get("y_true", true_classes), agreed.get("y_pred"))
 
 
 PAIR_COST = 4
