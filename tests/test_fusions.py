@@ -91,6 +91,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: k * t * fn.Softplus(-z) + (1 - t) * fn.Softplus(z) + z**2,
         lambda: fn.SoftplusPair(k * t, 1 - t, z) + z**2,
     ),
+    (  # the negated pair, exp(-bce) in a focal loss: SymPy writes -(1 - t) as t - 1
+        "softplus_pair",
+        lambda: sympy.exp(-t * fn.Softplus(-z) - (1 - t) * fn.Softplus(z)),
+        lambda: sympy.exp(fn.SoftplusPair(-t, t - 1, z)),
+    ),
     (
         "clipped_log",
         lambda: sympy.log(fn.Clip(z, EPS, 1 - EPS)),

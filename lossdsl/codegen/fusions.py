@@ -108,17 +108,20 @@ def softplus_pair(node: sympy.Basic, context: FusionContext) -> sympy.Basic | No
     """
     if not isinstance(node, sympy.Add):
         return None
-    coefficients: dict[sympy.Expr, list[sympy.Expr]] = {}
+    # the terms themselves, not their coefficients times softplus again: SymPy multiplies
+    # -(1 - y) out to y - 1, and a term rebuilt so was not found among the sum's to go
+    terms: dict[sympy.Expr, list[tuple[sympy.Expr, sympy.Expr]]] = {}
     for term in node.args:
         if (split := _softplus_factor(term)) is not None:
-            coefficients.setdefault(split[1], []).append(split[0])
-    for argument, negated_terms in coefficients.items():
+            coefficient, argument = split
+            terms.setdefault(argument, []).append((coefficient, term))
+    for argument, of_negated in terms.items():
         x = -argument
-        if argument.could_extract_minus_sign() and x in coefficients and x.has(context.y_pred):
-            a, b = sympy.Add(*negated_terms), sympy.Add(*coefficients[x])
-            pair = [c * fn.Softplus(argument) for c in negated_terms]
-            pair += [c * fn.Softplus(x) for c in coefficients[x]]
-            rest = [term for term in node.args if term not in pair]
+        if argument.could_extract_minus_sign() and x in terms and x.has(context.y_pred):
+            a = sympy.Add(*(coefficient for coefficient, _ in of_negated))
+            b = sympy.Add(*(coefficient for coefficient, _ in terms[x]))
+            paired = [term for _, term in (*of_negated, *terms[x])]
+            rest = [term for term in node.args if term not in paired]
             return sympy.Add(*rest, fn.SoftplusPair(a, b, x))
     return None
 
