@@ -160,7 +160,9 @@ def add_plot_parser(commands: Any) -> argparse.ArgumentParser:
         description=(
             "Plot the loss and its gradient with respect to the prediction, one curve per "
             "target value: y = 0 and 1 for binary targets, the true class's probability "
-            "for categorical specs, the residual y_pred - y_true for regression."
+            "for categorical specs, the residual y_pred - y_true for regression. A spec "
+            "that selects channels gets the channels it selects: x moves y_pred's first, "
+            "its others stay 0, and y_true's others hold 1."
         ),
     )
     parser.add_argument("spec", type=Path, metavar="SPEC.loss", help="the spec to plot")

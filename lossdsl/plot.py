@@ -11,9 +11,12 @@ from typing import Any
 import numpy as np
 
 from lossdsl.compiler import CompiledLoss
+from lossdsl.verification.driver import ClassCounts, class_counts
 
 POINTS = 201
 REGRESSION_TARGETS = (0.5, 1.0, 2.0)
+ONE_CHANNEL = ClassCounts(fewest=1, true_classes=None)
+"""The class counts of a spec that selects no channels."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def draw(pyplot: Any, compiled: Sequence[CompiledLoss]) -> Any:
         2, len(compiled), figsize=(5.2 * len(compiled), 6.4), sharey="row", squeeze=False
     )
     for column, spec in enumerate(compiled):
-        sweep = sweep_for(spec)
+        sweep = sweep_for(spec, class_counts(spec.symbolic))
         loss = spec.loss_class(reduction=None)
         loss_axes, gradient_axes = axes[0][column], axes[1][column]
         for label, values, gradients in distinct_curves(loss, sweep):
@@ -153,17 +156,43 @@ def evaluate(loss: Any, x: np.ndarray, curve: Curve) -> tuple[np.ndarray, np.nda
     return np.concatenate([v for v, _ in pairs]), np.concatenate([g for _, g in pairs])
 
 
-def sweep_for(spec: Any) -> Sweep:
-    """The sweep that suits the spec's input kinds (see `add_plot_parser`'s description)."""
+def sweep_for(spec: Any, counts: ClassCounts = ONE_CHANNEL) -> Sweep:
+    """The sweep that suits the spec's input kinds (see `add_plot_parser`'s description),
+    with the class counts the spec's channel selections need (`class_counts`)."""
     checked = spec.checked
     truth, prediction = checked.y_true.kind, checked.y_pred.kind
     match truth, prediction:
         case "binary", ("prob" | "logits" | "real"):
-            return binary_sweep(prediction)
+            return with_channels(binary_sweep(prediction), counts)
         case (("onehot" | "label"), ("prob" | "logits" | "real")):
-            return categorical_sweep(truth, prediction, _vector_length(spec))
+            classes = _vector_length(spec) or counts.exact
+            return categorical_sweep(truth, prediction, classes, counts.fewest)
         case _:
-            return regression_sweep(prediction)
+            return with_channels(regression_sweep(prediction), counts)
+
+
+def with_channels(sweep: Sweep, counts: ClassCounts) -> Sweep:
+    """A one-column sweep widened to the channels the spec selects: x moves y_pred's
+    first channel, its others stay 0, and y_true's first channel holds the target with 1
+    in its others (a weight or an event indicator on). A Gaussian NLL on (mean,
+    log-variance) draws the squared error's parabola at a variance of 1."""
+    predicted = counts.exact or counts.fewest
+    true = counts.true_classes or predicted
+    if predicted == 1 and true == 1:
+        return sweep
+
+    def widened(curve: Curve) -> Curve:
+        def build(points: Any) -> Any:
+            import tensorflow as tf
+
+            column = curve.build(points)
+            return tf.pad(column, [[0, 0], [0, predicted - 1]])
+
+        ones = np.ones((len(curve.y_true), true - 1), np.float32)
+        return Curve(curve.label, np.concatenate([curve.y_true, ones], axis=1), build)
+
+    x_label = f"{sweep.x_label}, channel 0 (y_pred's others 0, y_true's 1)"
+    return Sweep(x_label, sweep.x, tuple(map(widened, sweep.curves)))
 
 
 def _vector_length(spec: Any) -> int | None:
@@ -192,16 +221,20 @@ def _as_column(points: Any) -> Any:
     return points[:, None]
 
 
-def categorical_sweep(truth: str, prediction: str, vector_length: int | None) -> Sweep:
+def categorical_sweep(
+    truth: str, prediction: str, vector_length: int | None, fewest: int = 1
+) -> Sweep:
     """The true class's probability (or score), the other classes sharing the rest.
 
-    With per-class params (C fixed by their length) one curve per true class; otherwise
-    one curve per number of classes, 2 to 5 (equal curves are merged when drawn).
+    With C fixed (by per-class params' length, or a slice y_pred's classes must match)
+    one curve per true class; otherwise one curve per number of classes, 2 to 5, from the
+    `fewest` the spec's selections need (equal curves are merged when drawn).
     """
+    counts = [classes for classes in (2, 3, 5) if classes >= fewest] or [fewest]
     pairs = (
         [(c, vector_length) for c in range(vector_length)]
         if vector_length
-        else [(0, classes) for classes in (2, 3, 5)]
+        else [(0, classes) for classes in counts]
     )
     curves = tuple(
         Curve(

@@ -12,6 +12,7 @@ import pytest
 
 from lossdsl.cli import EXIT_SPEC_ERROR, EXIT_USAGE, MISSING_MATPLOTLIB, add_plot_parser, run_plot
 from lossdsl.plot import sweep_for
+from lossdsl.verification.driver import ClassCounts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQUARED_ERROR = "input y: target\ninput p: real\nloss = mean(square(p - y))\n"
@@ -47,6 +48,39 @@ def test_command_line_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
     assert main(["plot", str(spec)]) == 0
     assert (tmp_path / "squared.png").read_bytes().startswith(PNG_MAGIC)
+
+
+GAUSSIAN_NLL = (
+    "input y: target\ninput p: real\nloss = mean(0.5 * (p[1] + square(y[0] - p[0]) * exp(-p[1])))\n"
+)
+SLICED_CE = (
+    "input y: label\ninput z: logits\nloss = mean(-log(sum(onehot(y) * softmax(z[..., 0:3]))))\n"
+)
+WEIGHT_CHANNEL = "input y: target\ninput p: real\nloss = mean(y[1] * square(p[0] - y[0]))\n"
+
+
+@pytest.mark.parametrize("text", [GAUSSIAN_NLL, SLICED_CE, WEIGHT_CHANNEL])
+def test_a_spec_that_selects_channels_is_plotted(tmp_path: Path, text: str) -> None:
+    """The sweep gives y_pred and y_true the channels the spec selects (`with_channels`,
+    the class count a slice must match): it gave them one column, and the module's
+    channel check stopped the plot with an internal error (exit 70)."""
+    pytest.importorskip("matplotlib")
+    spec = write_spec(tmp_path, "channels", text)
+    output = tmp_path / "channels.png"
+    assert run_plot(plot_args(str(spec), "-o", str(output))) == 0
+    assert output.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_regression_sweep_over_channels_moves_the_first() -> None:
+    tf = pytest.importorskip("tensorflow")
+    counts = ClassCounts(fewest=2, true_classes=2)
+    sweep = sweep_for(fake_spec("target", "real"), counts)
+    assert sweep.x_label.endswith("channel 0 (y_pred's others 0, y_true's 1)")
+    curve = sweep.curves[0]
+    rows = curve.build(tf.constant(sweep.x)).numpy()
+    np.testing.assert_allclose(rows[:, 0], sweep.x + 0.5)
+    np.testing.assert_allclose(rows[:, 1], 0.0)
+    np.testing.assert_allclose(curve.y_true, [[0.5, 1.0]] * len(sweep.x))
 
 
 def test_missing_matplotlib_is_a_message_not_a_traceback(
