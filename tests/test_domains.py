@@ -190,6 +190,32 @@ def test_multi_affine_refinement_follows_an_atom_along_a_half_line() -> None:
     assert "W402" not in codes(text)
 
 
+@pytest.mark.parametrize(
+    "bce", ["softplus(z) - y * z", "relu(z) - z * y + log1p(exp(-abs(z)))", "softplus(z) - z"]
+)
+def test_a_cross_entropy_on_logits_written_out_is_at_least_zero(bce: str) -> None:
+    """relu(x) - c x and softplus(x) - c x are at least 0 for c in [0, 1]. A focal loss
+    written as PyTorch code writes it, p_t = exp(-bce), warned W402 (`1 - p_t` not proven
+    at least 0): interval arithmetic gave the cross-entropy (-inf, inf)."""
+    text = (
+        "input y: binary\ninput z: logits\nparam gamma: nonneg = 2.0\n"
+        f"let bce = {bce}\nlet p_t = exp(-bce)\nloss = mean((1 - p_t)^gamma * bce)"
+    )
+    assert range_of(text, bce).low == 0
+    assert "W402" not in codes(text)
+
+
+def test_a_share_of_the_argument_above_one_is_not_bounded() -> None:
+    """softplus(z) - 2 y z is negative at z = 1, y = 1, and exp(-bce) above 1 there: the
+    power of a negative base stays an error, with its witness."""
+    text = (
+        "input y: binary\ninput z: logits\nparam gamma: nonneg = 2.0\n"
+        "let bce = softplus(z) - 2 * y * z\nloss = mean((1 - exp(-bce))^gamma)"
+    )
+    assert range_of(text, "softplus(z) - 2 * y * z").low == -math.inf
+    assert "E405" in codes(text)
+
+
 def test_combined_sums_are_bounded_as_one_sum() -> None:
     text = (
         "input y: binary\ninput p: prob\n"

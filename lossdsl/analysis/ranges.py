@@ -357,9 +357,9 @@ class RangeAnalysis:
                 return range_rule(BUILTINS[node.builtin])(self, node)
             case TAdd(operands=operands, negated=negated):
                 naive = intervals.add([self.range_of(op) for op in operands], negated)
-                combined = self._combined_reductions(node)
-                if combined is not None:
-                    naive = naive.intersect(combined) or naive
+                for refined in (self._combined_reductions(node), self._above_a_share(node)):
+                    if refined is not None:
+                        naive = naive.intersect(refined) or naive
             case TMul(operands=operands, inverted=inverted):
                 naive = self.product(operands, inverted)
                 share = self._share(node)
@@ -400,6 +400,42 @@ class RangeAnalysis:
         rest = [i for i in range(len(node.operands)) if i not in in_group]
         ranges += [self.range_of(node.operands[i]) for i in rest]
         return intervals.add(ranges, [False] * len(grouped) + [node.negated[i] for i in rest])
+
+    def _above_a_share(self, node: TAdd) -> Range | None:
+        """relu(x) - c * x and softplus(x) - c * x, for c in [0, 1], are at least 0: both
+        functions are at least max(x, 0), which is at least c * x. The binary
+        cross-entropy on logits is one, softplus(z) - y * z (and TensorFlow's formula for
+        it, relu(z) - z * y + log1p(exp(-|z|))), so a focal loss's p_t = exp(-bce) is at
+        most 1. The pair's range is [0, inf); the other terms add theirs."""
+        terms = list(zip(node.operands, node.negated, strict=True))
+        for index, (above, minus) in enumerate(terms):
+            if minus or not (isinstance(above, TCall) and above.builtin in ("relu", "softplus")):
+                continue
+            argument = atom_identity(above.args[0])
+            for other, (share_of, subtracted) in enumerate(terms):
+                if not subtracted or (share := self._share_of(share_of, argument)) is None:
+                    continue
+                if share.low < 0 or share.high > 1:
+                    continue
+                rest = [term for at, term in enumerate(terms) if at not in (index, other)]
+                return intervals.add(
+                    [NONNEGATIVE, *(self.range_of(term) for term, _ in rest)],
+                    [False, *(negated for _, negated in rest)],
+                )
+        return None
+
+    def _share_of(self, node: TExpr, argument: object) -> Range | None:
+        """The range of c where `node` is c * x for the x whose identity is `argument` (1
+        for x itself), else None."""
+        if atom_identity(node) == argument:
+            return Range.point(1.0)
+        if not isinstance(node, TMul) or any(node.inverted):
+            return None
+        positions = [i for i, op in enumerate(node.operands) if atom_identity(op) == argument]
+        if len(positions) != 1:
+            return None
+        others = [op for i, op in enumerate(node.operands) if i != positions[0]]
+        return self.product(others, [False] * len(others))
 
     def _share(self, node: TMul) -> Range | None:
         """`a / (a + b)` with a, b >= 0 (a the sum of some of the divisor's terms, b the
