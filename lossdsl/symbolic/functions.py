@@ -974,10 +974,13 @@ def class_sum(
     softmax(x) sums to 1). None otherwise."""
     per_class = InverseCount(CLASS_MASK)
     total = sympy.Integer(0)
+    # gathers stay out of the simplification, which puts the 1 of a select's condition
+    # y == 1 into a gather's label y (a float label, which the printed gather refuses)
+    gathered = sympy.Integer(0)
     for term in sympy.Add.make_args(sympy.expand(expr)):
         factors = sympy.Mul.make_args(term)
         if (picked := picked_class(factors, symbol_roles)) is not None:
-            total += picked
+            gathered += picked
             continue
         rows = [f for f in factors if f in rows_summing_to_one or isinstance(f, Softmax)]
         rest = sympy.Mul(*(f for f in factors if f not in rows))
@@ -989,4 +992,4 @@ def class_sum(
             total += rest / per_class
         else:
             total += NUM_CLASSES * rest
-    return sympy.simplify(total)
+    return sympy.simplify(total) + gathered
