@@ -149,3 +149,15 @@ def test_a_comparison_of_an_input_with_itself_stays_as_written() -> None:
     symbolic = lowered("input y: target\ninput p: real\nloss = mean(where(p == p, p, y))\n")
     p = symbolic.symbols["p"]
     assert sympy.Eq(p, p, evaluate=False) in sympy.preorder_traversal(symbolic.result)
+
+
+def test_a_rational_power_with_a_huge_numerator_is_a_float() -> None:
+    """SymPy raises a rational to p/q exactly through its p-th power: minutes for 0.99 to
+    the 2000000/1000001. Past EXACT_POWER_LIMIT such a power is a 30-digit float; small
+    exponents stay exact."""
+    huge = lowering.power(sympy.Rational(99, 100), sympy.Rational(2000000, 1000001))
+    assert isinstance(huge, sympy.Float)
+    assert float(huge) == pytest.approx(0.99 ** (2000000 / 1000001), rel=1e-15)
+    assert lowering.power(sympy.Integer(4), sympy.Rational(1, 2)) == 2
+    assert lowering.power(sympy.Integer(2), sympy.Rational(1, 2)) == sympy.sqrt(2)
+    assert lowering.power(sympy.Rational(1, 2), sympy.Integer(3000)) == sympy.Rational(1, 2**3000)

@@ -133,6 +133,29 @@ def number(value: float) -> sympy.Expr:
     return sympy.Rational(repr(value))
 
 
+EXACT_POWER_LIMIT = 1000
+"""The largest numerator of a non-integer rational exponent a positive rational number is
+raised to exactly. SymPy computes b^(p/q) from b^p: 99/100 to the 2000000/1000001 (the
+literal 2 / (1 + square(1e-3))) took minutes and ended in an error (found by fuzzing)."""
+
+FLOAT_POWER_DIGITS = 30
+"""The digits of such a power computed in floating point instead, as for a literal."""
+
+
+def power(base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
+    """base^exponent; a positive rational to a rational power whose numerator is over
+    EXACT_POWER_LIMIT as a float of FLOAT_POWER_DIGITS digits."""
+    if (
+        base.is_Rational
+        and base.is_positive
+        and exponent.is_Rational
+        and not exponent.is_Integer
+        and abs(exponent.p) > EXACT_POWER_LIMIT
+    ):
+        return sympy.Pow(base, exponent, evaluate=False).evalf(FLOAT_POWER_DIGITS)
+    return sympy.Pow(base, exponent)
+
+
 class _Lowering:
     """Lowers typed nodes, each node object once (a shared `let` is one node)."""
 
@@ -166,7 +189,7 @@ class _Lowering:
             case TNeg(operand=operand):
                 return -self.expr(operand)
             case TPow(base=base, exponent=exponent):
-                return sympy.Pow(self.expr(base), self.expr(exponent))
+                return power(self.expr(base), self.expr(exponent))
             case TCompare(op=op, left=left, right=right):
                 return fn.comparison(RELATIONS[op], self.expr(left), self.expr(right))
             # unevaluated (`not x > 0` is not `x <= 0` at NaN), but a connective of a
