@@ -971,7 +971,8 @@ def class_sum(
     inputs whose rows sum to 1 and softmaxes: k * y sums to k and m to C * m, for k and m
     without the class role (label smoothing's y * (1 - s) + s / C sums to 1; a mean's
     1 / C, the backward pass's `InverseCount`, cancels the C; a logsumexp's derivative
-    softmax(x) sums to 1). None otherwise."""
+    softmax(x) sums to 1), and a label's one-hot row times class-shaped factors sums to
+    their gather (`picked_class`). None otherwise."""
     per_class = InverseCount(CLASS_MASK)
     total = sympy.Integer(0)
     # gathers stay out of the simplification, which puts the 1 of a select's condition
