@@ -121,6 +121,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             -1, fn.TakeClass(fn.LogSoftmax(z), y) + sympy.log(fn.TakeClass(1, y)), evaluate=False
         ),
     ),
+    (  # unlikelihood's -log(1 - p_y), p_y = softmax(z)[y] (log(1 - onehot) is log1p's)
+        "logsumexp_of_log_of_one_minus_gathered_softmax",
+        lambda: -sympy.log(1 - fn.TakeClass(fn.Softmax(z), y)),
+        lambda: -fn.LogSumExp(fn.LogSoftmax(z) + log1p(-fn.OneHot(y), evaluate=False), CLASS),
+    ),
     (  # Poly-1's -log(p_t) with p_t = sum(t * softmax(z)), soft labels t
         "logsumexp_of_log_of_weighted_softmax",
         lambda: -sympy.log(fn.ReduceSum(t * fn.Softmax(z), CLASS)),

@@ -139,6 +139,19 @@ def log_softmax_of_log_of_gathered_softmax(expr: sympy.Basic) -> sympy.Basic | N
     return TakeClass(LogSoftmax(probabilities.args[0]), label) + sympy.log(selected)
 
 
+def logsumexp_of_log_of_one_minus_gathered_softmax(expr: sympy.Basic) -> sympy.Basic | None:
+    """log(1 - softmax(z)[y]) = logsumexp(log_softmax(z) + log(1 - onehot(y))): the log of
+    the other classes' probability, for a label y (unlikelihood training). 1 - p_t is 0 in
+    float32 when the true class's logit is 17 above the others', and its log -inf. A
+    label outside [0, C) gives log(1) = 0 either way."""
+    gathered = _negated(_log_of_one_plus(expr))
+    if not isinstance(gathered, TakeClass) or not isinstance(gathered.args[0], Softmax):
+        return None
+    probabilities, label = gathered.args
+    others = sympy.log(1 - OneHot(label))
+    return LogSumExp(LogSoftmax(probabilities.args[0]) + others, CLASS_MASK)
+
+
 def logsumexp_of_log_of_weighted_softmax(expr: sympy.Basic) -> sympy.Basic | None:
     """log(sum(w * softmax(z), class)) = logsumexp(log_softmax(z) + log(w)), for weights
     w >= 0 (soft labels): the likelihood of a mixture, or Poly-1's -log(p_t) with p_t =
@@ -497,6 +510,7 @@ RULES: tuple[Rule, ...] = tuple(
         softplus_of_log_two_exps,
         log_softmax_of_log_softmax,
         log_softmax_of_log_of_gathered_softmax,
+        logsumexp_of_log_of_one_minus_gathered_softmax,
         logsumexp_of_log_of_weighted_softmax,
         logsumexp_of_log_sum_exp,
         stable_log_cosh,
