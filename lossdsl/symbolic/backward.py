@@ -730,10 +730,9 @@ class _Backward:
 def _at_its_label(x: sympy.Expr, term: sympy.Expr) -> sympy.Expr:
     """x * term, with x taken at the label's class where term has that label's one-hot
     row (and only one): onehot(y) * x is onehot(y) * x[y]."""
-    rows = [factor for factor in sympy.Mul.make_args(term) if isinstance(factor, fn.OneHot)]
-    if len(rows) != 1:
+    if (row := fn.one_hot_row(sympy.Mul.make_args(term))) is None:
         return x * term
-    return fn.TakeClass(x, rows[0].args[0]) * term
+    return fn.TakeClass(x, row.args[0]) * term
 
 
 def _in_vocabulary(expr: sympy.Expr) -> bool:

@@ -942,6 +942,12 @@ def _roles_from_args(
     return frozenset().union(*arg_roles)
 
 
+def one_hot_row(factors: Sequence[sympy.Basic]) -> OneHot | None:
+    """The label's one-hot row among a product's factors, where there is exactly one."""
+    rows = [factor for factor in factors if isinstance(factor, OneHot)]
+    return rows[0] if len(rows) == 1 else None
+
+
 def picked_class(
     factors: tuple[sympy.Basic, ...], symbol_roles: Mapping[sympy.Symbol, Roles]
 ) -> sympy.Expr | None:
@@ -951,15 +957,14 @@ def picked_class(
     sum(a * onehot(y) * softmax(z)) is a * softmax(z)[y], the forward pass's own
     probability of the true class. None without exactly one one-hot row, or without a
     factor to gather (a sum of a * onehot(y) alone is whether y is a class)."""
-    rows = [factor for factor in factors if isinstance(factor, OneHot)]
-    if len(rows) != 1:
+    if (row := one_hot_row(factors)) is None:
         return None
-    others = [factor for factor in factors if factor is not rows[0]]
+    others = [factor for factor in factors if factor is not row]
     per_class = [factor for factor in others if Role.CLASS in roles_of(factor, symbol_roles)]
     if not per_class:
         return None
     rest = [factor for factor in others if factor not in per_class]
-    return sympy.Mul(*rest) * TakeClass(sympy.Mul(*per_class), rows[0].args[0])
+    return sympy.Mul(*rest) * TakeClass(sympy.Mul(*per_class), row.args[0])
 
 
 def class_sum(

@@ -36,6 +36,7 @@ from lossdsl.symbolic.functions import (
     Where,
     decode_roles,
     encode_roles,
+    one_hot_row,
     with_args,
 )
 from lossdsl.symbolic.loss import AppliedRewrite
@@ -482,12 +483,11 @@ def gather_of_onehot_sum(expr: sympy.Basic) -> sympy.Basic | None:
 def _take_class(term: sympy.Expr) -> sympy.Expr | None:
     """c * TakeClass(x, y) for a term c * onehot(y) * x, else None."""
     factors = list(sympy.Mul.make_args(term))
-    onehots = [f for f in factors if isinstance(f, OneHot)]
-    if len(onehots) != 1:
+    if (row := one_hot_row(factors)) is None:
         return None
-    factors.remove(onehots[0])
+    factors.remove(row)
     coefficient, rest = sympy.Mul(*factors).as_coeff_Mul()
-    return coefficient * TakeClass(rest, onehots[0].args[0])
+    return coefficient * TakeClass(rest, row.args[0])
 
 
 @dataclass(frozen=True)
