@@ -492,6 +492,20 @@ def test_a_product_with_a_select_merges_with_another_select_of_its_condition() -
     assert backward_module.selects_merged(apart) == apart
 
 
+def test_a_factor_that_may_be_infinite_goes_into_a_sum_of_selects() -> None:
+    """(where(c1, a, 0) + where(c2, b, 0)) * exp(z) is 0 * inf where neither holds and
+    exp(z) overflows: each select takes the factor into its branch, and a factor inside a
+    product (-where(c, a, 0)) counts as a select. A factor that is never infinite (a
+    sigmoid, a number) stays outside, one product for the sum."""
+    c1, c2 = z > 1, z < -1
+    selects = fn.Where(c1, k, 0) - fn.Where(c2, y, 0)
+    assert backward_module.product(selects, sympy.exp(z)) == fn.Where(
+        c1, k * sympy.exp(z), 0
+    ) + fn.Where(c2, -y * sympy.exp(z), 0)
+    bounded = backward_module.product(selects, fn.Sigmoid(z), 2)
+    assert bounded == sympy.Mul(selects, fn.Sigmoid(z), 2)
+
+
 def test_a_power_by_a_param_at_a_base_of_zero_has_a_finite_derivative() -> None:
     """sigmoid(-z)^gamma at z = 1e4: the base is 0 in float32 and the power rule's
     gamma * 0^(gamma - 1) * 0 was NaN for gamma below 1 (gamma = 0, the asymmetric loss's

@@ -92,8 +92,17 @@ def count(removed: Roles) -> sympy.Expr:
 
 def product(*factors: sympy.Expr) -> sympy.Expr:
     """The product, with the selects `where(c, x, 0)` among the factors taken outside:
-    `where(c, x * rest, 0)`, so that the rest is never multiplied by the 0."""
-    selects = [f for f in factors if isinstance(f, fn.Where) and f.args[2] == 0]
+    `where(c, x * rest, 0)`, so that the rest is never multiplied by the 0. A sum with
+    such a select among its terms takes the rest into each term where the rest may be
+    infinite: the two clipped logs of a complementary log-log link pass
+    (where(c1, a, 0) + where(c2, b, 0)) * exp(z) * exp(-exp(z)), which was 0 * inf at a
+    logit of 1e4, where both clips hold and the gradient is 0."""
+    factors = tuple(itertools.chain.from_iterable(map(sympy.Mul.make_args, factors)))
+    for index, factor in enumerate(factors):
+        others = factors[:index] + factors[index + 1 :]
+        if _has_a_zero_select(factor) and not all(map(_never_infinite, others)):
+            return sympy.Add(*(product(term, *others) for term in factor.args))
+    selects = [f for f in factors if _is_a_zero_select(f)]
     if not selects:
         return sympy.Mul(*factors)
     first = selects[0]
@@ -103,6 +112,61 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
     if joined is not None:
         return product(*joined)
     return fn.Where(condition, product(taken, *rest), sympy.S.Zero)
+
+
+def _is_a_zero_select(expr: sympy.Expr) -> bool:
+    """Whether `expr` is a select `where(c, x, 0)`."""
+    return isinstance(expr, fn.Where) and expr.args[2] == 0
+
+
+def _has_a_zero_select(expr: sympy.Expr) -> bool:
+    """Whether `expr` is a sum with a term that is, or has as a factor, a select
+    `where(c, x, 0)`."""
+    return isinstance(expr, sympy.Add) and any(
+        any(map(_is_a_zero_select, sympy.Mul.make_args(term))) for term in expr.args
+    )
+
+
+_BOUNDED = (fn.Sigmoid, sympy.tanh, sympy.erf, sympy.erfc, Sign, fn.Softmax, fn.OneHot)
+"""Functions whose values are bounded whatever their finite arguments."""
+
+_FINITE_OF_FINITE = (
+    sympy.Add,
+    sympy.Mul,
+    sympy.Abs,
+    fn.Softplus,
+    fn.Relu,
+    fn.Clip,
+    fn.Minimum,
+    fn.Maximum,
+    fn.Where,
+    fn.Channel,
+    fn.Channels,
+    fn.TakeClass,
+    fn.Gather,
+    fn.ReduceSum,
+    fn.ReduceMean,
+    fn.ReduceMax,
+    fn.ReduceMin,
+    fn.InverseCount,
+)
+"""Nodes that are finite where their arguments are (an overflow of a finite sum aside)."""
+
+
+def _never_infinite(expr: sympy.Basic) -> bool:
+    """Whether `expr` is finite wherever its inputs are: no exp, log or division by a
+    value that may reach 0 (`_floored` divisors only), and whole powers of such."""
+    if isinstance(expr, CONDITIONS) or expr.is_Symbol:
+        return True
+    if expr.is_Number:
+        return bool(expr.is_finite)
+    if isinstance(expr, _BOUNDED):
+        return True
+    if isinstance(expr, sympy.Pow):
+        base, exponent = expr.args
+        whole = exponent.is_Integer and (exponent > 0 or _floored(base))
+        return bool(whole) and _never_infinite(base)
+    return isinstance(expr, _FINITE_OF_FINITE) and all(map(_never_infinite, expr.args))
 
 
 def quotients_combined(adjoint: sympy.Expr) -> sympy.Expr:
