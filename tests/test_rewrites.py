@@ -305,6 +305,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.log(1 / (1 + sympy.exp(-z))),
         lambda: -fn.Softplus(-z),
     ),
+    (  # the Savage loss
+        "sigmoid_of_reciprocal",
+        lambda: 1 / (1 + sympy.exp(2 * z)) ** 2,
+        lambda: fn.Sigmoid(-2 * z) ** 2,
+    ),
+    (
+        "sigmoid_of_reciprocal",
+        lambda: (1 + sympy.exp(-z)) ** -RATE,
+        lambda: fn.Sigmoid(z) ** RATE,
+    ),
     (
         "softmax_of_exp_ratio",
         lambda: sympy.exp(z) / fn.ReduceSum(sympy.exp(z), CLASS),
@@ -369,6 +379,7 @@ UNCHANGED: list[Builder] = [
     lambda: sympy.log(fn.ReduceSum(x * fn.Softmax(z), CLASS)),  # x may be negative
     lambda: sympy.log(fn.ReduceSum(t * fn.Softmax(z), ALL)),  # not over the classes alone
     lambda: sympy.log(fn.TakeClass(fn.Clip(fn.Softmax(z), EPS, 1 - EPS), y)),  # clipped
+    lambda: (1 + sympy.exp(z)) ** gamma,  # gamma may be 0 or positive: no reciprocal
 ]
 
 

@@ -421,10 +421,12 @@ def safe_divisor_in_guarded_branch(expr: sympy.Basic) -> sympy.Basic | None:
 
 
 def sigmoid_of_reciprocal(expr: sympy.Basic) -> sympy.Basic | None:
-    """1 / (1 + exp(-x)) = sigmoid(x)."""
-    is_reciprocal = isinstance(expr, sympy.Pow) and expr.exp == -1
+    """1 / (1 + exp(-x)) = sigmoid(x), and (1 + exp(-x))^-k = sigmoid(x)^k for every
+    k > 0 (the base is positive): the Savage loss's 1 / (1 + exp(2 m))^2 has a finite
+    gradient at a margin of 1e4, where exp(2 m) / (1 + exp(2 m))^3 was inf / inf."""
+    is_reciprocal = isinstance(expr, sympy.Pow) and bool(expr.exp.is_negative)
     if is_reciprocal and isinstance(power := _one_plus(expr.base), sympy.exp):
-        return Sigmoid(-power.args[0])
+        return Sigmoid(-power.args[0]) ** -expr.exp
     return None
 
 
