@@ -95,13 +95,9 @@ def _run_tensorflow(
     true_dtype = tf.int32 if draw.y_true.dtype.kind == "i" else tf.float64
     y_true = tf.constant(draw.y_true, dtype=true_dtype)
     y_pred = tf.constant(draw.y_pred, dtype=tf.float64)
-    tensors = {
-        name: tf.constant(value, tf.float64) if isinstance(value, tuple) else value
-        for name, value in arguments.items()
-    }
     with tf.GradientTape() as tape:
         tape.watch(y_pred)
-        result = function(y_true, y_pred, **tensors)
+        result = function(y_true, y_pred, **arguments)
         _checked_shape(result, output_shape)
         objective = tf.reduce_sum(tf.constant(draw.cotangent, tf.float64) * result)
     gradient = tape.gradient(objective, y_pred)
