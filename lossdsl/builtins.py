@@ -477,14 +477,16 @@ BUILTIN_LIST: tuple[Builtin, ...] = (
     ),
     _reduction(
         "max",
-        "maximum over the last role (or `axis=`)",
+        "maximum over the last role (or `axis=`); elementwise, the larger of two values is "
+        "`maximum(a, b)`",
         fn.ReduceMax,
         ("tf.math.reduce_max", "jnp.max", "torch.amax"),
         r"\max",
     ),
     _reduction(
         "min",
-        "minimum over the last role (or `axis=`)",
+        "minimum over the last role (or `axis=`); elementwise, the smaller of two values is "
+        "`minimum(a, b)`",
         fn.ReduceMin,
         ("tf.math.reduce_min", "jnp.min", "torch.amin"),
         r"\min",

@@ -107,8 +107,21 @@ from lossdsl.typed import (
     partners_used,
 )
 
-MATRIX_FUNCTIONS = frozenset({"transpose", "matmul", "dot", "einsum", "outer", "tensordot"})
-"""Names a user reaching for matrix algebra calls: their help points to `other(x)`."""
+_REDUCTIONS_HELP = "the reductions are `sum`, `mean`, `max`, `min` and `logsumexp`, with `axis=`"
+OTHER_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("transpose", "matmul", "dot", "einsum", "outer", "tensordot"), MATRIX_HELP),
+    **dict.fromkeys(("pow", "power"), "a power is written `x ^ y` (or `x ** y`)"),
+    "ln": "the natural logarithm is `log(x)`",
+    "log2": "a logarithm to another base is a quotient: `log(x) / log(2)`",
+    "log10": "a logarithm to another base is a quotient: `log(x) / log(10)`",
+    **dict.fromkeys(("clamp", "clip_by_value"), "clipping is `clip(x, lo, hi)`"),
+    **dict.fromkeys(
+        ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_logsumexp"),
+        _REDUCTIONS_HELP,
+    ),
+}
+"""The help for calls of functions that other libraries name and the language spells
+otherwise (the checker's E201): matrix algebra points to `other(x)`, `pow` to `^`."""
 
 AXIS_HELP = (
     "`axis` is -1 (the last role, the default), 0 (batch), sample (every role but batch), "
@@ -420,8 +433,8 @@ class SpecChecker(RoleRules):
                 node.func_span,
                 "not a built-in",
                 *(
-                    (MATRIX_HELP,)
-                    if name in MATRIX_FUNCTIONS
+                    (OTHER_SPELLINGS[name],)
+                    if name in OTHER_SPELLINGS
                     else similar_name_help(name, BUILTINS, "built-in")
                     or ("built-in functions: " + ", ".join(BUILTINS),)
                 ),
