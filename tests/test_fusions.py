@@ -225,6 +225,8 @@ UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum(e * (e - fn.Other(e, 1)) ** 2, CLASS),  # a factor with classes
     lambda: fn.CumSum(t),  # no one-hot row
     lambda: fn.ReduceSum(t * z - fn.Softplus(z), CLASS),  # a term that is not negated
+    # an exp under a class sum: each element meets the other classes' conditions too
+    lambda: fn.Maximum(fn.ReduceSum(sympy.exp(z), CLASS), t),
 ]
 
 

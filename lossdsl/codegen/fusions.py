@@ -199,15 +199,20 @@ def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
     """The roles along which some value in `expr` combines several elements of y_pred."""
     coupled: set[Role] = set()
     for node in sympy.preorder_traversal(expr):
-        if not isinstance(node, fn.LossFunction) or not node.has(y_pred):
-            continue
-        if isinstance(node, fn.Reduction):
-            coupled |= node.removed_roles
-        elif isinstance(node, fn.Other | fn.PairDot):  # a pair reads its partner's elements
-            coupled |= {Role.BATCH, Role.CLASS, node.partner_role}
-        elif not isinstance(node, fn.Elementwise):
-            coupled.add(Role.CLASS)  # softmax, class ids, gathers: across the classes
+        if node.has(y_pred):
+            coupled |= _roles_combined_by(node)
     return frozenset(coupled)
+
+
+def _roles_combined_by(node: sympy.Basic) -> Roles:
+    """The roles along which `node` itself combines several elements of its arguments."""
+    if not isinstance(node, fn.LossFunction) or isinstance(node, fn.Elementwise):
+        return frozenset()
+    if isinstance(node, fn.Reduction):
+        return node.removed_roles
+    if isinstance(node, fn.Other | fn.PairDot):  # a pair reads its partner's elements
+        return frozenset({Role.BATCH, Role.CLASS, node.partner_role})
+    return frozenset({Role.CLASS})  # softmax, class ids, gathers: across the classes
 
 
 GUARD_TREE_LIMIT = 20_000
@@ -258,20 +263,27 @@ def _exponents_gated(
     every role of `condition` read only where the branch is `taken` (elsewhere a
     stop_gradient copy); its value is unchanged. A pair loss's exp(s_an - s_ap) under
     `where=` reads its pair's similarities, which no gate on y_pred holds apart, but each
-    element of u has its own pair's condition, and u overflows exp where it is left out."""
+    element of u has its own pair's condition, and u overflows exp where it is left out.
+    An exp below a node that combines elements along the condition's roles (a class sum)
+    stays as it is: each of its elements reaches the branch's values at other elements,
+    with their conditions, where a gate by its own would drop its gradient."""
     condition_roles = fn.roles_of(condition, context.roles)
 
     def gated(node: sympy.Basic) -> sympy.Basic:
-        (u,) = node.args
-        if not u.has(context.y_pred) or not condition_roles <= fn.roles_of(u, context.roles):
+        overflowing = isinstance(node, OVERFLOWING)  # (a tuple of types narrows to object)
+        if overflowing:
+            (u,) = node.args
+            if not u.has(context.y_pred) or not condition_roles <= fn.roles_of(u, context.roles):
+                return node
+            frozen = fn.StopGradient(u)
+            return node.func(
+                fn.Where(condition, u, frozen) if taken else fn.Where(condition, frozen, u)
+            )
+        if not node.args or _roles_combined_by(node) & condition_roles:
             return node
-        frozen = fn.StopGradient(u)
-        return node.func(
-            fn.Where(condition, u, frozen) if taken else fn.Where(condition, frozen, u)
-        )
+        return fn.with_args(node, [gated(arg) for arg in node.args])
 
-    exps = [node for node in sympy.preorder_traversal(branch) if isinstance(node, OVERFLOWING)]
-    return branch.xreplace({node: gated(node) for node in exps})
+    return gated(branch)
 
 
 def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
