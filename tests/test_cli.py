@@ -165,17 +165,18 @@ def test_plot_is_wired(capsys) -> None:
 
 
 def test_the_command_keeps_tensorflow_start_up_chatter_off_stderr(specs, tmp_path) -> None:
-    """Nor does TensorFlow warn about a param's name: a vector param named `ω` was a
-    placeholder's name when verification passed it as a tensor, which TensorFlow's node
-    names (ASCII) refuse with a warning; it is passed as the Keras class passes it."""
+    """Nor does TensorFlow warn about Greek names: an input named `λ` or a vector param
+    named `ω` (passed by verification as a tensor) named a traced argument's placeholder,
+    and TensorFlow's node names are ASCII. Inputs are spelled in ASCII in the module, and
+    vector params passed as the Keras class passes them."""
     import os
     import subprocess
     import sys
 
     greek = tmp_path / "greek.loss"
     greek.write_text(
-        "input y: onehot\ninput p: prob\nparam ω: nonneg = [1.0, 2.0, 3.0]\n"
-        "loss greek = mean(-sum(ω * y * log(clip(p))))\n",
+        "input λ: onehot\ninput ŷ: prob\nparam ω: nonneg = [1.0, 2.0, 3.0]\n"
+        "loss greek = mean(-sum(ω * λ * log(clip(ŷ))))\n",
         encoding="utf-8",
     )
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -16,6 +16,7 @@ import lossdsl
 from lossdsl import cache
 from lossdsl.codegen.names import (
     GENERATED_NAMES,
+    ascii_spelling,
     is_reserved,
     python_names,
     tf_argument_name,
@@ -51,6 +52,14 @@ def test_names_tf_function_would_rename_are_spelled_as_it_spells_them() -> None:
     names = unique_identifiers(["_", "__", "_g", "arg__g"], [])
     assert names == {"_": "arg__", "__": "arg___", "_g": "arg__g_", "arg__g": "arg__g"}
     assert all(tf_argument_name(identifier) == identifier for identifier in names.values())
+
+
+def test_inputs_are_spelled_in_ascii_and_params_keep_their_spelling() -> None:
+    """TensorFlow names a traced argument's placeholder after it, in ASCII; the inputs
+    are positional, so their names are the module's own, while a param's is a keyword."""
+    names = unique_identifiers(["λ", "ŷ", "y", "γ"], [], positional=["λ", "ŷ"])
+    assert names == {"λ": "lamda", "ŷ": "y_", "y": "y", "γ": "γ"}
+    assert ascii_spelling("学") == "_" and tf_argument_name(ascii_spelling("学")) == "arg__"
 
 
 def test_the_loss_function_and_class_names_are_taken_too() -> None:

@@ -10,7 +10,10 @@ free keeps its spelling, any other gets the first free candidate among `name_`,
 A name that TensorFlow would not accept as a `tf.function` argument (one starting with
 `_`, or with a character that is not a letter, digit or `_`) is first spelled as
 TensorFlow spells it (`_g` -> `arg__g`), so `tf.function` never renames an argument
-behind the module's back.
+behind the module's back. The inputs, which the module takes by position, are spelled
+in ASCII too (`ascii_spelling`: `ŷ` -> `y`, `λ` -> `lamda`): TensorFlow names a traced
+argument's placeholder after it, and its node names are ASCII (it logs a warning for
+any other). A param keeps its spelling, its keyword in the module's API.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+import unicodedata
 from collections.abc import Iterable
 
 from lossdsl.codegen.helpers import HELPER_NAMES
@@ -92,33 +96,52 @@ def python_name(spec_name: str) -> str:
     return name
 
 
+def ascii_spelling(name: str) -> str:
+    """`name` in ASCII letters: accents dropped (`ŷ` -> `y`), any other letter by the last
+    word of its Unicode name (`λ` -> `lamda`), anything else `_`."""
+    spelled = []
+    for character in unicodedata.normalize("NFKD", name):
+        if character.isascii():
+            spelled.append(character)
+        elif not unicodedata.combining(character):
+            word = unicodedata.name(character, "").rsplit(" ", 1)[-1].lower()
+            spelled.append(word if word.isascii() and word.isalpha() else "_")
+    return "".join(spelled)
+
+
 def python_names(checked: CheckedSpec) -> dict[str, str]:
     """The Python identifier of every input and param of a spec, one-to-one."""
     function, mask_function, class_name = function_names(checked.loss_name)
-    spec_names = [checked.y_true.name, checked.y_pred.name, *(p.name for p in checked.params)]
-    return unique_identifiers(spec_names, {function, mask_function, class_name})
+    inputs = [checked.y_true.name, checked.y_pred.name]
+    spec_names = [*inputs, *(p.name for p in checked.params)]
+    return unique_identifiers(spec_names, {function, mask_function, class_name}, inputs)
 
 
-def unique_identifiers(spec_names: Iterable[str], module_names: Iterable[str]) -> dict[str, str]:
+def unique_identifiers(
+    spec_names: Iterable[str], module_names: Iterable[str], positional: Iterable[str] = ()
+) -> dict[str, str]:
     """Distinct identifiers for distinct spec names, none reserved nor in `module_names`.
 
     Names that are free keep their spelling; the others, in order, take the first free
     candidate among `base`, `base_`, `base__`, ... where `base` is the name as
-    `tf.function` accepts it.
+    `tf.function` accepts it, for the `positional` names in ASCII (`ascii_spelling`).
     """
     names = list(dict.fromkeys(spec_names))
+    ascii_only = set(positional)
+
+    def base(name: str) -> str:
+        return tf_argument_name(ascii_spelling(name) if name in ascii_only else name)
+
     taken = set(module_names)
     keeps = [
-        name
-        for name in names
-        if name not in taken and not is_reserved(name) and tf_argument_name(name) == name
+        name for name in names if name not in taken and not is_reserved(name) and base(name) == name
     ]
     identifiers = {name: name for name in keeps}
     taken.update(keeps)
     for name in names:
         if name in identifiers:
             continue
-        candidate = tf_argument_name(name)
+        candidate = base(name)
         while candidate in taken or is_reserved(candidate):
             candidate += "_"
         identifiers[name] = candidate
