@@ -284,7 +284,34 @@ VERIFIED = [
     "param w = [1.0, 2.0, 3.0]\nloss = mean(sum(w[1:] * square(p[1:] - y[1:])) + w[0] * p[0])",
     REGRESSION + "loss = mean(square(y[0] - sum(softmax(p)[1:])) + max(p[0:2]))",
     REGRESSION + "loss = mean(where(p[0] > y[0], p[1], -p[1]))",
+    # y[1:] meets p[1:] of another width, broadcast where y has 2 channels and p 3: the
+    # gradient's class axis was y_true's (E900, an IndexError in the comparison)
+    "input y: binary\ninput p: prob\nloss = mean(1 - (sum(y[1:] * p[1:]) + 1) / "
+    "(sum(y[1:] * p[1:]) + 0.3 * sum((1 - y[1:]) * p[1:]) + 1))",
 ]
+
+
+@pytest.mark.parametrize("spec", ["loss = mean(y * p)", "loss = mean(1 - sum(y * p) / sum(p + 1))"])
+def test_a_gradient_with_y_true_s_class_axis_of_size_one_has_y_pred_s_shape(spec: str) -> None:
+    """LANGUAGE.md 6.2: a class axis of size 1 is broadcast. The derivative of mean(y * p)
+    is y / C, y_true's shape [batch, 1] where y_pred's is [batch, 3]: TensorFlow refused
+    the custom gradient in a graph ("Incompatible shapes between op input and calculated
+    input gradient"). It is broadcast to y_pred's shape."""
+    loss = lossdsl.load(REGRESSION + spec)
+    y = tf.constant([[2.0], [0.5]])
+    p = tf.constant([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
+
+    @tf.function
+    def gradient(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            value = loss(y, p)
+        return tape.gradient(value, p)
+
+    with tf.GradientTape() as tape:
+        tape.watch(p)
+        expected = loss(tf.broadcast_to(y, p.shape), p)
+    np.testing.assert_allclose(gradient(y, p), tape.gradient(expected, p), rtol=1e-6)
 
 
 @pytest.mark.parametrize("text", VERIFIED, ids=range(len(VERIFIED)))

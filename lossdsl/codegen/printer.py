@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace as replace_field
 
 import sympy
@@ -472,6 +472,24 @@ def _joined(operands: list[tuple[str, str]], space: str) -> str:
     return head + "".join(f"{space}{operator}{space}{text}" for operator, text in rest)
 
 
+def has_the_class_axis_of(
+    expr: sympy.Basic, source: sympy.Basic, roles: Callable[[sympy.Basic], Roles]
+) -> bool:
+    """Whether `expr` has the class axis of `source` (y_pred, or a slice of it) at run
+    time: it reads `source` through elementwise operations that keep the class role (or
+    a one-hot row, C wide, for y_pred itself). y_true's class axis may have size 1 where
+    y_pred's does not, and a value with only that axis has y_true's size."""
+    if expr == source:
+        return True
+    if Role.CLASS not in roles(expr):
+        return False
+    if isinstance(expr, fn.OneHot | fn.ClassesFrom | fn.IntoChannels | fn.ChannelsJoined):
+        return not isinstance(source, fn.Channels)
+    if isinstance(expr, fn.Channels):
+        return False
+    return any(has_the_class_axis_of(arg, source, roles) for arg in expr.args)
+
+
 class TensorFlowPrinter(PythonCodePrinter):
     """SymPy -> expressions of a backend (`target`) in keepdims form (conventions: module
     docstring). TensorFlow's spelling is the default; the target spells the rest."""
@@ -734,9 +752,12 @@ class TensorFlowPrinter(PythonCodePrinter):
         return UPSTREAM_LOCAL, self.form(forms[result_roles], UPSTREAM_LOCAL)
 
     def gradient(self, expr: sympy.Basic) -> str:
-        """The gradient with respect to y_pred, in y_pred's shape."""
+        """The gradient with respect to y_pred, in y_pred's shape: where it lacks a role,
+        or its class axis is y_true's, which may have size 1 (LANGUAGE.md 6.2: the
+        derivative of mean(y * p) is y / C), broadcast to y_pred's."""
         printed = self._print(expr)
-        if self.roles(expr) == self.axis_roles:
+        whole = self.roles(expr) == self.axis_roles
+        if whole and has_the_class_axis_of(expr, self.context.y_pred, self.roles):
             return printed
         if expr not in self.temporaries and self.precedence_of(expr) <= PRECEDENCE["Add"]:
             printed = f"({printed})"
@@ -1089,11 +1110,13 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     def _print_IntoChannels(self, expr: fn.IntoChannels) -> str:
         """`_into_channels`: the values padded to `like`'s channels; values without the
-        class role first broadcast to a slice of several channels."""
+        slice's class axis (without the class role, or with y_true's) first broadcast to
+        a slice of several channels."""
         values, like, start, stop = expr.args
         printed = self._print(values)
         single = (stop != sympy.oo and stop - start == 1) or (start == -1 and stop == sympy.oo)
-        if Role.CLASS not in self.roles(values) and not single:
+        sized = has_the_class_axis_of(values, fn.Channels(like, start, stop), self.roles)
+        if not (sized or single):
             zeros = self.form("zeros_like", self._print(fn.Channels(like, start, stop)))
             printed = f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"
         self.helpers_used.add(INTO_CHANNELS)
