@@ -193,6 +193,23 @@ def agreements(roots: Sequence[TExpr]) -> dict[Argument, int]:
     return found
 
 
+def offsets(roots: Sequence[TExpr]) -> dict[Argument, int]:
+    """y_true's class count less y_pred's where class axes of both, of sizes known only at
+    run time, meet in an elementwise combination: `-y[-1] * sum(y[0:-1] * log_softmax(z))`
+    (a weight beside soft labels, LANGUAGE.md 6.2) runs as written where y has one class
+    more than z. The first combination found wins; the verifier draws inputs so."""
+    widths = Widths()
+    for node in walk(roots):
+        if isinstance(node, TSelect):
+            continue
+        sizes = [widths.of(child) for child in children(node) if Role.CLASS in child.roles]
+        true = [width.offset for width in sizes if width.count == "y_true"]
+        predicted = [width.offset for width in sizes if width.count == "y_pred"]
+        if true and predicted and predicted[0] != true[0]:
+            return {"y_true": predicted[0] - true[0]}
+    return {}
+
+
 def whole_uses(roots: Sequence[TExpr], argument: Argument) -> bool:
     """Whether the input bound to `argument` is read other than through selections."""
 

@@ -166,7 +166,7 @@ def sweep_for(spec: Any, counts: ClassCounts = ONE_CHANNEL) -> Sweep:
             return with_channels(binary_sweep(prediction), counts)
         case (("onehot" | "label"), ("prob" | "logits" | "real")):
             classes = _vector_length(spec) or counts.exact
-            return categorical_sweep(truth, prediction, classes, counts.fewest)
+            return categorical_sweep(truth, prediction, classes, counts.fewest, counts.true_offset)
         case _:
             return with_channels(regression_sweep(prediction), counts)
 
@@ -177,7 +177,7 @@ def with_channels(sweep: Sweep, counts: ClassCounts) -> Sweep:
     in its others (a weight or an event indicator on). A Gaussian NLL on (mean,
     log-variance) draws the squared error's parabola at a variance of 1."""
     predicted = counts.exact or counts.fewest
-    true = counts.true_classes or predicted
+    true = counts.true_classes or predicted + counts.true_offset
     if predicted == 1 and true == 1:
         return sweep
 
@@ -222,13 +222,19 @@ def _as_column(points: Any) -> Any:
 
 
 def categorical_sweep(
-    truth: str, prediction: str, vector_length: int | None, fewest: int = 1
+    truth: str,
+    prediction: str,
+    vector_length: int | None,
+    fewest: int = 1,
+    true_offset: int = 0,
 ) -> Sweep:
     """The true class's probability (or score), the other classes sharing the rest.
 
     With C fixed (by per-class params' length, or a slice y_pred's classes must match)
     one curve per true class; otherwise one curve per number of classes, 2 to 5, from the
-    `fewest` the spec's selections need (equal curves are merged when drawn).
+    `fewest` the spec's selections need (equal curves are merged when drawn). One-hot
+    rows of a y_true with `true_offset` more classes than y_pred (a weight beside soft
+    labels) end in that many 1s.
     """
     counts = [classes for classes in (2, 3, 5) if classes >= fewest] or [fewest]
     pairs = (
@@ -239,7 +245,7 @@ def categorical_sweep(
     curves = tuple(
         Curve(
             f"true class = {true_class}" if vector_length else f"classes = {classes}",
-            _categorical_truth(truth, true_class, classes),
+            _categorical_truth(truth, true_class, classes, true_offset),
             _categorical_path(prediction, true_class, classes),
         )
         for true_class, classes in pairs
@@ -255,9 +261,14 @@ def categorical_sweep(
     return Sweep(x_label, np.linspace(1e-3, 1 - 1e-3, POINTS, dtype=np.float32), curves)
 
 
-def _categorical_truth(truth: str, true_class: int, classes: int) -> np.ndarray:
+def _categorical_truth(
+    truth: str, true_class: int, classes: int, true_offset: int = 0
+) -> np.ndarray:
     ids = np.full(POINTS, true_class, np.int32)
-    return ids if truth == "label" else np.eye(classes, dtype=np.float32)[ids]
+    if truth == "label":
+        return ids
+    rows = np.eye(classes, dtype=np.float32)[ids][:, : classes + min(true_offset, 0)]
+    return np.pad(rows, [(0, 0), (0, max(true_offset, 0))], constant_values=1.0)
 
 
 def _categorical_path(prediction: str, true_class: int, classes: int) -> Callable[[Any], Any]:

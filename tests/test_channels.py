@@ -230,6 +230,10 @@ def test_verification_draws_y_true_with_the_channels_it_selects() -> None:
             "loss = mean(-log(sum(onehot(y) * softmax(z[..., 0:3]))))",
             ClassCounts(3, None, exact=3),
         ),
+        (  # a weight beside soft labels: y has one class more than z
+            "input y: onehot\ninput z: logits\nloss = mean(-y[-1] * sum(y[0:-1] * log_softmax(z)))",
+            ClassCounts(1, None, true_offset=1),
+        ),
     ],
 )
 def test_verification_draws_the_classes_a_slice_of_literal_width_meets(
@@ -238,7 +242,10 @@ def test_verification_draws_the_classes_a_slice_of_literal_width_meets(
     """A whole input's class axis that meets a slice of literal width must have that many
     classes (LANGUAGE.md 6.2: class axes of different sizes meet only through a selection
     or a size of 1): the verifier drew y_true, or y_pred, with y_pred's count, and its
-    reference indexed the slice outside itself (E900, IndexError). The spec then compiles
+    reference indexed the slice outside itself (E900, IndexError). Where both class axes
+    are sized at run time, y_true is drawn with as many more classes as the combination
+    needs (`channels.offsets`): LANGUAGE.md 6.2's weight beside soft labels was drawn with
+    y_true narrower than y_pred, its slice broadcast, and was E902. The spec then compiles
     with verification."""
     assert class_counts(lower(checked(source))) == counts
     lossdsl.compile(source)

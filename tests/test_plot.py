@@ -57,9 +57,12 @@ SLICED_CE = (
     "input y: label\ninput z: logits\nloss = mean(-log(sum(onehot(y) * softmax(z[..., 0:3]))))\n"
 )
 WEIGHT_CHANNEL = "input y: target\ninput p: real\nloss = mean(y[1] * square(p[0] - y[0]))\n"
+WEIGHTED_SOFT_LABELS = (
+    "input y: onehot\ninput z: logits\nloss = mean(-y[-1] * sum(y[0:-1] * log_softmax(z)))\n"
+)
 
 
-@pytest.mark.parametrize("text", [GAUSSIAN_NLL, SLICED_CE, WEIGHT_CHANNEL])
+@pytest.mark.parametrize("text", [GAUSSIAN_NLL, SLICED_CE, WEIGHT_CHANNEL, WEIGHTED_SOFT_LABELS])
 def test_a_spec_that_selects_channels_is_plotted(tmp_path: Path, text: str) -> None:
     """The sweep gives y_pred and y_true the channels the spec selects (`with_channels`,
     the class count a slice must match): it gave them one column, and the module's

@@ -165,7 +165,7 @@ class Expander:
 
     def _count_classes(self, expr: sympy.Basic) -> int:
         if expr == self.symbolic.symbols[self.symbolic.checked.y_true.name]:
-            return self.layout.true_classes or self.layout.classes
+            return self.layout.true_count
         if isinstance(expr, functions.Channels):
             operand, start, stop = expr.args
             return len(range(self.classes(operand))[_slice(start, stop)])

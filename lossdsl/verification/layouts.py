@@ -23,15 +23,22 @@ class Layout:
     spatial: tuple[int, ...]
     classes: int
     true_classes: int | None = None
+    true_offset: int = 0
+    """Without `true_classes`, y_true's classes less y_pred's (`channels.offsets`)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
         return (self.batch, *self.spatial, self.classes)
 
     @property
+    def true_count(self) -> int:
+        """y_true's number of classes."""
+        return self.true_classes or self.classes + self.true_offset
+
+    @property
     def true_shape(self) -> tuple[int, ...]:
         """y_true's shape (for a `label`, with its class axis of 1 dropped by the draw)."""
-        return (*self.shape[:-1], self.true_classes or self.classes)
+        return (*self.shape[:-1], self.true_count)
 
     def output_shape(self, roles: Roles) -> tuple[int, ...]:
         """The shape of a value with `roles` in Keras's squeezed form."""
@@ -72,6 +79,7 @@ def verify_layouts(
     fewest: int = 1,
     true_classes: int | None = None,
     paired: bool = False,
+    true_offset: int = 0,
 ) -> tuple[Layout, Layout, Layout]:
     """The shapes a compile is verified at: [3, C], [2, 5, C] and [2, 3, 2, C]; for a spec
     that pairs samples, which has no spatial axes, [3, C], [2, C] and [5, C].
@@ -79,17 +87,21 @@ def verify_layouts(
     C is the length of the spec's vector params, or 4, 3, 4 without them, at least
     `fewest` (the channels the spec selects); the first batch size moves to 4 when C is 3,
     so that no two adjacent axes have equal sizes where it can be helped. y_true has
-    `true_classes` classes where given, else C.
+    `true_classes` classes where given, else C + `true_offset`.
     """
     counts = (classes,) * 3 if classes else DEFAULT_CLASSES
     first, second, third = (max(count, fewest) for count in counts)
-    small = Layout(4 if first == 3 else 3, (), first, true_classes)
+    small = Layout(4 if first == 3 else 3, (), first, true_classes, true_offset)
     if paired:
-        return small, Layout(2, (), second, true_classes), Layout(5, (), third, true_classes)
+        return (
+            small,
+            Layout(2, (), second, true_classes, true_offset),
+            Layout(5, (), third, true_classes, true_offset),
+        )
     return (
         small,
-        Layout(2, (5,), second, true_classes),
-        Layout(2, (3, 2), third, true_classes),
+        Layout(2, (5,), second, true_classes, true_offset),
+        Layout(2, (3, 2), third, true_classes, true_offset),
     )
 
 
