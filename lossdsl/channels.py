@@ -171,18 +171,23 @@ def requirements(roots: Sequence[TExpr], source: SourceFile) -> dict[Argument, R
     return found
 
 
+def _meeting_widths(roots: Sequence[TExpr]) -> Iterator[list[Width]]:
+    """The widths of the class axes that meet in each elementwise combination (every
+    node but a selection, which reads its operand's axis rather than combining it)."""
+    widths = Widths()
+    for node in walk(roots):
+        if not isinstance(node, TSelect):
+            yield [widths.of(child) for child in children(node) if Role.CLASS in child.roles]
+
+
 def agreements(roots: Sequence[TExpr]) -> dict[Argument, int]:
     """Per input, the class count it must have where its class axis, of a size known only
     at run time, meets one of a literal size other than 1 in an elementwise combination:
     `p[0:2] - y` runs only where y has 2 classes (or 1, broadcast: the equal count is
     taken), `onehot(y) * softmax(z[..., 0:3])` only where z has 3. The first combination
     found wins; the verifier draws inputs so."""
-    widths = Widths()
     found: dict[Argument, int] = {}
-    for node in walk(roots):
-        if isinstance(node, TSelect):
-            continue
-        sizes = [widths.of(child) for child in children(node) if Role.CLASS in child.roles]
+    for sizes in _meeting_widths(roots):
         literal = {width.literal for width in sizes if width.literal not in (None, 1)}
         if len(literal) != 1:
             continue
@@ -193,21 +198,17 @@ def agreements(roots: Sequence[TExpr]) -> dict[Argument, int]:
     return found
 
 
-def offsets(roots: Sequence[TExpr]) -> dict[Argument, int]:
+def true_offset(roots: Sequence[TExpr]) -> int | None:
     """y_true's class count less y_pred's where class axes of both, of sizes known only at
     run time, meet in an elementwise combination: `-y[-1] * sum(y[0:-1] * log_softmax(z))`
     (a weight beside soft labels, LANGUAGE.md 6.2) runs as written where y has one class
     more than z. The first combination found wins; the verifier draws inputs so."""
-    widths = Widths()
-    for node in walk(roots):
-        if isinstance(node, TSelect):
-            continue
-        sizes = [widths.of(child) for child in children(node) if Role.CLASS in child.roles]
+    for sizes in _meeting_widths(roots):
         true = [width.offset for width in sizes if width.count == "y_true"]
         predicted = [width.offset for width in sizes if width.count == "y_pred"]
         if true and predicted and predicted[0] != true[0]:
-            return {"y_true": predicted[0] - true[0]}
-    return {}
+            return predicted[0] - true[0]
+    return None
 
 
 def whole_uses(roots: Sequence[TExpr], argument: Argument) -> bool:

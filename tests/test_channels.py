@@ -244,7 +244,7 @@ def test_verification_draws_the_classes_a_slice_of_literal_width_meets(
     or a size of 1): the verifier drew y_true, or y_pred, with y_pred's count, and its
     reference indexed the slice outside itself (E900, IndexError). Where both class axes
     are sized at run time, y_true is drawn with as many more classes as the combination
-    needs (`channels.offsets`): LANGUAGE.md 6.2's weight beside soft labels was drawn with
+    needs (`channels.true_offset`): LANGUAGE.md 6.2's weight beside soft labels was drawn with
     y_true narrower than y_pred, its slice broadcast, and was E902. The spec then compiles
     with verification."""
     assert class_counts(lower(checked(source))) == counts

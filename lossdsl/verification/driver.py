@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import sympy
 
-from lossdsl.channels import agreements, offsets, requirements, whole_uses
+from lossdsl.channels import agreements, requirements, true_offset, whole_uses
 from lossdsl.codegen.names import python_names
 from lossdsl.codegen.targets import DEFAULT_TARGET
 from lossdsl.diagnostics import Diagnostic
@@ -116,7 +116,7 @@ class ClassCounts(NamedTuple):
     """y_pred's where a combination needs it to be that count."""
     true_offset: int = 0
     """Without `true_classes`, y_true's count less y_pred's, where class axes of both meet
-    (`channels.offsets`)."""
+    (`channels.true_offset`)."""
 
 
 def class_counts(symbolic: SymbolicLoss) -> ClassCounts:
@@ -130,7 +130,7 @@ def class_counts(symbolic: SymbolicLoss) -> ClassCounts:
     if true_classes is not None and whole_uses(roots, "y_true"):
         fewest, true_classes = max(fewest, true_classes), None
     agreed = agreements(roots)
-    if "y_true" not in agreed and (offset := offsets(roots).get("y_true")) is not None:
+    if "y_true" not in agreed and (offset := true_offset(roots)) is not None:
         # y_true's selections need `true_classes`, y_pred's `fewest`, at C and C + offset
         fewest = max(fewest, (true_classes or 1) - offset)
         return ClassCounts(fewest, None, agreed.get("y_pred"), offset)

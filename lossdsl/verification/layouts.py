@@ -24,7 +24,7 @@ class Layout:
     classes: int
     true_classes: int | None = None
     true_offset: int = 0
-    """Without `true_classes`, y_true's classes less y_pred's (`channels.offsets`)."""
+    """Without `true_classes`, y_true's classes less y_pred's (`channels.true_offset`)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
