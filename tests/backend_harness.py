@@ -28,6 +28,17 @@ PADDED_LABELS = np.array([[1, -1]], dtype="int32")
 PADDED_P = np.array([[[0.5, 0.5], [0.0, 1.0]]], dtype="float32")
 PADDED_GRADIENT = np.array([[[-2.0, -2.0], [0.0, 0.0]]], dtype="float32")
 """The per-element losses' gradient: -1 / p inside the mask, 0 outside (not 0 * inf)."""
+BROADCAST_Y_TRUE = [
+    "input y: target\ninput p: real\nloss = mean(y * p)",
+    "input y: target\ninput p: real\nloss = mean(-sum(y * log_softmax(p)))",
+    "input y: target\ninput p: real\nloss = mean(-sum(y * (p - logsumexp(p))))",
+    "input y: target\ninput p: real\nloss = mean(square(sum(y * (p - mean(p)))))",
+]
+"""Specs whose gradient sums or broadcasts y_true's class axis, which may have size 1 where
+y_pred's has C (LANGUAGE.md 6.2): each backend's gradient with y_true of shape [batch, 1]
+must equal the one with y_true broadcast to [batch, C] (test_channels.py for TensorFlow)."""
+BROADCAST_Y = np.array([[2.0], [0.5]])
+BROADCAST_P = np.array([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
 Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype="float32")
 P = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]], dtype="float32")
 SAMPLE_WEIGHT = np.array([1.0, 0.5], dtype="float32")

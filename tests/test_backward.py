@@ -39,6 +39,13 @@ def roles_with_upstream(upstream_roles: frozenset[Role]) -> dict[sympy.Symbol, f
 
 
 U = UPSTREAM
+
+
+def y_like(node: sympy.Basic) -> sympy.Expr:
+    """y_true broadcast to `node`'s classes, which are y_pred's (`in_the_shape_of`)."""
+    return fn.IntoChannels(y, node, 0, sympy.oo)
+
+
 Builder = Callable[[], sympy.Basic]
 
 # (what it shows, the result, the roles of the upstream gradient, the expected gradient)
@@ -57,16 +64,37 @@ FIXTURES: list[tuple[str, Builder, frozenset[Role], Builder]] = [
         lambda: U * count(frozenset({Role.CLASS})),
     ),
     (
-        "log_softmax: upstream - softmax * its sum, softmax as exp of the forward value",
+        "log_softmax: upstream - softmax * its sum, softmax as exp of the forward value; "
+        "y_true's values summed over z's classes (its class axis may have size 1)",
         lambda: fn.ReduceSum(y * fn.LogSoftmax(z), CLASS),
         PER_ELEMENT,
-        lambda: U * y - sympy.exp(fn.LogSoftmax(z)) * fn.ReduceSum(U * y, CLASS),
+        lambda: (
+            U * y - sympy.exp(fn.LogSoftmax(z)) * fn.ReduceSum(U * y_like(fn.LogSoftmax(z)), CLASS)
+        ),
     ),
     (
         "log_softmax: softmax is the forward's own; a sum of softmax is 1, its gradient 0",
         lambda: fn.ReduceSum(y * fn.LogSoftmax(z) + fn.Softmax(z), CLASS),
         PER_ELEMENT,
-        lambda: U * y - fn.Softmax(z) * fn.ReduceSum(U * y, CLASS),
+        lambda: U * y - fn.Softmax(z) * fn.ReduceSum(U * y_like(fn.LogSoftmax(z)), CLASS),
+    ),
+    (
+        "a value of z's classes keeps them: softmax(z) * log_softmax(z) sums as it is",
+        lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(z), CLASS),
+        PER_ELEMENT,
+        lambda: (
+            fn.Softmax(z)
+            * (U * fn.LogSoftmax(z) - fn.ReduceSum(U * fn.LogSoftmax(z) * fn.Softmax(z), CLASS))
+        ),
+    ),
+    (
+        "a value broadcast over the classes passes their sum, over z's classes",
+        lambda: fn.ReduceSum(y * (z - fn.ReduceMean(z, CLASS)), CLASS),
+        PER_ELEMENT,
+        lambda: (
+            U * y
+            - fn.ReduceSum(U * y_like(z - fn.ReduceMean(z, CLASS)), CLASS) * fn.InverseCount(CLASS)
+        ),
     ),
     (
         "softmax reuses its forward value",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import sympy
 import tensorflow as tf
+from backend_harness import BROADCAST_P, BROADCAST_Y, BROADCAST_Y_TRUE
 
 import lossdsl
 from lossdsl.channels import Width, requirements, select, whole_uses
@@ -298,15 +299,18 @@ VERIFIED = [
 ]
 
 
-@pytest.mark.parametrize("spec", ["loss = mean(y * p)", "loss = mean(1 - sum(y * p) / sum(p + 1))"])
+@pytest.mark.parametrize(
+    "spec", [*BROADCAST_Y_TRUE, REGRESSION + "loss = mean(1 - sum(y * p) / sum(p + 1))"]
+)
 def test_a_gradient_with_y_true_s_class_axis_of_size_one_has_y_pred_s_shape(spec: str) -> None:
     """LANGUAGE.md 6.2: a class axis of size 1 is broadcast. The derivative of mean(y * p)
     is y / C, y_true's shape [batch, 1] where y_pred's is [batch, 3]: TensorFlow refused
     the custom gradient in a graph ("Incompatible shapes between op input and calculated
-    input gradient"). It is broadcast to y_pred's shape."""
-    loss = lossdsl.load(REGRESSION + spec)
-    y = tf.constant([[2.0], [0.5]])
-    p = tf.constant([[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]])
+    input gradient"). It is broadcast to y_pred's shape. And where the backward pass sums
+    such a value over the classes (log_softmax's rule, or a value broadcast over them),
+    it sums over y_pred's C classes: -sum(y * log_softmax(p)) summed y's one."""
+    loss = lossdsl.load(spec)
+    y, p = tf.constant(BROADCAST_Y, tf.float32), tf.constant(BROADCAST_P, tf.float32)
 
     @tf.function
     def gradient(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from backend_harness import BROADCAST_P, BROADCAST_Y, BROADCAST_Y_TRUE
 from backend_modules import generated, module
 from tolerances import ulps
 
+import lossdsl
 from lossdsl.codegen.names import function_names
 
 jax = pytest.importorskip("jax")
@@ -231,3 +233,17 @@ def test_float64_under_enable_x64(case: Case) -> None:
             tolerance = ulps("float64", 64)
             scale = max(1.0, float(np.max(np.abs(wanted))))
             np.testing.assert_allclose(got, wanted, rtol=tolerance, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("spec", BROADCAST_Y_TRUE, ids=range(len(BROADCAST_Y_TRUE)))
+def test_y_true_with_a_class_axis_of_size_one_gets_the_gradient_of_its_broadcast(
+    spec: str,
+) -> None:
+    loss = lossdsl.load(spec, framework="jax")
+
+    def gradient(y: Any) -> Any:
+        return jax.grad(lambda p: jnp.sum(loss(y, p)))(jnp.asarray(BROADCAST_P, "float32"))
+
+    broadcast = np.broadcast_to(BROADCAST_Y, BROADCAST_P.shape)
+    got, want = gradient(jnp.asarray(BROADCAST_Y, "float32")), gradient(broadcast)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from backend_harness import BROADCAST_P, BROADCAST_Y, BROADCAST_Y_TRUE
 from backend_modules import SPECS, generated, inputs, module
 from tolerances import ulps
 
+import lossdsl
 from lossdsl.codegen.names import function_names
 
 torch = pytest.importorskip("torch")
@@ -409,3 +411,18 @@ def test_the_module_is_a_plain_nn_module() -> None:
     features = torch.as_tensor(np.random.default_rng(11).normal(size=(N, 3)))
     ours(model(features), labels).backward()
     assert all(parameter.grad is not None for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("spec", BROADCAST_Y_TRUE, ids=range(len(BROADCAST_Y_TRUE)))
+def test_y_true_with_a_class_axis_of_size_one_gets_the_gradient_of_its_broadcast(
+    spec: str,
+) -> None:
+    loss = lossdsl.load(spec, framework="torch", reduction="sum")
+
+    def gradient(y: np.ndarray) -> np.ndarray:
+        p = torch.tensor(BROADCAST_P, requires_grad=True)
+        loss(p, torch.tensor(y)).backward()  # torch.nn order: input, target
+        return p.grad.numpy()
+
+    broadcast = np.broadcast_to(BROADCAST_Y, BROADCAST_P.shape).copy()
+    np.testing.assert_allclose(gradient(BROADCAST_Y), gradient(broadcast), rtol=1e-12)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace as replace_field
 
 import sympy
@@ -472,24 +472,6 @@ def _joined(operands: list[tuple[str, str]], space: str) -> str:
     return head + "".join(f"{space}{operator}{space}{text}" for operator, text in rest)
 
 
-def has_the_class_axis_of(
-    expr: sympy.Basic, source: sympy.Basic, roles: Callable[[sympy.Basic], Roles]
-) -> bool:
-    """Whether `expr` has the class axis of `source` (y_pred, or a slice of it) at run
-    time: it reads `source` through elementwise operations that keep the class role (or
-    a one-hot row, C wide, for y_pred itself). y_true's class axis may have size 1 where
-    y_pred's does not, and a value with only that axis has y_true's size."""
-    if expr == source:
-        return True
-    if Role.CLASS not in roles(expr):
-        return False
-    if isinstance(expr, fn.OneHot | fn.ClassesFrom | fn.IntoChannels | fn.ChannelsJoined):
-        return not isinstance(source, fn.Channels)
-    if isinstance(expr, fn.Channels):
-        return False
-    return any(has_the_class_axis_of(arg, source, roles) for arg in expr.args)
-
-
 class TensorFlowPrinter(PythonCodePrinter):
     """SymPy -> expressions of a backend (`target`) in keepdims form (conventions: module
     docstring). TensorFlow's spelling is the default; the target spells the rest."""
@@ -757,7 +739,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         derivative of mean(y * p) is y / C), broadcast to y_pred's."""
         printed = self._print(expr)
         whole = self.roles(expr) == self.axis_roles
-        if whole and has_the_class_axis_of(expr, self.context.y_pred, self.roles):
+        if whole and fn.has_the_class_axis_of(expr, self.context.y_pred, self.roles):
             return printed
         if expr not in self.temporaries and self.precedence_of(expr) <= PRECEDENCE["Add"]:
             printed = f"({printed})"
@@ -1113,9 +1095,12 @@ class TensorFlowPrinter(PythonCodePrinter):
         slice's class axis (without the class role, or with y_true's) first broadcast to
         a slice of several channels."""
         values, like, start, stop = expr.args
+        if start == 0 and stop == sympy.oo:  # every channel: a broadcast (backward.in_the_shape_of)
+            zeros = self.form("zeros_like", self._print(like))
+            return f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"
         printed = self._print(values)
         single = (stop != sympy.oo and stop - start == 1) or (start == -1 and stop == sympy.oo)
-        sized = has_the_class_axis_of(values, fn.Channels(like, start, stop), self.roles)
+        sized = fn.has_the_class_axis_of(values, fn.Channels(like, start, stop), self.roles)
         if not (sized or single):
             zeros = self.form("zeros_like", self._print(fn.Channels(like, start, stop)))
             printed = f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"

@@ -4,7 +4,9 @@ Reverse mode over the expression's graph, in keepdims form (docs/ARCHITECTURE.md
 `UPSTREAM` symbol has the result's roles, and each node's adjoint (the derivative of
 sum(upstream * result) by that node's value, per element) is the sum of what its users
 pass down. A user passes down its adjoint times its partial derivative, summed over the
-roles the argument lacks (the argument was broadcast over them):
+roles the argument lacks (the argument was broadcast over them; a sum over the classes
+runs over the node's, y_pred's, where the adjoint has y_true's alone, which may have
+size 1: `in_the_shape_of`):
 
 - an elementwise function multiplies by its derivative (`fdiff`); a selector at a kink
   (`where(c, 1, 0)`, from `clip`, `minimum`, `relu`...) becomes a select of the product,
@@ -635,6 +637,7 @@ class _Backward:
 
         fn.fold(result, reaches, depends)
         self.dependent = {node for node, value in depends.items() if value}
+        self.slices = [node for node in self.dependent if isinstance(node, fn.Channels)]
         return [node for node in depends if node in self.dependent]
 
     def unbroadcast(self, passed: sympy.Expr, node: sympy.Basic, arg: sympy.Basic) -> sympy.Expr:
@@ -642,7 +645,31 @@ class _Backward:
         has the node's roles at least (broadcast), so a role it lacks is a count of copies
         (a `ReduceSum` over a role its operand lacks)."""
         extra = (self.roles(passed) | self.roles(node)) - self.roles(arg)
+        if Role.CLASS in extra:
+            passed = self.in_the_shape_of(passed, node)
         return fn.ReduceSum(passed, fn.encode_roles(extra)) if extra else passed
+
+    def in_the_shape_of(self, adjoint: sympy.Expr, node: sympy.Basic) -> sympy.Expr:
+        """`adjoint`, summed over the classes next, broadcast to `node`'s class axis where
+        that is y_pred's (or a slice's) and the adjoint's is y_true's alone, which may have
+        size 1 (LANGUAGE.md 6.2): the adjoint of log_softmax(z) in -sum(y * log_softmax(z))
+        is -upstream * y, and with y of shape [batch, 1] its sum over z's C classes is
+        C times y's, not y's own (`IntoChannels` over all the channels: a broadcast, of
+        the factors with the class role alone, so that the others still leave the sum).
+        A `onehot` y_true has C classes by its kind."""
+        if Role.CLASS not in self.roles(adjoint):
+            return adjoint
+        sources = [self.y_pred, *self.slices]
+        source = next((s for s in sources if self.has_the_class_axis_of(node, s)), None)
+        if source is None or self.has_the_class_axis_of(adjoint, source):
+            return adjoint
+        factors = sympy.Mul.make_args(adjoint)
+        per_class = [f for f in factors if Role.CLASS in self.roles(f)]
+        rest = [f for f in factors if f not in per_class]
+        return sympy.Mul(*rest, fn.IntoChannels(sympy.Mul(*per_class), node, 0, sympy.oo))
+
+    def has_the_class_axis_of(self, expr: sympy.Basic, source: sympy.Basic) -> bool:
+        return fn.has_the_class_axis_of(expr, source, self.roles, self.rows_summing_to_one)
 
     def passed(self, node: sympy.Basic, index: int, adjoint: sympy.Expr) -> sympy.Expr | None:
         """What `node` passes down to its argument `index`, given its adjoint."""
@@ -739,7 +766,8 @@ class _Backward:
     def log_softmax(self, node: fn.LogSoftmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         softmax = fn.Softmax(*node.args)
         probabilities = softmax if softmax in self.dependent else sympy.exp(node)
-        return adjoint - probabilities * fn.ReduceSum(adjoint, fn.CLASS_MASK)
+        total = fn.ReduceSum(self.in_the_shape_of(adjoint, node), fn.CLASS_MASK)
+        return adjoint - probabilities * total
 
     def take_class(self, node: fn.TakeClass, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         return adjoint * fn.OneHot(node.args[1]) if index == 0 else sympy.S.Zero

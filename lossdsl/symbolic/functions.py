@@ -942,6 +942,31 @@ def _roles_from_args(
     return frozenset().union(*arg_roles)
 
 
+def has_the_class_axis_of(
+    expr: sympy.Basic,
+    source: sympy.Basic,
+    roles: Callable[[sympy.Basic], Roles],
+    wide: frozenset[sympy.Symbol] = frozenset(),
+) -> bool:
+    """Whether `expr` has the class axis of `source` (y_pred, or a slice of it) at run
+    time: it reads `source` through elementwise operations that keep the class role, or
+    a value C wide by its making (a one-hot row, channels put back, an input of `wide`
+    by its kind), which can meet a slice only where the slice is C wide too. y_true's
+    class axis may have size 1 where y_pred's does not (LANGUAGE.md 6.2), and a value with
+    only that axis has y_true's size."""
+
+    def combine(node: sympy.Basic, args: list[bool]) -> bool:
+        if node == source:
+            return True
+        if Role.CLASS not in roles(node):
+            return False
+        if node in wide or isinstance(node, OneHot | ClassesFrom | IntoChannels | ChannelsJoined):
+            return True
+        return not isinstance(node, Channels) and any(args)
+
+    return fold(expr, combine)
+
+
 def one_hot_row(factors: Sequence[sympy.Basic]) -> OneHot | None:
     """The label's one-hot row among a product's factors, where there is exactly one."""
     rows = [factor for factor in factors if isinstance(factor, OneHot)]
