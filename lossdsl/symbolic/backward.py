@@ -598,6 +598,7 @@ class _Backward:
         self.rows_summing_to_one = rows_summing_to_one
         self.symbol_roles = roles
         self.role_memo: dict[sympy.Basic, Roles] = {}
+        self.class_axis_memo: dict[sympy.Basic, dict[sympy.Basic, bool]] = {}
 
     def roles(self, expr: sympy.Basic) -> Roles:
         return fn.roles_of(expr, self.symbol_roles, self.role_memo)
@@ -669,7 +670,8 @@ class _Backward:
         return sympy.Mul(*rest, fn.IntoChannels(sympy.Mul(*per_class), node, 0, sympy.oo))
 
     def has_the_class_axis_of(self, expr: sympy.Basic, source: sympy.Basic) -> bool:
-        return fn.has_the_class_axis_of(expr, source, self.roles, self.rows_summing_to_one)
+        memo = self.class_axis_memo.setdefault(source, {})
+        return fn.has_the_class_axis_of(expr, source, self.roles, self.rows_summing_to_one, memo)
 
     def passed(self, node: sympy.Basic, index: int, adjoint: sympy.Expr) -> sympy.Expr | None:
         """What `node` passes down to its argument `index`, given its adjoint."""

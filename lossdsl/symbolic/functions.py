@@ -947,13 +947,14 @@ def has_the_class_axis_of(
     source: sympy.Basic,
     roles: Callable[[sympy.Basic], Roles],
     wide: frozenset[sympy.Symbol] = frozenset(),
+    memo: dict[sympy.Basic, bool] | None = None,
 ) -> bool:
     """Whether `expr` has the class axis of `source` (y_pred, or a slice of it) at run
     time: it reads `source` through elementwise operations that keep the class role, or
     a value C wide by its making (a one-hot row, channels put back, an input of `wide`
     by its kind), which can meet a slice only where the slice is C wide too. y_true's
     class axis may have size 1 where y_pred's does not (LANGUAGE.md 6.2), and a value with
-    only that axis has y_true's size."""
+    only that axis has y_true's size. `memo` keeps the answers of one source's calls."""
 
     def combine(node: sympy.Basic, args: list[bool]) -> bool:
         if node == source:
@@ -964,7 +965,7 @@ def has_the_class_axis_of(
             return True
         return not isinstance(node, Channels) and any(args)
 
-    return fold(expr, combine)
+    return fold(expr, combine, memo)
 
 
 def one_hot_row(factors: Sequence[sympy.Basic]) -> OneHot | None:
