@@ -373,6 +373,13 @@ SCALAR_NOT_LIFTED = _code(
     Stage.CHECKER,
     "a scalar result that cannot be lifted: sample_weight scales it as Keras scales a scalar loss",
 )
+SLICE_IS_ALL_CHANNELS = _code(
+    "W303",
+    Stage.CHECKER,
+    "a slice of y_pred's channels of literal width combined with a value that has all of "
+    "y_pred's classes (`onehot(y) * log_softmax(z[0:4])`): the loss runs only where y_pred "
+    "has exactly that many, the slice all of it",
+)
 LOG_OF_NEGATIVE = _code(
     "E402",
     Stage.DOMAINS,

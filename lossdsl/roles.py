@@ -7,10 +7,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from lossdsl.channels import Widths, combined
-from lossdsl.codes import CLASS_IDS_IN_ARITHMETIC, CLASS_SIZES_DIFFER, ROLES_NOT_NESTED
+from lossdsl.channels import Width, Widths, combined
+from lossdsl.codes import (
+    CLASS_IDS_IN_ARITHMETIC,
+    CLASS_SIZES_DIFFER,
+    ROLES_NOT_NESTED,
+    SLICE_IS_ALL_CHANNELS,
+)
 from lossdsl.declarations import Declarations, Typed
-from lossdsl.diagnostics import error
+from lossdsl.diagnostics import error, warning
 from lossdsl.kinds import KINDS
 from lossdsl.source import Span
 from lossdsl.typed import (
@@ -19,8 +24,10 @@ from lossdsl.typed import (
     Role,
     Roles,
     TExpr,
+    TInput,
     TParam,
     TSampleIndex,
+    TSelect,
     describe_roles,
     walk,
 )
@@ -63,6 +70,7 @@ class RoleRules(Declarations):
             (span, self.widths.of(typed)) for span, typed in operands if Role.CLASS in typed.roles
         ]
         if combined([width for _, width in with_class]) is not None:
+            self.warn_of_a_slice_that_is_all_channels(operands, with_class)
             return True
         sized = [(span, width) for span, width in with_class if width.literal not in (None, 1)]
         (first_span, first), (second_span, second) = (
@@ -81,6 +89,59 @@ class RoleRules(Declarations):
             )
         )
         return False
+
+    def warn_of_a_slice_that_is_all_channels(
+        self, operands: Sequence[tuple[Span, TExpr]], with_class: list[tuple[Span, Width]]
+    ) -> None:
+        """W303 where a value reading a slice of y_pred of literal width (`z[0:4]`) meets
+        one with all of y_pred's classes (`onehot(y)`, y_pred itself): the two agree only
+        where y_pred has exactly that many classes, so the slice is all of y_pred; a
+        confidence head `z[-1]` beside it is then one of its classes."""
+        whole = next((span for span, width in with_class if width == Width("y_pred", 0)), None)
+        if whole is None:
+            return
+        for (span, typed), (_, width) in zip(
+            [pair for pair in operands if Role.CLASS in pair[1].roles], with_class, strict=True
+        ):
+            if width.literal in (None, 1):
+                continue
+            sliced = next((node for node in walk([typed]) if self.is_a_slice_of_y_pred(node)), None)
+            if sliced is None:
+                continue
+            y_pred, whole_text = self.y_pred.name, self.source_text(whole)
+            written = self.source_text(sliced.span)
+            bounds = written[written.index("[") :] if "[" in written else f"[0:{width.literal}]"
+            operand = (
+                whole_text
+                if whole_text.isidentifier() or whole_text.endswith(")")
+                else f"({whole_text})"
+            )
+            self.report(
+                warning(
+                    SLICE_IS_ALL_CHANNELS,
+                    f"`{whole_text}` has all of {y_pred}'s classes and `{self.source_text(span)}` "
+                    f"{width.literal}: the loss runs only where {y_pred} has exactly "
+                    f"{width.literal} classes, and `{written}` is then all of {y_pred}",
+                    whole.join(span),
+                    f"{y_pred}'s classes meet {width.literal} of its channels",
+                    f"combine the same channels, as in `{operand}{bounds}`"
+                    + (
+                        f"; a label's entry is an index, as in `log_softmax({written})"
+                        f"[{self.y_true.name}]`"
+                        if KINDS[self.y_true.kind].class_ids
+                        else ""
+                    ),
+                )
+            )
+            return
+
+    def is_a_slice_of_y_pred(self, node: TExpr) -> bool:
+        return (
+            isinstance(node, TSelect)
+            and not node.single
+            and isinstance(node.operand, TInput)
+            and node.operand.info.argument == "y_pred"
+        )
 
     def reject_integers(self, operands: Sequence[tuple[Span, TExpr]]) -> bool:
         """Class ids in arithmetic are errors; True if there are none."""

@@ -16,7 +16,7 @@ from backend_harness import BROADCAST_P, BROADCAST_Y, BROADCAST_Y_TRUE
 import lossdsl
 from lossdsl.channels import Width, requirements, select, whole_uses
 from lossdsl.checker import check
-from lossdsl.diagnostics import LossSpecError
+from lossdsl.diagnostics import LossSpecError, render
 from lossdsl.parser import parse
 from lossdsl.source import SourceFile
 from lossdsl.symbolic import functions as fn
@@ -362,3 +362,39 @@ def test_values_and_gradients_match_numpy(dtype: str) -> None:
     np.testing.assert_allclose(
         tape.gradient(total, y_pred).numpy(), expected_gradient, rtol=tolerance, atol=tolerance
     )
+
+
+def test_a_slice_of_y_pred_meeting_all_of_its_classes_is_warned() -> None:
+    """W303: a confidence head beside the logits, with a label's one-hot row (y_pred's C
+    classes) times log_softmax of the first four: the two agree only where z has four
+    classes, so `z[0:4]` is all of z and `z[-1]` one of its classes (TensorFlow's
+    "Incompatible shapes" when the loss runs with five)."""
+    text = (
+        "input y: label\ninput z: logits\n"
+        "loss = mean(-sum(onehot(y) * log_softmax(z[0:4])) + softplus(z[-1]))"
+    )
+    result = check(parse(SourceFile("<string>", text)))
+    assert [render(w, result.source) for w in result.warnings] == [
+        "<string>:3:18: warning[W303]: `onehot(y)` has all of z's classes and "
+        "`log_softmax(z[0:4])` 4: the loss runs only where z has exactly 4 classes, and "
+        "`z[0:4]` is then all of z\n"
+        "  3 | loss = mean(-sum(onehot(y) * log_softmax(z[0:4])) + softplus(z[-1]))\n"
+        "    |                  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ z's classes meet 4 of its "
+        "channels\n"
+        "    = help: combine the same channels, as in `onehot(y)[0:4]`; a label's entry is an "
+        "index, as in `log_softmax(z[0:4])[y]`"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        REGRESSION + "loss = mean(sum(square(y[0:2] - p)))",  # y_true's slice: p has 2
+        "input y: onehot\ninput z: logits\nloss = mean(-sum(y * log_softmax(z[0:4])))",
+        "input y: label\ninput z: logits\nloss = mean(-log_softmax(z[0:4])[y])",
+        "input y: label\ninput z: logits\nloss = mean(-sum(onehot(y)[0:4] * log_softmax(z[0:4])))",
+        REGRESSION + "loss = mean(sum(p * p[0:1]))",  # one channel broadcasts
+    ],
+)
+def test_slices_that_need_not_be_all_of_y_pred_are_not_warned(text: str) -> None:
+    assert not check(parse(SourceFile("<string>", text))).warnings
