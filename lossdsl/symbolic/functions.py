@@ -132,10 +132,24 @@ def _definition_value(expr: Elementwise, digits: int) -> sympy.Expr:
     constants (`clip(log(clip(c, a, b)), ...)`) took time exponential in the nesting. The
     definition is built unevaluated, so numbers are evaluated in floating point: SymPy
     evaluates polygamma(0, 10000002), `digamma(1 / eps + 2)`, as an exact harmonic number
-    of ten million terms (minutes), and gamma of it as a factorial."""
+    of ten million terms (minutes), and gamma of it as a factorial. Arguments that are
+    constants are evaluated first: a Min or Max of unevaluated constants compares them
+    exactly, and for max(digamma(exp(clip(pi, -5, 5)) + 1), lgamma(clip(softplus(0.5),
+    0.1, 2) + eps)) SymPy's comparison recursed past Python's limit (fuzzing)."""
+    numbers = [_number_or_itself(arg, digits) for arg in expr.args]
     with sympy.evaluate(False):
-        definition = expr.definition()
-    return definition.evalf(digits)
+        definition = expr.func(*numbers).definition()
+    with sympy.evaluate(True):  # also where the caller builds unevaluated (the verifier)
+        return definition.evalf(digits)
+
+
+def _number_or_itself(arg: sympy.Basic, digits: int) -> sympy.Basic:
+    """A constant argument as a floating-point number, with ten guard digits beyond
+    `digits` (SymPy asks for one or two when it compares); others as they are."""
+    if isinstance(arg, sympy.Expr) and arg.is_number and not arg.is_Number:
+        with sympy.evaluate(True):
+            return arg.evalf(digits + 10)
+    return arg
 
 
 class Special(Elementwise):
