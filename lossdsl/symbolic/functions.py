@@ -31,7 +31,7 @@ import sympy
 from mpmath.libmp import prec_to_dps
 from sympy.core.logic import fuzzy_and
 from sympy.core.relational import Relational
-from sympy.logic.boolalg import Boolean
+from sympy.logic.boolalg import Boolean, BooleanFunction
 
 from lossdsl.typed import (
     NO_ROLES,
@@ -1038,4 +1038,15 @@ def class_sum(
             total += rest / per_class
         else:
             total += NUM_CLASSES * rest
-    return sympy.simplify(total) + gathered
+    return _simplified(total) + gathered
+
+
+def _simplified(total: sympy.Expr) -> sympy.Expr:
+    """SymPy's `simplify` of a closed-form class sum, which cancels what the terms share
+    (label smoothing's (1 - s) + s), unless it holds conditions: simplifying the
+    relationals of selects took minutes (a fuzzed spec: 351 s of a 359 s compile)."""
+    if any(
+        isinstance(node, Relational | BooleanFunction) for node in sympy.preorder_traversal(total)
+    ):
+        return total
+    return sympy.simplify(total)
