@@ -23,6 +23,7 @@ from lossdsl.typed import (
     PARTNER_ROLES,
     Role,
     Roles,
+    TCall,
     TExpr,
     TInput,
     TParam,
@@ -97,32 +98,34 @@ class RoleRules(Declarations):
         one with all of y_pred's classes (`onehot(y)`, y_pred itself): the two agree only
         where y_pred has exactly that many classes, so the slice is all of y_pred; a
         confidence head `z[-1]` beside it is then one of its classes."""
-        whole = next((span for span, width in with_class if width == Width("y_pred", 0)), None)
+        sized = [
+            (span, typed, width)
+            for (span, typed), (_, width) in zip(
+                [pair for pair in operands if Role.CLASS in pair[1].roles], with_class, strict=True
+            )
+        ]
+        whole = next(((s, t) for s, t, width in sized if width == Width("y_pred", 0)), None)
         if whole is None:
             return
-        for (span, typed), (_, width) in zip(
-            [pair for pair in operands if Role.CLASS in pair[1].roles], with_class, strict=True
-        ):
+        whole_span, whole_typed = whole
+        for span, typed, width in sized:
             if width.literal in (None, 1):
                 continue
             sliced = next((node for node in walk([typed]) if self.is_a_slice_of_y_pred(node)), None)
             if sliced is None:
                 continue
-            y_pred, whole_text = self.y_pred.name, self.source_text(whole)
+            y_pred, whole_text = self.y_pred.name, self.source_text(whole_span)
             written = self.source_text(sliced.span)
             bounds = written[written.index("[") :] if "[" in written else f"[0:{width.literal}]"
-            operand = (
-                whole_text
-                if whole_text.isidentifier() or whole_text.endswith(")")
-                else f"({whole_text})"
-            )
+            atomic = isinstance(whole_typed, TInput | TCall | TSelect)
+            operand = whole_text if atomic else f"({whole_text})"
             self.report(
                 warning(
                     SLICE_IS_ALL_CHANNELS,
                     f"`{whole_text}` has all of {y_pred}'s classes and `{self.source_text(span)}` "
                     f"{width.literal}: the loss runs only where {y_pred} has exactly "
                     f"{width.literal} classes, and `{written}` is then all of {y_pred}",
-                    whole.join(span),
+                    whole_span.join(span),
                     f"{y_pred}'s classes meet {width.literal} of its channels",
                     f"combine the same channels, as in `{operand}{bounds}`"
                     + (

@@ -386,6 +386,13 @@ def test_a_slice_of_y_pred_meeting_all_of_its_classes_is_warned() -> None:
     ]
 
 
+def test_the_help_brackets_a_whole_operand_that_is_not_one_term() -> None:
+    result = check(parse(SourceFile("<string>", REGRESSION + "loss = mean(p[0:2] - (p + exp(p)))")))
+    (warned,) = result.warnings
+    assert warned.code == "W303"
+    assert warned.help == ("combine the same channels, as in `(p + exp(p))[0:2]`",)
+
+
 @pytest.mark.parametrize(
     "text",
     [
