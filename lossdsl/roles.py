@@ -71,7 +71,7 @@ class RoleRules(Declarations):
             (span, self.widths.of(typed)) for span, typed in operands if Role.CLASS in typed.roles
         ]
         if combined([width for _, width in with_class]) is not None:
-            self.warn_of_a_slice_that_is_all_channels(operands, with_class)
+            self.warn_of_a_slice_that_is_all_channels(operands)
             return True
         sized = [(span, width) for span, width in with_class if width.literal not in (None, 1)]
         (first_span, first), (second_span, second) = (
@@ -91,18 +91,15 @@ class RoleRules(Declarations):
         )
         return False
 
-    def warn_of_a_slice_that_is_all_channels(
-        self, operands: Sequence[tuple[Span, TExpr]], with_class: list[tuple[Span, Width]]
-    ) -> None:
+    def warn_of_a_slice_that_is_all_channels(self, operands: Sequence[tuple[Span, TExpr]]) -> None:
         """W303 where a value reading a slice of y_pred of literal width (`z[0:4]`) meets
         one with all of y_pred's classes (`onehot(y)`, y_pred itself): the two agree only
         where y_pred has exactly that many classes, so the slice is all of y_pred; a
         confidence head `z[-1]` beside it is then one of its classes."""
         sized = [
-            (span, typed, width)
-            for (span, typed), (_, width) in zip(
-                [pair for pair in operands if Role.CLASS in pair[1].roles], with_class, strict=True
-            )
+            (span, typed, self.widths.of(typed))
+            for span, typed in operands
+            if Role.CLASS in typed.roles
         ]
         whole = next(((s, t) for s, t, width in sized if width == Width("y_pred", 0)), None)
         if whole is None:

@@ -40,8 +40,6 @@ from collections.abc import Callable, Mapping
 
 import sympy
 from sympy.core.function import ArgumentIndexError
-from sympy.core.relational import Relational
-from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
 from lossdsl.builtins import Sign, row_of
 from lossdsl.symbolic import functions as fn
@@ -76,10 +74,6 @@ def backward(
     `rows_summing_to_one` the inputs whose class rows sum to 1 (`onehot`).
     """
     return _Backward(y_pred, roles, rows_summing_to_one).gradient(result)
-
-
-CONDITIONS = (Relational, BooleanFunction, BooleanAtom)
-"""Conditions of selects, which have no derivative (a SymPy Symbol is a Boolean too)."""
 
 
 def selector(condition: sympy.Basic) -> sympy.Expr:
@@ -158,7 +152,7 @@ _FINITE_OF_FINITE = (
 def _never_infinite(expr: sympy.Basic) -> bool:
     """Whether `expr` is finite wherever its inputs are: no exp, log or division by a
     value that may reach 0 (`_floored` divisors only), and whole powers of such."""
-    if isinstance(expr, CONDITIONS) or expr.is_Symbol:
+    if isinstance(expr, fn.CONDITIONS) or expr.is_Symbol:
         return True
     if expr.is_Number:
         return bool(expr.is_finite)
@@ -634,7 +628,7 @@ class _Backward:
         depends: dict[sympy.Basic, bool] = {}
 
         def reaches(node: sympy.Basic, args: list[bool]) -> bool:
-            return not isinstance(node, CONDITIONS) and (node == self.y_pred or any(args))
+            return not isinstance(node, fn.CONDITIONS) and (node == self.y_pred or any(args))
 
         fn.fold(result, reaches, depends)
         self.dependent = {node for node, value in depends.items() if value}

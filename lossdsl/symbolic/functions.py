@@ -31,7 +31,7 @@ import sympy
 from mpmath.libmp import prec_to_dps
 from sympy.core.logic import fuzzy_and
 from sympy.core.relational import Relational
-from sympy.logic.boolalg import Boolean, BooleanFunction
+from sympy.logic.boolalg import Boolean, BooleanAtom, BooleanFunction
 
 from lossdsl.typed import (
     NO_ROLES,
@@ -64,6 +64,10 @@ SAMPLE_INDEX = sympy.Symbol("sample_index", integer=True, nonnegative=True)
 
 BUILT_IN_SYMBOL_ROLES: dict[sympy.Symbol, Roles] = {NUM_CLASSES: NO_ROLES, SAMPLE_INDEX: PER_SAMPLE}
 """The roles of the symbols a spec does not declare."""
+
+
+CONDITIONS = (Relational, BooleanFunction, BooleanAtom)
+"""Conditions of selects, which have no derivative (a SymPy Symbol is a Boolean too)."""
 
 
 def encode_roles(roles: Roles) -> sympy.Integer:
@@ -1045,8 +1049,6 @@ def _simplified(total: sympy.Expr) -> sympy.Expr:
     """SymPy's `simplify` of a closed-form class sum, which cancels what the terms share
     (label smoothing's (1 - s) + s), unless it holds conditions: simplifying the
     relationals of selects took minutes (a fuzzed spec: 351 s of a 359 s compile)."""
-    if any(
-        isinstance(node, Relational | BooleanFunction) for node in sympy.preorder_traversal(total)
-    ):
+    if any(isinstance(node, CONDITIONS) for node in sympy.preorder_traversal(total)):
         return total
     return sympy.simplify(total)
