@@ -340,14 +340,26 @@ class _ReplaceEqual(_Transformer):
     effects, so equal expressions have equal values."""
 
     def __init__(self, old: ast.expr, name: str) -> None:
-        self.old, self.name = ast.dump(old), name
+        self.old, self.name = old, name
         self.readers: list[ast.Name] = []
 
     def visit(self, node: ast.AST) -> ast.AST:
-        if isinstance(node, ast.expr) and ast.dump(node) == self.old:
+        if _same_tree(node, self.old):
             self.readers.append(ast.Name(self.name, ast.Load()))
             return self.readers[-1]
         return super().visit(node)
+
+
+def _same_tree(a: object, b: object) -> bool:
+    """Whether two syntax trees are equal as `ast.dump` shows them (their fields, not
+    their positions), stopping at the first difference: most nodes differ at once."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, ast.AST):
+        return all(_same_tree(getattr(a, f, None), getattr(b, f, None)) for f in a._fields)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same_tree, a, b))
+    return a == b
 
 
 class _Rename(_Transformer):
