@@ -12,9 +12,15 @@ import sympy
 
 from lossdsl.analysis.checks import check_domains
 from lossdsl.checker import check
+from lossdsl.codegen.names import mean_function_name
 from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.targets import DEFAULT_TARGET
-from lossdsl.codegen.writer import function_names, with_mask_function_name, write_module
+from lossdsl.codegen.writer import (
+    function_names,
+    with_mask_function_name,
+    write_module,
+    writes_a_mean,
+)
 from lossdsl.diagnostics import Diagnostic, LossSpecError, render_all, sort_diagnostics
 from lossdsl.parser import parse, read_source
 from lossdsl.pragmas import without_allowed
@@ -129,11 +135,17 @@ def generate(
     if cancelled:
         raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
     body = print_body(symbolic, jit_compile=jit_compile, target=target)
+    mean_body = None
+    if writes_a_mean(symbolic, target):
+        mean_body = print_body(symbolic, jit_compile=jit_compile, target=target, mean=True)
+    python_source = write_module(
+        checked, symbolic, body, jit_compile=jit_compile, target=target, mean_body=mean_body
+    )
     return GeneratedSource(
         source=source,
         checked=checked,
         symbolic=symbolic,
-        python_source=write_module(checked, symbolic, body, jit_compile=jit_compile, target=target),
+        python_source=python_source,
         diagnostics=unique(without_allowed([*found, *symbolic.warnings], source)),
         jit_compile=jit_compile,
         target=target,
@@ -163,7 +175,10 @@ def load_generated(generated: GeneratedSource, *, verify: bool = True) -> Compil
         else:
             function = getattr(module, with_mask_function_name(checked.loss_name))
             checked_copy = untraced_values(function, jit_compile=jit_compile, target=target)
-        errors = verify_module(generated.symbolic, checked_copy, target)
+        mean = None  # run through its Python function, which keeps no traces
+        if writes_a_mean(generated.symbolic, target):
+            mean = getattr(module, mean_function_name(checked.loss_name))
+        errors = verify_module(generated.symbolic, checked_copy, target, mean)
         if errors:
             raise LossSpecError(generated.diagnostics + errors, generated.source)
     return CompiledLoss(

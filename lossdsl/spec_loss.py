@@ -102,6 +102,11 @@ class SpecLoss(keras.losses.Loss):
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return self.generated_loss.call(y_true, y_pred)
 
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """The generated class's call, with this loss's name, reduction and dtype: it takes
+        Keras's default reduction in one function where it can (docs/KERAS.md)."""
+        return self.generated_loss(y_true, y_pred, sample_weight=sample_weight)
+
     def __repr__(self) -> str:
         """`<SpecLoss loss=focal, name=focal, gamma=2.0, reduction=sum_over_batch_size>`.
 

@@ -11,13 +11,16 @@ the mask leaves out.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from lossdsl.api import resolve_spec
 from lossdsl.spec_loss import SpecLoss
@@ -105,6 +108,15 @@ def loss_kinds(loss: SpecLoss) -> tuple[str, str]:
     return checked.y_true.kind, checked.y_pred.kind
 
 
+def per_element(loss: SpecLoss) -> bool:
+    """Whether a spec's values keep the spatial axes (LANGUAGE.md: per element)."""
+    from lossdsl.compiler import check_source
+    from lossdsl.source import SourceFile
+    from lossdsl.typed import Role
+
+    return Role.SPATIAL in check_source(SourceFile.from_text(loss.spec)).result.roles
+
+
 def channels_needed(loss: SpecLoss) -> int:
     """The most channels a spec's selections take of an input (LANGUAGE.md 6.2)."""
     from lossdsl.channels import requirements
@@ -175,6 +187,74 @@ def test_sample_weights_weigh_each_sample_and_zero_weights_give_zero(spec_id: st
     np.testing.assert_allclose(weighted, values[0].sum(), rtol=1e-5, atol=1e-6)
     zero = np.zeros(BATCH, dtype="float32")
     assert float(case.loss(case.y_true, case.y_pred, sample_weight=zero)) == 0.0
+
+
+def value_and_gradient(loss: Callable[..., Any], case: Case) -> tuple[np.ndarray, np.ndarray]:
+    y_pred = tf.constant(case.y_pred)
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        value = loss(case.y_true, y_pred)
+    return np.asarray(value), np.asarray(tape.gradient(value, y_pred))
+
+
+@pytest.mark.parametrize("spatial", [0, 2], ids=["per_sample", "spatial"])
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_the_default_reduction_is_keras_s_in_value_and_gradient(spec_id: str, spatial: int) -> None:
+    # without sample weights or a mask, a loss takes the mean of every value in one function
+    # (`<name>_mean`, docs/KERAS.md "The default reduction"), not Keras's reduction of `call`
+    if spatial and not per_element(make_case(spec_id).loss):
+        pytest.skip("a per-sample loss has no spatial axes to keep")
+    case = make_case(spec_id, spatial)
+    value, gradient = value_and_gradient(case.loss, case)
+    keras_value, keras_gradient = value_and_gradient(
+        functools.partial(keras.losses.Loss.__call__, case.loss), case
+    )
+    assert value.shape == ()
+    np.testing.assert_allclose(value, keras_value, rtol=1e-5, atol=1e-6)
+    scale = float(np.max(np.abs(keras_gradient), initial=0.0))
+    np.testing.assert_allclose(gradient, keras_gradient, rtol=1e-4, atol=1e-6 * scale)
+
+
+class TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+MEAN_FUNCTION_TAKEN = {
+    "default": True,
+    "reduction mean": True,
+    "sample_weight": False,
+    "a Keras mask": False,
+    "reduction sum": False,
+    "reduction None": False,
+    "mean_with_sample_weight": False,
+    "two replicas": False,
+}
+
+
+@pytest.mark.parametrize("call", list(MEAN_FUNCTION_TAKEN))
+def test_the_mean_function_serves_the_default_reduction_alone(
+    call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = make_case("focal")
+    reduction = {"reduction mean": "mean", "reduction sum": "sum", "reduction None": None}
+    reduction["mean_with_sample_weight"] = "mean_with_sample_weight"
+    loss = with_reduction(case, reduction.get(call, "sum_over_batch_size"))
+    module = sys.modules[type(loss.generated_loss).__module__]
+    calls = []
+    mean_function = module.focal_mean
+    monkeypatch.setattr(
+        module, "focal_mean", lambda *args: calls.append(args) or mean_function(*args)
+    )
+    y_pred = tf.constant(case.y_pred)
+    sample_weight = np.ones(BATCH, "float32") if call == "sample_weight" else None
+    if call == "a Keras mask":
+        y_pred._keras_mask = tf.constant([True] * BATCH)
+    if call == "two replicas":
+        monkeypatch.setattr(tf.distribute, "get_strategy", TwoReplicas)
+    value = loss(case.y_true, y_pred, sample_weight=sample_weight)
+    assert bool(calls) == MEAN_FUNCTION_TAKEN[call]
+    expected = keras.losses.Loss.__call__(loss, case.y_true, y_pred, sample_weight=sample_weight)
+    np.testing.assert_allclose(value, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("spec_id", ["mse", "focal", "weighted_ce"])

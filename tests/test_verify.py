@@ -133,6 +133,35 @@ def test_a_raising_function_or_a_wrong_shape_is_E903() -> None:
     assert shaped.code == "E903" and "returned shape [3, 1], expected [3]" in shaped.message
 
 
+def test_a_mean_function_is_verified_as_the_mean_of_the_values() -> None:
+    @tf.function
+    def focal_mean(y_true, y_pred, gamma, alpha):
+        return tf.reduce_mean(focal_by_hand(y_true, y_pred, gamma, alpha))
+
+    @tf.function
+    def summed(y_true, y_pred, gamma, alpha):
+        return tf.reduce_sum(focal_by_hand(y_true, y_pred, gamma, alpha))
+
+    @tf.function
+    def doubled_gradient(y_true, y_pred, gamma, alpha):
+        value = focal_mean(y_true, y_pred, gamma, alpha)
+        return 2.0 * value - tf.stop_gradient(value)
+
+    @tf.function
+    def per_sample(y_true, y_pred, gamma, alpha):
+        return focal_by_hand(y_true, y_pred, gamma, alpha)
+
+    assert verify_module(FOCAL, focal_by_hand, mean_function=focal_mean) == ()
+    (value_error, gradient_error) = verify_module(FOCAL, focal_by_hand, mean_function=summed)
+    assert value_error.code == "E901" and gradient_error.code == "E902"
+    assert "as their mean (`hand_mean`)" in value_error.message
+    assert any(line.startswith("at result element []") for line in value_error.help)
+    (gradient_error,) = verify_module(FOCAL, focal_by_hand, mean_function=doubled_gradient)
+    assert gradient_error.code == "E902" and "as their mean" in gradient_error.message
+    (shaped,) = verify_module(FOCAL, focal_by_hand, mean_function=per_sample)
+    assert shaped.code == "E903" and "expected []" in shaped.message
+
+
 def test_reference_expands_reductions_softmax_and_broadcast_copies() -> None:
     # sum over the classes of a per-sample value counts C copies (as the printer does).
     symbolic = hand_built(

@@ -158,6 +158,11 @@ def function_names(loss_name: str) -> tuple[str, str, str]:
     return function, f"{function}_mask", class_name
 
 
+def mean_function_name(loss_name: str) -> str:
+    """The function of a loss's mean over every element (`codegen.writer.writes_a_mean`)."""
+    return f"{python_name(loss_name)}_mean"
+
+
 def camel_case(loss_name: str) -> str:
     """The class name of a loss: `weighted_ce` -> `WeightedCe`, `focal` -> `Focal`."""
     parts = [part for part in loss_name.split("_") if part]

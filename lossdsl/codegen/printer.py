@@ -66,6 +66,7 @@ from lossdsl.codegen.body import REDUCTION, FunctionBody
 from lossdsl.codegen.fusions import (
     FUSIONS,
     OWN_BACKWARD_FUSIONS,
+    Fusion,
     FusionContext,
     clips_outside_logs,
     fuse,
@@ -106,7 +107,7 @@ from lossdsl.codegen.targets import DEFAULT_TARGET, TENSORFLOW, TORCH, Target, t
 from lossdsl.codegen.text import names_in
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.backward import UPSTREAM, backward, common_factors_outside
-from lossdsl.symbolic.loss import SymbolicLoss
+from lossdsl.symbolic.loss import AppliedRewrite, SymbolicLoss
 from lossdsl.typed import (
     ALL_ROLES,
     NO_ROLES,
@@ -172,8 +173,12 @@ def print_body(
     jit_compile: bool = False,
     target: str = DEFAULT_TARGET,
     own_backward: bool = True,
+    mean: bool = False,
 ) -> FunctionBody:
-    """The statements computing `symbolic.result` (and its mask) on backend `target`.
+    """The statements computing `symbolic.result` (and its mask) on backend `target`;
+    with `mean`, of a spec without a mask, the result's mean over all its elements
+    (`functions.mean_of_everything`), a scalar whose custom gradient takes a scalar
+    upstream gradient.
 
     The target fusions run first (`codegen.fusions.fuse`). With `jit_compile` (a module
     compiled with XLA), the nodes an XLA spelling matches (`codegen.fusions.XLA_SPELLINGS`)
@@ -196,10 +201,12 @@ def print_body(
     labels = frozenset({y_true} if checked.y_true.kind == "label" else ())
     onehot = frozenset({y_true} if checked.y_true.kind == "onehot" else ())
     y_pred = symbolic.symbols[checked.y_pred.name]
+    assert not mean or symbolic.mask is None, "a masked result's mean is Keras's to take"
+    result_roles = NO_ROLES if mean else checked.result.roles
     unfused = [symbolic.result] + ([symbolic.mask] if symbolic.mask is not None else [])
     context = FusionContext(
         rows_summing_to_one=onehot,
-        roles={**symbolic.roles, UPSTREAM: checked.result.roles},
+        roles={**symbolic.roles, UPSTREAM: result_roles},
         y_pred=y_pred,
         clips_outside_logs=clips_outside_logs(unfused),
         labels=labels,
@@ -208,8 +215,17 @@ def print_body(
     own_fusions = OWN_BACKWARD_FUSIONS
     if not jit_compile:  # the general form, where it measured faster than a fused kernel
         own_fusions = tuple(f for f in own_fusions if f.name not in backend.kernels_slower)
+
+    def fused_result(
+        rules: tuple[Fusion, ...] = FUSIONS,
+    ) -> tuple[sympy.Basic, tuple[AppliedRewrite, ...]]:
+        """The result fused by `rules`, and with `mean` then its mean: the fusions see the
+        per-sample values they match."""
+        fused, fusions = fuse(symbolic.result, context, rules)
+        return (fn.mean_of_everything(fused, context.roles) if mean else fused), fusions
+
     if own_backward and backend.custom_gradient:
-        fused, fusions = fuse(symbolic.result, context, own_fusions)
+        fused, fusions = fused_result(own_fusions)
         helpers_differentiate = any(
             type(node).__name__ in backend.helper_gradients for node in fn.nodes_of([fused])
         )
@@ -221,7 +237,7 @@ def print_body(
             gradient = fn.Where(symbolic.mask, gradient, sympy.S.Zero)
     if gradient is None or gradient == 0:  # the framework's autodiff
         gradient = None
-        fused, fusions = fuse(symbolic.result, context)
+        fused, fusions = fused_result()
     fusion_rules = FUSIONS if gradient is None else own_fusions
     outputs = [fused]
     if symbolic.mask is not None:  # fused alike, so that it shares the result's temporaries
@@ -253,15 +269,14 @@ def print_body(
     region_of = regions(shared, outputs[0], outputs[1:], gradient is not None)
     definitions = []
     regions_defined = []
-    if gradient is not None and checked.result.roles:
-        definitions.append(printer.upstream_in_keepdims_form(checked.result.roles))
+    if gradient is not None and result_roles:
+        definitions.append(printer.upstream_in_keepdims_form(result_roles))
         regions_defined.append(BACKWARD)
     for expr in shared:
         value = printer.definition(expr)
         groups = printer.take_groups()
         definitions += [*groups, (temporaries[expr], value)]
         regions_defined += [region_of[expr]] * (len(groups) + 1)
-    result_roles = checked.result.roles
     reduced = None
     if gradient is None and symbolic.mask is None:
         reduced = printer.class_reduced(outputs[0], result_roles)
@@ -657,6 +672,8 @@ class TensorFlowPrinter(PythonCodePrinter):
             Role.CLASS: self.form("size", self.y_pred, "-1"),
         }
         product = " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
+        if roles == self.axis_roles == ALL_ROLES:
+            product = self.form("size_of_all", self.y_pred)
         if self.target.num_classes_number and roles == {Role.CLASS}:
             return f"(1.0 / {product})"  # parenthesized: a factor of products
         return self.cast(f"1.0 / {self.cast(product, self.use(SUM_DTYPE_LOCAL))}")
@@ -1093,7 +1110,8 @@ class TensorFlowPrinter(PythonCodePrinter):
     def _print_IntoChannels(self, expr: fn.IntoChannels) -> str:
         """`_into_channels`: the values padded to `like`'s channels; values without the
         slice's class axis (without the class role, or with y_true's) first broadcast to
-        a slice of several channels."""
+        a slice of several channels, and values without another of its roles (a scalar
+        mean's adjoint) to the slice."""
         values, like, start, stop = expr.args
         if start == 0 and stop == sympy.oo:  # every channel: a broadcast (backward.in_the_shape_of)
             zeros = self.form("zeros_like", self._print(like))
@@ -1101,7 +1119,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         printed = self._print(values)
         single = (stop != sympy.oo and stop - start == 1) or (start == -1 and stop == sympy.oo)
         sized = fn.has_the_class_axis_of(values, fn.Channels(like, start, stop), self.roles)
-        if not (sized or single):
+        whole = self.roles(like) - {Role.CLASS} <= self.roles(values)
+        if not (sized or single) or not whole:
             zeros = self.form("zeros_like", self._print(fn.Channels(like, start, stop)))
             printed = f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"
         self.helpers_used.add(INTO_CHANNELS)

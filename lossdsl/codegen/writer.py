@@ -6,7 +6,10 @@ per-sample function named after the loss (with a prelude that brings y_true and 
 the shapes and dtypes the statements assume), and a `keras.losses.Loss` subclass written
 the way Keras writes its own. A spec with a `mask` also gets a `<name>_mask` function, and
 its statements go into a private `_<name>_with_mask` that returns the values and the mask
-from one prelude: the class's `call` uses it once, `<name>` returns its values.
+from one prelude: the class's `call` uses it once, `<name>` returns its values. A
+TensorFlow module of a spec without a mask also gets `<name>_mean`, the mean of every
+value with its own gradient, which the class's `__call__` returns for Keras's default
+reduction where no sample weights, mask or replicas change it (`writes_a_mean`).
 Loading and running the module is left to `lossdsl.runtime`.
 """
 
@@ -37,7 +40,7 @@ from lossdsl.codegen.helpers import (
     WHERE_ZERO,
     target_helpers,
 )
-from lossdsl.codegen.names import function_names, python_names
+from lossdsl.codegen.names import function_names, mean_function_name, python_names
 from lossdsl.codegen.printer import NON_ARRAY_LOCALS
 from lossdsl.codegen.targets import (
     DEFAULT_TARGET,
@@ -67,6 +70,7 @@ from lossdsl.codegen.text import (
 )
 from lossdsl.kinds import KINDS, Argument
 from lossdsl.source import printable_name
+from lossdsl.symbolic.functions import nodes_of
 from lossdsl.symbolic.loss import SymbolicLoss
 from lossdsl.typed import (
     PER_ELEMENT,
@@ -151,16 +155,37 @@ def write_module(
     *,
     jit_compile: bool = False,
     target: str = DEFAULT_TARGET,
+    mean_body: FunctionBody | None = None,
 ) -> str:
     """The text of the standalone module for a compiled loss on backend `target`, checked
     with `ast.parse`.
 
     The text is built from the checked tree and the printer's body; `symbolic` supplies
     the names of the stable rewrites that fired, listed in the module docstring with the
-    target fusions the body records.
+    target fusions the body records. With a `mean_body` (`print_body(..., mean=True)`),
+    the module also has `<name>_mean`, which the Keras class calls for Keras's default
+    reduction where no sample weights, mask or replicas change it (`writes_a_mean`).
     """
     rewrites = tuple(dict.fromkeys(rewrite.rule for rewrite in symbolic.rewrites))
-    return ModuleWriter(checked, body, rewrites, jit_compile, target_named(target)).write()
+    writer = ModuleWriter(checked, body, rewrites, jit_compile, target_named(target), mean_body)
+    return writer.write()
+
+
+MEAN_FUNCTION_NODES = 1_000
+"""The most distinct nodes of a result whose module gets a `<name>_mean`: printing it
+costs as much as printing the per-sample function, seconds for thousands of nodes."""
+
+
+def writes_a_mean(symbolic: SymbolicLoss, target: str) -> bool:
+    """Whether the module of `symbolic` on `target` gets `<name>_mean`: on TensorFlow, for
+    a result with a batch axis and no mask (a masked mean divides by the elements that
+    count: Keras's), of at most `MEAN_FUNCTION_NODES` nodes."""
+    return (
+        target_named(target) is TENSORFLOW
+        and symbolic.mask is None
+        and bool(symbolic.checked.result.roles)
+        and len(nodes_of([symbolic.result])) <= MEAN_FUNCTION_NODES
+    )
 
 
 class ModuleWriter:
@@ -173,9 +198,11 @@ class ModuleWriter:
         rewrites: tuple[str, ...],
         jit_compile: bool,
         target: Target = TENSORFLOW,
+        mean_body: FunctionBody | None = None,
     ) -> None:
         self.checked = checked
         self.body = body
+        self.mean_body = mean_body
         self.rewrites = rewrites
         self.target = target
         self.jit_compile = jit_compile and target is TENSORFLOW
@@ -190,6 +217,7 @@ class ModuleWriter:
         self.y_true = names[checked.y_true.name]
         self.y_pred = names[checked.y_pred.name]
         self.function, self.mask_function, self.class_name = function_names(checked.loss_name)
+        self.mean_function = mean_function_name(checked.loss_name)
         self.module_class_name = f"{self.class_name}Module"
         # where the Keras class's methods start: inside `if keras is not None:` when Keras
         # is optional
@@ -207,6 +235,8 @@ class ModuleWriter:
             self.helper_set.source(name, self.jit_compile).splitlines() for name in self.helpers()
         ]
         functions = [self.per_sample_function()]
+        if self.mean_body is not None:
+            functions.append(self.mean_function_lines(self.mean_body))
         if self.body.mask is not None:
             functions = [
                 self.with_mask_function_lines(),
@@ -243,7 +273,7 @@ class ModuleWriter:
     def helpers(self) -> list[str]:
         """The helpers the module defines: the body's, `_per_class` for vector params,
         `_paired` for a spec that pairs samples and `_where_zero` for a mask's zeros."""
-        needed = set(self.body.helpers)
+        needed = set(self.body.helpers).union(self.mean_body.helpers if self.mean_body else ())
         if any(param.info.is_vector for param in self.params):
             needed.add(PER_CLASS)
         if self.channels:
@@ -319,6 +349,11 @@ class ModuleWriter:
             )
         if self.body.mask is not None:
             usage += f" `{self.mask_function}` gives the elements that count."
+        if self.mean_body is not None:
+            usage += (
+                f" `{self.mean_function}(y_true, y_pred, ...)` computes their mean, with its "
+                "own gradient."
+            )
         paragraphs = [
             self.summary,
             "\n".join(wrap(usage, LINE_LENGTH)),
@@ -404,20 +439,35 @@ class ModuleWriter:
             kept = self.form("where", valid, losses, self.form("zeros_like", losses))
         return [*lines, f"{INDENT}{valid} = {self.body.mask}", f"{INDENT}return {kept}, {valid}"]
 
-    def body_lines(self, use: str) -> list[str]:
-        """The body's statements and `use` (`return`, `losses =`) of its result; with a
-        backward pass, the result comes from the target's custom gradient holding it."""
-        lines = indent_lines(self.body.statements, INDENT)
-        backward = self.body.backward
+    def body_lines(self, use: str, body: FunctionBody | None = None) -> list[str]:
+        """The statements of `body` (the module's by default) and `use` (`return`,
+        `losses =`) of its result; with a backward pass, the result comes from the
+        target's custom gradient holding it."""
+        body = body or self.body
+        lines = indent_lines(body.statements, INDENT)
+        backward = body.backward
         if backward is None:
-            return [*lines, f"{INDENT}{use} {self.body.result}"]
+            return [*lines, f"{INDENT}{use} {body.result}"]
         if self.target is TORCH:
             call = f"{INDENT}{use} {self.backward_class}.apply"
             return [*lines, *wrapped_call(call, self.torch_arguments(backward), "[0]", INDENT)]
-        custom = self.tensorflow_gradient if self.target is TENSORFLOW else self.jax_gradient
-        return lines + custom(backward, use)
+        if self.target is TENSORFLOW:
+            return lines + self.tensorflow_gradient(backward, body.result, use)
+        return lines + self.jax_gradient(backward, use)
 
-    def tensorflow_gradient(self, backward: BackwardPass, use: str) -> list[str]:
+    def mean_function_lines(self, body: FunctionBody) -> list[str]:
+        """`<name>_mean`: the prelude and the mean's body (`writes_a_mean`)."""
+        lines = self.function_head(
+            self.mean_function,
+            f"The mean of the `{self.checked.loss_name}` loss over every element.",
+            f"What `{self.class_name}` computes with its default reduction where no sample "
+            "weights, mask or replicas change it: one reduction, whose gradient takes the "
+            "upstream gradient as the scalar it is.",
+            "The mean loss, a scalar.",
+        )
+        return lines + self.prelude() + self.body_lines("return", body)
+
+    def tensorflow_gradient(self, backward: BackwardPass, result: str, use: str) -> list[str]:
         """One custom gradient whose backward function closes over the forward's
         temporaries. y_true and the params held before it are its constants (their
         gradient is None); the others are arguments of its forward function, and those
@@ -439,7 +489,7 @@ class ModuleWriter:
             *indent_lines(backward.statements, INDENT * 3),
             f"{INDENT * 3}return {backward.gradient}",
             "",
-            f"{inner}return {self.body.result}, backward",
+            f"{inner}return {result}, backward",
             "",
             *(
                 wrapped_call(
@@ -695,6 +745,9 @@ class ModuleWriter:
         lines += indent_lines(self.init_method(), INDENT)
         lines.append("")
         lines += indent_lines(self.call_method(), INDENT)
+        if self.mean_body is not None:
+            lines.append("")
+            lines += indent_lines(self.dunder_call_method(), INDENT)
         lines.append("")
         lines += indent_lines(self.get_config_method(), INDENT)
         renamed = [param for param in self.params if param.argument != param.spec_name]
@@ -816,6 +869,32 @@ class ModuleWriter:
             f"{INDENT}return losses",
         ]
         return lines
+
+    def dunder_call_method(self) -> list[str]:
+        """`__call__`: Keras's default reduction from `<name>_mean` where nothing else
+        changes it; Keras's own `__call__` otherwise (`docs/KERAS.md`, "The mean")."""
+        arguments = ["y_true", "y_pred", *(f"self.{param.attribute}" for param in self.params)]
+        return [
+            "def __call__(self, y_true, y_pred, sample_weight=None):",
+            f"{INDENT}if (",
+            f"{INDENT * 2}sample_weight is None",
+            f'{INDENT * 2}and self.reduction in ("sum_over_batch_size", "mean")',
+            f'{INDENT * 2}and getattr(y_pred, "_keras_mask", None) is None',
+            f"{INDENT * 2}and tf.distribute.get_strategy().num_replicas_in_sync == 1",
+            f"{INDENT}):",
+            f"{INDENT * 2}# the mean of every value, as Keras's reduction would take it",
+            f"{INDENT * 2}with keras.name_scope(self.name):",
+            f"{INDENT * 3}y_true = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)",
+            f"{INDENT * 3}y_pred = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)",
+            *wrapped_call(
+                f"{INDENT * 3}return {self.mean_function}",
+                arguments,
+                "",
+                INDENT * 3,
+                outer=self.class_depth,
+            ),
+            f"{INDENT}return super().__call__(y_true, y_pred, sample_weight=sample_weight)",
+        ]
 
     def get_config_method(self) -> list[str]:
         if not self.params:

@@ -289,10 +289,13 @@ def channels_joined(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles])
 
 
 def _joinable(term: fn.IntoChannels, roles: Callable[[sympy.Basic], Roles]) -> bool:
-    """A slice of numbers from 0 on, its values with the class role or one channel wide."""
-    values, _, start, stop = term.args
+    """A slice of numbers from 0 on, its values with the class role or one channel wide,
+    and with every other role of the value selected from (concatenated as they are)."""
+    values, like, start, stop = term.args
     if stop == sympy.oo or not (start.is_Integer and stop.is_Integer) or start < 0:
         return False
+    if not roles(like) - {Role.CLASS} <= roles(values):
+        return False  # a scalar mean's adjoint: broadcast by `IntoChannels`
     return stop - start == 1 or Role.CLASS in roles(values)
 
 

@@ -960,6 +960,38 @@ def _roles_from_args(
     return frozenset().union(*arg_roles)
 
 
+def mean_of_everything(
+    expr: sympy.Basic, symbol_roles: Mapping[sympy.Symbol, Roles]
+) -> sympy.Basic:
+    """The mean of a result over all its elements (Keras's default reduction), a scalar.
+
+    The mean goes into the terms of a sum and past factors with no role, and a mean or a
+    sum of the result's own takes the result's roles into the ones it removes: the mean of
+    row means is the mean of everything (every row has as many entries), the mean of row
+    sums the sum of everything over the rows, one reduction, not two."""
+    memo: dict[sympy.Basic, Roles] = {}
+
+    def mean(node: sympy.Basic) -> sympy.Basic:
+        roles = roles_of(node, symbol_roles, memo)
+        if not roles:
+            return node
+        if isinstance(node, sympy.Add):
+            return sympy.Add(*map(mean, node.args))
+        if isinstance(node, sympy.Mul):
+            constant = [f for f in node.args if not roles_of(f, symbol_roles, memo)]
+            if constant:
+                rest = sympy.Mul(*(f for f in node.args if f not in constant))
+                return sympy.Mul(*constant, mean(rest))
+        if isinstance(node, ReduceMean):
+            return ReduceMean(node.args[0], encode_roles(node.removed_roles | roles))
+        if isinstance(node, ReduceSum):  # the mean of row sums: their sum over the rows
+            total = ReduceSum(node.args[0], encode_roles(node.removed_roles | roles))
+            return total * InverseCount(encode_roles(roles))
+        return ReduceMean(node, encode_roles(roles))
+
+    return mean(expr)
+
+
 def has_the_class_axis_of(
     expr: sympy.Basic,
     source: sympy.Basic,

@@ -11,7 +11,7 @@ import numpy as np
 import sympy
 
 from lossdsl.channels import agreements, requirements, true_offset, whole_uses
-from lossdsl.codegen.names import python_names
+from lossdsl.codegen.names import mean_function_name, python_names
 from lossdsl.codegen.targets import DEFAULT_TARGET
 from lossdsl.diagnostics import Diagnostic
 from lossdsl.symbolic import functions
@@ -33,7 +33,10 @@ LABEL_SELECTORS: tuple[type[functions.LossFunction], ...] = (
 
 
 def verify_module(
-    symbolic: SymbolicLoss, per_sample_function: Callable[..., Any], target: str = DEFAULT_TARGET
+    symbolic: SymbolicLoss,
+    per_sample_function: Callable[..., Any],
+    target: str = DEFAULT_TARGET,
+    mean_function: Callable[..., Any] | None = None,
 ) -> tuple[Diagnostic, ...]:
     """E9xx errors where the generated function disagrees with SymPy (empty when all agrees).
 
@@ -43,8 +46,13 @@ def verify_module(
     `verify_layouts` and on edge points at the smallest (compiled at the smallest layout;
     eagerly, through its Python function (`eager_function`), at the others, since each new
     rank would cost a trace), and its value and gradient (the target's own autodiff) are
-    compared with the exact reference. At most one diagnostic per code is returned, for the
-    first draw that shows it.
+    compared with the exact reference. So is a module's `mean_function` (`<name>_mean`),
+    on the same draws but the image layout's (its spatial axes are counted as the spatial
+    layout's), with the mean of the reference's values and its gradient, always through
+    its Python function: the same operations as its trace (which would cost as much time
+    again as the rest of a small spec's verification), and the same printer, fusions and
+    helpers as the per-sample function, whose trace is verified.
+    At most one diagnostic per code is returned, for the first draw that shows it.
     """
     checked = symbolic.checked
     params = {param.name: param.default for param in checked.params}
@@ -59,22 +67,30 @@ def verify_module(
         layouts,
         distinct_nodes(expr for expr in (symbolic.result, symbolic.mask) if expr is not None)
         * PAIR_COST**checked.partners,
-        per_sample_function,
-        eager_function(per_sample_function, target),
         least_classes,
     )
     rng = np.random.default_rng(SEED)
     found: dict[str, Diagnostic] = {}
-    for layout, edge, function in plan:
+    for layout, edge, traced in plan:
         draw = draw_inputs(
             rng, checked.y_true, checked.y_pred, layout, output_roles, edge, selects_by_label
         )
-        exact = reference(symbolic, draw, params, rng)
-        candidate = run_candidate(
-            function, exact.draw, arguments, layout.output_shape(output_roles), target
-        )
-        for diagnostic in compare(symbolic, exact, candidate):
-            found.setdefault(diagnostic.code, diagnostic)
+        with_mean = mean_function is not None and len(layout.spatial) < 2
+        exact = reference(symbolic, draw, params, rng, mean=with_mean)
+        runs = [(per_sample_function, exact, traced)]
+        if with_mean and mean_function is not None:
+            mean = exact.of_the_mean(mean_function_name(checked.loss_name))
+            runs.append((mean_function, mean, False))
+        for function, expected, run_traced in runs:
+            candidate = run_candidate(
+                function if run_traced else eager_function(function, target),
+                expected.draw,
+                arguments,
+                expected.values.shape,
+                target,
+            )
+            for diagnostic in compare(symbolic, expected, candidate):
+                found.setdefault(diagnostic.code, diagnostic)
     return tuple(found[code] for code in sorted(found))
 
 
@@ -151,8 +167,9 @@ its gradient graph then costs more than the verification (a 2,000-term spec: abo
 TensorFlow graph building and optimisation for two runs). The same Python code runs the
 same operations either way; a traced call is still verified for every smaller result."""
 
-Step = tuple[Layout, bool, Callable[..., Any]]
-"""One draw of the verification: its layout, whether at the edges, the function run."""
+Step = tuple[Layout, bool, bool]
+"""One draw of the verification: its layout, whether at the edges, whether the function
+runs traced (else eagerly: `eager_function`)."""
 
 
 LEAST_CLASSES = 2
@@ -163,8 +180,6 @@ C): two, so that functions over the class axis still mix classes."""
 def verification_plan(
     layouts: tuple[Layout, Layout, Layout],
     nodes: int,
-    traced: Callable[..., Any],
-    eager: Callable[..., Any],
     least_classes: int | None = None,
 ) -> tuple[Step, ...]:
     """The draws a result of `nodes` distinct nodes is verified at, within the budget.
@@ -178,10 +193,10 @@ def verification_plan(
     small, spatial, image = layouts
     fewer = replace(small, batch=2)
     least = replace(fewer, classes=min(fewer.classes, least_classes or fewer.classes))
-    first = traced if nodes <= EAGER_ABOVE else eager
+    first = nodes <= EAGER_ABOVE
     candidates = (
-        ((small, False, first), (spatial, False, eager), (image, False, eager)),
-        ((small, False, first), (spatial, False, eager)),
+        ((small, False, first), (spatial, False, False), (image, False, False)),
+        ((small, False, first), (spatial, False, False)),
         ((small, False, first),),
         ((fewer, False, first),),
         ((least, False, first),),

@@ -479,6 +479,22 @@ class Reference:
     gradient: np.ndarray  # float64, y_pred's shape
     skipped_outputs: frozenset[tuple[int, ...]]
     skipped_gradient: frozenset[tuple[int, ...]]
+    mean_gradient: np.ndarray | None = None  # of the values' mean, where asked for
+
+    def of_the_mean(self, function: str) -> Reference:
+        """The reference of the values' mean, as the module's `function` computes it: a
+        scalar (undefined where any value is, or is left out), its gradient, a cotangent
+        of 1."""
+        assert self.mean_gradient is not None, "reference(..., mean=True) computes it"
+        undefined = bool(self.skipped_outputs) or bool(np.isnan(self.values).any())
+        description = f"{self.draw.description}, as their mean (`{function}`)"
+        return Reference(
+            replace(self.draw, cotangent=np.ones(()), description=description),
+            np.array(math.nan if undefined else np.mean(self.values)),
+            self.mean_gradient,
+            frozenset(),
+            self.skipped_gradient,
+        )
 
 
 def reference(
@@ -486,10 +502,12 @@ def reference(
     draw: Draw,
     params: Mapping[str, float | tuple[float, ...]],
     rng: np.random.Generator,
+    mean: bool = False,
 ) -> Reference:
     """SymPy's value and gradient of the result at `draw`, moved away from kinks first.
 
-    The gradient is that of sum(cotangent * result) with respect to every y_pred element;
+    The gradient is that of sum(cotangent * result) with respect to every y_pred element
+    (with `mean`, also that of the result's mean, `Reference.mean_gradient`);
     masked elements are 0 in the value. Near a kink the y_pred elements involved are drawn
     again (up to NUDGE_ROUNDS times), so the returned `draw` may differ from the one given;
     what stays near a kink is left out of the comparison: an output's value, and the
@@ -525,6 +543,12 @@ def reference(
     for output, value in outputs.items():
         seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
     adjoints = graph.gradient(seeds, order)
+    mean_adjoints = None
+    if mean:
+        shares: dict[sympy.Basic, float] = {}
+        for value in outputs.values():
+            shares[value] = shares.get(value, 0.0) + 1.0 / len(outputs)
+        mean_adjoints = graph.gradient(shares, order)
     too_large = graph.overflowing(list(outputs.values()), order)
     if too_large:
         too_large -= underflow_followed(graph, too_large, seeds, adjoints, elements.keys())
@@ -533,9 +557,16 @@ def reference(
     values = np.zeros(draw.cotangent.shape)
     for output, result in zip(outputs, graph.floats(list(outputs.values())), strict=True):
         values[output] = result
-    gradient = np.zeros(draw.y_pred.shape)
-    for index, symbol in expander.pred_symbols.items():
-        gradient[index] = _to_float(adjoints.get(symbol, 0))
+
+    def gradient_of(found: Mapping[sympy.Basic, Any]) -> np.ndarray:
+        """The adjoints of y_pred's elements, in y_pred's shape."""
+        gradient = np.zeros(draw.y_pred.shape)
+        for index, symbol in expander.pred_symbols.items():
+            gradient[index] = _to_float(found.get(symbol, 0))
+        return gradient
+
+    gradient = gradient_of(adjoints)
+    mean_gradient = None if mean_adjoints is None else gradient_of(mean_adjoints)
     kinked = {kink.condition for kink in kinks}
     near_kink: dict[sympy.Basic, bool] = {}
     for node in order if kinked else ():  # each node after its children
@@ -564,4 +595,5 @@ def reference(
             for node in [*unrepresentable, *near]
             for symbol in free_symbols(node, symbols_of) & elements.keys()
         ),
+        mean_gradient,
     )

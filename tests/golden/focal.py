@@ -3,7 +3,7 @@
 The leading comment block becomes the loss's docstring.
 
 `Focal` is a `keras.losses.Loss`; `focal(y_true, y_pred, ...)` computes the unreduced
-values.
+values. `focal_mean(y_true, y_pred, ...)` computes their mean, with its own gradient.
 
 Compiled from focal.loss:
 
@@ -210,6 +210,65 @@ def focal(y, p, gamma=2.0, alpha=0.25):
     return _custom_gradient(forward, p, gamma, alpha)
 
 
+@tf.function(autograph=False)
+def focal_mean(y, p, gamma=2.0, alpha=0.25):
+    """The mean of the `focal` loss over every element.
+
+    What `Focal` computes with its default reduction where no sample weights, mask or
+    replicas change it: one reduction, whose gradient takes the upstream gradient as the
+    scalar it is.
+
+    Args:
+        y: y_true, `onehot` values of shape [batch, ..., C].
+        p: y_pred, `prob` values of shape [batch, ..., C].
+        gamma: A value in [0, inf). Defaults to 2.0.
+        alpha: A value in [0, 1]. Defaults to 0.25.
+
+    Returns:
+        The mean loss, a scalar.
+    """
+    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
+    if not p.dtype.is_floating:
+        p = tf.cast(p, keras.backend.floatx())
+    if p.shape.rank == 1:
+        p = tf.expand_dims(p, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
+    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, p.dtype)
+    sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
+    y = tf.stop_gradient(y)
+
+    def forward(p, gamma, alpha):
+        t0 = _clip(p, 1e-07, 0.9999999)
+        t1 = 1.0 - t0
+        t2 = _power(t1, gamma)
+        t3 = tf.math.log(t0)
+        t4 = tf.cast(
+            tf.math.reduce_sum(
+                tf.cast(y * t2 * t3, sum_dtype), axis=None, keepdims=True
+            ),
+            p.dtype,
+        )
+        t5 = tf.cast(tf.shape(p)[0] * tf.reduce_prod(tf.shape(p)[1:-1]), sum_dtype)
+        t6 = tf.cast(-alpha * tf.cast(1.0 / t5, p.dtype) * t4, p.dtype)
+
+        def backward(upstream):
+            t7 = tf.cast(1.0 / t5, p.dtype)
+            t8 = tf.math.logical_and(
+                tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
+            )
+            t9 = _power(t1, gamma - 1.0)
+            t10 = y * (gamma * t9 * t3 - t2 / t0) * (alpha * upstream * t7)
+            return _where_zero(t8, t10)
+
+        return tf.reshape(t6, []), backward
+
+    return _custom_gradient(forward, p, gamma, alpha)
+
+
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
 class Focal(keras.losses.Loss):
     """Categorical focal loss (Lin et al., 2017).
@@ -261,6 +320,20 @@ class Focal(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return focal(y_true, y_pred, self.gamma, self.alpha)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if (
+            sample_weight is None
+            and self.reduction in ("sum_over_batch_size", "mean")
+            and getattr(y_pred, "_keras_mask", None) is None
+            and tf.distribute.get_strategy().num_replicas_in_sync == 1
+        ):
+            # the mean of every value, as Keras's reduction would take it
+            with keras.name_scope(self.name):
+                y_true = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
+                y_pred = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
+                return focal_mean(y_true, y_pred, self.gamma, self.alpha)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()

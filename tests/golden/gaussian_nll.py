@@ -6,7 +6,8 @@ y_true has one, the target y:
 (s + (y - mu)^2 exp(-s) + log(2 pi)) / 2.
 
 `GaussianNll` is a `keras.losses.Loss`; `gaussian_nll(y_true, y_pred, ...)` computes the
-unreduced values.
+unreduced values. `gaussian_nll_mean(y_true, y_pred, ...)` computes their mean, with its
+own gradient.
 
 Compiled from gaussian_nll.loss:
 
@@ -109,6 +110,70 @@ def gaussian_nll(y, p):
     return forward(p)
 
 
+@tf.function(autograph=False)
+def gaussian_nll_mean(y, p):
+    """The mean of the `gaussian_nll` loss over every element.
+
+    What `GaussianNll` computes with its default reduction where no sample weights, mask
+    or replicas change it: one reduction, whose gradient takes the upstream gradient as
+    the scalar it is.
+
+    Args:
+        y: y_true, `target` values of shape [batch, ..., channels], at least 1 channel.
+        p: y_pred, `real` values of shape [batch, ..., channels], at least 2 channels.
+
+    Returns:
+        The mean loss, a scalar.
+    """
+    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
+    if not p.dtype.is_floating:
+        p = tf.cast(p, keras.backend.floatx())
+    if p.shape.rank == 1:
+        p = tf.expand_dims(p, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
+    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == p.shape.rank - 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, p.dtype)
+    y = _check_channels(y, 1, "y_true", "y[0]")
+    p = _check_channels(p, 2, "y_pred", "p[1]")
+    spatial_axes = list(range(1, len(p.shape) - 1))
+    sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
+    y = tf.stop_gradient(y)
+
+    @tf.custom_gradient
+    def forward(p):
+        t0 = y[..., 0:1] - p[..., 0:1]
+        t1 = p[..., 1:2]
+        t2 = tf.math.exp(-t1)
+        t3 = tf.math.square(t0) * t2
+        t4 = tf.cast(
+            tf.math.reduce_mean(
+                tf.cast(t3, sum_dtype), axis=[0, *spatial_axes], keepdims=True
+            ),
+            p.dtype,
+        )
+        t5 = tf.cast(
+            tf.math.reduce_mean(
+                tf.cast(t1, sum_dtype), axis=[0, *spatial_axes], keepdims=True
+            ),
+            p.dtype,
+        )
+        t6 = tf.cast(0.5 * t4 + 0.5 * t5 + 0.9189385332046728, p.dtype)
+
+        def backward(upstream):
+            t7 = tf.cast(tf.shape(p)[0] * tf.reduce_prod(tf.shape(p)[1:-1]), sum_dtype)
+            t8 = upstream * tf.cast(1.0 / t7, p.dtype)
+            t9 = tf.shape(p)
+            t10 = (1.0 - t3) * (0.5 * t8)
+            return _channels_joined(t9[-1], (t0 * t2 * -t8, 0, 1), (t10, 1, 2))
+
+        return tf.reshape(t6, []), backward
+
+    return forward(p)
+
+
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
 class GaussianNll(keras.losses.Loss):
     """Gaussian negative log-likelihood with a predicted variance (Nix and Weigend, 1994;
@@ -143,6 +208,20 @@ class GaussianNll(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return gaussian_nll(y_true, y_pred)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if (
+            sample_weight is None
+            and self.reduction in ("sum_over_batch_size", "mean")
+            and getattr(y_pred, "_keras_mask", None) is None
+            and tf.distribute.get_strategy().num_replicas_in_sync == 1
+        ):
+            # the mean of every value, as Keras's reduction would take it
+            with keras.name_scope(self.name):
+                y_true = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
+                y_pred = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
+                return gaussian_nll_mean(y_true, y_pred)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         return super().get_config()

@@ -3,7 +3,8 @@
 lossdsl: allow W301
 
 `Triplet` is a `keras.losses.Loss`; `triplet(y_true, y_pred, ...)` computes the
-unreduced values.
+unreduced values. `triplet_mean(y_true, y_pred, ...)` computes their mean, with its own
+gradient.
 
 Compiled from triplet.loss:
 
@@ -141,6 +142,58 @@ def triplet(y, e, margin=1.0):
     return tf.reshape(tf.nn.relu(margin + t4 - t5), [-1])
 
 
+@tf.function(autograph=False)
+def triplet_mean(y, e, margin=1.0):
+    """The mean of the `triplet` loss over every element.
+
+    What `Triplet` computes with its default reduction where no sample weights, mask or
+    replicas change it: one reduction, whose gradient takes the upstream gradient as the
+    scalar it is.
+
+    Args:
+        y: y_true, `label` values of shape [batch].
+        e: y_pred, `real` values of shape [batch, C].
+        margin: A value in (0, inf). Defaults to 1.0.
+
+    Returns:
+        The mean loss, a scalar.
+    """
+    e = tf.convert_to_tensor(e, dtype_hint=keras.backend.floatx())
+    if not e.dtype.is_floating:
+        e = tf.cast(e, keras.backend.floatx())
+    if e.shape.rank == 1:
+        e = tf.expand_dims(e, -1)
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == e.shape.rank - 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, tf.int32)
+    y, e = _paired(y, e, 1, "triplet")
+    sum_dtype = tf.float32 if e.dtype in (tf.float16, tf.bfloat16) else e.dtype
+    sample_index = tf.reshape(tf.range(tf.shape(e)[0]), [-1] + [1] * (len(e.shape) - 1))
+    t0 = _other(y, 1)
+    t1 = tf.math.not_equal(t0, y)
+    t2 = tf.math.sqrt(_pair_squared_distance(e, None, 1) + 1e-07)
+    t3 = tf.math.logical_and(
+        tf.math.equal(t0, y), tf.math.not_equal(_other(sample_index, 1), sample_index)
+    )
+    t4 = _where_zero(
+        tf.math.reduce_any(t3, axis=1, keepdims=True),
+        tf.math.reduce_max(
+            tf.where(t3, t2, tf.constant(float("-inf"), e.dtype)), axis=1, keepdims=True
+        ),
+    )
+    t5 = _where_zero(
+        tf.math.reduce_any(t1, axis=1, keepdims=True),
+        tf.math.reduce_min(
+            tf.where(t1, t2, tf.constant(float("inf"), e.dtype)), axis=1, keepdims=True
+        ),
+    )
+    t6 = tf.math.reduce_mean(
+        tf.cast(tf.nn.relu(margin + t4 - t5), sum_dtype), axis=0, keepdims=True
+    )
+    return tf.reshape(tf.cast(tf.cast(t6, e.dtype), e.dtype), [])
+
+
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
 class Triplet(keras.losses.Loss):
     """LANGUAGE.md 6.5: batch-hard triplet loss, pairs of samples within the batch
@@ -182,6 +235,20 @@ class Triplet(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return triplet(y_true, y_pred, self.margin)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if (
+            sample_weight is None
+            and self.reduction in ("sum_over_batch_size", "mean")
+            and getattr(y_pred, "_keras_mask", None) is None
+            and tf.distribute.get_strategy().num_replicas_in_sync == 1
+        ):
+            # the mean of every value, as Keras's reduction would take it
+            with keras.name_scope(self.name):
+                y_true = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
+                y_pred = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
+                return triplet_mean(y_true, y_pred, self.margin)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()

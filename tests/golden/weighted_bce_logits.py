@@ -5,7 +5,8 @@ The compiler rewrites both logs into softplus forms, stable for any logit.
 Same as tf.nn.weighted_cross_entropy_with_logits(y, z, pos_weight), averaged.
 
 `WeightedBceLogits` is a `keras.losses.Loss`; `weighted_bce_logits(y_true, y_pred, ...)`
-computes the unreduced values.
+computes the unreduced values. `weighted_bce_logits_mean(y_true, y_pred, ...)` computes
+their mean, with its own gradient.
 
 Compiled from weighted_bce_logits.loss:
 
@@ -128,6 +129,55 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     return _custom_gradient(forward, z, pos_weight)
 
 
+@tf.function(autograph=False)
+def weighted_bce_logits_mean(y, z, pos_weight=1.0):
+    """The mean of the `weighted_bce_logits` loss over every element.
+
+    What `WeightedBceLogits` computes with its default reduction where no sample
+    weights, mask or replicas change it: one reduction, whose gradient takes the
+    upstream gradient as the scalar it is.
+
+    Args:
+        y: y_true, `binary` values of shape [batch, ..., C].
+        z: y_pred, `logits` values of shape [batch, ..., C].
+        pos_weight: A value in [0, inf). Defaults to 1.0.
+
+    Returns:
+        The mean loss, a scalar.
+    """
+    z = tf.convert_to_tensor(z, dtype_hint=keras.backend.floatx())
+    if not z.dtype.is_floating:
+        z = tf.cast(z, keras.backend.floatx())
+    if z.shape.rank == 1:
+        z = tf.expand_dims(z, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=z.dtype)
+    if y.shape.rank == z.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == z.shape.rank - 1 and z.shape[-1] == 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, z.dtype)
+    sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
+    y = tf.stop_gradient(y)
+
+    def forward(z, pos_weight):
+        t0 = 1.0 - y
+        t1 = tf.math.reduce_mean(
+            tf.cast(_softplus_pair_same_shape(pos_weight * y, t0, z), sum_dtype),
+            axis=None,
+            keepdims=True,
+        )
+
+        def backward(upstream):
+            t2 = tf.cast(1.0 / tf.cast(tf.size(z), sum_dtype), z.dtype)
+            t3 = tf.math.sigmoid(-z)
+            t4 = tf.math.sigmoid(z)
+            return (t0 * t4 - y * pos_weight * t3) * (upstream * t2)
+
+        return tf.reshape(tf.cast(tf.cast(t1, z.dtype), z.dtype), []), backward
+
+    return _custom_gradient(forward, z, pos_weight)
+
+
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
 class WeightedBceLogits(keras.losses.Loss):
     """Binary cross-entropy on logits with a weight on the positive class, written as on
@@ -171,6 +221,20 @@ class WeightedBceLogits(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return weighted_bce_logits(y_true, y_pred, self.pos_weight)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if (
+            sample_weight is None
+            and self.reduction in ("sum_over_batch_size", "mean")
+            and getattr(y_pred, "_keras_mask", None) is None
+            and tf.distribute.get_strategy().num_replicas_in_sync == 1
+        ):
+            # the mean of every value, as Keras's reduction would take it
+            with keras.name_scope(self.name):
+                y_true = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
+                y_pred = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
+                return weighted_bce_logits_mean(y_true, y_pred, self.pos_weight)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()

@@ -4,7 +4,8 @@ Give rare classes a larger weight (`lossdsl.class_weights(labels)` computes one)
 Same as keras.losses.CategoricalCrossentropy with class_weight={c: w[c]} in fit().
 
 `WeightedCe` is a `keras.losses.Loss`; `weighted_ce(y_true, y_pred, ...)` computes the
-unreduced values.
+unreduced values. `weighted_ce_mean(y_true, y_pred, ...)` computes their mean, with its
+own gradient.
 
 Compiled from weighted_ce.loss:
 
@@ -137,6 +138,68 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     return forward(p)
 
 
+@tf.function(autograph=False)
+def weighted_ce_mean(y, p, w=(1.0, 2.5, 4.0)):
+    """The mean of the `weighted_ce` loss over every element.
+
+    What `WeightedCe` computes with its default reduction where no sample weights, mask
+    or replicas change it: one reduction, whose gradient takes the upstream gradient as
+    the scalar it is.
+
+    Args:
+        y: y_true, `onehot` values of shape [batch, ..., C].
+        p: y_pred, `prob` values of shape [batch, ..., C].
+        w: One value in [0, inf) per class. Defaults to (1.0, 2.5, 4.0).
+
+    Returns:
+        The mean loss, a scalar.
+    """
+    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
+    if not p.dtype.is_floating:
+        p = tf.cast(p, keras.backend.floatx())
+    if p.shape.rank == 1:
+        p = tf.expand_dims(p, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
+    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, p.dtype)
+    w = _per_class(w, p, "w")
+    spatial_axes = list(range(1, len(p.shape) - 1))
+    sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
+    y = tf.stop_gradient(y)
+    w = _held(w)
+
+    @tf.custom_gradient
+    def forward(p):
+        t0 = tf.expand_dims(tf.math.argmax(y, axis=-1, output_type=tf.int32), -1)
+        t1 = tf.gather(w, t0)
+        t2 = tf.cast(
+            tf.math.reduce_sum(
+                tf.cast(y * _clipped_log(p, 1e-07, 0.9999999), sum_dtype),
+                axis=-1,
+                keepdims=True,
+            ),
+            p.dtype,
+        )
+        t3 = tf.math.reduce_mean(
+            tf.cast(t1 * t2, sum_dtype), axis=[0, *spatial_axes], keepdims=True
+        )
+
+        def backward(upstream):
+            t4 = tf.cast(tf.shape(p)[0] * tf.reduce_prod(tf.shape(p)[1:-1]), sum_dtype)
+            t5 = tf.cast(1.0 / t4, p.dtype)
+            t6 = tf.math.logical_and(
+                tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
+            )
+            return _where_zero(t6, y * (-upstream * t1 * t5) / p)
+
+        return tf.reshape(tf.cast(-tf.cast(t3, p.dtype), p.dtype), []), backward
+
+    return forward(p)
+
+
 @keras.saving.register_keras_serializable(package="lossdsl_generated")
 class WeightedCe(keras.losses.Loss):
     """Categorical cross-entropy weighted by the true class: w[class(y)] * -sum(y * log(p)).
@@ -180,6 +243,20 @@ class WeightedCe(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return weighted_ce(y_true, y_pred, self.w)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if (
+            sample_weight is None
+            and self.reduction in ("sum_over_batch_size", "mean")
+            and getattr(y_pred, "_keras_mask", None) is None
+            and tf.distribute.get_strategy().num_replicas_in_sync == 1
+        ):
+            # the mean of every value, as Keras's reduction would take it
+            with keras.name_scope(self.name):
+                y_true = keras.ops.convert_to_tensor(y_true, dtype=self.dtype)
+                y_pred = keras.ops.convert_to_tensor(y_pred, dtype=self.dtype)
+                return weighted_ce_mean(y_true, y_pred, self.w)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()
