@@ -720,8 +720,11 @@ class TensorFlowPrinter(PythonCodePrinter):
                 axes = f"{self.target.axis}={self.form('later_axes')}"
                 return f"{reduction_op(fn.ReduceMax, self.target)}({printed}, {axes})"
             return self.form("flatten", printed)
-        if target == NO_ROLES:
-            return self.form("scalar_result", printed)
+        if target == NO_ROLES:  # a reduction of an array is cast back to the dtype already
+            reduced = isinstance(expr, ACCUMULATING_REDUCTIONS) and bool(
+                expr.removed_roles & self.roles(expr.args[0])
+            )
+            return self.form("scalar_of" if reduced else "scalar_result", printed)
         raise ValueError(
             f"a result must not keep the class role: {sorted(r.value for r in target)}"
         )

@@ -47,11 +47,12 @@ def verify_module(
     eagerly, through its Python function (`eager_function`), at the others, since each new
     rank would cost a trace), and its value and gradient (the target's own autodiff) are
     compared with the exact reference. So is a module's `mean_function` (`<name>_mean`),
-    on the same draws but the image layout's (its spatial axes are counted as the spatial
-    layout's), with the mean of the reference's values and its gradient, always through
-    its Python function: the same operations as its trace (which would cost as much time
-    again as the rest of a small spec's verification), and the same printer, fusions and
-    helpers as the per-sample function, whose trace is verified.
+    at the edges and at one random draw, the last with at most one spatial axis (the
+    spatial layout's, where the plan keeps it: the image layout's axes are counted alike),
+    with the mean of the reference's values and its gradient, always through its Python
+    function: the same operations as its trace (which would cost as much time again as
+    the rest of a small spec's verification), and the same printer, fusions and helpers as
+    the per-sample function, whose trace is verified at every layout.
     At most one diagnostic per code is returned, for the first draw that shows it.
     """
     checked = symbolic.checked
@@ -69,13 +70,15 @@ def verify_module(
         * PAIR_COST**checked.partners,
         least_classes,
     )
+    random = [i for i, (layout, edge, _) in enumerate(plan) if not edge and len(layout.spatial) < 2]
+    mean_draws = {i for i, (_, edge, _) in enumerate(plan) if edge} | set(random[-1:])
     rng = np.random.default_rng(SEED)
     found: dict[str, Diagnostic] = {}
-    for layout, edge, traced in plan:
+    for index, (layout, edge, traced) in enumerate(plan):
         draw = draw_inputs(
             rng, checked.y_true, checked.y_pred, layout, output_roles, edge, selects_by_label
         )
-        with_mean = mean_function is not None and len(layout.spatial) < 2
+        with_mean = mean_function is not None and index in mean_draws
         exact = reference(symbolic, draw, params, rng, mean=with_mean)
         runs = [(per_sample_function, exact, traced)]
         if with_mean and mean_function is not None:

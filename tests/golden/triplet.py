@@ -191,7 +191,7 @@ def triplet_mean(y, e, margin=1.0):
     t6 = tf.math.reduce_mean(
         tf.cast(tf.nn.relu(margin + t4 - t5), sum_dtype), axis=0, keepdims=True
     )
-    return tf.reshape(tf.cast(tf.cast(t6, e.dtype), e.dtype), [])
+    return tf.reshape(tf.cast(t6, e.dtype), [])
 
 
 @keras.saving.register_keras_serializable(package="lossdsl_generated")

@@ -173,7 +173,7 @@ def weighted_bce_logits_mean(y, z, pos_weight=1.0):
             t4 = tf.math.sigmoid(z)
             return (t0 * t4 - y * pos_weight * t3) * (upstream * t2)
 
-        return tf.reshape(tf.cast(tf.cast(t1, z.dtype), z.dtype), []), backward
+        return tf.reshape(tf.cast(t1, z.dtype), []), backward
 
     return _custom_gradient(forward, z, pos_weight)
 
