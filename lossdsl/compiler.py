@@ -136,7 +136,7 @@ def generate(
         raise LossSpecError(unique(without_allowed([*found, *cancelled], source)), source)
     body = print_body(symbolic, jit_compile=jit_compile, target=target)
     mean_body = None
-    if writes_a_mean(symbolic, target):
+    if writes_a_mean(symbolic, target, jit_compile):
         mean_body = print_body(symbolic, jit_compile=jit_compile, target=target, mean=True)
     python_source = write_module(
         checked, symbolic, body, jit_compile=jit_compile, target=target, mean_body=mean_body
@@ -176,7 +176,7 @@ def load_generated(generated: GeneratedSource, *, verify: bool = True) -> Compil
             function = getattr(module, with_mask_function_name(checked.loss_name))
             checked_copy = untraced_values(function, jit_compile=jit_compile, target=target)
         mean = None  # run through its Python function, which keeps no traces
-        if writes_a_mean(generated.symbolic, target):
+        if writes_a_mean(generated.symbolic, target, jit_compile):
             mean = getattr(module, mean_function_name(checked.loss_name))
         errors = verify_module(generated.symbolic, checked_copy, target, mean)
         if errors:

@@ -89,6 +89,14 @@ def test_load_with_jit_compile_computes_the_same_values(case: str) -> None:
         np.testing.assert_allclose(xla_gradient, gradient, rtol=1e-5, atol=1e-7)
 
 
+def test_only_a_module_without_xla_takes_the_mean_in_one_function() -> None:
+    # XLA fuses Keras's reduction itself (docs/KERAS.md, "The default reduction in one function")
+    plain = compile_source(SourceFile.from_text(FOCAL), verify=False)
+    xla = compile_source(SourceFile.from_text(FOCAL), verify=False, jit_compile=True)
+    assert "def focal_mean(" in plain.python_source
+    assert "_mean(" not in xla.python_source and "def __call__" not in xla.python_source
+
+
 def value_and_gradient(
     loss: keras.losses.Loss, y_true: np.ndarray, y_pred: tf.Tensor
 ) -> tuple[np.ndarray, np.ndarray]:

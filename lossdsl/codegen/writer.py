@@ -7,7 +7,7 @@ the shapes and dtypes the statements assume), and a `keras.losses.Loss` subclass
 the way Keras writes its own. A spec with a `mask` also gets a `<name>_mask` function, and
 its statements go into a private `_<name>_with_mask` that returns the values and the mask
 from one prelude: the class's `call` uses it once, `<name>` returns its values. A
-TensorFlow module of a spec without a mask also gets `<name>_mean`, the mean of every
+TensorFlow module without XLA of a spec without a mask also gets `<name>_mean`, the mean of every
 value with its own gradient, which the class's `__call__` returns for Keras's default
 reduction where no sample weights, mask or replicas change it (`writes_a_mean`).
 Loading and running the module is left to `lossdsl.runtime`.
@@ -176,12 +176,17 @@ MEAN_FUNCTION_NODES = 1_000
 costs as much as printing the per-sample function, seconds for thousands of nodes."""
 
 
-def writes_a_mean(symbolic: SymbolicLoss, target: str) -> bool:
-    """Whether the module of `symbolic` on `target` gets `<name>_mean`: on TensorFlow, for
-    a result with a batch axis and no mask (a masked mean divides by the elements that
-    count: Keras's), of at most `MEAN_FUNCTION_NODES` nodes."""
+def writes_a_mean(symbolic: SymbolicLoss, target: str, jit_compile: bool) -> bool:
+    """Whether the module of `symbolic` on `target` gets `<name>_mean`: on TensorFlow
+    without XLA, for a result with a batch axis and no mask (a masked mean divides by the
+    elements that count: Keras's), of at most `MEAN_FUNCTION_NODES` nodes. XLA fuses
+    Keras's reduction into the loss's own computation, and on the CPU its reductions over
+    every axis measured slower than the class sums it spells as products (a median of
+    0.99 of hand-written TensorFlow on the literature specs with the mean, 0.88 without:
+    benchmarks/README.md, "Eighteenth session")."""
     return (
         target_named(target) is TENSORFLOW
+        and not jit_compile
         and symbolic.mask is None
         and bool(symbolic.checked.result.roles)
         and len(nodes_of([symbolic.result])) <= MEAN_FUNCTION_NODES
