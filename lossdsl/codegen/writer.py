@@ -9,7 +9,8 @@ its statements go into a private `_<name>_with_mask` that returns the values and
 from one prelude: the class's `call` uses it once, `<name>` returns its values. A
 TensorFlow module without XLA of a spec without a mask also gets `<name>_mean`, the mean of every
 value with its own gradient, which the class's `__call__` returns for Keras's default
-reduction where no sample weights, mask or replicas change it (`writes_a_mean`).
+reduction where no sample weights, mask or replicas change it (`writes_a_mean`); both
+functions bring their inputs to the body's conventions with `_<name>_inputs`.
 Loading and running the module is left to `lossdsl.runtime`.
 """
 
@@ -241,6 +242,7 @@ class ModuleWriter:
         ]
         functions = [self.per_sample_function()]
         if self.mean_body is not None:
+            functions.insert(0, self.inputs_function_lines())
             functions.append(self.mean_function_lines(self.mean_body))
         if self.body.mask is not None:
             functions = [
@@ -666,10 +668,40 @@ class ModuleWriter:
         return None if requirement is None else requirement.needed
 
     def prelude(self, used: set[str] | None = None) -> list[str]:
-        """Statements that bring the inputs and vector params to the body's conventions.
+        """Statements that bring the inputs and vector params to the body's conventions:
+        the inputs' own in `_<name>_inputs` where two functions share them.
 
         With `used`, only the vector params named there are converted and checked.
         """
+        if self.mean_body is None:
+            lines = self.input_lines()
+        else:
+            inputs = f"{self.y_true}, {self.y_pred}"
+            lines = [f"{inputs} = {self.inputs_function}({inputs})"]
+        for param in self.params:
+            if param.info.is_vector and (used is None or param.argument in used):
+                lines += self.vector_prelude(param)
+        return [INDENT + line for line in lines]
+
+    @property
+    def inputs_function(self) -> str:
+        return f"_{self.function}_inputs"
+
+    def inputs_function_lines(self) -> list[str]:
+        """`_<name>_inputs`: the statements of the prelude that bring y_true and y_pred to
+        the body's conventions, for `<name>` and `<name>_mean`."""
+        inputs = [self.y_true, self.y_pred]
+        lines = wrapped_call(f"def {self.inputs_function}", inputs, ":", "")
+        doc = (
+            "y_true and y_pred brought to the shapes and dtypes that "
+            f"`{self.function}` and `{self.mean_function}` compute with."
+        )
+        lines += self.docstring("\n".join(function_summary(doc)), INDENT, self.inputs_function)
+        lines += [INDENT + line for line in self.input_lines()]
+        return [*lines, f"{INDENT}return {', '.join(inputs)}"]
+
+    def input_lines(self) -> list[str]:
+        """The statements that bring y_true and y_pred to the body's conventions."""
         y_true, y_pred, form = self.y_true, self.y_pred, self.form
         true_rank, pred_rank = form("rank", y_true), form("rank", y_pred)
         lines = [
@@ -709,10 +741,7 @@ class ModuleWriter:
             )
         if self.checked.paired:
             lines += self.pairs_prelude()
-        for param in self.params:
-            if param.info.is_vector and (used is None or param.argument in used):
-                lines += self.vector_prelude(param)
-        return [INDENT + line for line in lines]
+        return lines
 
     def form(self, operation: str, *operands: str) -> str:
         """The target's code of `operation` (`codegen.targets`) on y_pred's conventions."""

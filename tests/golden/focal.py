@@ -160,6 +160,24 @@ def _whole_power(x, n):
     return result
 
 
+def _focal_inputs(y, p):
+    """y_true and y_pred brought to the shapes and dtypes that `focal` and `focal_mean`
+    compute with.
+    """
+    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
+    if not p.dtype.is_floating:
+        p = tf.cast(p, keras.backend.floatx())
+    if p.shape.rank == 1:
+        p = tf.expand_dims(p, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
+    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, p.dtype)
+    return y, p
+
+
 @tf.function(autograph=False)
 def focal(y, p, gamma=2.0, alpha=0.25):
     """The `focal` loss per element.
@@ -175,17 +193,7 @@ def focal(y, p, gamma=2.0, alpha=0.25):
     Returns:
         The loss per element, shape [batch, ...].
     """
-    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
-    if not p.dtype.is_floating:
-        p = tf.cast(p, keras.backend.floatx())
-    if p.shape.rank == 1:
-        p = tf.expand_dims(p, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
-    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, p.dtype)
+    y, p = _focal_inputs(y, p)
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     y = tf.stop_gradient(y)
 
@@ -227,17 +235,7 @@ def focal_mean(y, p, gamma=2.0, alpha=0.25):
     Returns:
         The mean loss, a scalar.
     """
-    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
-    if not p.dtype.is_floating:
-        p = tf.cast(p, keras.backend.floatx())
-    if p.shape.rank == 1:
-        p = tf.expand_dims(p, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
-    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, p.dtype)
+    y, p = _focal_inputs(y, p)
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     y = tf.stop_gradient(y)
 

@@ -64,18 +64,9 @@ def _zeros_beside(values, width):
     return tf.zeros(shape, values.dtype)
 
 
-@tf.function(autograph=False)
-def gaussian_nll(y, p):
-    """The `gaussian_nll` loss per element.
-
-    Keras applies sample weights and the reduction to what this returns.
-
-    Args:
-        y: y_true, `target` values of shape [batch, ..., channels], at least 1 channel.
-        p: y_pred, `real` values of shape [batch, ..., channels], at least 2 channels.
-
-    Returns:
-        The loss per element, shape [batch, ...].
+def _gaussian_nll_inputs(y, p):
+    """y_true and y_pred brought to the shapes and dtypes that `gaussian_nll` and
+    `gaussian_nll_mean` compute with.
     """
     p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
     if not p.dtype.is_floating:
@@ -90,6 +81,23 @@ def gaussian_nll(y, p):
     y = tf.cast(y, p.dtype)
     y = _check_channels(y, 1, "y_true", "y[0]")
     p = _check_channels(p, 2, "y_pred", "p[1]")
+    return y, p
+
+
+@tf.function(autograph=False)
+def gaussian_nll(y, p):
+    """The `gaussian_nll` loss per element.
+
+    Keras applies sample weights and the reduction to what this returns.
+
+    Args:
+        y: y_true, `target` values of shape [batch, ..., channels], at least 1 channel.
+        p: y_pred, `real` values of shape [batch, ..., channels], at least 2 channels.
+
+    Returns:
+        The loss per element, shape [batch, ...].
+    """
+    y, p = _gaussian_nll_inputs(y, p)
     y = tf.stop_gradient(y)
 
     @tf.custom_gradient
@@ -125,19 +133,7 @@ def gaussian_nll_mean(y, p):
     Returns:
         The mean loss, a scalar.
     """
-    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
-    if not p.dtype.is_floating:
-        p = tf.cast(p, keras.backend.floatx())
-    if p.shape.rank == 1:
-        p = tf.expand_dims(p, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
-    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == p.shape.rank - 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, p.dtype)
-    y = _check_channels(y, 1, "y_true", "y[0]")
-    p = _check_channels(p, 2, "y_pred", "p[1]")
+    y, p = _gaussian_nll_inputs(y, p)
     spatial_axes = list(range(1, len(p.shape) - 1))
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     y = tf.stop_gradient(y)

@@ -96,6 +96,23 @@ def _pair_squared_distance(a, b, partner):
     return _pair_result(squared, a, partner)
 
 
+def _triplet_inputs(y, e):
+    """y_true and y_pred brought to the shapes and dtypes that `triplet` and
+    `triplet_mean` compute with.
+    """
+    e = tf.convert_to_tensor(e, dtype_hint=keras.backend.floatx())
+    if not e.dtype.is_floating:
+        e = tf.cast(e, keras.backend.floatx())
+    if e.shape.rank == 1:
+        e = tf.expand_dims(e, -1)
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == e.shape.rank - 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, tf.int32)
+    y, e = _paired(y, e, 1, "triplet")
+    return y, e
+
+
 @tf.function(autograph=False)
 def triplet(y, e, margin=1.0):
     """The `triplet` loss per sample.
@@ -110,16 +127,7 @@ def triplet(y, e, margin=1.0):
     Returns:
         The loss per sample, shape [batch].
     """
-    e = tf.convert_to_tensor(e, dtype_hint=keras.backend.floatx())
-    if not e.dtype.is_floating:
-        e = tf.cast(e, keras.backend.floatx())
-    if e.shape.rank == 1:
-        e = tf.expand_dims(e, -1)
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == e.shape.rank - 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, tf.int32)
-    y, e = _paired(y, e, 1, "triplet")
+    y, e = _triplet_inputs(y, e)
     sample_index = tf.reshape(tf.range(tf.shape(e)[0]), [-1] + [1] * (len(e.shape) - 1))
     t0 = _other(y, 1)
     t1 = tf.math.not_equal(t0, y)
@@ -158,16 +166,7 @@ def triplet_mean(y, e, margin=1.0):
     Returns:
         The mean loss, a scalar.
     """
-    e = tf.convert_to_tensor(e, dtype_hint=keras.backend.floatx())
-    if not e.dtype.is_floating:
-        e = tf.cast(e, keras.backend.floatx())
-    if e.shape.rank == 1:
-        e = tf.expand_dims(e, -1)
-    y = tf.convert_to_tensor(y)
-    if y.shape.rank == e.shape.rank - 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, tf.int32)
-    y, e = _paired(y, e, 1, "triplet")
+    y, e = _triplet_inputs(y, e)
     sum_dtype = tf.float32 if e.dtype in (tf.float16, tf.bfloat16) else e.dtype
     sample_index = tf.reshape(tf.range(tf.shape(e)[0]), [-1] + [1] * (len(e.shape) - 1))
     t0 = _other(y, 1)

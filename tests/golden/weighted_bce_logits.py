@@ -81,6 +81,24 @@ def _custom_gradient(forward, y_pred, *params):
     return loss(y_pred, *(tf.cast(params[i], y_pred.dtype) for i in learned))
 
 
+def _weighted_bce_logits_inputs(y, z):
+    """y_true and y_pred brought to the shapes and dtypes that `weighted_bce_logits` and
+    `weighted_bce_logits_mean` compute with.
+    """
+    z = tf.convert_to_tensor(z, dtype_hint=keras.backend.floatx())
+    if not z.dtype.is_floating:
+        z = tf.cast(z, keras.backend.floatx())
+    if z.shape.rank == 1:
+        z = tf.expand_dims(z, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=z.dtype)
+    if y.shape.rank == z.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == z.shape.rank - 1 and z.shape[-1] == 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, z.dtype)
+    return y, z
+
+
 @tf.function(autograph=False)
 def weighted_bce_logits(y, z, pos_weight=1.0):
     """The `weighted_bce_logits` loss per element.
@@ -95,17 +113,7 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
     Returns:
         The loss per element, shape [batch, ...].
     """
-    z = tf.convert_to_tensor(z, dtype_hint=keras.backend.floatx())
-    if not z.dtype.is_floating:
-        z = tf.cast(z, keras.backend.floatx())
-    if z.shape.rank == 1:
-        z = tf.expand_dims(z, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=z.dtype)
-    if y.shape.rank == z.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == z.shape.rank - 1 and z.shape[-1] == 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, z.dtype)
+    y, z = _weighted_bce_logits_inputs(y, z)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
     y = tf.stop_gradient(y)
 
@@ -145,17 +153,7 @@ def weighted_bce_logits_mean(y, z, pos_weight=1.0):
     Returns:
         The mean loss, a scalar.
     """
-    z = tf.convert_to_tensor(z, dtype_hint=keras.backend.floatx())
-    if not z.dtype.is_floating:
-        z = tf.cast(z, keras.backend.floatx())
-    if z.shape.rank == 1:
-        z = tf.expand_dims(z, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=z.dtype)
-    if y.shape.rank == z.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == z.shape.rank - 1 and z.shape[-1] == 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, z.dtype)
+    y, z = _weighted_bce_logits_inputs(y, z)
     sum_dtype = tf.float32 if z.dtype in (tf.float16, tf.bfloat16) else z.dtype
     y = tf.stop_gradient(y)
 

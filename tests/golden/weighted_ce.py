@@ -86,6 +86,24 @@ def _held(value):
     return tf.stop_gradient(value) if tf.is_tensor(value) else value
 
 
+def _weighted_ce_inputs(y, p):
+    """y_true and y_pred brought to the shapes and dtypes that `weighted_ce` and
+    `weighted_ce_mean` compute with.
+    """
+    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
+    if not p.dtype.is_floating:
+        p = tf.cast(p, keras.backend.floatx())
+    if p.shape.rank == 1:
+        p = tf.expand_dims(p, -1)
+    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
+    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
+        y = tf.squeeze(y, -1)
+    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
+        y = tf.expand_dims(y, -1)
+    y = tf.cast(y, p.dtype)
+    return y, p
+
+
 @tf.function(autograph=False)
 def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     """The `weighted_ce` loss per element.
@@ -100,17 +118,7 @@ def weighted_ce(y, p, w=(1.0, 2.5, 4.0)):
     Returns:
         The loss per element, shape [batch, ...].
     """
-    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
-    if not p.dtype.is_floating:
-        p = tf.cast(p, keras.backend.floatx())
-    if p.shape.rank == 1:
-        p = tf.expand_dims(p, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
-    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, p.dtype)
+    y, p = _weighted_ce_inputs(y, p)
     w = _per_class(w, p, "w")
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
     y = tf.stop_gradient(y)
@@ -154,17 +162,7 @@ def weighted_ce_mean(y, p, w=(1.0, 2.5, 4.0)):
     Returns:
         The mean loss, a scalar.
     """
-    p = tf.convert_to_tensor(p, dtype_hint=keras.backend.floatx())
-    if not p.dtype.is_floating:
-        p = tf.cast(p, keras.backend.floatx())
-    if p.shape.rank == 1:
-        p = tf.expand_dims(p, -1)
-    y = tf.convert_to_tensor(y, dtype_hint=p.dtype)
-    if y.shape.rank == p.shape.rank + 1 and y.shape[-1] == 1:
-        y = tf.squeeze(y, -1)
-    elif y.shape.rank == p.shape.rank - 1 and p.shape[-1] == 1:
-        y = tf.expand_dims(y, -1)
-    y = tf.cast(y, p.dtype)
+    y, p = _weighted_ce_inputs(y, p)
     w = _per_class(w, p, "w")
     spatial_axes = list(range(1, len(p.shape) - 1))
     sum_dtype = tf.float32 if p.dtype in (tf.float16, tf.bfloat16) else p.dtype
