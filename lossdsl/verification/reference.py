@@ -238,20 +238,33 @@ class ReferenceGraph:
     ) -> dict[sympy.Basic, Any]:
         """d(sum of seed * root)/d(node) for every node the roots depend on (`order`: the
         roots' `order`, if known)."""
+        (adjoints,) = self.gradients([seeds], order)
+        return adjoints
+
+    def gradients(
+        self,
+        seed_sets: Sequence[Mapping[sympy.Basic, float]],
+        order: Sequence[sympy.Basic] | None = None,
+    ) -> list[dict[sympy.Basic, Any]]:
+        """`gradient` of each set of seeds, in one sweep: each node's partials once."""
         with mpmath.workdps(DIGITS):
             if order is None:
-                order = self.order(list(seeds))
-            adjoints: dict[sympy.Basic, Any] = {
-                root: mpmath.mpf(seed) for root, seed in seeds.items()
-            }
+                order = self.order(list(dict.fromkeys(r for seeds in seed_sets for r in seeds)))
+            adjoint_sets: list[dict[sympy.Basic, Any]] = [
+                {root: mpmath.mpf(seed) for root, seed in seeds.items()} for seeds in seed_sets
+            ]
             for node in reversed(order):
-                adjoint = adjoints.get(node)
-                if adjoint is None:
+                reached = [(adjoints, adjoints.get(node)) for adjoints in adjoint_sets]
+                reached = [
+                    (adjoints, adjoint) for adjoints, adjoint in reached if adjoint is not None
+                ]
+                if not reached:
                     continue
                 if type(node) is sympy.Add:  # every partial is 1: nothing to compute
-                    if adjoint != 0:
-                        for child in node.args:
-                            adjoints[child] = adjoints.get(child, 0) + adjoint
+                    for adjoints, adjoint in reached:
+                        if adjoint != 0:
+                            for child in node.args:
+                                adjoints[child] = adjoints.get(child, 0) + adjoint
                     continue
                 try:
                     partials = list(self._partials(node))
@@ -259,11 +272,11 @@ class ReferenceGraph:
                     partials = [(child, mpmath.nan) for child in self.children(node)]
                 if any(not mpmath.isfinite(partial) for _, partial in partials):
                     self.singular.add(node)
-                if adjoint == 0:
-                    continue
-                for child, partial in partials:
-                    adjoints[child] = adjoints.get(child, 0) + adjoint * partial
-            return adjoints
+                for adjoints, adjoint in reached:
+                    if adjoint != 0:
+                        for child, partial in partials:
+                            adjoints[child] = adjoints.get(child, 0) + adjoint * partial
+            return adjoint_sets
 
     def _beside_a_pole(self, node: sympy.Basic) -> bool:
         """Whether `node` is a function with poles at 0, -1, -2, ... (lgamma, digamma) whose
@@ -542,13 +555,13 @@ def reference(
     seeds: dict[sympy.Basic, float] = {}
     for output, value in outputs.items():
         seeds[value] = seeds.get(value, 0.0) + float(draw.cotangent[output])
-    adjoints = graph.gradient(seeds, order)
-    mean_adjoints = None
+    seed_sets = [seeds]
     if mean:
         shares: dict[sympy.Basic, float] = {}
         for value in outputs.values():
             shares[value] = shares.get(value, 0.0) + 1.0 / len(outputs)
-        mean_adjoints = graph.gradient(shares, order)
+        seed_sets.append(shares)
+    adjoints, *mean_adjoints = graph.gradients(seed_sets, order)
     too_large = graph.overflowing(list(outputs.values()), order)
     if too_large:
         too_large -= underflow_followed(graph, too_large, seeds, adjoints, elements.keys())
@@ -566,7 +579,7 @@ def reference(
         return gradient
 
     gradient = gradient_of(adjoints)
-    mean_gradient = None if mean_adjoints is None else gradient_of(mean_adjoints)
+    mean_gradient = gradient_of(mean_adjoints[0]) if mean_adjoints else None
     kinked = {kink.condition for kink in kinks}
     near_kink: dict[sympy.Basic, bool] = {}
     for node in order if kinked else ():  # each node after its children
