@@ -175,9 +175,9 @@ def load_generated(generated: GeneratedSource, *, verify: bool = True) -> Compil
         else:
             function = getattr(module, with_mask_function_name(checked.loss_name))
             checked_copy = untraced_values(function, jit_compile=jit_compile, target=target)
-        mean = None  # run through its Python function, which keeps no traces
-        if writes_a_mean(generated.symbolic, target, jit_compile):
-            mean = getattr(module, mean_function_name(checked.loss_name))
+        # the module's <name>_mean where the writer wrote one (writes_a_mean), run through
+        # its Python function, which keeps no traces
+        mean = getattr(module, mean_function_name(checked.loss_name), None)
         errors = verify_module(generated.symbolic, checked_copy, target, mean)
         if errors:
             raise LossSpecError(generated.diagnostics + errors, generated.source)

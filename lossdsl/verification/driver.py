@@ -78,12 +78,12 @@ def verify_module(
         draw = draw_inputs(
             rng, checked.y_true, checked.y_pred, layout, output_roles, edge, selects_by_label
         )
-        with_mean = mean_function is not None and index in mean_draws
-        exact = reference(symbolic, draw, params, rng, mean=with_mean)
+        mean_run = mean_function if index in mean_draws else None
+        exact = reference(symbolic, draw, params, rng, mean=mean_run is not None)
         runs = [(per_sample_function, exact, traced)]
-        if with_mean and mean_function is not None:
+        if mean_run is not None:
             mean = exact.of_the_mean(mean_function_name(checked.loss_name))
-            runs.append((mean_function, mean, False))
+            runs.append((mean_run, mean, False))
         for function, expected, run_traced in runs:
             candidate = run_candidate(
                 function if run_traced else eager_function(function, target),
