@@ -352,6 +352,23 @@ def test_the_values_put_back_at_channels_take_their_shared_factors_outside() -> 
     assert single == fn.IntoChannels(U * (1 - sympy.exp(-c1) + c1 * sympy.exp(-c1)), z, 1, 2)
 
 
+def test_a_factor_that_terms_of_a_sum_divide_by_is_taken_into_them() -> None:
+    """softmax passes sqrt(s)'s adjoint, a / sqrt(s), as a sqrt(s) - s * sum(...): no
+    quotient by s, which is 0 in floating point far below the largest logit (0 / 0)."""
+    s = fn.Softmax(z)
+    result = fn.ReduceSum(y * sympy.sqrt(s), CLASS)
+    gradient = backward(result, z, roles_with_upstream(PER_ELEMENT))
+    assert gradient is not None
+    half = U * y * sympy.sqrt(s) / 2
+    assert sympy.expand(gradient - (half - s * fn.ReduceSum(half, CLASS))) == 0
+    divisions = [
+        node
+        for node in sympy.preorder_traversal(gradient)
+        if isinstance(node, sympy.Pow) and node.base == s and node.exp.is_negative
+    ]
+    assert divisions == [], gradient
+
+
 def test_quotient_rule_terms_cancel_over_their_common_denominator() -> None:
     """2 r / (r + 4), r = z^2 (Geman-McClure's), passes upstream * 16 z / (z^2 + 4)^2:
     the quotient rule's 2 / (r + 4) - 2 r / (r + 4)^2 over (r + 4)^2 cancels to 8.

@@ -92,8 +92,13 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
     such a select among its terms takes the rest into each term where the rest may be
     infinite: the two clipped logs of a complementary log-log link pass
     (where(c1, a, 0) + where(c2, b, 0)) * exp(z) * exp(-exp(z)), which was 0 * inf at a
-    logit of 1e4, where both clips hold and the gradient is 0."""
-    factors = tuple(itertools.chain.from_iterable(map(sympy.Mul.make_args, factors)))
+    logit of 1e4, where both clips hold and the gradient is 0.
+
+    A factor that a term of a sum among the factors divides by is taken into each of
+    its terms, where it cancels (`_divisions_cancelled`)."""
+    factors = _divisions_cancelled(
+        tuple(itertools.chain.from_iterable(map(sympy.Mul.make_args, factors)))
+    )
     for index, factor in enumerate(factors):
         others = factors[:index] + factors[index + 1 :]
         if _has_a_zero_select(factor) and not all(map(_never_infinite, others)):
@@ -108,6 +113,37 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
     if joined is not None:
         return product(*joined)
     return fn.Where(condition, product(taken, *rest), sympy.S.Zero)
+
+
+def _divisions_cancelled(factors: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
+    """The factors with each sum among them multiplied by the other factors that its
+    terms divide by: s * (a / sqrt(s) - b) is a sqrt(s) - s b, which SymPy's product
+    joins. A softmax s, positive but 0 in floating point far below the largest logit,
+    passes sqrt(softmax)'s adjoint so: as a quotient it was 0 / 0 there (the squared
+    Hellinger distance's gradient was NaN from a logit gap of 104 in float32)."""
+    for index, factor in enumerate(factors):
+        if not isinstance(factor, sympy.Add):
+            continue
+        divisors = {
+            part.base
+            for term in factor.args
+            for part in sympy.Mul.make_args(term)
+            if isinstance(part, sympy.Pow) and part.exp.is_negative
+        }
+        others = factors[:index] + factors[index + 1 :]
+        cancelling = [f for f in others if _base_of(f) in divisors]
+        if cancelling:
+            rest = [f for f in others if f not in cancelling]
+            taken_in = sympy.Add(*(sympy.Mul(term, *cancelling) for term in factor.args))
+            return (*rest, taken_in)
+    return factors
+
+
+def _base_of(factor: sympy.Expr) -> sympy.Expr:
+    """A positive power's base; any other factor itself."""
+    if isinstance(factor, sympy.Pow) and factor.exp.is_positive:
+        return factor.base
+    return factor
 
 
 def _is_a_zero_select(expr: sympy.Expr) -> bool:
@@ -759,7 +795,7 @@ class _Backward:
         terms = sympy.Add.make_args(adjoint)
         at_labels = [_at_its_label(node, term) for term in terms]
         if at_labels == [node * term for term in terms]:
-            return node * (adjoint - weighted)
+            return product(node, adjoint - weighted)
         return sympy.Add(*at_labels) - node * weighted
 
     def log_softmax(self, node: fn.LogSoftmax, index: int, adjoint: sympy.Expr) -> sympy.Expr:
