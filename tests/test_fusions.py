@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import sympy
@@ -12,11 +13,13 @@ from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.fusions import (
     FUSIONS,
     FUSIONS_BY_NAME,
+    LAST_FUSIONS,
     XLA_SPELLINGS,
     XLA_SPELLINGS_BY_NAME,
     FusionContext,
     clips_outside_logs,
     fuse,
+    log_softmax_logits,
     xla_spelling,
 )
 from lossdsl.codegen.printer import print_body
@@ -197,6 +200,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: 1 - fn.CumSum(fn.OneHot(label)),
         lambda: 1 - fn.ClassesFrom(label),
     ),
+    (  # a last fusion: the body computes log_softmax(z) too
+        "softmax_from_log_softmax",
+        lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(z), CLASS),
+        lambda: fn.ReduceSum(sympy.exp(fn.LogSoftmax(z)) * fn.LogSoftmax(z), CLASS),
+    ),
 ]
 
 # expressions no fusion changes: the conditions each law states
@@ -232,7 +240,12 @@ UNCHANGED: list[Builder] = [
 
 @pytest.mark.parametrize(("fusion", "before", "after"), FIXTURES)
 def test_fusion_fixture(fusion: str, before: Builder, after: Builder) -> None:
-    fused, applied = fuse(before(), CONTEXT)
+    expr = before()
+    if fusion in {last.name for last in LAST_FUSIONS}:
+        context = replace(CONTEXT, log_softmax_logits=log_softmax_logits([expr], CONTEXT.roles))
+        fused, applied = fuse(expr, context, LAST_FUSIONS)
+    else:
+        fused, applied = fuse(expr, CONTEXT)
     assert fused == after()
     assert fusion in {step.rule for step in applied}
 
@@ -254,9 +267,25 @@ def test_a_clip_used_outside_logs_is_no_clipped_log() -> None:
     assert "clipped_log" not in {step.rule for step in fuse(expr, context)[1]}
 
 
+def test_a_softmax_stays_where_the_body_has_no_log_softmax_of_its_logits() -> None:
+    expr = fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(2 * z), CLASS)
+    context = replace(CONTEXT, log_softmax_logits=log_softmax_logits([expr], CONTEXT.roles))
+    assert fuse(expr, context, LAST_FUSIONS) == (expr, ())
+
+
+def test_a_body_with_both_computes_the_softmax_from_the_log_softmax() -> None:
+    text = CE.replace("-sum(y * log_softmax(z))", "sum(softmax(z) * log_softmax(z))")
+    symbolic = lower(check_source(read_source(text.encode(), "<fusions>")))
+    for own_backward in (False, True):
+        body = print_body(symbolic, own_backward=own_backward)
+        assert "softmax_from_log_softmax" in body.target_rules
+        module = write_module(symbolic.checked, symbolic, body)
+        assert "tf.nn.log_softmax(" in module and "tf.nn.softmax(" not in module
+
+
 def test_every_fusion_has_a_fixture_and_a_law() -> None:
     assert {fusion for fusion, _, _ in FIXTURES} == set(FUSIONS_BY_NAME)
-    for fusion in FUSIONS:
+    for fusion in FUSIONS + LAST_FUSIONS:
         assert " = " in fusion.law.split("\n\n")[0]
 
 

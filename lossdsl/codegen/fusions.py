@@ -35,13 +35,15 @@ from lossdsl.typed import ALL_ROLES, Role, Roles
 class FusionContext:
     """What the target rules may assume: the inputs whose rows sum to 1 (`onehot`), the
     roles, which symbol is y_pred, the clips the expression also uses other than in a log,
-    and the inputs that are integer labels."""
+    the inputs that are integer labels, and the logits whose log_softmax the printed body
+    computes (`log_softmax_logits`, for `LAST_FUSIONS`)."""
 
     rows_summing_to_one: frozenset[sympy.Symbol]
     roles: Mapping[sympy.Symbol, Roles]
     y_pred: sympy.Symbol
     clips_outside_logs: frozenset[sympy.Basic] = frozenset()
     labels: frozenset[sympy.Symbol] = frozenset()
+    log_softmax_logits: frozenset[sympy.Basic] = frozenset()
 
     def has_all_roles(self, expr: sympy.Basic) -> bool:
         return fn.roles_of(expr, self.roles) == ALL_ROLES
@@ -454,6 +456,33 @@ def classes_from(node: sympy.Basic, context: FusionContext) -> sympy.Basic | Non
     return None
 
 
+def softmax_from_log_softmax(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """softmax(z) = exp(log_softmax(z)), where the body computes log_softmax(z) too.
+
+    One elementwise exp of what the body has at hand, where a softmax is a second pass
+    over the classes of z (a reduction, a subtraction, an exp, a sum and a quotient): a
+    cross-entropy with a penalty on the softmax (confidence penalty, symmetric or poly
+    cross-entropy) needs both. At [4096, 10] TensorFlow's CPU softmax took 230 us of a
+    step's 540-630, an exp of the same array 60-190 (benchmarks/README.md, nineteenth
+    session).
+    """
+    if isinstance(node, fn.Softmax) and node.args[0] in context.log_softmax_logits:
+        return sympy.exp(fn.LogSoftmax(node.args[0]))
+    return None
+
+
+def log_softmax_logits(
+    exprs: list[sympy.Basic], roles: Mapping[sympy.Symbol, Roles]
+) -> frozenset[sympy.Basic]:
+    """The logits with the class role whose log_softmax occurs in `exprs`."""
+    return frozenset(
+        node.args[0]
+        for expr in exprs
+        for node in sympy.preorder_traversal(expr)
+        if isinstance(node, fn.LogSoftmax) and Role.CLASS in fn.roles_of(node.args[0], roles)
+    )
+
+
 @dataclass(frozen=True)
 class Fusion:
     """A named target fusion: `apply` gives a node's replacement or None."""
@@ -485,7 +514,15 @@ FUSIONS: tuple[Fusion, ...] = tuple(
 TensorFlow computes with one fused op or one helper of ours (value and gradient
 together), guards against 0 * inf in untaken branches, and factors moved out of sums."""
 
-FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS}
+LAST_FUSIONS: tuple[Fusion, ...] = (
+    Fusion(softmax_from_log_softmax.__name__, softmax_from_log_softmax),
+)
+"""The fusions that choose a form by what else the body computes: applied after every
+other, and after the backward pass is derived, to the result, the mask and the gradient
+together (`FusionContext.log_softmax_logits`), so that the rules before them and the
+backward pass see the nodes they match (a softmax's rows sum to 1)."""
+
+FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS + LAST_FUSIONS}
 
 OWN_BACKWARD_FUSIONS: tuple[Fusion, ...] = tuple(
     fusion for fusion in FUSIONS if fusion.name != untaken_branches_guarded.__name__

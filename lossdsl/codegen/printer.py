@@ -65,11 +65,13 @@ from lossdsl.builtins import RoleRule, row_of
 from lossdsl.codegen.body import REDUCTION, FunctionBody
 from lossdsl.codegen.fusions import (
     FUSIONS,
+    LAST_FUSIONS,
     OWN_BACKWARD_FUSIONS,
     Fusion,
     FusionContext,
     clips_outside_logs,
     fuse,
+    log_softmax_logits,
     xla_spelling,
 )
 from lossdsl.codegen.helpers import (
@@ -254,7 +256,16 @@ def print_body(
     # every product multiplies its small factors first; the forward and backward passes
     # group them alike, so that the nodes they share (a cross-entropy's logits) are one
     outputs = [small_factors_first(output, context) for output in outputs]
-    shared = shared_subexpressions(outputs + ([gradient] if gradient is not None else []))
+    # the last fusions see the whole body: the forms it computes anyway
+    printed = outputs + ([gradient] if gradient is not None else [])
+    context = replace_field(context, log_softmax_logits=log_softmax_logits(printed, context.roles))
+    for i, expr in enumerate(printed):
+        printed[i], last_fusions = fuse(expr, context, LAST_FUSIONS)
+        fusions += tuple(step for step in last_fusions if step not in fusions)
+    outputs = printed[: len(outputs)]
+    if gradient is not None:
+        gradient = printed[-1]
+    shared = shared_subexpressions(printed)
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     names[UPSTREAM] = UPSTREAM_LOCAL
     printer = TensorFlowPrinter(
