@@ -714,10 +714,7 @@ class TensorFlowPrinter(PythonCodePrinter):
             if self.roles(expr) != target:
                 printed = self.form("like_one_class", printed)
         elif self.roles(expr) != target:
-            broadcast = self.form("zeros_like", f"{self.y_pred}[..., :1]")
-            if expr not in self.temporaries and self.precedence_of(expr) <= PRECEDENCE["Add"]:
-                printed = f"({printed})"
-            printed = f"{printed} + {broadcast}"
+            printed = self.broadcast_like(expr, f"{self.y_pred}[..., :1]")
         if (
             target == PER_ELEMENT
             and isinstance(expr, fn.SoftmaxCrossEntropy)
@@ -768,13 +765,16 @@ class TensorFlowPrinter(PythonCodePrinter):
         """The gradient with respect to y_pred, in y_pred's shape: where it lacks a role,
         or its class axis is y_true's, which may have size 1 (LANGUAGE.md 6.2: the
         derivative of mean(y * p) is y / C), broadcast to y_pred's."""
-        printed = self._print(expr)
         whole = self.roles(expr) == self.axis_roles
         if whole and fn.has_the_class_axis_of(expr, self.context.y_pred, self.roles):
-            return printed
-        if expr not in self.temporaries and self.precedence_of(expr) <= PRECEDENCE["Add"]:
-            printed = f"({printed})"
-        return f"{printed} + {self.form('zeros_like', self.y_pred)}"
+            return self._print(expr)
+        return self.broadcast_like(expr, self.y_pred)
+
+    def broadcast_like(self, expr: sympy.Basic, like: str) -> str:
+        """`expr` broadcast to the shape of the printed `like`, a value of y_pred's dtype:
+        one broadcast, which writes nothing where the shapes already agree (a gradient
+        of y_true's class axis), where adding zeros like it wrote two arrays."""
+        return self.form("broadcast_like", self.tensor(expr), like)
 
     # ------------------------------------------------------------ atoms
 
@@ -1093,8 +1093,7 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self.where_zero(self._in_range(label, size), self.tensor(x))
         values = self._print(x)
         if roles != ALL_ROLES:  # a gather's batch dimensions do not broadcast
-            zeros = self.form("zeros_like", self.y_pred)
-            values = f"{self.parenthesize(x, PRECEDENCE['Add'])} + {zeros}"
+            values = self.broadcast_like(x, self.y_pred)
         taken = self.form("take_class", values, self.form("clip_index", label, size))
         return self.where_zero(self._in_range(label, size), taken)
 
@@ -1128,15 +1127,13 @@ class TensorFlowPrinter(PythonCodePrinter):
         mean's adjoint) to the slice."""
         values, like, start, stop = expr.args
         if start == 0 and stop == sympy.oo:  # every channel: a broadcast (backward.in_the_shape_of)
-            zeros = self.form("zeros_like", self._print(like))
-            return f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"
+            return self.broadcast_like(values, self._print(like))
         printed = self._print(values)
         single = (stop != sympy.oo and stop - start == 1) or (start == -1 and stop == sympy.oo)
         sized = fn.has_the_class_axis_of(values, fn.Channels(like, start, stop), self.roles)
         whole = self.roles(like) - {Role.CLASS} <= self.roles(values)
         if not (sized or single) or not whole:
-            zeros = self.form("zeros_like", self._print(fn.Channels(like, start, stop)))
-            printed = f"{self.parenthesize(values, PRECEDENCE['Add'])} + {zeros}"
+            printed = self.broadcast_like(values, self._print(fn.Channels(like, start, stop)))
         self.helpers_used.add(INTO_CHANNELS)
         size = self.form("size", self._print(like), "-1")
         end = "None" if stop == sympy.oo else str(stop)

@@ -126,6 +126,7 @@ TENSORFLOW = Target(
             "==": "tf.math.equal({0}, {1})",
             "!=": "tf.math.not_equal({0}, {1})",
             "zeros_like": "tf.zeros_like({0})",
+            "broadcast_like": "tf.broadcast_to({0}, tf.shape({1}))",
             "like_one_class": "tf.broadcast_to({0}, tf.shape({y_pred}[..., :1]))",
             "squeeze": "tf.squeeze({0}, axis=-1)",
             "expand": "tf.expand_dims({0}, -1)",
@@ -218,6 +219,7 @@ JAX = Target(
             "==": "jnp.equal({0}, {1})",
             "!=": "jnp.not_equal({0}, {1})",
             "zeros_like": "jnp.zeros_like({0})",
+            "broadcast_like": "jnp.broadcast_to({0}, jnp.shape({1}))",
             "like_one_class": "jnp.broadcast_to({0}, {y_pred}[..., :1].shape)",
             "squeeze": "jnp.squeeze({0}, axis=-1)",
             "expand": "jnp.expand_dims({0}, -1)",
@@ -305,6 +307,8 @@ TORCH = Target(
             "==": "({0} == {1})",
             "!=": "({0} != {1})",
             "zeros_like": "torch.zeros_like({0})",
+            # contiguous: a gradient of expanded strides refuses writes in place
+            "broadcast_like": "torch.broadcast_to({0}, {1}.shape).contiguous()",
             # a mask of fewer roles than the result, True itself for `mask 1 > 0`
             "like_one_class": (
                 "torch.broadcast_to(torch.as_tensor({0}, device={y_pred}.device), "
