@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import pytest
 import sympy
@@ -19,7 +18,7 @@ from lossdsl.codegen.fusions import (
     FusionContext,
     clips_outside_logs,
     fuse,
-    log_softmax_logits,
+    fuse_last,
     xla_spelling,
 )
 from lossdsl.codegen.printer import print_body
@@ -205,6 +204,22 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(z), CLASS),
         lambda: fn.ReduceSum(sympy.exp(fn.LogSoftmax(z)) * fn.LogSoftmax(z), CLASS),
     ),
+    (  # a last fusion: the body computes the row sums too
+        "sum_of_a_partial_sum",
+        lambda: fn.ReduceSum(y * z, ALL) + fn.ReduceSum(fn.ReduceSum(y * z, CLASS) ** 2, ALL),
+        lambda: (
+            fn.ReduceSum(fn.ReduceSum(y * z, CLASS), fn.encode_roles(PER_ELEMENT))
+            + fn.ReduceSum(fn.ReduceSum(y * z, CLASS) ** 2, ALL)
+        ),
+    ),
+    (
+        "sum_of_a_partial_sum",
+        lambda: fn.ReduceMean(z, ALL) * fn.ReduceMean(z, CLASS),
+        lambda: (
+            fn.ReduceMean(fn.ReduceMean(z, CLASS), fn.encode_roles(PER_ELEMENT))
+            * fn.ReduceMean(z, CLASS)
+        ),
+    ),
 ]
 
 # expressions no fusion changes: the conditions each law states
@@ -240,12 +255,10 @@ UNCHANGED: list[Builder] = [
 
 @pytest.mark.parametrize(("fusion", "before", "after"), FIXTURES)
 def test_fusion_fixture(fusion: str, before: Builder, after: Builder) -> None:
-    expr = before()
     if fusion in {last.name for last in LAST_FUSIONS}:
-        context = replace(CONTEXT, log_softmax_logits=log_softmax_logits([expr], CONTEXT.roles))
-        fused, applied = fuse(expr, context, LAST_FUSIONS)
+        [fused], applied = fuse_last([before()], CONTEXT)
     else:
-        fused, applied = fuse(expr, CONTEXT)
+        fused, applied = fuse(before(), CONTEXT)
     assert fused == after()
     assert fusion in {step.rule for step in applied}
 
@@ -267,10 +280,19 @@ def test_a_clip_used_outside_logs_is_no_clipped_log() -> None:
     assert "clipped_log" not in {step.rule for step in fuse(expr, context)[1]}
 
 
-def test_a_softmax_stays_where_the_body_has_no_log_softmax_of_its_logits() -> None:
-    expr = fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(2 * z), CLASS)
-    context = replace(CONTEXT, log_softmax_logits=log_softmax_logits([expr], CONTEXT.roles))
-    assert fuse(expr, context, LAST_FUSIONS) == (expr, ())
+# expressions no last fusion changes: nothing else in the body to read
+LAST_UNCHANGED: list[Builder] = [
+    lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(2 * z), CLASS),  # other logits
+    lambda: fn.ReduceSum(y * z, ALL) + fn.ReduceSum(y * z**2, CLASS),  # another operand
+    lambda: fn.ReduceSum(y * z, ALL) + fn.ReduceMean(y * z, CLASS),  # a mean, not a sum
+    lambda: fn.ReduceSum(w, ALL) + fn.ReduceSum(w, CLASS),  # w lacks the classes: a count
+]
+
+
+@pytest.mark.parametrize("build", LAST_UNCHANGED)
+def test_no_last_fusion_without_what_it_reads(build: Builder) -> None:
+    expr = build()
+    assert fuse_last([expr], CONTEXT) == ([expr], ())
 
 
 def test_a_body_with_both_computes_the_softmax_from_the_log_softmax() -> None:

@@ -12,7 +12,7 @@ module compiled with XLA: nodes the printer writes as one of the module's helper
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
@@ -35,15 +35,15 @@ from lossdsl.typed import ALL_ROLES, Role, Roles
 class FusionContext:
     """What the target rules may assume: the inputs whose rows sum to 1 (`onehot`), the
     roles, which symbol is y_pred, the clips the expression also uses other than in a log,
-    the inputs that are integer labels, and the logits whose log_softmax the printed body
-    computes (`log_softmax_logits`, for `LAST_FUSIONS`)."""
+    the inputs that are integer labels, and, for `LAST_FUSIONS`, every node of the body
+    as the fusions before them left it (`body`, set by `fuse_last`)."""
 
     rows_summing_to_one: frozenset[sympy.Symbol]
     roles: Mapping[sympy.Symbol, Roles]
     y_pred: sympy.Symbol
     clips_outside_logs: frozenset[sympy.Basic] = frozenset()
     labels: frozenset[sympy.Symbol] = frozenset()
-    log_softmax_logits: frozenset[sympy.Basic] = frozenset()
+    body: frozenset[sympy.Basic] = frozenset()
 
     def has_all_roles(self, expr: sympy.Basic) -> bool:
         return fn.roles_of(expr, self.roles) == ALL_ROLES
@@ -466,21 +466,39 @@ def softmax_from_log_softmax(node: sympy.Basic, context: FusionContext) -> sympy
     step's 540-630, an exp of the same array 60-190 (benchmarks/README.md, nineteenth
     session).
     """
-    if isinstance(node, fn.Softmax) and node.args[0] in context.log_softmax_logits:
-        return sympy.exp(fn.LogSoftmax(node.args[0]))
-    return None
+    if not isinstance(node, fn.Softmax) or fn.LogSoftmax(*node.args) not in context.body:
+        return None
+    if Role.CLASS not in fn.roles_of(node.args[0], context.roles):
+        return None
+    return sympy.exp(fn.LogSoftmax(*node.args))
 
 
-def log_softmax_logits(
-    exprs: list[sympy.Basic], roles: Mapping[sympy.Symbol, Roles]
-) -> frozenset[sympy.Basic]:
-    """The logits with the class role whose log_softmax occurs in `exprs`."""
-    return frozenset(
-        node.args[0]
-        for expr in exprs
-        for node in sympy.preorder_traversal(expr)
-        if isinstance(node, fn.LogSoftmax) and Role.CLASS in fn.roles_of(node.args[0], roles)
-    )
+def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum(x, R) = sum(sum(x, S), R - S), where the body computes sum(x, S) for S within
+    R; the same for means.
+
+    The partial sum is a smaller array than x: the mean over everything of per-sample
+    values with a linear term, 1 - p_t + (1 - p_t)^2 / 2 for Taylor cross-entropy, takes
+    the term as one sum over every element of y * p, which reads every element again
+    where the body has the row sums p_t. Of the partial sums over the operand's roles,
+    the largest.
+    """
+    if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
+        return None
+    x, removed = node.args[0], node.removed_roles
+    present = fn.roles_of(x, context.roles)
+    partials = [
+        other
+        for other in context.body
+        if isinstance(other, type(node))
+        and other.args[0] == x
+        and other.removed_roles < removed
+        and other.removed_roles & present
+    ]
+    if not partials:
+        return None
+    largest = max(partials, key=lambda other: (len(other.removed_roles & present), str(other)))
+    return node.func(largest, fn.encode_roles(removed - largest.removed_roles))
 
 
 @dataclass(frozen=True)
@@ -514,13 +532,29 @@ FUSIONS: tuple[Fusion, ...] = tuple(
 TensorFlow computes with one fused op or one helper of ours (value and gradient
 together), guards against 0 * inf in untaken branches, and factors moved out of sums."""
 
-LAST_FUSIONS: tuple[Fusion, ...] = (
-    Fusion(softmax_from_log_softmax.__name__, softmax_from_log_softmax),
+LAST_FUSIONS: tuple[Fusion, ...] = tuple(
+    Fusion(function.__name__, function)
+    for function in (softmax_from_log_softmax, sum_of_a_partial_sum)
 )
-"""The fusions that choose a form by what else the body computes: applied after every
-other, and after the backward pass is derived, to the result, the mask and the gradient
-together (`FusionContext.log_softmax_logits`), so that the rules before them and the
-backward pass see the nodes they match (a softmax's rows sum to 1)."""
+"""The fusions that choose a form by what else the body computes (`fuse_last`): after
+every other, and after the backward pass is derived, so that the rules before them and
+the backward pass see the nodes they match (a softmax's rows sum to 1)."""
+
+
+def fuse_last(
+    exprs: list[sympy.Basic], context: FusionContext
+) -> tuple[list[sympy.Basic], tuple[AppliedRewrite, ...]]:
+    """The printed body's expressions (the result, the mask, the gradient) with each of
+    `LAST_FUSIONS` applied in turn, each knowing every node of the body as the ones
+    before it left it (`FusionContext.body`); and the fusions that fired."""
+    applied: list[AppliedRewrite] = []
+    for fusion in LAST_FUSIONS:
+        seen = replace(context, body=frozenset(fn.nodes_of(exprs)))
+        fused = [fuse(expr, seen, (fusion,)) for expr in exprs]
+        exprs = [expr for expr, _ in fused]
+        applied += [step for _, steps in fused for step in steps]
+    return exprs, tuple(applied)
+
 
 FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS + LAST_FUSIONS}
 

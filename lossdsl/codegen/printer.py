@@ -65,13 +65,12 @@ from lossdsl.builtins import RoleRule, row_of
 from lossdsl.codegen.body import REDUCTION, FunctionBody
 from lossdsl.codegen.fusions import (
     FUSIONS,
-    LAST_FUSIONS,
     OWN_BACKWARD_FUSIONS,
     Fusion,
     FusionContext,
     clips_outside_logs,
     fuse,
-    log_softmax_logits,
+    fuse_last,
     xla_spelling,
 )
 from lossdsl.codegen.helpers import (
@@ -257,11 +256,10 @@ def print_body(
     # group them alike, so that the nodes they share (a cross-entropy's logits) are one
     outputs = [small_factors_first(output, context) for output in outputs]
     # the last fusions see the whole body: the forms it computes anyway
-    printed = outputs + ([gradient] if gradient is not None else [])
-    context = replace_field(context, log_softmax_logits=log_softmax_logits(printed, context.roles))
-    for i, expr in enumerate(printed):
-        printed[i], last_fusions = fuse(expr, context, LAST_FUSIONS)
-        fusions += tuple(step for step in last_fusions if step not in fusions)
+    printed, last_fusions = fuse_last(
+        outputs + ([gradient] if gradient is not None else []), context
+    )
+    fusions += tuple(step for step in last_fusions if step not in fusions)
     outputs = printed[: len(outputs)]
     if gradient is not None:
         gradient = printed[-1]
