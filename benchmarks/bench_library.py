@@ -652,6 +652,52 @@ def wing(y: tf.Tensor, p: tf.Tensor, w: float, e: float) -> tf.Tensor:
     return tf.reduce_mean(tf.where(x < w, w * tf.math.log(1 + x / e), outside))
 
 
+def confidence_penalty(y: tf.Tensor, z: tf.Tensor, beta: float) -> tf.Tensor:
+    log_q = tf.nn.log_softmax(z)
+    return mean_of_sums(-y * log_q + beta * tf.exp(log_q) * log_q)
+
+
+def expectile(y: tf.Tensor, p: tf.Tensor, tau: float) -> tf.Tensor:
+    e = y - p
+    return tf.reduce_mean(tf.where(e >= 0, tau, 1 - tau) * tf.square(e))
+
+
+def exponential(y: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.exp(-(2 * y - 1) * f))
+
+
+def hellinger(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    return mean_of_sums(0.5 * tf.square(tf.sqrt(tf.nn.softmax(z)) - tf.sqrt(y)))
+
+
+def pseudo_huber(y: tf.Tensor, p: tf.Tensor, d: float) -> tf.Tensor:
+    return tf.reduce_mean(d * d * (tf.sqrt(1 + tf.square((p - y) / d)) - 1))
+
+
+def rmse(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.sqrt(tf.reduce_mean(tf.square(p - y), axis=-1)))
+
+
+def smooth_l1(y: tf.Tensor, p: tf.Tensor, beta: float) -> tf.Tensor:
+    x = tf.abs(p - y)
+    return tf.reduce_mean(tf.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta))
+
+
+def soft_mae(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    return mean_of_sums(tf.abs(tf.nn.softmax(z) - y))
+
+
+def taylor_ce(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    q = 1 - tf.reduce_sum(y * p, axis=-1)
+    return tf.reduce_mean(q + tf.square(q) / 2)
+
+
+def tukey(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
+    r = (p - y) / c
+    inside = c * c / 6 * (1 - (1 - r**2) ** 3)
+    return tf.reduce_mean(tf.where(tf.abs(r) <= 1, inside, c * c / 6))
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1049,6 +1095,17 @@ CASES: dict[str, Case] = {
         Case(smape, ELEMENT, regression),
         Case(poisson_log, ELEMENT, log_rates),
         Case(js_divergence, CLASS, soft_labels_and_logits),
+        # The second literature set (nineteenth session), timed before any tuning for it.
+        Case(confidence_penalty, CLASS, onehot_logits, fixed(beta=0.1)),
+        Case(expectile, ELEMENT, regression, fixed(tau=0.8)),
+        Case(exponential, ELEMENT, binary_scores),
+        Case(hellinger, CLASS, soft_labels_and_logits),
+        Case(pseudo_huber, ELEMENT, regression, fixed(d=1.0)),
+        Case(rmse, ELEMENT, regression),
+        Case(smooth_l1, ELEMENT, regression, fixed(beta=1.0)),
+        Case(soft_mae, CLASS, onehot_logits),
+        Case(taylor_ce, CLASS, onehot_probabilities),
+        Case(tukey, ELEMENT, regression, fixed(c=4.685)),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
