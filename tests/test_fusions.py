@@ -23,7 +23,7 @@ from lossdsl.codegen.fusions import (
 )
 from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.writer import write_module
-from lossdsl.compiler import check_source
+from lossdsl.compiler import check_source, generate
 from lossdsl.parser import read_source
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.lower import lower
@@ -375,3 +375,15 @@ def test_the_module_docstring_lists_the_target_rules() -> None:
     body = print_body(symbolic, jit_compile=True)
     module = write_module(symbolic.checked, symbolic, body, jit_compile=True)
     assert "Target fusions applied: softmax_cross_entropy, xla_softmax_cross_entropy." in module
+
+
+def test_the_module_docstring_lists_the_mean_function_s_rules_too() -> None:
+    """Taylor CE's mean over everything sums its row sums (`sum_of_a_partial_sum`), which
+    only the mean function's body meets."""
+    text = (
+        "input y: onehot\ninput p: prob\nlet pt = sum(y * p)\n"
+        "loss t = mean(1 - pt + square(1 - pt))\n"
+    )
+    source = generate(read_source(text.encode(), "<fusions>")).python_source
+    assert "def t_mean(" in source
+    assert "Target fusions applied: sum_of_a_partial_sum." in source

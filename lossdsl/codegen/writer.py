@@ -370,8 +370,10 @@ class ModuleWriter:
         if self.rewrites:
             rewrites = "Stable rewrites applied: " + ", ".join(self.rewrites) + "."
             paragraphs.append("\n".join(wrap(rewrites, LINE_LENGTH)))
-        if self.body.target_rules:
-            fusions = "Target fusions applied: " + ", ".join(self.body.target_rules) + "."
+        bodies = [self.body] if self.mean_body is None else [self.body, self.mean_body]
+        rules = dict.fromkeys(rule for body in bodies for rule in body.target_rules)
+        if rules:  # the mean function's too: a mean over everything meets other fusions
+            fusions = "Target fusions applied: " + ", ".join(rules) + "."
             paragraphs.append("\n".join(wrap(fusions, LINE_LENGTH)))
         return "\n\n".join(paragraphs)
 
