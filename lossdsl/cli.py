@@ -19,10 +19,12 @@ import sympy
 from lossdsl import plot
 from lossdsl.api import compile_file
 from lossdsl.checker import check
-from lossdsl.codegen.body import BackwardPass
+from lossdsl.codegen.body import BackwardPass, FunctionBody
 from lossdsl.codegen.fusions import FUSIONS_BY_NAME
+from lossdsl.codegen.names import mean_function_name
 from lossdsl.codegen.printer import print_body
 from lossdsl.codegen.targets import DEFAULT_TARGET, TARGETS
+from lossdsl.codegen.writer import writes_a_mean
 from lossdsl.codes import INTERNAL_ERROR
 from lossdsl.compiler import CompiledLoss, domain_warnings, generate, load_generated, unique
 from lossdsl.desugar import DESUGARINGS
@@ -342,6 +344,8 @@ def run_explain(args: argparse.Namespace) -> int:
         found = unique([*checked.warnings, *domain_warnings(checked)])
         symbolic = lower(checked, with_gradient=True)
         body = print_body(symbolic)
+        mean = writes_a_mean(symbolic, DEFAULT_TARGET, jit_compile=False)
+        mean_body = print_body(symbolic, mean=True) if mean else None
     except LossSpecError as failure:
         print(failure, file=sys.stderr)
         return EXIT_SPEC_ERROR
@@ -352,7 +356,7 @@ def run_explain(args: argparse.Namespace) -> int:
         return EXIT_INTERNAL
     report_warnings(found, source)
     parsed = ("Parsed", unparse_spec(spec).rstrip("\n").split("\n"))
-    sections = explained_sections(symbolic, body.fusions, body.backward)
+    sections = explained_sections(symbolic, body, mean_body)
     write_sections(sys.stdout, [parsed, *sections])
     return EXIT_OK
 
@@ -402,13 +406,12 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def explained_sections(
-    symbolic: SymbolicLoss,
-    fusions: Sequence[AppliedRewrite] = (),
-    backward: BackwardPass | None = None,
+    symbolic: SymbolicLoss, body: FunctionBody, mean_body: FunctionBody | None = None
 ) -> list[tuple[str, list[str]]]:
     """What `explain` shows after the parsed spec, in the spec's own notation: the checker's
     desugarings (`desugar`), the stable rewrites and the target fusions (`codegen.fusions`)
-    that fired, each with its law, and the backward pass the module computes."""
+    that fired, each with its law, and the backward pass the module computes; with a
+    `mean_body` (the module's `<name>_mean`), its own fusions and backward pass too."""
     checked = symbolic.checked
 
     def text(expr: sympy.Basic) -> str:
@@ -434,16 +437,26 @@ def explained_sections(
         return lines or ["none fired"]
 
     rewrites = steps(symbolic.rewrites, {rule.name: rule.law for rule in RULES_BY_NAME.values()})
-    fused = steps(fusions, {fusion.name: fusion.law for fusion in FUSIONS_BY_NAME.values()})
+    laws = {fusion.name: fusion.law for fusion in FUSIONS_BY_NAME.values()}
+    fused = steps(body.fusions, laws)
+    if mean_body is not None and (
+        only_mean := [f for f in mean_body.fusions if f not in body.fusions]
+    ):
+        fused = [line for line in fused if line != "none fired"]
+        fused += [f"in {mean_function_name(checked.loss_name)}:", *steps(only_mean, laws)]
     desugared = [f"{name}: {DESUGARINGS[name].law}" for name in checked.desugarings]
     y_pred = checked.y_pred.name
+    backward = backward_lines(body.backward, text, y_pred)
+    if mean_body is not None and mean_body.backward is not None:
+        name = mean_function_name(checked.loss_name)
+        backward += mean_backward_lines(mean_body.backward, text, y_pred, name)
     return [
         ("Simplified (one element)", simplified),
         ("Desugarings", desugared or ["none fired"]),
         ("Rewrites", rewrites),
         ("Target fusions", fused),
         (f"Gradient with respect to {y_pred} (one element)", [text(symbolic.gradient)]),
-        ("Backward pass", backward_lines(backward, text, y_pred)),
+        ("Backward pass", backward),
         ("LaTeX", [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"]),
     ]
 
@@ -461,6 +474,16 @@ def backward_lines(
     return [
         "the loss's own (a custom gradient, verified like the value):",
         f"d sum(upstream * loss) / d {y_pred} = {text(backward.derivative)}",
+    ]
+
+
+def mean_backward_lines(
+    backward: BackwardPass, text: Callable[[sympy.Basic], str], y_pred: str, name: str
+) -> list[str]:
+    """The mean function's backward pass: the gradient of Keras's default reduction."""
+    return [
+        f"Keras's default reduction, the mean of every value ({name}, its own custom gradient):",
+        f"d (upstream * mean(loss)) / d {y_pred} = {text(backward.derivative)}",
     ]
 
 

@@ -55,6 +55,8 @@ Gradient with respect to p (one element):
 Backward pass:
     the loss's own (a custom gradient, verified like the value):
     d sum(upstream * loss) / d p = where(p >= eps and p <= 1 - eps, alpha * upstream * y * (-(1 - clip(p))^gamma / clip(p) + gamma * (1 - clip(p))^(-1 + gamma) * log(clip(p))), 0)
+    Keras's default reduction, the mean of every value (focal_mean, its own custom gradient):
+    d (upstream * mean(loss)) / d p = where(p >= eps and p <= 1 - eps, alpha * upstream * y * (-(1 - clip(p))^gamma / clip(p) + gamma * (1 - clip(p))^(-1 + gamma) * log(clip(p))) * 1 / count[batch, spatial], 0)
 
 LaTeX:
     loss: \operatorname{mean}_{s}\left(\sum_{c}\left(- \alpha y \left(1 - \operatorname{clip}\left(p\right)\right)^{\gamma} \log{\left(\operatorname{clip}\left(p\right) \right)}\right)\right)
@@ -89,6 +91,8 @@ Gradient with respect to z (one element):
 Backward pass:
     the loss's own (a custom gradient, verified like the value):
     d sum(upstream * loss) / d z = upstream * (-y + exp(log_softmax(z)))
+    Keras's default reduction, the mean of every value (ce_mean, its own custom gradient):
+    d (upstream * mean(loss)) / d z = upstream * (-y + exp(log_softmax(z))) * 1 / count[batch, spatial]
 
 LaTeX:
     loss: \operatorname{mean}_{s}\left(- \sum_{c}\left(y \operatorname{log\_softmax}\left(z\right)\right)\right)
@@ -134,6 +138,17 @@ def test_weighted_bce_on_logits_shows_the_fused_node_as_its_law_writes_it(capsys
 
 def pairs_samples(spec: Path) -> bool:
     return "other(" in spec.read_text(encoding="utf-8")
+
+
+def test_the_mean_function_s_own_fusions_are_listed_under_its_name(tmp_path: Path, capsys) -> None:
+    """Taylor CE's mean over everything sums its row sums, which only `taylor_mean` does."""
+    spec = tmp_path / "taylor.loss"
+    spec.write_text(
+        "input y: onehot\ninput p: prob\nlet pt = sum(y * p)\n"
+        "loss taylor = mean(1 - pt + square(1 - pt))\n"
+    )
+    fusions = explain(capsys, spec).split("Target fusions:\n")[1].split("\n\n")[0]
+    assert fusions.startswith("    in taylor_mean:\n    sum_of_a_partial_sum: sum[batch, ")
 
 
 DERIVATIVE_LEFT = {"squared_emd"}
