@@ -11,6 +11,7 @@ module compiled with XLA: nodes the printer writes as one of the module's helper
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -487,18 +488,20 @@ def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Bas
         return None
     x, removed = node.args[0], node.removed_roles
     present = fn.roles_of(x, context.roles)
-    partials = [
-        other
-        for other in context.body
-        if isinstance(other, type(node))
-        and other.args[0] == x
-        and other.removed_roles < removed
-        and other.removed_roles & present
-    ]
-    if not partials:
-        return None
-    largest = max(partials, key=lambda other: (len(other.removed_roles & present), str(other)))
-    return node.func(largest, fn.encode_roles(removed - largest.removed_roles))
+    # each proper subset of the roles removed, those of the most present roles first
+    subsets = sorted(
+        (
+            frozenset(roles)
+            for size in range(1, len(removed))
+            for roles in itertools.combinations(sorted(removed, key=str), size)
+        ),
+        key=lambda roles: -len(roles & present),
+    )
+    for roles in subsets:
+        partial = node.func(x, fn.encode_roles(roles))
+        if roles & present and partial in context.body:
+            return node.func(partial, fn.encode_roles(removed - roles))
+    return None
 
 
 @dataclass(frozen=True)
