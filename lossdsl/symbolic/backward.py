@@ -116,9 +116,9 @@ def product(*factors: sympy.Expr) -> sympy.Expr:
 
 
 def _divisions_cancelled(factors: tuple[sympy.Expr, ...]) -> tuple[sympy.Expr, ...]:
-    """The factors with each sum among them multiplied by the other factors that its
-    terms divide by: s * (a / sqrt(s) - b) is a sqrt(s) - s b, which SymPy's product
-    joins. A softmax s, positive but 0 in floating point far below the largest logit,
+    """The factors with the first sum among them whose terms divide by some of the other
+    factors multiplied by those: s * (a / sqrt(s) - b) is a sqrt(s) - s b, which SymPy's
+    product joins. A softmax s, positive but 0 in floating point far below the largest logit,
     passes sqrt(softmax)'s adjoint so: as a quotient it was 0 / 0 there (the squared
     Hellinger distance's gradient was NaN from a logit gap of 104 in float32)."""
     for index, factor in enumerate(factors):
