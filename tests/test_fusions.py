@@ -303,6 +303,15 @@ def test_a_body_with_both_computes_the_softmax_from_the_log_softmax() -> None:
         assert "softmax_from_log_softmax" in body.target_rules
         module = write_module(symbolic.checked, symbolic, body)
         assert "tf.nn.log_softmax(" in module and "tf.nn.softmax(" not in module
+    assert "softmax_from_log_softmax" in print_body(symbolic, target="torch").target_rules
+
+
+def test_a_module_xla_compiles_keeps_its_softmax() -> None:
+    """XLA fuses the softmax's passes with the log_softmax's itself (COMPILED_LAST_FUSIONS)."""
+    text = CE.replace("-sum(y * log_softmax(z))", "sum(softmax(z) * log_softmax(z))")
+    symbolic = lower(check_source(read_source(text.encode(), "<fusions>")))
+    for body in (print_body(symbolic, jit_compile=True), print_body(symbolic, target="jax")):
+        assert "softmax_from_log_softmax" not in body.target_rules
 
 
 def test_every_fusion_has_a_fixture_and_a_law() -> None:

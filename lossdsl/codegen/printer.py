@@ -64,7 +64,9 @@ from sympy.printing.pycode import PythonCodePrinter
 from lossdsl.builtins import RoleRule, row_of
 from lossdsl.codegen.body import REDUCTION, FunctionBody
 from lossdsl.codegen.fusions import (
+    COMPILED_LAST_FUSIONS,
     FUSIONS,
+    LAST_FUSIONS,
     OWN_BACKWARD_FUSIONS,
     Fusion,
     FusionContext,
@@ -256,8 +258,11 @@ def print_body(
     # group them alike, so that the nodes they share (a cross-entropy's logits) are one
     outputs = [small_factors_first(output, context) for output in outputs]
     # the last fusions see the whole body: the forms it computes anyway
+    compiled = jit_compile or backend.always_compiled
     printed, last_fusions = fuse_last(
-        outputs + ([gradient] if gradient is not None else []), context
+        outputs + ([gradient] if gradient is not None else []),
+        context,
+        COMPILED_LAST_FUSIONS if compiled else LAST_FUSIONS,
     )
     fusions += tuple(step for step in last_fusions if step not in fusions)
     outputs = printed[: len(outputs)]

@@ -29,6 +29,7 @@ class Target:
     tensor_arguments: bool  # whether every argument of a call must be a tensor
     empty_axes_reduce_all: bool  # whether a reduction over no axes reduces them all
     custom_gradient: bool  # whether its modules carry the loss's own backward pass
+    always_compiled: bool  # whether its modules always run under XLA (jax.jit)
     # whether `num_classes` is a Python int, so that arithmetic of it and the scalar
     # params runs in Python (a param's neutral value then folds: `_affine`), not a tensor
     num_classes_number: bool
@@ -78,6 +79,7 @@ TENSORFLOW = Target(
     tensor_arguments=False,
     empty_axes_reduce_all=False,
     custom_gradient=True,
+    always_compiled=False,
     num_classes_number=False,
     backward_depths=(1, 2, 3),
     helper_gradients=frozenset(),
@@ -173,6 +175,7 @@ JAX = Target(
     tensor_arguments=False,
     empty_axes_reduce_all=False,
     custom_gradient=True,
+    always_compiled=True,
     num_classes_number=False,
     backward_depths=(1, 2, 2),
     helper_gradients=HELPER_GRADIENTS,
@@ -260,6 +263,7 @@ TORCH = Target(
     tensor_arguments=True,
     empty_axes_reduce_all=True,
     custom_gradient=True,
+    always_compiled=False,
     num_classes_number=True,
     backward_depths=(1, 2, 2),
     helper_gradients=HELPER_GRADIENTS,
