@@ -137,6 +137,19 @@ def test_every_example_spec_has_a_hand_written_version() -> None:
     assert set(bench.CASES) <= set(bench.example_specs()), "a case whose spec is gone"
 
 
+@pytest.mark.parametrize(
+    "spec", sorted((BENCHMARKS / "specs" / "literature").glob("*.loss")), ids=lambda p: p.stem
+)
+def test_every_literature_spec_compiles_and_agrees_with_its_hand_written_version(
+    spec: Path,
+) -> None:
+    """The literature set is timed, not otherwise tested: its specs compile with
+    verification, and each hand-written version computes the spec's value and gradient
+    (bench_library.check_agreement, in graph mode), at a small shape."""
+    bench = load_script("bench_library")
+    bench.check_agreement(bench.CASES[spec.stem], spec, (8, 4))
+
+
 def test_bench_library_stops_on_a_spec_without_a_case(monkeypatch: pytest.MonkeyPatch) -> None:
     bench = load_script("bench_library")
     monkeypatch.delitem(bench.CASES, "poisson")
