@@ -434,27 +434,25 @@ def explained_sections(
                 f"{step.rule}: {text(step.before)} -> {text(step.after)}",
                 f"    law: {law}",
             ]
-        return lines or ["none fired"]
+        return lines
 
     rewrites = steps(symbolic.rewrites, {rule.name: rule.law for rule in RULES_BY_NAME.values()})
     laws = {fusion.name: fusion.law for fusion in FUSIONS_BY_NAME.values()}
     fused = steps(body.fusions, laws)
-    if mean_body is not None and (
-        only_mean := [f for f in mean_body.fusions if f not in body.fusions]
-    ):
-        fused = [line for line in fused if line != "none fired"]
-        fused += [f"in {mean_function_name(checked.loss_name)}:", *steps(only_mean, laws)]
     desugared = [f"{name}: {DESUGARINGS[name].law}" for name in checked.desugarings]
     y_pred = checked.y_pred.name
     backward = backward_lines(body.backward, text, y_pred)
-    if mean_body is not None and mean_body.backward is not None:
-        name = mean_function_name(checked.loss_name)
-        backward += mean_backward_lines(mean_body.backward, text, y_pred, name)
+    if mean_body is not None:
+        mean_name = mean_function_name(checked.loss_name)
+        if only_mean := [f for f in mean_body.fusions if f not in body.fusions]:
+            fused += [f"in {mean_name}:", *steps(only_mean, laws)]
+        if mean_body.backward is not None:
+            backward += mean_backward_lines(mean_body.backward, text, y_pred, mean_name)
     return [
         ("Simplified (one element)", simplified),
         ("Desugarings", desugared or ["none fired"]),
-        ("Rewrites", rewrites),
-        ("Target fusions", fused),
+        ("Rewrites", rewrites or ["none fired"]),
+        ("Target fusions", fused or ["none fired"]),
         (f"Gradient with respect to {y_pred} (one element)", [text(symbolic.gradient)]),
         ("Backward pass", backward),
         ("LaTeX", [f"loss: {latex(symbolic.loss)}", f"gradient: {latex(symbolic.gradient)}"]),
