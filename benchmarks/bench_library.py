@@ -698,6 +698,62 @@ def tukey(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
     return tf.reduce_mean(tf.where(tf.abs(r) <= 1, inside, c * c / 6))
 
 
+def berhu(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
+    x = tf.abs(p - y)
+    return tf.reduce_mean(tf.where(x <= c, x, (tf.square(x) + c**2) / (2 * c)))
+
+
+def brier(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    return mean_of_sums(tf.square(tf.nn.softmax(z) - y))
+
+
+def gce_logits(y: tf.Tensor, z: tf.Tensor, q: float) -> tf.Tensor:
+    p_y = tf.reduce_sum(y * tf.nn.softmax(z), axis=-1)
+    return tf.reduce_mean((1 - tf.pow(p_y, q)) / q)
+
+
+def generalized_dice(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    p = tf.sigmoid(z)
+    r = tf.stack([y, 1 - y], axis=-1)  # [batch, pixels, 2]: foreground, background
+    q = tf.stack([p, 1 - p], axis=-1)
+    w = 1 / (tf.square(tf.reduce_sum(r, axis=1)) + EPS)  # [batch, 2]
+    overlap = tf.reduce_sum(w * tf.reduce_sum(r * q, axis=1), axis=-1)
+    total = tf.reduce_sum(w * tf.reduce_sum(r + q, axis=1), axis=-1)
+    return tf.reduce_mean(1 - 2 * overlap / total)
+
+
+def laplace_nll(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    mu, log_b = p[:, 0], p[:, 1]
+    return tf.reduce_mean(math.log(2) + log_b + tf.abs(y[:, 0] - mu) * tf.exp(-log_b))
+
+
+def logistic(y: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.nn.softplus(-(2 * y - 1) * f))
+
+
+def modified_huber(y: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
+    m = signed(y) * f
+    return tf.reduce_mean(tf.where(m >= -1, tf.square(tf.maximum(1 - m, 0.0)), -4 * m))
+
+
+def multi_margin(y: tf.Tensor, z: tf.Tensor, margin: float) -> tf.Tensor:
+    z_y = tf.reduce_sum(y * z, axis=-1, keepdims=True)
+    violations = (1 - y) * tf.nn.relu(margin - z_y + z)
+    return tf.reduce_mean(tf.reduce_mean(violations, axis=-1))
+
+
+def quantile_huber(y: tf.Tensor, p: tf.Tensor, tau: float, kappa: float) -> tf.Tensor:
+    u = y - p
+    huber = tf.where(tf.abs(u) <= kappa, 0.5 * tf.square(u), kappa * (tf.abs(u) - 0.5 * kappa))
+    weight = tf.abs(tau - tf.cast(u < 0, u.dtype))
+    return tf.reduce_mean(weight * huber / kappa)
+
+
+def reverse_kl(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    log_q = tf.nn.log_softmax(z)
+    return mean_of_sums(tf.exp(log_q) * (log_q - tf.math.log(clip(y))))
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1106,6 +1162,17 @@ CASES: dict[str, Case] = {
         Case(soft_mae, CLASS, onehot_logits),
         Case(taylor_ce, CLASS, onehot_probabilities),
         Case(tukey, ELEMENT, regression, fixed(c=4.685)),
+        # The third literature set, timed before any tuning for it.
+        Case(berhu, ELEMENT, regression, fixed(c=1.0)),
+        Case(brier, CLASS, onehot_logits),
+        Case(gce_logits, CLASS, onehot_logits, fixed(q=0.7)),
+        Case(generalized_dice, ELEMENT, binary_logits),
+        Case(laplace_nll, CHANNELS, location_and_log_scale, channels=2),
+        Case(logistic, ELEMENT, binary_scores),
+        Case(modified_huber, ELEMENT, binary_scores),
+        Case(multi_margin, CLASS, onehot_scores, fixed(margin=1.0)),
+        Case(quantile_huber, ELEMENT, regression, fixed(tau=0.25, kappa=1.0)),
+        Case(reverse_kl, CLASS, soft_labels_and_logits),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
