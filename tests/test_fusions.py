@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sympy
@@ -220,6 +222,29 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             * fn.ReduceMean(z, CLASS)
         ),
     ),
+    (  # a last fusion: the body computes t * exp(z) too
+        "product_of_a_partial_product",
+        lambda: log1p(t * sympy.exp(z)) + k * t * z * sympy.exp(z),
+        lambda: log1p(t * sympy.exp(z)) + k * z * fn.Parenthesized(t * sympy.exp(z)),
+    ),
+    (  # the negated product, which takes the product's sign
+        "product_of_a_partial_product",
+        lambda: log1p(-t * sympy.exp(z)) - 2 * t * z * sympy.exp(z),
+        lambda: log1p(-t * sympy.exp(z)) + 2 * z * fn.Parenthesized(-t * sympy.exp(z)),
+    ),
+    (  # a partial product rewritten itself is read as it is rewritten, not computed twice
+        "product_of_a_partial_product",
+        lambda: (
+            log1p(t * sympy.exp(z))
+            + log1p(t * z * sympy.exp(z))
+            + t * z * sympy.exp(z) * sympy.cos(z)
+        ),
+        lambda: (
+            log1p(t * sympy.exp(z))
+            + log1p(z * fn.Parenthesized(t * sympy.exp(z)))
+            + sympy.cos(z) * fn.Parenthesized(z * fn.Parenthesized(t * sympy.exp(z)))
+        ),
+    ),
 ]
 
 # expressions no fusion changes: the conditions each law states
@@ -286,6 +311,9 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum(y * z, ALL) + fn.ReduceSum(y * z**2, CLASS),  # another operand
     lambda: fn.ReduceSum(y * z, ALL) + fn.ReduceMean(y * z, CLASS),  # a mean, not a sum
     lambda: fn.ReduceSum(w, ALL) + fn.ReduceSum(w, CLASS),  # w lacks the classes: a count
+    # k * w is small: z times their product is as many passes as z times each
+    lambda: sympy.log(k * w) + k * w * z,
+    lambda: sympy.exp(t * z) + t * z,  # the product itself
 ]
 
 
@@ -377,6 +405,20 @@ def test_the_body_records_fusions_and_spellings_that_fired() -> None:
     xla = body_of(CE, jit_compile=True)
     assert xla.target_rules == ("softmax_cross_entropy", "xla_softmax_cross_entropy")
     assert "_softmax_cross_entropy(" in xla.result
+
+
+def test_a_backward_pass_reads_the_forward_pass_s_product() -> None:
+    """The Student-t NLL's gradient with respect to the log-scale multiplies the value's
+    e^2 * exp(-2 s) / nu again, where it can read it (`product_of_a_partial_product`)."""
+    spec = Path(__file__).parent.parent / "examples" / "student_t_nll.loss"
+    symbolic = lower(check_source(read_source(spec.read_bytes(), spec.name)))
+    body = print_body(symbolic)
+    assert "product_of_a_partial_product" in body.target_rules
+    assert body.backward is not None
+    [product] = [line.split(" = ")[0] for line in body.backward.forward if "square(" in line]
+    backward = " ".join([*body.backward.statements, body.backward.gradient])
+    # 1 / (1 + product), and the log-scale's gradient, which multiplied its factors again
+    assert re.findall(rf"\b{product}\b", backward) == [product] * 2
 
 
 def test_the_module_docstring_lists_the_target_rules() -> None:

@@ -505,6 +505,59 @@ def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     return None
 
 
+PARTIAL_PRODUCT_FACTORS = 8
+"""The most factors a product may have for `product_of_a_partial_product` to look up its
+partial products (each subset of them: 2^8 lookups at most)."""
+
+
+def product_of_a_partial_product(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """x * y * z = (x * y) * z, where the body computes x * y, and the product takes
+    fewer passes over its shape that way.
+
+    A backward pass multiplies again what the forward pass has multiplied: the Student-t
+    NLL's value reads e^2 * exp(-2 s) / nu, its gradient with respect to the log-scale
+    (nu + 1) / (1 + that) * e^2 * exp(-2 s) / nu, two passes more over the batch where
+    it can read the forward pass's product. Of the partial products that save the most
+    passes (`_passes`: one per whole-shaped factor after the first, one for the smaller
+    factors together), the largest; numbers stay outside.
+    """
+    if not isinstance(node, sympy.Mul):
+        return None
+    coefficient, rest = node.as_coeff_Mul()
+    factors = sympy.Mul.make_args(rest)
+    if not 2 < len(factors) <= PARTIAL_PRODUCT_FACTORS:
+        return None
+    roles = fn.roles_of(node, context.roles)
+    before = _passes(coefficient, factors, roles, context)
+    best: tuple[int, sympy.Basic] | None = None
+    for size in range(len(factors) - 1, 1, -1):
+        for chosen in itertools.combinations(factors, size):
+            partial = sympy.Mul(*chosen)
+            for sign in (1, -1):
+                if sign * partial not in context.body:
+                    continue
+                others = tuple(f for f in factors if f not in chosen)
+                remaining = (*others, fn.Parenthesized(sign * partial))
+                saved = before - _passes(coefficient * sign, remaining, roles, context)
+                if saved > 0 and (best is None or saved > best[0]):
+                    best = (saved, sympy.Mul(coefficient * sign, *remaining))
+    return None if best is None else best[1]
+
+
+def _passes(
+    coefficient: sympy.Expr,
+    factors: tuple[sympy.Basic, ...],
+    roles: Roles,
+    context: FusionContext,
+) -> int:
+    """The passes over a product's shape (`roles`) that multiplying `coefficient` and
+    `factors` takes when its smaller factors multiply each other first
+    (`codegen.printer.small_factors_first`)."""
+    whole = sum(fn.roles_of(f, context.roles) == roles for f in factors)
+    small = coefficient != 1 or whole < len(factors)
+    return max(whole - 1, 0) + small
+
+
 @dataclass(frozen=True)
 class Fusion:
     """A named target fusion: `apply` gives a node's replacement or None."""
@@ -538,7 +591,7 @@ together), guards against 0 * inf in untaken branches, and factors moved out of 
 
 LAST_FUSIONS: tuple[Fusion, ...] = tuple(
     Fusion(function.__name__, function)
-    for function in (softmax_from_log_softmax, sum_of_a_partial_sum)
+    for function in (softmax_from_log_softmax, sum_of_a_partial_sum, product_of_a_partial_product)
 )
 """The fusions that choose a form by what else the body computes (`fuse_last`): after
 every other, and after the backward pass is derived, so that the rules before them and
@@ -585,7 +638,12 @@ def fuse(
     expr: sympy.Basic, context: FusionContext, fusions: tuple[Fusion, ...] = FUSIONS
 ) -> tuple[sympy.Basic, tuple[AppliedRewrite, ...]]:
     """`expr` with every sub-expression one of `fusions` matches replaced, innermost
-    first, and the fusions that fired, each once per node it replaced."""
+    first, and the fusions that fired, each once per node it replaced.
+
+    A replacement that reads other nodes of the body (`FusionContext.body`, a last
+    fusion's) reads them as the fusions leave them: where they are rewritten too, the
+    body computes the rewritten form alone, not both.
+    """
     done: dict[sympy.Basic, sympy.Basic] = {}
     applied: list[AppliedRewrite] = []
 
@@ -595,11 +653,16 @@ def fuse(
             current = fn.with_args(node, args)
             for fusion in fusions:
                 if (fused := fusion.apply(current, context)) is not None:
+                    if context.body:
+                        fused = fn.fold(fused, read_as_fused)
                     applied.append(AppliedRewrite(fusion.name, current, fused))
                     current = fused
                     break
             done[node] = current
         return done[node]
+
+    def read_as_fused(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
+        return visit(node) if node in context.body else fn.with_args(node, args)
 
     return visit(expr), tuple(applied)
 

@@ -253,10 +253,6 @@ def print_body(
         gradient = common_factors_outside(gradient, lambda expr: fn.roles_of(expr, context.roles))
         fusions += tuple(step for step in gradient_fusions if step not in fusions)
         derivative = gradient
-        gradient = small_factors_first(gradient, context)
-    # every product multiplies its small factors first; the forward and backward passes
-    # group them alike, so that the nodes they share (a cross-entropy's logits) are one
-    outputs = [small_factors_first(output, context) for output in outputs]
     # the last fusions see the whole body: the forms it computes anyway
     compiled = jit_compile or backend.always_compiled
     printed, last_fusions = fuse_last(
@@ -265,6 +261,9 @@ def print_body(
         COMPILED_LAST_FUSIONS if compiled else LAST_FUSIONS,
     )
     fusions += tuple(step for step in last_fusions if step not in fusions)
+    # every product multiplies its small factors first; the forward and backward passes
+    # group them alike, so that the nodes they share (a cross-entropy's logits) are one
+    printed = [small_factors_first(expr, context) for expr in printed]
     outputs = printed[: len(outputs)]
     if gradient is not None:
         gradient = printed[-1]
@@ -409,13 +408,16 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
 
     Those occurring more than once (a repeated occurrence is not searched again), and the
     arguments the printer writes more than once (`_REPEATED_ARGUMENTS`). Numbers, names
-    and negated names are left inline.
+    and negated names are left inline; a group (`Parenthesized`) is what it groups.
     """
     counts: Counter[sympy.Basic] = Counter()
     order: list[sympy.Basic] = []
 
     def visit(node: sympy.Basic, forced: bool = False) -> None:
         if _inline(node):
+            return
+        if isinstance(node, fn.Parenthesized):  # a grouping, computed as what it groups
+            visit(node.args[0], forced)
             return
         counts[node] += 2 if forced else 1
         if counts[node] > (2 if forced else 1):
@@ -874,7 +876,9 @@ class TensorFlowPrinter(PythonCodePrinter):
         if not isinstance(term, sympy.Mul) or term in self.temporaries:
             return False, term
         for factor in term.args:
-            if isinstance(factor, fn.Parenthesized) and factor.args[0].could_extract_minus_sign():
+            if not isinstance(factor, fn.Parenthesized) or factor.args[0] in self.temporaries:
+                continue  # a temporary is read as it is
+            if factor.args[0].could_extract_minus_sign():
                 group = fn.Parenthesized(-factor.args[0])
                 return True, sympy.Mul(*(group if f is factor else f for f in term.args))
         return False, term
@@ -1115,7 +1119,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         return self.inverse_count(expr.removed_roles)
 
     def _print_Parenthesized(self, expr: fn.Parenthesized) -> str:
-        return f"({self._print(expr.args[0])})"
+        inner = expr.args[0]
+        return self._print(inner) if inner in self.temporaries else f"({self._print(inner)})"
 
     def _print_ChannelsJoined(self, expr: fn.ChannelsJoined) -> str:
         self.helpers_used.add(CHANNELS_JOINED)
