@@ -245,6 +245,21 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             + sympy.cos(z) * fn.Parenthesized(z * fn.Parenthesized(t * sympy.exp(z)))
         ),
     ),
+    (  # a last fusion: the body computes z - t too, and SymPy multiplied 2 into the terms
+        "terms_of_a_partial_sum",
+        lambda: sympy.exp(z - t) * (2 * z - 2 * t - 2 * w),
+        lambda: 2 * sympy.exp(z - t) * fn.Parenthesized(fn.Parenthesized(z - t) - w),
+    ),
+    (  # its negation, subtracted
+        "terms_of_a_partial_sum",
+        lambda: sympy.exp(t - z) * (2 * z - 2 * t - 2 * w),
+        lambda: 2 * sympy.exp(t - z) * fn.Parenthesized(-fn.Parenthesized(t - z) - w),
+    ),
+    (  # no partial sum: the number multiplied once
+        "terms_of_a_partial_sum",
+        lambda: sympy.exp(z) * (2 * z - 2 * t),
+        lambda: 2 * sympy.exp(z) * fn.Parenthesized(z - t),
+    ),
 ]
 
 # expressions no fusion changes: the conditions each law states
@@ -314,6 +329,8 @@ LAST_UNCHANGED: list[Builder] = [
     # k * w is small: z times their product is as many passes as z times each
     lambda: sympy.log(k * w) + k * w * z,
     lambda: sympy.exp(t * z) + t * z,  # the product itself
+    lambda: sympy.exp(z) * (z + 2 * t),  # no number common to the terms
+    lambda: sympy.exp(z) * (2 * z + 4 * t),  # 2 * (z + 2 * t) takes as many passes
 ]
 
 
@@ -437,4 +454,5 @@ def test_the_module_docstring_lists_the_mean_function_s_rules_too() -> None:
     )
     source = generate(read_source(text.encode(), "<fusions>")).python_source
     assert "def t_mean(" in source
-    assert "Target fusions applied: sum_of_a_partial_sum." in source
+    [applied] = [line for line in source.splitlines() if "Target fusions applied" in line]
+    assert "sum_of_a_partial_sum" in applied

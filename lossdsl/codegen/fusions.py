@@ -505,9 +505,10 @@ def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     return None
 
 
-PARTIAL_PRODUCT_FACTORS = 8
-"""The most factors a product may have for `product_of_a_partial_product` to look up its
-partial products (each subset of them: 2^8 lookups at most)."""
+PARTIAL_OPERANDS = 8
+"""The most operands a product or sum may have for `product_of_a_partial_product` and
+`terms_of_a_partial_sum` to look up its partial products or sums (each subset of them:
+2^8 lookups at most)."""
 
 
 def product_of_a_partial_product(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
@@ -518,44 +519,102 @@ def product_of_a_partial_product(node: sympy.Basic, context: FusionContext) -> s
     NLL's value reads e^2 * exp(-2 s) / nu, its gradient with respect to the log-scale
     (nu + 1) / (1 + that) * e^2 * exp(-2 s) / nu, two passes more over the batch where
     it can read the forward pass's product. Of the partial products that save the most
-    passes (`_passes`: one per whole-shaped factor after the first, one for the smaller
-    factors together), the largest; numbers stay outside.
+    passes (`_passes`), the largest; numbers stay outside.
     """
     if not isinstance(node, sympy.Mul):
         return None
     coefficient, rest = node.as_coeff_Mul()
-    factors = sympy.Mul.make_args(rest)
-    if not 2 < len(factors) <= PARTIAL_PRODUCT_FACTORS:
+    return _reading_a_partial(node, sympy.Mul, coefficient, sympy.Mul.make_args(rest), context)
+
+
+def terms_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """c * x + c * y + c * z = c * ((x + y) + z), for a number c, where the body computes
+    x + y, and the sum takes fewer passes over its shape that way; c * x + c * y =
+    c * (x + y) where no partial sum is computed.
+
+    SymPy multiplies a number into the terms of a sum: the gradient of square(p - y) is
+    2 * p - 2 * y, three passes where the forward pass has p - y and one product by 2
+    would do (the Brier score's gradient, 2 * s - 2 * y - 2 * sum(s * (s - y)), reads
+    the forward pass's s - y). Of the partial sums that save the most passes (`_passes`),
+    the largest.
+    """
+    if not isinstance(node, sympy.Add):
         return None
+    content, primitive = node.as_content_primitive()
+    return _reading_a_partial(node, sympy.Add, content, sympy.Add.make_args(primitive), context)
+
+
+def _reading_a_partial(
+    node: sympy.Basic,
+    operation: type[sympy.Mul] | type[sympy.Add],
+    scale: sympy.Expr,
+    operands: tuple[sympy.Basic, ...],
+    context: FusionContext,
+) -> sympy.Basic | None:
+    """`node`, which is `scale` times the `operation` of `operands`, with the largest
+    proper subset of two or more operands whose operation the body computes (or the
+    negation of it) read as that node (a group, `Parenthesized`), or with the scale
+    multiplied once; of the forms that take the fewest passes over its shape, where that
+    is fewer than `node` takes; else None."""
     roles = fn.roles_of(node, context.roles)
-    before = _passes(coefficient, factors, roles, context)
-    best: tuple[int, sympy.Basic] | None = None
-    for size in range(len(factors) - 1, 1, -1):
-        for chosen in itertools.combinations(factors, size):
-            partial = sympy.Mul(*chosen)
+    memo: dict[sympy.Basic, Roles] = {}
+
+    def passes(scale: sympy.Expr, operands: tuple[sympy.Basic, ...]) -> int:
+        return _passes(
+            operation, scale, operands, roles, lambda x: fn.roles_of(x, context.roles, memo)
+        )
+
+    def scaled(scale: sympy.Expr, operands: tuple[sympy.Basic, ...]) -> sympy.Basic:
+        if operation is sympy.Mul:
+            return sympy.Mul(scale, *operands)
+        total = sympy.Add(*operands)
+        return total if scale == 1 else scale * fn.Parenthesized(total)
+
+    fewest = passes(sympy.S.One, node.args)
+    best = None
+    if operation is sympy.Add and passes(scale, operands) < fewest:
+        fewest, best = passes(scale, operands), scaled(scale, operands)
+    sizes = range(len(operands) - 1, 1, -1) if len(operands) <= PARTIAL_OPERANDS else ()
+    for size in sizes:
+        for chosen in itertools.combinations(operands, size):
+            partial = operation(*chosen)
             for sign in (1, -1):
                 if sign * partial not in context.body:
                     continue
-                others = tuple(f for f in factors if f not in chosen)
-                remaining = (*others, fn.Parenthesized(sign * partial))
-                saved = before - _passes(coefficient * sign, remaining, roles, context)
-                if saved > 0 and (best is None or saved > best[0]):
-                    best = (saved, sympy.Mul(coefficient * sign, *remaining))
-    return None if best is None else best[1]
+                others = tuple(x for x in operands if x not in chosen)
+                read = fn.Parenthesized(sign * partial)
+                if operation is sympy.Mul:
+                    form = (scale * sign, (*others, read))
+                else:
+                    form = (scale, (*others, sign * read))
+                if passes(*form) < fewest:
+                    fewest, best = passes(*form), scaled(*form)
+    return best
 
 
 def _passes(
-    coefficient: sympy.Expr,
-    factors: tuple[sympy.Basic, ...],
+    operation: type[sympy.Mul] | type[sympy.Add],
+    scale: sympy.Expr,
+    operands: tuple[sympy.Basic, ...],
     roles: Roles,
-    context: FusionContext,
+    roles_of: Callable[[sympy.Basic], Roles],
 ) -> int:
-    """The passes over a product's shape (`roles`) that multiplying `coefficient` and
-    `factors` takes when its smaller factors multiply each other first
-    (`codegen.printer.small_factors_first`)."""
-    whole = sum(fn.roles_of(f, context.roles) == roles for f in factors)
-    small = coefficient != 1 or whole < len(factors)
-    return max(whole - 1, 0) + small
+    """The passes over the shape `roles` that `scale` times the `operation` of
+    `operands` takes where the operands of fewer roles are combined first
+    (`codegen.printer.small_factors_first`): one per whole-shaped operand after the
+    first, one for the smaller ones together, one for a scale other than 1; a term of a
+    sum also its own product's passes, a negation aside (a subtraction)."""
+    whole = [x for x in operands if roles_of(x) == roles]
+    small = len(whole) < len(operands)
+    if operation is sympy.Mul:
+        return max(len(whole) - 1, 0) + (small or scale != 1)
+    total = max(len(whole) - 1, 0) + small + (scale != 1)
+    for term in whole:
+        coefficient, rest = term.as_coeff_Mul()
+        if isinstance(rest, sympy.Mul) or abs(coefficient) != 1:
+            factors = sympy.Mul.make_args(rest)
+            total += _passes(sympy.Mul, abs(coefficient), factors, roles, roles_of)
+    return total
 
 
 @dataclass(frozen=True)
@@ -591,7 +650,12 @@ together), guards against 0 * inf in untaken branches, and factors moved out of 
 
 LAST_FUSIONS: tuple[Fusion, ...] = tuple(
     Fusion(function.__name__, function)
-    for function in (softmax_from_log_softmax, sum_of_a_partial_sum, product_of_a_partial_product)
+    for function in (
+        softmax_from_log_softmax,
+        sum_of_a_partial_sum,
+        product_of_a_partial_product,
+        terms_of_a_partial_sum,
+    )
 )
 """The fusions that choose a form by what else the body computes (`fuse_last`): after
 every other, and after the backward pass is derived, so that the rules before them and

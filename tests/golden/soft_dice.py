@@ -15,6 +15,8 @@ Compiled from soft_dice.loss:
     loss soft_dice = 1 - 2 * overlap / (sum(y) + sum(p) + 1)
 
 Stable rewrites applied: one_minus_ratio.
+
+Target fusions applied: terms_of_a_partial_sum.
 """
 
 import keras
@@ -70,7 +72,7 @@ def soft_dice(y, p):
             tf.math.reduce_sum(tf.cast(p * y, sum_dtype), axis=-1, keepdims=True),
             p.dtype,
         )
-        t5 = t0 + t1 - 2.0 * t4 + 1.0
+        t5 = t2 - 2.0 * t4
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
@@ -116,7 +118,7 @@ def soft_dice_mean(y, p):
             tf.math.reduce_sum(tf.cast(p * y, sum_dtype), axis=-1, keepdims=True),
             p.dtype,
         )
-        t5 = t0 + t1 - 2.0 * t4 + 1.0
+        t5 = t2 - 2.0 * t4
         t6 = tf.math.reduce_mean(
             tf.cast(t3 * t5, sum_dtype), axis=[0, *spatial_axes], keepdims=True
         )

@@ -17,6 +17,8 @@ Compiled from soft_dice.loss:
     loss soft_dice = 1 - 2 * overlap / (sum(y) + sum(p) + 1)
 
 Stable rewrites applied: one_minus_ratio.
+
+Target fusions applied: terms_of_a_partial_sum.
 """
 
 import torch
@@ -184,7 +186,7 @@ class _SoftDiceBackward(_AutogradFunction):
             dtype=p.dtype,
             device=p.device,
         )
-        t5 = t0 + t1 - 2.0 * t4 + 1.0
+        t5 = t2 - 2.0 * t4
         saved = (t2, t3, t5)
         return torch.squeeze(t3 * t5, -1), *saved
 
