@@ -201,6 +201,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: 1 - fn.CumSum(fn.OneHot(label)),
         lambda: 1 - fn.ClassesFrom(label),
     ),
+    (  # a per-sample select of a whole-shaped product: one value per sample
+        "factors_outside_selects",
+        lambda: fn.Where(w > 1, t * sympy.log(w), 0),
+        lambda: t * fn.Where(w > 1, sympy.log(w), 0),
+    ),
+    (
+        "factors_outside_selects",
+        lambda: fn.Where(w > 1, t * w, t * k),
+        lambda: t * fn.Where(w > 1, w, k),
+    ),
     (  # a last fusion: the body computes log_softmax(z) too
         "softmax_from_log_softmax",
         lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(z), CLASS),
@@ -290,6 +300,8 @@ UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum(t * z - fn.Softplus(z), CLASS),  # a term that is not negated
     # an exp under a class sum: each element meets the other classes' conditions too
     lambda: fn.Maximum(fn.ReduceSum(sympy.exp(z), CLASS), t),
+    lambda: fn.Where(w > 1, sympy.exp(t) * w, 0),  # a factor that can be infinite stays
+    lambda: fn.Where(z > 0, t * w, 0),  # a whole-shaped condition: no smaller select
 ]
 
 

@@ -444,6 +444,47 @@ def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     return sympy.Mul(*outside) * node.func(inside, removed)
 
 
+def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """where(c, w * a, w * b) = w * where(c, a, b), a branch 0 counting as w * 0, for the
+    factors w that cannot be non-finite (`_non_finite_prone`), where the select then has
+    fewer roles than w.
+
+    A select whose condition and other factors are per-sample values (the guard of the
+    generalized cross-entropy's p_y^(q - 1), taken per sample) then selects one value
+    per sample, and the whole-shaped factor multiplies its result once: one pass over
+    the classes where the select of the product took two. A factor that can be infinite
+    stays inside, where the select gives 0 for it (0 * inf is NaN).
+    """
+    if not isinstance(node, fn.Where):
+        return None
+    condition, *branches = node.args
+    products = [sympy.Mul.make_args(branch) for branch in branches if branch != 0]
+    shared = set(products[0]).intersection(*products[1:]) if products else set()
+    outside = sorted(
+        (f for f in shared if not f.is_Number and not _non_finite_prone(f)),
+        key=sympy.default_sort_key,
+    )
+    if not outside:
+        return None
+    inside = [
+        branch if branch == 0 else sympy.Mul(*_without(sympy.Mul.make_args(branch), outside))
+        for branch in branches
+    ]
+    select = fn.Where(condition, *inside)
+    if fn.roles_of(select, context.roles) == fn.roles_of(node, context.roles):
+        return None
+    return sympy.Mul(*outside) * select
+
+
+def _without(factors: tuple[sympy.Basic, ...], taken: list[sympy.Basic]) -> list[sympy.Basic]:
+    """`factors` less one occurrence of each of `taken`: taken out, not divided by (SymPy's
+    division keeps x^(a - 1) and x^(1 - a) apart)."""
+    left = list(factors)
+    for factor in taken:
+        left.remove(factor)
+    return left
+
+
 def classes_from(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """cumsum(onehot(i)) = classes_from(i): 1 at the classes c >= i for i in [0, C), 0
     everywhere for i outside.
@@ -642,6 +683,7 @@ FUSIONS: tuple[Fusion, ...] = tuple(
         pair_products,
         untaken_branches_guarded,
         factors_outside_sums,
+        factors_outside_selects,
     )
 )
 """The fusions, tried in this order at each node, innermost nodes first: sub-expressions
