@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy
+import tensorflow as tf
 
 from lossdsl.builtins import Sign
 from lossdsl.codegen.printer import print_body
@@ -17,6 +18,7 @@ from lossdsl.codegen.targets import TARGETS
 from lossdsl.compiler import check_source
 from lossdsl.diagnostics import LossSpecError
 from lossdsl.parser import read_source
+from lossdsl.source import SourceFile
 from lossdsl.symbolic import backward as backward_module
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.backward import NO_RULE, UPSTREAM, backward, count
@@ -598,3 +600,37 @@ def test_a_power_by_a_param_times_its_base_is_the_forward_passs_power() -> None:
     assert sympy.expand(gradient - UPSTREAM * gamma * x**gamma * (x - 1)) == 0
     # without the factor gamma (the exponent's e + 1), 0^0 = 1 would be no 0: the select stays
     assert backward_module.product(backward_module._power_of_a_param(x, gamma - 1), x).has(fn.Where)
+
+
+def test_a_relu_s_gradient_is_one_relu_grad_where_its_value_is_finite() -> None:
+    """where(x > 0, g, 0) is TensorFlow's ReluGrad(g, x), one pass where the select takes
+    three, for a g that cannot be infinite (a multi-class margin's); a g that can keeps
+    the select, which gives 0 for it where ReluGrad's product would give NaN."""
+    margin = (
+        "input y: onehot\ninput z: real\nlet z_y = sum(y * z)\n"
+        "loss = mean(sum((1 - y) * maximum(0, 1 - z_y + z)))\n"
+    )
+    logs = "input y: target\ninput p: prob\nloss = mean(maximum(0, log(p) - y))\n"
+    backward = {}
+    for name, text in (("margin", margin), ("logs", logs)):
+        body = print_body(lower(check_source(SourceFile.from_text(text))))
+        assert body.backward is not None
+        backward[name] = "\n".join([*body.backward.statements, body.backward.gradient])
+    assert "tf.raw_ops.ReluGrad(" in backward["margin"] and "_where_zero" not in backward["margin"]
+    assert "tf.raw_ops.ReluGrad(" not in backward["logs"] and "_where_zero" in backward["logs"]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_relu_grad_is_the_select_of_a_finite_value(dtype: str, jit_compile: bool) -> None:
+    special = [0.0, -0.0, 1.5, -2.0, float("inf"), -float("inf"), float("nan")]
+    x = tf.constant(special, dtype)
+    value = tf.constant([1.0, -3.0, 2.5, -0.5, 4.0, 1e4, -1.0], dtype)
+
+    @tf.function(jit_compile=jit_compile)
+    def both() -> tuple[tf.Tensor, tf.Tensor]:
+        select = tf.where(x > 0, value, tf.constant(0.0, dtype))
+        return tf.raw_ops.ReluGrad(gradients=value, features=x), select
+
+    relu_grad, select = both()
+    np.testing.assert_array_equal(relu_grad.numpy(), select.numpy())  # -0.0 == 0.0

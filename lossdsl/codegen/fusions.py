@@ -188,14 +188,25 @@ OVERFLOWING: tuple[type, ...] = (sympy.exp, expm1, sympy.cosh)
 """Those of them that are infinite at large finite arguments: they overflow."""
 
 
-def _non_finite_prone(expr: sympy.Basic) -> bool:
+def non_finite_prone(expr: sympy.Basic) -> bool:
     """Whether `expr` can be infinite or have an infinite derivative where its argument
-    is finite: an exp, log or cosh, a division or a fractional power in it."""
+    is finite: an exp, log or cosh, a division or a fractional power in it, but for a
+    division by a count (the class count, the elements a mean takes), which is 1 or
+    more."""
     return any(
         isinstance(node, NON_FINITE_PRONE)
-        or (isinstance(node, sympy.Pow) and not (node.exp.is_Integer and node.exp >= 0))
+        or (
+            isinstance(node, sympy.Pow)
+            and not (node.exp.is_Integer and node.exp >= 0)
+            and not _is_a_count(node.base)
+        )
         for node in sympy.preorder_traversal(expr)
     )
+
+
+def _is_a_count(expr: sympy.Basic) -> bool:
+    """Whether `expr` is the class count or the number of elements of some roles."""
+    return expr == fn.NUM_CLASSES or (isinstance(expr, fn.ReduceSum) and expr.args[0] == 1)
 
 
 def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
@@ -245,7 +256,7 @@ def _guarded(
     """`branch` reading y_pred only where it is `taken` under `condition` (elsewhere a
     stop_gradient copy), when it could be non-finite and that is sound, else as it is."""
     p = context.y_pred
-    if not branch.has(p) or not _non_finite_prone(branch):
+    if not branch.has(p) or not non_finite_prone(branch):
         return branch
     if _coupled_roles(branch, p) & fn.roles_of(condition, context.roles):
         # a value of the branch reads elements whose conditions differ: gate the
@@ -298,7 +309,7 @@ def untaken_branches_guarded(node: sympy.Basic, context: FusionContext) -> sympy
     the untaken one's derivative by 0: where that branch is infinite (exp(1000 * p) at
     p = 0.9, log(x) at x = 0), 0 * inf is NaN, though the exact gradient is finite. With
     y_pred gated by a select, the NaN goes to the stop_gradient copy and is dropped (the
-    "double where"). Only branches that can be non-finite (`_non_finite_prone`) are
+    "double where"). Only branches that can be non-finite (`non_finite_prone`) are
     gated, and only where each of their values reads y_pred at elements that share one
     condition (no reduction or class-axis function over the condition's roles); where
     they do not (pairs of samples), the arguments of their exps are (`_exponents_gated`).
@@ -446,7 +457,7 @@ def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Bas
 
 def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """where(c, w * a, w * b) = w * where(c, a, b), a branch 0 counting as w * 0, for the
-    factors w that cannot be non-finite (`_non_finite_prone`), where the select then has
+    factors w that cannot be non-finite (`non_finite_prone`), where the select then has
     fewer roles than w.
 
     A select whose condition and other factors are per-sample values (the guard of the
@@ -461,7 +472,7 @@ def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.
     products = [sympy.Mul.make_args(branch) for branch in branches if branch != 0]
     shared = set(products[0]).intersection(*products[1:]) if products else set()
     outside = sorted(
-        (f for f in shared if not f.is_Number and not _non_finite_prone(f)),
+        (f for f in shared if not f.is_Number and not non_finite_prone(f)),
         key=sympy.default_sort_key,
     )
     if not outside:

@@ -53,7 +53,14 @@ class Target:
 
 
 OPTIONAL_FORMS = frozenset(
-    {"affine", "class_reduced", "huber_of_difference", "sigmoid_cross_entropy", "where_zero"}
+    {
+        "affine",
+        "class_reduced",
+        "huber_of_difference",
+        "sigmoid_cross_entropy",
+        "where_zero",
+        "where_positive",
+    }
 )
 """Forms a target may lack: where it has one, the printer writes that node with it (a
 faster spelling on that backend); where not, in the general way (the helper every target
@@ -118,6 +125,8 @@ TENSORFLOW = Target(
             "pow": "_power({0}, {1})",
             "where": "tf.where({0}, {1}, {2})",
             "where_zero": "_where_zero({0}, {1})",
+            # {1} where {0} > 0, else 0, of one shape and a finite {1}: ReluGrad's one pass
+            "where_positive": "tf.raw_ops.ReluGrad(gradients={1}, features={0})",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",
             "or": "tf.math.logical_or({0}, {1})",
