@@ -255,6 +255,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             + sympy.cos(z) * fn.Parenthesized(z * fn.Parenthesized(t * sympy.exp(z)))
         ),
     ),
+    (  # a last fusion: a ReLU's gradient, in one pass on TensorFlow
+        "where_positive",
+        lambda: fn.Where(z > 0, t * k, 0),
+        lambda: fn.WherePositive(z, t * k),
+    ),
+    (
+        "where_positive",
+        lambda: fn.Where(sympy.StrictLessThan(0, z, evaluate=False), t, 0),
+        lambda: fn.WherePositive(z, t),
+    ),
     (  # a last fusion: the body computes z - t too, and SymPy multiplied 2 into the terms
         "terms_of_a_partial_sum",
         lambda: sympy.exp(z - t) * (2 * z - 2 * t - 2 * w),
@@ -343,6 +353,11 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: sympy.exp(t * z) + t * z,  # the product itself
     lambda: sympy.exp(z) * (z + 2 * t),  # no number common to the terms
     lambda: sympy.exp(z) * (2 * z + 4 * t),  # 2 * (z + 2 * t) takes as many passes
+    lambda: fn.Where(z >= 0, t, 0),  # the tie of maximum(z, 0) goes to z
+    lambda: fn.Where(z > 1, t, 0),
+    lambda: fn.Where(z > 0, sympy.exp(t), 0),  # 0 * inf would be NaN
+    lambda: fn.Where(z > 0, fn.ReduceMax(fn.Where(t > 0, z, -sympy.oo), CLASS), 0),
+    lambda: fn.Where(z > 0, w, 0),  # a value of another shape
 ]
 
 

@@ -73,7 +73,6 @@ from lossdsl.codegen.fusions import (
     clips_outside_logs,
     fuse,
     fuse_last,
-    non_finite_prone,
     xla_spelling,
 )
 from lossdsl.codegen.helpers import (
@@ -256,10 +255,11 @@ def print_body(
         derivative = gradient
     # the last fusions see the whole body: the forms it computes anyway
     compiled = jit_compile or backend.always_compiled
+    last = COMPILED_LAST_FUSIONS if compiled else LAST_FUSIONS
     printed, last_fusions = fuse_last(
         outputs + ([gradient] if gradient is not None else []),
         context,
-        COMPILED_LAST_FUSIONS if compiled else LAST_FUSIONS,
+        tuple(fusion for fusion in last if fusion.form in (None, *backend.forms)),
     )
     fusions += tuple(step for step in last_fusions if step not in fusions)
     # every product multiplies its small factors first; the forward and backward passes
@@ -1021,31 +1021,15 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self.cast(self._print(condition))
         if (a, b) == (0, 1):
             return self.cast(self.form("not", self._print(condition)))
-        positive = self.positive_operand(condition, a) if b == 0 else None
-        if positive is not None:
-            return self.form("where_positive", self.tensor(positive), self.tensor(a))
         if "where_zero" in self.target.forms and b == 0:
             return self.form("where_zero", self._print(condition), self.tensor(a))
         if "where_zero" in self.target.forms and a == 0:
             return self.form("where_zero", self.form("not", self._print(condition)), self.tensor(b))
         return self.form("where", self._print(condition), self.tensor(a), self.tensor(b))
 
-    def positive_operand(self, condition: sympy.Basic, value: sympy.Basic) -> sympy.Basic | None:
-        """x, where `condition` is x > 0 and the target writes "where_positive" (a ReLU's
-        gradient, one pass where a select of `value` or 0 takes three: the comparison,
-        its cast and the product): x of `value`'s shape, and a value that cannot be
-        infinite (`non_finite_prone`), whose product with 0 is 0, as the select's."""
-        if "where_positive" not in self.target.forms:
-            return None
-        if isinstance(condition, sympy.StrictGreaterThan) and condition.rhs == 0:
-            x = condition.lhs
-        elif isinstance(condition, sympy.StrictLessThan) and condition.lhs == 0:
-            x = condition.rhs
-        else:
-            return None
-        same_shape = self.roles(x) == self.roles(value) == self.roles(condition)
-        integer = _is_integer_valued(x, self.integers)
-        return x if same_shape and not integer and not non_finite_prone(value) else None
+    def _print_WherePositive(self, expr: fn.WherePositive) -> str:
+        x, value = expr.args
+        return self.form("where_positive", self.tensor(x), self.tensor(value))
 
     def where_zero(self, condition: str, value: str) -> str:
         """The printed `value` where the printed `condition` holds, else 0: the target's

@@ -38,6 +38,7 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.IntoChannels: "into_channels",
     fn.ChannelsJoined: "channels_joined",
     fn.Parenthesized: "",
+    fn.WherePositive: "where_positive",
 }
 """Functions no user writes, made by a stable rewrite (`rewrites.py`) or a target fusion
 (`codegen.fusions`), by the names their laws use; every other function is written as the

@@ -341,6 +341,20 @@ class Where(Elementwise):
         return None
 
 
+class WherePositive(Elementwise):
+    """where(x > 0, value, 0) for a value of x's shape that cannot be infinite: a ReLU's
+    gradient, which TensorFlow computes in one pass (`codegen.fusions.where_positive`)."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        x, value = self.args
+        return Where(sympy.StrictGreaterThan(x, 0), value, sympy.S.Zero).definition()
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[1:])
+
+
 class Softmax(LossFunction):
     """softmax(z) at a class c: exp(z_c) / sum over the classes c' of exp(z_c'); all roles kept."""
 
