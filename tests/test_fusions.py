@@ -255,6 +255,22 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             + sympy.cos(z) * fn.Parenthesized(z * fn.Parenthesized(t * sympy.exp(z)))
         ),
     ),
+    (  # a last fusion: two channels of z, one split
+        "channels_split",
+        lambda: fn.Channel(z, 0) - fn.Channel(z, 1),
+        lambda: (
+            fn.ChannelFromSplit(fn.ChannelSplit(z, 1, 1), 0)
+            - fn.ChannelFromSplit(fn.ChannelSplit(z, 1, 1), 1)
+        ),
+    ),
+    (  # a gap between them, and a range to the end
+        "channels_split",
+        lambda: fn.Channel(z, 0) * fn.Channels(z, 2, sympy.oo),
+        lambda: (
+            fn.ChannelFromSplit(fn.ChannelSplit(z, 1, 1), 0)
+            * fn.ChannelsFromSplit(fn.ChannelSplit(z, 1, 1), 2)
+        ),
+    ),
     (  # a last fusion: a ReLU's gradient, in one pass on TensorFlow
         "where_positive",
         lambda: fn.Where(z > 0, t * k, 0),
@@ -358,6 +374,9 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: fn.Where(z > 0, sympy.exp(t), 0),  # 0 * inf would be NaN
     lambda: fn.Where(z > 0, fn.ReduceMax(fn.Where(t > 0, z, -sympy.oo), CLASS), 0),
     lambda: fn.Where(z > 0, w, 0),  # a value of another shape
+    lambda: 2 * fn.Channel(z, 1),  # one channel: a slice
+    lambda: fn.Channel(z, 0) - fn.Channel(z, -1),  # counted from the end
+    lambda: fn.Channels(z, 0, 2) * fn.Channel(z, 1),  # overlapping
 ]
 
 
@@ -384,6 +403,20 @@ def test_a_module_xla_compiles_keeps_its_softmax() -> None:
     symbolic = lower(check_source(read_source(text.encode(), "<fusions>")))
     for body in (print_body(symbolic, jit_compile=True), print_body(symbolic, target="jax")):
         assert "softmax_from_log_softmax" not in body.target_rules
+
+
+def test_channels_are_split_once_on_tensorflow_without_xla() -> None:
+    """One tf.split for the Gaussian NLL's two channels of y_pred; XLA fuses slices into
+    their readers, and PyTorch's slices are views (`Fusion.form`)."""
+    spec = Path(__file__).parent.parent / "examples" / "gaussian_nll.loss"
+    symbolic = lower(check_source(read_source(spec.read_bytes(), spec.name)))
+    body = print_body(symbolic)
+    assert "channels_split" in body.target_rules
+    assert body.backward is not None
+    code = "\n".join(body.backward.forward)
+    assert code.count("tf.split(") == 1 and "p[..., " not in code
+    assert "channels_split" not in print_body(symbolic, jit_compile=True).target_rules
+    assert "channels_split" not in print_body(symbolic, target="torch").target_rules
 
 
 def test_every_fusion_has_a_fixture_and_a_law() -> None:

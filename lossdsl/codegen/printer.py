@@ -1120,6 +1120,16 @@ class TensorFlowPrinter(PythonCodePrinter):
         bounds = f"{start}:{'' if stop is sympy.oo else stop}"
         return f"{self.parenthesize(x, PRECEDENCE['Func'], True)}[..., {bounds}]"
 
+    def _print_ChannelSplit(self, expr: fn.ChannelSplit) -> str:
+        sizes = ", ".join(map(str, [*expr.sizes, -1]))
+        return self.form("split_channels", self._print(expr.args[0]), f"[{sizes}]")
+
+    def _print_ChannelFromSplit(self, expr: fn.ChannelFromSplit) -> str:
+        split, index = expr.args
+        return f"{self.parenthesize(split, PRECEDENCE['Func'], True)}[{index}]"
+
+    _print_ChannelsFromSplit = _print_ChannelFromSplit
+
     def _print_InverseCount(self, expr: fn.InverseCount) -> str:
         return self.inverse_count(expr.removed_roles)
 

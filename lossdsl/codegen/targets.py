@@ -60,6 +60,7 @@ OPTIONAL_FORMS = frozenset(
         "sigmoid_cross_entropy",
         "where_zero",
         "where_positive",
+        "split_channels",
     }
 )
 """Forms a target may lack: where it has one, the printer writes that node with it (a
@@ -127,6 +128,7 @@ TENSORFLOW = Target(
             "where_zero": "_where_zero({0}, {1})",
             # {1} where {0} > 0, else 0, of one shape and a finite {1}: ReluGrad's one pass
             "where_positive": "tf.raw_ops.ReluGrad(gradients={1}, features={0})",
+            "split_channels": "tf.split({0}, {1}, axis=-1)",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",
             "or": "tf.math.logical_or({0}, {1})",

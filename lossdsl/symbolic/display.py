@@ -39,6 +39,9 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.ChannelsJoined: "channels_joined",
     fn.Parenthesized: "",
     fn.WherePositive: "where_positive",
+    fn.ChannelSplit: "split",
+    fn.ChannelFromSplit: "piece",
+    fn.ChannelsFromSplit: "piece",
 }
 """Functions no user writes, made by a stable rewrite (`rewrites.py`) or a target fusion
 (`codegen.fusions`), by the names their laws use; every other function is written as the

@@ -532,6 +532,44 @@ class Channels(LossFunction):
         return known("real", self.args[:1])
 
 
+class ChannelSplit(LossFunction):
+    """x's class axis cut into consecutive pieces of `sizes` entries and the rest: not a
+    value but the pieces a `ChannelFromSplit` or `ChannelsFromSplit` reads, made by a
+    target fusion only (`codegen.fusions.channels_split`). Roles: x's."""
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(int(size) for size in self.args[1:])
+
+
+class ChannelFromSplit(LossFunction):
+    """The `Channel` that is piece `index` of a `ChannelSplit` (one entry). Roles: the
+    split's without class, as `Channel`'s."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[0].args[:1])
+
+
+class ChannelsFromSplit(LossFunction):
+    """The `Channels` that is piece `index` of a `ChannelSplit`. Roles: the split's."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args[0].args[:1])
+
+
 class IntoChannels(LossFunction):
     """into_channels(v, like, a, b): v at entries a to b - 1 of the class axis of `like`'s
     size (bounds as `Channels`'), 0 at the others; what a channel selection passes back
@@ -855,6 +893,8 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     TakeClass: lambda roles, expr: gather_roles(roles[0], roles[1]),
     Channel: lambda roles, expr: _without_class(roles[0]),
     Channels: lambda roles, expr: roles[0],
+    ChannelFromSplit: lambda roles, expr: _without_class(roles[0]),
+    ChannelsFromSplit: lambda roles, expr: roles[0],
     CumSum: lambda roles, expr: roles[0] | {Role.CLASS},  # a running count of a constant too
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
     ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},

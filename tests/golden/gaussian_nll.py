@@ -17,7 +17,7 @@ Compiled from gaussian_nll.loss:
     let log_var = p[1]
     loss gaussian_nll = mean(0.5 * (log_var + square(y[0] - mu) * exp(-log_var) + log(2 * pi)))
 
-Target fusions applied: terms_of_a_partial_sum.
+Target fusions applied: channels_split, terms_of_a_partial_sum.
 """
 
 import keras
@@ -104,18 +104,19 @@ def gaussian_nll(y, p):
 
     @tf.custom_gradient
     def forward(p):
-        t0 = y[..., 0:1] - p[..., 0:1]
-        t1 = p[..., 1:2]
-        t2 = tf.math.exp(-t1)
-        t3 = tf.math.square(t0) * t2
+        t0 = tf.split(p, [1, 1, -1], axis=-1)
+        t1 = t0[1]
+        t2 = y[..., 0:1] - t0[0]
+        t3 = tf.math.exp(-t1)
+        t4 = tf.math.square(t2) * t3
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t4 = 0.5 * upstream * (1.0 - t3)
-            t5 = -upstream * t0 * t2
-            return _channels_joined(tf.shape(p)[-1], (t5, 0, 1), (t4, 1, 2))
+            t5 = 0.5 * upstream * (1.0 - t4)
+            t6 = -upstream * t2 * t3
+            return _channels_joined(tf.shape(p)[-1], (t6, 0, 1), (t5, 1, 2))
 
-        return tf.squeeze(0.5 * (t3 + t1 + 1.8378770664093456), axis=-1), backward
+        return tf.squeeze(0.5 * t4 + 0.5 * t1 + 0.9189385332046728, axis=-1), backward
 
     return forward(p)
 
@@ -142,32 +143,33 @@ def gaussian_nll_mean(y, p):
 
     @tf.custom_gradient
     def forward(p):
-        t0 = y[..., 0:1] - p[..., 0:1]
-        t1 = p[..., 1:2]
-        t2 = tf.math.exp(-t1)
-        t3 = tf.math.square(t0) * t2
-        t4 = tf.cast(
-            tf.math.reduce_mean(
-                tf.cast(t3, sum_dtype), axis=[0, *spatial_axes], keepdims=True
-            ),
-            p.dtype,
-        )
+        t0 = tf.split(p, [1, 1, -1], axis=-1)
+        t1 = y[..., 0:1] - t0[0]
+        t2 = t0[1]
+        t3 = tf.math.exp(-t2)
+        t4 = tf.math.square(t1) * t3
         t5 = tf.cast(
             tf.math.reduce_mean(
-                tf.cast(t1, sum_dtype), axis=[0, *spatial_axes], keepdims=True
+                tf.cast(t4, sum_dtype), axis=[0, *spatial_axes], keepdims=True
             ),
             p.dtype,
         )
-        t6 = tf.cast(0.5 * (t4 + t5 + 1.8378770664093456), p.dtype)
+        t6 = tf.cast(
+            tf.math.reduce_mean(
+                tf.cast(t2, sum_dtype), axis=[0, *spatial_axes], keepdims=True
+            ),
+            p.dtype,
+        )
+        t7 = tf.cast(0.5 * (t5 + t6 + 1.8378770664093456), p.dtype)
 
         def backward(upstream):
-            t7 = tf.cast(tf.shape(p)[0] * tf.reduce_prod(tf.shape(p)[1:-1]), sum_dtype)
-            t8 = upstream * tf.cast(1.0 / t7, p.dtype)
-            t9 = tf.shape(p)
-            t10 = (1.0 - t3) * (0.5 * t8)
-            return _channels_joined(t9[-1], (t0 * t2 * -t8, 0, 1), (t10, 1, 2))
+            t8 = tf.cast(tf.shape(p)[0] * tf.reduce_prod(tf.shape(p)[1:-1]), sum_dtype)
+            t9 = upstream * tf.cast(1.0 / t8, p.dtype)
+            t10 = tf.shape(p)
+            t11 = (1.0 - t4) * (0.5 * t9)
+            return _channels_joined(t10[-1], (t1 * t3 * -t9, 0, 1), (t11, 1, 2))
 
-        return tf.reshape(t6, []), backward
+        return tf.reshape(t7, []), backward
 
     return forward(p)
 
