@@ -12,6 +12,7 @@ module compiled with XLA: nodes the printer writes as one of the module's helper
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -678,8 +679,21 @@ def terms_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.B
     """
     if not isinstance(node, sympy.Add):
         return None
-    content, primitive = node.as_content_primitive()
-    return _reading_a_partial(node, sympy.Add, content, sympy.Add.make_args(primitive), context)
+    split = [term.as_coeff_Mul() for term in node.args]
+    coefficients = [coefficient for coefficient, _ in split]
+    content = sympy.S.One
+    if all(coefficient.is_Rational for coefficient in coefficients):
+        numerators = [int(abs(coefficient.p)) for coefficient in coefficients]
+        denominators = [int(coefficient.q) for coefficient in coefficients]
+        content = sympy.Rational(math.gcd(*numerators), math.lcm(*denominators))
+    if content == 1 and len(split) > PARTIAL_OPERANDS:
+        return None  # no partial sums looked up, no number to take out
+    terms = (
+        node.args
+        if content == 1
+        else tuple(sympy.Mul(coefficient / content, rest) for coefficient, rest in split)
+    )
+    return _reading_a_partial(node, sympy.Add, content, terms, context)
 
 
 def _reading_a_partial(
