@@ -558,16 +558,8 @@ class ChannelFromSplit(LossFunction):
         return known("real", self.args[0].args[:1])
 
 
-class ChannelsFromSplit(LossFunction):
+class ChannelsFromSplit(ChannelFromSplit):
     """The `Channels` that is piece `index` of a `ChannelSplit`. Roles: the split's."""
-
-    nargs = 2
-
-    def definition(self) -> sympy.Expr:
-        return self
-
-    def _eval_is_real(self) -> bool | None:
-        return known("real", self.args[0].args[:1])
 
 
 class IntoChannels(LossFunction):
