@@ -412,6 +412,8 @@ def test_channels_are_split_once_on_tensorflow_without_xla() -> None:
     symbolic = lower(check_source(read_source(spec.read_bytes(), spec.name)))
     body = print_body(symbolic)
     assert "channels_split" in body.target_rules
+    # p[0] and p[1], once each, though the value and the gradient both read them
+    assert [step.rule for step in body.fusions].count("channels_split") == 2
     assert body.backward is not None
     code = "\n".join(body.backward.forward)
     assert code.count("tf.split(") == 1 and "p[..., " not in code

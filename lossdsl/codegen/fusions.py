@@ -841,13 +841,15 @@ def fuse_last(
     """The printed body's expressions (the result, the mask, the gradient) with each of
     `fusions` (`LAST_FUSIONS`, or `COMPILED_LAST_FUSIONS`) applied in turn, each knowing
     every node of the body as the ones before it left it (`FusionContext.body`); and the
-    fusions that fired."""
+    fusions that fired, each step once however many of the expressions it rewrote."""
     applied: list[AppliedRewrite] = []
     for fusion in fusions:
         seen = replace(context, body=frozenset(fn.nodes_of(exprs)))
         fused = [fuse(expr, seen, (fusion,)) for expr in exprs]
         exprs = [expr for expr, _ in fused]
-        applied += [step for _, steps in fused for step in steps]
+        applied += dict.fromkeys(
+            step for _, steps in fused for step in steps if step not in applied
+        )
     return exprs, tuple(applied)
 
 
