@@ -200,15 +200,10 @@ def non_finite_prone(expr: sympy.Basic) -> bool:
         or (
             isinstance(node, sympy.Pow)
             and not (node.exp.is_Integer and node.exp >= 0)
-            and not _is_a_count(node.base)
+            and not (node.base == fn.NUM_CLASSES or fn.is_count(node.base))
         )
         for node in sympy.preorder_traversal(expr)
     )
-
-
-def _is_a_count(expr: sympy.Basic) -> bool:
-    """Whether `expr` is the class count or the number of elements of some roles."""
-    return expr == fn.NUM_CLASSES or (isinstance(expr, fn.ReduceSum) and expr.args[0] == 1)
 
 
 def _coupled_roles(expr: sympy.Basic, y_pred: sympy.Symbol) -> Roles:
@@ -479,23 +474,11 @@ def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.
     )
     if not outside:
         return None
-    inside = [
-        branch if branch == 0 else sympy.Mul(*_without(sympy.Mul.make_args(branch), outside))
-        for branch in branches
-    ]
+    inside = [branch if branch == 0 else fn.taken_out(branch, outside) for branch in branches]
     select = fn.Where(condition, *inside)
     if fn.roles_of(select, context.roles) == fn.roles_of(node, context.roles):
         return None
     return sympy.Mul(*outside) * select
-
-
-def _without(factors: tuple[sympy.Basic, ...], taken: list[sympy.Basic]) -> list[sympy.Basic]:
-    """`factors` less one occurrence of each of `taken`: taken out, not divided by (SymPy's
-    division keeps x^(a - 1) and x^(1 - a) apart)."""
-    left = list(factors)
-    for factor in taken:
-        left.remove(factor)
-    return left
 
 
 def classes_from(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
@@ -569,19 +552,17 @@ def channels_split(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
         return None
     x = node.args[0]
     found = {_channel_range(other) for other in context.body if _selects_from(other, x)}
-    ranges = [bounds for bounds in found if bounds is not None]
+    ranges = sorted(bounds for bounds in found if bounds is not None)
     if len(ranges) < 2 or len(ranges) < len(found):
         return None
-    sizes, end = [], 0
-    for start, stop in sorted(ranges, key=lambda bounds: bounds[0]):
-        if start < end or end is sympy.oo:
-            return None  # overlapping ranges
-        if start > end:
-            sizes.append(start - end)
-        sizes.append(stop - start if stop is not sympy.oo else -1)
-        end = stop
-    split = fn.ChannelSplit(x, *(size for size in sizes if size != -1))
-    piece = _piece_of(sizes, _channel_range(node))
+    if any(later[0] < earlier[1] for earlier, later in itertools.pairwise(ranges)):
+        return None  # overlapping ranges (an open end, oo, overlaps any later one)
+    # a piece starts at 0 and at every bound, the last piece running to the end
+    starts = sorted({0, *(bound for bounds in ranges for bound in bounds if bound != sympy.oo)})
+    split = fn.ChannelSplit(x, *(stop - start for start, stop in itertools.pairwise(starts)))
+    bounds = _channel_range(node)
+    assert bounds is not None
+    piece = starts.index(bounds[0])
     if isinstance(node, fn.Channel):
         return fn.ChannelFromSplit(split, piece)
     return fn.ChannelsFromSplit(split, piece)
@@ -601,17 +582,6 @@ def _channel_range(node: sympy.Basic) -> tuple[int, sympy.Expr] | None:
     if start < 0 or (stop is not sympy.oo and stop <= 0):
         return None
     return int(start), stop if stop is sympy.oo else int(stop)
-
-
-def _piece_of(sizes: list[int], bounds: tuple[int, sympy.Expr] | None) -> int:
-    """The index of the piece that starts at `bounds`' start, for pieces of `sizes`."""
-    assert bounds is not None
-    start = 0
-    for index, size in enumerate(sizes):
-        if start == bounds[0]:
-            return index
-        start += size
-    raise AssertionError(f"no piece starts at {bounds[0]}")
 
 
 def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:

@@ -471,7 +471,7 @@ def _root_of_reciprocal(node: sympy.Basic) -> sympy.Basic | None:
 def _inline(node: sympy.Basic) -> bool:
     """Whether `node` is printed where it is used, never as a temporary (a group of
     small factors that is one of those, -alpha, too)."""
-    if node.is_Atom or (isinstance(node, sympy.Expr) and node.is_number) or _is_count(node):
+    if node.is_Atom or (isinstance(node, sympy.Expr) and node.is_number) or fn.is_count(node):
         return True
     if isinstance(node, fn.Parenthesized):
         return _inline(node.args[0])
@@ -481,11 +481,6 @@ def _inline(node: sympy.Basic) -> bool:
         and node.args[0] == -1
         and (node.args[1].is_Atom)
     )
-
-
-def _is_count(node: sympy.Basic) -> bool:
-    """Whether `node` is the number of elements of some roles (`symbolic.backward.count`)."""
-    return isinstance(node, fn.ReduceSum) and node.args[0] == 1
 
 
 def _is_integer_valued(expr: sympy.Basic, integers: frozenset[sympy.Symbol]) -> bool:
@@ -555,7 +550,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         """SymPy's precedence of `item` as this printer writes it: a sum or logsumexp over a
         role its operand lacks is a product `C * x` or a sum `x + log(C)`, not a call (its
         negation was `2.0 - 2.0 + tf.math.log(num_classes)`, found by fuzzing)."""
-        infix = isinstance(item, (fn.ReduceSum, fn.LogSumExp)) and not _is_count(item)
+        infix = isinstance(item, (fn.ReduceSum, fn.LogSumExp)) and not fn.is_count(item)
         if infix and item.removed_roles - self.roles(item.args[0]):
             return PRECEDENCE["Mul"] if isinstance(item, fn.ReduceSum) else PRECEDENCE["Add"]
         return precedence(item)
@@ -634,7 +629,7 @@ class TensorFlowPrinter(PythonCodePrinter):
     def tensor(self, expr: sympy.Basic) -> str:
         """`expr` as an op's argument: a role-less value is cast to y_pred's dtype."""
         printed = self._print(expr)
-        if self.roles(expr) or _is_count(expr):
+        if self.roles(expr) or fn.is_count(expr):
             return printed
         if expr is fn.NUM_CLASSES and not self.target.num_classes_number:
             return printed
@@ -1214,7 +1209,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"{helper}({self._print(a)}, {self._print(b)}, {self.tensor(x)})"
 
     def _print_Reduction(self, expr: fn.Reduction) -> str:
-        if _is_count(expr):
+        if fn.is_count(expr):
             return self.count(expr.removed_roles)
         body = expr.args[0]
         body_roles = self.roles(body)

@@ -418,19 +418,8 @@ def _factored(gradient: sympy.Expr, roles: Callable[[sympy.Basic], Roles]) -> sy
         shared = factors if shared is None else shared & factors
     if not shared:
         return _whole_factors_collected(terms, whole, roles)
-    rest = _factored(sympy.Add(*(_taken_out(term, shared) for term in terms)), roles)
+    rest = _factored(sympy.Add(*(fn.taken_out(term, shared) for term in terms)), roles)
     return _small_factor_inside(sympy.Mul(*shared), rest, roles)
-
-
-def _taken_out(term: sympy.Expr, factors: set[sympy.Basic]) -> sympy.Expr:
-    """`term` less `factors`, each one of its own factors: taken out, not divided by,
-    since SymPy's division keeps the powers x^(a - 1) and x^(1 - a) apart (it merges
-    exponents with the same terms only), which the next level would take out again,
-    doubling the exponents for ever."""
-    factors_left = list(sympy.Mul.make_args(term))
-    for factor in factors:
-        factors_left.remove(factor)
-    return sympy.Mul(*factors_left)
 
 
 def _number_apart(factor: sympy.Expr) -> tuple[sympy.Expr, ...]:

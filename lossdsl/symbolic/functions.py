@@ -908,6 +908,22 @@ def comparison(relation: type[Relational], left: sympy.Expr, right: sympy.Expr) 
     return relation(left, right, evaluate=bool(left.is_Number and right.is_Number))
 
 
+def taken_out(term: sympy.Expr, factors: Iterable[sympy.Basic]) -> sympy.Expr:
+    """`term` less `factors`, each one of its own factors: taken out, not divided by,
+    since SymPy's division keeps the powers x^(a - 1) and x^(1 - a) apart (it merges
+    exponents with the same terms only), which the next level would take out again,
+    doubling the exponents for ever."""
+    factors_left = list(sympy.Mul.make_args(term))
+    for factor in factors:
+        factors_left.remove(factor)
+    return sympy.Mul(*factors_left)
+
+
+def is_count(node: sympy.Basic) -> bool:
+    """Whether `node` is the number of elements of some roles (`symbolic.backward.count`)."""
+    return isinstance(node, ReduceSum) and node.args[0] == 1
+
+
 def with_args(node: sympy.Basic, args: Sequence[sympy.Basic]) -> sympy.Basic:
     """`node` with the arguments `args`: itself where they are its own; a comparison as
     `comparison` builds it, and |x| of an x SymPy cannot prove real as |x|."""
