@@ -78,7 +78,9 @@ def test_compile_speed_times_stages_and_a_generated_spec(tmp_path: Path) -> None
     assert names == ["mean_squared_error.loss", "many_terms_4.loss"]
     for row in report["specs"]:
         assert set(row["stages"]) == {"parse", "check", "domains", "lower", "print", "write"}
-        assert row["full"] >= row["front_end"] > 0
+        # One run each on a loaded CI machine: the times are checked for shape, not size.
+        assert row["full"] > 0 and row["front_end"] > 0
+        assert row["verification"] == pytest.approx(row["full"] - row["front_end"])
 
 
 def test_many_terms_spec_has_the_requested_number_of_terms() -> None:
