@@ -754,6 +754,74 @@ def reverse_kl(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
     return mean_of_sums(tf.exp(log_q) * (log_q - tf.math.log(clip(y))))
 
 
+def beta_nll(y: tf.Tensor, p: tf.Tensor, beta: float) -> tf.Tensor:
+    mu, log_var = p[:, 0], p[:, 1]
+    variance = tf.exp(log_var)
+    nll = 0.5 * (log_var + tf.square(y[:, 0] - mu) / variance)
+    return tf.reduce_mean(tf.stop_gradient(tf.pow(variance, beta)) * nll)
+
+
+def cauchy_schwarz(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    q = tf.nn.softmax(z)
+    cross = tf.reduce_sum(y * q, axis=-1) + EPS
+    norms = tf.sqrt(
+        tf.reduce_sum(tf.square(y), axis=-1) * tf.reduce_sum(tf.square(q), axis=-1) + EPS
+    )
+    return tf.reduce_mean(-tf.math.log(cross / norms))
+
+
+def cosface(y: tf.Tensor, z: tf.Tensor, s: float, m: float) -> tf.Tensor:
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(y, s * (z - m * y)))
+
+
+def fair(y: tf.Tensor, p: tf.Tensor, c: float) -> tf.Tensor:
+    x = tf.abs(p - y) / c
+    return tf.reduce_mean(c * c * (x - tf.math.log1p(x)))
+
+
+def itakura_saito(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    ratio = (y + EPS) / (p + EPS)
+    return tf.reduce_mean(ratio - tf.math.log(ratio) - 1)
+
+
+def negative_binomial_nll(y: tf.Tensor, z: tf.Tensor, r: float) -> tf.Tensor:
+    log_r_plus_mu = tf.math.log(r + tf.exp(z))
+    log_likelihood = (
+        tf.math.lgamma(y + r)
+        - tf.math.lgamma(y + 1)
+        - math.lgamma(r)
+        + r * (math.log(r) - log_r_plus_mu)
+        + y * (z - log_r_plus_mu)
+    )
+    return -tf.reduce_mean(log_likelihood)
+
+
+def poly1_focal(y: tf.Tensor, z: tf.Tensor, gamma: float, epsilon: float) -> tf.Tensor:
+    p_t = tf.reduce_sum(y * tf.nn.softmax(z), axis=-1)
+    log_p_t = tf.reduce_sum(y * tf.nn.log_softmax(z), axis=-1)
+    focal_term = -tf.pow(1 - p_t, gamma) * log_p_t
+    return tf.reduce_mean(focal_term + epsilon * tf.pow(1 - p_t, gamma + 1))
+
+
+def smooth_hinge(y: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
+    m = signed(y) * f
+    quadratic = 0.5 * tf.square(1 - m)
+    return tf.reduce_mean(tf.where(m <= 0, 0.5 - m, tf.where(m < 1, quadratic, 0.0)))
+
+
+def spherical_softmax(y: tf.Tensor, z: tf.Tensor, e: float) -> tf.Tensor:
+    s = tf.square(z) + e
+    q = s / tf.reduce_sum(s, axis=-1, keepdims=True)
+    return mean_of_sums(-y * tf.math.log(q))
+
+
+def vnet_dice(y: tf.Tensor, z: tf.Tensor, smooth: float) -> tf.Tensor:
+    q = tf.nn.softmax(z)
+    overlap = tf.reduce_sum(y * q, axis=-1)
+    squares = tf.reduce_sum(tf.square(y), axis=-1) + tf.reduce_sum(tf.square(q), axis=-1)
+    return tf.reduce_mean(1 - (2 * overlap + smooth) / (squares + smooth))
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1173,6 +1241,17 @@ CASES: dict[str, Case] = {
         Case(multi_margin, CLASS, onehot_scores, fixed(margin=1.0)),
         Case(quantile_huber, ELEMENT, regression, fixed(tau=0.25, kappa=1.0)),
         Case(reverse_kl, CLASS, soft_labels_and_logits),
+        # The fourth literature set, timed before any tuning for it.
+        Case(beta_nll, CHANNELS, location_and_log_scale, fixed(beta=0.5), channels=2),
+        Case(cauchy_schwarz, CLASS, soft_labels_and_logits),
+        Case(cosface, CLASS, onehot_scores, fixed(s=30.0, m=0.35)),
+        Case(fair, ELEMENT, regression, fixed(c=1.0)),
+        Case(itakura_saito, ELEMENT, counts_and_rates),
+        Case(negative_binomial_nll, ELEMENT, log_rates, fixed(r=2.0)),
+        Case(poly1_focal, CLASS, onehot_logits, fixed(gamma=2.0, epsilon=1.0)),
+        Case(smooth_hinge, ELEMENT, binary_scores),
+        Case(spherical_softmax, CLASS, onehot_scores, fixed(e=0.001)),
+        Case(vnet_dice, CLASS, onehot_logits, fixed(smooth=1.0)),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
