@@ -797,9 +797,9 @@ def negative_binomial_nll(y: tf.Tensor, z: tf.Tensor, r: float) -> tf.Tensor:
 
 
 def poly1_focal(y: tf.Tensor, z: tf.Tensor, gamma: float, epsilon: float) -> tf.Tensor:
-    p_t = tf.reduce_sum(y * tf.nn.softmax(z), axis=-1)
-    log_p_t = tf.reduce_sum(y * tf.nn.log_softmax(z), axis=-1)
-    focal_term = -tf.pow(1 - p_t, gamma) * log_p_t
+    q = tf.nn.softmax(z)
+    p_t = tf.reduce_sum(y * q, axis=-1)
+    focal_term = -tf.reduce_sum(y * tf.pow(1 - q, gamma) * tf.nn.log_softmax(z), axis=-1)
     return tf.reduce_mean(focal_term + epsilon * tf.pow(1 - p_t, gamma + 1))
 
 
