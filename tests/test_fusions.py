@@ -196,6 +196,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.ReduceSum(-t * z - fn.Softplus(z), CLASS),
         lambda: -fn.ReduceSum(t * z + fn.Softplus(z), CLASS),
     ),
+    (  # a number and a per-sample value out of a mean over the classes
+        "terms_outside_sums",
+        lambda: fn.ReduceMean(t * z - 1 + sympy.log(w), CLASS),
+        lambda: fn.ReduceMean(t * z, CLASS) - 1 + sympy.log(w),
+    ),
+    (  # a sum counts the term once per element; the factors left inside go out too
+        "terms_outside_sums",
+        lambda: fn.ReduceSum(k * t * z + k, CLASS),
+        lambda: k * fn.ReduceSum(t * z, CLASS) + k * fn.ReduceSum(sympy.S.One, CLASS),
+    ),
     (
         "classes_from",
         lambda: 1 - fn.CumSum(fn.OneHot(label)),
@@ -215,6 +225,35 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         "softmax_from_log_softmax",
         lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(z), CLASS),
         lambda: fn.ReduceSum(sympy.exp(fn.LogSoftmax(z)) * fn.LogSoftmax(z), CLASS),
+    ),
+    (  # a last fusion: the body computes the ratio too (Itakura-Saito)
+        "log_of_a_computed_product",
+        lambda: t / z + sympy.log(z) - sympy.log(t),
+        lambda: t / z - sympy.log(t / z, evaluate=False),
+    ),
+    (  # the sum of logs of a product the body computes
+        "log_of_a_computed_product",
+        lambda: t * z + 2 * sympy.log(z) + 2 * sympy.log(t) + sympy.log(w),
+        lambda: t * z + 2 * sympy.log(t * z, evaluate=False) + sympy.log(w),
+    ),
+    (  # a last fusion: the body computes sum(z^2) and sum(y * z) (a softmax's gradient)
+        "sum_of_known_sums",
+        lambda: (
+            fn.ReduceSum(z**2, CLASS)
+            + fn.ReduceSum(y * z, CLASS)
+            + fn.ReduceSum(z * (w * z - k * y), CLASS)
+        ),
+        lambda: (
+            fn.ReduceSum(z**2, CLASS)
+            + fn.ReduceSum(y * z, CLASS)
+            + w * fn.ReduceSum(z**2, CLASS)
+            - k * fn.ReduceSum(y * z, CLASS)
+        ),
+    ),
+    (  # a term without the class role counts once per class
+        "sum_of_known_sums",
+        lambda: fn.ReduceSum(z, CLASS) * fn.ReduceSum(z + w, CLASS),
+        lambda: fn.ReduceSum(z, CLASS) * (fn.ReduceSum(z, CLASS) + w * fn.ReduceSum(1, CLASS)),
     ),
     (  # a last fusion: the body computes the row sums too
         "sum_of_a_partial_sum",
@@ -324,6 +363,7 @@ UNCHANGED: list[Builder] = [
     lambda: fn.ReduceSum(e * (e - fn.Other(e, 1)) ** 2, CLASS),  # a factor with classes
     lambda: fn.CumSum(t),  # no one-hot row
     lambda: fn.ReduceSum(t * z - fn.Softplus(z), CLASS),  # a term that is not negated
+    lambda: fn.ReduceMean(t * z + t, CLASS),  # every term has the class role
     # an exp under a class sum: each element meets the other classes' conditions too
     lambda: fn.Maximum(fn.ReduceSum(sympy.exp(z), CLASS), t),
     lambda: fn.Where(w > 1, sympy.exp(t) * w, 0),  # a factor that can be infinite stays
@@ -377,6 +417,9 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: 2 * fn.Channel(z, 1),  # one channel: a slice
     lambda: fn.Channel(z, 0) - fn.Channel(z, -1),  # counted from the end
     lambda: fn.Channels(z, 0, 2) * fn.Channel(z, 1),  # overlapping
+    lambda: sympy.log(z) - sympy.log(t),  # no ratio computed: the logs stay apart
+    lambda: fn.ReduceSum(z**2, CLASS) + fn.ReduceSum(z * (z - y), CLASS),  # sum(y z) unknown
+    lambda: t / z + 2 * sympy.log(z) - sympy.log(t),  # logs of different weights
 ]
 
 

@@ -185,3 +185,34 @@ def test_a_float32_variable_is_learned_with_float16_predictions() -> None:
     residual = np.abs(np.float32(y_pred.numpy()) - np.float32(y_true.numpy()))
     expected = np.sum(np.maximum(residual - 1.0, 0.0)) / residual.shape[-1]
     np.testing.assert_allclose(float(found), expected, rtol=1e-2)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_a_guard_on_params_given_as_numbers_is_decided_when_traced(gamma: float) -> None:
+    """The guard of (1 - p)^gamma's gradient, `gamma - 1 >= 0 or 1 - p > 0`, is a
+    Python bool and an array's condition where gamma is a number: the graph takes no
+    logical or, and the gradient is the one a tensor gamma gets, at p = 1 too."""
+    text = (
+        "input y: binary\ninput p: prob\nparam gamma: nonneg = 2\n"
+        "loss l = mean(-y * (1 - p)^gamma * log(clip(p)))\n"
+    )
+    function = tensorflow_function(text, "l")
+
+    @tf.function(autograph=False)
+    def value_and_gradient(y_true: tf.Tensor, y_pred: tf.Tensor, gamma: Any) -> tuple:
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            total = tf.reduce_sum(function(y_true, y_pred, gamma))
+        return total, tape.gradient(total, y_pred)
+
+    y_true = tf.constant([[1.0, 0.0, 1.0, 1.0]])
+    y_pred = tf.constant([[1.0, 0.3, 0.6, 0.0]])
+    graph = value_and_gradient.get_concrete_function(y_true, y_pred, gamma).graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    ops |= {node.op for function_def in graph.library.function for node in function_def.node_def}
+    assert "LogicalOr" not in ops
+    as_number = value_and_gradient(y_true, y_pred, gamma)
+    as_tensor = value_and_gradient(y_true, y_pred, tf.constant(gamma))
+    for found, expected in zip(as_number, as_tensor, strict=True):
+        np.testing.assert_array_equal(found.numpy(), expected.numpy())
+    assert np.isfinite(as_number[1].numpy()).all()

@@ -452,6 +452,28 @@ def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     return sympy.Mul(*outside) * node.func(inside, removed)
 
 
+def terms_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum(x + c) = sum(x) + n * c and mean(x + c) = mean(x) + c, n the count of the
+    elements summed, for the terms c that lack every role the reduction removes (numbers,
+    scalar params, per-sample values); the factors of what stays inside then go out too.
+
+    `mean(r - log(r) - 1)` then subtracts 1 from the mean, not from every element: one
+    pass fewer, and a constant of a likelihood (lgamma(r), log(2 pi) / 2) is added once.
+    """
+    if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
+        return None
+    body, removed = node.args
+    terms = sympy.Add.make_args(body)
+    outside = [t for t in terms if not fn.roles_of(t, context.roles) & node.removed_roles]
+    if not outside or len(outside) == len(terms):
+        return None
+    inside = node.func(sympy.Add(*(t for t in terms if t not in outside)), removed)
+    constant = sympy.Add(*outside)
+    if isinstance(node, fn.ReduceSum):
+        constant *= fn.ReduceSum(sympy.S.One, removed)
+    return (factors_outside_sums(inside, context) or inside) + constant
+
+
 def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """where(c, w * a, w * b) = w * where(c, a, b), a branch 0 counting as w * 0, for the
     factors w that cannot be non-finite (`non_finite_prone`), where the select then has
@@ -614,6 +636,100 @@ def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     return None
 
 
+def log_of_a_computed_product(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """c * log(a) - c * log(b) = c * log(a / b) and c * log(a) + c * log(b) = c * log(a * b)
+    for a number c, where the body computes a / b (a * b): one log where two were taken.
+
+    `log_of_product` takes the log of a ratio apart, so that a rule for either factor's
+    log applies and the ratio cannot overflow on its way to the log. Where the body
+    computes the ratio anyway (the Itakura-Saito divergence, r - log(r) - 1 for
+    r = (y + eps) / (p + eps)), its overflow reaches the loss either way, and the two
+    logs and their difference, a log being the dearest elementwise op, are three passes
+    where one log of it would do. Equal for positive a and b, 0 and infinities included.
+    """
+    if not isinstance(node, sympy.Add):
+        return None
+    logs = [
+        (coefficient, rest.args[0], term)
+        for term in node.args
+        for coefficient, rest in [term.as_coeff_Mul()]
+        if isinstance(rest, sympy.log) and coefficient.is_Rational
+    ]
+    for (c1, a, first), (c2, b, second) in itertools.combinations(logs, 2):
+        if c1 == -c2:
+            candidates = [(c1, a / b), (c2, b / a)]
+        elif c1 == c2:
+            candidates = [(c1, a * b)]
+        else:
+            continue
+        for coefficient, product in candidates:
+            if product in context.body:
+                rest = [term for term in node.args if term not in (first, second)]
+                merged = coefficient * sympy.log(product, evaluate=False)
+                return sympy.Add(*rest, merged)
+    return None
+
+
+def sum_of_known_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """sum(a * x + b * w) = a * sum(x) + b * sum(w) for a and b without the roles the
+    sum removes, where the body computes sum(x) and sum(w); the same for means.
+
+    A softmax's gradient reads sum(g * q) for the gradient g with respect to q = softmax(z);
+    a loss of per-sample sums of q (Dice, Tversky, Cauchy-Schwarz) has g = a * q - b * y,
+    and sum(g * q) = a * sum(q^2) - b * sum(y * q), both sums of the forward pass: no pass
+    over the classes where the product and its sum took two.
+    """
+    if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
+        return None
+    body, removed = node.args
+    memo: dict[sympy.Basic, Roles] = {}
+    terms = _linear_terms(body, node.removed_roles, lambda x: fn.roles_of(x, context.roles, memo))
+    if terms is None or list(terms) == [body] or set(terms) == {sympy.S.One}:
+        return None
+    known = []
+    for monomial, coefficient in terms.items():
+        reduced = node.func(monomial, removed)
+        if monomial != 1 and reduced not in context.body:
+            return None
+        known.append(coefficient * reduced)
+    return sympy.Add(*known)
+
+
+KNOWN_SUM_TERMS = 8
+"""The most terms `sum_of_known_sums` takes a sum's operand apart into."""
+
+
+def _linear_terms(
+    expr: sympy.Basic, removed: Roles, roles_of: Callable[[sympy.Basic], Roles]
+) -> dict[sympy.Basic, sympy.Expr] | None:
+    """`expr` as the sum of coefficient * monomial: each monomial a product of factors
+    with a role in `removed` (1 for a term with none), each coefficient of factors
+    without; None past `KNOWN_SUM_TERMS` monomials."""
+    if not roles_of(expr) & removed:
+        return {sympy.S.One: expr}
+    if isinstance(expr, sympy.Add):
+        total: dict[sympy.Basic, sympy.Expr] = {}
+        for term in expr.args:
+            if (part := _linear_terms(term, removed, roles_of)) is None:
+                return None
+            for monomial, coefficient in part.items():
+                total[monomial] = total.get(monomial, sympy.S.Zero) + coefficient
+        return total if len(total) <= KNOWN_SUM_TERMS else None
+    if isinstance(expr, sympy.Mul):
+        product: dict[sympy.Basic, sympy.Expr] = {sympy.S.One: sympy.S.One}
+        for factor in expr.args:
+            if (part := _linear_terms(factor, removed, roles_of)) is None:
+                return None
+            expanded: dict[sympy.Basic, sympy.Expr] = {}
+            for (m1, c1), (m2, c2) in itertools.product(product.items(), part.items()):
+                expanded[m1 * m2] = expanded.get(m1 * m2, sympy.S.Zero) + c1 * c2
+            if len(expanded) > KNOWN_SUM_TERMS:
+                return None
+            product = expanded
+        return product
+    return {expr: sympy.S.One}
+
+
 PARTIAL_OPERANDS = 8
 """The most operands a product or sum may have for `product_of_a_partial_product` and
 `terms_of_a_partial_sum` to look up its partial products or sums (each subset of them:
@@ -767,19 +883,23 @@ FUSIONS: tuple[Fusion, ...] = tuple(
         pair_products,
         untaken_branches_guarded,
         factors_outside_sums,
+        terms_outside_sums,
         factors_outside_selects,
     )
 )
 """The fusions, tried in this order at each node, innermost nodes first: sub-expressions
 TensorFlow computes with one fused op or one helper of ours (value and gradient
-together), guards against 0 * inf in untaken branches, and factors moved out of sums."""
+together), guards against 0 * inf in untaken branches, and factors and terms moved out of
+sums."""
 
 LAST_FUSIONS: tuple[Fusion, ...] = (
     *(
         Fusion(function.__name__, function)
         for function in (
             softmax_from_log_softmax,
+            log_of_a_computed_product,
             sum_of_a_partial_sum,
+            sum_of_known_sums,
             product_of_a_partial_product,
             terms_of_a_partial_sum,
         )

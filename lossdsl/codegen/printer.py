@@ -636,9 +636,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         # tf.cast would make a Python float float32 first: 0.1 inexact, 1e300 an error
         if literal_value(expr) is not None:
             return self.form("constant", printed)
-        if not expr.has(fn.NUM_CLASSES) and not any(
-            self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
-        ):  # computed from scalar params alone: a Python float, or a tensor
+        if self.on_params_alone(expr):  # a Python float, or a tensor
             return self.form("scalar", printed)
         return self.cast(printed)
 
@@ -729,11 +727,10 @@ class TensorFlowPrinter(PythonCodePrinter):
                 axes = f"{self.target.axis}={self.form('later_axes')}"
                 return f"{reduction_op(fn.ReduceMax, self.target)}({printed}, {axes})"
             return self.form("flatten", printed)
-        if target == NO_ROLES:  # a reduction of an array is cast back to the dtype already
-            reduced = isinstance(expr, ACCUMULATING_REDUCTIONS) and bool(
-                expr.removed_roles & self.roles(expr.args[0])
+        if target == NO_ROLES:
+            return self.form(
+                "scalar_of" if self.in_result_dtype(expr) else "scalar_result", printed
             )
-            return self.form("scalar_of" if reduced else "scalar_result", printed)
         raise ValueError(
             f"a result must not keep the class role: {sorted(r.value for r in target)}"
         )
@@ -770,6 +767,16 @@ class TensorFlowPrinter(PythonCodePrinter):
         if whole and fn.has_the_class_axis_of(expr, self.context.y_pred, self.roles):
             return self._print(expr)
         return self.broadcast_like(expr, self.y_pred)
+
+    def in_result_dtype(self, expr: sympy.Basic) -> bool:
+        """Whether `expr` prints as an array of y_pred's dtype: a reduction of an array,
+        which is cast back to it, or a sum or product with one (numbers and params take
+        its dtype); a number or a param alone is cast."""
+        if isinstance(expr, ACCUMULATING_REDUCTIONS):
+            return bool(expr.removed_roles & self.roles(expr.args[0]))
+        if isinstance(expr, sympy.Add | sympy.Mul):
+            return any(self.in_result_dtype(arg) for arg in expr.args)
+        return False
 
     def broadcast_like(self, expr: sympy.Basic, like: str) -> str:
         """`expr` broadcast to the shape of the printed `like`, a value of y_pred's dtype:
@@ -1017,10 +1024,34 @@ class TensorFlowPrinter(PythonCodePrinter):
         if (a, b) == (0, 1):
             return self.cast(self.form("not", self._print(condition)))
         if "where_zero" in self.target.forms and b == 0:
-            return self.form("where_zero", self._print(condition), self.tensor(a))
+            taken = self.roles(a) == self.roles(expr)  # a itself where the condition is True
+            printed = self.params_decided(condition) if taken else None
+            return self.form("where_zero", printed or self._print(condition), self.tensor(a))
         if "where_zero" in self.target.forms and a == 0:
             return self.form("where_zero", self.form("not", self._print(condition)), self.tensor(b))
         return self.form("where", self._print(condition), self.tensor(a), self.tensor(b))
+
+    def params_decided(self, condition: sympy.Basic) -> str | None:
+        """`condition`, an or of one comparison of scalar params alone and conditions on
+        arrays, with the comparison in Python's operators: a Python bool where the params
+        are numbers, which the target's "params_or" form takes when the code is traced (a
+        power's guard, `gamma - 1 >= 0 or base > 0`); None for other conditions and
+        targets without the form."""
+        if not isinstance(condition, sympy.Or) or "params_or" not in self.target.forms:
+            return None
+        decided = [arg for arg in condition.args if self.on_params_alone(arg)]
+        if len(decided) != 1 or not isinstance(decided[0], sympy.core.relational.Relational):
+            return None
+        left, right = decided[0].args
+        comparison = f"{self._print(left)} {decided[0].rel_op} {self._print(right)}"
+        rest = condition.func(*(arg for arg in condition.args if arg is not decided[0]))
+        return self.form("params_or", comparison, self._print(rest))
+
+    def on_params_alone(self, expr: sympy.Basic) -> bool:
+        """Whether `expr` is computed from numbers and scalar params alone."""
+        return not expr.has(fn.NUM_CLASSES) and not any(
+            self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
+        )
 
     def _print_WherePositive(self, expr: fn.WherePositive) -> str:
         x, value = expr.args

@@ -59,6 +59,7 @@ OPTIONAL_FORMS = frozenset(
         "huber_of_difference",
         "sigmoid_cross_entropy",
         "where_zero",
+        "params_or",
         "where_positive",
         "split_channels",
     }
@@ -126,6 +127,8 @@ TENSORFLOW = Target(
             "pow": "_power({0}, {1})",
             "where": "tf.where({0}, {1}, {2})",
             "where_zero": "_where_zero({0}, {1})",
+            # a condition on scalar params ({0}, a Python bool for numbers) or an array's
+            "params_or": "_params_or({0}, {1})",
             # {1} where {0} > 0, else 0, of one shape and a finite {1}: ReluGrad's one pass
             "where_positive": "tf.raw_ops.ReluGrad(gradients={1}, features={0})",
             "split_channels": "tf.split({0}, {1}, axis=-1)",

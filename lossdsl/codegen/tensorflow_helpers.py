@@ -109,9 +109,25 @@ def _where_zero(condition, x):
     It is multiply_no_nan(x, cast(condition)), whose product with 0 is 0 even for an
     infinite or NaN x. TensorFlow's CPU select broadcasting a number costs several
     products: at [4096, 10], 120 against 20 us (benchmarks/README.md). XLA compiles
-    both to the same loop.
+    both to the same loop. A condition that is a Python bool, decided when the graph is
+    built from params given as numbers, gives x, or zeros.
     """
+    if isinstance(condition, bool):
+        return x if condition else tf.zeros_like(x)
     return tf.math.multiply_no_nan(x, tf.cast(condition, x.dtype))
+
+
+def _params_or(decided, condition):
+    """tf.math.logical_or(decided, condition) for `decided`, a condition on scalar
+    params alone: where they are numbers it is a Python bool, and the or is taken when
+    the graph is built (True, or `condition` itself). A power's guard, `gamma - 1 >= 0
+    or base > 0`, then costs nothing for a gamma given as a number, where it took a
+    comparison, a logical or and a product over the whole array; a learned gamma (a
+    tensor) keeps it.
+    """
+    if isinstance(decided, bool):
+        return decided or condition
+    return tf.math.logical_or(decided, condition)
 
 
 def _huber(x, delta):

@@ -63,8 +63,11 @@ def _where_zero(condition, x):
     It is multiply_no_nan(x, cast(condition)), whose product with 0 is 0 even for an
     infinite or NaN x. TensorFlow's CPU select broadcasting a number costs several
     products: at [4096, 10], 120 against 20 us (benchmarks/README.md). XLA compiles
-    both to the same loop.
+    both to the same loop. A condition that is a Python bool, decided when the graph is
+    built from params given as numbers, gives x, or zeros.
     """
+    if isinstance(condition, bool):
+        return x if condition else tf.zeros_like(x)
     return tf.math.multiply_no_nan(x, tf.cast(condition, x.dtype))
 
 
@@ -251,18 +254,17 @@ def focal_mean(y, p, gamma=2.0, alpha=0.25):
             p.dtype,
         )
         t5 = tf.cast(tf.shape(p)[0] * tf.reduce_prod(tf.shape(p)[1:-1]), sum_dtype)
-        t6 = tf.cast(-alpha * tf.cast(1.0 / t5, p.dtype) * t4, p.dtype)
 
         def backward(upstream):
-            t7 = tf.cast(1.0 / t5, p.dtype)
-            t8 = tf.math.logical_and(
+            t6 = tf.cast(1.0 / t5, p.dtype)
+            t7 = tf.math.logical_and(
                 tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
             )
-            t9 = _power(t1, gamma - 1.0)
-            t10 = y * (gamma * t9 * t3 - t2 / t0) * (alpha * upstream * t7)
-            return _where_zero(t8, t10)
+            t8 = _power(t1, gamma - 1.0)
+            t9 = y * (gamma * t8 * t3 - t2 / t0) * (alpha * upstream * t6)
+            return _where_zero(t7, t9)
 
-        return tf.reshape(t6, []), backward
+        return tf.reshape(-alpha * tf.cast(1.0 / t5, p.dtype) * t4, []), backward
 
     return _custom_gradient(forward, p, gamma, alpha)
 
