@@ -503,6 +503,37 @@ def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.
     return sympy.Mul(*outside) * select
 
 
+def functions_inside_takes(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """f(x)[i] = f(x[i]) for a function f of one element (a log, an exp, a clip, a power
+    by a number) and a class id i in [0, C); 0 for any other i, as the one-hot row gives.
+
+    Cross-entropy of a label on probabilities, `log(clip(p))[y]`, then takes one log
+    per sample where it took one per class, and its gradient divides one value per
+    sample. Only where the loss's own backward pass differentiates it: the select of
+    f(0) for labels outside [0, C) (log(0) is -inf) is no autodiff's to take apart.
+    """
+    if not isinstance(node, fn.TakeClass):
+        return None
+    x, label = node.args
+
+    def taken(x: sympy.Basic) -> sympy.Basic:
+        """x at the label's class, taken below each function of one element of x."""
+        elementwise = isinstance(x, fn.Elementwise | sympy.log | sympy.exp | sympy.Abs)
+        if not (elementwise or isinstance(x, sympy.Pow)) or not x.args:
+            return fn.TakeClass(x, label)
+        first, *rest = x.args
+        if Role.CLASS not in fn.roles_of(first, context.roles) or any(
+            fn.roles_of(arg, context.roles) for arg in rest
+        ):
+            return fn.TakeClass(x, label)
+        return fn.with_args(x, [taken(first), *rest])
+
+    inner = taken(x)
+    if isinstance(inner, fn.TakeClass):
+        return None
+    return fn.Where(sympy.And(label >= 0, label < fn.NUM_CLASSES), inner, 0)
+
+
 def classes_from(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """cumsum(onehot(i)) = classes_from(i): 1 at the classes c >= i for i in [0, C), 0
     everywhere for i outside.
@@ -943,14 +974,18 @@ def fuse_last(
     return exprs, tuple(applied)
 
 
-FUSIONS_BY_NAME: dict[str, Fusion] = {fusion.name: fusion for fusion in FUSIONS + LAST_FUSIONS}
-
-OWN_BACKWARD_FUSIONS: tuple[Fusion, ...] = tuple(
-    fusion for fusion in FUSIONS if fusion.name != untaken_branches_guarded.__name__
+OWN_BACKWARD_FUSIONS: tuple[Fusion, ...] = (
+    *(fusion for fusion in FUSIONS if fusion.name != untaken_branches_guarded.__name__),
+    Fusion(functions_inside_takes.__name__, functions_inside_takes),
 )
 """The fusions of a module with its own backward pass (`symbolic.backward`), applied to
 the result and to its gradient: no autodiff runs through their selects, so the guards,
-which only protect autodiff, are left out."""
+which only protect autodiff, are left out, and a function of a taken class moves inside
+the take, behind a select autodiff would differentiate both branches of."""
+
+FUSIONS_BY_NAME: dict[str, Fusion] = {
+    fusion.name: fusion for fusion in FUSIONS + OWN_BACKWARD_FUSIONS + LAST_FUSIONS
+}
 
 
 def fuse(

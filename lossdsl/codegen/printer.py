@@ -648,6 +648,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         """An int32 class id: a label or class id as it is."""
         if expr == fn.SAMPLE_INDEX:
             return self.use(SAMPLE_INDEX_LOCAL)
+        if expr == fn.NUM_CLASSES:
+            return self.form("size", self.y_pred, "-1")
         if isinstance(expr, sympy.Symbol):
             return self.names[expr]
         return self._print(expr)
@@ -1295,10 +1297,12 @@ class TensorFlowPrinter(PythonCodePrinter):
         if (taken := self.any_taken(expr)) is not None:
             return taken
         left, right = expr.args
+        tensors = [_is_integer_valued(side, self.integers) for side in (left, right)]
         integer_valued = [
-            _is_integer_valued(side, self.integers) or side.is_Integer for side in (left, right)
+            tensor or side.is_Integer or side == fn.NUM_CLASSES
+            for tensor, side in zip(tensors, (left, right), strict=True)
         ]
-        if all(integer_valued):
+        if all(integer_valued) and any(tensors):  # a label against 0 or the class count
             sides = [self.index(s) if not s.is_Integer else str(int(s)) for s in (left, right)]
         elif self.roles(left):  # TensorFlow converts the right side to the left's dtype
             sides = [self._print(left), self._print(right)]

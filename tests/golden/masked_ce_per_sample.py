@@ -64,7 +64,6 @@ def _masked_ce_per_sample_with_mask(y, z):
     if y.shape.rank == z.shape.rank - 1:
         y = tf.expand_dims(y, -1)
     y = tf.cast(y, tf.int32)
-    num_classes = tf.cast(tf.shape(z)[-1], z.dtype)
     t0 = tf.math.not_equal(y, -1)
     y = tf.stop_gradient(y)
 
@@ -85,8 +84,7 @@ def _masked_ce_per_sample_with_mask(y, z):
             upstream = tf.expand_dims(upstream, -1)
             t3 = tf.cast(
                 tf.math.logical_and(
-                    tf.math.greater_equal(y, 0),
-                    tf.math.less(tf.cast(y, z.dtype), num_classes),
+                    tf.math.greater_equal(y, 0), tf.math.less(y, tf.shape(z)[-1])
                 ),
                 z.dtype,
             )
