@@ -240,6 +240,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.Where(w > 1, t * w, t * k),
         lambda: t * fn.Where(w > 1, w, k),
     ),
+    (  # a softmax written exp(log_softmax(z)) is at most 1: it goes out too
+        "factors_outside_selects",
+        lambda: fn.Where(w > 1, sympy.exp(fn.LogSoftmax(t)) * w, 0),
+        lambda: w * sympy.exp(fn.LogSoftmax(t)) * fn.Where(w > 1, 1, 0),
+    ),
     (  # a last fusion: the body computes log_softmax(z) too
         "softmax_from_log_softmax",
         lambda: fn.ReduceSum(fn.Softmax(z) * fn.LogSoftmax(z), CLASS),

@@ -193,9 +193,13 @@ def non_finite_prone(expr: sympy.Basic) -> bool:
     """Whether `expr` can be infinite or have an infinite derivative where its argument
     is finite: an exp, log or cosh, a division or a fractional power in it, but for a
     division by a count (the class count, the elements a mean takes), which is 1 or
-    more; or an infinity (the -inf a masked max starts from)."""
+    more, and an exp of a value at most 0 (a softmax as exp(log_softmax(z))), which is
+    at most 1; or an infinity (the -inf a masked max starts from)."""
     return any(
-        isinstance(node, NON_FINITE_PRONE)
+        (
+            isinstance(node, NON_FINITE_PRONE)
+            and not (isinstance(node, sympy.exp) and node.args[0].is_nonpositive)
+        )
         or (isinstance(node, sympy.Expr) and node.is_number and not node.is_finite)
         or (
             isinstance(node, sympy.Pow)

@@ -383,6 +383,9 @@ class LogSoftmax(LossFunction):
     def _eval_is_real(self) -> bool | None:
         return known("real", self.args[:1])
 
+    def _eval_is_nonpositive(self) -> bool | None:
+        return self._eval_is_real()  # the log of a softmax, which is at most 1
+
 
 class CumSum(LossFunction):
     """cumsum(x) at a class c: the sum of x over the classes c' <= c; all roles kept.

@@ -15,7 +15,7 @@ Compiled from masked_ce.loss:
 
 Stable rewrites applied: gather_of_onehot_sum.
 
-Target fusions applied: factors_outside_sums.
+Target fusions applied: factors_outside_sums, factors_outside_selects.
 """
 
 import keras
@@ -86,7 +86,7 @@ def _masked_ce_with_mask(y, z):
                 z.dtype,
             )
             t4 = tf.one_hot(y[..., 0], tf.shape(z)[-1], dtype=z.dtype)
-            return _where_zero(t0, upstream * (tf.math.exp(t1) * t3 - t4))
+            return (tf.math.exp(t1) * t3 - t4) * (upstream * tf.cast(t0, z.dtype))
 
         return tf.squeeze(-t2, axis=-1), backward
 
