@@ -535,7 +535,7 @@ def functions_inside_takes(node: sympy.Basic, context: FusionContext) -> sympy.B
     inner = taken(x)
     if isinstance(inner, fn.TakeClass):
         return None
-    return fn.Where(sympy.And(label >= 0, label < fn.NUM_CLASSES), inner, 0)
+    return fn.Where(fn.label_is_class(label), inner, 0)
 
 
 def classes_from(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:

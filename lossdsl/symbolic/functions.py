@@ -683,10 +683,15 @@ class Parenthesized(LossFunction):
         return known("real", self.args)
 
 
+def label_is_class(label: sympy.Expr) -> sympy.Basic:
+    """Whether a label is a class, in [0, C): where its one-hot row is not all zeros."""
+    return sympy.And(label >= 0, label < NUM_CLASSES)
+
+
 def label_in_range(label: sympy.Expr) -> sympy.Expr:
     """1 where a label is a class, in [0, C), else 0: sum(onehot(label)) over the classes
     (`ReduceSum.eval`), per label, not a pass over them."""
-    return Where(sympy.And(label >= 0, label < NUM_CLASSES), sympy.S.One, sympy.S.Zero)
+    return Where(label_is_class(label), sympy.S.One, sympy.S.Zero)
 
 
 class PairDot(LossFunction):

@@ -63,11 +63,11 @@ def _where_zero(condition, x):
     It is multiply_no_nan(x, cast(condition)), whose product with 0 is 0 even for an
     infinite or NaN x. TensorFlow's CPU select broadcasting a number costs several
     products: at [4096, 10], 120 against 20 us (benchmarks/README.md). XLA compiles
-    both to the same loop. A condition that is a Python bool, decided when the graph is
-    built from params given as numbers, gives x, or zeros.
+    both to the same loop. A condition that is True, decided when the graph is built
+    from params given as numbers, gives x itself.
     """
-    if isinstance(condition, bool):
-        return x if condition else tf.zeros_like(x)
+    if condition is True:
+        return x
     return tf.math.multiply_no_nan(x, tf.cast(condition, x.dtype))
 
 
