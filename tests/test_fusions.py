@@ -207,6 +207,21 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: fn.ReduceSum(k * t * z + k, CLASS),
         lambda: k * fn.ReduceSum(t * z, CLASS) + k * fn.ReduceSum(sympy.S.One, CLASS),
     ),
+    (  # the factor goes out, then the term of what stays inside
+        "factors_outside_sums",
+        lambda: fn.ReduceMean(k * (sympy.sqrt(1 + z**2) - 1), ALL),
+        lambda: k * (fn.ReduceMean(sympy.sqrt(1 + z**2), ALL) - 1),
+    ),
+    (  # Tversky's gradient: two products and a sum, where four passes were
+        "terms_by_array",
+        lambda: t * w + (1 - t) * k,
+        lambda: k + fn.Parenthesized(w - k) * t,
+    ),
+    (  # a select per sample, of the coefficients: one pass fewer again
+        "terms_by_array",
+        lambda: fn.Where(w > 1, t * w + (1 - t) * k, 0),
+        lambda: fn.Where(w > 1, k, 0) + fn.Where(w > 1, fn.Parenthesized(w - k), 0) * t,
+    ),
     (  # one log per sample, 0 for a label outside [0, C) as the one-hot row gives
         "functions_inside_takes",
         lambda: fn.TakeClass(sympy.log(z), label),
@@ -354,6 +369,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.exp(t - z) * (2 * z - 2 * t - 2 * w),
         lambda: 2 * sympy.exp(t - z) * fn.Parenthesized(-fn.Parenthesized(t - z) - w),
     ),
+    (  # a partial sum read with its own number taken out (the shrinkage loss's gradient)
+        "terms_of_a_partial_sum",
+        lambda: sympy.exp(z - t) * (k * w * sympy.exp(z) + 2 * z - 2 * t),
+        lambda: sympy.exp(z - t) * (k * w * sympy.exp(z) + 2 * fn.Parenthesized(z - t)),
+    ),
     (  # no partial sum: the number multiplied once
         "terms_of_a_partial_sum",
         lambda: sympy.exp(z) * (2 * z - 2 * t),
@@ -441,6 +461,9 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: fn.Where(z > 0, fn.ReduceMax(fn.Where(t > 0, z, -sympy.oo), CLASS), 0),
     lambda: fn.Where(z > 0, w, 0),  # a value of another shape
     lambda: 2 * fn.Channel(z, 1),  # one channel: a slice
+    lambda: t * sympy.exp(z) + (1 - t) * w,  # t * exp(z), a product, is no array to read
+    lambda: fn.Where(t > 1, t * w + k, 0),  # a condition on every element
+    lambda: t * w + k * y,  # as many passes either way
     lambda: fn.Channel(z, 0) - fn.Channel(z, -1),  # counted from the end
     lambda: fn.Channels(z, 0, 2) * fn.Channel(z, 1),  # overlapping
     lambda: sympy.log(z) - sympy.log(t),  # no ratio computed: the logs stay apart

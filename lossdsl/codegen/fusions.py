@@ -436,7 +436,8 @@ def clips_outside_logs(exprs: list[sympy.Basic]) -> frozenset[sympy.Basic]:
 
 def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every
-    role the reduction removes (numbers, scalar params, per-sample weights).
+    role the reduction removes (numbers, scalar params, per-sample weights); the terms of
+    what stays inside then go out too (`terms_outside_sums`).
 
     `-sum(y * log(p))` then negates one value per sample, not every element, and its
     gradient multiplies one array fewer. A sum of negated terms is one negated sum:
@@ -452,8 +453,8 @@ def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     outside = [f for f in factors if not fn.roles_of(f, context.roles) & node.removed_roles]
     if not outside or len(outside) == len(factors):
         return None
-    inside = sympy.Mul(*(f for f in factors if f not in outside))
-    return sympy.Mul(*outside) * node.func(inside, removed)
+    inside = node.func(sympy.Mul(*(f for f in factors if f not in outside)), removed)
+    return sympy.Mul(*outside) * (terms_outside_sums(inside, context) or inside)
 
 
 def terms_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
@@ -712,7 +713,9 @@ def sum_of_known_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic 
     A softmax's gradient reads sum(g * q) for the gradient g with respect to q = softmax(z);
     a loss of per-sample sums of q (Dice, Tversky, Cauchy-Schwarz) has g = a * q - b * y,
     and sum(g * q) = a * sum(q^2) - b * sum(y * q), both sums of the forward pass: no pass
-    over the classes where the product and its sum took two.
+    over the classes where the product and its sum took two. Not where one of the sums is
+    new: Tversky's false negatives sum(y * (1 - p)) as sum(y) - sum(y * p) would lose
+    every digit they have where the prediction is nearly perfect, the loss's last steps.
     """
     if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
         return None
@@ -728,6 +731,85 @@ def sum_of_known_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic 
             return None
         known.append(coefficient * reduced)
     return sympy.Add(*known)
+
+
+def terms_by_array(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """a * x + b * (1 - x) = b + (a - b) * x for arrays x the body has (an input, a node it
+    computes) and coefficients a and b with fewer roles, and where(c, a * x + b, 0) =
+    where(c, a, 0) * x + where(c, b, 0) for a condition c with fewer roles and an x that
+    cannot be non-finite: the sum collected by array, where that takes fewer passes over
+    its shape.
+
+    Tversky's gradient with respect to p is y * a + (1 - y) * b for per-sample a and b,
+    under the select of its power's guard, per sample too: four passes and the select's,
+    where the collected form takes two, a product and a sum, and selects per sample.
+    """
+    condition = None
+    if isinstance(node, fn.Where) and node.args[2] == 0:
+        condition, expr = node.args[:2]
+    elif isinstance(node, sympy.Add):
+        expr = node
+    else:
+        return None
+    if not context.has_all_roles(node):
+        return None  # the smaller arrays (per-sample values) are a few passes' worth
+    memo: dict[sympy.Basic, Roles] = {}
+
+    def roles_of(x: sympy.Basic) -> Roles:
+        return fn.roles_of(x, context.roles, memo)
+
+    roles = roles_of(node)
+    smaller = [
+        roles_of(factor)
+        for term in sympy.Add.make_args(expr)
+        for factor in sympy.Mul.make_args(term)
+        if roles_of(factor) != roles
+    ]
+    whole_roles = roles - frozenset().union(*smaller)
+    if not whole_roles or (condition is not None and roles_of(condition) & whole_roles):
+        return None
+    terms = _linear_terms(expr, whole_roles, roles_of)
+    if terms is None or not all(
+        monomial == 1
+        or (_computed(monomial, context) and not isinstance(monomial, sympy.Add | sympy.Mul))
+        for monomial in terms
+    ):
+        return None
+    if condition is not None and any(non_finite_prone(monomial) for monomial in terms):
+        return None
+
+    def small(coefficient: sympy.Expr) -> sympy.Expr:
+        if condition is not None:
+            return fn.Where(condition, coefficient, 0)
+        return fn.Parenthesized(coefficient) if isinstance(coefficient, sympy.Add) else coefficient
+
+    collected = sympy.Add(*(small(c) * m for m, c in terms.items() if c != 0))
+    old, new = (_tree_passes(x, roles, roles_of) for x in (node, collected))
+    return collected if new < old else None
+
+
+def _tree_passes(expr: sympy.Basic, roles: Roles, roles_of: Callable[[sympy.Basic], Roles]) -> int:
+    """The passes over the shape `roles` that computing `expr` takes, each distinct node
+    once: a sum's or product's as `_passes` counts them, one for any other node of that
+    shape but the arrays it reads (a symbol)."""
+    total = 0
+    for node in set(sympy.preorder_traversal(expr)):
+        if isinstance(node, sympy.Symbol) or roles_of(node) != roles:
+            continue
+        if isinstance(node, sympy.Add):
+            total += _own_passes(sympy.Add, sympy.S.One, node.args, roles, roles_of)
+        elif isinstance(node, sympy.Mul):
+            coefficient, rest = node.as_coeff_Mul()
+            factors = sympy.Mul.make_args(rest)
+            total += _own_passes(sympy.Mul, abs(coefficient), factors, roles, roles_of)
+        else:
+            total += 1
+    return total
+
+
+def _computed(expr: sympy.Basic, context: FusionContext) -> bool:
+    """Whether the body has `expr` as an array already, an input or a node it computes."""
+    return isinstance(expr, sympy.Symbol) or expr in context.body
 
 
 KNOWN_SUM_TERMS = 8
@@ -800,21 +882,29 @@ def terms_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.B
     """
     if not isinstance(node, sympy.Add):
         return None
-    split = [term.as_coeff_Mul() for term in node.args]
-    coefficients = [coefficient for coefficient, _ in split]
-    content = sympy.S.One
-    if all(coefficient.is_Rational for coefficient in coefficients):
-        numerators = [int(abs(coefficient.p)) for coefficient in coefficients]
-        denominators = [int(coefficient.q) for coefficient in coefficients]
-        content = sympy.Rational(math.gcd(*numerators), math.lcm(*denominators))
-    if content == 1 and len(split) > PARTIAL_OPERANDS:
+    content = _rational_content(node.args)
+    if content == 1 and len(node.args) > PARTIAL_OPERANDS:
         return None  # no partial sums looked up, no number to take out
-    terms = (
-        node.args
-        if content == 1
-        else tuple(sympy.Mul(coefficient / content, rest) for coefficient, rest in split)
-    )
-    return _reading_a_partial(node, sympy.Add, content, terms, context)
+    return _reading_a_partial(node, sympy.Add, content, _divided(node.args, content), context)
+
+
+def _rational_content(terms: tuple[sympy.Basic, ...]) -> sympy.Rational:
+    """The largest positive rational that divides the number of every term into a whole
+    number (2 for 2 * p - 4 * y); 1 where a term's number is not rational."""
+    coefficients = [term.as_coeff_Mul()[0] for term in terms]
+    if not all(coefficient.is_Rational for coefficient in coefficients):
+        return sympy.S.One
+    numerators = [int(abs(coefficient.p)) for coefficient in coefficients]
+    denominators = [int(coefficient.q) for coefficient in coefficients]
+    return sympy.Rational(math.gcd(*numerators), math.lcm(*denominators))
+
+
+def _divided(terms: tuple[sympy.Basic, ...], content: sympy.Expr) -> tuple[sympy.Basic, ...]:
+    """`terms`, each divided by the number `content`."""
+    if content == 1:
+        return terms
+    split = (term.as_coeff_Mul() for term in terms)
+    return tuple(sympy.Mul(coefficient / content, rest) for coefficient, rest in split)
 
 
 def _reading_a_partial(
@@ -850,7 +940,9 @@ def _reading_a_partial(
     sizes = range(len(operands) - 1, 1, -1) if len(operands) <= PARTIAL_OPERANDS else ()
     for size in sizes:
         for chosen in itertools.combinations(operands, size):
-            partial = operation(*chosen)
+            # a partial sum is read with its number taken out: 2 * p - 2 * y reads p - y
+            content = _rational_content(chosen) if operation is sympy.Add else sympy.S.One
+            partial = operation(*_divided(chosen, content))
             for sign in (1, -1):
                 if sign * partial not in context.body:
                     continue
@@ -859,7 +951,7 @@ def _reading_a_partial(
                 if operation is sympy.Mul:
                     form = (scale * sign, (*others, read))
                 else:
-                    form = (scale, (*others, sign * read))
+                    form = (scale, (*others, sign * content * read))
                 if passes(*form) < fewest:
                     fewest, best = passes(*form), scaled(*form)
     return best
@@ -877,12 +969,10 @@ def _passes(
     (`codegen.printer.small_factors_first`): one per whole-shaped operand after the
     first, one for the smaller ones together, one for a scale other than 1; a term of a
     sum also its own product's passes, a negation aside (a subtraction)."""
-    whole = [x for x in operands if roles_of(x) == roles]
-    small = len(whole) < len(operands)
+    total = _own_passes(operation, scale, operands, roles, roles_of)
     if operation is sympy.Mul:
-        return max(len(whole) - 1, 0) + (small or scale != 1)
-    total = max(len(whole) - 1, 0) + small + (scale != 1)
-    for term in whole:
+        return total
+    for term in (x for x in operands if roles_of(x) == roles):
         coefficient, rest = term.as_coeff_Mul()
         if isinstance(rest, sympy.Mul) or abs(coefficient) != 1:
             factors = sympy.Mul.make_args(rest)
@@ -903,6 +993,21 @@ class Fusion:
     @property
     def law(self) -> str:
         return (self.apply.__doc__ or "").strip()
+
+
+def _own_passes(
+    operation: type[sympy.Mul] | type[sympy.Add],
+    scale: sympy.Expr,
+    operands: tuple[sympy.Basic, ...],
+    roles: Roles,
+    roles_of: Callable[[sympy.Basic], Roles],
+) -> int:
+    """`_passes` but for the products in a sum's terms."""
+    whole = [x for x in operands if roles_of(x) == roles]
+    small = len(whole) < len(operands)
+    if operation is sympy.Mul:
+        return max(len(whole) - 1, 0) + (small or scale != 1)
+    return max(len(whole) - 1, 0) + small + (scale != 1)
 
 
 FUSIONS: tuple[Fusion, ...] = tuple(
@@ -935,6 +1040,7 @@ LAST_FUSIONS: tuple[Fusion, ...] = (
             log_of_a_computed_product,
             sum_of_a_partial_sum,
             sum_of_known_sums,
+            terms_by_array,
             product_of_a_partial_product,
             terms_of_a_partial_sum,
         )

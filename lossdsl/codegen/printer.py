@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace as replace_field
 
 import sympy
@@ -268,7 +268,9 @@ def print_body(
     outputs = printed[: len(outputs)]
     if gradient is not None:
         gradient = printed[-1]
-    shared = shared_subexpressions(printed)
+    shared = shared_subexpressions(
+        printed, lambda node: decided_guard_parts(node, context, backend)
+    )
     temporaries = {expr: f"t{i}" for i, expr in enumerate(shared)}
     names[UPSTREAM] = UPSTREAM_LOCAL
     printer = TensorFlowPrinter(
@@ -404,12 +406,17 @@ def layout_roles(paired: bool, partners: int) -> Roles:
     return frozenset({Role.BATCH, Role.CLASS, *(PARTNER_OF[n] for n in range(1, partners + 1))})
 
 
-def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
+def shared_subexpressions(
+    outputs: list[sympy.Basic],
+    printed_apart: Callable[[sympy.Basic], tuple[sympy.Basic, ...] | None] = lambda _: None,
+) -> list[sympy.Basic]:
     """The sub-expressions to compute once, each after the ones it uses.
 
     Those occurring more than once (a repeated occurrence is not searched again), and the
     arguments the printer writes more than once (`_REPEATED_ARGUMENTS`). Numbers, names
-    and negated names are left inline; a group (`Parenthesized`) is what it groups.
+    and negated names are left inline; a group (`Parenthesized`) is what it groups, and
+    a node the printer writes from some of its parts alone (`printed_apart`, a guard
+    whose comparison of params it decides in Python) is those parts.
     """
     counts: Counter[sympy.Basic] = Counter()
     order: list[sympy.Basic] = []
@@ -419,6 +426,10 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
             return
         if isinstance(node, fn.Parenthesized):  # a grouping, computed as what it groups
             visit(node.args[0], forced)
+            return
+        if (parts := printed_apart(node)) is not None:
+            for part in parts:
+                visit(part)
             return
         counts[node] += 2 if forced else 1
         if counts[node] > (2 if forced else 1):
@@ -431,6 +442,46 @@ def shared_subexpressions(outputs: list[sympy.Basic]) -> list[sympy.Basic]:
     for output in outputs:
         visit(output)
     return [node for node in order if counts[node] > 1]
+
+
+def params_comparison(
+    condition: sympy.Basic, on_params: Callable[[sympy.Basic], bool]
+) -> sympy.core.relational.Relational | None:
+    """The comparison of scalar params alone (`on_params`) in `condition`, an or of it
+    and conditions on arrays (a power's guard, `gamma - 1 >= 0 or base > 0`); None for
+    other conditions."""
+    if not isinstance(condition, sympy.Or):
+        return None
+    decided = [arg for arg in condition.args if on_params(arg)]
+    if len(decided) != 1 or not isinstance(decided[0], sympy.core.relational.Relational):
+        return None
+    return decided[0]
+
+
+def decided_guard_parts(
+    node: sympy.Basic, context: FusionContext, backend: Target
+) -> tuple[sympy.Basic, ...] | None:
+    """What the printer reads of `node` where it is a guard whose comparison of params it
+    decides in Python (the target's "params_or" form, `Printer.params_decided`): the
+    comparison's operands and the other conditions; None for other nodes."""
+    if "params_or" not in backend.forms:
+        return None
+    decided = params_comparison(
+        node, lambda expr: on_params_alone(expr, context.roles, context.labels)
+    )
+    if decided is None:
+        return None
+    return (*decided.args, *(arg for arg in node.args if arg is not decided))
+
+
+def on_params_alone(
+    expr: sympy.Basic, roles: Mapping[sympy.Symbol, Roles], integers: frozenset[sympy.Symbol]
+) -> bool:
+    """Whether `expr` is computed from numbers and scalar params alone: no symbol with
+    roles (`roles`), no integer input (`integers`), no class count."""
+    return not expr.has(fn.NUM_CLASSES) and not any(
+        fn.roles_of(symbol, roles) or symbol in integers for symbol in expr.free_symbols
+    )
 
 
 def _reads(node: sympy.Basic) -> tuple[sympy.Basic, ...]:
@@ -1039,21 +1090,19 @@ class TensorFlowPrinter(PythonCodePrinter):
         are numbers, which the target's "params_or" form takes when the code is traced (a
         power's guard, `gamma - 1 >= 0 or base > 0`); None for other conditions and
         targets without the form."""
-        if not isinstance(condition, sympy.Or) or "params_or" not in self.target.forms:
+        if "params_or" not in self.target.forms:
             return None
-        decided = [arg for arg in condition.args if self.on_params_alone(arg)]
-        if len(decided) != 1 or not isinstance(decided[0], sympy.core.relational.Relational):
+        decided = params_comparison(condition, self.on_params_alone)
+        if decided is None:
             return None
-        left, right = decided[0].args
-        comparison = f"{self._print(left)} {decided[0].rel_op} {self._print(right)}"
-        rest = condition.func(*(arg for arg in condition.args if arg is not decided[0]))
+        left, right = decided.args
+        comparison = f"{self._print(left)} {decided.rel_op} {self._print(right)}"
+        rest = condition.func(*(arg for arg in condition.args if arg is not decided))
         return self.form("params_or", comparison, self._print(rest))
 
     def on_params_alone(self, expr: sympy.Basic) -> bool:
         """Whether `expr` is computed from numbers and scalar params alone."""
-        return not expr.has(fn.NUM_CLASSES) and not any(
-            self.roles(symbol) or symbol in self.integers for symbol in expr.free_symbols
-        )
+        return on_params_alone(expr, self.symbol_roles, self.integers)
 
     def _print_WherePositive(self, expr: fn.WherePositive) -> str:
         x, value = expr.args
