@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from lossdsl.codegen.layout import BACKWARD, FORWARD, lay_out
 from lossdsl.codegen.names import python_name
 from lossdsl.codegen.printer import print_body, shared_subexpressions
 from lossdsl.codegen.writer import write_module
-from lossdsl.compiler import check_source
+from lossdsl.compiler import check_source, generate
 from lossdsl.parser import read_source
 from lossdsl.source import SourceFile
 from lossdsl.symbolic import functions as fn
@@ -635,6 +636,33 @@ def test_every_example_compiles_to_formatted_code(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SPEC_SETS = [
+    EXAMPLES,
+    EXAMPLES.parent / "benchmarks" / "specs" / "literature",
+    Path(__file__).resolve().parent / "stable_forms",
+]
+
+
+@pytest.mark.parametrize(
+    "spec_path",
+    sorted(path for folder in SPEC_SETS for path in folder.glob("*.loss")),
+    ids=lambda path: f"{path.parent.name}/{path.stem}",
+)
+def test_every_temporary_of_a_module_is_read(spec_path: Path) -> None:
+    """A temporary the printer defines but prints no reader of is a pass over memory for
+    nothing (the product of a number and a temporary, printed as the factors it
+    multiplies, left one in the probit losses' erfc tail)."""
+    for target, jit_compile in (("tensorflow", False), ("tensorflow", True), ("torch", False)):
+        source = read_source(spec_path.read_bytes(), spec_path.name)
+        module = ast.parse(generate(source, jit_compile=jit_compile, target=target).python_source)
+        for function in (node for node in module.body if isinstance(node, ast.FunctionDef)):
+            names = [node for node in ast.walk(function) if isinstance(node, ast.Name)]
+            read = {name.id for name in names if isinstance(name.ctx, ast.Load)}
+            written = {name.id for name in names if isinstance(name.ctx, ast.Store)}
+            unread = {name for name in written - read if re.fullmatch(r"t\d+", name)}
+            assert not unread, (target, jit_compile, function.name, sorted(unread))
 
 
 def many_terms(count: int) -> str:

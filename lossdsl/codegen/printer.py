@@ -973,8 +973,10 @@ class TensorFlowPrinter(PythonCodePrinter):
             for scale in scales:
                 text = f"{number_text(scale)}*({text})"
             return text
-        if coefficient == -1 and rest in self.temporaries:
-            return f"-{self.temporaries[rest]}"
+        if coefficient != 1 and rest in self.temporaries:  # a number times a temporary
+            sign = "-" if coefficient < 0 else ""
+            times = "" if abs(coefficient) == 1 else f"{number_text(abs(float(coefficient)))}*"
+            return f"{sign}{times}{self.temporaries[rest]}"
         if not self.roles(expr) and any(divides_by_a_value(f) for f in expr.args):
             # `_print_Pow`'s tensor reciprocal: Python's `a / k` raises where k is 0
             factors = "*".join(
