@@ -108,6 +108,14 @@ def binary_logits(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     return f32(rng.integers(0, 2, (batch, width))), f32(rng.normal(0, 3, (batch, width)))
 
 
+def heatmaps(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Heatmap targets, 1 at about 5% of the entries (the peaks) and U(0, 1)^4 elsewhere
+    (mostly near 0, as a Gaussian heatmap's tails), and predictions sigmoid(N(0, 2^2))."""
+    peaks = rng.random((batch, width)) < 0.05
+    targets = np.where(peaks, 1.0, rng.uniform(0, 1, (batch, width)) ** 4)
+    return f32(targets), f32(1 / (1 + np.exp(-rng.normal(0, 2, (batch, width)))))
+
+
 def onehot_probabilities(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     labels = np.eye(width)[ids(rng, batch, width)]
     return f32(labels), f32(softmax64(rng.normal(0, 2, (batch, width))))
@@ -158,6 +166,14 @@ def location_and_log_scale(rng: np.random.Generator, batch: int, width: int) -> 
     targets = rng.normal(0, 1, (batch, 1))
     location = targets[:, 0] + rng.normal(0, 1, batch)
     return f32(targets), f32(np.stack([location, rng.normal(0, 0.5, batch)], axis=1))
+
+
+def quantile_predictions(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Targets y [batch, 1] N(0, 1) and one prediction per quantile [batch, width]: a
+    location with N(0, 1) residuals plus offsets evenly spaced from -1.5 to 1.5."""
+    targets = rng.normal(0, 1, (batch, 1))
+    location = targets + rng.normal(0, 1, (batch, 1))
+    return f32(targets), f32(location + np.linspace(-1.5, 1.5, width))
 
 
 def ranked_pairs(rng: np.random.Generator, batch: int, width: int) -> Inputs:
@@ -228,6 +244,11 @@ def ldam_margins(width: int) -> list[float]:
     """The paper's margins, 0.5 n_c^(-1/4) over the largest, for class counts 1000 down to 10."""
     scaled = np.geomspace(1000.0, 10.0, width) ** -0.25
     return [float(m) for m in 0.5 * scaled / scaled.max()]
+
+
+def quantile_levels(width: int) -> list[float]:
+    """One quantile per prediction, evenly spaced from 0.1 to 0.9 (0.1, 0.5, 0.9 for three)."""
+    return [float(tau) for tau in np.linspace(0.1, 0.9, width)]
 
 
 def no_params(width: int) -> dict[str, Any]:
@@ -822,6 +843,65 @@ def vnet_dice(y: tf.Tensor, z: tf.Tensor, smooth: float) -> tf.Tensor:
     return tf.reduce_mean(1 - (2 * overlap + smooth) / (squares + smooth))
 
 
+def adaptive_wing(
+    y: tf.Tensor, p: tf.Tensor, omega: float, theta: float, epsilon: float, alpha: float
+) -> tf.Tensor:
+    x = tf.abs(y - p)
+    a = alpha - y
+    r = tf.pow(theta / epsilon, a)
+    big_a = omega / (1 + r) * a * tf.pow(theta / epsilon, a - 1) / epsilon
+    big_c = theta * big_a - omega * tf.math.log1p(r)
+    inside = omega * tf.math.log1p(tf.pow(x / epsilon, a))
+    return tf.reduce_mean(tf.where(x < theta, inside, big_a * x - big_c))
+
+
+def centernet_focal(y: tf.Tensor, p: tf.Tensor, alpha: float, beta: float) -> tf.Tensor:
+    q = clip(p)
+    peak = tf.cast(tf.equal(y, 1.0), p.dtype)
+    positive = -peak * tf.pow(1 - q, alpha) * tf.math.log(q)
+    negative = -(1 - peak) * tf.pow(1 - y, beta) * tf.pow(q, alpha) * tf.math.log(1 - q)
+    peaks = tf.maximum(tf.reduce_sum(peak, axis=-1), 1.0)
+    return tf.reduce_mean(tf.reduce_sum(positive + negative, axis=-1) / peaks)
+
+
+def combo(y: tf.Tensor, p: tf.Tensor, alpha: float, beta: float, smooth: float) -> tf.Tensor:
+    q = clip(p)
+    weighted_ce = beta * y * tf.math.log(q) + (1 - beta) * (1 - y) * tf.math.log(1 - q)
+    bce = -tf.reduce_mean(weighted_ce, axis=-1)
+    overlap = tf.reduce_sum(y * p, axis=-1)
+    dice = (2 * overlap + smooth) / (tf.reduce_sum(y, axis=-1) + tf.reduce_sum(p, axis=-1) + smooth)
+    return tf.reduce_mean(alpha * bce - (1 - alpha) * dice)
+
+
+def focal_l1(y: tf.Tensor, p: tf.Tensor, beta: float, gamma: float) -> tf.Tensor:
+    e = tf.abs(p - y)
+    return tf.reduce_mean(tf.pow(2 * tf.sigmoid(beta * e) - 1, gamma) * e)
+
+
+def logit_adjusted(y: tf.Tensor, z: tf.Tensor, prior: tf.Tensor, tau: float) -> tf.Tensor:
+    adjusted = z + tau * tf.math.log(prior)
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(y, adjusted))
+
+
+def multi_quantile(y: tf.Tensor, p: tf.Tensor, tau: tf.Tensor) -> tf.Tensor:
+    e = y - p  # [batch, 1] against [batch, quantiles]
+    return mean_of_sums(tf.maximum(tau * e, (tau - 1) * e))
+
+
+def shrinkage(y: tf.Tensor, p: tf.Tensor, a: float, c: float) -> tf.Tensor:
+    e = tf.abs(p - y)
+    return tf.reduce_mean(tf.square(e) * tf.sigmoid(a * (e - c)))
+
+
+def tanimoto_complement(y: tf.Tensor, p: tf.Tensor, smooth: float) -> tf.Tensor:
+    def tanimoto(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        overlap = tf.reduce_sum(a * b, axis=-1)
+        total = tf.reduce_sum(tf.square(a) + tf.square(b) - a * b, axis=-1)
+        return (overlap + smooth) / (total + smooth)
+
+    return tf.reduce_mean(1 - (tanimoto(p, y) + tanimoto(1 - p, 1 - y)) / 2)
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1252,6 +1332,31 @@ CASES: dict[str, Case] = {
         Case(smooth_hinge, ELEMENT, binary_scores),
         Case(spherical_softmax, CLASS, onehot_scores, fixed(e=0.001)),
         Case(vnet_dice, CLASS, onehot_logits, fixed(smooth=1.0)),
+        # The fifth literature set, timed before any tuning for it.
+        Case(
+            adaptive_wing,
+            ELEMENT,
+            heatmaps,
+            fixed(omega=14.0, theta=0.5, epsilon=1.0, alpha=2.1),
+        ),
+        Case(centernet_focal, ELEMENT, heatmaps, fixed(alpha=2.0, beta=4.0)),
+        Case(combo, ELEMENT, binary_probabilities, fixed(alpha=0.5, beta=0.5, smooth=1.0)),
+        Case(focal_l1, ELEMENT, regression, fixed(beta=0.2, gamma=1.0)),
+        Case(
+            logit_adjusted,
+            CLASS,
+            onehot_logits,
+            lambda width: {"prior": class_prior(width), "tau": 1.0},
+        ),
+        Case(
+            multi_quantile,
+            CHANNELS,
+            quantile_predictions,
+            lambda width: {"tau": quantile_levels(width)},
+            channels=3,
+        ),
+        Case(shrinkage, ELEMENT, regression, fixed(a=10.0, c=0.2)),
+        Case(tanimoto_complement, ELEMENT, binary_probabilities, fixed(smooth=1e-5)),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
