@@ -369,6 +369,26 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: sympy.exp(t - z) * (2 * z - 2 * t - 2 * w),
         lambda: 2 * sympy.exp(t - z) * fn.Parenthesized(-fn.Parenthesized(t - z) - w),
     ),
+    (  # a sigmoid's derivative times a g of its shape: one SigmoidGrad
+        "sigmoid_derivatives",
+        lambda: t * sympy.exp(z) * fn.Sigmoid(z) * (1 - fn.Sigmoid(z)),
+        lambda: fn.SigmoidGradient(fn.Sigmoid(z), t * sympy.exp(z)),
+    ),
+    (  # s - 1 is the negated complement; a square of s gives one s to the derivative
+        "sigmoid_derivatives",
+        lambda: t * fn.Sigmoid(z) ** 2 * (fn.Sigmoid(z) - 1),
+        lambda: -fn.SigmoidGradient(fn.Sigmoid(z), t * fn.Sigmoid(z)),
+    ),
+    (  # a tanh's derivative times a g of its shape: one TanhGrad
+        "tanh_derivatives",
+        lambda: t * z * (1 - sympy.tanh(z) ** 2),
+        lambda: fn.TanhGradient(sympy.tanh(z), t * z),
+    ),
+    (  # the negated derivative, beside a power of the tanh
+        "tanh_derivatives",
+        lambda: t * sympy.tanh(z) ** 3 * (sympy.tanh(z) ** 2 - 1),
+        lambda: -fn.TanhGradient(sympy.tanh(z), t * sympy.tanh(z) ** 3),
+    ),
     (  # a partial sum read with its own number taken out (the shrinkage loss's gradient)
         "terms_of_a_partial_sum",
         lambda: sympy.exp(z - t) * (k * w * sympy.exp(z) + 2 * z - 2 * t),
@@ -464,6 +484,9 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: t * sympy.exp(z) + (1 - t) * w,  # t * exp(z), a product, is no array to read
     lambda: fn.Where(t > 1, t * w + k, 0),  # a condition on every element
     lambda: t * w + k * y,  # as many passes either way
+    lambda: w * fn.Sigmoid(z) * (1 - fn.Sigmoid(z)),  # w per sample: SigmoidGrad broadcasts not
+    lambda: t * fn.Sigmoid(z) * (1 - fn.Sigmoid(2 * z)),  # another sigmoid's complement
+    lambda: k * (1 - sympy.tanh(z) ** 2),  # k is a scalar: TanhGrad broadcasts not
     lambda: fn.Channel(z, 0) - fn.Channel(z, -1),  # counted from the end
     lambda: fn.Channels(z, 0, 2) * fn.Channel(z, 1),  # overlapping
     lambda: sympy.log(z) - sympy.log(t),  # no ratio computed: the logs stay apart

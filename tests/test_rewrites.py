@@ -202,6 +202,16 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: t + 2 * fn.Sigmoid(-2 * x),
     ),
     (
+        "tanh_of_two_sigmoids_minus_one",
+        lambda: 2 * fn.Sigmoid(x) - 1,
+        lambda: sympy.tanh(x / 2),
+    ),
+    (
+        "tanh_of_two_sigmoids_minus_one",
+        lambda: t + 1 - 2 * fn.Sigmoid(x),
+        lambda: t - sympy.tanh(x / 2),
+    ),
+    (
         "erfc_of_one_plus_erf",
         lambda: t * (1 + sympy.erf(x)),
         lambda: t * sympy.erfc(-x, evaluate=False),

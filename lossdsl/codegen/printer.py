@@ -1110,6 +1110,14 @@ class TensorFlowPrinter(PythonCodePrinter):
         x, value = expr.args
         return self.form("where_positive", self.tensor(x), self.tensor(value))
 
+    def _print_SigmoidGradient(self, expr: fn.SigmoidGradient) -> str:
+        y, dy = expr.args
+        return self.form("sigmoid_grad", self.tensor(y), self.tensor(dy))
+
+    def _print_TanhGradient(self, expr: fn.TanhGradient) -> str:
+        y, dy = expr.args
+        return self.form("tanh_grad", self.tensor(y), self.tensor(dy))
+
     def where_zero(self, condition: str, value: str) -> str:
         """The printed `value` where the printed `condition` holds, else 0: the target's
         "where_zero" form where it has one (TensorFlow's CPU select is slow), else its

@@ -61,6 +61,8 @@ OPTIONAL_FORMS = frozenset(
         "where_zero",
         "params_or",
         "where_positive",
+        "sigmoid_grad",
+        "tanh_grad",
         "split_channels",
     }
 )
@@ -131,6 +133,10 @@ TENSORFLOW = Target(
             "params_or": "_params_or({0}, {1})",
             # {1} where {0} > 0, else 0, of one shape and a finite {1}: ReluGrad's one pass
             "where_positive": "tf.raw_ops.ReluGrad(gradients={1}, features={0})",
+            # {1} * {0} * (1 - {0}) for a sigmoid's value {0} and a {1} of its shape
+            "sigmoid_grad": "tf.raw_ops.SigmoidGrad(y={0}, dy={1})",
+            # {1} * (1 - {0}^2) for a tanh's value {0} and a {1} of its shape
+            "tanh_grad": "tf.raw_ops.TanhGrad(y={0}, dy={1})",
             "split_channels": "tf.split({0}, {1}, axis=-1)",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",

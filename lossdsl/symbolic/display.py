@@ -39,6 +39,8 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.ChannelsJoined: "channels_joined",
     fn.Parenthesized: "",
     fn.WherePositive: "where_positive",
+    fn.SigmoidGradient: "sigmoid_gradient",
+    fn.TanhGradient: "tanh_gradient",
     fn.ChannelSplit: "split",
     fn.ChannelFromSplit: "piece",
     fn.ChannelsFromSplit: "piece",

@@ -355,6 +355,35 @@ class WherePositive(Elementwise):
         return known("real", self.args[1:])
 
 
+class SigmoidGradient(Elementwise):
+    """dy * y * (1 - y) for a sigmoid's value y and a dy of its shape: the sigmoid's
+    derivative times dy, which TensorFlow computes in one pass
+    (`codegen.fusions.sigmoid_derivatives`)."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        y, dy = self.args
+        return dy * y * (1 - y)
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args)
+
+
+class TanhGradient(Elementwise):
+    """dy * (1 - y^2) for a tanh's value y and a dy of its shape: the tanh's derivative
+    times dy, which TensorFlow computes in one pass (`codegen.fusions.tanh_derivatives`)."""
+
+    nargs = 2
+
+    def definition(self) -> sympy.Expr:
+        y, dy = self.args
+        return dy * (1 - y**2)
+
+    def _eval_is_real(self) -> bool | None:
+        return known("real", self.args)
+
+
 class Softmax(LossFunction):
     """softmax(z) at a class c: exp(z_c) / sum over the classes c' of exp(z_c'); all roles kept."""
 

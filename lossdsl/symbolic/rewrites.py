@@ -317,6 +317,17 @@ def sigmoid_of_one_plus_tanh(expr: sympy.Basic) -> sympy.Basic | None:
     return None
 
 
+def tanh_of_two_sigmoids_minus_one(expr: sympy.Basic) -> sympy.Basic | None:
+    """2 sigmoid(x) - 1 = tanh(x / 2) and 1 - 2 sigmoid(x) = -tanh(x / 2) (inside a longer
+    sum too): at x = 1e-8 the first is 0 in float32, where tanh(x / 2) is 5e-9, and it is
+    one op where the sigmoid, its doubling and the subtraction are three."""
+    for constant, scale in ((-1, sympy.Rational(1, 2)), (1, sympy.Rational(-1, 2))):
+        if (found := _beside_one(expr, constant, Sigmoid, scale)) is not None:
+            others, x = found
+            return others - constant * sympy.tanh(x / 2)
+    return None
+
+
 def erfc_of_one_plus_erf(expr: sympy.Basic) -> sympy.Basic | None:
     """1 + erf(x) = erfc(-x) and 1 - erf(x) = erfc(x) (inside a longer sum too): the
     normal distribution's CDF written (1 + erf(z / sqrt(2))) / 2 is 0 in float64 from
@@ -523,6 +534,7 @@ RULES: tuple[Rule, ...] = tuple(
         expm1_of_exp_minus_one,
         one_minus_sigmoid,
         sigmoid_of_one_plus_tanh,
+        tanh_of_two_sigmoids_minus_one,
         erfc_of_one_plus_erf,
         erfc_of_one_minus_half_erfc,
         log_of_product,
