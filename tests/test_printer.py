@@ -320,6 +320,23 @@ def test_powers_and_quotients_of_params_are_tensors_that_overflow_to_inf() -> No
     assert np.all(np.isinf(result))
 
 
+def test_a_positive_scalar_to_an_arrays_power_is_an_exp_of_its_log() -> None:
+    """pow's general kernel is several times slower than exp (adaptive wing's
+    (theta / epsilon)^(alpha - y)); a base that may be 0 or negative keeps pow."""
+    text = (
+        "input y: target\ninput p: real\nparam b: positive = 0.5\nparam c: real = 0.5\n"
+        "loss = mean(square(p - y) * (b ^ (2 - y) + 2 ^ y + c ^ y))\n"
+    )
+    _, body = compiled(text)
+    code = "\n".join([*body.statements, body.result])
+    assert code.count("tf.math.exp(") == 2 and code.count("_power(") == 1
+    y_true, y_pred = np.array([[0.0, 0.5, 3.0]]), np.array([[1.0, -1.0, 2.0]])
+    result, _ = run(text, y_true, y_pred)
+    powers = 0.5 ** (2 - y_true) + 2**y_true + 0.5**y_true
+    want = np.mean((y_pred - y_true) ** 2 * powers, axis=-1)
+    np.testing.assert_allclose(np.ravel(result), want, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "expression",
     [
