@@ -891,12 +891,12 @@ def _tree_passes(expr: sympy.Basic, roles: Roles, roles_of: Callable[[sympy.Basi
     for node in set(sympy.preorder_traversal(expr)):
         if isinstance(node, sympy.Symbol) or roles_of(node) != roles:
             continue
-        if isinstance(node, sympy.Add):
-            total += _own_passes(sympy.Add, sympy.S.One, node.args, roles, roles_of)
+        if isinstance(node, sympy.Add):  # its terms' products are nodes of their own
+            total += _passes(sympy.Add, sympy.S.One, node.args, roles, roles_of, False)
         elif isinstance(node, sympy.Mul):
             coefficient, rest = node.as_coeff_Mul()
             factors = sympy.Mul.make_args(rest)
-            total += _own_passes(sympy.Mul, abs(coefficient), factors, roles, roles_of)
+            total += _passes(sympy.Mul, abs(coefficient), factors, roles, roles_of)
         else:
             total += 1
     return total
@@ -1058,16 +1058,22 @@ def _passes(
     operands: tuple[sympy.Basic, ...],
     roles: Roles,
     roles_of: Callable[[sympy.Basic], Roles],
+    terms_products: bool = True,
 ) -> int:
     """The passes over the shape `roles` that `scale` times the `operation` of
     `operands` takes where the operands of fewer roles are combined first
     (`codegen.printer.small_factors_first`): one per whole-shaped operand after the
     first, one for the smaller ones together, one for a scale other than 1; a term of a
-    sum also its own product's passes, a negation aside (a subtraction)."""
-    total = _own_passes(operation, scale, operands, roles, roles_of)
+    sum also its own product's passes, a negation aside (a subtraction), unless
+    `terms_products` is False."""
+    whole = [x for x in operands if roles_of(x) == roles]
+    small = len(whole) < len(operands)
     if operation is sympy.Mul:
+        return max(len(whole) - 1, 0) + (small or scale != 1)
+    total = max(len(whole) - 1, 0) + small + (scale != 1)
+    if not terms_products:
         return total
-    for term in (x for x in operands if roles_of(x) == roles):
+    for term in whole:
         coefficient, rest = term.as_coeff_Mul()
         if isinstance(rest, sympy.Mul) or abs(coefficient) != 1:
             factors = sympy.Mul.make_args(rest)
@@ -1088,21 +1094,6 @@ class Fusion:
     @property
     def law(self) -> str:
         return (self.apply.__doc__ or "").strip()
-
-
-def _own_passes(
-    operation: type[sympy.Mul] | type[sympy.Add],
-    scale: sympy.Expr,
-    operands: tuple[sympy.Basic, ...],
-    roles: Roles,
-    roles_of: Callable[[sympy.Basic], Roles],
-) -> int:
-    """`_passes` but for the products in a sum's terms."""
-    whole = [x for x in operands if roles_of(x) == roles]
-    small = len(whole) < len(operands)
-    if operation is sympy.Mul:
-        return max(len(whole) - 1, 0) + (small or scale != 1)
-    return max(len(whole) - 1, 0) + small + (scale != 1)
 
 
 FUSIONS: tuple[Fusion, ...] = tuple(
