@@ -383,6 +383,10 @@ TORCH = Target(
             # applied in the same reduction (a target without this form returns the
             # values per element)
             "class_reduced": "_class_reduced({0}, {1}, {2}, {dtype})",
+            # {1} * {0} * (1 - {0}) and {1} * (1 - {0}^2) for a sigmoid's and a tanh's
+            # value {0} and a {1} of its shape: ATen's one-kernel gradients
+            "sigmoid_grad": "torch.ops.aten.sigmoid_backward({1}, {0})",
+            "tanh_grad": "torch.ops.aten.tanh_backward({1}, {0})",
         }
     ),
 )
