@@ -879,6 +879,8 @@ def terms_by_array(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
         return fn.Parenthesized(coefficient) if isinstance(coefficient, sympy.Add) else coefficient
 
     collected = sympy.Add(*(small(c) * m for m, c in terms.items() if c != 0))
+    if collected == node:  # already collected: most sums of a long loss's terms
+        return None
     old, new = (_tree_passes(x, roles, roles_of) for x in (node, collected))
     return collected if new < old else None
 
