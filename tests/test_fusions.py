@@ -389,6 +389,13 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         lambda: t * sympy.tanh(z) ** 3 * (sympy.tanh(z) ** 2 - 1),
         lambda: -fn.TanhGradient(sympy.tanh(z), t * sympy.tanh(z) ** 3),
     ),
+    (  # a clip's derivative read from the clip the body computes: one comparison
+        "clip_masks_read_from_the_clip",
+        lambda: fn.Clip(z, EPS, 1 - EPS)
+        * fn.Where(sympy.And(z >= EPS, z <= 1 - EPS), t / z, 0),
+        lambda: fn.Clip(z, EPS, 1 - EPS)
+        * fn.Where(sympy.Eq(fn.Clip(z, EPS, 1 - EPS), z, evaluate=False), t / z, 0),
+    ),
     (  # a partial sum read with its own number taken out (the shrinkage loss's gradient)
         "terms_of_a_partial_sum",
         lambda: sympy.exp(z - t) * (k * w * sympy.exp(z) + 2 * z - 2 * t),
@@ -487,6 +494,8 @@ LAST_UNCHANGED: list[Builder] = [
     lambda: w * fn.Sigmoid(z) * (1 - fn.Sigmoid(z)),  # w per sample: SigmoidGrad broadcasts not
     lambda: t * fn.Sigmoid(z) * (1 - fn.Sigmoid(2 * z)),  # another sigmoid's complement
     lambda: k * (1 - sympy.tanh(z) ** 2),  # k is a scalar: TanhGrad broadcasts not
+    lambda: fn.Where(sympy.And(z >= EPS, z <= 1 - EPS), t, 0),  # no clip in the body
+    lambda: fn.Clip(z, k, w) * fn.Where(sympy.And(z >= k, z <= w), t, 0),  # k <= w unknown
     lambda: fn.Channel(z, 0) - fn.Channel(z, -1),  # counted from the end
     lambda: fn.Channels(z, 0, 2) * fn.Channel(z, 1),  # overlapping
     lambda: sympy.log(z) - sympy.log(t),  # no ratio computed: the logs stay apart

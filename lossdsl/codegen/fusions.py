@@ -692,6 +692,34 @@ def _without(
     return rest
 
 
+def clip_masks_read_from_the_clip(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """lo <= x and x <= hi = (clip(x, lo, hi) == x) for lo <= hi, where the body computes
+    clip(x, lo, hi): the clip's derivative, one comparison where two and their and
+    take three passes (as the helpers' `_inside`). False at NaN either way.
+
+    The own backward pass writes a clip's derivative as its mask: binary cross-entropy
+    on probabilities, focal loss, KL divergence and the Combo loss select their gradient
+    with it where the clipped value is not only under a log.
+    """
+    if not isinstance(node, sympy.And) or len(node.args) != 2:
+        return None
+    sides = {sympy.GreaterThan: "low", sympy.LessThan: "high"}  # x >= lo, x <= hi
+    bounds: dict[str, sympy.Basic] = {}
+    operands = set()
+    for comparison in node.args:
+        if (side := sides.get(type(comparison))) is None:
+            return None
+        value, bounds[side] = comparison.args
+        operands.add(value)
+    if len(bounds) != 2 or len(operands) != 1:
+        return None
+    (x,) = operands
+    if not (bounds["high"] - bounds["low"]).is_nonnegative:
+        return None
+    clip = fn.Clip(x, bounds["low"], bounds["high"])
+    return sympy.Eq(clip, x, evaluate=False) if clip in context.body else None
+
+
 def channels_split(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """x[a:b] = piece k of split(x, [a_1, b_1 - a_1, ...]), where the body selects two or
     more disjoint channel ranges of x, at entries counted from the start.
@@ -1134,6 +1162,7 @@ LAST_FUSIONS: tuple[Fusion, ...] = (
     # before the partial products regroup the product it matches
     Fusion(sigmoid_derivatives.__name__, sigmoid_derivatives, form="sigmoid_grad"),
     Fusion(tanh_derivatives.__name__, tanh_derivatives, form="tanh_grad"),
+    Fusion(clip_masks_read_from_the_clip.__name__, clip_masks_read_from_the_clip),
     Fusion(product_of_a_partial_product.__name__, product_of_a_partial_product),
     Fusion(terms_of_a_partial_sum.__name__, terms_of_a_partial_sum),
     Fusion(where_positive.__name__, where_positive, form="where_positive"),
