@@ -48,6 +48,8 @@ Rewrites:
 Target fusions:
     factors_outside_sums: sum(-alpha * y * (1 - clip(p))^gamma * log(clip(p))) -> -alpha * sum(y * (1 - clip(p))^gamma * log(clip(p)))
         law: sum(k * x) = k * sum(x), and the same for a mean, for the factors k that lack every role the reduction removes (numbers, scalar params, per-sample weights); the terms of what stays inside then go out too (`terms_outside_sums`).
+    clip_masks_read_from_the_clip: p >= eps and p <= 1 - eps -> clip(p) == p
+        law: lo <= x and x <= hi = (clip(x, lo, hi) == x) for lo <= hi, where the body computes clip(x, lo, hi): the clip's derivative, one comparison where two and their and take three passes (as the helpers' `_inside`). False at NaN either way.
 
 Gradient with respect to p (one element):
     -alpha * y * (1 - clip(p))^gamma * where(p >= eps and p <= 1 - eps, 1, 0) / clip(p) + alpha * gamma * y * (1 - clip(p))^gamma * log(clip(p)) * where(p >= eps and p <= 1 - eps, 1, 0) / (1 - clip(p))

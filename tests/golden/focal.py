@@ -17,7 +17,7 @@ Compiled from focal.loss:
     let ce = -y * log(q)
     loss focal = mean(sum(alpha * (1 - q)^gamma * ce))
 
-Target fusions applied: factors_outside_sums.
+Target fusions applied: factors_outside_sums, clip_masks_read_from_the_clip.
 """
 
 import keras
@@ -209,12 +209,9 @@ def focal(y, p, gamma=2.0, alpha=0.25):
 
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
-            t5 = tf.math.logical_and(
-                tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
-            )
-            t6 = _power(t1, gamma - 1.0)
-            t7 = y * (gamma * t6 * t3 - t2 / t0) * (alpha * upstream)
-            return _where_zero(t5, t7)
+            t5 = _power(t1, gamma - 1.0)
+            t6 = y * (gamma * t5 * t3 - t2 / t0) * (alpha * upstream)
+            return _where_zero(tf.math.equal(t0, p), t6)
 
         return tf.squeeze(-alpha * tf.cast(t4, p.dtype), axis=-1), backward
 
@@ -257,12 +254,9 @@ def focal_mean(y, p, gamma=2.0, alpha=0.25):
 
         def backward(upstream):
             t6 = tf.cast(1.0 / t5, p.dtype)
-            t7 = tf.math.logical_and(
-                tf.math.greater_equal(p, 1e-07), tf.math.less_equal(p, 0.9999999)
-            )
-            t8 = _power(t1, gamma - 1.0)
-            t9 = y * (gamma * t8 * t3 - t2 / t0) * (alpha * upstream * t6)
-            return _where_zero(t7, t9)
+            t7 = _power(t1, gamma - 1.0)
+            t8 = y * (gamma * t7 * t3 - t2 / t0) * (alpha * upstream * t6)
+            return _where_zero(tf.math.equal(t0, p), t8)
 
         return tf.reshape(-alpha * tf.cast(1.0 / t5, p.dtype) * t4, []), backward
 

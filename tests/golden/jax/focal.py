@@ -19,7 +19,7 @@ Compiled from focal.loss:
     let ce = -y * log(q)
     loss focal = mean(sum(alpha * (1 - q)^gamma * ce))
 
-Target fusions applied: factors_outside_sums.
+Target fusions applied: factors_outside_sums, clip_masks_read_from_the_clip.
 """
 
 import jax
@@ -115,10 +115,9 @@ def focal(y, p, gamma=2.0, alpha=0.25):
         p, y, gamma, alpha, t0, t1, t2, t3 = residuals
         others = _other_cotangents(forward_and_residuals, upstream, p, y, gamma, alpha)
         upstream = jnp.expand_dims(upstream, -1)
-        t5 = jnp.logical_and(jnp.greater_equal(p, 1e-07), jnp.less_equal(p, 0.9999999))
-        t6 = jnp.power(t1, gamma - 1.0)
-        t7 = y * (gamma * t6 * t3 - t2 / t0) * (alpha * upstream)
-        return jnp.where(t5, t7, jnp.asarray(0.0, p.dtype)), *others
+        t5 = jnp.power(t1, gamma - 1.0)
+        t6 = y * (gamma * t5 * t3 - t2 / t0) * (alpha * upstream)
+        return jnp.where(jnp.equal(t0, p), t6, jnp.asarray(0.0, p.dtype)), *others
 
     forward.defvjp(forward_and_residuals, backward)
     return forward(p, y, gamma, alpha)

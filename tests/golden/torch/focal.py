@@ -20,7 +20,7 @@ Compiled from focal.loss:
     let ce = -y * log(q)
     loss focal = mean(sum(alpha * (1 - q)^gamma * ce))
 
-Target fusions applied: factors_outside_sums.
+Target fusions applied: factors_outside_sums, clip_masks_read_from_the_clip.
 """
 
 import torch
@@ -243,9 +243,8 @@ class _FocalBackward(_AutogradFunction):
         others = _other_gradients(_FocalBackward, ctx, upstream)
         upstream = torch.unsqueeze(upstream, -1)
         t5 = torch.as_tensor(0.0, dtype=p.dtype, device=p.device)
-        t6 = torch.logical_and(p >= 1e-07, p <= 0.9999999)
-        t7 = y * (gamma * _power(t1, gamma - 1.0) * t3 - t2 / t0) * (alpha * upstream)
-        return torch.where(t6, t7, t5), *others
+        t6 = y * (gamma * _power(t1, gamma - 1.0) * t3 - t2 / t0) * (alpha * upstream)
+        return torch.where(t0 == p, t6, t5), *others
 
 
 def focal(y, p, gamma=2.0, alpha=0.25, *, reduction="none"):
