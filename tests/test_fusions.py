@@ -391,10 +391,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
     ),
     (  # a clip's derivative read from the clip the body computes: one comparison
         "clip_masks_read_from_the_clip",
-        lambda: fn.Clip(z, EPS, 1 - EPS)
-        * fn.Where(sympy.And(z >= EPS, z <= 1 - EPS), t / z, 0),
-        lambda: fn.Clip(z, EPS, 1 - EPS)
-        * fn.Where(sympy.Eq(fn.Clip(z, EPS, 1 - EPS), z, evaluate=False), t / z, 0),
+        lambda: fn.Clip(z, EPS, 1 - EPS) * fn.Where(sympy.And(z >= EPS, z <= 1 - EPS), t / z, 0),
+        lambda: (
+            fn.Clip(z, EPS, 1 - EPS)
+            * fn.Where(sympy.Eq(fn.Clip(z, EPS, 1 - EPS), z, evaluate=False), t / z, 0)
+        ),
     ),
     (  # a partial sum read with its own number taken out (the shrinkage loss's gradient)
         "terms_of_a_partial_sum",
