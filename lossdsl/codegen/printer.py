@@ -979,7 +979,8 @@ class TensorFlowPrinter(PythonCodePrinter):
             for scale in scales:
                 text = f"{number_text(scale)}*({text})"
             return text
-        if coefficient != 1 and rest in self.temporaries:  # a number times a temporary
+        if coefficient != 1 and rest in self.temporaries and rest in _operands(expr):
+            # a number times a temporary, which `_reads` orders before this product
             sign = "-" if coefficient < 0 else ""
             times = "" if abs(coefficient) == 1 else f"{number_text(abs(float(coefficient)))}*"
             return f"{sign}{times}{self.temporaries[rest]}"
