@@ -986,6 +986,7 @@ OWN_HELPERS = {
     "torch_helpers": {
         "_maximum",
         "_minimum",
+        "_tensors",
         "_over_spatial",
         "_SoftplusPair",
         "_sigmoid_cross_entropy",

@@ -113,7 +113,9 @@ def _maximum(a, b):
     gradient goes to a where a >= b and to b elsewhere, where torch.maximum's splits it
     in halves at a tie (a hinge at its margin, a relu written as maximum(x, 0) at 0).
     Without grad mode (an autograd.Function's forward, inference) it is torch.maximum
-    alone."""
+    alone. A Python number (a constant such as 1 / C) becomes a tensor like the other:
+    torch.maximum takes tensors only."""
+    a, b = _tensors(a, b)
     larger = torch.maximum(a, b)
     if not torch.is_grad_enabled():
         return larger
@@ -122,11 +124,21 @@ def _maximum(a, b):
 
 def _minimum(a, b):
     """torch.minimum(a, b), differentiated as TensorFlow differentiates it: the gradient
-    goes to a where a <= b and to b elsewhere (`_maximum`'s ties)."""
+    goes to a where a <= b and to b elsewhere (`_maximum`'s ties, and its numbers)."""
+    a, b = _tensors(a, b)
     smaller = torch.minimum(a, b)
     if not torch.is_grad_enabled():
         return smaller
     return torch.where(a <= b, a, smaller)
+
+
+def _tensors(a, b):
+    """a and b, with a Python number among them a tensor like the other."""
+    if not torch.is_tensor(a):
+        a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+    if not torch.is_tensor(b):
+        b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
+    return a, b
 
 
 def _clip(x, low, high):
