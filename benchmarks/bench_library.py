@@ -176,6 +176,15 @@ def quantile_predictions(rng: np.random.Generator, batch: int, width: int) -> In
     return f32(targets), f32(location + np.linspace(-1.5, 1.5, width))
 
 
+def evidential_outputs(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Targets y [batch, 1] N(0, 1); y_pred [batch, 4]: a location with N(0, 1) residuals
+    and three raw evidence outputs N(0, 1) (the spec's softplus makes nu, alpha - 1, beta)."""
+    targets = rng.normal(0, 1, (batch, 1))
+    location = targets[:, 0] + rng.normal(0, 1, batch)
+    raw = rng.normal(0, 1, (batch, 3))
+    return f32(targets), f32(np.column_stack([location, raw]))
+
+
 def ranked_pairs(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     """Which of two scores should rank higher, 1 or -1 [batch, 1], and the scores [batch, 2]."""
     return f32(rng.choice([-1.0, 1.0], (batch, 1))), f32(rng.normal(0, 1, (batch, 2)))
@@ -902,6 +911,70 @@ def tanimoto_complement(y: tf.Tensor, p: tf.Tensor, smooth: float) -> tf.Tensor:
     return tf.reduce_mean(1 - (tanimoto(p, y) + tanimoto(1 - p, 1 - y)) / 2)
 
 
+def asymmetric_laplace_nll(y: tf.Tensor, p: tf.Tensor, tau: float) -> tf.Tensor:
+    mu, log_b = p[:, 0], p[:, 1]
+    u = y[:, 0] - mu
+    rho = u * (tau - tf.cast(u < 0, u.dtype))
+    return tf.reduce_mean(log_b - math.log(tau * (1 - tau)) + rho / tf.exp(log_b))
+
+
+def bhattacharyya(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    coefficient = tf.reduce_sum(tf.sqrt(y * tf.nn.softmax(z)), axis=-1)
+    return tf.reduce_mean(-tf.math.log(coefficient))
+
+
+def diou(y: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    def area(box: tf.Tensor) -> tf.Tensor:
+        return (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
+
+    low, high = tf.maximum(y[:, :2], b[:, :2]), tf.minimum(y[:, 2:], b[:, 2:])
+    overlap = tf.reduce_prod(tf.nn.relu(high - low), axis=1)
+    iou = overlap / (area(y) + area(b) - overlap + EPS)
+    centre_offset = (b[:, :2] + b[:, 2:]) / 2 - (y[:, :2] + y[:, 2:]) / 2
+    low, high = tf.minimum(y[:, :2], b[:, :2]), tf.maximum(y[:, 2:], b[:, 2:])
+    diagonal = tf.reduce_sum(tf.square(high - low), axis=1)
+    return tf.reduce_mean(
+        1 - iou + tf.reduce_sum(tf.square(centre_offset), axis=1) / (diagonal + EPS)
+    )
+
+
+def epsilon_insensitive(y: tf.Tensor, p: tf.Tensor, epsilon: float) -> tf.Tensor:
+    return tf.reduce_mean(tf.maximum(tf.abs(p - y) - epsilon, 0.0))
+
+
+def evidential_regression(y: tf.Tensor, p: tf.Tensor, lam: float) -> tf.Tensor:
+    gamma = p[:, 0]
+    nu = tf.nn.softplus(p[:, 1])
+    alpha = tf.nn.softplus(p[:, 2]) + 1
+    beta = tf.nn.softplus(p[:, 3])
+    omega = 2 * beta * (1 + nu)
+    error = y[:, 0] - gamma
+    nll = (
+        0.5 * tf.math.log(math.pi / nu)
+        - alpha * tf.math.log(omega)
+        + (alpha + 0.5) * tf.math.log(nu * tf.square(error) + omega)
+        + tf.math.lgamma(alpha)
+        - tf.math.lgamma(alpha + 0.5)
+    )
+    return tf.reduce_mean(nll + lam * tf.abs(error) * (2 * nu + alpha))
+
+
+def generalized_charbonnier(y: tf.Tensor, p: tf.Tensor, alpha: float, epsilon: float) -> tf.Tensor:
+    return tf.reduce_mean(tf.pow(tf.square(p - y) + epsilon**2, alpha))
+
+
+def listnet(y: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    return mean_of_sums(-tf.nn.softmax(y) * tf.nn.log_softmax(z))
+
+
+def nfl_mae(y: tf.Tensor, z: tf.Tensor, alpha: float, beta: float, gamma: float) -> tf.Tensor:
+    q = tf.nn.softmax(z)
+    focal = -tf.pow(1 - q, gamma) * tf.nn.log_softmax(z)
+    nfl = tf.reduce_sum(y * focal, axis=-1) / tf.reduce_sum(focal, axis=-1)
+    mae = tf.reduce_sum(tf.abs(q - y), axis=-1)
+    return tf.reduce_mean(alpha * nfl + beta * mae)
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1357,6 +1430,27 @@ CASES: dict[str, Case] = {
         ),
         Case(shrinkage, ELEMENT, regression, fixed(a=10.0, c=0.2)),
         Case(tanimoto_complement, ELEMENT, binary_probabilities, fixed(smooth=1e-5)),
+        # The sixth literature set, timed before any tuning for it.
+        Case(
+            asymmetric_laplace_nll,
+            CHANNELS,
+            location_and_log_scale,
+            fixed(tau=0.25),
+            channels=2,
+        ),
+        Case(bhattacharyya, CLASS, soft_labels_and_logits),
+        Case(diou, CHANNELS, boxes, channels=4),
+        Case(epsilon_insensitive, ELEMENT, regression, fixed(epsilon=0.1)),
+        Case(
+            evidential_regression,
+            CHANNELS,
+            evidential_outputs,
+            fixed(lam=0.01),
+            channels=4,
+        ),
+        Case(generalized_charbonnier, ELEMENT, regression, fixed(alpha=0.45, epsilon=0.001)),
+        Case(listnet, CLASS, regression),
+        Case(nfl_mae, CLASS, onehot_logits, fixed(alpha=1.0, beta=1.0, gamma=0.5)),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
