@@ -112,6 +112,19 @@ def test_division_by_sum_warns() -> None:
     assert diagnostic.message == "division by `sum(p)`, which is 0 at p = [0, 0]"
 
 
+def test_a_divisor_that_can_be_negative_is_not_told_to_add_a_constant() -> None:
+    """A box's union of `target` corners plus eps can still be 0 (DIoU, written as a new
+    user would): the help says so, where a non-negative divisor's says to add one."""
+    spec = "input y: target\ninput p: real\nloss = mean(p / ({}))"
+    diagnostic = only(spec.format("y - p + 1e-7"), "W403")
+    assert diagnostic.help == (
+        "it can also be negative, so a small constant added does not keep it from 0: "
+        "use `maximum(..., eps)` where it should be positive, or `clip`",
+    )
+    diagnostic = only(spec.format("abs(y - p)"), "W403")
+    assert diagnostic.help[0].startswith("keep it away from 0, e.g. add a small constant")
+
+
 def test_power_with_gamma_below_one_warns_and_with_gamma_at_least_one_does_not() -> None:
     diagnostic = only("param gamma: nonneg = 2.0\nloss = mean((1 - p)^gamma)", "W405")
     assert diagnostic.message == (

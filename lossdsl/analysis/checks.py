@@ -159,7 +159,9 @@ class DomainChecker:
                     fix,
                 )
             )
-        elif self.gradients.differentiated(call, argument):
+        elif self.gradients.differentiated(call, argument) and not self._zero_off_the_gradient(
+            argument
+        ):
             self.diagnostics.append(
                 warning(
                     SQRT_GRADIENT_AT_ZERO,
@@ -169,6 +171,15 @@ class DomainChecker:
                     f"add a small constant inside: `sqrt({shown} + eps)`",
                 )
             )
+
+    def _zero_off_the_gradient(self, argument: TExpr) -> bool:
+        """Whether `argument` is a product whose factors on the gradient's path are never
+        0: sqrt(y * q) is sqrt(y) sqrt(q), whose gradient in q > 0 is finite where y is 0
+        (the Bhattacharyya coefficient of a one-hot y and a softmax)."""
+        return isinstance(argument, TMul) and not any(
+            self.gradients.flows(factor) and self.ranges.range_of(factor).contains(0.0)
+            for factor in argument.operands
+        )
 
     def _check_poles(self, call: TCall, domain: Domain) -> None:
         """W401 where the argument can be at a pole 0, -1, -2, ... (E403 where it always is),
@@ -293,7 +304,7 @@ class DomainChecker:
                 f"`{self.text(power)}` is infinite where `{self.text(power.base)}` is 0{at}{when}",
                 power.base.span,
                 "can be 0",
-                "keep the base away from 0, e.g. add a small constant (`... + eps`) or use `clip`",
+                _away_from_zero(self.ranges.range_of(power.base), "the base"),
             )
         )
 
@@ -350,9 +361,20 @@ class DomainChecker:
                 f"{shown}, which {at}",
                 divisor.span,
                 "can be 0",
-                "keep it away from 0, e.g. add a small constant (`... + eps`) or use `clip`",
+                _away_from_zero(values, "it"),
             )
         )
+
+
+def _away_from_zero(values: Range, what: str) -> str:
+    """How to keep a value that can be 0 away from it: a small constant added moves a
+    value that can be negative no further from 0 (a box's union of `target` corners)."""
+    if values.low < 0:
+        return (
+            f"{what} can also be negative, so a small constant added does not keep it "
+            "from 0: use `maximum(..., eps)` where it should be positive, or `clip`"
+        )
+    return f"keep {what} away from 0, e.g. add a small constant (`... + eps`) or use `clip`"
 
 
 def post_order(roots: Sequence[TExpr]) -> list[TExpr]:
