@@ -386,6 +386,25 @@ def test_quotient_rule_terms_cancel_over_their_common_denominator() -> None:
     assert backward_module.quotients_combined(two_apart) == two_apart
 
 
+def test_a_term_without_the_denominator_joins_the_quotient() -> None:
+    """Fair's c^2 (x - log(1 + x)), x = |z - y| / c, passes c^2 (1 - 1 / (1 + x)) to x:
+    over 1 + x that is x / (1 + x), exact for a small x, and |z - y| sign(z - y) then
+    is z - y, so the gradient has no sign and no subtraction."""
+    roles = roles_with_upstream(ALL_ROLES)
+    x = sympy.Abs(z - y) / k
+    assert backward(k**2 * (x - sympy.log(1 + x)), z, roles) == -U * (y - z) / (1 + x)
+    assert backward_module.quotients_combined(U * k - U * k / (z + 1)) == U * k * z / (z + 1)
+    assert backward_module.quotients_combined(U - U / (z + 1) ** 2) == U - U / (z + 1) ** 2
+
+
+def test_a_sign_times_its_own_power_is_not_computed() -> None:
+    """sign(a) |a|^k is a |a|^(k - 1), and sign(a) a^k is |a| a^(k - 1): |z - y|^3, which
+    SymPy writes (y - z)^2 |y - z|, passes 3 (z - y) |y - z|, with no sign left."""
+    roles = roles_with_upstream(ALL_ROLES)
+    assert backward(sympy.Abs(z - y) ** 3, z, roles) == -3 * U * (y - z) * sympy.Abs(y - z)
+    assert backward(sympy.Abs(z) * sympy.Abs(z - y), z, roles).has(Sign)
+
+
 def test_a_quotient_s_terms_divide_by_its_denominator_once() -> None:
     """|z - y| / d, d = |z| + |y| + 1 (sMAPE's), passes upstream * (s - |y - z| sign(z)
     / d) / d, s the sign of z - y: the quotient rule's s / d - |y - z| sign(z) / d^2

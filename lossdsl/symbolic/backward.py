@@ -206,20 +206,21 @@ def quotients_combined(adjoint: sympy.Expr) -> sympy.Expr:
     where the numerator then cancels to fewer operations: the quotient rule's
     a' / b - a b' / b^2 of 2 r / (r + 4) is 2 / (r + 4) - 2 r / (r + 4)^2, which is
     8 / (r + 4)^2, one term where there were two, and exact where the two terms are
-    large and nearly equal. Only powers one apart are brought together (b's terms
-    distributed once); anything else stays as it was."""
+    large and nearly equal. A term that does not divide by b has b's power 0: Fair's
+    1 - 1 / (1 + x) is x / (1 + x), exact for a small x. Only powers one apart are
+    brought together (b's terms distributed once); anything else stays as it was."""
     terms = sympy.Add.make_args(adjoint)
     if len(terms) < 2:
         return adjoint
     powers = [_powers_of_sums(term) for term in terms]
-    for base in sorted(set.intersection(*map(set, powers)), key=sympy.default_sort_key):
-        highest = max(power[base] for power in powers)
-        if any(highest - power[base] > 1 for power in powers):
+    for base in sorted(set().union(*powers), key=sympy.default_sort_key):
+        highest = max(power.get(base, 0) for power in powers)
+        if any(highest - power.get(base, 0) > 1 for power in powers):
             continue
         numerator: list[sympy.Expr] = []
         for term, power in zip(terms, powers, strict=True):
-            rest = term * base ** power[base]
-            if power[base] == highest:
+            rest = term * base ** power.get(base, 0)
+            if power.get(base, 0) == highest:
                 numerator.append(rest)
             else:
                 numerator.extend(rest * part for part in base.args)
@@ -732,7 +733,22 @@ class _Backward:
         return product(adjoint, exponent, base ** (exponent - 1))
 
     def absolute(self, node: sympy.Abs, index: int, adjoint: sympy.Expr) -> sympy.Expr:
-        return product(adjoint, Sign(node.args[0]))
+        """adjoint * sign(a), without the sign where the adjoint has |a|^k or a^k among
+        its factors: sign(a) |a|^k is a |a|^(k - 1) (Fair's |a| / (1 + x) sign(a) is
+        a / (1 + x)), and sign(a) a^k is |a| a^(k - 1) (|a|^3, which SymPy writes
+        a^2 |a|, passes 3 a |a|): the sign is a pass fewer."""
+        a = node.args[0]
+        factors = sympy.Mul.make_args(adjoint)
+        for factor in factors:
+            base, exponent = factor.as_base_exp()
+            if not (exponent.is_Integer and exponent > 0):
+                continue
+            rest = _without(factors, factor)
+            if base == node:
+                return product(*rest, a, node ** (exponent - 1))
+            if base == a or (base == -a and exponent.is_even):
+                return product(*rest, node, a ** (exponent - 1))
+        return product(adjoint, Sign(a))
 
     def where(self, node: fn.Where, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         condition = node.args[0]
