@@ -173,7 +173,7 @@ def test_xla_modules_take_log1p_of_arrays_with_a_helper() -> None:
     assert {"_log1p", "_cpu_only"} <= set(xla.helpers)
     plain = print_body(symbolic, own_backward=False)
     plain_code = "\n".join([*plain.statements, plain.result])
-    assert "tf.math.log1p(-t0)" in plain_code and "_log1p" not in plain.helpers
+    assert "tf.math.log1p(t0 * -1.0)" in plain_code and "_log1p" not in plain.helpers
     pair = print_body(
         lower(
             check_source(
@@ -495,6 +495,44 @@ def test_a_negated_product_reads_the_product_it_negates() -> None:
     a, b = sympy.symbols("a b", real=True)
     product = a * sympy.exp(b)
     assert shared_subexpressions([product + b, 1 - product]) == [product]
+
+
+def test_a_negated_value_read_twice_is_subtracted_where_it_is_read() -> None:
+    """1 - q and y - q (NFL's focal factor and its MAE, q a softmax): the temporary is q,
+    and each sum subtracts it (`1.0 - t1`), with no pass that writes -q."""
+    q, y = sympy.exp(sympy.Symbol("z", real=True)), sympy.Symbol("y", real=True)
+    assert shared_subexpressions([sympy.sqrt(1 - q) + sympy.Abs(y - q)]) == [q]
+    spec = (
+        "input y: onehot\ninput z: logits\nlet q = softmax(z)\n"
+        "loss = mean(sum(y * sqrt(1 - q)) + sum(abs(y - q)))"
+    )
+    body = print_body(lower(check_source(SourceFile.from_text(spec))), own_backward=False)
+    assert not any(line.split(" = ", 1)[1].startswith("-") for line in body.statements)
+
+
+@pytest.mark.parametrize(
+    ("target", "jit_compile", "printed"),
+    [
+        ("tensorflow", False, r"tf\.math\.exp\(t\d+ \* -1\.0\)"),
+        ("tensorflow", True, r"tf\.math\.exp\(-t\d+\)"),
+        ("jax", False, r"jnp\.exp\(-t\d+\)"),
+        ("torch", False, r"torch\.exp\(-t\d+\)"),
+    ],
+)
+def test_a_negated_array_in_a_tensorflow_graph_is_no_chain_of_unary_ops(
+    target: str, jit_compile: bool, printed: str
+) -> None:
+    """exp(-log_scale) of a [4096, 2] NLL: in a TensorFlow graph Neg then Exp is one
+    `_UnaryOpsComposition` that Grappler makes, 90 us slower there, so the negation is a
+    product; XLA, JAX and PyTorch read `-x` as it is."""
+    spec = (
+        "input y: target\ninput p: real\nlet s = p[1]\nloss = mean(s + abs(y[0] - p[0]) * exp(-s))"
+    )
+    body = print_body(
+        lower(check_source(SourceFile.from_text(spec))), target=target, jit_compile=jit_compile
+    )
+    assert body.backward is not None
+    assert re.search(printed, "\n".join([*body.statements, *body.backward.forward]))
 
 
 def test_a_group_of_small_factors_that_is_a_negated_name_stays_inline() -> None:

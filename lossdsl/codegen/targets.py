@@ -64,6 +64,7 @@ OPTIONAL_FORMS = frozenset(
         "sigmoid_grad",
         "tanh_grad",
         "split_channels",
+        "negated_argument",
     }
 )
 """Forms a target may lack: where it has one, the printer writes that node with it (a
@@ -137,6 +138,9 @@ TENSORFLOW = Target(
             "sigmoid_grad": "tf.raw_ops.SigmoidGrad(y={0}, dy={1})",
             # {1} * (1 - {0}^2) for a tanh's value {0} and a {1} of its shape
             "tanh_grad": "tf.raw_ops.TanhGrad(y={0}, dy={1})",
+            # an array {0} negated as a one-argument function's argument: no Neg for
+            # Grappler to chain with the function (`Printer.unary_argument`)
+            "negated_argument": "{0} * -1.0",
             "split_channels": "tf.split({0}, {1}, axis=-1)",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",

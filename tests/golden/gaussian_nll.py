@@ -107,7 +107,7 @@ def gaussian_nll(y, p):
         t0 = tf.split(p, [1, 1, -1], axis=-1)
         t1 = t0[1]
         t2 = y[..., 0:1] - t0[0]
-        t3 = tf.math.exp(-t1)
+        t3 = tf.math.exp(t1 * -1.0)
         t4 = tf.math.square(t2) * t3
 
         def backward(upstream):
@@ -146,7 +146,7 @@ def gaussian_nll_mean(y, p):
         t0 = tf.split(p, [1, 1, -1], axis=-1)
         t1 = y[..., 0:1] - t0[0]
         t2 = t0[1]
-        t3 = tf.math.exp(-t2)
+        t3 = tf.math.exp(t2 * -1.0)
         t4 = tf.math.square(t1) * t3
         t5 = tf.cast(
             tf.math.reduce_mean(

@@ -128,7 +128,7 @@ def weighted_bce_logits(y, z, pos_weight=1.0):
         def backward(upstream):
             upstream = tf.expand_dims(upstream, -1)
             t2 = tf.cast(1.0 / tf.cast(tf.shape(z)[-1], sum_dtype), z.dtype)
-            t3 = tf.math.sigmoid(-z)
+            t3 = tf.math.sigmoid(z * -1.0)
             t4 = tf.math.sigmoid(z)
             return (t0 * t4 - y * pos_weight * t3) * (upstream * t2)
 
@@ -167,7 +167,7 @@ def weighted_bce_logits_mean(y, z, pos_weight=1.0):
 
         def backward(upstream):
             t2 = tf.cast(1.0 / tf.cast(tf.size(z), sum_dtype), z.dtype)
-            t3 = tf.math.sigmoid(-z)
+            t3 = tf.math.sigmoid(z * -1.0)
             t4 = tf.math.sigmoid(z)
             return (t0 * t4 - y * pos_weight * t3) * (upstream * t2)
 
