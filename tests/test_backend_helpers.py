@@ -994,6 +994,7 @@ OWN_HELPERS = {
         "_mean",
         "_Huber",
         "_SoftmaxCrossEntropy",
+        "_log_softmax_grad",
         "_save",
         "_saved",
         "_other_gradients",

@@ -70,7 +70,10 @@ def _softmax_cross_entropy(labels, logits):
 class _SoftmaxCrossEntropy(_AutogradFunction):
     """`_softmax_cross_entropy` from log_softmax: the value -sum(labels * log_softmax)
     (logsumexp - sum(labels * logits) for rows that sum to 1), and the gradients
-    exp(log_softmax) - labels of the logits and -log_softmax of the labels.
+    softmax * sum(labels) - labels of the logits (softmax - labels for those rows) and
+    -log_softmax of the labels. The logits' is log_softmax's own backward kernel, as
+    F.cross_entropy's, one pass where exp(log_softmax) - labels took three and a slow
+    exp (101 against 181 us at 1024x256).
 
     A module-level autograd.Function with a generated vmap rule (torch.compile,
     torch.func); log_softmax is a second output, not differentiable, for the backward
@@ -97,10 +100,19 @@ class _SoftmaxCrossEntropy(_AutogradFunction):
             return _autograd_gradients(_SoftmaxCrossEntropy, inputs, needs, upstream)
         labels, _, log_softmax = ctx.saved_tensors
         need_labels, need_logits = ctx.needs_input_grad
-        return (
-            -upstream * log_softmax if need_labels else None,
-            torch.exp(log_softmax).sub_(labels).mul_(upstream) if need_logits else None,
+        labels_gradient = -upstream * log_softmax if need_labels else None
+        logits_gradient = (
+            _log_softmax_grad(labels * -upstream, log_softmax) if need_logits else None
         )
+        return labels_gradient, logits_gradient
+
+
+def _log_softmax_grad(upstream, log_softmax):
+    """The gradient that `upstream` of log_softmax's value passes to its logits,
+    upstream - exp(log_softmax) * sum(upstream) over the last axis, in one kernel."""
+    return torch.ops.aten._log_softmax_backward_data(
+        upstream, log_softmax, -1, log_softmax.dtype
+    )
 
 
 def _sparse_softmax_cross_entropy(labels, logits):
