@@ -110,9 +110,8 @@ class _SoftmaxCrossEntropy(_AutogradFunction):
 def _log_softmax_grad(upstream, log_softmax):
     """The gradient that `upstream` of log_softmax's value passes to its logits,
     upstream - exp(log_softmax) * sum(upstream) over the last axis, in one kernel."""
-    return torch.ops.aten._log_softmax_backward_data(
-        upstream, log_softmax, -1, log_softmax.dtype
-    )
+    dtype = log_softmax.dtype
+    return torch.ops.aten._log_softmax_backward_data(upstream, log_softmax, -1, dtype)
 
 
 def _sparse_softmax_cross_entropy(labels, logits):
