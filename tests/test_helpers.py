@@ -173,6 +173,28 @@ def test_where_zero_is_tf_where_bit_for_bit(dtype: str, jit_compile: bool) -> No
             )
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4)])
+def test_one_hot_times_is_one_hot_times_values_bit_for_bit(
+    dtype: str, shape: tuple[int, ...]
+) -> None:
+    """A label gather's gradient one_hot(y) * v scattered: the same array, 0 in the rows
+    whose label is outside [0, C) (-1, C, C + 3), with a spatial axis too, and v of one
+    value per sample broadcast to the rows."""
+    one_hot_times = helper_namespace()["_one_hot_times"]
+    rows, classes = int(np.prod(shape[:-1])), shape[-1]
+    labels = tf.constant(np.resize([0, 3, -1, 4, 2, 7, 1], rows).reshape(*shape[:-1], 1), tf.int32)
+    like = tf.zeros(shape, dtype)
+    for values in (
+        tf.constant(np.linspace(-2.0, 3.0, rows).reshape(*shape[:-1], 1), dtype),
+        tf.constant(np.full((shape[0], *[1] * (len(shape) - 1)), 0.5), dtype),
+    ):
+        expected = tf.one_hot(labels[..., 0], classes, dtype=dtype) * values
+        for fewest in (1, 1024):  # scattered, and one_hot's product below 1,024 classes
+            got = tf.function(one_hot_times)(labels, values, like, fewest)  # type: ignore[operator]
+            np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
 def test_huber_matches_differentiating_the_select_at_the_kinks_too(

@@ -535,6 +535,28 @@ def test_a_negated_array_in_a_tensorflow_graph_is_no_chain_of_unary_ops(
     assert re.search(printed, "\n".join([*body.statements, *body.backward.forward]))
 
 
+@pytest.mark.parametrize(
+    ("target", "jit_compile", "scattered"),
+    [("tensorflow", False, True), ("tensorflow", True, False), ("jax", False, False)],
+)
+def test_a_label_gathers_gradient_is_scattered_in_a_tensorflow_graph(
+    target: str, jit_compile: bool, scattered: bool
+) -> None:
+    """The generalized cross-entropy's gradient one_hot(y) * v (v per sample) is
+    `_one_hot_times(y, v, p)` in a TensorFlow graph, which scatters v from 1,024 classes;
+    XLA and the other targets keep the product."""
+    spec = (
+        "input y: label\ninput p: prob\nparam q: (0, 1) = 0.5\n"
+        "loss = mean((1 - sum(onehot(y) * p)^q) / q)"
+    )
+    body = print_body(
+        lower(check_source(SourceFile.from_text(spec))), target=target, jit_compile=jit_compile
+    )
+    assert body.backward is not None
+    assert body.backward.gradient.startswith("_one_hot_times(y, ") == scattered
+    assert ("_one_hot_times" in body.helpers) == scattered
+
+
 def test_a_group_of_small_factors_that_is_a_negated_name_stays_inline() -> None:
     """-alpha grouped apart from a product's whole-shaped factors (`Parenthesized`) is
     written where it is used, as -alpha is, not as a temporary `t8 = -alpha`."""

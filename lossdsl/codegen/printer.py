@@ -974,6 +974,8 @@ class TensorFlowPrinter(PythonCodePrinter):
                 for start in range(0, len(factors), MAX_CHAIN)
             ]
             return self.chain([("*", self.group(self._print(group))) for group in groups], "")
+        if (scattered := self.one_hot_times(expr)) is not None:
+            return scattered
         coefficient, rest = expr.as_coeff_Mul()
         if coefficient.is_Rational and rest != 1 and not float_representable(coefficient):
             # a folded constant beyond float64 (1e200 * p * 1e200): one factor at a time,
@@ -1005,6 +1007,26 @@ class TensorFlowPrinter(PythonCodePrinter):
         sign = "-" if coefficient < 0 else ""
         factor = self.parenthesize(rest, PRECEDENCE["Mul"], strict=True)
         return f"{sign}{number_text(abs(float(coefficient)))}*{factor}"
+
+    def one_hot_times(self, expr: sympy.Mul) -> str | None:
+        """one_hot(y) * v, v without the class axis and of y's roles at most (a label
+        gather's gradient), as the target's "one_hot_times" form if it has one: in a
+        TensorFlow graph without XLA, v scattered to each row's label, one pass over the
+        classes for two. None for other products."""
+        if "one_hot_times" not in self.target.forms or self.jit_compile:
+            return None
+        one_hot = [factor for factor in expr.args if isinstance(factor, fn.OneHot)]
+        if (
+            len(one_hot) != 1
+            or one_hot[0] in self.temporaries  # computed anyway: a product reads it
+            or self.roles(one_hot[0]) != self.axis_roles
+        ):
+            return None
+        values = expr / one_hot[0]
+        if not self.roles(values) <= self.roles(one_hot[0].args[0]):
+            return None
+        label = self.index(one_hot[0].args[0])
+        return self.form("one_hot_times", label, self.tensor(values))
 
     def product_reading_reciprocals(self, expr: sympy.Mul) -> str:
         """`expr` as numerator / denominator, where SymPy's printer would divide by the

@@ -65,6 +65,7 @@ OPTIONAL_FORMS = frozenset(
         "tanh_grad",
         "split_channels",
         "negated_argument",
+        "one_hot_times",
     }
 )
 """Forms a target may lack: where it has one, the printer writes that node with it (a
@@ -141,6 +142,8 @@ TENSORFLOW = Target(
             # an array {0} negated as a one-argument function's argument: no Neg for
             # Grappler to chain with the function (`Printer.unary_argument`)
             "negated_argument": "{0} * -1.0",
+            # one_hot({0}) * {1} for a {1} without the class axis: a scatter
+            "one_hot_times": "_one_hot_times({0}, {1}, {y_pred})",
             "split_channels": "tf.split({0}, {1}, axis=-1)",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",
