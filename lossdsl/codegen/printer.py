@@ -1023,8 +1023,8 @@ class TensorFlowPrinter(PythonCodePrinter):
         ):
             return None
         values = expr / one_hot[0]
-        if not self.roles(values) <= self.roles(one_hot[0].args[0]):
-            return None
+        if not self.roles(values) or not self.roles(values) <= self.roles(one_hot[0].args[0]):
+            return None  # -one_hot(y) is subtracted where it is read
         label = self.index(one_hot[0].args[0])
         return self.form("one_hot_times", label, self.tensor(values))
 
