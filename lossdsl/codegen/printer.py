@@ -1008,12 +1008,18 @@ class TensorFlowPrinter(PythonCodePrinter):
         factor = self.parenthesize(rest, PRECEDENCE["Mul"], strict=True)
         return f"{sign}{number_text(abs(float(coefficient)))}*{factor}"
 
+    def graph_form(self, operation: str) -> bool:
+        """Whether the target has its own form of `operation` for a module not compiled
+        with XLA: one that measured faster in TensorFlow's graph executor, where XLA
+        fuses the general form itself."""
+        return operation in self.target.forms and not self.jit_compile
+
     def one_hot_times(self, expr: sympy.Mul) -> str | None:
         """one_hot(y) * v, v without the class axis and of y's roles at most (a label
         gather's gradient), as the target's "one_hot_times" form if it has one: in a
         TensorFlow graph without XLA, v scattered to each row's label, one pass over the
         classes for two. None for other products."""
-        if "one_hot_times" not in self.target.forms or self.jit_compile:
+        if not self.graph_form("one_hot_times"):
             return None
         one_hot = [factor for factor in expr.args if isinstance(factor, fn.OneHot)]
         if (
@@ -1074,8 +1080,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         `_UnaryOpsComposition`, which took 90 us more than the two ops at 8,192 elements
         (a [4096, 2] NLL's exp(-log_scale)) and about as long from 40,960."""
         if (
-            "negated_argument" in self.target.forms
-            and not self.jit_compile
+            self.graph_form("negated_argument")
             and isinstance(expr, sympy.Mul)
             and expr.args[0] == -1
             and self.roles(expr)
