@@ -507,6 +507,33 @@ def test_a_class_sum_of_rows_that_sum_to_one_is_known_in_closed_form() -> None:
     assert backward(result, z, roles).has(fn.ReduceSum)
 
 
+def test_a_softmax_of_y_true_broadcast_to_the_classes_sums_to_their_ratio() -> None:
+    """ListNet's -sum(softmax(y) * log_softmax(z)), y a `target` of C classes or of one
+    (LANGUAGE.md 6.2): log_softmax passes exp(l) * sum(s) - s, and the sum over z's
+    classes of softmax(y) broadcast to them is C / C_y, read from the shapes, not a pass
+    over the classes. Against TensorFlow's autodiff of the formula at both widths."""
+    import tensorflow as tf
+
+    import lossdsl
+
+    spec = "input y: target\ninput z: logits\nloss = mean(-sum(softmax(y) * log_softmax(z)))\n"
+    body = print_body(lower(check_source(SourceFile.from_text(spec))))
+    assert body.backward is not None
+    backward_text = "\n".join([*body.backward.statements, body.backward.gradient])
+    assert "reduce_sum" not in backward_text and "tf.shape(t1)[-1]" in backward_text
+    loss = lossdsl.load(spec, dtype="float64")
+    z = tf.constant(np.linspace(-3.0, 2.0, 12).reshape(4, 3), tf.float64)
+    for y in (np.linspace(-1.0, 1.5, 12).reshape(4, 3), np.array([[0.5], [-2.0], [1.0], [3.0]])):
+        y = tf.constant(y, tf.float64)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(z)
+            value = loss(y, z)
+            expected = tf.reduce_mean(
+                -tf.reduce_sum(tf.nn.softmax(y) * tf.nn.log_softmax(z), axis=-1)
+            )
+        np.testing.assert_allclose(tape.gradient(value, z), tape.gradient(expected, z), 1e-12)
+
+
 def test_a_class_mean_in_a_known_class_sum_cancels_the_count() -> None:
     """Label smoothing as a mean: -(1 - k) * sum(y * l) - k * mean(l) for l = log_softmax(z).
     The mean passes upstream * k / C per class, whose sum over the C classes is k: the

@@ -1273,6 +1273,9 @@ class TensorFlowPrinter(PythonCodePrinter):
 
     _print_ChannelsFromSplit = _print_ChannelFromSplit
 
+    def _print_ClassCount(self, expr: fn.ClassCount) -> str:
+        return self.cast(self.form("size", self._print(expr.args[0]), "-1"))
+
     def _print_InverseCount(self, expr: fn.InverseCount) -> str:
         return self.inverse_count(expr.removed_roles)
 

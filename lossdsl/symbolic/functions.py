@@ -610,6 +610,21 @@ class IntoChannels(LossFunction):
         return known("real", self.args[:1])
 
 
+class ClassCount(LossFunction):
+    """class_count(x): the size of the class axis of x's array, as a number: C, or 1 for
+    a `target` y_true of one class (LANGUAGE.md 6.2). What a class sum of x's rows
+    broadcast to another class axis counts (`class_sum`). Made for the backward pass
+    only. No roles."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
+        return self
+
+    def _eval_is_positive(self) -> bool | None:
+        return True
+
+
 class ChannelsJoined(LossFunction):
     """channels_joined(like, v1, a1, b1, v2, a2, b2, ...): the sum of
     `IntoChannels(v_i, like, a_i, b_i)` for disjoint slices of numbers 0 <= a_i < b_i,
@@ -926,6 +941,7 @@ _ROLE_RULES: dict[type[LossFunction], Callable[[list[Roles], sympy.Basic], Roles
     ChannelsFromSplit: lambda roles, expr: roles[0],
     CumSum: lambda roles, expr: roles[0] | {Role.CLASS},  # a running count of a constant too
     IntoChannels: lambda roles, expr: roles[0] | {Role.CLASS},
+    ClassCount: lambda roles, expr: NO_ROLES,
     ChannelsJoined: lambda roles, expr: frozenset().union(*roles[1::3]) | {Role.CLASS},
     SoftmaxCrossEntropy: lambda roles, expr: _without_class(roles[0] | roles[1]),
     PairDot: _pair_roles,
@@ -957,8 +973,9 @@ def taken_out(term: sympy.Expr, factors: Iterable[sympy.Basic]) -> sympy.Expr:
 
 
 def is_count(node: sympy.Basic) -> bool:
-    """Whether `node` is the number of elements of some roles (`symbolic.backward.count`)."""
-    return isinstance(node, ReduceSum) and node.args[0] == 1
+    """Whether `node` is the number of elements of some roles (`symbolic.backward.count`)
+    or of an array's classes (`ClassCount`): a size, printed from integer sizes."""
+    return (isinstance(node, ReduceSum) and node.args[0] == 1) or isinstance(node, ClassCount)
 
 
 def with_args(node: sympy.Basic, args: Sequence[sympy.Basic]) -> sympy.Basic:
@@ -1163,17 +1180,30 @@ def class_sum(
         if (picked := picked_class(factors, symbol_roles)) is not None:
             gathered += picked
             continue
-        rows = [f for f in factors if f in rows_summing_to_one or isinstance(f, Softmax)]
+        rows = [f for f in factors if _sums_to_one(f, rows_summing_to_one)]
         rest = sympy.Mul(*(f for f in factors if f not in rows))
         if len(rows) > 1 or Role.CLASS in roles_of(rest, symbol_roles):
             return None
-        if rows:
+        if rows and isinstance(rows[0], IntoChannels):  # broadcast to another class axis
+            values, like = rows[0].args[:2]
+            total += rest * ClassCount(like) / ClassCount(values)
+        elif rows:
             total += rest
         elif per_class in factors:
             total += rest / per_class
         else:
             total += NUM_CLASSES * rest
     return _simplified(total) + gathered
+
+
+def _sums_to_one(factor: sympy.Basic, rows_summing_to_one: frozenset[sympy.Symbol]) -> bool:
+    """Whether `factor`'s rows sum to 1 over its class axis: an input of such rows, a
+    softmax, or one of those broadcast to all of another class axis (a `target` y_true's
+    softmax beside y_pred's classes, ListNet's), whose rows sum to that axis's size over
+    its own (`ClassCount`)."""
+    if isinstance(factor, IntoChannels) and factor.args[2:] == (0, sympy.oo):
+        factor = factor.args[0]
+    return factor in rows_summing_to_one or isinstance(factor, Softmax)
 
 
 def _simplified(total: sympy.Expr) -> sympy.Expr:
