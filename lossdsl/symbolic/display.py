@@ -36,6 +36,7 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.ClassesFrom: "classes_from",
     fn.Huber: "huber",
     fn.IntoChannels: "into_channels",
+    fn.ClassCount: "class_count",
     fn.ChannelsJoined: "channels_joined",
     fn.Parenthesized: "",
     fn.WherePositive: "where_positive",
