@@ -74,11 +74,11 @@ def _where_zero(condition, x):
 def _power(x, exponent):
     """tf.math.pow(x, exponent), fast for every number.
 
-    TensorFlow's pow is fast where Grappler and XLA rewrite it (whole numbers up to 3,
-    and +-0.5) and several times slower than exp and log elsewhere. Of a Python
-    number exponent (`_power_form`):
-    - a whole number from 4 to 16 is products of x (`_whole_power`), whose gradient
-      autodiff takes exactly;
+    TensorFlow's pow is fast where Grappler and XLA rewrite it (2, 3 and +-0.5, and 1
+    where Grappler knows x's shape) and several times slower than exp and log
+    elsewhere. Of a Python number exponent (`_power_form`):
+    - 1 is x, and a whole number from 4 to 16 products of x (`_whole_power`), whose
+      gradient autodiff takes exactly;
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), with pow's
       gradient, exponent * x ** (exponent - 1), written the same way (autodiff of
@@ -141,13 +141,17 @@ def _custom_gradient(forward, y_pred, *params):
 
 
 def _power_form(exponent):
-    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
-    from 4 to 16, "logs" (exp(exponent * log(x))) for a finite number that is neither
-    whole nor +-0.5, and None (the framework's pow) for the rest and for tensors."""
+    """How `_power` takes x ** exponent: "products" (`_whole_power`) for 1 and a whole
+    number from 4 to 16, "logs" (exp(exponent * log(x))) for a finite number that is
+    neither whole nor +-0.5, and None (the framework's pow) for the rest and for tensors.
+
+    1 is x itself: TensorFlow's Grappler rewrites pow(x, 1) only where it knows x's
+    shape, which it did not in a backward function (a focal gradient's
+    (1 - q) ** (gamma - 1) at gamma = 2), where the Pow kernel took half the step."""
     if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
         return None
     if float(exponent).is_integer():
-        return "products" if 4 <= exponent <= 16 else None
+        return "products" if exponent == 1 or 4 <= exponent <= 16 else None
     return None if abs(exponent) == 0.5 else "logs"
 
 

@@ -64,7 +64,7 @@ def _power(x, exponent):
     PyTorch's pow has fast kernels for whole numbers from -2 to 3 and +-0.5, and is
     several times slower than exp and log elsewhere. Of a Python number exponent
     (`_power_form`):
-    - a whole number from 4 to 16 is products of x (`_whole_power`);
+    - 1 is x, and a whole number from 4 to 16 products of x (`_whole_power`);
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), where autograd
       records nothing (a loss's own forward pass). Where it records (a second
@@ -184,13 +184,17 @@ def _autograd_gradients(function, inputs, needs, upstream, first=0):
 
 
 def _power_form(exponent):
-    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
-    from 4 to 16, "logs" (exp(exponent * log(x))) for a finite number that is neither
-    whole nor +-0.5, and None (the framework's pow) for the rest and for tensors."""
+    """How `_power` takes x ** exponent: "products" (`_whole_power`) for 1 and a whole
+    number from 4 to 16, "logs" (exp(exponent * log(x))) for a finite number that is
+    neither whole nor +-0.5, and None (the framework's pow) for the rest and for tensors.
+
+    1 is x itself: TensorFlow's Grappler rewrites pow(x, 1) only where it knows x's
+    shape, which it did not in a backward function (a focal gradient's
+    (1 - q) ** (gamma - 1) at gamma = 2), where the Pow kernel took half the step."""
     if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
         return None
     if float(exponent).is_integer():
-        return "products" if 4 <= exponent <= 16 else None
+        return "products" if exponent == 1 or 4 <= exponent <= 16 else None
     return None if abs(exponent) == 0.5 else "logs"
 
 
