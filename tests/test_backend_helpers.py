@@ -765,13 +765,14 @@ def test_torch_power_takes_exp_and_log_where_autograd_records_nothing(
     assert gradient[2] == 0.0 or exponent + 1 < 1
 
 
-def test_torch_power_of_1_or_a_whole_number_from_4_to_16_is_products() -> None:
-    """x, or products of x: torch.pow's values and, by autograd, its gradient, no pow."""
+def test_torch_power_of_a_whole_number_up_to_16_is_products() -> None:
+    """x, or products of x or of 1 / x: torch.pow's values and, by autograd, its
+    gradient, with no pow."""
     torch = pytest.importorskip("torch")
     from lossdsl.codegen import torch_helpers
 
     points = [-2.0, -0.0, 0.0, 1e-30, 1e-3, 0.5, 1.0, 3.0, 1e3, float("inf"), float("nan")]
-    for exponent in (1, 1.0, 4, 5.0, 11, 16):
+    for exponent in (1, 1.0, -2, -3.0, 4, 5.0, 11, 16, -16):
         x = torch.tensor(points, dtype=torch.float64, requires_grad=True)
         value = torch_helpers._power(x, exponent)
         (gradient,) = torch.autograd.grad(value.sum(), x)

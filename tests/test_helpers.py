@@ -255,7 +255,9 @@ POWER_POINTS = [-2.0, -1.0, -0.0, 0.0, 1e-30, 1e-3, 0.5, 1.0, 3.0, 1e3]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("exponent", [0.75, -1.5, 2.5, 1 / 3, -0.2, 1, 1.0, 4, 5.0, 11, 16])
+@pytest.mark.parametrize(
+    "exponent", [0.75, -1.5, 2.5, 1 / 3, -0.2, 1, 1.0, -2, -3.0, 4, 5.0, 11, 16, -16]
+)
 def test_power_matches_tensorflows_pow_and_its_gradient(dtype: str, exponent: float) -> None:
     """exp(exponent * log(x)), with the gradient written out, or products of x, at the
     edges too: NaN below 0 (or a signed product), 0 or inf at 0, where autodiff of
@@ -291,8 +293,10 @@ def test_power_matches_tensorflows_pow_and_its_gradient(dtype: str, exponent: fl
         (2.0, 1),
         (0.5, 1),
         (-1, 1),
-        (-4, 1),
+        (-2.0, 0),
+        (-4, 0),
         (17, 1),
+        (-17, 1),
         ("tensor", 1),
     ],
 )

@@ -183,11 +183,11 @@ def _huber(x, delta):
 def _power(x, exponent):
     """tf.math.pow(x, exponent), fast for every number.
 
-    TensorFlow's pow is fast where Grappler and XLA rewrite it (2, 3 and +-0.5, and 1
-    where Grappler knows x's shape) and several times slower than exp and log
+    TensorFlow's pow is fast where Grappler and XLA rewrite it (2, 3, -1 and +-0.5,
+    and 1 where Grappler knows x's shape) and several times slower than exp and log
     elsewhere. Of a Python number exponent (`_power_form`):
-    - 1 is x, and a whole number from 4 to 16 products of x (`_whole_power`), whose
-      gradient autodiff takes exactly;
+    - a whole number from -16 to 16 other than those and 0 is x or products of x or
+      of 1 / x (`_whole_power`), whose gradient autodiff takes exactly;
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), with pow's
       gradient, exponent * x ** (exponent - 1), written the same way (autodiff of
