@@ -975,6 +975,70 @@ def nfl_mae(y: tf.Tensor, z: tf.Tensor, alpha: float, beta: float, gamma: float)
     return tf.reduce_mean(alpha * nfl + beta * mae)
 
 
+def evidential_classification(y: tf.Tensor, z: tf.Tensor, lam: float) -> tf.Tensor:
+    alpha = tf.nn.softplus(z) + 1
+    strength = tf.reduce_sum(alpha, axis=-1, keepdims=True)
+    risk = tf.reduce_sum(y * (tf.math.digamma(strength) - tf.math.digamma(alpha)), axis=-1)
+    alpha_t = y + (1 - y) * alpha  # the true class's evidence removed
+    strength_t = tf.reduce_sum(alpha_t, axis=-1, keepdims=True)
+    classes = tf.cast(tf.shape(z)[-1], z.dtype)
+    kl = (
+        tf.math.lgamma(strength_t[:, 0])
+        - tf.math.lgamma(classes)
+        - tf.reduce_sum(tf.math.lgamma(alpha_t), axis=-1)
+        + tf.reduce_sum(
+            (alpha_t - 1) * (tf.math.digamma(alpha_t) - tf.math.digamma(strength_t)), axis=-1
+        )
+    )
+    return tf.reduce_mean(risk + lam * kl)
+
+
+def guided_complement_entropy(y: tf.Tensor, z: tf.Tensor, alpha: float) -> tf.Tensor:
+    q = tf.nn.softmax(z)
+    q_g = tf.reduce_sum(y * q, axis=-1)
+    px = q / (1 - q_g[:, None] + EPS)
+    negative_entropy = tf.reduce_sum((1 - y) * px * tf.math.log(px + 1e-10), axis=-1)
+    classes = tf.cast(tf.shape(z)[-1], z.dtype)
+    return tf.reduce_mean(tf.pow(q_g + EPS, alpha) * negative_entropy / tf.math.log(classes - 1))
+
+
+def gumbel_nll(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    mu, log_scale = p[:, 0], p[:, 1]
+    z = (y[:, 0] - mu) / tf.exp(log_scale)
+    return tf.reduce_mean(log_scale + z + tf.exp(-z))
+
+
+def hed_balanced_bce(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    beta = tf.reduce_mean(1 - y, axis=-1, keepdims=True)  # the share of negatives per image
+    q = clip(p)
+    return mean_of_sums(-beta * y * tf.math.log(q) - (1 - beta) * (1 - y) * tf.math.log(1 - q))
+
+
+def phuber_ce(y: tf.Tensor, z: tf.Tensor, tau: float) -> tf.Tensor:
+    p_t = tf.reduce_sum(y * tf.nn.softmax(z), axis=-1)
+    ce = tf.nn.softmax_cross_entropy_with_logits(y, z)
+    return tf.reduce_mean(tf.where(p_t <= 1 / tau, -tau * p_t + math.log(tau) + 1, ce))
+
+
+def smooth_pinball(y: tf.Tensor, p: tf.Tensor, tau: float, alpha: float) -> tf.Tensor:
+    u = y - p
+    return tf.reduce_mean(tau * u + alpha * tf.nn.softplus(-u / alpha))
+
+
+def soft_f_beta(y: tf.Tensor, z: tf.Tensor, beta: float) -> tf.Tensor:
+    p = tf.sigmoid(z)
+    tp = tf.reduce_sum(y * p, axis=-1)
+    fp = tf.reduce_sum((1 - y) * p, axis=-1)
+    fn = tf.reduce_sum(y * (1 - p), axis=-1)
+    b2 = beta**2
+    return tf.reduce_mean(1 - (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp + EPS))
+
+
+def tilted_mse(y: tf.Tensor, p: tf.Tensor, t: float) -> tf.Tensor:
+    squared = tf.square(p - y)
+    return tf.math.log(tf.reduce_mean(tf.exp(t * squared))) / t
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1451,6 +1515,15 @@ CASES: dict[str, Case] = {
         Case(generalized_charbonnier, ELEMENT, regression, fixed(alpha=0.45, epsilon=0.001)),
         Case(listnet, CLASS, regression),
         Case(nfl_mae, CLASS, onehot_logits, fixed(alpha=1.0, beta=1.0, gamma=0.5)),
+        # The seventh literature set (twenty-fourth session), timed before any tuning for it.
+        Case(evidential_classification, CLASS, onehot_logits, fixed(lam=0.1)),
+        Case(guided_complement_entropy, CLASS, onehot_logits, fixed(alpha=0.2)),
+        Case(gumbel_nll, CHANNELS, location_and_log_scale, channels=2),
+        Case(hed_balanced_bce, ELEMENT, binary_probabilities),
+        Case(phuber_ce, CLASS, onehot_logits, fixed(tau=10.0)),
+        Case(smooth_pinball, ELEMENT, regression, fixed(tau=0.9, alpha=0.1)),
+        Case(soft_f_beta, ELEMENT, binary_logits, fixed(beta=1.0)),
+        Case(tilted_mse, ELEMENT, regression, fixed(t=-1.0)),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
