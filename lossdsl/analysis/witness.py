@@ -24,20 +24,24 @@ from lossdsl.typed import (
     TExpr,
     TGather,
     TInput,
+    TNumClasses,
     TParam,
     TPow,
     TSelect,
     children,
 )
 
-Leaf = TInput | TParam | TSelect
+Leaf = TInput | TParam | TSelect | TNumClasses
 """A variable of a search: an input, a param, or a selection of one (`p[0]`, `w[1]`),
-each channel taking its candidates apart from the others."""
+each channel taking its candidates apart from the others; or `num_classes`, whose one
+candidate is the evaluator's C (`WITNESS_CLASSES`), so that a witness names it."""
 
 
 def leaf_name(leaf: Leaf) -> str:
     if isinstance(leaf, TSelect):
         return str(selection_name(leaf))
+    if isinstance(leaf, TNumClasses):
+        return "num_classes"
     return leaf.info.name
 
 
@@ -151,6 +155,8 @@ class WitnessSearch:
         return None
 
     def _variable(self, leaf: Leaf, needs_rows: bool) -> Variable:
+        if isinstance(leaf, TNumClasses):
+            return Variable(leaf_name(leaf), np.array([[float(WITNESS_CLASSES)]]))
         width = WITNESS_CLASSES if needs_rows and Role.CLASS in leaf.roles else 1
         name, read = leaf_name(leaf), leaf.operand if isinstance(leaf, TSelect) else leaf
         assert isinstance(read, TInput | TParam)
@@ -166,7 +172,7 @@ class WitnessSearch:
         known = self._free.get(id(node))
         if known is None:
             leaves: dict[str, Leaf] = {}
-            if isinstance(node, TInput | TParam) or (
+            if isinstance(node, TInput | TParam | TNumClasses) or (
                 isinstance(node, TSelect) and selection_name(node) is not None
             ):
                 leaves[leaf_name(node)] = node
