@@ -282,11 +282,25 @@ def test_power_matches_tensorflows_pow_and_its_gradient(dtype: str, exponent: fl
         np.testing.assert_allclose(got, expected, rtol=tolerance)
 
 
+def test_power_by_0_is_1_everywhere_with_a_0_gradient() -> None:
+    """pow's value at every x, NaN and inf too; its gradient is 0, where TensorFlow's
+    pow gives NaN at x = 0 (0 times 0 ** -1)."""
+    power = helper_namespace()[POWER]
+    x = tf.constant([*POWER_POINTS, float("inf"), float("nan")], tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = power(x, 0.0)  # type: ignore[operator]
+    gradient = tape.gradient(value, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    np.testing.assert_array_equal(value, tf.math.pow(x, 0.0))
+    np.testing.assert_array_equal(gradient, np.zeros(len(POWER_POINTS) + 2))
+
+
 @pytest.mark.parametrize(
     ("exponent", "pow_kernels"),
     [
         (0.75, 0),
         (-1.5, 0),
+        (0, 0),
         (1.0, 0),
         (4, 0),
         (16.0, 0),

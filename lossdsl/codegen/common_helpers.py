@@ -7,17 +7,20 @@ modules whose code calls it; plain Python operators on tensors of any framework.
 
 
 def _power_form(exponent):
-    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
-    from -16 to 16 other than 0, 2, 3 and -1, "logs" (exp(exponent * log(x))) for a
-    finite number that is neither whole nor +-0.5, and None (the framework's pow) for
-    the rest and for tensors.
+    """How `_power` takes x ** exponent: "one" (1 for every x, NaN too) for 0,
+    "products" (`_whole_power`) for a whole number from -16 to 16 other than 0, 2, 3
+    and -1, "logs" (exp(exponent * log(x))) for a finite number that is neither whole
+    nor +-0.5, and None (the framework's pow) for the rest and for tensors.
 
     TensorFlow's Grappler and XLA rewrite pow by 2, 3, -1 and +-0.5 everywhere, and by
-    1 only where Grappler knows x's shape, which it did not in a backward function (a
-    focal gradient's (1 - q) ** (gamma - 1) at gamma = 2), where the Pow kernel took
-    half the step; pow by -2 took 3.1 ms at [1024, 256], its products 0.1 ms."""
+    0 and 1 only where Grappler knows x's shape, which it did not in a backward
+    function (a focal gradient's (1 - q) ** (gamma - 1) at gamma = 2), where the Pow
+    kernel took half the step; pow by -2 took 3.1 ms at [1024, 256], its products
+    0.1 ms."""
     if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
         return None
+    if exponent == 0:
+        return "one"
     if float(exponent).is_integer():
         rewritten = exponent in (2, 3, -1)
         return "products" if 1 <= abs(exponent) <= 16 and not rewritten else None

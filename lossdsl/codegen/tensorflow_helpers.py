@@ -184,10 +184,11 @@ def _power(x, exponent):
     """tf.math.pow(x, exponent), fast for every number.
 
     TensorFlow's pow is fast where Grappler and XLA rewrite it (2, 3, -1 and +-0.5,
-    and 1 where Grappler knows x's shape) and several times slower than exp and log
-    elsewhere. Of a Python number exponent (`_power_form`):
-    - a whole number from -16 to 16 other than those and 0 is x or products of x or
-      of 1 / x (`_whole_power`), whose gradient autodiff takes exactly;
+    and 0 and 1 where Grappler knows x's shape) and several times slower than exp and
+    log elsewhere. Of a Python number exponent (`_power_form`):
+    - 0 is ones, whose gradient is 0 (pow's is NaN at x = 0);
+    - a whole number from -16 to 16 other than those is x or products of x or of
+      1 / x (`_whole_power`), whose gradient autodiff takes exactly;
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), with pow's
       gradient, exponent * x ** (exponent - 1), written the same way (autodiff of
@@ -198,6 +199,8 @@ def _power(x, exponent):
     learned param, with its gradient).
     """
     form = None if x.dtype in (tf.float16, tf.bfloat16) else _power_form(exponent)
+    if form == "one":
+        return tf.ones_like(x)
     if form == "products":
         return _whole_power(x, int(exponent))
     if form is None:

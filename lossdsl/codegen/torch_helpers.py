@@ -475,8 +475,8 @@ def _power(x, exponent):
     PyTorch's pow has fast kernels for whole numbers from -2 to 3 and +-0.5, and is
     several times slower than exp and log elsewhere. Of a Python number exponent
     (`_power_form`):
-    - a whole number from -16 to 16 other than 0, 2, 3 and -1 is x or products of x
-      or of 1 / x (`_whole_power`);
+    - 0 stays torch.pow, a fill of ones, and a whole number from -16 to 16 other than
+      0, 2, 3 and -1 is x or products of x or of 1 / x (`_whole_power`);
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), where autograd
       records nothing (a loss's own forward pass). Where it records (a second
@@ -488,7 +488,7 @@ def _power(x, exponent):
     form = None if x.dtype in (torch.float16, torch.bfloat16) else _power_form(exponent)
     if form == "products":
         return _whole_power(x, int(exponent))
-    if form is None or torch.is_grad_enabled():
+    if form in (None, "one") or torch.is_grad_enabled():
         return torch.pow(x, exponent)
     return torch.exp(exponent * torch.log(x))
 

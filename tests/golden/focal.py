@@ -75,10 +75,11 @@ def _power(x, exponent):
     """tf.math.pow(x, exponent), fast for every number.
 
     TensorFlow's pow is fast where Grappler and XLA rewrite it (2, 3, -1 and +-0.5,
-    and 1 where Grappler knows x's shape) and several times slower than exp and log
-    elsewhere. Of a Python number exponent (`_power_form`):
-    - a whole number from -16 to 16 other than those and 0 is x or products of x or
-      of 1 / x (`_whole_power`), whose gradient autodiff takes exactly;
+    and 0 and 1 where Grappler knows x's shape) and several times slower than exp and
+    log elsewhere. Of a Python number exponent (`_power_form`):
+    - 0 is ones, whose gradient is 0 (pow's is NaN at x = 0);
+    - a whole number from -16 to 16 other than those is x or products of x or of
+      1 / x (`_whole_power`), whose gradient autodiff takes exactly;
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), with pow's
       gradient, exponent * x ** (exponent - 1), written the same way (autodiff of
@@ -89,6 +90,8 @@ def _power(x, exponent):
     learned param, with its gradient).
     """
     form = None if x.dtype in (tf.float16, tf.bfloat16) else _power_form(exponent)
+    if form == "one":
+        return tf.ones_like(x)
     if form == "products":
         return _whole_power(x, int(exponent))
     if form is None:
@@ -141,17 +144,20 @@ def _custom_gradient(forward, y_pred, *params):
 
 
 def _power_form(exponent):
-    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
-    from -16 to 16 other than 0, 2, 3 and -1, "logs" (exp(exponent * log(x))) for a
-    finite number that is neither whole nor +-0.5, and None (the framework's pow) for
-    the rest and for tensors.
+    """How `_power` takes x ** exponent: "one" (1 for every x, NaN too) for 0,
+    "products" (`_whole_power`) for a whole number from -16 to 16 other than 0, 2, 3
+    and -1, "logs" (exp(exponent * log(x))) for a finite number that is neither whole
+    nor +-0.5, and None (the framework's pow) for the rest and for tensors.
 
     TensorFlow's Grappler and XLA rewrite pow by 2, 3, -1 and +-0.5 everywhere, and by
-    1 only where Grappler knows x's shape, which it did not in a backward function (a
-    focal gradient's (1 - q) ** (gamma - 1) at gamma = 2), where the Pow kernel took
-    half the step; pow by -2 took 3.1 ms at [1024, 256], its products 0.1 ms."""
+    0 and 1 only where Grappler knows x's shape, which it did not in a backward
+    function (a focal gradient's (1 - q) ** (gamma - 1) at gamma = 2), where the Pow
+    kernel took half the step; pow by -2 took 3.1 ms at [1024, 256], its products
+    0.1 ms."""
     if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
         return None
+    if exponent == 0:
+        return "one"
     if float(exponent).is_integer():
         rewritten = exponent in (2, 3, -1)
         return "products" if 1 <= abs(exponent) <= 16 and not rewritten else None

@@ -64,8 +64,8 @@ def _power(x, exponent):
     PyTorch's pow has fast kernels for whole numbers from -2 to 3 and +-0.5, and is
     several times slower than exp and log elsewhere. Of a Python number exponent
     (`_power_form`):
-    - a whole number from -16 to 16 other than 0, 2, 3 and -1 is x or products of x
-      or of 1 / x (`_whole_power`);
+    - 0 stays torch.pow, a fill of ones, and a whole number from -16 to 16 other than
+      0, 2, 3 and -1 is x or products of x or of 1 / x (`_whole_power`);
     - any other finite one that is neither whole nor +-0.5 is exp(exponent * log(x)),
       which has pow's values at every x (NaN below 0, 0 or inf at 0), where autograd
       records nothing (a loss's own forward pass). Where it records (a second
@@ -77,7 +77,7 @@ def _power(x, exponent):
     form = None if x.dtype in (torch.float16, torch.bfloat16) else _power_form(exponent)
     if form == "products":
         return _whole_power(x, int(exponent))
-    if form is None or torch.is_grad_enabled():
+    if form in (None, "one") or torch.is_grad_enabled():
         return torch.pow(x, exponent)
     return torch.exp(exponent * torch.log(x))
 
@@ -185,17 +185,20 @@ def _autograd_gradients(function, inputs, needs, upstream, first=0):
 
 
 def _power_form(exponent):
-    """How `_power` takes x ** exponent: "products" (`_whole_power`) for a whole number
-    from -16 to 16 other than 0, 2, 3 and -1, "logs" (exp(exponent * log(x))) for a
-    finite number that is neither whole nor +-0.5, and None (the framework's pow) for
-    the rest and for tensors.
+    """How `_power` takes x ** exponent: "one" (1 for every x, NaN too) for 0,
+    "products" (`_whole_power`) for a whole number from -16 to 16 other than 0, 2, 3
+    and -1, "logs" (exp(exponent * log(x))) for a finite number that is neither whole
+    nor +-0.5, and None (the framework's pow) for the rest and for tensors.
 
     TensorFlow's Grappler and XLA rewrite pow by 2, 3, -1 and +-0.5 everywhere, and by
-    1 only where Grappler knows x's shape, which it did not in a backward function (a
-    focal gradient's (1 - q) ** (gamma - 1) at gamma = 2), where the Pow kernel took
-    half the step; pow by -2 took 3.1 ms at [1024, 256], its products 0.1 ms."""
+    0 and 1 only where Grappler knows x's shape, which it did not in a backward
+    function (a focal gradient's (1 - q) ** (gamma - 1) at gamma = 2), where the Pow
+    kernel took half the step; pow by -2 took 3.1 ms at [1024, 256], its products
+    0.1 ms."""
     if not isinstance(exponent, (int, float)) or not abs(exponent) < float("inf"):
         return None
+    if exponent == 0:
+        return "one"
     if float(exponent).is_integer():
         rewritten = exponent in (2, 3, -1)
         return "products" if 1 <= abs(exponent) <= 16 and not rewritten else None
