@@ -240,6 +240,22 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
             0,
         ),
     ),
+    (  # the exponentials are the forward pass's, for the gradient to read
+        "log_sum_exp_shared",
+        lambda: fn.LogSumExp(k * z**2, ALL),
+        lambda: (
+            fn.LogSumExpShift(k * z**2, ALL)
+            + fn.LogOfSum(sympy.exp(k * z**2 - fn.LogSumExpShift(k * z**2, ALL)), ALL)
+        ),
+    ),
+    (
+        "log_sum_exp_shared",
+        lambda: fn.LogSumExp(z, CLASS),
+        lambda: (
+            fn.LogSumExpShift(z, CLASS)
+            + fn.LogOfSum(sympy.exp(z - fn.LogSumExpShift(z, CLASS)), CLASS)
+        ),
+    ),
     (
         "classes_from",
         lambda: 1 - fn.CumSum(fn.OneHot(label)),
@@ -453,6 +469,18 @@ def test_fusion_fixture(fusion: str, before: Builder, after: Builder) -> None:
         fused, applied = fuse(before(), CONTEXT, OWN_BACKWARD_FUSIONS)
     assert fused == after()
     assert fusion in {step.rule for step in applied}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: fn.LogSumExp(w, CLASS),  # over a role x lacks: log(C) + w, no exp
+        lambda: fn.LogSumExp(z + sympy.log(t), CLASS),  # SymPy makes exp(x - m) t exp(z - m)
+    ],
+)
+def test_a_log_sum_exp_stays_outside_its_conditions(build: Builder) -> None:
+    expr = build()
+    assert fuse(expr, CONTEXT, OWN_BACKWARD_FUSIONS) == (expr, ())
 
 
 @pytest.mark.parametrize("build", UNCHANGED)

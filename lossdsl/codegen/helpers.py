@@ -43,7 +43,7 @@ LOG1P = "_log1p"
 
 POWER = "_power"
 """x ** exponent where TensorFlow's and PyTorch's pow are slow: exp(exponent * log(x)) for
-a number that is not whole or +-0.5, products by squaring for a whole one from 4 to 16."""
+a number that is not whole or +-0.5, products for a whole one (`_power_form`)."""
 
 CHECK_CHANNELS = "_check_channels"
 """An input checked to have the channels the spec selects (LANGUAGE.md 6.2)."""

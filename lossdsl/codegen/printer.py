@@ -215,7 +215,7 @@ def print_body(
         labels=labels,
     )
     gradient = None
-    own_fusions = OWN_BACKWARD_FUSIONS
+    own_fusions = tuple(f for f in OWN_BACKWARD_FUSIONS if f.form in (None, *backend.forms))
     if not jit_compile:  # the general form, where it measured faster than a fused kernel
         own_fusions = tuple(f for f in own_fusions if f.name not in backend.kernels_slower)
 
@@ -727,23 +727,34 @@ class TensorFlowPrinter(PythonCodePrinter):
             self.use(NUM_CLASSES_LOCAL)
         return " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
 
+    def integer_count(self, roles: Roles) -> str:
+        """`count(roles)` as the product of the integer sizes."""
+        if roles == self.axis_roles == ALL_ROLES:
+            return self.form("size_of_all", self.y_pred)
+        sizes = {
+            Role.BATCH: self.form("size", self.y_pred, "0"),
+            Role.SPATIAL: self.form("spatial_size"),
+            Role.CLASS: self.form("size", self.y_pred, "-1"),
+        }
+        return " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
+
     def inverse_count(self, roles: Roles) -> str:
         """1 / `count(roles)`, from the integer sizes in the accumulation dtype (float32
         for half precision, whose largest number is 65504) and cast back. 1 / C is a
         Python float where `num_classes` is a Python int (`Target.num_classes_number`):
         exact, and no op; a count with the batch's size stays a tensor, since an empty
         batch makes it 0."""
-        sizes = {
-            Role.BATCH: self.form("size", self.y_pred, "0"),
-            Role.SPATIAL: self.form("spatial_size"),
-            Role.CLASS: self.form("size", self.y_pred, "-1"),
-        }
-        product = " * ".join(sizes[role] for role in ROLE_ORDER if role in roles)
-        if roles == self.axis_roles == ALL_ROLES:
-            product = self.form("size_of_all", self.y_pred)
+        product = self.integer_count(roles)
         if self.target.num_classes_number and roles == {Role.CLASS}:
             return f"(1.0 / {product})"  # parenthesized: a factor of products
         return self.cast(f"1.0 / {self.cast(product, self.use(SUM_DTYPE_LOCAL))}")
+
+    def log_count(self, roles: Roles) -> str:
+        """log(`count(roles)`), as `inverse_count` takes the count: a mean of exponentials
+        over 65,536 elements or more, log(mean(exp(x))) = logsumexp(x) - log(count), was
+        -inf in float16."""
+        product = self.cast(self.integer_count(roles), self.use(SUM_DTYPE_LOCAL))
+        return self.cast(f"{self.call(sympy.log)}({product})")
 
     def axes(self, roles: Roles) -> str:
         """The `axis=` of a reduction over `roles` (keepdims form)."""
@@ -1088,6 +1099,13 @@ class TensorFlowPrinter(PythonCodePrinter):
             return self.form("negated_argument", self.parenthesize(-expr, PRECEDENCE["Mul"]))
         return self.tensor(expr)
 
+    def _print_log(self, expr: sympy.log) -> str:
+        """The log of a count is `log_count`'s: a count overflows a half precision."""
+        (x,) = expr.args
+        if isinstance(x, fn.ReduceSum) and fn.is_count(x):
+            return self.log_count(x.removed_roles)
+        return self._print_Function(expr)
+
     def _print_log1p(self, expr: log1p) -> str:
         """An XLA module's log1p of an array is `_log1p`, which XLA on the CPU runs faster."""
         if (helper := self.spelled(expr)) is not None:
@@ -1382,7 +1400,7 @@ class TensorFlowPrinter(PythonCodePrinter):
         if missing and isinstance(expr, fn.ReduceSum):
             return f"{self.count(missing)} * {value}"
         if missing and isinstance(expr, fn.LogSumExp):
-            return f"{value} + {self.call(sympy.log)}({self.count(missing)})"
+            return f"{value} + {self.log_count(missing)}"
         return value
 
     def no_per_class_vector(self, expr: sympy.Basic) -> bool:
@@ -1408,6 +1426,24 @@ class TensorFlowPrinter(PythonCodePrinter):
     _print_ReduceMax = _print_Reduction
     _print_ReduceMin = _print_Reduction
     _print_LogSumExp = _print_Reduction
+
+    def _print_LogSumExpShift(self, expr: fn.LogSumExpShift) -> str:
+        """The target's form, over the removed roles (which the fusion that makes it
+        requires its operand to have)."""
+        x = expr.args[0]
+        return self.form("log_sum_exp_shift", self._print(x), self.axes(expr.removed_roles))
+
+    def _print_LogOfSum(self, expr: fn.LogOfSum) -> str:
+        """The log of the sum, both in float32 for half precision, then cast back; a
+        role the operand lacks is a count times its sum."""
+        body = expr.args[0]
+        present = expr.removed_roles & self.roles(body)
+        missing = expr.removed_roles - present
+        value = self.cast(self._print(body), self.use(SUM_DTYPE_LOCAL))
+        if present:
+            value = self.reduced(reduction_op(fn.ReduceSum, self.target), value, present)
+        value = self.cast(f"{self.call(sympy.log)}({value})")
+        return f"{value} + {self.log_count(missing)}" if missing else value
 
     # ------------------------------------------------------------ conditions
 

@@ -66,6 +66,7 @@ OPTIONAL_FORMS = frozenset(
         "split_channels",
         "negated_argument",
         "one_hot_times",
+        "log_sum_exp_shift",
     }
 )
 """Forms a target may lack: where it has one, the printer writes that node with it (a
@@ -144,6 +145,8 @@ TENSORFLOW = Target(
             "negated_argument": "{0} * -1.0",
             # one_hot({0}) * {1} for a {1} without the class axis: a scatter
             "one_hot_times": "_one_hot_times({0}, {1}, {y_pred})",
+            # the shift of a logsumexp over axes {1}: its largest {0}, 0 if not finite
+            "log_sum_exp_shift": "_log_sum_exp_shift({0}, {1})",
             "split_channels": "tf.split({0}, {1}, axis=-1)",
             "not": "tf.math.logical_not({0})",
             "and": "tf.math.logical_and({0}, {1})",

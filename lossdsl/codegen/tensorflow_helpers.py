@@ -142,6 +142,15 @@ def _one_hot_times(labels, values, like, fewest=1024):
     return tf.reshape(tf.scatter_nd(ids[:, None], values, [rows * classes]), shape)
 
 
+def _log_sum_exp_shift(x, axis):
+    """The shift m of log(sum(exp(x))) = m + log(sum(exp(x - m))) over `axis`, kept:
+    the largest x, 0 where that is not finite, as tf.math.reduce_logsumexp takes it (a
+    row of -inf then gives -inf, not NaN). Without a gradient: the value does not
+    depend on it."""
+    largest = tf.stop_gradient(tf.math.reduce_max(x, axis=axis, keepdims=True))
+    return tf.where(tf.math.is_finite(largest), largest, tf.zeros_like(largest))
+
+
 def _params_or(decided, condition):
     """tf.math.logical_or(decided, condition) for `decided`, a condition on scalar
     params alone: where they are numbers it is a Python bool, and the or is taken when

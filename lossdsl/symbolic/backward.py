@@ -14,7 +14,9 @@ size 1: `in_the_shape_of`):
   meets the 0;
 - a sum broadcasts its adjoint back, a mean multiplies it by 1 / the count of what it
   averaged (`InverseCount`, taken in float32 for half precision, whose counts overflow),
-  a logsumexp weighs it by exp(x - result), a max or min shares it among the elements
+  a logsumexp weighs it by exp(x - result) (a log of a sum, a shifted logsumexp's
+  `codegen.fusions.log_sum_exp_shared`, by exp(-result), which with the forward pass's
+  exp(x - m) is that weight), a max or min shares it among the elements
   equal to the result;
 - softmax s passes s * (A - sum_c(A * s)), log_softmax l passes A - exp(l) * sum_c(A),
   both reusing the forward value (exp(l) is the forward's softmax of the same logits
@@ -57,6 +59,7 @@ CONSTANT: tuple[type, ...] = (
     fn.ClassesFrom,
     fn.Gather,
     fn.StopGradient,
+    fn.LogSumExpShift,
     Sign,
 )
 """Nodes that are constant almost everywhere (or by definition) in their arguments."""
@@ -781,6 +784,13 @@ class _Backward:
             derivative = fn.Softmax(x)
         return product(adjoint, derivative, count(missing))
 
+    def log_of_sum(self, node: fn.LogOfSum, index: int, adjoint: sympy.Expr) -> sympy.Expr:
+        """1 / sum(x) as exp(-log(sum(x))), the node's own value: its sum is not
+        computed in a half precision, where it may overflow. A role x lacks was summed
+        count times over, as in `reduce_sum`."""
+        missing = node.removed_roles - self.roles(node.args[0])
+        return product(adjoint, sympy.exp(-node), count(missing))
+
     def extremum(self, node: fn.Reduction, index: int, adjoint: sympy.Expr) -> sympy.Expr:
         x = node.args[0]
         present = node.removed_roles & self.roles(x)
@@ -886,6 +896,7 @@ _RULES: dict[type, _Rule] = {
     fn.ReduceSum: _Backward.reduce_sum,
     fn.ReduceMean: _Backward.reduce_mean,
     fn.LogSumExp: _Backward.log_sum_exp,
+    fn.LogOfSum: _Backward.log_of_sum,
     fn.ReduceMax: _Backward.extremum,
     fn.ReduceMin: _Backward.extremum,
     fn.Softmax: _Backward.softmax,

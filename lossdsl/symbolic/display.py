@@ -37,6 +37,8 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.Huber: "huber",
     fn.IntoChannels: "into_channels",
     fn.ClassCount: "class_count",
+    fn.LogSumExpShift: "log_sum_exp_shift",
+    fn.LogOfSum: "log_of_sum",
     fn.ChannelsJoined: "channels_joined",
     fn.Parenthesized: "",
     fn.WherePositive: "where_positive",
@@ -184,8 +186,7 @@ class SpecPrinter(StrPrinter):
             roles = ", ".join(role.value for role in ROLE_ORDER if role in expr.removed_roles)
             return f"count[{roles}]"
         row = row_of(type(expr))
-        assert row is not None, f"no built-in makes {type(expr).__name__}"
-        name = row.name
+        name = row.name if row is not None else MADE_NAMES[type(expr)]
         body_roles = fn.roles_of(body, self.symbol_roles)
         removed = expr.removed_roles
         default = [role for role in ROLE_ORDER if role in body_roles][-1:]

@@ -893,6 +893,26 @@ class LogSumExp(Reduction):
         return sympy.log(ReduceSum(sympy.exp(x), removed))
 
 
+class LogSumExpShift(Reduction):
+    """The shift m of log(sum(exp(x))) = m + log(sum(exp(x - m))) over the removed
+    roles: the largest x, 0 where that is not finite (a row of -inf then gives -inf,
+    not NaN). Made by a target fusion (`codegen.fusions.log_sum_exp_shared`); the value
+    does not depend on it, so it is a constant of the gradient."""
+
+    def definition(self) -> sympy.Expr:
+        return ReduceMax(*self.args)
+
+
+class LogOfSum(Reduction):
+    """log(sum(x)) over the removed roles, the log taken before a half-precision sum is
+    cast back (a shifted log-sum-exp's sum of 65,536 ones is inf in float16). Made by a
+    target fusion (`codegen.fusions.log_sum_exp_shared`)."""
+
+    def definition(self) -> sympy.Expr:
+        x, removed = self.args
+        return sympy.log(ReduceSum(x, removed))
+
+
 PRIMITIVES: tuple[type[LossFunction], ...] = (
     Other,
     ClassId,
