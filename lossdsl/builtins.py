@@ -113,7 +113,20 @@ class Digamma(fn.Special):
         return sympy.polygamma(0, self.args[0])
 
     def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return Trigamma(self.args[0])
+
+
+class Trigamma(fn.Special):
+    """trigamma(x) = d/dx digamma(x), SymPy's polygamma(1, x): digamma's derivative in a
+    loss's own backward pass (no built-in makes it); poles at 0, -1, -2, ..."""
+
+    nargs = 1
+
+    def definition(self) -> sympy.Expr:
         return sympy.polygamma(1, self.args[0])
+
+    def fdiff(self, argindex: int = 1) -> sympy.Expr:
+        return sympy.polygamma(2, self.args[0])
 
 
 class Sign(fn.Special):

@@ -295,6 +295,30 @@ def test_power_by_0_is_1_everywhere_with_a_0_gradient() -> None:
     np.testing.assert_array_equal(gradient, np.zeros(len(POWER_POINTS) + 2))
 
 
+TRIGAMMA_POINTS = [-7.9, -2.3, -1.5, -0.5, 1e-8, 1e-3, 0.49, 0.5, 0.51, 1.0, 2.0, 5.5, 10.0, 1e6]
+"""Arguments of `_trigamma`: each side of the reflection at 1/2, negative non-whole
+numbers, tiny and large ones."""
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_trigamma_matches_polygamma_and_is_inf_at_the_poles(dtype: str) -> None:
+    """Within 2e-12 of the exact value in float64 (the asymptotic series' next term) and
+    a few ulps in float32, where TensorFlow's polygamma is exact (it is not below -7 in
+    float32: -7260 at -7.9, where the value is 103.24); inf at 0, -1, -3."""
+    import mpmath
+
+    trigamma = helper_namespace()["_trigamma"]
+    points = [p for p in TRIGAMMA_POINTS if dtype == "float64" or p > -7]
+    got = trigamma(tf.constant(points, dtype)).numpy()  # type: ignore[operator]
+    exact = [float(mpmath.polygamma(1, mpmath.mpf(p))) for p in points]
+    tolerance = 2e-12 if dtype == "float64" else ulps(dtype, 8)
+    np.testing.assert_allclose(got, exact, rtol=tolerance)
+    poles = trigamma(tf.constant([0.0, -1.0, -3.0], dtype)).numpy()  # type: ignore[operator]
+    assert np.all(np.isposinf(poles))
+    graph = tf.function(trigamma).get_concrete_function(tf.TensorSpec([None], tf.float32)).graph
+    assert not {"Polygamma", "Zeta"} & {operation.type for operation in graph.get_operations()}
+
+
 @pytest.mark.parametrize(
     ("exponent", "pow_kernels"),
     [

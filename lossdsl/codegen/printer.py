@@ -61,7 +61,7 @@ from sympy.logic.boolalg import Boolean
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 
-from lossdsl.builtins import RoleRule, row_of
+from lossdsl.builtins import RoleRule, Trigamma, row_of
 from lossdsl.codegen.body import REDUCTION, FunctionBody
 from lossdsl.codegen.fusions import (
     COMPILED_LAST_FUSIONS,
@@ -1105,6 +1105,10 @@ class TensorFlowPrinter(PythonCodePrinter):
         if isinstance(x, fn.ReduceSum) and fn.is_count(x):
             return self.log_count(x.removed_roles)
         return self._print_Function(expr)
+
+    def _print_Trigamma(self, expr: Trigamma) -> str:
+        """digamma's derivative, which no built-in's row spells: the target's form."""
+        return self.form("trigamma", self.tensor(expr.args[0]))
 
     def _print_log1p(self, expr: log1p) -> str:
         """An XLA module's log1p of an array is `_log1p`, which XLA on the CPU runs faster."""

@@ -168,6 +168,7 @@ TENSORFLOW = Target(
             "scalar_of": "tf.reshape({0}, [])",
             "softmax": "tf.nn.softmax({0}, axis=-1)",
             "log_softmax": "tf.nn.log_softmax({0}, axis=-1)",
+            "trigamma": "_trigamma({0})",
             "cumsum": "tf.math.cumsum({0}, axis=-1)",
             "class_counts": "tf.range(1, tf.shape({y_pred})[-1] + 1, dtype={dtype})",
             "class_of": "tf.expand_dims(tf.math.argmax({0}, axis=-1, output_type=tf.int32), -1)",
@@ -262,6 +263,7 @@ JAX = Target(
             "scalar_of": "jnp.reshape({0}, ())",
             "softmax": "jax.nn.softmax({0}, axis=-1)",
             "log_softmax": "jax.nn.log_softmax({0}, axis=-1)",
+            "trigamma": "jax.scipy.special.polygamma(1, {0})",
             "cumsum": "jnp.cumsum({0}, axis=-1)",
             "class_counts": "jnp.arange(1, {y_pred}.shape[-1] + 1, dtype={dtype})",
             "class_of": "jnp.argmax({0}, axis=-1, keepdims=True)",
@@ -356,6 +358,7 @@ TORCH = Target(
             "scalar_of": "torch.reshape({0}, ())",
             "softmax": "torch.softmax({0}, dim=-1)",
             "log_softmax": "torch.log_softmax({0}, dim=-1)",
+            "trigamma": "torch.polygamma(1, {0})",
             "cumsum": "torch.cumsum({0}, dim=-1)",
             "class_counts": (
                 "torch.arange(1, {y_pred}.shape[-1] + 1, dtype={dtype}, device={y_pred}.device)"

@@ -18,7 +18,7 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from lossdsl.builtins import row_of
+from lossdsl.builtins import Trigamma, row_of
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.gradient import EPS, ROLE_COUNTS
 from lossdsl.typed import ROLE_ORDER, Role, Roles
@@ -37,6 +37,7 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.Huber: "huber",
     fn.IntoChannels: "into_channels",
     fn.ClassCount: "class_count",
+    Trigamma: "trigamma",
     fn.LogSumExpShift: "log_sum_exp_shift",
     fn.LogOfSum: "log_of_sum",
     fn.ChannelsJoined: "channels_joined",
@@ -48,9 +49,9 @@ MADE_NAMES: dict[type[fn.LossFunction], str] = {
     fn.ChannelFromSplit: "piece",
     fn.ChannelsFromSplit: "piece",
 }
-"""Functions no user writes, made by a stable rewrite (`rewrites.py`) or a target fusion
-(`codegen.fusions`), by the names their laws use; every other function is written as the
-name of its row in `lossdsl.builtins`."""
+"""Functions no user writes, made by a stable rewrite (`rewrites.py`), a target fusion
+(`codegen.fusions`) or a derivative (digamma's, `Trigamma`), by the names their laws
+use; every other function is written as the name of its row in `lossdsl.builtins`."""
 
 NAMED_SYMBOLS: dict[sympy.Symbol, str] = {
     ROLE_COUNTS[Role.CLASS]: "num_classes",

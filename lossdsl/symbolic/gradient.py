@@ -169,8 +169,12 @@ ROLE_INDICES: dict[Role, str] = {
     Role.CLASS: "c",
 }
 
-REWRITE_OPERATORS: dict[str, str] = {"LogCosh": r"\operatorname{logcosh}"}
-"""LaTeX of the functions made by a rewrite; every other function's is its row's `latex`."""
+REWRITE_OPERATORS: dict[str, str] = {
+    "LogCosh": r"\operatorname{logcosh}",
+    "Trigamma": r"\psi_1",
+}
+"""LaTeX of the functions made by a rewrite or a derivative (digamma's, trigamma); every
+other function's is its row's `latex`."""
 
 
 class LossLatexPrinter(LatexPrinter):
