@@ -776,6 +776,40 @@ def test_a_number_times_a_temporary_reads_it_after_its_line(target: str) -> None
     assert temporaries_read_before_written(module) == []
 
 
+# A fuzz find (seed 320510): log(cosh(c)) is printed as the sum c + softplus(-2c) -
+# log(2), which a product with a count took as a call: `c + t3 - 0.69 * t2 *
+# num_classes` (E901 on every target).
+LOGCOSH_TIMES_A_COUNT = (
+    "input y: label\ninput p: prob\nparam c: unit = 0.25\n"
+    "loss = sum(log(cosh(c)) - square(p), axis=sample)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LOGCOSH_TIMES_A_COUNT,
+        (
+            "input y: target\ninput p: nonneg\n"
+            "loss = mean(p / softmax(sum(y) + where(num_classes >= y, 0.5, 0.5)))\n"
+        ),
+        (
+            "input y: target\ninput p: nonneg\n"
+            "loss = mean(p * square(log_softmax(sum(y) + where(num_classes >= y, 0.5, 0.5))))\n"
+        ),
+    ],
+    ids=["logcosh", "softmax_of_a_sum", "log_softmax_of_a_sum"],
+)
+@pytest.mark.parametrize("target", ["tensorflow", "jax", "torch"])
+def test_a_node_printed_as_an_operation_is_parenthesized_as_one(spec: str, target: str) -> None:
+    """logcosh (a sum), and a softmax or log_softmax of a value without the class axis
+    (1 / C, -log(C)), in a product, a quotient and a power: compiled and verified."""
+    pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[target])
+    from lossdsl.compiler import compile_source
+
+    compile_source(SourceFile.from_text(spec), target=target)
+
+
 def many_terms(count: int) -> str:
     """A regression loss summing `count` distinct terms, as benchmarks/compile_speed.py's."""
     functions = ("square", "abs", "softplus", "tanh")

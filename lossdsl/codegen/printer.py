@@ -602,12 +602,28 @@ class TensorFlowPrinter(PythonCodePrinter):
         return f"({printed})" if below else printed
 
     def precedence_of(self, item: sympy.Basic) -> int:
-        """SymPy's precedence of `item` as this printer writes it: a sum or logsumexp over a
-        role its operand lacks is a product `C * x` or a sum `x + log(C)`, not a call (its
-        negation was `2.0 - 2.0 + tf.math.log(num_classes)`, found by fuzzing)."""
-        infix = isinstance(item, (fn.ReduceSum, fn.LogSumExp)) and not fn.is_count(item)
-        if infix and item.removed_roles - self.roles(item.args[0]):
-            return PRECEDENCE["Mul"] if isinstance(item, fn.ReduceSum) else PRECEDENCE["Add"]
+        """SymPy's precedence of `item` as this printer writes it, where that is not a
+        call: a sum over a role its operand lacks is a product `C * x`; a logsumexp or a
+        log of a sum over one a sum `x + log(C)` (its negation was `2.0 - 2.0 +
+        tf.math.log(num_classes)`, found by fuzzing); logcosh is always the sum `x +
+        softplus(-2x) - log(2)` (times a count it was `c + t3 - 0.69 * count`, found by
+        fuzzing); a softmax over no classes is `1.0 / C`, a log_softmax `-log(C)`."""
+        over_a_missing_role = (
+            isinstance(item, fn.Reduction)
+            and not fn.is_count(item)
+            and bool(item.removed_roles - self.roles(item.args[0]))
+        )
+        if over_a_missing_role and isinstance(item, fn.ReduceSum):
+            return PRECEDENCE["Mul"]
+        if over_a_missing_role and isinstance(item, fn.LogSumExp | fn.LogOfSum):
+            return PRECEDENCE["Add"]
+        if isinstance(item, fn.LogCosh):
+            return PRECEDENCE["Add"]
+        no_classes = isinstance(item, fn.Softmax | fn.LogSoftmax) and (
+            Role.CLASS not in self.roles(item.args[0])
+        )
+        if no_classes:
+            return PRECEDENCE["Mul" if isinstance(item, fn.Softmax) else "Add"]
         return precedence(item)
 
     def definition(self, expr: sympy.Basic) -> str:
