@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
@@ -46,9 +46,16 @@ class FusionContext:
     clips_outside_logs: frozenset[sympy.Basic] = frozenset()
     labels: frozenset[sympy.Symbol] = frozenset()
     body: frozenset[sympy.Basic] = frozenset()
+    known_roles: dict[sympy.Basic, Roles] = field(default_factory=dict, compare=False, repr=False)
+    """Each node's roles once computed (`roles_of`), shared by the contexts `replace`
+    makes of this one, which keep its `roles`."""
+
+    def roles_of(self, expr: sympy.Basic) -> Roles:
+        """`functions.roles_of` under `roles`, each distinct node computed once."""
+        return fn.roles_of(expr, self.roles, self.known_roles)
 
     def has_all_roles(self, expr: sympy.Basic) -> bool:
-        return fn.roles_of(expr, self.roles) == ALL_ROLES
+        return self.roles_of(expr) == ALL_ROLES
 
     def class_sum(self, expr: sympy.Expr) -> sympy.Expr | None:
         """`expr`'s sum over the class axis where it is affine in `onehot` inputs."""
@@ -72,7 +79,7 @@ def softmax_cross_entropy(node: sympy.Basic, context: FusionContext) -> sympy.Ba
     if len(logits) != 1:
         return None
     factors.remove(logits[0])
-    rows = [f for f in factors if Role.CLASS in fn.roles_of(f, context.roles)]
+    rows = [f for f in factors if Role.CLASS in context.roles_of(f)]
     if len(rows) != 1:
         return None
     factors.remove(rows[0])
@@ -175,7 +182,7 @@ def huber(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     if not isinstance(size, sympy.Abs) or not delta.is_positive:
         return None
     residual = size.args[0]
-    if fn.roles_of(delta, context.roles) or not residual.has(context.y_pred):
+    if context.roles_of(delta) or not residual.has(context.y_pred):
         return None
     same_inside = sympy.expand(inside - residual**2 / 2) == 0
     same_outside = sympy.expand(outside - (delta * size - delta**2 / 2)) == 0
@@ -259,7 +266,7 @@ def _guarded(
     p = context.y_pred
     if not branch.has(p) or not non_finite_prone(branch):
         return branch
-    if _coupled_roles(branch, p) & fn.roles_of(condition, context.roles):
+    if _coupled_roles(branch, p) & context.roles_of(condition):
         # a value of the branch reads elements whose conditions differ: gate the
         # arguments of its exps instead, where each element has its own condition
         return _exponents_gated(branch, condition, taken, context)
@@ -282,13 +289,13 @@ def _exponents_gated(
     An exp below a node that combines elements along the condition's roles (a class sum)
     stays as it is: each of its elements reaches the branch's values at other elements,
     with their conditions, where a gate by its own would drop its gradient."""
-    condition_roles = fn.roles_of(condition, context.roles)
+    condition_roles = context.roles_of(condition)
 
     def gated(node: sympy.Basic) -> sympy.Basic:
         overflowing = isinstance(node, OVERFLOWING)  # (a tuple of types narrows to object)
         if overflowing:
             (u,) = node.args
-            if not u.has(context.y_pred) or not condition_roles <= fn.roles_of(u, context.roles):
+            if not u.has(context.y_pred) or not condition_roles <= context.roles_of(u):
                 return node
             frozen = fn.StopGradient(u)
             return node.func(
@@ -349,7 +356,7 @@ ROWS: Roles = frozenset({Role.BATCH, Role.CLASS})
 
 def _other_row(expr: sympy.Basic, context: FusionContext) -> bool:
     """Whether `expr` is other(x, n) for a row x."""
-    return isinstance(expr, fn.Other) and fn.roles_of(expr.args[0], context.roles) == ROWS
+    return isinstance(expr, fn.Other) and context.roles_of(expr.args[0]) == ROWS
 
 
 def _summed_over_the_rest(fused: sympy.Expr, node: fn.ReduceSum) -> sympy.Expr:
@@ -377,7 +384,7 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
     if len(squares) != 1 or not isinstance(squares[0].base, sympy.Add):
         return None
     body, scale = squares[0], sympy.Mul(*(f for f in factors if f is not squares[0]))
-    if Role.CLASS in fn.roles_of(scale, context.roles):
+    if Role.CLASS in context.roles_of(scale):
         return None
     others = []
     for term in sympy.Add.make_args(body.base):
@@ -388,7 +395,7 @@ def pair_distances(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
         return None
     term, k, other = others[0]
     a = body.base - term
-    if fn.roles_of(a, context.roles) != ROWS:
+    if context.roles_of(a) != ROWS:
         return None
     b, partner = other.args
     b = -k * b
@@ -415,9 +422,9 @@ def pair_products(node: sympy.Basic, context: FusionContext) -> sympy.Basic | No
     if len(others) != 1:
         return None
     rest = [f for f in factors if f is not others[0]]
-    rows = [f for f in rest if fn.roles_of(f, context.roles) <= ROWS and not f.is_number]
+    rows = [f for f in rest if context.roles_of(f) <= ROWS and not f.is_number]
     row = sympy.Mul(*rows)
-    if fn.roles_of(row, context.roles) != ROWS:
+    if context.roles_of(row) != ROWS:
         return None
     outside = sympy.Mul(*(f for f in rest if f not in rows))
     fused = outside * fn.PairDot(row, others[0].args[0], others[0].args[1])
@@ -450,7 +457,7 @@ def factors_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     if len(terms) > 1 and all(term.could_extract_minus_sign() for term in terms):
         return -node.func(-body, removed)
     factors = sympy.Mul.make_args(body)
-    outside = [f for f in factors if not fn.roles_of(f, context.roles) & node.removed_roles]
+    outside = [f for f in factors if not context.roles_of(f) & node.removed_roles]
     if not outside or len(outside) == len(factors):
         return None
     inside = node.func(sympy.Mul(*(f for f in factors if f not in outside)), removed)
@@ -469,7 +476,7 @@ def terms_outside_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic
         return None
     body, removed = node.args
     terms = sympy.Add.make_args(body)
-    outside = [t for t in terms if not fn.roles_of(t, context.roles) & node.removed_roles]
+    outside = [t for t in terms if not context.roles_of(t) & node.removed_roles]
     if not outside or len(outside) == len(terms):
         return None
     inside = node.func(sympy.Add(*(t for t in terms if t not in outside)), removed)
@@ -503,7 +510,7 @@ def factors_outside_selects(node: sympy.Basic, context: FusionContext) -> sympy.
         return None
     inside = [branch if branch == 0 else fn.taken_out(branch, outside) for branch in branches]
     select = fn.Where(condition, *inside)
-    if fn.roles_of(select, context.roles) == fn.roles_of(node, context.roles):
+    if context.roles_of(select) == context.roles_of(node):
         return None
     return sympy.Mul(*outside) * select
 
@@ -522,7 +529,7 @@ def log_sum_exp_shared(node: sympy.Basic, context: FusionContext) -> sympy.Basic
     if not isinstance(node, fn.LogSumExp):
         return None
     x, removed = node.args
-    if node.removed_roles - fn.roles_of(x, context.roles):
+    if node.removed_roles - context.roles_of(x):
         return None
     shift = fn.LogSumExpShift(x, removed)
     exponentials = sympy.exp(x - shift)
@@ -550,9 +557,7 @@ def functions_inside_takes(node: sympy.Basic, context: FusionContext) -> sympy.B
         if not (elementwise or isinstance(x, sympy.Pow)) or not x.args:
             return fn.TakeClass(x, label)
         first, *rest = x.args
-        if Role.CLASS not in fn.roles_of(first, context.roles) or any(
-            fn.roles_of(arg, context.roles) for arg in rest
-        ):
+        if Role.CLASS not in context.roles_of(first) or any(context.roles_of(arg) for arg in rest):
             return fn.TakeClass(x, label)
         return fn.with_args(x, [taken(first), *rest])
 
@@ -588,7 +593,7 @@ def softmax_from_log_softmax(node: sympy.Basic, context: FusionContext) -> sympy
     """
     if not isinstance(node, fn.Softmax) or fn.LogSoftmax(*node.args) not in context.body:
         return None
-    if Role.CLASS not in fn.roles_of(node.args[0], context.roles):
+    if Role.CLASS not in context.roles_of(node.args[0]):
         return None
     return sympy.exp(fn.LogSoftmax(*node.args))
 
@@ -612,8 +617,8 @@ def where_positive(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
         x = condition.rhs
     else:
         return None
-    roles = fn.roles_of(node, context.roles)
-    if fn.roles_of(x, context.roles) != roles or fn.roles_of(value, context.roles) != roles:
+    roles = context.roles_of(node)
+    if context.roles_of(x) != roles or context.roles_of(value) != roles:
         return None
     if x.free_symbols & context.labels or non_finite_prone(value):
         return None
@@ -668,15 +673,15 @@ def _times_a_derivative(
     fused gradient ops do not broadcast); else None."""
     if not isinstance(node, sympy.Mul):
         return None
-    roles = fn.roles_of(node, context.roles)
+    roles = context.roles_of(node)
     factors = sympy.Mul.make_args(node)
     parts = (part for factor in factors for part in _shallow_parts(factor))
     for y in dict.fromkeys(part for part in parts if isinstance(part, function)):
-        if fn.roles_of(y, context.roles) != roles:
+        if context.roles_of(y) != roles:
             continue
         for needed, sign in derivatives(y):
             rest = _without(factors, needed)
-            if rest is not None and fn.roles_of(g := sympy.Mul(*rest), context.roles) == roles:
+            if rest is not None and context.roles_of(g := sympy.Mul(*rest)) == roles:
                 return sign * gradient(y, g)
     return None
 
@@ -801,7 +806,7 @@ def sum_of_a_partial_sum(node: sympy.Basic, context: FusionContext) -> sympy.Bas
     if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
         return None
     x, removed = node.args[0], node.removed_roles
-    present = fn.roles_of(x, context.roles)
+    present = context.roles_of(x)
     # each proper subset of the roles removed, those of the most present roles first
     subsets = sorted(
         (
@@ -866,8 +871,7 @@ def sum_of_known_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic 
     if not isinstance(node, fn.ReduceSum | fn.ReduceMean):
         return None
     body, removed = node.args
-    memo: dict[sympy.Basic, Roles] = {}
-    terms = _linear_terms(body, node.removed_roles, lambda x: fn.roles_of(x, context.roles, memo))
+    terms = _linear_terms(body, node.removed_roles, context.roles_of)
     if terms is None or list(terms) == [body] or set(terms) == {sympy.S.One}:
         return None
     known = []
@@ -899,11 +903,8 @@ def terms_by_array(node: sympy.Basic, context: FusionContext) -> sympy.Basic | N
         return None
     if not context.has_all_roles(node):
         return None  # the smaller arrays (per-sample values) are a few passes' worth
-    memo: dict[sympy.Basic, Roles] = {}
 
-    def roles_of(x: sympy.Basic) -> Roles:
-        return fn.roles_of(x, context.roles, memo)
-
+    roles_of = context.roles_of
     roles = roles_of(node)
     smaller = [
         roles_of(factor)
@@ -1067,13 +1068,10 @@ def _reading_a_partial(
     negation of it) read as that node (a group, `Parenthesized`), or with the scale
     multiplied once; of the forms that take the fewest passes over its shape, where that
     is fewer than `node` takes; else None."""
-    roles = fn.roles_of(node, context.roles)
-    memo: dict[sympy.Basic, Roles] = {}
+    roles = context.roles_of(node)
 
     def passes(scale: sympy.Expr, operands: tuple[sympy.Basic, ...]) -> int:
-        return _passes(
-            operation, scale, operands, roles, lambda x: fn.roles_of(x, context.roles, memo)
-        )
+        return _passes(operation, scale, operands, roles, context.roles_of)
 
     def scaled(scale: sympy.Expr, operands: tuple[sympy.Basic, ...]) -> sympy.Basic:
         if operation is sympy.Mul:
@@ -1281,7 +1279,7 @@ def fuse(
 
 def _present_roles(node: fn.Reduction, context: FusionContext) -> Roles:
     """The roles a reduction removes that its operand has (the axes it reduces)."""
-    return node.removed_roles & fn.roles_of(node.args[0], context.roles)
+    return node.removed_roles & context.roles_of(node.args[0])
 
 
 def xla_sum_over_classes(node: sympy.Basic, context: FusionContext) -> bool:
@@ -1326,7 +1324,7 @@ def xla_log1p(node: sympy.Basic, context: FusionContext) -> bool:
 
     As exact as log1p (Goldberg, 1991), at about half the time of XLA's log1p on the CPU.
     """
-    return isinstance(node, log1p) and bool(fn.roles_of(node.args[0], context.roles))
+    return isinstance(node, log1p) and bool(context.roles_of(node.args[0]))
 
 
 @dataclass(frozen=True)

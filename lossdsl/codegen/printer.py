@@ -250,7 +250,7 @@ def print_body(
     derivative = gradient
     if gradient is not None:
         gradient, gradient_fusions = fuse(gradient, context, own_fusions)
-        gradient = common_factors_outside(gradient, lambda expr: fn.roles_of(expr, context.roles))
+        gradient = common_factors_outside(gradient, context.roles_of)
         fusions += tuple(step for step in gradient_fusions if step not in fusions)
         derivative = gradient
     # the last fusions see the whole body: the forms it computes anyway
@@ -366,14 +366,13 @@ def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basi
     (numbers, params, per-sample values such as the upstream gradient) with the smaller
     ones multiplied (added) first (`Parenthesized`): one pass over the whole shape per
     whole-shaped operand, however many small ones there are."""
-    memo: dict[sympy.Basic, Roles] = {}
 
     def group(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
         rebuilt = fn.with_args(node, args)
         if not isinstance(rebuilt, (sympy.Mul, sympy.Add)):
             return rebuilt
-        roles = fn.roles_of(rebuilt, context.roles, memo)
-        small = [f for f in rebuilt.args if fn.roles_of(f, context.roles, memo) != roles]
+        roles = context.roles_of(rebuilt)
+        small = [f for f in rebuilt.args if context.roles_of(f) != roles]
         if len(small) < 2 or len(small) == len(rebuilt.args) or all(f.is_number for f in small):
             return rebuilt
         whole = [f for f in rebuilt.args if f not in small]
