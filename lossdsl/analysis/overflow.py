@@ -94,6 +94,7 @@ class OverflowCheck:
         self.diagnostics: list[Diagnostic] = []
         self._under_log = _under_log(roots)
         self._search = WitnessSearch(input_limit=OVERFLOW_INPUT_LIMIT)
+        self._searched_ranges = RangeAnalysis(input_limit=OVERFLOW_INPUT_LIMIT)
         self._constant: dict[int, bool] = {}
         self._fixed: dict[int, bool] = {}
         self._exact: dict[int, mpmath.mpf | None] = {}
@@ -244,7 +245,8 @@ class OverflowCheck:
     def _check_range(self, node: TExpr) -> None:
         if id(node) in self._under_log:
             return
-        values = self.ranges.range_of(node)
+        # over the inputs the search takes: most nodes of unbounded inputs stay within
+        values = self._searched_ranges.range_of(node)
         if _within(values.low, FLOAT32_MAX) and _within(values.high, FLOAT32_MAX):
             return
         found = self.guarded.find(node, [node], self._exceeds(node), self._search)

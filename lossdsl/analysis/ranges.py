@@ -316,9 +316,11 @@ def _range_of(lows: np.ndarray, highs: np.ndarray, attained: np.ndarray) -> Rang
 
 
 class RangeAnalysis:
-    """Value ranges of the nodes of one typed tree, memoised by node identity."""
+    """Value ranges of the nodes of one typed tree, memoised by node identity; with
+    `input_limit`, of inputs at most that size (as `WitnessSearch` takes them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, input_limit: float = math.inf) -> None:
+        self._input_range = Range(-input_limit, input_limit)
         self._ranges: dict[int, Range] = {}
         self._degrees: dict[int, dict[AtomKey, int]] = {}
         self._depths: dict[int, int] = {}  # nesting of the arithmetic above the atoms
@@ -344,7 +346,8 @@ class RangeAnalysis:
             case TSampleIndex():
                 return SAMPLE_INDEX_RANGE
             case TInput(info=info):
-                return KIND_RANGES[info.kind]
+                kind = KIND_RANGES[info.kind]
+                return kind.intersect(self._input_range) or kind
             case TParam(info=info):
                 return Range.of_domain(info.domain)
             case TCompare() | TLogic():

@@ -582,7 +582,6 @@ class TensorFlowPrinter(PythonCodePrinter):
         self.spellings_used: list[str] = []
         self.groups: list[tuple[str, str]] = []
         self.groups_made = 0
-        self._roles: dict[sympy.Basic, Roles] = {}
         self.axis_roles = axis_roles  # the roles of the axes of every printed tensor
         self.target = target
 
@@ -632,9 +631,7 @@ class TensorFlowPrinter(PythonCodePrinter):
     # ------------------------------------------------------------ helpers
 
     def roles(self, expr: sympy.Basic) -> Roles:
-        if expr not in self._roles:
-            self._roles[expr] = fn.roles_of(expr, self.symbol_roles)
-        return self._roles[expr]
+        return self.context.roles_of(expr)
 
     @property
     def dtype(self) -> str:
