@@ -236,6 +236,29 @@ def two_views(rng: np.random.Generator, batch: int, width: int) -> Inputs:
     return views, f32(rng.normal(0, 1, (batch, width)))
 
 
+def iou_targets(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """IoU-aware classification targets, U(0.1, 1) at about 25% of the entries (the
+    positives) and 0 elsewhere, and logits N(0, 3^2)."""
+    positive = rng.random((batch, width)) < 0.25
+    targets = np.where(positive, rng.uniform(0.1, 1, (batch, width)), 0.0)
+    return f32(targets), f32(rng.normal(0, 3, (batch, width)))
+
+
+def depths(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """Depths U(0.5, 10) [batch, pixels] and predicted log depths with N(0, 0.3^2) residuals."""
+    depth = rng.uniform(0.5, 10, (batch, width))
+    return f32(depth), f32(np.log(depth) + rng.normal(0, 0.3, (batch, width)))
+
+
+def times_to_event(rng: np.random.Generator, batch: int, width: int) -> Inputs:
+    """y_true [batch, 2]: times Weibull(shape 1.5) and event flags, 1 (observed) for about
+    70% and 0 (censored) for the rest; y_pred [batch, 2]: a log-scale and a log-shape,
+    N(0, 0.5^2)."""
+    times = rng.weibull(1.5, batch)
+    events = (rng.random(batch) < 0.7).astype(np.float64)
+    return f32(np.column_stack([times, events])), f32(rng.normal(0, 0.5, (batch, 2)))
+
+
 # ---------------------------------------------------------------------- params
 
 
@@ -1039,6 +1062,56 @@ def tilted_mse(y: tf.Tensor, p: tf.Tensor, t: float) -> tf.Tensor:
     return tf.math.log(tf.reduce_mean(tf.exp(t * squared))) / t
 
 
+def linex(y: tf.Tensor, p: tf.Tensor, a: float, b: float) -> tf.Tensor:
+    e = p - y
+    return tf.reduce_mean(b * (tf.exp(a * e) - a * e - 1))
+
+
+def mdca_ce(y: tf.Tensor, z: tf.Tensor, beta: float) -> tf.Tensor:
+    ce = tf.nn.softmax_cross_entropy_with_logits(y, z)
+    confidence = tf.reduce_mean(tf.nn.softmax(z), axis=0)  # per class, over the batch
+    accuracy = tf.reduce_mean(y, axis=0)
+    return tf.reduce_mean(ce) + beta * tf.reduce_mean(tf.abs(confidence - accuracy))
+
+
+def silog(y: tf.Tensor, z: tf.Tensor, lam: float) -> tf.Tensor:
+    d = z - tf.math.log(y)
+    mean_square = tf.reduce_mean(tf.square(d), axis=-1)
+    return tf.reduce_mean(mean_square - lam * tf.square(tf.reduce_mean(d, axis=-1)))
+
+
+def tempered_logistic(y: tf.Tensor, z: tf.Tensor, t1: float) -> tf.Tensor:
+    def log_t(x: tf.Tensor) -> tf.Tensor:
+        return (tf.pow(x, 1 - t1) - 1) / (1 - t1)
+
+    q = tf.nn.softmax(z)
+    terms = y * (log_t(y) - log_t(q)) - (tf.pow(y, 2 - t1) - tf.pow(q, 2 - t1)) / (2 - t1)
+    return mean_of_sums(terms)
+
+
+def varifocal(q: tf.Tensor, z: tf.Tensor, alpha: float, gamma: float) -> tf.Tensor:
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(q, z)  # -log(1 - p) where q = 0
+    weight = tf.where(q > 0, q, alpha * tf.pow(tf.sigmoid(z), gamma))
+    return tf.reduce_mean(weight * bce)
+
+
+def weibull_nll(y: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+    t, u = y[:, 0], y[:, 1]
+    a, b = tf.exp(p[:, 0]), tf.exp(p[:, 1])
+    ya = (t + EPS) / a
+    return -tf.reduce_mean(u * (tf.math.log(b) + b * tf.math.log(ya)) - tf.pow(ya, b))
+
+
+def zlpr(y: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
+    # Su's own Keras version: the other set's logits pushed to -1e12, and a 0 logit for the 1.
+    zeros = tf.zeros_like(s[:, :1])
+    negatives = tf.concat([s - y * 1e12, zeros], axis=-1)
+    positives = tf.concat([-s - (1 - y) * 1e12, zeros], axis=-1)
+    return tf.reduce_mean(
+        tf.reduce_logsumexp(negatives, axis=-1) + tf.reduce_logsumexp(positives, axis=-1)
+    )
+
+
 # ------------------------------------------------- hand-written: pairs of samples
 # [batch, batch] matrices (anchor i, partner j) and, for triplets, [batch, batch, batch]
 # (anchor a, positive p, negative n). Distances by the expansion |a|^2 + |b|^2 - 2 a.b, as
@@ -1181,6 +1254,15 @@ def triplet_semihard(y: tf.Tensor, e: tf.Tensor, margin: float) -> tf.Tensor:
     semihard = tf.where(tf.reduce_any(farther, 2), nearest_farther, farthest[:, None])
     total = tf.reduce_sum(tf.where(positive, tf.nn.relu(d - semihard + margin), 0.0))
     return per_anchor_share(total, count(positive, e.dtype, None), y)
+
+
+def contrastive(y: tf.Tensor, e: tf.Tensor, margin: float) -> tf.Tensor:
+    positive, negative = pair_masks(y)
+    d = euclidean_distances(e)
+    pulled = tf.where(positive, 0.5 * tf.square(d), 0.0)
+    pushed = tf.where(negative, 0.5 * tf.square(tf.nn.relu(margin - d)), 0.0)
+    partners = tf.cast(tf.size(y) - 1, e.dtype)  # every other sample of the batch
+    return tf.reduce_mean(tf.reduce_sum(pulled + pushed, axis=1) / partners)
 
 
 # ---------------------------------------------------------------------- the table
@@ -1524,6 +1606,15 @@ CASES: dict[str, Case] = {
         Case(smooth_pinball, ELEMENT, regression, fixed(tau=0.9, alpha=0.1)),
         Case(soft_f_beta, ELEMENT, binary_logits, fixed(beta=1.0)),
         Case(tilted_mse, ELEMENT, regression, fixed(t=-1.0)),
+        # The eighth literature set (twenty-fifth session), timed before any tuning for it.
+        Case(contrastive, PAIRS, sphere_embeddings, fixed(margin=1.0)),
+        Case(linex, ELEMENT, regression, fixed(a=1.0, b=1.0)),
+        Case(mdca_ce, CLASS, onehot_logits, fixed(beta=1.0)),
+        Case(silog, ELEMENT, depths, fixed(lam=0.5)),
+        Case(tempered_logistic, CLASS, onehot_logits, fixed(t1=0.8)),
+        Case(varifocal, ELEMENT, iou_targets, fixed(alpha=0.75, gamma=2.0)),
+        Case(weibull_nll, CHANNELS, times_to_event, channels=2),
+        Case(zlpr, CLASS, binary_logits),
         # Pairs and triplets of samples: [batch, D] embeddings, labels [batch].
         Case(
             circle,
