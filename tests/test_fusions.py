@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sympy
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from lossdsl.codegen.body import FunctionBody
 from lossdsl.codegen.fusions import (
@@ -290,6 +290,11 @@ FIXTURES: list[tuple[str, Builder, Builder]] = [
         "log_of_a_computed_product",
         lambda: t * z + 2 * sympy.log(z) + 2 * sympy.log(t) + sympy.log(w),
         lambda: t * z + 2 * sympy.log(t * z, evaluate=False) + sympy.log(w),
+    ),
+    (  # a last fusion: the body computes expm1 (LINEX's loss beside its gradient)
+        "expm1_from_the_body",
+        lambda: expm1(k * z) + z * (sympy.exp(k * z) - 1),
+        lambda: expm1(k * z) + z * expm1(k * z, evaluate=False),
     ),
     (  # a last fusion: the body computes sum(z^2) and sum(y * z) (a softmax's gradient)
         "sum_of_known_sums",

@@ -28,6 +28,7 @@ from lossdsl.codegen.helpers import (
 )
 from lossdsl.symbolic import functions as fn
 from lossdsl.symbolic.loss import AppliedRewrite
+from lossdsl.symbolic.rewrites import expm1_of_exp_minus_one
 from lossdsl.typed import ALL_ROLES, Role, Roles
 
 # ---------------------------------------------------------------- fusions
@@ -857,6 +858,21 @@ def log_of_a_computed_product(node: sympy.Basic, context: FusionContext) -> symp
     return None
 
 
+def expm1_from_the_body(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
+    """exp(x) - 1 = expm1(x), in a longer sum too, where the body computes expm1(x): the
+    stable rewrite `expm1_of_exp_minus_one` of a derivative, whose value it reads.
+
+    LINEX's loss b (expm1(a e) - a e) has the gradient a b (exp(a e) - 1): read from the
+    loss's expm1, one pass where the exp and the subtraction took two (an expm1 costs
+    what they do), and exact near e = 0, as the forward pass is.
+    """
+    rewritten = expm1_of_exp_minus_one(node)
+    if rewritten is None:
+        return None
+    taken = [term for term in sympy.Add.make_args(rewritten) if isinstance(term, expm1)]
+    return rewritten if any(term in context.body for term in taken) else None
+
+
 def sum_of_known_sums(node: sympy.Basic, context: FusionContext) -> sympy.Basic | None:
     """sum(a * x + b * w) = a * sum(x) + b * sum(w) for a and b without the roles the
     sum removes, where the body computes sum(x) and sum(w); the same for means.
@@ -1175,6 +1191,7 @@ LAST_FUSIONS: tuple[Fusion, ...] = (
         for function in (
             softmax_from_log_softmax,
             log_of_a_computed_product,
+            expm1_from_the_body,
             sum_of_a_partial_sum,
             sum_of_known_sums,
             terms_by_array,

@@ -264,7 +264,8 @@ def print_body(
     fusions += tuple(step for step in last_fusions if step not in fusions)
     # every product multiplies its small factors first; the forward and backward passes
     # group them alike, so that the nodes they share (a cross-entropy's logits) are one
-    printed = [small_factors_first(expr, context) for expr in printed]
+    computed = frozenset(fn.nodes_of(printed))
+    printed = [small_factors_first(expr, context, computed) for expr in printed]
     outputs = printed[: len(outputs)]
     if gradient is not None:
         gradient = printed[-1]
@@ -361,11 +362,16 @@ def read_from_outside(body: FunctionBody) -> set[str]:
     return read
 
 
-def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basic:
+def small_factors_first(
+    expr: sympy.Basic, context: FusionContext, computed: frozenset[sympy.Basic] = frozenset()
+) -> sympy.Basic:
     """Every product (and sum) of whole-shaped operands and several smaller ones
     (numbers, params, per-sample values such as the upstream gradient) with the smaller
     ones multiplied (added) first (`Parenthesized`): one pass over the whole shape per
-    whole-shaped operand, however many small ones there are."""
+    whole-shaped operand, however many small ones there are. A sign and one small
+    factor are no group where the product without the sign is among the nodes the body
+    computes (`computed`): the sum holding `-a * x` subtracts the `a * x` it reads
+    (LINEX's expm1(a * e) - a * e), where `(-a) * x` was a pass of its own."""
 
     def group(node: sympy.Basic, args: list[sympy.Basic]) -> sympy.Basic:
         rebuilt = fn.with_args(node, args)
@@ -373,7 +379,12 @@ def small_factors_first(expr: sympy.Basic, context: FusionContext) -> sympy.Basi
             return rebuilt
         roles = context.roles_of(rebuilt)
         small = [f for f in rebuilt.args if context.roles_of(f) != roles]
-        if len(small) < 2 or len(small) == len(rebuilt.args) or all(f.is_number for f in small):
+        if (
+            len(small) < 2
+            or len(small) == len(rebuilt.args)
+            or all(f.is_number for f in small)
+            or (len(small) == 2 and sympy.S.NegativeOne in small and -rebuilt in computed)
+        ):
             return rebuilt
         whole = [f for f in rebuilt.args if f not in small]
         return rebuilt.func(fn.Parenthesized(rebuilt.func(*small)), *whole)
