@@ -200,6 +200,14 @@ class RoleRules(Declarations):
     def nesting_help(self, left: Roles, right: Roles, operands: list[TExpr]) -> str:
         per_class = [r for r in (left, right) if Role.CLASS in r and Role.BATCH not in r]
         per_sample = [r for r in (left, right) if Role.BATCH in r and Role.CLASS not in r]
+        over_the_batch = [r for r in (left, right) if Role.SPATIAL in r and Role.BATCH not in r]
+        if over_the_batch and per_sample and not per_class:
+            return (
+                "a reduction with `axis=0` keeps the spatial role (the axes between batch "
+                "and class, none on [batch, C] inputs): reduce that operand with "
+                "`axis=all` for one value, or combine the operands before the per-sample "
+                "reduction, as in `mean(a + b)`"
+            )
         if not (per_class and per_sample):
             return "reduce one operand (sum, mean, ...) until its roles are part of the other's"
         vectors = [t.info.name for t in walk(operands) if isinstance(t, TParam) and t.roles]
