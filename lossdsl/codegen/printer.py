@@ -363,7 +363,7 @@ def read_from_outside(body: FunctionBody) -> set[str]:
 
 
 def small_factors_first(
-    expr: sympy.Basic, context: FusionContext, computed: frozenset[sympy.Basic] = frozenset()
+    expr: sympy.Basic, context: FusionContext, computed: frozenset[sympy.Basic]
 ) -> sympy.Basic:
     """Every product (and sum) of whole-shaped operands and several smaller ones
     (numbers, params, per-sample values such as the upstream gradient) with the smaller
