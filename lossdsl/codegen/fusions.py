@@ -863,7 +863,7 @@ def expm1_from_the_body(node: sympy.Basic, context: FusionContext) -> sympy.Basi
     stable rewrite `expm1_of_exp_minus_one` of a derivative, whose value it reads.
 
     LINEX's loss b (expm1(a e) - a e) has the gradient a b (exp(a e) - 1): read from the
-    loss's expm1, one pass where the exp and the subtraction took two (an expm1 costs
+    loss's expm1, one pass where the exp and the subtraction took two (an expm1 costs about
     what they do), and exact near e = 0, as the forward pass is.
     """
     rewritten = expm1_of_exp_minus_one(node)
